@@ -1,0 +1,531 @@
+//! Typed settings: built-in defaults, then an optional TOML file, then `WXAUTH_*`
+//! environment variables, validated once at start-up.
+//!
+//! Every setting has one name in the TOML file and one environment variable (the TOML key
+//! upper-cased with a `WXAUTH_` prefix), so the README's single table describes both.
+
+use std::{
+    collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
+};
+
+use url::Url;
+
+use crate::token::SigningAlg;
+
+/// Why settings could not be loaded. Each message names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// The file given with `--config`.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    ParseFile {
+        /// The file given with `--config`.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// The file names a setting that does not exist (most often a typo).
+    #[error("config file {path}: unknown setting `{key}` (known: {known})")]
+    UnknownKey {
+        /// The file given with `--config`.
+        path: PathBuf,
+        /// The unknown key.
+        key: String,
+        /// Every key that is known.
+        known: String,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid {env} (`{key}`): {reason}")]
+    Invalid {
+        /// Environment variable name.
+        env: String,
+        /// TOML key.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// Settings that production needs are missing.
+    #[error(
+        "missing required settings: {0}. Set them (environment or --config file), \
+         or run `wxauth serve --dev` for a local mock of WeChat"
+    )]
+    Missing(String),
+}
+
+/// How the settings will be used, which decides what is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `serve` against the real WeChat: credentials are required.
+    Serve,
+    /// `serve --dev`: WeChat is the built-in mock, credentials get defaults.
+    Dev,
+    /// Commands that never call WeChat (`keys ...`): credentials are not needed.
+    Offline,
+}
+
+/// A string that must not be printed, such as the AppSecret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything wxauth needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Dev mode: built-in WeChat mock, generated keys, loud warnings.
+    pub dev: bool,
+    /// Address the HTTP server binds to.
+    pub listen: SocketAddr,
+    /// sled database directory.
+    pub data_dir: PathBuf,
+    /// Signing key ring directory.
+    pub keys_dir: PathBuf,
+    /// sled page cache size in bytes.
+    pub store_cache_bytes: u64,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Token settings.
+    pub token: TokenSettings,
+    /// WeChat settings.
+    pub wechat: WechatSettings,
+}
+
+/// How tokens are signed and checked.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `iss` claim and the base of the discovery URLs, without a trailing slash.
+    /// `None`: `http://` + the address the server actually bound.
+    pub issuer: Option<String>,
+    /// `aud` claim.
+    pub audience: String,
+    /// Access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Algorithm of new signing keys, and of the key that signs.
+    pub signing_alg: SigningAlg,
+}
+
+/// How to reach WeChat.
+#[derive(Debug, Clone)]
+pub struct WechatSettings {
+    /// The mini-program's AppID.
+    pub appid: String,
+    /// The mini-program's AppSecret.
+    pub secret: Secret,
+    /// Base URL of the WeChat API.
+    pub base_url: Url,
+    /// Total time allowed for one WeChat call.
+    pub timeout: Duration,
+}
+
+/// Default WeChat API base URL.
+pub const WECHAT_BASE_URL: &str = "https://api.weixin.qq.com";
+/// AppID used in dev mode when none is configured.
+pub const DEV_APPID: &str = "wxdev00000000000";
+/// AppSecret used in dev mode when none is configured.
+pub const DEV_SECRET: &str = "dev-secret-not-for-production";
+
+/// Every setting's TOML key; the environment variable is `WXAUTH_` + the key upper-cased.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "keys_dir",
+    "issuer",
+    "audience",
+    "access_token_ttl",
+    "signing_alg",
+    "wechat_appid",
+    "wechat_secret",
+    "wechat_base_url",
+    "wechat_timeout_ms",
+    "store_cache_mb",
+    "log_format",
+];
+
+/// The environment variable for a TOML key.
+pub fn env_name(key: &str) -> String {
+    format!("WXAUTH_{}", key.to_ascii_uppercase())
+}
+
+/// Raw values after layering, before validation.
+struct Layers {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl Layers {
+    fn get(&self, key: &'static str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    fn parse<T: FromStr>(
+        &self,
+        key: &'static str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("expected {expected}, got {raw:?}"))),
+        }
+    }
+
+    fn ranged(
+        &self,
+        key: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        unit: &str,
+    ) -> Result<u64, ConfigError> {
+        let expected = format!(
+            "a whole number of {unit} from {} to {}",
+            range.start(),
+            range.end()
+        );
+        let value = self.parse(key, default, &expected)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(invalid(key, format!("expected {expected}, got {value}")))
+        }
+    }
+}
+
+fn invalid(key: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        env: env_name(key),
+        key,
+        reason,
+    }
+}
+
+impl Settings {
+    /// Loads settings from the optional TOML `file` and the process environment.
+    pub fn load(file: Option<&std::path::Path>, mode: Mode) -> Result<Self, ConfigError> {
+        Self::load_from(file, mode, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Settings::load`], with the environment supplied by `env` (for tests).
+    pub fn load_from(
+        file: Option<&std::path::Path>,
+        mode: Mode,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut values = match file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        for key in KEYS {
+            if let Some(value) = env(&env_name(key)) {
+                values.insert(key, value);
+            }
+        }
+        Self::validate(&Layers { values }, mode)
+    }
+
+    fn validate(layers: &Layers, mode: Mode) -> Result<Self, ConfigError> {
+        let dev = mode == Mode::Dev;
+        let listen: SocketAddr = layers.parse(
+            "listen",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            "HOST:PORT such as 127.0.0.1:8080",
+        )?;
+        let signing_alg = layers.parse(
+            "signing_alg",
+            SigningAlg::ES256,
+            "one of ES256, EdDSA, RS256",
+        )?;
+        let log_format = match layers.get("log_format").map(str::trim) {
+            None if dev => LogFormat::Text,
+            None => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("expected text or json, got {other:?}"),
+                ));
+            }
+        };
+        let wechat = wechat_settings(layers, mode)?;
+        let issuer = layers.get("issuer").map(parse_issuer).transpose()?;
+        let audience = match layers.get("audience").map(str::trim) {
+            Some("") => return Err(invalid("audience", "must not be empty".into())),
+            Some(aud) => aud.to_owned(),
+            None => wechat.appid.clone(),
+        };
+        Ok(Settings {
+            dev,
+            listen,
+            data_dir: path_setting(layers, "data_dir", "./data")?,
+            keys_dir: path_setting(layers, "keys_dir", "./keys")?,
+            store_cache_bytes: layers.ranged("store_cache_mb", 64, 1..=65_536, "MiB")?
+                * 1024
+                * 1024,
+            log_format,
+            token: TokenSettings {
+                issuer,
+                audience,
+                access_token_ttl: Duration::from_secs(layers.ranged(
+                    "access_token_ttl",
+                    900,
+                    60..=86_400,
+                    "seconds",
+                )?),
+                signing_alg,
+            },
+            wechat,
+        })
+    }
+}
+
+fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, ConfigError> {
+    let non_empty = |key| layers.get(key).map(str::trim).filter(|v| !v.is_empty());
+    let (appid, secret) = match (mode, non_empty("wechat_appid"), non_empty("wechat_secret")) {
+        (_, Some(appid), Some(secret)) => (appid.to_owned(), secret.to_owned()),
+        (Mode::Serve, appid, secret) => {
+            let missing: Vec<String> = [("wechat_appid", appid), ("wechat_secret", secret)]
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| env_name(k))
+                .collect();
+            return Err(ConfigError::Missing(missing.join(", ")));
+        }
+        (_, appid, secret) => (
+            appid.unwrap_or(DEV_APPID).to_owned(),
+            secret.unwrap_or(DEV_SECRET).to_owned(),
+        ),
+    };
+    if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid(
+            "wechat_appid",
+            "expected letters and digits only, such as wx4f4bc4dec97d474b".into(),
+        ));
+    }
+    let raw_url = layers.get("wechat_base_url").unwrap_or(WECHAT_BASE_URL);
+    Ok(WechatSettings {
+        appid,
+        secret: Secret::new(secret),
+        base_url: parse_base_url(raw_url)?,
+        timeout: Duration::from_millis(layers.ranged(
+            "wechat_timeout_ms",
+            5_000,
+            100..=60_000,
+            "milliseconds",
+        )?),
+    })
+}
+
+fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| invalid("wechat_base_url", format!("not a URL ({e}): {raw:?}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    // The AppSecret travels in the query string: plain HTTP is only safe on this machine.
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(invalid(
+                "wechat_base_url",
+                format!("must be an https:// URL (plain http only for loopback), got {raw:?}"),
+            ));
+        }
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "wechat_base_url",
+            "must not have a query or fragment".into(),
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_issuer(raw: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| invalid("issuer", format!("not a URL ({e}): {raw:?}")))?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(invalid(
+            "issuer",
+            format!("expected an http(s) URL without query or fragment, got {raw:?}"),
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn path_setting(layers: &Layers, key: &'static str, default: &str) -> Result<PathBuf, ConfigError> {
+    match layers.get(key).unwrap_or(default) {
+        "" => Err(invalid(key, "must not be empty".into())),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+fn read_file(path: &std::path::Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.into(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::ParseFile {
+            path: path.into(),
+            message: e.message().to_owned(),
+        })?;
+    let mut values = BTreeMap::new();
+    for (key, value) in table {
+        let Some(known) = KEYS.iter().find(|k| **k == key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.into(),
+                key,
+                known: KEYS.join(", "),
+            });
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            other => {
+                return Err(invalid(
+                    known,
+                    format!("expected a string or a whole number, got {other}"),
+                ));
+            }
+        };
+        values.insert(*known, text);
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(mode: Mode, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(None, mode, |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn production_without_credentials_names_both_settings() {
+        let err = load(Mode::Serve, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"),
+            "{err}"
+        );
+        let err = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dev_mode_has_defaults_for_everything() {
+        let s = load(Mode::Dev, &[]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.token.issuer, None);
+        assert_eq!(s.token.audience, DEV_APPID);
+        assert_eq!(s.token.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.token.signing_alg, SigningAlg::ES256);
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            ("WXAUTH_LISTEN", "nope"),
+            ("WXAUTH_ACCESS_TOKEN_TTL", "abc"),
+            ("WXAUTH_ACCESS_TOKEN_TTL", "0"),
+            ("WXAUTH_SIGNING_ALG", "HS256"),
+            ("WXAUTH_WECHAT_TIMEOUT_MS", "-5"),
+            ("WXAUTH_WECHAT_BASE_URL", "http://api.weixin.qq.com"),
+            ("WXAUTH_ISSUER", "not a url"),
+            ("WXAUTH_DATA_DIR", ""),
+        ] {
+            let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value:?} gave: {err}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, "access_token_ttl = 600\nissuer = \"https://auth.example.com/\"\nsigning_alg = \"RS256\"\n").unwrap();
+        let s = Settings::load_from(Some(&path), Mode::Dev, |n| {
+            (n == "WXAUTH_SIGNING_ALG").then(|| "EdDSA".into())
+        })
+        .unwrap();
+        assert_eq!(s.token.access_token_ttl, Duration::from_secs(600));
+        assert_eq!(s.token.issuer.as_deref(), Some("https://auth.example.com"));
+        assert_eq!(s.token.signing_alg, SigningAlg::EdDSA);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, "acess_token_ttl = 600\n").unwrap();
+        let err = Settings::load_from(Some(&path), Mode::Dev, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("acess_token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn secret_does_not_print() {
+        let s = load(
+            Mode::Serve,
+            &[
+                ("WXAUTH_WECHAT_APPID", "wx1"),
+                ("WXAUTH_WECHAT_SECRET", "topsecret"),
+            ],
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Validated values that cross module boundaries.
+//!
+//! Anything built through `parse` has been checked once, at the edge, so the rest of the
+//! code never re-validates.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Why a value from a client was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The `code` field is empty.
+    #[error("code must not be empty")]
+    EmptyCode,
+    /// The `code` field is longer than [`JsCode::MAX_LEN`] bytes.
+    #[error("code must be at most {max} bytes, got {len}", max = JsCode::MAX_LEN)]
+    CodeTooLong {
+        /// Length that was sent.
+        len: usize,
+    },
+    /// The `code` field has a byte outside visible ASCII.
+    #[error("code must contain only visible ASCII characters (0x21-0x7E)")]
+    CodeNotAscii,
+}
+
+/// The one-time code a mini-program gets from `wx.login`.
+///
+/// It is a credential for five minutes, so `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct JsCode(String);
+
+impl JsCode {
+    /// Longest code accepted. WeChat's codes are 32 characters; the margin allows for
+    /// format changes without letting a client send megabytes through to WeChat.
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks a code sent by a client.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        if raw.is_empty() {
+            return Err(DomainError::EmptyCode);
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(DomainError::CodeTooLong { len: raw.len() });
+        }
+        // Spaces and control characters never occur in real codes; rejecting them keeps
+        // a pasted "  " or a stray newline from costing a WeChat call.
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(DomainError::CodeNotAscii);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The code as sent to WeChat.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JsCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JsCode(<redacted>)")
+    }
+}
+
+/// WeChat's `session_key`: the key for decrypting a user's open data.
+///
+/// It must never leave the server, so it has no `Display` and a redacting `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    /// Wraps the base64 text WeChat sent.
+    pub fn new(raw: String) -> Self {
+        Self(raw)
+    }
+
+    /// The base64 text, for storage and (later) decryption only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(<redacted>)")
+    }
+}
+
+/// What `auth.code2Session` tells about the person behind a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WechatSession {
+    /// The user's id within this mini-program.
+    pub openid: String,
+    /// The user's id across the Open Platform account, when the app is bound to one.
+    pub unionid: Option<String>,
+    /// Key for decrypting this user's open data; replaced by every login.
+    pub session_key: SessionKey,
+}
+
+/// A business user's id: opaque, stable, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(Uuid);
+
+impl UserId {
+    /// A new id. UUID v7 sorts by creation time, which keeps sled's B-tree appends cheap.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Parses the text form used in tokens (`sub`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        Uuid::try_parse(raw).ok().map(Self)
+    }
+
+    /// The 16 bytes used as a storage key.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A business user bound to one openid of one mini-program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id, the JWT's `sub`.
+    pub id: UserId,
+    /// The mini-program the openid belongs to.
+    pub appid: String,
+    /// WeChat's id of the person within `appid`.
+    pub openid: String,
+    /// WeChat's cross-app id, once WeChat has sent one.
+    pub unionid: Option<String>,
+    /// First login.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Most recent login.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_login_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_is_checked_for_length_and_characters() {
+        assert!(JsCode::parse("0a3Xxe000ZXe9S1Yqw100Bx1Ln3Xxe0r").is_ok());
+        assert_eq!(JsCode::parse(""), Err(DomainError::EmptyCode));
+        assert_eq!(JsCode::parse(" "), Err(DomainError::CodeNotAscii));
+        assert_eq!(JsCode::parse("a\nb"), Err(DomainError::CodeNotAscii));
+        assert_eq!(JsCode::parse("码"), Err(DomainError::CodeNotAscii));
+        assert!(JsCode::parse(&"a".repeat(128)).is_ok());
+        assert_eq!(
+            JsCode::parse(&"a".repeat(129)),
+            Err(DomainError::CodeTooLong { len: 129 })
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print_in_debug() {
+        let code = JsCode::parse("secret-code").unwrap();
+        let key = SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into());
+        assert!(!format!("{code:?}{key:?}").contains("secret-code"));
+        assert!(!format!("{key:?}").contains("tiiht"));
+    }
+}

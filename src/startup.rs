@@ -1,0 +1,179 @@
+//! Building and running the server.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{
+    EndpointExt, Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+
+use crate::{
+    api,
+    auth::Auth,
+    config::Settings,
+    devmock,
+    store::{Store, StoreError},
+    token::{TokenError, Tokens},
+    wechat::{WechatClient, WechatError},
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr} (WXAUTH_LISTEN): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The dev-mode WeChat mock could not start.
+    #[error("cannot start the dev-mode WeChat mock: {0}")]
+    DevMock(std::io::Error),
+    /// The key ring is unusable.
+    #[error("signing keys: {0}")]
+    Keys(#[from] TokenError),
+    /// The database could not be opened.
+    #[error("cannot open the database in {dir} (WXAUTH_DATA_DIR): {source}")]
+    Store {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The failure.
+        source: StoreError,
+    },
+    /// The HTTP client could not be built.
+    #[error("WeChat client: {0}")]
+    Wechat(#[from] WechatError),
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    auth: Arc<Auth>,
+}
+
+impl Application {
+    /// Binds the listener and opens keys, store and WeChat client. In dev mode it first
+    /// starts the WeChat mock and points the client at it.
+    pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
+        if settings.dev {
+            let slow = settings.wechat.timeout + Duration::from_secs(1);
+            settings.wechat.base_url = devmock::spawn(
+                &settings.wechat.appid,
+                settings.wechat.secret.expose(),
+                slow,
+            )
+            .await
+            .map_err(StartupError::DevMock)?;
+            tracing::warn!(
+                mock = %settings.wechat.base_url,
+                "DEV MODE: WeChat is replaced by a local mock and keys are generated on demand. \
+                 Never let real users reach this server."
+            );
+        }
+        let acceptor = TcpListener::bind(settings.listen)
+            .into_acceptor()
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(settings.listen);
+        let issuer = settings
+            .token
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        if settings.token.issuer.is_none() && !settings.dev {
+            tracing::warn!(%issuer, "WXAUTH_ISSUER is not set; tokens name the listen address as issuer");
+        }
+        let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, settings.dev)?;
+        let store =
+            Store::open(&settings.data_dir, settings.store_cache_bytes).map_err(|source| {
+                StartupError::Store {
+                    dir: settings.data_dir.clone(),
+                    source,
+                }
+            })?;
+        let wechat = WechatClient::new(&settings.wechat)?;
+        Ok(Self {
+            acceptor,
+            addr,
+            auth: Arc::new(Auth::new(wechat, store, tokens)),
+        })
+    }
+
+    /// The bound port (useful with `WXAUTH_LISTEN=127.0.0.1:0`).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then drains requests and flushes the database.
+    /// SIGHUP re-reads the keys directory (after `wxauth keys rotate`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let auth = self.auth.clone();
+        let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone()));
+        tracing::info!(
+            "wxauth listening on http://{} (Swagger UI at /docs)",
+            self.addr
+        );
+        let app = api::routes(self.auth)
+            .with(poem::middleware::Tracing)
+            .map_to_response();
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
+            .await;
+        reloader.abort();
+        if let Err(e) = auth.store().flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        served
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn reload_keys_on_sighup(auth: Arc<Auth>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match auth.tokens().reload() {
+            Ok(()) => tracing::info!("key ring reloaded"),
+            Err(e) => tracing::error!(error = %e, "key ring reload failed; keeping the old ring"),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Client for WeChat's server API. One struct, one method per WeChat API.
+//!
+//! Facts this relies on (see `shared/wechat.md`): WeChat answers HTTP 200 for errors too,
+//! often with `Content-Type: text/plain`; `errcode` may be absent, 0, a number or a numeric
+//! string; `errmsg` ends with a request id worth logging.
+
+mod singleflight;
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::{
+    config::{Secret, WechatSettings},
+    domain::{JsCode, SessionKey, WechatSession},
+};
+use singleflight::SingleFlight;
+
+/// Delay before the single retry after errcode -1 (WeChat busy).
+const BUSY_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// What went wrong talking to WeChat. Cloneable so single-flight waiters can share it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WechatError {
+    /// 40029: the code is wrong, expired, or for another appid.
+    #[error("WeChat rejected the code as invalid (errcode 40029{rid})", rid = rid_suffix(.rid))]
+    InvalidCode {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
+    /// 40163: the code was already used.
+    #[error("WeChat says the code was already used (errcode 40163{rid})", rid = rid_suffix(.rid))]
+    CodeUsed {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
+    /// 45011: per-user minute quota reached.
+    #[error("WeChat rate limit reached (errcode 45011{rid})", rid = rid_suffix(.rid))]
+    RateLimited {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
+    /// 40226: WeChat's risk control blocked this user.
+    #[error("WeChat blocked this user's login (errcode 40226{rid})", rid = rid_suffix(.rid))]
+    UserBlocked {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
+    /// -1: WeChat is busy (already retried once).
+    #[error("WeChat is busy (errcode -1{rid})", rid = rid_suffix(.rid))]
+    Busy {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
+    /// No complete answer within the configured timeout.
+    #[error("WeChat did not answer in time")]
+    Timeout,
+    /// Anything else: connection failure, non-200, malformed body, unknown errcode.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+fn rid_suffix(rid: &Option<String>) -> String {
+    rid.as_ref()
+        .map(|r| format!(", rid {r}"))
+        .unwrap_or_default()
+}
+
+/// The raw JSON WeChat sends; every field optional because WeChat omits freely.
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    errcode: Option<serde_json::Value>,
+    #[serde(default)]
+    errmsg: Option<String>,
+    #[serde(default)]
+    openid: Option<String>,
+    #[serde(default)]
+    session_key: Option<String>,
+    #[serde(default)]
+    unionid: Option<String>,
+}
+
+/// The WeChat API client. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct WechatClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    code2session_url: Url,
+    appid: String,
+    secret: Secret,
+    inflight: SingleFlight<Result<WechatSession, WechatError>>,
+}
+
+impl WechatClient {
+    /// Builds the client: rustls with certificate verification, timeouts, keep-alive.
+    pub fn new(settings: &WechatSettings) -> Result<Self, WechatError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.timeout.min(Duration::from_secs(3)))
+            .timeout(settings.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wxauth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url()))
+            })?;
+        let mut code2session_url = settings.base_url.clone();
+        code2session_url
+            .path_segments_mut()
+            .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(["sns", "jscode2session"]);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                code2session_url,
+                appid: settings.appid.clone(),
+                secret: settings.secret.clone(),
+                inflight: SingleFlight::default(),
+            }),
+        })
+    }
+
+    /// The AppID this client logs users in for.
+    pub fn appid(&self) -> &str {
+        &self.inner.appid
+    }
+
+    /// `auth.code2Session`: exchanges a `wx.login` code for the user's identity.
+    ///
+    /// Concurrent calls with the same code share one upstream request, because a code
+    /// works once and a double tap would otherwise turn into a 40163.
+    pub async fn code2session(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
+        let this = self.clone();
+        let owned = code.clone();
+        self.inner
+            .inflight
+            .run(code.as_str(), async move {
+                this.code2session_with_retry(&owned).await
+            })
+            .await
+    }
+
+    async fn code2session_with_retry(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
+        match self.code2session_once(code).await {
+            // -1 is transient; retrying re-sends the same code, so only once.
+            Err(WechatError::Busy { .. }) => {
+                tokio::time::sleep(BUSY_RETRY_DELAY).await;
+                self.code2session_once(code).await
+            }
+            other => other,
+        }
+    }
+
+    async fn code2session_once(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
+        let inner = &self.inner;
+        // Logged without the query: it carries the AppSecret and the code.
+        let endpoint = inner.code2session_url.as_str();
+        let started = std::time::Instant::now();
+        let response = inner
+            .http
+            .get(inner.code2session_url.clone())
+            .query(&[
+                ("appid", inner.appid.as_str()),
+                ("secret", inner.secret.expose()),
+                ("js_code", code.as_str()),
+                ("grant_type", "authorization_code"),
+            ])
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport_error)?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if status != reqwest::StatusCode::OK {
+            tracing::warn!(%endpoint, %status, elapsed_ms, "WeChat answered with a non-200 status");
+            return Err(WechatError::Upstream(format!(
+                "WeChat answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let result = interpret(&body);
+        match &result {
+            Ok(_) => tracing::debug!(%endpoint, elapsed_ms, "code2Session succeeded"),
+            Err(err) => tracing::warn!(%endpoint, elapsed_ms, error = %err, "code2Session failed"),
+        }
+        result
+    }
+}
+
+fn transport_error(err: reqwest::Error) -> WechatError {
+    if err.is_timeout() {
+        WechatError::Timeout
+    } else {
+        // `without_url`: the URL holds the AppSecret.
+        WechatError::Upstream(format!("cannot reach WeChat: {}", err.without_url()))
+    }
+}
+
+/// Turns WeChat's body into a session or an error, whatever the Content-Type said.
+fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
+    let reply: Reply = serde_json::from_slice(body)
+        .map_err(|e| WechatError::Upstream(format!("WeChat sent a malformed answer ({e})")))?;
+    let rid = reply.errmsg.as_deref().and_then(request_id);
+    let errcode = match &reply.errcode {
+        None | Some(serde_json::Value::Null) => 0,
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| bad_errcode(n))?,
+        Some(serde_json::Value::String(s)) => s.trim().parse().map_err(|_| bad_errcode(s))?,
+        Some(other) => return Err(bad_errcode(other)),
+    };
+    match errcode {
+        0 => {}
+        40029 => return Err(WechatError::InvalidCode { rid }),
+        40163 => return Err(WechatError::CodeUsed { rid }),
+        45011 => return Err(WechatError::RateLimited { rid }),
+        40226 => return Err(WechatError::UserBlocked { rid }),
+        -1 => return Err(WechatError::Busy { rid }),
+        40013 | 40125 | 40243 => {
+            tracing::error!(
+                errcode,
+                "WeChat rejected this server's AppID or AppSecret: check WXAUTH_WECHAT_APPID / WXAUTH_WECHAT_SECRET"
+            );
+            return Err(WechatError::Upstream(format!(
+                "WeChat errcode {errcode}{}",
+                rid_suffix(&rid)
+            )));
+        }
+        other => {
+            return Err(WechatError::Upstream(format!(
+                "WeChat errcode {other}{}",
+                rid_suffix(&rid)
+            )));
+        }
+    }
+    match (reply.openid, reply.session_key) {
+        (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
+            Ok(WechatSession {
+                openid,
+                unionid: reply.unionid.filter(|u| !u.is_empty()),
+                session_key: SessionKey::new(session_key),
+            })
+        }
+        _ => Err(WechatError::Upstream(format!(
+            "WeChat reported success without openid or session_key{}",
+            rid_suffix(&rid)
+        ))),
+    }
+}
+
+fn bad_errcode(value: impl std::fmt::Display) -> WechatError {
+    WechatError::Upstream(format!("WeChat sent an unreadable errcode: {value}"))
+}
+
+/// Pulls the request id out of `errmsg` (`..., rid: 626d...` or `hints: [ req_id: Aij... ]`).
+fn request_id(errmsg: &str) -> Option<String> {
+    ["rid:", "req_id:"].iter().find_map(|marker| {
+        let rest = &errmsg[errmsg.find(marker)? + marker.len()..];
+        let id: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(64)
+            .collect();
+        (!id.is_empty()).then_some(id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_answers_are_interpreted() {
+        let ok = interpret(br#"{"openid":"o6_bmjrPTlm6_2sgVt7hMZOPfL2M","session_key":"tiihtNczf5v6AKRyjwEUhQ==","unionid":"o6_bmasdasdsad6_2sgVt7hMZOPfL"}"#).unwrap();
+        assert_eq!(ok.openid, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M");
+        assert!(
+            interpret(br#"{"errcode":0,"errmsg":"ok","openid":"o","session_key":"k"}"#).is_ok()
+        );
+        assert_eq!(
+            interpret(
+                br#"{"errcode":40029,"errmsg":"invalid code, rid: 626d6eea-742b9141-407c26f8"}"#
+            ),
+            Err(WechatError::InvalidCode {
+                rid: Some("626d6eea-742b9141-407c26f8".into())
+            })
+        );
+        assert_eq!(
+            interpret(br#"{"errcode":"40163","errmsg":"code been used, hints: [ req_id: AijFoqaLRa-pTFm4 ]"}"#),
+            Err(WechatError::CodeUsed { rid: Some("AijFoqaLRa-pTFm4".into()) })
+        );
+        assert!(
+            matches!(interpret(br#"{"errcode":99999,"errmsg":"new"}"#), Err(WechatError::Upstream(m)) if m.contains("99999"))
+        );
+        assert!(matches!(
+            interpret(br#"{"openid":"o"}"#),
+            Err(WechatError::Upstream(_))
+        ));
+        assert!(matches!(
+            interpret(b"<html>"),
+            Err(WechatError::Upstream(_))
+        ));
+    }
+}

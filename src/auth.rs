@@ -47,11 +47,7 @@ pub struct Auth {
 impl Auth {
     /// Assembles the service from its parts.
     pub fn new(wechat: WechatClient, store: Store, tokens: Tokens) -> Self {
-        Self {
-            wechat,
-            store,
-            tokens,
-        }
+        Self { wechat, store, tokens }
     }
 
     /// Logs in with a `wx.login` code: code2Session, bind the openid, sign a token.
@@ -63,19 +59,12 @@ impl Auth {
         let session = self.wechat.code2session(&code).await?;
         let span = tracing::Span::current();
         span.record("openid", session.openid.as_str());
-        let record = self
-            .store
-            .record_login(self.wechat.appid(), &session)
-            .await?;
+        let record = self.store.record_login(self.wechat.appid(), &session).await?;
         span.record("user_id", tracing::field::display(record.user.id));
         span.record("created", record.created);
         let token = self.tokens.issue(&record.user)?;
         tracing::info!("login succeeded");
-        Ok(LoginOutcome {
-            token,
-            user: record.user,
-            created: record.created,
-        })
+        Ok(LoginOutcome { token, user: record.user, created: record.created })
     }
 
     /// The user a bearer token belongs to.

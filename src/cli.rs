@@ -53,46 +53,26 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let mode = if dev { Mode::Dev } else { Mode::Serve };
             let settings = Settings::load(cli.config.as_deref(), mode)?;
             telemetry::init(settings.log_format);
-            Application::build(settings)
-                .await?
-                .run_until_stopped()
-                .await?;
+            Application::build(settings).await?.run_until_stopped().await?;
         }
         Command::Keys(KeysCommand::Rotate) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             let key = token::rotate(&settings.keys_dir, settings.token.signing_alg)?;
-            println!(
-                "added {} key {} to {}",
-                key.alg,
-                key.kid,
-                settings.keys_dir.display()
-            );
+            println!("added {} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
             println!("restart wxauth or send it SIGHUP to sign with it");
         }
         Command::Keys(KeysCommand::List) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             let keys = token::list_keys(&settings.keys_dir)?;
             if keys.is_empty() {
-                println!(
-                    "no keys in {}; create one with `wxauth keys rotate`",
-                    settings.keys_dir.display()
-                );
+                println!("no keys in {}; create one with `wxauth keys rotate`", settings.keys_dir.display());
             }
-            let signer = keys
-                .iter()
-                .rposition(|k| k.alg == settings.token.signing_alg);
+            let signer = keys.iter().rposition(|k| k.alg == settings.token.signing_alg);
             println!("{:<43}  {:<5}  {:<25}  signs", "kid", "alg", "created");
             for (i, key) in keys.iter().enumerate() {
-                let created = key
-                    .created
-                    .format(&time::format_description::well_known::Rfc3339)?;
+                let created = key.created.format(&time::format_description::well_known::Rfc3339)?;
                 let mark = if Some(i) == signer { "*" } else { "" };
-                println!(
-                    "{:<43}  {:<5}  {:<25}  {mark}",
-                    key.kid,
-                    key.alg.to_string(),
-                    created
-                );
+                println!("{:<43}  {:<5}  {:<25}  {mark}", key.kid, key.alg.to_string(), created);
             }
         }
     }

@@ -4,9 +4,7 @@
 //! Every setting has one name in the TOML file and one environment variable (the TOML key
 //! upper-cased with a `WXAUTH_` prefix), so the README's single table describes both.
 
-use std::{
-    collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
-};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use url::Url;
 
@@ -188,18 +186,10 @@ impl Layers {
         self.values.get(key).map(String::as_str)
     }
 
-    fn parse<T: FromStr>(
-        &self,
-        key: &'static str,
-        default: T,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
+    fn parse<T: FromStr>(&self, key: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, format!("expected {expected}, got {raw:?}"))),
+            Some(raw) => raw.trim().parse().map_err(|_| invalid(key, format!("expected {expected}, got {raw:?}"))),
         }
     }
 
@@ -210,26 +200,14 @@ impl Layers {
         range: std::ops::RangeInclusive<u64>,
         unit: &str,
     ) -> Result<u64, ConfigError> {
-        let expected = format!(
-            "a whole number of {unit} from {} to {}",
-            range.start(),
-            range.end()
-        );
+        let expected = format!("a whole number of {unit} from {} to {}", range.start(), range.end());
         let value = self.parse(key, default, &expected)?;
-        if range.contains(&value) {
-            Ok(value)
-        } else {
-            Err(invalid(key, format!("expected {expected}, got {value}")))
-        }
+        if range.contains(&value) { Ok(value) } else { Err(invalid(key, format!("expected {expected}, got {value}"))) }
     }
 }
 
 fn invalid(key: &'static str, reason: String) -> ConfigError {
-    ConfigError::Invalid {
-        env: env_name(key),
-        key,
-        reason,
-    }
+    ConfigError::Invalid { env: env_name(key), key, reason }
 }
 
 impl Settings {
@@ -258,26 +236,16 @@ impl Settings {
 
     fn validate(layers: &Layers, mode: Mode) -> Result<Self, ConfigError> {
         let dev = mode == Mode::Dev;
-        let listen: SocketAddr = layers.parse(
-            "listen",
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-            "HOST:PORT such as 127.0.0.1:8080",
-        )?;
-        let signing_alg = layers.parse(
-            "signing_alg",
-            SigningAlg::ES256,
-            "one of ES256, EdDSA, RS256",
-        )?;
+        let listen: SocketAddr =
+            layers.parse("listen", SocketAddr::from(([127, 0, 0, 1], 8080)), "HOST:PORT such as 127.0.0.1:8080")?;
+        let signing_alg = layers.parse("signing_alg", SigningAlg::ES256, "one of ES256, EdDSA, RS256")?;
         let log_format = match layers.get("log_format").map(str::trim) {
             None if dev => LogFormat::Text,
             None => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid(
-                    "log_format",
-                    format!("expected text or json, got {other:?}"),
-                ));
+                return Err(invalid("log_format", format!("expected text or json, got {other:?}")));
             }
         };
         let wechat = wechat_settings(layers, mode)?;
@@ -292,9 +260,7 @@ impl Settings {
             listen,
             data_dir: path_setting(layers, "data_dir", "./data")?,
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
-            store_cache_bytes: layers.ranged("store_cache_mb", 64, 1..=65_536, "MiB")?
-                * 1024
-                * 1024,
+            store_cache_bytes: layers.ranged("store_cache_mb", 64, 1..=65_536, "MiB")? * 1024 * 1024,
             log_format,
             token: TokenSettings {
                 issuer,
@@ -324,34 +290,22 @@ fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, Config
                 .collect();
             return Err(ConfigError::Missing(missing.join(", ")));
         }
-        (_, appid, secret) => (
-            appid.unwrap_or(DEV_APPID).to_owned(),
-            secret.unwrap_or(DEV_SECRET).to_owned(),
-        ),
+        (_, appid, secret) => (appid.unwrap_or(DEV_APPID).to_owned(), secret.unwrap_or(DEV_SECRET).to_owned()),
     };
     if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(invalid(
-            "wechat_appid",
-            "expected letters and digits only, such as wx4f4bc4dec97d474b".into(),
-        ));
+        return Err(invalid("wechat_appid", "expected letters and digits only, such as wx4f4bc4dec97d474b".into()));
     }
     let raw_url = layers.get("wechat_base_url").unwrap_or(WECHAT_BASE_URL);
     Ok(WechatSettings {
         appid,
         secret: Secret::new(secret),
         base_url: parse_base_url(raw_url)?,
-        timeout: Duration::from_millis(layers.ranged(
-            "wechat_timeout_ms",
-            5_000,
-            100..=60_000,
-            "milliseconds",
-        )?),
+        timeout: Duration::from_millis(layers.ranged("wechat_timeout_ms", 5_000, 100..=60_000, "milliseconds")?),
     })
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(raw.trim())
-        .map_err(|e| invalid("wechat_base_url", format!("not a URL ({e}): {raw:?}")))?;
+    let url = Url::parse(raw.trim()).map_err(|e| invalid("wechat_base_url", format!("not a URL ({e}): {raw:?}")))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -370,25 +324,15 @@ fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
         }
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "wechat_base_url",
-            "must not have a query or fragment".into(),
-        ));
+        return Err(invalid("wechat_base_url", "must not have a query or fragment".into()));
     }
     Ok(url)
 }
 
 fn parse_issuer(raw: &str) -> Result<String, ConfigError> {
-    let url = Url::parse(raw.trim())
-        .map_err(|e| invalid("issuer", format!("not a URL ({e}): {raw:?}")))?;
-    if !matches!(url.scheme(), "https" | "http")
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
-        return Err(invalid(
-            "issuer",
-            format!("expected an http(s) URL without query or fragment, got {raw:?}"),
-        ));
+    let url = Url::parse(raw.trim()).map_err(|e| invalid("issuer", format!("not a URL ({e}): {raw:?}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("issuer", format!("expected an http(s) URL without query or fragment, got {raw:?}")));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -401,33 +345,20 @@ fn path_setting(layers: &Layers, key: &'static str, default: &str) -> Result<Pat
 }
 
 fn read_file(path: &std::path::Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.into(), source })?;
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| ConfigError::ParseFile {
-            path: path.into(),
-            message: e.message().to_owned(),
-        })?;
+        .map_err(|e: toml::de::Error| ConfigError::ParseFile { path: path.into(), message: e.message().to_owned() })?;
     let mut values = BTreeMap::new();
     for (key, value) in table {
         let Some(known) = KEYS.iter().find(|k| **k == key) else {
-            return Err(ConfigError::UnknownKey {
-                path: path.into(),
-                key,
-                known: KEYS.join(", "),
-            });
+            return Err(ConfigError::UnknownKey { path: path.into(), key, known: KEYS.join(", ") });
         };
         let text = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             other => {
-                return Err(invalid(
-                    known,
-                    format!("expected a string or a whole number, got {other}"),
-                ));
+                return Err(invalid(known, format!("expected a string or a whole number, got {other}")));
             }
         };
         values.insert(*known, text);
@@ -440,27 +371,15 @@ mod tests {
     use super::*;
 
     fn load(mode: Mode, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load_from(None, mode, |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
+        Settings::load_from(None, mode, |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
     }
 
     #[test]
     fn production_without_credentials_names_both_settings() {
         let err = load(Mode::Serve, &[]).unwrap_err().to_string();
-        assert!(
-            err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"),
-            "{err}"
-        );
-        let err = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"),
-            "{err}"
-        );
+        assert!(err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"), "{err}");
+        let err = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1")]).unwrap_err().to_string();
+        assert!(!err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"), "{err}");
     }
 
     #[test]
@@ -495,11 +414,13 @@ mod tests {
     fn environment_overrides_file_and_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wxauth.toml");
-        std::fs::write(&path, "access_token_ttl = 600\nissuer = \"https://auth.example.com/\"\nsigning_alg = \"RS256\"\n").unwrap();
-        let s = Settings::load_from(Some(&path), Mode::Dev, |n| {
-            (n == "WXAUTH_SIGNING_ALG").then(|| "EdDSA".into())
-        })
+        std::fs::write(
+            &path,
+            "access_token_ttl = 600\nissuer = \"https://auth.example.com/\"\nsigning_alg = \"RS256\"\n",
+        )
         .unwrap();
+        let s = Settings::load_from(Some(&path), Mode::Dev, |n| (n == "WXAUTH_SIGNING_ALG").then(|| "EdDSA".into()))
+            .unwrap();
         assert_eq!(s.token.access_token_ttl, Duration::from_secs(600));
         assert_eq!(s.token.issuer.as_deref(), Some("https://auth.example.com"));
         assert_eq!(s.token.signing_alg, SigningAlg::EdDSA);
@@ -510,22 +431,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wxauth.toml");
         std::fs::write(&path, "acess_token_ttl = 600\n").unwrap();
-        let err = Settings::load_from(Some(&path), Mode::Dev, |_| None)
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load_from(Some(&path), Mode::Dev, |_| None).unwrap_err().to_string();
         assert!(err.contains("acess_token_ttl"), "{err}");
     }
 
     #[test]
     fn secret_does_not_print() {
-        let s = load(
-            Mode::Serve,
-            &[
-                ("WXAUTH_WECHAT_APPID", "wx1"),
-                ("WXAUTH_WECHAT_SECRET", "topsecret"),
-            ],
-        )
-        .unwrap();
+        let s = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "topsecret")]).unwrap();
         assert!(!format!("{s:?}").contains("topsecret"));
     }
 }

@@ -22,30 +22,15 @@ use url::Url;
 
 /// Reserved codes and what they produce, for the README and the log.
 pub const RESERVED_CODES: &[(&str, &str)] = &[
-    (
-        "invalid",
-        "errcode 40029 (invalid code) -> 400 invalid_code",
-    ),
+    ("invalid", "errcode 40029 (invalid code) -> 400 invalid_code"),
     ("used", "errcode 40163 (code already used) -> 400 code_used"),
-    (
-        "busy",
-        "errcode -1 twice (WeChat busy) -> 503 wechat_unavailable",
-    ),
+    ("busy", "errcode -1 twice (WeChat busy) -> 503 wechat_unavailable"),
     ("busy-once", "errcode -1, then success on the retry -> 200"),
-    (
-        "limited",
-        "errcode 45011 (minute quota) -> 429 rate_limited",
-    ),
-    (
-        "blocked",
-        "errcode 40226 (risk control) -> 403 user_blocked",
-    ),
+    ("limited", "errcode 45011 (minute quota) -> 429 rate_limited"),
+    ("blocked", "errcode 40226 (risk control) -> 403 user_blocked"),
     ("slow", "answers after the timeout -> 504 wechat_timeout"),
     ("garbled", "a body that is not JSON -> 502 wechat_error"),
-    (
-        "union-*",
-        "any code starting with `union` also returns a unionid",
-    ),
+    ("union-*", "any code starting with `union` also returns a unionid"),
 ];
 
 struct MockState {
@@ -70,9 +55,7 @@ pub async fn spawn(appid: &str, secret: &str, slow: Duration) -> std::io::Result
         slow,
         busy_once_seen: Default::default(),
     });
-    let app = Route::new()
-        .at("/sns/jscode2session", get(jscode2session))
-        .data(state);
+    let app = Route::new().at("/sns/jscode2session", get(jscode2session)).data(state);
     tokio::spawn(async move {
         if let Err(e) = Server::new_with_acceptor(acceptor).run(app).await {
             tracing::error!(error = %e, "dev WeChat mock stopped");
@@ -82,10 +65,7 @@ pub async fn spawn(appid: &str, secret: &str, slow: Duration) -> std::io::Result
 }
 
 #[handler]
-async fn jscode2session(
-    Query(q): Query<HashMap<String, String>>,
-    state: Data<&Arc<MockState>>,
-) -> Response {
+async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
     let field = |name: &str| q.get(name).map(String::as_str).unwrap_or_default();
     let code = field("js_code");
     let reply = if field("appid") != state.appid {
@@ -101,10 +81,7 @@ async fn jscode2session(
             "invalid" => error(40029, "invalid code"),
             "used" => error(40163, "code been used"),
             "busy" => error(-1, "system error"),
-            "limited" => error(
-                45011,
-                "api minute-quota reach limit, must slower, retry next minute",
-            ),
+            "limited" => error(45011, "api minute-quota reach limit, must slower, retry next minute"),
             "blocked" => error(40226, "code blocked"),
             "garbled" => "<html>502 Bad Gateway</html>".to_owned(),
             "busy-once" if first_time(&state, code) => error(-1, "system error"),
@@ -116,17 +93,11 @@ async fn jscode2session(
         }
     };
     // WeChat's real Content-Type for these JSON bodies.
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(reply)
+    Response::builder().header(header::CONTENT_TYPE, "text/plain").body(reply)
 }
 
 fn first_time(state: &MockState, code: &str) -> bool {
-    state
-        .busy_once_seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(code.to_owned())
+    state.busy_once_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(code.to_owned())
 }
 
 fn error(errcode: i64, errmsg: &str) -> String {
@@ -151,10 +122,7 @@ fn success(appid: &str, code: &str) -> String {
 /// A WeChat-shaped 28-character id derived from the code, so a code always maps to the
 /// same person.
 fn derived_id(prefix: &str, kind: &str, appid: &str, code: &str) -> String {
-    let digest = digest::digest(
-        &digest::SHA256,
-        format!("wxauth-dev:{kind}:{appid}:{code}").as_bytes(),
-    );
+    let digest = digest::digest(&digest::SHA256, format!("wxauth-dev:{kind}:{appid}:{code}").as_bytes());
     let mut id = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(digest.as_ref()));
     id.truncate(28);
     id

@@ -166,10 +166,7 @@ mod tests {
         assert_eq!(JsCode::parse("a\nb"), Err(DomainError::CodeNotAscii));
         assert_eq!(JsCode::parse("码"), Err(DomainError::CodeNotAscii));
         assert!(JsCode::parse(&"a".repeat(128)).is_ok());
-        assert_eq!(
-            JsCode::parse(&"a".repeat(129)),
-            Err(DomainError::CodeTooLong { len: 129 })
-        );
+        assert_eq!(JsCode::parse(&"a".repeat(129)), Err(DomainError::CodeTooLong { len: 129 }));
     }
 
     #[test]

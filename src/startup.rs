@@ -60,13 +60,9 @@ impl Application {
     pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
         if settings.dev {
             let slow = settings.wechat.timeout + Duration::from_secs(1);
-            settings.wechat.base_url = devmock::spawn(
-                &settings.wechat.appid,
-                settings.wechat.secret.expose(),
-                slow,
-            )
-            .await
-            .map_err(StartupError::DevMock)?;
+            settings.wechat.base_url = devmock::spawn(&settings.wechat.appid, settings.wechat.secret.expose(), slow)
+                .await
+                .map_err(StartupError::DevMock)?;
             tracing::warn!(
                 mock = %settings.wechat.base_url,
                 "DEV MODE: WeChat is replaced by a local mock and keys are generated on demand. \
@@ -76,37 +72,17 @@ impl Application {
         let acceptor = TcpListener::bind(settings.listen)
             .into_acceptor()
             .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(settings.listen);
-        let issuer = settings
-            .token
-            .issuer
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
+        let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(settings.listen);
+        let issuer = settings.token.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
         if settings.token.issuer.is_none() && !settings.dev {
             tracing::warn!(%issuer, "WXAUTH_ISSUER is not set; tokens name the listen address as issuer");
         }
         let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, settings.dev)?;
-        let store =
-            Store::open(&settings.data_dir, settings.store_cache_bytes).map_err(|source| {
-                StartupError::Store {
-                    dir: settings.data_dir.clone(),
-                    source,
-                }
-            })?;
+        let store = Store::open(&settings.data_dir, settings.store_cache_bytes)
+            .map_err(|source| StartupError::Store { dir: settings.data_dir.clone(), source })?;
         let wechat = WechatClient::new(&settings.wechat)?;
-        Ok(Self {
-            acceptor,
-            addr,
-            auth: Arc::new(Auth::new(wechat, store, tokens)),
-        })
+        Ok(Self { acceptor, addr, auth: Arc::new(Auth::new(wechat, store, tokens)) })
     }
 
     /// The bound port (useful with `WXAUTH_LISTEN=127.0.0.1:0`).
@@ -126,19 +102,11 @@ impl Application {
     }
 
     /// Serves until `stop` completes.
-    pub async fn run_until(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let auth = self.auth.clone();
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone()));
-        tracing::info!(
-            "wxauth listening on http://{} (Swagger UI at /docs)",
-            self.addr
-        );
-        let app = api::routes(self.auth)
-            .with(poem::middleware::Tracing)
-            .map_to_response();
+        tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
+        let app = api::routes(self.auth).with(poem::middleware::Tracing).map_to_response();
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
             .await;

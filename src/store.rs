@@ -32,9 +32,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
     /// The data directory was written by a newer wxauth.
-    #[error(
-        "data directory has schema version {found}; this build understands up to {SCHEMA_VERSION}"
-    )]
+    #[error("data directory has schema version {found}; this build understands up to {SCHEMA_VERSION}")]
     SchemaTooNew {
         /// Version found on disk.
         found: u32,
@@ -83,16 +81,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir`. Must run inside a tokio runtime.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
         let meta = db.open_tree("meta")?;
-        let version = match meta.compare_and_swap(
-            SCHEMA_KEY,
-            None::<&[u8]>,
-            Some(&SCHEMA_VERSION.to_be_bytes()[..]),
-        )? {
+        let version = match meta.compare_and_swap(SCHEMA_KEY, None::<&[u8]>, Some(&SCHEMA_VERSION.to_be_bytes()[..]))? {
             Ok(()) => SCHEMA_VERSION,
             Err(current) => decode_version(current.current.as_deref())?,
         };
@@ -113,26 +104,18 @@ impl Store {
     ///
     /// The first login of an openid creates a user; later ones update it. One serializable
     /// transaction covers lookup and insert, so concurrent first logins create one user.
-    pub async fn record_login(
-        &self,
-        appid: &str,
-        session: &WechatSession,
-    ) -> Result<LoginRecord, StoreError> {
+    pub async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
         let now = OffsetDateTime::now_utc();
         let index_key = format!("{appid}:{}", session.openid);
         // Made outside the closure: sled may run it several times.
         let fresh_id = UserId::new();
-        let key_record = encode(&StoredSessionKey {
-            session_key: session.session_key.clone(),
-            issued_at: now,
-        })?;
+        let key_record = encode(&StoredSessionKey { session_key: session.session_key.clone(), issued_at: now })?;
         let record = (&self.openids, &self.users, &self.session_keys)
             .transaction(|(openids, users, keys)| {
                 let (mut user, created) = match openids.get(index_key.as_bytes())? {
                     Some(id) => {
-                        let bytes = users.get(&id)?.ok_or_else(|| {
-                            abort(StoreError::Corrupt("binding without user".into()))
-                        })?;
+                        let bytes =
+                            users.get(&id)?.ok_or_else(|| abort(StoreError::Corrupt("binding without user".into())))?;
                         (decode::<User>(&bytes).map_err(abort)?, false)
                     }
                     None => {
@@ -166,18 +149,12 @@ impl Store {
 
     /// The user with `id`, if any.
     pub fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        self.users
-            .get(id.as_bytes())?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        self.users.get(id.as_bytes())?.map(|bytes| decode(&bytes)).transpose()
     }
 
     /// The newest session key of a user. Never sent to clients; for decrypting open data.
     pub fn session_key(&self, id: &UserId) -> Result<Option<StoredSessionKey>, StoreError> {
-        self.session_keys
-            .get(id.as_bytes())?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        self.session_keys.get(id.as_bytes())?.map(|bytes| decode(&bytes)).transpose()
     }
 
     /// Number of users.
@@ -245,10 +222,7 @@ impl GroupCommit {
 
     async fn wait(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(tx)
-            .map_err(|_| StoreError::Database("flusher stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Database("flusher stopped".into()))?
+        self.queue.send(tx).map_err(|_| StoreError::Database("flusher stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Database("flusher stopped".into()))?
     }
 }

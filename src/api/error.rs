@@ -70,10 +70,7 @@ pub enum ApiError {
 }
 
 fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody {
-        error: error.into(),
-        error_description: description.into(),
-    })
+    Json(ErrorBody { error: error.into(), error_description: description.into() })
 }
 
 impl ApiError {
@@ -85,8 +82,7 @@ impl ApiError {
     /// A 401 `invalid_token` with its RFC 6750 challenge.
     pub fn invalid_token(description: impl Into<String>) -> Self {
         let description = description.into();
-        let challenge =
-            format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\"");
+        let challenge = format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\"");
         Self::Unauthorized(body("invalid_token", description), challenge)
     }
 
@@ -117,22 +113,17 @@ impl From<WechatError> for ApiError {
     fn from(err: WechatError) -> Self {
         let text = err.to_string();
         match err {
-            WechatError::InvalidCode { .. } => Self::BadRequest(body(
-                "invalid_code",
-                format!("{text}; call wx.login again for a new code"),
-            )),
-            WechatError::CodeUsed { .. } => Self::BadRequest(body(
-                "code_used",
-                format!("{text}; call wx.login again for a new code"),
-            )),
-            WechatError::UserBlocked { .. } => Self::Forbidden(body("user_blocked", text)),
-            WechatError::RateLimited { .. } => Self::TooManyRequests(
-                body("rate_limited", format!("{text}; retry next minute")),
-                RATE_LIMIT_RETRY_SECS,
-            ),
-            WechatError::Busy { .. } => {
-                Self::Unavailable(body("wechat_unavailable", text), BUSY_RETRY_SECS)
+            WechatError::InvalidCode { .. } => {
+                Self::BadRequest(body("invalid_code", format!("{text}; call wx.login again for a new code")))
             }
+            WechatError::CodeUsed { .. } => {
+                Self::BadRequest(body("code_used", format!("{text}; call wx.login again for a new code")))
+            }
+            WechatError::UserBlocked { .. } => Self::Forbidden(body("user_blocked", text)),
+            WechatError::RateLimited { .. } => {
+                Self::TooManyRequests(body("rate_limited", format!("{text}; retry next minute")), RATE_LIMIT_RETRY_SECS)
+            }
+            WechatError::Busy { .. } => Self::Unavailable(body("wechat_unavailable", text), BUSY_RETRY_SECS),
             WechatError::Timeout => Self::GatewayTimeout(body("wechat_timeout", text)),
             WechatError::Upstream(_) => Self::BadGateway(body("wechat_error", text)),
         }
@@ -146,8 +137,7 @@ pub async fn envelope(err: poem::Error) -> Response {
         return err.into_response();
     }
     if err.is::<AuthorizationError>() {
-        return ApiError::invalid_token("the request has no Authorization: Bearer token")
-            .into_response();
+        return ApiError::invalid_token("the request has no Authorization: Bearer token").into_response();
     }
     let status = err.status();
     let (status, code, description) = match status {
@@ -155,38 +145,14 @@ pub async fn envelope(err: poem::Error) -> Response {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             (StatusCode::BAD_REQUEST, "invalid_request", err.to_string())
         }
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            status,
-            "invalid_request",
-            "request body too large".to_owned(),
-        ),
-        StatusCode::NOT_FOUND => (
-            status,
-            "not_found",
-            "no such endpoint; see /docs".to_owned(),
-        ),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            status,
-            "method_not_allowed",
-            "method not allowed; see /docs".to_owned(),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, "invalid_request", "request body too large".to_owned()),
+        StatusCode::NOT_FOUND => (status, "not_found", "no such endpoint; see /docs".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => (status, "method_not_allowed", "method not allowed; see /docs".to_owned()),
         s if s.is_server_error() => {
             tracing::error!(error = %err, "request failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal error; see the server log".to_owned(),
-            )
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error; see the server log".to_owned())
         }
         s => (s, "invalid_request", err.to_string()),
     };
-    (
-        status,
-        Json(ErrorBody {
-            error: code.into(),
-            error_description: description,
-        })
-        .into_response(),
-    )
-        .into_response()
+    (status, Json(ErrorBody { error: code.into(), error_description: description }).into_response()).into_response()
 }

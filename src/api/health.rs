@@ -39,14 +39,10 @@ impl HealthApi {
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
         match self.auth.store().check() {
-            Ok(()) => HealthResponse::Ok(Json(HealthBody {
-                status: "ok".into(),
-            })),
+            Ok(()) => HealthResponse::Ok(Json(HealthBody { status: "ok".into() })),
             Err(e) => {
                 tracing::error!(error = %e, "health check failed");
-                HealthResponse::Unavailable(Json(HealthBody {
-                    status: "unavailable".into(),
-                }))
+                HealthResponse::Unavailable(Json(HealthBody { status: "unavailable".into() }))
             }
         }
     }

@@ -65,9 +65,7 @@ impl Payload for JwksBody {
 
 impl IntoResponse for JwksBody {
     fn into_response(self) -> Response {
-        Response::builder()
-            .header(header::CONTENT_TYPE, Self::CONTENT_TYPE)
-            .body(self.0)
+        Response::builder().header(header::CONTENT_TYPE, Self::CONTENT_TYPE).body(self.0)
     }
 }
 
@@ -134,11 +132,7 @@ impl KeysApi {
     /// Discovery document
     ///
     /// Lets standard verifier libraries find the JWKS from the issuer URL alone.
-    #[oai(
-        path = "/.well-known/openid-configuration",
-        method = "get",
-        operation_id = "discovery"
-    )]
+    #[oai(path = "/.well-known/openid-configuration", method = "get", operation_id = "discovery")]
     async fn discovery(&self) -> DiscoveryResponse {
         let tokens = self.auth.tokens();
         let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
@@ -146,11 +140,7 @@ impl KeysApi {
             Json(DiscoveryDoc {
                 issuer: tokens.issuer().to_owned(),
                 jwks_uri: format!("{}/.well-known/jwks.json", tokens.issuer()),
-                id_token_signing_alg_values_supported: tokens
-                    .algorithms()
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect(),
+                id_token_signing_alg_values_supported: tokens.algorithms().iter().map(|a| a.to_string()).collect(),
                 subject_types_supported: strings(&["public"]),
                 response_types_supported: strings(&["token"]),
                 claims_supported: strings(&[

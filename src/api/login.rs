@@ -1,8 +1,14 @@
 //! `POST /v1/login`.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::Json,
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{Example, ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
 
 use super::{ApiTags, error::ApiError};
 use crate::auth::{Auth, LoginOutcome};
@@ -13,14 +19,71 @@ use crate::auth::{Auth, LoginOutcome};
 pub struct LoginRequest {
     /// The one-time code from `wx.login` (valid 5 minutes, single use). 1 to 128 visible
     /// ASCII characters. In dev mode any text works; see the README for reserved codes.
-    pub code: String,
+    pub code: CodeText,
 }
 
 impl Example for LoginRequest {
     fn example() -> Self {
-        Self {
-            code: "alice".into(),
+        Self { code: CodeText("alice".into()) }
+    }
+}
+
+/// A JSON string, and only a string: poem-openapi's `String` would turn `123` or `true`
+/// into text and send it to WeChat. Length and characters are checked by
+/// [`crate::domain::JsCode`]; the schema repeats the rules for Swagger UI users.
+#[derive(Debug)]
+pub struct CodeText(pub String);
+
+impl Type for CodeText {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            min_length: Some(1),
+            max_length: Some(crate::domain::JsCode::MAX_LEN),
+            pattern: Some("^[!-~]+$".into()),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for CodeText {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(Self(s)),
+            other => Err(ParseError::custom(format!("code must be a JSON string, got {}", json_kind(other.as_ref())))),
         }
+    }
+}
+
+impl ToJSON for CodeText {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
+fn json_kind(value: Option<&Value>) -> &'static str {
+    match value {
+        None | Some(Value::Null) => "nothing",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "an array",
+        Some(Value::Object(_)) => "an object",
     }
 }
 
@@ -94,7 +157,7 @@ impl LoginApi {
     /// login of an openid, and returns a signed access token.
     #[oai(path = "/v1/login", method = "post", operation_id = "login")]
     async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, ApiError> {
-        let outcome = self.auth.login(&body.0.code).await?;
+        let outcome = self.auth.login(&body.0.code.0).await?;
         Ok(LoginResponse::Ok(Json(outcome.into()), "no-store".into()))
     }
 }

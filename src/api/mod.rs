@@ -30,9 +30,7 @@ pub enum ApiTags {
 }
 
 /// The OpenAPI service (also the source of the committed spec).
-pub fn service(
-    auth: Arc<Auth>,
-) -> OpenApiService<(login::LoginApi, me::MeApi, keys::KeysApi, health::HealthApi), ()> {
+pub fn service(auth: Arc<Auth>) -> OpenApiService<(login::LoginApi, me::MeApi, keys::KeysApi, health::HealthApi), ()> {
     OpenApiService::new(
         (
             login::LoginApi { auth: auth.clone() },
@@ -64,10 +62,7 @@ pub fn routes(auth: Arc<Auth>) -> impl Endpoint {
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's
 /// `SizeLimit` refuses requests without one, which includes every GET).
-async fn limit_body<E: Endpoint>(
-    ep: std::sync::Arc<E>,
-    mut req: Request,
-) -> poem::Result<Response> {
+async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poem::Result<Response> {
     let body = req
         .take_body()
         .into_bytes_limit(MAX_BODY_BYTES)

@@ -20,9 +20,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey,
     jwk::{
-        AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
-        EllipticCurveKeyType, Jwk, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
-        PublicKeyUse, RSAKeyParameters, RSAKeyType, ThumbprintHash,
+        AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters, EllipticCurveKeyType, Jwk,
+        KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, RSAKeyParameters, RSAKeyType,
+        ThumbprintHash,
     },
 };
 use time::OffsetDateTime;
@@ -65,26 +65,18 @@ pub fn load_dir(dir: &Path) -> Result<Vec<RingKey>, TokenError> {
 
 fn load_file(path: &Path) -> Result<RingKey, TokenError> {
     let text = fs::read(path).map_err(|e| TokenError::io(path, e))?;
-    let bad = |reason: &str| TokenError::BadKeyFile {
-        path: path.into(),
-        reason: reason.into(),
-    };
+    let bad = |reason: &str| TokenError::BadKeyFile { path: path.into(), reason: reason.into() };
     let pem = pem::parse(&text).map_err(|_| bad("not a PEM file"))?;
     if pem.tag() != PEM_TAG {
-        return Err(bad(
-            "expected an unencrypted PKCS#8 key (-----BEGIN PRIVATE KEY-----)",
-        ));
+        return Err(bad("expected an unencrypted PKCS#8 key (-----BEGIN PRIVATE KEY-----)"));
     }
     let der = pem.contents();
-    let (alg, params) =
-        public_params(der).ok_or_else(|| bad("not a P-256, Ed25519 or RSA (2048+ bit) key"))?;
+    let (alg, params) = public_params(der).ok_or_else(|| bad("not a P-256, Ed25519 or RSA (2048+ bit) key"))?;
     let encoding = match alg {
         SigningAlg::ES256 => EncodingKey::from_ec_der(der),
         SigningAlg::EdDSA => EncodingKey::from_ed_der(der),
         // jsonwebtoken's RSA signer wants PKCS#1; its PEM reader unwraps PKCS#8 for us.
-        SigningAlg::RS256 => {
-            EncodingKey::from_rsa_pem(&text).map_err(|_| bad("unreadable RSA key"))?
-        }
+        SigningAlg::RS256 => EncodingKey::from_rsa_pem(&text).map_err(|_| bad("unreadable RSA key"))?,
     };
     let mut jwk = Jwk {
         common: CommonParameters {
@@ -98,26 +90,15 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
         },
         algorithm: params,
     };
-    let kid = jwk
-        .thumbprint(ThumbprintHash::SHA256)
-        .map_err(|_| bad("cannot compute thumbprint"))?;
+    let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| bad("cannot compute thumbprint"))?;
     jwk.common.key_id = Some(kid.clone());
     // Verification goes through the published JWK, exactly as a third party's would.
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| bad("cannot build verification key"))?;
-    let modified = fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map_err(|e| TokenError::io(path, e))?;
+    let modified = fs::metadata(path).and_then(|m| m.modified()).map_err(|e| TokenError::io(path, e))?;
     if path.file_stem().is_some_and(|stem| stem != kid.as_str()) {
         tracing::warn!(path = %path.display(), %kid, "key file name differs from its kid; the kid is the thumbprint");
     }
-    Ok(RingKey {
-        kid,
-        alg,
-        created: OffsetDateTime::from(modified),
-        jwk,
-        encoding,
-        decoding,
-    })
+    Ok(RingKey { kid, alg, created: OffsetDateTime::from(modified), jwk, encoding, decoding })
 }
 
 /// Recognises the key type from its PKCS#8 DER and returns its public JWK parameters.
@@ -162,19 +143,12 @@ fn public_params(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters)> {
 
 /// Generates a new key of `alg`, writes it to `dir` (mode 0600) and returns it loaded.
 pub fn generate(dir: &Path, alg: SigningAlg) -> Result<RingKey, TokenError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| TokenError::io(dir, e))?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| TokenError::io(dir, e))?;
     let der = pkcs8_for(alg)?;
     let (_, params) = public_params(&der).ok_or(TokenError::KeyGeneration)?;
-    let kid = Jwk {
-        common: CommonParameters::default(),
-        algorithm: params,
-    }
-    .thumbprint(ThumbprintHash::SHA256)
-    .map_err(|_| TokenError::KeyGeneration)?;
+    let kid = Jwk { common: CommonParameters::default(), algorithm: params }
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|_| TokenError::KeyGeneration)?;
     let path: PathBuf = dir.join(format!("{kid}.pem"));
     let text = pem::encode(&pem::Pem::new(PEM_TAG, der));
     // create_new + 0600: never overwrite a key, never let another user read one.
@@ -184,9 +158,7 @@ pub fn generate(dir: &Path, alg: SigningAlg) -> Result<RingKey, TokenError> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| TokenError::io(&path, e))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| TokenError::io(&path, e))?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| TokenError::io(&path, e))?;
     load_file(&path)
 }
 
@@ -199,17 +171,10 @@ fn pkcs8_for(alg: SigningAlg) -> Result<Vec<u8>, TokenError> {
             .as_ref()
             .to_vec(),
         // PKCS#8 v1 (RFC 8410) is what OpenSSL and other tools read.
-        SigningAlg::EdDSA => Ed25519KeyPair::generate()
-            .and_then(|k| k.to_pkcs8v1())
-            .map_err(failed)?
-            .as_ref()
-            .to_vec(),
-        SigningAlg::RS256 => RsaKeyPair::generate(KeySize::Rsa2048)
-            .map_err(failed)?
-            .as_der()
-            .map_err(failed)?
-            .as_ref()
-            .to_vec(),
+        SigningAlg::EdDSA => Ed25519KeyPair::generate().and_then(|k| k.to_pkcs8v1()).map_err(failed)?.as_ref().to_vec(),
+        SigningAlg::RS256 => {
+            RsaKeyPair::generate(KeySize::Rsa2048).map_err(failed)?.as_der().map_err(failed)?.as_ref().to_vec()
+        }
     })
 }
 

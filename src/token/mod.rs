@@ -118,10 +118,7 @@ pub enum TokenError {
 
 impl TokenError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 }
 
@@ -178,17 +175,10 @@ pub struct Tokens {
 impl Tokens {
     /// Loads the key ring from `keys_dir`. With `generate`, a missing signing key of the
     /// configured algorithm is created (dev mode); otherwise its absence is an error.
-    pub fn open(
-        settings: &TokenSettings,
-        issuer: String,
-        keys_dir: &Path,
-        generate: bool,
-    ) -> Result<Self, TokenError> {
+    pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, generate: bool) -> Result<Self, TokenError> {
         // Pin the crypto backend explicitly: feature unification could otherwise leave
         // jsonwebtoken with none or two, which panics at the first signature.
-        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
-            &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
-        );
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
         let mut keys = keys::load_dir(keys_dir)?;
         if generate && !keys.iter().any(|k| k.alg == settings.signing_alg) {
             let key = keys::generate(keys_dir, settings.signing_alg)?;
@@ -196,21 +186,12 @@ impl Tokens {
             keys.push(key);
         }
         let ring = Ring::new(keys, settings.signing_alg, keys_dir)?;
-        Ok(Self {
-            settings: settings.clone(),
-            issuer,
-            keys_dir: keys_dir.into(),
-            ring: RwLock::new(Arc::new(ring)),
-        })
+        Ok(Self { settings: settings.clone(), issuer, keys_dir: keys_dir.into(), ring: RwLock::new(Arc::new(ring)) })
     }
 
     /// Re-reads the keys directory (after `wxauth keys rotate`). On error the old ring stays.
     pub fn reload(&self) -> Result<(), TokenError> {
-        let ring = Ring::new(
-            keys::load_dir(&self.keys_dir)?,
-            self.settings.signing_alg,
-            &self.keys_dir,
-        )?;
+        let ring = Ring::new(keys::load_dir(&self.keys_dir)?, self.settings.signing_alg, &self.keys_dir)?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
@@ -239,37 +220,30 @@ impl Tokens {
         };
         let mut header = Header::new(key.alg.into());
         header.kid = Some(key.kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(TokenError::Sign)?;
-        Ok(IssuedToken {
-            token,
-            expires_in: ttl,
-        })
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(TokenError::Sign)?;
+        Ok(IssuedToken { token, expires_in: ttl })
     }
 
     /// Verifies a token: the algorithm is pinned by the key its `kid` names (never by the
     /// header), and `iss`, `aud`, `sub` and `exp` must be present and right.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let reject = |r| TokenError::Rejected(r);
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| reject(Rejection::Malformed))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| reject(Rejection::Malformed))?;
         let ring = self.ring();
-        let key = header
-            .kid
-            .and_then(|kid| ring.keys.iter().find(|k| k.kid == kid))
-            .ok_or(reject(Rejection::UnknownKey))?;
+        let key =
+            header.kid.and_then(|kid| ring.keys.iter().find(|k| k.kid == kid)).ok_or(reject(Rejection::UnknownKey))?;
         let mut validation = Validation::new(key.alg.into());
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map(|data| data.claims).map_err(|e| {
+            match e.kind() {
                 ErrorKind::ExpiredSignature => reject(Rejection::Expired),
                 _ => reject(Rejection::Invalid),
-            })
+            }
+        })
     }
 
     /// The JWK Set with every key in the ring, serialized when the ring was loaded.
@@ -303,21 +277,10 @@ impl Tokens {
 impl Ring {
     fn new(keys: Vec<RingKey>, alg: SigningAlg, dir: &Path) -> Result<Self, TokenError> {
         let signer =
-            keys.iter()
-                .rposition(|k| k.alg == alg)
-                .ok_or_else(|| TokenError::NoSigningKey {
-                    dir: dir.into(),
-                    alg,
-                })?;
-        let set = JwkSet {
-            keys: keys.iter().map(|k| k.jwk.clone()).collect(),
-        };
+            keys.iter().rposition(|k| k.alg == alg).ok_or_else(|| TokenError::NoSigningKey { dir: dir.into(), alg })?;
+        let set = JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() };
         let jwks = serde_json::to_vec(&set).map_err(|e| TokenError::Sign(e.into()))?;
-        Ok(Self {
-            keys,
-            signer,
-            jwks: Bytes::from(jwks),
-        })
+        Ok(Self { keys, signer, jwks: Bytes::from(jwks) })
     }
 }
 
@@ -334,24 +297,13 @@ pub struct KeyInfo {
 
 /// Lists the keys in `dir`, oldest first.
 pub fn list_keys(dir: &Path) -> Result<Vec<KeyInfo>, TokenError> {
-    Ok(keys::load_dir(dir)?
-        .into_iter()
-        .map(|k| KeyInfo {
-            kid: k.kid,
-            alg: k.alg,
-            created: k.created,
-        })
-        .collect())
+    Ok(keys::load_dir(dir)?.into_iter().map(|k| KeyInfo { kid: k.kid, alg: k.alg, created: k.created }).collect())
 }
 
 /// Adds a new key of `alg` to the ring in `dir`; it signs from the next start (or reload).
 pub fn rotate(dir: &Path, alg: SigningAlg) -> Result<KeyInfo, TokenError> {
     let k = keys::generate(dir, alg)?;
-    Ok(KeyInfo {
-        kid: k.kid,
-        alg: k.alg,
-        created: k.created,
-    })
+    Ok(KeyInfo { kid: k.kid, alg: k.alg, created: k.created })
 }
 
 #[cfg(test)]
@@ -384,13 +336,7 @@ mod tests {
     fn tokens_round_trip_with_every_algorithm() {
         for alg in [SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256] {
             let dir = tempfile::tempdir().unwrap();
-            let tokens = Tokens::open(
-                &settings(alg),
-                "https://auth.example.com".into(),
-                dir.path(),
-                true,
-            )
-            .unwrap();
+            let tokens = Tokens::open(&settings(alg), "https://auth.example.com".into(), dir.path(), true).unwrap();
             let user = user();
             let issued = tokens.issue(&user).unwrap();
             let claims = tokens.verify(&issued.token).unwrap();
@@ -413,14 +359,9 @@ mod tests {
     #[test]
     fn production_refuses_an_empty_ring() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Tokens::open(
-            &settings(SigningAlg::ES256),
-            "https://auth.example.com".into(),
-            dir.path(),
-            false,
-        )
-        .err()
-        .unwrap();
+        let err = Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), false)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("wxauth keys rotate"), "{err}");
     }
 }

@@ -62,9 +62,7 @@ pub enum WechatError {
 }
 
 fn rid_suffix(rid: &Option<String>) -> String {
-    rid.as_ref()
-        .map(|r| format!(", rid {r}"))
-        .unwrap_or_default()
+    rid.as_ref().map(|r| format!(", rid {r}")).unwrap_or_default()
 }
 
 /// The raw JSON WeChat sends; every field optional because WeChat omits freely.
@@ -105,9 +103,7 @@ impl WechatClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("wxauth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| {
-                WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url()))
-            })?;
+            .map_err(|e| WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url())))?;
         let mut code2session_url = settings.base_url.clone();
         code2session_url
             .path_segments_mut()
@@ -137,12 +133,7 @@ impl WechatClient {
     pub async fn code2session(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
         let this = self.clone();
         let owned = code.clone();
-        self.inner
-            .inflight
-            .run(code.as_str(), async move {
-                this.code2session_with_retry(&owned).await
-            })
-            .await
+        self.inner.inflight.run(code.as_str(), async move { this.code2session_with_retry(&owned).await }).await
     }
 
     async fn code2session_with_retry(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
@@ -178,10 +169,7 @@ impl WechatClient {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if status != reqwest::StatusCode::OK {
             tracing::warn!(%endpoint, %status, elapsed_ms, "WeChat answered with a non-200 status");
-            return Err(WechatError::Upstream(format!(
-                "WeChat answered HTTP {}",
-                status.as_u16()
-            )));
+            return Err(WechatError::Upstream(format!("WeChat answered HTTP {}", status.as_u16())));
         }
         let result = interpret(&body);
         match &result {
@@ -224,26 +212,18 @@ fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
                 errcode,
                 "WeChat rejected this server's AppID or AppSecret: check WXAUTH_WECHAT_APPID / WXAUTH_WECHAT_SECRET"
             );
-            return Err(WechatError::Upstream(format!(
-                "WeChat errcode {errcode}{}",
-                rid_suffix(&rid)
-            )));
+            return Err(WechatError::Upstream(format!("WeChat errcode {errcode}{}", rid_suffix(&rid))));
         }
         other => {
-            return Err(WechatError::Upstream(format!(
-                "WeChat errcode {other}{}",
-                rid_suffix(&rid)
-            )));
+            return Err(WechatError::Upstream(format!("WeChat errcode {other}{}", rid_suffix(&rid))));
         }
     }
     match (reply.openid, reply.session_key) {
-        (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
-            Ok(WechatSession {
-                openid,
-                unionid: reply.unionid.filter(|u| !u.is_empty()),
-                session_key: SessionKey::new(session_key),
-            })
-        }
+        (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => Ok(WechatSession {
+            openid,
+            unionid: reply.unionid.filter(|u| !u.is_empty()),
+            session_key: SessionKey::new(session_key),
+        }),
         _ => Err(WechatError::Upstream(format!(
             "WeChat reported success without openid or session_key{}",
             rid_suffix(&rid)
@@ -277,16 +257,10 @@ mod tests {
     fn official_answers_are_interpreted() {
         let ok = interpret(br#"{"openid":"o6_bmjrPTlm6_2sgVt7hMZOPfL2M","session_key":"tiihtNczf5v6AKRyjwEUhQ==","unionid":"o6_bmasdasdsad6_2sgVt7hMZOPfL"}"#).unwrap();
         assert_eq!(ok.openid, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M");
-        assert!(
-            interpret(br#"{"errcode":0,"errmsg":"ok","openid":"o","session_key":"k"}"#).is_ok()
-        );
+        assert!(interpret(br#"{"errcode":0,"errmsg":"ok","openid":"o","session_key":"k"}"#).is_ok());
         assert_eq!(
-            interpret(
-                br#"{"errcode":40029,"errmsg":"invalid code, rid: 626d6eea-742b9141-407c26f8"}"#
-            ),
-            Err(WechatError::InvalidCode {
-                rid: Some("626d6eea-742b9141-407c26f8".into())
-            })
+            interpret(br#"{"errcode":40029,"errmsg":"invalid code, rid: 626d6eea-742b9141-407c26f8"}"#),
+            Err(WechatError::InvalidCode { rid: Some("626d6eea-742b9141-407c26f8".into()) })
         );
         assert_eq!(
             interpret(br#"{"errcode":"40163","errmsg":"code been used, hints: [ req_id: AijFoqaLRa-pTFm4 ]"}"#),
@@ -295,13 +269,7 @@ mod tests {
         assert!(
             matches!(interpret(br#"{"errcode":99999,"errmsg":"new"}"#), Err(WechatError::Upstream(m)) if m.contains("99999"))
         );
-        assert!(matches!(
-            interpret(br#"{"openid":"o"}"#),
-            Err(WechatError::Upstream(_))
-        ));
-        assert!(matches!(
-            interpret(b"<html>"),
-            Err(WechatError::Upstream(_))
-        ));
+        assert!(matches!(interpret(br#"{"openid":"o"}"#), Err(WechatError::Upstream(_))));
+        assert!(matches!(interpret(b"<html>"), Err(WechatError::Upstream(_))));
     }
 }

@@ -16,9 +16,7 @@ pub struct SingleFlight<T: Clone> {
 
 impl<T: Clone> Default for SingleFlight<T> {
     fn default() -> Self {
-        Self {
-            flights: Arc::default(),
-        }
+        Self { flights: Arc::default() }
     }
 }
 
@@ -36,10 +34,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
                 let owned_key = key.to_owned();
                 let flight = async move {
                     let result = work.await;
-                    table
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&owned_key);
+                    table.lock().unwrap_or_else(|e| e.into_inner()).remove(&owned_key);
                     result
                 }
                 .boxed()
@@ -77,10 +72,6 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         let r2 = runs.clone();
-        assert_eq!(
-            sf.run("k", async move { r2.fetch_add(1, Ordering::SeqCst) })
-                .await,
-            1
-        );
+        assert_eq!(sf.run("k", async move { r2.fetch_add(1, Ordering::SeqCst) }).await, 1);
     }
 }

@@ -1,0 +1,254 @@
+//! Test harness: a scripted mock WeChat on loopback and the app on a random port, each
+//! with its own temporary directories, so tests run in parallel.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use poem::{
+    EndpointExt, Response, Route, Server, get, handler,
+    http::header,
+    listener::{Acceptor, Listener, TcpListener},
+    web::{Data, Query},
+};
+use serde_json::{Value, json};
+use wxauth::{
+    config::{Mode, Settings},
+    startup::Application,
+    token::SigningAlg,
+};
+
+pub const APPID: &str = "wx4f4bc4dec97d474b";
+pub const SECRET: &str = "AppSecret-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+/// One scripted answer of the mock WeChat.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// HTTP 200, `text/plain`, this body.
+    Body(String),
+    /// This status and body.
+    Status(u16, String),
+    /// Wait, then answer.
+    Delay(Duration, Box<Reply>),
+}
+
+impl Reply {
+    pub fn errcode(code: i64) -> Self {
+        Reply::Body(json!({"errcode": code, "errmsg": format!("mock error, rid: rid-{code}")}).to_string())
+    }
+
+    pub fn success(openid: &str, session_key: &str) -> Self {
+        Reply::Body(json!({"openid": openid, "session_key": session_key}).to_string())
+    }
+}
+
+#[derive(Default)]
+struct MockState {
+    scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+    calls: Mutex<Vec<HashMap<String, String>>>,
+}
+
+/// A mock WeChat API on loopback. Unscripted codes succeed: code `x@bob` (or `bob`) logs
+/// in as openid `o_bob` with session key `session-key-bob==`; codes starting with `union`
+/// also get a unionid.
+#[derive(Clone)]
+pub struct MockWechat {
+    pub base_url: String,
+    state: Arc<MockState>,
+}
+
+impl MockWechat {
+    pub async fn start() -> Self {
+        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+        let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+        let state = Arc::new(MockState::default());
+        let app = Route::new().at("/sns/jscode2session", get(jscode2session)).data(state.clone());
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        Self { base_url: format!("http://{addr}"), state }
+    }
+
+    /// Answers for `code`, used in order; after them the default applies.
+    pub fn script(&self, code: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.state.scripts.lock().unwrap().entry(code.into()).or_default().extend(replies);
+    }
+
+    /// How many code2Session calls carried `code`.
+    pub fn calls_for(&self, code: &str) -> usize {
+        self.state.calls.lock().unwrap().iter().filter(|q| q.get("js_code").map(String::as_str) == Some(code)).count()
+    }
+
+    /// Every call's query parameters.
+    pub fn calls(&self) -> Vec<HashMap<String, String>> {
+        self.state.calls.lock().unwrap().clone()
+    }
+}
+
+pub fn default_openid(code: &str) -> String {
+    format!("o_{}", code.rsplit('@').next().unwrap())
+}
+
+pub fn default_session_key(code: &str) -> String {
+    format!("session-key-{}==", code.rsplit('@').next().unwrap())
+}
+
+#[handler]
+async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
+    state.calls.lock().unwrap().push(q.clone());
+    let code = q.get("js_code").cloned().unwrap_or_default();
+    let reply =
+        if q.get("appid").map(String::as_str) != Some(APPID) || q.get("secret").map(String::as_str) != Some(SECRET) {
+            Reply::errcode(40125)
+        } else if q.get("grant_type").map(String::as_str) != Some("authorization_code") {
+            Reply::errcode(40002)
+        } else {
+            let scripted = state.scripts.lock().unwrap().get_mut(&code).and_then(VecDeque::pop_front);
+            scripted.unwrap_or_else(|| {
+                let mut body = json!({"openid": default_openid(&code), "session_key": default_session_key(&code)});
+                if code.starts_with("union") {
+                    body["unionid"] = json!(format!("u_{}", code.rsplit('@').next().unwrap()));
+                }
+                Reply::Body(body.to_string())
+            })
+        };
+    answer(reply).await
+}
+
+async fn answer(mut reply: Reply) -> Response {
+    loop {
+        match reply {
+            Reply::Delay(d, next) => {
+                tokio::time::sleep(d).await;
+                reply = *next;
+            }
+            Reply::Body(body) => return Response::builder().header(header::CONTENT_TYPE, "text/plain").body(body),
+            Reply::Status(status, body) => {
+                return Response::builder().status(poem::http::StatusCode::from_u16(status).unwrap()).body(body);
+            }
+        }
+    }
+}
+
+/// Settings of a test app, before it is built.
+pub struct TestConfig {
+    pub vars: HashMap<String, String>,
+    pub alg: SigningAlg,
+}
+
+impl TestConfig {
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// A running app with its own mock WeChat, data and keys directories.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub wechat: MockWechat,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Environment for an app (in-process or a child process) talking to `wechat`.
+pub fn base_vars(dir: &Path, wechat: &MockWechat) -> HashMap<String, String> {
+    [
+        ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),
+        ("WXAUTH_DATA_DIR", dir.join("data").display().to_string()),
+        ("WXAUTH_KEYS_DIR", dir.join("keys").display().to_string()),
+        ("WXAUTH_WECHAT_APPID", APPID.to_string()),
+        ("WXAUTH_WECHAT_SECRET", SECRET.to_string()),
+        ("WXAUTH_WECHAT_BASE_URL", wechat.base_url.clone()),
+        ("WXAUTH_WECHAT_TIMEOUT_MS", "2000".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp {
+    let wechat = MockWechat::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestConfig { vars: base_vars(dir.path(), &wechat), alg: SigningAlg::ES256 };
+    configure(&mut config);
+    let alg = config.vars.get("WXAUTH_SIGNING_ALG").map(|a| a.parse().unwrap()).unwrap_or(config.alg);
+    // Production mode refuses an empty key ring, as an operator would first run `keys rotate`.
+    wxauth::token::rotate(&keys_dir(&dir), alg).unwrap();
+    let vars = config.vars;
+    let settings = Settings::load_from(None, Mode::Serve, |name| vars.get(name).cloned()).unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let address = format!("http://{}", app.addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp { address, client: reqwest::Client::new(), wechat, dir }
+}
+
+pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("keys")
+}
+
+impl TestApp {
+    pub async fn post_login(&self, body: &Value) -> reqwest::Response {
+        self.client.post(format!("{}/v1/login", self.address)).json(body).send().await.unwrap()
+    }
+
+    pub async fn login(&self, code: &str) -> reqwest::Response {
+        self.post_login(&json!({ "code": code })).await
+    }
+
+    /// Logs in and returns the 200 body, failing the test otherwise.
+    pub async fn login_ok(&self, code: &str) -> Value {
+        let resp = self.login(code).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 200, "login with {code:?} failed: {body}");
+        body
+    }
+
+    pub async fn me(&self, token: &str) -> reqwest::Response {
+        self.client.get(format!("{}/v1/me", self.address)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.get(path).await;
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
+    /// The one private key in the ring, as a PEM file's bytes.
+    pub fn signing_key_pem(&self) -> (String, Vec<u8>) {
+        let entry = std::fs::read_dir(keys_dir(&self.dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "pem"))
+            .unwrap();
+        (entry.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read(&entry).unwrap())
+    }
+}
+
+/// Asserts the JSON error envelope and returns the `error` code.
+pub async fn assert_error(resp: reqwest::Response, status: u16, error: &str) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    assert!(
+        resp.headers()[header::CONTENT_TYPE.as_str()].to_str().unwrap().starts_with("application/json"),
+        "error content type"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    body
+}
+
+/// Installs jsonwebtoken's crypto provider for tokens the tests sign themselves.
+pub fn crypto() {
+    let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
+}

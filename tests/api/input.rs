@@ -1,0 +1,66 @@
+//! Bad input is refused with 400 `invalid_request` before WeChat is called.
+
+use crate::helpers::{assert_error, spawn_app};
+
+#[tokio::test]
+async fn bad_login_requests_are_rejected_before_wechat_is_called() {
+    let app = spawn_app().await;
+    let long = "a".repeat(129);
+    let cases: Vec<(&str, Option<&str>, String)> = vec![
+        ("no body, no content type", None, String::new()),
+        ("no body, JSON content type", Some("application/json"), String::new()),
+        ("JSON sent as text/plain", Some("text/plain"), r#"{"code":"abc"}"#.into()),
+        ("form-encoded body", Some("application/x-www-form-urlencoded"), "code=abc".into()),
+        ("truncated JSON", Some("application/json"), r#"{"code":"#.into()),
+        ("not JSON at all", Some("application/json"), "code=abc".into()),
+        ("JSON array", Some("application/json"), "[]".into()),
+        ("missing code", Some("application/json"), "{}".into()),
+        ("null code", Some("application/json"), r#"{"code":null}"#.into()),
+        ("numeric code", Some("application/json"), r#"{"code":123}"#.into()),
+        ("empty code", Some("application/json"), r#"{"code":""}"#.into()),
+        ("blank code", Some("application/json"), r#"{"code":"   "}"#.into()),
+        ("code with newline", Some("application/json"), r#"{"code":"ab\ncd"}"#.into()),
+        ("code with control character", Some("application/json"), r#"{"code":"ab\u0001cd"}"#.into()),
+        ("non-ASCII code", Some("application/json"), r#"{"code":"登录码"}"#.into()),
+        ("code of 129 bytes", Some("application/json"), format!(r#"{{"code":"{long}"}}"#)),
+    ];
+    for (case, content_type, body) in cases {
+        let mut request = app.client.post(format!("{}/v1/login", app.address)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 400, "case: {case}");
+        assert_error(resp, 400, "invalid_request").await;
+    }
+    assert!(app.wechat.calls().is_empty(), "WeChat was called for bad input");
+}
+
+#[tokio::test]
+async fn code_of_exactly_128_bytes_is_accepted() {
+    let app = spawn_app().await;
+    app.login_ok(&"b".repeat(128)).await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_with_413() {
+    let app = spawn_app().await;
+    let body = format!(r#"{{"code":"{}"}}"#, "a".repeat(64 * 1024));
+    let resp = app
+        .client
+        .post(format!("{}/v1/login", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 413, "invalid_request").await;
+    assert!(app.wechat.calls().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_the_json_envelope() {
+    let app = spawn_app().await;
+    assert_error(app.get("/v1/nope").await, 404, "not_found").await;
+    assert_error(app.get("/v1/login").await, 405, "method_not_allowed").await;
+}

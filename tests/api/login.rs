@@ -1,0 +1,155 @@
+use serde_json::json;
+
+use crate::helpers::{APPID, SECRET, default_openid, spawn_app};
+
+#[tokio::test]
+async fn first_login_creates_a_user_and_returns_a_bearer_token() {
+    let app = spawn_app().await;
+
+    let body = app.login_ok("code1@alice").await;
+
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["user"]["created"], true);
+    assert_eq!(body["user"]["openid"], default_openid("code1@alice"));
+    assert!(body["user"].get("unionid").is_none(), "no unionid was sent: {body}");
+    assert!(uuid_like(body["user"]["id"].as_str().unwrap()), "{body}");
+    assert!(body["access_token"].as_str().unwrap().split('.').count() == 3);
+}
+
+#[tokio::test]
+async fn login_sends_appid_secret_code_and_grant_type_to_wechat() {
+    let app = spawn_app().await;
+
+    app.login_ok("code1@alice").await;
+
+    let calls = app.wechat.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["appid"], APPID);
+    assert_eq!(calls[0]["secret"], SECRET);
+    assert_eq!(calls[0]["js_code"], "code1@alice");
+    assert_eq!(calls[0]["grant_type"], "authorization_code");
+}
+
+#[tokio::test]
+async fn login_answer_is_not_cacheable() {
+    let app = spawn_app().await;
+    let resp = app.login("code1@alice").await;
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn second_login_of_the_same_openid_returns_the_same_user() {
+    let app = spawn_app().await;
+
+    let first = app.login_ok("code1@alice").await;
+    let second = app.login_ok("code2@alice").await;
+
+    assert_eq!(first["user"]["id"], second["user"]["id"]);
+    assert_eq!(second["user"]["created"], false);
+    assert_ne!(first["access_token"], second["access_token"]);
+}
+
+#[tokio::test]
+async fn another_openid_gets_another_user() {
+    let app = spawn_app().await;
+
+    let alice = app.login_ok("code1@alice").await;
+    let bob = app.login_ok("code2@bob").await;
+
+    assert_ne!(alice["user"]["id"], bob["user"]["id"]);
+    assert_eq!(bob["user"]["created"], true);
+}
+
+#[tokio::test]
+async fn unionid_is_returned_and_kept_when_wechat_sends_it() {
+    let app = spawn_app().await;
+
+    let body = app.login_ok("union1@carol").await;
+    assert_eq!(body["user"]["unionid"], "u_carol");
+
+    // A later answer without unionid does not erase the one we know.
+    let again = app.login_ok("code2@carol").await;
+    assert_eq!(again["user"]["unionid"], "u_carol");
+    let me: serde_json::Value = app.me(again["access_token"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(me["unionid"], "u_carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_first_logins_of_one_openid_create_exactly_one_user() {
+    let app = std::sync::Arc::new(spawn_app().await);
+
+    let logins: Vec<_> = (0..50)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { app.login_ok(&format!("tap{i}@dave")).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for login in logins {
+        bodies.push(login.await.unwrap());
+    }
+
+    let id = &bodies[0]["user"]["id"];
+    assert!(bodies.iter().all(|b| &b["user"]["id"] == id), "ids differ");
+    assert_eq!(bodies.iter().filter(|b| b["user"]["created"] == json!(true)).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_with_one_code_share_one_wechat_call() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.wechat.script(
+        "double-tap@erin",
+        [crate::helpers::Reply::Delay(
+            std::time::Duration::from_millis(300),
+            Box::new(crate::helpers::Reply::success("o_erin", "c2Vzc2lvbmtleQ==")),
+        )],
+    );
+    // Without single-flight the second call would reach WeChat and get 40163.
+    app.wechat.script("double-tap@erin", [crate::helpers::Reply::errcode(40163)]);
+
+    let taps: Vec<_> = (0..5)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.login_ok("double-tap@erin").await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for tap in taps {
+        ids.push(tap.await.unwrap()["user"]["id"].clone());
+    }
+
+    assert_eq!(app.wechat.calls_for("double-tap@erin"), 1);
+    assert!(ids.iter().all(|id| id == &ids[0]));
+}
+
+#[tokio::test]
+async fn me_returns_the_user_record() {
+    let app = spawn_app().await;
+    let login = app.login_ok("code1@frank").await;
+
+    let resp = app.me(login["access_token"].as_str().unwrap()).await;
+
+    assert_eq!(resp.status(), 200);
+    let me: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(me["id"], login["user"]["id"]);
+    assert_eq!(me["openid"], "o_frank");
+    for field in ["created_at", "last_login_at"] {
+        let text = me[field].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{field}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn healthz_answers_while_the_store_is_open() {
+    let app = spawn_app().await;
+    let body = app.get_json("/healthz").await;
+    assert_eq!(body["status"], "ok");
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the public HTTP API against a mock WeChat on loopback.
+
+mod helpers;
+mod input;
+mod keys;
+mod login;
+mod me;
+mod process;
+mod spec;
+mod wechat_errors;

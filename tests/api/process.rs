@@ -1,0 +1,331 @@
+//! Tests of the real binary: start-up rules, crash durability, key rotation, log hygiene.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use jsonwebtoken::jwk::JwkSet;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{MockWechat, Reply, SECRET, base_vars, default_session_key},
+    keys::verify_with_jwks,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wxauth");
+
+fn command(vars: &HashMap<String, String>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("WXAUTH_") || n == "RUST_LOG") {
+        cmd.env_remove(name);
+    }
+    cmd.envs(vars);
+    cmd
+}
+
+fn run(vars: &HashMap<String, String>, args: &[&str]) -> Output {
+    command(vars, args).output().unwrap()
+}
+
+/// A `wxauth serve` child process with its combined log output captured.
+struct Server {
+    child: Child,
+    address: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(vars: &HashMap<String, String>, args: &[&str]) -> Server {
+        let mut child = command(vars, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (log, tx) = (log.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr: String =
+                            rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+                        let _ = tx.send(format!("http://{addr}"));
+                    }
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
+        Server { child, address, log }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, wait for exit, and return everything it logged.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        assert!(self.child.wait().unwrap().success(), "unclean exit:\n{}", self.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        self.log.lock().unwrap().clone()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    async fn login(&self, code: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/login", self.address))
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.address));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+async fn production(dir: &Path) -> (MockWechat, HashMap<String, String>) {
+    let wechat = MockWechat::start().await;
+    let mut vars = base_vars(dir, &wechat);
+    // Fixed: the default issuer names the bound address, and port 0 changes on restart.
+    vars.insert("WXAUTH_ISSUER".into(), "https://auth.example.com".into());
+    let out = run(&vars, &["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (wechat, vars)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_refuses_to_start_without_wechat_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars: HashMap<String, String> =
+        [("WXAUTH_DATA_DIR", dir.path().join("d")), ("WXAUTH_KEYS_DIR", dir.path().join("k"))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            .collect();
+
+    let out = run(&vars, &["serve"]);
+
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WXAUTH_WECHAT_APPID") && stderr.contains("WXAUTH_WECHAT_SECRET"), "{stderr}");
+    assert!(!dir.path().join("d").exists(), "a refused start created the data dir");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let wechat = MockWechat::start().await;
+    let mut vars = base_vars(dir.path(), &wechat);
+
+    let out = run(&vars, &["serve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wxauth keys rotate"));
+
+    vars.insert("WXAUTH_ACCESS_TOKEN_TTL".into(), "forever".into());
+    let out = run(&vars, &["serve", "--dev"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_ACCESS_TOKEN_TTL"));
+
+    let file = dir.path().join("wxauth.toml");
+    std::fs::write(&file, "signing_alg = \"HS256\"\n").unwrap();
+    vars.remove("WXAUTH_ACCESS_TOKEN_TTL");
+    let out = run(&vars, &["serve", "--dev", "--config", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_SIGNING_ALG"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["keys", "--help"],
+        &["keys", "rotate", "--help"],
+        &["keys", "list", "--help"],
+    ] {
+        let out = run(&HashMap::new(), args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars: HashMap<String, String> = [
+        ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),
+        ("WXAUTH_DATA_DIR", dir.path().join("data").display().to_string()),
+        ("WXAUTH_KEYS_DIR", dir.path().join("keys").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let server = Server::start(&vars, &["serve", "--dev"]);
+
+    let (status, first) = server.login("alice").await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = server.login("alice").await;
+    assert_eq!(first["user"]["id"], second["user"]["id"]);
+    assert_eq!(second["user"]["created"], false);
+    assert!(server.login("union-bob").await.1["user"]["unionid"].is_string());
+    for (code, status, error) in [
+        ("invalid", 400, "invalid_code"),
+        ("used", 400, "code_used"),
+        ("busy", 503, "wechat_unavailable"),
+        ("limited", 429, "rate_limited"),
+        ("blocked", 403, "user_blocked"),
+        ("garbled", 502, "wechat_error"),
+    ] {
+        let (got, body) = server.login(code).await;
+        assert_eq!((got, body["error"].as_str().unwrap()), (status, error), "{code}");
+    }
+    assert_eq!(server.login("busy-once").await.0, 200);
+
+    let log = server.stop();
+    assert!(log.contains("DEV MODE"), "{log}");
+    let key = std::fs::read_dir(dir.path().join("keys")).unwrap().next().unwrap().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_logins_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let server = Server::start(&vars, &["serve"]);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, body) = server.login(&format!("c@survivor{i}")).await;
+        assert_eq!(status, 200);
+        ids.push(body["user"]["id"].clone());
+    }
+    server.kill();
+
+    let server = Server::start(&vars, &["serve"]);
+    for (i, id) in ids.iter().enumerate() {
+        let (_, body) = server.login(&format!("again@survivor{i}")).await;
+        assert_eq!(&body["user"]["id"], id, "binding {i} was lost");
+        assert_eq!(body["user"]["created"], false);
+    }
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_signed_before_a_key_rotation_still_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let server = Server::start(&vars, &["serve"]);
+    let (_, before) = server.login("c@rotor").await;
+    let old_token = before["access_token"].as_str().unwrap().to_owned();
+    let old_kid = jsonwebtoken::decode_header(&old_token).unwrap().kid.unwrap();
+
+    let out = run(&vars, &["keys", "rotate"]);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&run(&vars, &["keys", "list"]).stdout).into_owned();
+    assert!(listing.contains(&old_kid) && listing.lines().count() == 3, "{listing}");
+
+    // SIGHUP: the running server picks the new key up.
+    server.signal("HUP");
+    let mut keys = 0;
+    for _ in 0..50 {
+        let set: JwkSet = serde_json::from_str(&server.get("/.well-known/jwks.json", None).await.1).unwrap();
+        keys = set.keys.len();
+        if keys == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(keys, 2, "SIGHUP did not reload the ring");
+    let (_, after) = server.login("c2@rotor").await;
+    let new_token = after["access_token"].as_str().unwrap().to_owned();
+    let new_kid = jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap();
+    assert_ne!(old_kid, new_kid, "the new key does not sign");
+    assert!(listing.contains(&new_kid));
+    assert_eq!(server.get("/v1/me", Some(&old_token)).await.0, 200);
+    server.stop();
+
+    // And after a restart.
+    let server = Server::start(&vars, &["serve"]);
+    assert_eq!(server.get("/v1/me", Some(&old_token)).await.0, 200);
+    assert_eq!(server.get("/v1/me", Some(&new_token)).await.0, 200);
+    let set: JwkSet = serde_json::from_str(&server.get("/.well-known/jwks.json", None).await.1).unwrap();
+    for token in [&old_token, &new_token] {
+        verify_with_jwks(&set, token, "https://auth.example.com");
+    }
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_or_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wechat, mut vars) = production(dir.path()).await;
+    vars.insert("RUST_LOG".into(), "trace".into());
+    vars.insert("WXAUTH_WECHAT_TIMEOUT_MS".into(), "300".into());
+    let codes = ["CODE-7f3a9c@kim", "CODE-b81e44@lee", "CODE-0c9d2e@moe", "CODE-5a6b7c@nan", "CODE-d4e5f6@ola"];
+    wechat.script(codes[1], [Reply::errcode(40029)]);
+    wechat.script(
+        codes[2],
+        [Reply::Body(format!("{{\"openid\":\"o_x\",\"session_key\":\"{}\"", default_session_key(codes[2])))],
+    );
+    wechat.script(
+        codes[3],
+        [Reply::Delay(Duration::from_secs(2), Box::new(Reply::success("o_y", &default_session_key(codes[3]))))],
+    );
+    wechat.script(codes[4], [Reply::errcode(40125)]);
+    let server = Server::start(&vars, &["serve"]);
+
+    let mut responses = String::new();
+    let mut tokens = Vec::new();
+    for code in codes {
+        let (_, body) = server.login(code).await;
+        responses.push_str(&body.to_string());
+        if let Some(token) = body["access_token"].as_str() {
+            tokens.push(token.to_owned());
+        }
+    }
+    assert_eq!(tokens.len(), 1);
+    let (status, me) = server.get("/v1/me", Some(&tokens[0])).await;
+    assert_eq!(status, 200);
+    responses.push_str(&me);
+    let (_, me) = server.get("/v1/me", Some("forged.token.value")).await;
+    responses.push_str(&me);
+    let log = server.stop();
+
+    assert!(log.contains("code2Session"), "the test captured no WeChat log lines:\n{log}");
+    let mut secrets = vec![SECRET.to_owned(), "secret=".to_owned(), tokens[0].clone()];
+    secrets.extend(codes.iter().map(|c| c.to_string()));
+    secrets.extend(codes.iter().map(|c| default_session_key(c)));
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "log contains {secret:?}:\n{log}");
+    }
+    // Responses carry the token by design; nothing else on the list.
+    for secret in secrets.iter().filter(|s| **s != tokens[0]) {
+        assert!(!responses.contains(secret.as_str()), "a response contains {secret:?}: {responses}");
+    }
+    // The session key of the successful login must not leak through the token either.
+    let payload = tokens[0].split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert!(!claims.contains(&default_session_key(codes[0])), "{claims}");
+}

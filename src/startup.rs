@@ -28,6 +28,12 @@ pub enum StartupError {
         /// The failure.
         source: std::io::Error,
     },
+    /// Listening on all interfaces without a configured issuer.
+    #[error(
+        "WXAUTH_ISSUER must be set when listening on {0}: set it to the public URL verifiers use, \
+         e.g. https://auth.example.com"
+    )]
+    IssuerRequired(SocketAddr),
     /// The dev-mode WeChat mock could not start.
     #[error("cannot start the dev-mode WeChat mock: {0}")]
     DevMock(std::io::Error),
@@ -74,10 +80,18 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(settings.listen);
-        let issuer = settings.token.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
-        if settings.token.issuer.is_none() && !settings.dev {
-            tracing::warn!(%issuer, "WXAUTH_ISSUER is not set; tokens name the listen address as issuer");
-        }
+        let issuer = match &settings.token.issuer {
+            Some(issuer) => issuer.clone(),
+            // 0.0.0.0 is no address a verifier can fetch keys from.
+            None if addr.ip().is_unspecified() && !settings.dev => return Err(StartupError::IssuerRequired(addr)),
+            None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+            None => {
+                if !settings.dev {
+                    tracing::warn!("WXAUTH_ISSUER is not set; tokens name http://{addr} as issuer");
+                }
+                format!("http://{addr}")
+            }
+        };
         let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, settings.dev)?;
         let store = Store::open(&settings.data_dir, settings.store_cache_bytes)
             .map_err(|source| StartupError::Store { dir: settings.data_dir.clone(), source })?;
@@ -93,6 +107,11 @@ impl Application {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The service behind the routes (benchmarks read store statistics through it).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
     }
 
     /// Serves until Ctrl-C or SIGTERM, then drains requests and flushes the database.

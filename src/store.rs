@@ -9,7 +9,13 @@
 //! - `session_keys`: user id → [`StoredSessionKey`] as JSON; only the newest is kept
 //! - `meta`: `schema_version` → u32 big-endian
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use serde::{Deserialize, Serialize};
 use sled::{
@@ -167,6 +173,11 @@ impl Store {
         decode_version(self.meta.get(SCHEMA_KEY)?.as_deref()).map(|_| ())
     }
 
+    /// Group-commit flushes completed since the store was opened (for benchmarks/metrics).
+    pub fn flush_count(&self) -> u64 {
+        self.commit.flushes.load(Ordering::Relaxed)
+    }
+
     /// Flushes everything to disk (used at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
@@ -200,11 +211,14 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Clone)]
 struct GroupCommit {
     queue: mpsc::UnboundedSender<Waiter>,
+    flushes: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
     fn start(db: sled::Db) -> Self {
         let (queue, mut rx) = mpsc::unbounded_channel::<Waiter>();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counter = flushes.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -212,12 +226,13 @@ impl GroupCommit {
                     batch.push(next);
                 }
                 let result = db.flush_async().await.map(|_| ()).map_err(StoreError::from);
+                counter.fetch_add(1, Ordering::Relaxed);
                 for waiter in batch {
                     let _ = waiter.send(result.clone());
                 }
             }
         });
-        Self { queue }
+        Self { queue, flushes }
     }
 
     async fn wait(&self) -> Result<(), StoreError> {

@@ -1,26 +1,34 @@
 //! Logging set-up.
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing::{Level, Metadata};
+use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
 
 /// Crates whose debug/trace output includes request URIs, and so would print the
-/// AppSecret and codes that code2Session carries in its query string. Capped whatever
-/// `RUST_LOG` asks for.
+/// AppSecret and codes that code2Session carries in its query string. Capped at WARN
+/// whatever `RUST_LOG` asks for, including more specific targets such as
+/// `reqwest::connect=trace`.
 const CHATTY_HTTP_CRATES: &[&str] = &["hyper", "hyper_util", "reqwest", "h2", "rustls", "poem"];
+
+fn allowed(meta: &Metadata<'_>) -> bool {
+    let target = meta.target();
+    let chatty = CHATTY_HTTP_CRATES
+        .iter()
+        .any(|krate| target.strip_prefix(krate).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")));
+    // Levels order by verbosity: TRACE > DEBUG > INFO > WARN > ERROR.
+    !chatty || *meta.level() <= Level::WARN
+}
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`) filtered, to stderr.
 /// Does nothing if one is already installed (tests).
 pub fn init(format: LogFormat) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for krate in CHATTY_HTTP_CRATES {
-        if let Ok(directive) = format!("{krate}=warn").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = filter_fn(allowed);
+    let layer = fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
+        LogFormat::Text => layer.boxed(),
     };
+    let _ = tracing_subscriber::registry().with(layer.with_filter(env).with_filter(cap)).try_init();
 }

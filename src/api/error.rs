@@ -56,7 +56,6 @@ pub enum ApiError {
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
     /// `wechat_unavailable`: WeChat was busy twice in a row (errcode -1); retry shortly.
-    /// `temporarily_unavailable`: the database is not answering.
     #[oai(status = 503)]
     Unavailable(
         Json<ErrorBody>,

@@ -142,6 +142,13 @@ async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("wxauth keys rotate"));
 
+    vars.insert("WXAUTH_LISTEN".into(), "0.0.0.0:0".into());
+    wxauth::token::rotate(&dir.path().join("keys"), wxauth::token::SigningAlg::ES256).unwrap();
+    let out = run(&vars, &["serve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_ISSUER"), "issuer not required on 0.0.0.0");
+    vars.insert("WXAUTH_LISTEN".into(), "127.0.0.1:0".into());
+
     vars.insert("WXAUTH_ACCESS_TOKEN_TTL".into(), "forever".into());
     let out = run(&vars, &["serve", "--dev"]);
     assert!(!out.status.success());
@@ -280,7 +287,8 @@ async fn tokens_signed_before_a_key_rotation_still_verify() {
 async fn secrets_never_appear_in_logs_or_responses() {
     let dir = tempfile::tempdir().unwrap();
     let (wechat, mut vars) = production(dir.path()).await;
-    vars.insert("RUST_LOG".into(), "trace".into());
+    // The most specific targets too: they must not get past the cap on HTTP crates.
+    vars.insert("RUST_LOG".into(), "trace,reqwest::connect=trace,hyper_util::client=trace,hyper=trace".into());
     vars.insert("WXAUTH_WECHAT_TIMEOUT_MS".into(), "300".into());
     let codes = ["CODE-7f3a9c@kim", "CODE-b81e44@lee", "CODE-0c9d2e@moe", "CODE-5a6b7c@nan", "CODE-d4e5f6@ola"];
     wechat.script(codes[1], [Reply::errcode(40029)]);

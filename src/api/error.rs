@@ -2,6 +2,8 @@
 //!
 //! Every error body is `{"error": "...", "error_description": "..."}` with RFC 6749-style
 //! codes, including the errors poem and poem-openapi raise before a handler runs.
+//! [`Problem`] is the mapping; [`LoginError`] and [`MeError`] are the same answers typed
+//! per operation, so the OpenAPI document lists only the statuses each one can return.
 
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, error::AuthorizationError, payload::Json};
@@ -12,7 +14,6 @@ use crate::{auth::AuthError, token::TokenError, wechat::WechatError};
 const RATE_LIMIT_RETRY_SECS: u64 = 60;
 /// Seconds a client should wait after WeChat said it was busy.
 const BUSY_RETRY_SECS: u64 = 2;
-const REALM: &str = "Bearer realm=\"wxauth\"";
 
 /// Error body.
 #[derive(Debug, Clone, Object)]
@@ -23,24 +24,112 @@ pub struct ErrorBody {
     pub error_description: String,
 }
 
-/// Errors of every operation.
+/// An error answer before it is typed for an operation.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, error: &str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody { error: error.into(), error_description: description.into() },
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error; see the server log")
+    }
+
+    fn invalid_token(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+    }
+
+    /// RFC 6750 challenge for a 401.
+    fn challenge(&self) -> String {
+        format!(
+            "Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{}\"",
+            self.body.error_description
+        )
+    }
+}
+
+impl From<AuthError> for Problem {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidInput(e) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+            AuthError::Wechat(e) => Self::from(e),
+            AuthError::Token(TokenError::Rejected(r)) => Self::invalid_token(r.to_string()),
+            AuthError::Token(e) => {
+                tracing::error!(error = %e, "token service failed");
+                Self::internal()
+            }
+            AuthError::Store(e) => {
+                tracing::error!(error = %e, "store failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<WechatError> for Problem {
+    fn from(err: WechatError) -> Self {
+        let text = err.to_string();
+        let again = "; call wx.login again for a new code";
+        match err {
+            WechatError::InvalidCode { .. } => Self::new(StatusCode::BAD_REQUEST, "invalid_code", text + again),
+            WechatError::CodeUsed { .. } => Self::new(StatusCode::BAD_REQUEST, "code_used", text + again),
+            WechatError::UserBlocked { .. } => Self::new(StatusCode::FORBIDDEN, "user_blocked", text),
+            WechatError::RateLimited { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", text + "; retry next minute")
+                    .retry_after(RATE_LIMIT_RETRY_SECS)
+            }
+            WechatError::Busy { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "wechat_unavailable", text).retry_after(BUSY_RETRY_SECS)
+            }
+            WechatError::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "wechat_timeout", text),
+            WechatError::Upstream(_) => Self::new(StatusCode::BAD_GATEWAY, "wechat_error", text),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(self.body.clone())).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert("retry-after", secs.into());
+        }
+        if self.status == StatusCode::UNAUTHORIZED
+            && let Ok(value) = self.challenge().parse()
+        {
+            resp.headers_mut().insert("www-authenticate", value);
+        }
+        resp
+    }
+}
+
+/// Errors of `POST /v1/login`.
 #[derive(Debug, ApiResponse)]
-pub enum ApiError {
+pub enum LoginError {
     /// `invalid_request`: malformed body or a bad `code` (nothing was sent to WeChat).
     /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours.
-    #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        /// RFC 6750 challenge.
-        #[oai(header = "WWW-Authenticate")]
-        String,
-    ),
     /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
+    /// `invalid_request`: the body is larger than 16 KiB.
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
     /// `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011).
     #[oai(status = 429)]
     TooManyRequests(
@@ -68,63 +157,47 @@ pub enum ApiError {
     GatewayTimeout(Json<ErrorBody>),
 }
 
-fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody { error: error.into(), error_description: description.into() })
-}
-
-impl ApiError {
-    /// A 400 `invalid_request`.
-    pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self::BadRequest(body("invalid_request", description))
-    }
-
-    /// A 401 `invalid_token` with its RFC 6750 challenge.
-    pub fn invalid_token(description: impl Into<String>) -> Self {
-        let description = description.into();
-        let challenge = format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\"");
-        Self::Unauthorized(body("invalid_token", description), challenge)
-    }
-
-    fn internal() -> Self {
-        Self::Internal(body("server_error", "internal error; see the server log"))
-    }
-}
-
-impl From<AuthError> for ApiError {
+impl From<AuthError> for LoginError {
     fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::InvalidInput(e) => Self::invalid_request(e.to_string()),
-            AuthError::Wechat(e) => Self::from(e),
-            AuthError::Token(TokenError::Rejected(r)) => Self::invalid_token(r.to_string()),
-            AuthError::Token(e) => {
-                tracing::error!(error = %e, "token service failed");
-                Self::internal()
-            }
-            AuthError::Store(e) => {
-                tracing::error!(error = %e, "store failed");
-                Self::internal()
-            }
+        let p = Problem::from(err);
+        let (body, retry) = (Json(p.body), p.retry_after.unwrap_or_default());
+        match p.status {
+            StatusCode::BAD_REQUEST => Self::BadRequest(body),
+            StatusCode::FORBIDDEN => Self::Forbidden(body),
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(body, retry),
+            StatusCode::BAD_GATEWAY => Self::BadGateway(body),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(body, retry),
+            StatusCode::GATEWAY_TIMEOUT => Self::GatewayTimeout(body),
+            _ => Self::Internal(body),
         }
     }
 }
 
-impl From<WechatError> for ApiError {
-    fn from(err: WechatError) -> Self {
-        let text = err.to_string();
-        match err {
-            WechatError::InvalidCode { .. } => {
-                Self::BadRequest(body("invalid_code", format!("{text}; call wx.login again for a new code")))
+/// Errors of operations that need a bearer token.
+#[derive(Debug, ApiResponse)]
+pub enum MeError {
+    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// RFC 6750 challenge.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl From<AuthError> for MeError {
+    fn from(err: AuthError) -> Self {
+        let p = Problem::from(err);
+        match p.status {
+            StatusCode::UNAUTHORIZED => {
+                let challenge = p.challenge();
+                Self::Unauthorized(Json(p.body), challenge)
             }
-            WechatError::CodeUsed { .. } => {
-                Self::BadRequest(body("code_used", format!("{text}; call wx.login again for a new code")))
-            }
-            WechatError::UserBlocked { .. } => Self::Forbidden(body("user_blocked", text)),
-            WechatError::RateLimited { .. } => {
-                Self::TooManyRequests(body("rate_limited", format!("{text}; retry next minute")), RATE_LIMIT_RETRY_SECS)
-            }
-            WechatError::Busy { .. } => Self::Unavailable(body("wechat_unavailable", text), BUSY_RETRY_SECS),
-            WechatError::Timeout => Self::GatewayTimeout(body("wechat_timeout", text)),
-            WechatError::Upstream(_) => Self::BadGateway(body("wechat_error", text)),
+            _ => Self::Internal(Json(p.body)),
         }
     }
 }
@@ -136,22 +209,22 @@ pub async fn envelope(err: poem::Error) -> Response {
         return err.into_response();
     }
     if err.is::<AuthorizationError>() {
-        return ApiError::invalid_token("the request has no Authorization: Bearer token").into_response();
+        return Problem::invalid_token("the request has no Authorization: Bearer token").into_response();
     }
     let status = err.status();
-    let (status, code, description) = match status {
+    let problem = match status {
         // poem-openapi answers 415 for a wrong Content-Type; clients get one rule: 400.
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            (StatusCode::BAD_REQUEST, "invalid_request", err.to_string())
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_request", err.to_string())
         }
-        StatusCode::PAYLOAD_TOO_LARGE => (status, "invalid_request", "request body too large".to_owned()),
-        StatusCode::NOT_FOUND => (status, "not_found", "no such endpoint; see /docs".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => (status, "method_not_allowed", "method not allowed; see /docs".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(status, "invalid_request", "request body too large (max 16 KiB)"),
+        StatusCode::NOT_FOUND => Problem::new(status, "not_found", "no such endpoint; see /docs"),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(status, "method_not_allowed", "method not allowed; see /docs"),
         s if s.is_server_error() => {
             tracing::error!(error = %err, "request failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error; see the server log".to_owned())
+            Problem::internal()
         }
-        s => (s, "invalid_request", err.to_string()),
+        s => Problem::new(s, "invalid_request", err.to_string()),
     };
-    (status, Json(ErrorBody { error: code.into(), error_description: description }).into_response()).into_response()
+    problem.into_response()
 }

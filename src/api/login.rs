@@ -10,7 +10,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, error::ApiError};
+use super::{ApiTags, error::LoginError};
 use crate::auth::{Auth, LoginOutcome};
 
 /// Login request.
@@ -151,12 +151,12 @@ pub struct LoginApi {
 
 #[OpenApi(tag = "ApiTags::Login")]
 impl LoginApi {
-    /// Log in with a `wx.login` code
+    /// Log in with a wx.login code
     ///
     /// Exchanges the code with WeChat (`auth.code2Session`), creates the user on the first
     /// login of an openid, and returns a signed access token.
     #[oai(path = "/v1/login", method = "post", operation_id = "login")]
-    async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, ApiError> {
+    async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
         let outcome = self.auth.login(&body.0.code.0).await?;
         Ok(LoginResponse::Ok(Json(outcome.into()), "no-store".into()))
     }

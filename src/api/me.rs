@@ -5,7 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, auth::Bearer, payload::Json};
 use time::OffsetDateTime;
 
-use super::{ApiTags, error::ApiError};
+use super::{ApiTags, error::MeError};
 use crate::{auth::Auth, domain::User};
 
 /// A wxauth access token from `POST /v1/login`.
@@ -61,7 +61,7 @@ impl MeApi {
     ///
     /// Returns the user the bearer token was issued to.
     #[oai(path = "/v1/me", method = "get", operation_id = "me")]
-    async fn me(&self, token: BearerToken) -> Result<MeResponse, ApiError> {
+    async fn me(&self, token: BearerToken) -> Result<MeResponse, MeError> {
         Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token)?.into())))
     }
 }

@@ -68,11 +68,12 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("no keys in {}; create one with `wxauth keys rotate`", settings.keys_dir.display());
             }
             let signer = keys.iter().rposition(|k| k.alg == settings.token.signing_alg);
-            println!("{:<43}  {:<5}  {:<25}  signs", "kid", "alg", "created");
+            println!("{:<43}  {:<5}  {:<20}  signs", "kid", "alg", "created");
             for (i, key) in keys.iter().enumerate() {
-                let created = key.created.format(&time::format_description::well_known::Rfc3339)?;
+                let created =
+                    key.created.replace_nanosecond(0)?.format(&time::format_description::well_known::Rfc3339)?;
                 let mark = if Some(i) == signer { "*" } else { "" };
-                println!("{:<43}  {:<5}  {:<25}  {mark}", key.kid, key.alg.to_string(), created);
+                println!("{:<43}  {:<5}  {:<20}  {mark}", key.kid, key.alg.to_string(), created);
             }
         }
     }

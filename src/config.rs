@@ -280,6 +280,16 @@ impl Settings {
 
 fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, ConfigError> {
     let non_empty = |key| layers.get(key).map(str::trim).filter(|v| !v.is_empty());
+    if mode == Mode::Dev && non_empty("wechat_secret").is_some() {
+        // Dev mode logs anyone in as anyone; with a real secret around, it is probably
+        // pointed at production settings (keys, issuer, audience) by mistake.
+        return Err(invalid(
+            "wechat_secret",
+            "must not be set with --dev: dev mode uses its built-in mock and signs tokens for any code; \
+             unset it, or run without --dev"
+                .into(),
+        ));
+    }
     let (appid, secret) = match (mode, non_empty("wechat_appid"), non_empty("wechat_secret")) {
         (_, Some(appid), Some(secret)) => (appid.to_owned(), secret.to_owned()),
         (Mode::Serve, appid, secret) => {
@@ -433,6 +443,13 @@ mod tests {
         std::fs::write(&path, "acess_token_ttl = 600\n").unwrap();
         let err = Settings::load_from(Some(&path), Mode::Dev, |_| None).unwrap_err().to_string();
         assert!(err.contains("acess_token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_real_app_secret() {
+        let err = load(Mode::Dev, &[("WXAUTH_WECHAT_SECRET", "real")]).unwrap_err().to_string();
+        assert!(err.contains("WXAUTH_WECHAT_SECRET") && err.contains("--dev"), "{err}");
+        assert!(load(Mode::Dev, &[("WXAUTH_WECHAT_APPID", "wxmine")]).is_ok());
     }
 
     #[test]

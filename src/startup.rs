@@ -117,13 +117,17 @@ impl Application {
     /// Serves until Ctrl-C or SIGTERM, then drains requests and flushes the database.
     /// SIGHUP re-reads the keys directory (after `wxauth keys rotate`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.run_until(shutdown_signal()).await
+        // Registered before the "listening" line: a signal sent after it must not meet the
+        // default action, which would kill the process without the final flush.
+        let stop = shutdown_signal()?;
+        self.run_until(stop).await
     }
 
     /// Serves until `stop` completes.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let auth = self.auth.clone();
-        let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone()));
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
         tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
         let app = api::routes(self.auth).with(poem::middleware::Tracing).map_to_response();
         let served = Server::new_with_acceptor(self.acceptor)
@@ -137,27 +141,20 @@ impl Application {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
 
-async fn reload_keys_on_sighup(auth: Arc<Auth>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
+async fn reload_keys_on_sighup(auth: Arc<Auth>, mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
         match auth.tokens().reload() {
             Ok(()) => tracing::info!("key ring reloaded"),
             Err(e) => tracing::error!(error = %e, "key ring reload failed; keeping the old ring"),

@@ -13,7 +13,7 @@ use std::{
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -168,8 +168,12 @@ impl Store {
         self.users.len()
     }
 
-    /// Checks that the database answers reads.
+    /// Checks that the database answers reads and that the last flush reached the disk
+    /// (reads come from cache, so they alone would not notice a failing disk).
     pub fn check(&self) -> Result<(), StoreError> {
+        if !self.commit.last_flush_ok.load(Ordering::Relaxed) {
+            return Err(StoreError::Database("the last flush to disk failed".into()));
+        }
         decode_version(self.meta.get(SCHEMA_KEY)?.as_deref()).map(|_| ())
     }
 
@@ -212,6 +216,7 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 struct GroupCommit {
     queue: mpsc::UnboundedSender<Waiter>,
     flushes: Arc<AtomicU64>,
+    last_flush_ok: Arc<AtomicBool>,
 }
 
 impl GroupCommit {
@@ -219,6 +224,8 @@ impl GroupCommit {
         let (queue, mut rx) = mpsc::unbounded_channel::<Waiter>();
         let flushes = Arc::new(AtomicU64::new(0));
         let counter = flushes.clone();
+        let last_flush_ok = Arc::new(AtomicBool::new(true));
+        let health = last_flush_ok.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -227,12 +234,13 @@ impl GroupCommit {
                 }
                 let result = db.flush_async().await.map(|_| ()).map_err(StoreError::from);
                 counter.fetch_add(1, Ordering::Relaxed);
+                health.store(result.is_ok(), Ordering::Relaxed);
                 for waiter in batch {
                     let _ = waiter.send(result.clone());
                 }
             }
         });
-        Self { queue, flushes }
+        Self { queue, flushes, last_flush_ok }
     }
 
     async fn wait(&self) -> Result<(), StoreError> {

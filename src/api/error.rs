@@ -14,6 +14,7 @@ use crate::{auth::AuthError, token::TokenError, wechat::WechatError};
 const RATE_LIMIT_RETRY_SECS: u64 = 60;
 /// Seconds a client should wait after WeChat said it was busy.
 const BUSY_RETRY_SECS: u64 = 2;
+const REALM: &str = "Bearer realm=\"wxauth\"";
 
 /// Error body.
 #[derive(Debug, Clone, Object)]
@@ -30,6 +31,8 @@ pub struct Problem {
     status: StatusCode,
     body: ErrorBody,
     retry_after: Option<u64>,
+    /// RFC 6750 `WWW-Authenticate` value, for 401s.
+    challenge: Option<String>,
 }
 
 impl Problem {
@@ -38,6 +41,7 @@ impl Problem {
             status,
             body: ErrorBody { error: error.into(), error_description: description.into() },
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -51,15 +55,18 @@ impl Problem {
     }
 
     fn invalid_token(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description);
+        let description = &problem.body.error_description;
+        problem.challenge = Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\""));
+        problem
     }
 
-    /// RFC 6750 challenge for a 401.
-    fn challenge(&self) -> String {
-        format!(
-            "Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{}\"",
-            self.body.error_description
-        )
+    /// No credentials at all: RFC 6750 section 3.1 wants the challenge without an error code.
+    fn missing_token() -> Self {
+        let mut problem =
+            Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "the request has no Authorization: Bearer token");
+        problem.challenge = Some(REALM.into());
+        problem
     }
 }
 
@@ -108,9 +115,7 @@ impl IntoResponse for Problem {
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert("retry-after", secs.into());
         }
-        if self.status == StatusCode::UNAUTHORIZED
-            && let Ok(value) = self.challenge().parse()
-        {
+        if let Some(Ok(value)) = self.challenge.as_deref().map(str::parse) {
             resp.headers_mut().insert("www-authenticate", value);
         }
         resp
@@ -120,16 +125,14 @@ impl IntoResponse for Problem {
 /// Errors of `POST /v1/login`.
 #[derive(Debug, ApiResponse)]
 pub enum LoginError {
-    /// `invalid_request`: malformed body or a bad `code` (nothing was sent to WeChat).
+    /// `invalid_request`: malformed or oversized (16 KiB) body, or a bad `code` (nothing
+    /// was sent to WeChat).
     /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
-    /// `invalid_request`: the body is larger than 16 KiB.
-    #[oai(status = 413)]
-    TooLarge(Json<ErrorBody>),
     /// `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011).
     #[oai(status = 429)]
     TooManyRequests(
@@ -193,10 +196,7 @@ impl From<AuthError> for MeError {
     fn from(err: AuthError) -> Self {
         let p = Problem::from(err);
         match p.status {
-            StatusCode::UNAUTHORIZED => {
-                let challenge = p.challenge();
-                Self::Unauthorized(Json(p.body), challenge)
-            }
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(Json(p.body), p.challenge.unwrap_or_else(|| REALM.into())),
             _ => Self::Internal(Json(p.body)),
         }
     }
@@ -209,7 +209,7 @@ pub async fn envelope(err: poem::Error) -> Response {
         return err.into_response();
     }
     if err.is::<AuthorizationError>() {
-        return Problem::invalid_token("the request has no Authorization: Bearer token").into_response();
+        return Problem::missing_token().into_response();
     }
     let status = err.status();
     let problem = match status {
@@ -217,7 +217,10 @@ pub async fn envelope(err: poem::Error) -> Response {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             Problem::new(StatusCode::BAD_REQUEST, "invalid_request", err.to_string())
         }
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(status, "invalid_request", "request body too large (max 16 KiB)"),
+        // One rule for clients: bad input is 400 `invalid_request`, however it is bad.
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_request", "request body too large (max 16 KiB)")
+        }
         StatusCode::NOT_FOUND => Problem::new(status, "not_found", "no such endpoint; see /docs"),
         StatusCode::METHOD_NOT_ALLOWED => Problem::new(status, "method_not_allowed", "method not allowed; see /docs"),
         s if s.is_server_error() => {

@@ -4,25 +4,25 @@ use std::sync::Arc;
 
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::ApiTags;
+use super::{ApiTags, error::ErrorBody};
 use crate::auth::Auth;
 
 /// Health status.
 #[derive(Debug, Object)]
 pub struct HealthBody {
-    /// `ok` or `unavailable`.
+    /// Always `ok`.
     pub status: String,
 }
 
 /// Health answer.
 #[derive(ApiResponse)]
 pub enum HealthResponse {
-    /// The store answers.
+    /// The store answers reads and its last flush reached the disk.
     #[oai(status = 200)]
     Ok(Json<HealthBody>),
-    /// The store does not answer.
+    /// `temporarily_unavailable`: the store does not answer or cannot write to disk.
     #[oai(status = 503)]
-    Unavailable(Json<HealthBody>),
+    Unavailable(Json<ErrorBody>),
 }
 
 /// Operations for load balancers and orchestrators.
@@ -35,14 +35,17 @@ pub struct HealthApi {
 impl HealthApi {
     /// Liveness and readiness
     ///
-    /// 200 while the database answers reads.
+    /// 200 while the database answers reads and writes reach the disk.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
         match self.auth.store().check() {
             Ok(()) => HealthResponse::Ok(Json(HealthBody { status: "ok".into() })),
             Err(e) => {
                 tracing::error!(error = %e, "health check failed");
-                HealthResponse::Unavailable(Json(HealthBody { status: "unavailable".into() }))
+                HealthResponse::Unavailable(Json(ErrorBody {
+                    error: "temporarily_unavailable".into(),
+                    error_description: "the database is not answering or not writing; see the server log".into(),
+                }))
             }
         }
     }

@@ -102,7 +102,7 @@ pub struct LoginUser {
 }
 
 /// A signed access token.
-#[derive(Debug, Object)]
+#[derive(Object)]
 pub struct LoginBody {
     /// JWT to send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -131,7 +131,7 @@ impl From<LoginOutcome> for LoginBody {
 }
 
 /// Login answer.
-#[derive(Debug, ApiResponse)]
+#[derive(ApiResponse)]
 pub enum LoginResponse {
     /// Logged in; the user and binding are on disk.
     #[oai(status = 200)]

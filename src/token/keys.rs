@@ -1,8 +1,10 @@
 //! The key ring: one PKCS#8 PEM private key per file in the keys directory.
 //!
 //! A file is named `<kid>.pem`, where the kid is the RFC 7638 SHA-256 thumbprint of its
-//! public JWK, so a kid can never point at two different keys. The newest file (by
-//! modification time) of the configured algorithm signs; every key is published.
+//! public JWK, so a kid can never point at two different keys. Text before `-----BEGIN`
+//! (which PEM readers, OpenSSL included, skip) records `created: <RFC 3339>`; the newest
+//! key of the configured algorithm signs, and every key is published. Keys imported
+//! without that line fall back to the file's modification time.
 
 use std::{
     fs,
@@ -25,7 +27,7 @@ use jsonwebtoken::{
         ThumbprintHash,
     },
 };
-use time::OffsetDateTime;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{SigningAlg, TokenError};
 
@@ -94,11 +96,25 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
     jwk.common.key_id = Some(kid.clone());
     // Verification goes through the published JWK, exactly as a third party's would.
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| bad("cannot build verification key"))?;
-    let modified = fs::metadata(path).and_then(|m| m.modified()).map_err(|e| TokenError::io(path, e))?;
+    let created = match recorded_creation(&text) {
+        Some(created) => created,
+        None => fs::metadata(path).and_then(|m| m.modified()).map_err(|e| TokenError::io(path, e))?.into(),
+    };
     if path.file_stem().is_some_and(|stem| stem != kid.as_str()) {
         tracing::warn!(path = %path.display(), %kid, "key file name differs from its kid; the kid is the thumbprint");
     }
-    Ok(RingKey { kid, alg, created: OffsetDateTime::from(modified), jwk, encoding, decoding })
+    Ok(RingKey { kid, alg, created, jwk, encoding, decoding })
+}
+
+/// The `created:` line before the PEM block, if any. File times are not trusted for this:
+/// copies, checkouts and secret mounts rewrite them, which could let a retired key sign.
+fn recorded_creation(text: &[u8]) -> Option<OffsetDateTime> {
+    let text = std::str::from_utf8(text).ok()?;
+    let preamble = &text[..text.find("-----BEGIN")?];
+    preamble.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("created:")?;
+        OffsetDateTime::parse(value.trim(), &Rfc3339).ok()
+    })
 }
 
 /// Recognises the key type from its PKCS#8 DER and returns its public JWK parameters.
@@ -150,7 +166,11 @@ pub fn generate(dir: &Path, alg: SigningAlg) -> Result<RingKey, TokenError> {
         .thumbprint(ThumbprintHash::SHA256)
         .map_err(|_| TokenError::KeyGeneration)?;
     let path: PathBuf = dir.join(format!("{kid}.pem"));
-    let text = pem::encode(&pem::Pem::new(PEM_TAG, der));
+    let created = OffsetDateTime::now_utc().format(&Rfc3339).map_err(|_| TokenError::KeyGeneration)?;
+    let text = format!(
+        "wxauth signing key\nkid: {kid}\nalg: {alg}\ncreated: {created}\n{}",
+        pem::encode(&pem::Pem::new(PEM_TAG, der))
+    );
     // create_new + 0600: never overwrite a key, never let another user read one.
     let mut file = fs::OpenOptions::new()
         .write(true)

@@ -148,13 +148,19 @@ pub struct Claims {
     pub unionid: Option<String>,
 }
 
-/// A freshly signed token.
-#[derive(Debug, Clone)]
+/// A freshly signed token. `Debug` leaves the token out: it is a credential.
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The compact JWS.
     pub token: String,
     /// Lifetime in seconds.
     pub expires_in: u64,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken").field("token", &"<redacted>").field("expires_in", &self.expires_in).finish()
+    }
 }
 
 /// One immutable view of the keys directory, with the JWKS serialized once for it.
@@ -232,18 +238,24 @@ impl Tokens {
         let ring = self.ring();
         let key =
             header.kid.and_then(|kid| ring.keys.iter().find(|k| k.kid == kid)).ok_or(reject(Rejection::UnknownKey))?;
-        let mut validation = Validation::new(key.alg.into());
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation(key.alg)).map(|data| data.claims).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => reject(Rejection::Expired),
+                _ => reject(Rejection::Invalid),
+            },
+        )
+    }
+
+    /// Checks for one key. `set_issuer`/`set_audience` alone would accept a token without
+    /// `iss`/`aud`, hence the required claims.
+    fn validation(&self, alg: SigningAlg) -> Validation {
+        let mut validation = Validation::new(alg.into());
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map(|data| data.claims).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => reject(Rejection::Expired),
-                _ => reject(Rejection::Invalid),
-            }
-        })
+        validation
     }
 
     /// The JWK Set with every key in the ring, serialized when the ring was loaded.
@@ -354,6 +366,54 @@ mod tests {
         let meta = std::fs::metadata(dir.path().join(format!("{}.pem", info.kid))).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(list_keys(dir.path()).unwrap()[0].kid, info.kid);
+    }
+
+    #[test]
+    fn validation_requires_registered_claims_even_for_untyped_claims() {
+        // Decoding into `Value` takes the `Claims` struct's own required fields out of the
+        // picture, so only the validation stands between a token and acceptance.
+        let dir = tempfile::tempdir().unwrap();
+        let tokens =
+            Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), true).unwrap();
+        let ring = tokens.ring();
+        let key = &ring.keys[0];
+        let full = serde_json::json!({
+            "iss": "https://auth.example.com", "aud": "wx123", "sub": "u1",
+            "exp": OffsetDateTime::now_utc().unix_timestamp() + 600,
+        });
+        let sign = |claims: &serde_json::Value| {
+            let mut header = Header::new(key.alg.into());
+            header.kid = Some(key.kid.clone());
+            jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+        };
+        let decode =
+            |token: &str| jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &tokens.validation(key.alg));
+        assert!(decode(&sign(&full)).is_ok(), "control");
+        for claim in ["iss", "aud", "sub", "exp"] {
+            let mut claims = full.clone();
+            claims.as_object_mut().unwrap().remove(claim);
+            assert!(decode(&sign(&claims)).is_err(), "accepted a token without {claim}");
+        }
+    }
+
+    #[test]
+    fn the_newest_key_by_recorded_creation_signs_whatever_the_file_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rotate(dir.path(), SigningAlg::ES256).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let new = rotate(dir.path(), SigningAlg::ES256).unwrap();
+        // A copy without -p, or a touch, makes the old file look newest.
+        let future = std::time::SystemTime::now() + Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(format!("{}.pem", old.kid)))
+            .unwrap()
+            .set_modified(future)
+            .unwrap();
+        let tokens =
+            Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), false).unwrap();
+        let issued = tokens.issue(&user()).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), new.kid);
     }
 
     #[test]

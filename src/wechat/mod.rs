@@ -19,6 +19,10 @@ use singleflight::SingleFlight;
 
 /// Delay before the single retry after errcode -1 (WeChat busy).
 const BUSY_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long a code's successful answer is reused. WeChat usually answers before a second
+/// tap arrives, so sharing only in-flight calls would still turn a double tap (or a client
+/// retrying after a lost response) into 40163. Short, because a replayed code gets a token.
+const REPLAY_WINDOW: Duration = Duration::from_secs(10);
 
 /// What went wrong talking to WeChat. Cloneable so single-flight waiters can share it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +105,8 @@ impl WechatClient {
             .connect_timeout(settings.timeout.min(Duration::from_secs(3)))
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // The request carries the AppSecret: never let a 3xx send it elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wxauth/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url())))?;
@@ -116,7 +122,7 @@ impl WechatClient {
                 code2session_url,
                 appid: settings.appid.clone(),
                 secret: settings.secret.clone(),
-                inflight: SingleFlight::default(),
+                inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
             }),
         })
     }
@@ -128,8 +134,9 @@ impl WechatClient {
 
     /// `auth.code2Session`: exchanges a `wx.login` code for the user's identity.
     ///
-    /// Concurrent calls with the same code share one upstream request, because a code
-    /// works once and a double tap would otherwise turn into a 40163.
+    /// Calls with the same code share one upstream request (and a success is reused for
+    /// [`REPLAY_WINDOW`]), because a code works once and a double tap would otherwise turn
+    /// into a 40163.
     pub async fn code2session(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
         let this = self.clone();
         let owned = code.clone();
@@ -147,11 +154,22 @@ impl WechatClient {
         }
     }
 
+    /// One call, logged once with its outcome (never with the query: it carries the
+    /// AppSecret and the code).
     async fn code2session_once(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
-        let inner = &self.inner;
-        // Logged without the query: it carries the AppSecret and the code.
-        let endpoint = inner.code2session_url.as_str();
         let started = std::time::Instant::now();
+        let result = self.fetch_session(code).await;
+        let endpoint = self.inner.code2session_url.as_str();
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(_) => tracing::debug!(%endpoint, elapsed_ms, "code2Session succeeded"),
+            Err(err) => tracing::warn!(%endpoint, elapsed_ms, error = %err, "code2Session failed"),
+        }
+        result
+    }
+
+    async fn fetch_session(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
+        let inner = &self.inner;
         let response = inner
             .http
             .get(inner.code2session_url.clone())
@@ -166,17 +184,10 @@ impl WechatClient {
             .map_err(transport_error)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport_error)?;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
         if status != reqwest::StatusCode::OK {
-            tracing::warn!(%endpoint, %status, elapsed_ms, "WeChat answered with a non-200 status");
             return Err(WechatError::Upstream(format!("WeChat answered HTTP {}", status.as_u16())));
         }
-        let result = interpret(&body);
-        match &result {
-            Ok(_) => tracing::debug!(%endpoint, elapsed_ms, "code2Session succeeded"),
-            Err(err) => tracing::warn!(%endpoint, elapsed_ms, error = %err, "code2Session failed"),
-        }
-        result
+        interpret(&body)
     }
 }
 

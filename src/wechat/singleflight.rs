@@ -1,6 +1,11 @@
-//! Collapses concurrent calls with the same key into one.
+//! Collapses calls with the same key into one, and briefly reuses a good result.
 
-use std::{collections::HashMap, future::Future, sync::Arc, sync::Mutex};
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures_util::{
     FutureExt,
@@ -9,37 +14,53 @@ use futures_util::{
 
 type Flight<T> = Shared<BoxFuture<'static, T>>;
 
-/// Concurrent `run` calls with the same key share the first caller's future.
-pub struct SingleFlight<T: Clone> {
-    flights: Arc<Mutex<HashMap<String, Flight<T>>>>,
+struct Table<T> {
+    /// In-flight calls and finished ones still inside the replay window.
+    flights: HashMap<String, Flight<T>>,
+    /// Finished keys in completion order; the window is fixed, so expiry order too.
+    expiries: VecDeque<(Instant, String)>,
 }
 
-impl<T: Clone> Default for SingleFlight<T> {
-    fn default() -> Self {
-        Self { flights: Arc::default() }
-    }
+/// `run` calls with the same key share one execution of the work. A result that `keep`
+/// accepts is handed to later callers for `window` after it finished; any other result
+/// leaves the table at once, so the next caller tries again.
+pub struct SingleFlight<T: Clone> {
+    table: Arc<Mutex<Table<T>>>,
+    window: Duration,
+    keep: fn(&T) -> bool,
 }
 
 impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
-    /// Runs `work` unless a call with `key` is already in flight, in which case its result
-    /// is shared. The work runs on its own task, so it finishes (and leaves the table) even
-    /// if every caller goes away, e.g. because the client disconnected.
+    /// A table that reuses results accepted by `keep` for `window`.
+    pub fn new(window: Duration, keep: fn(&T) -> bool) -> Self {
+        Self { table: Arc::new(Mutex::new(Table { flights: HashMap::new(), expiries: VecDeque::new() })), window, keep }
+    }
+
+    /// Runs `work` unless a call with `key` is in flight or recently succeeded, in which
+    /// case its result is shared. The work runs on its own task, so it finishes (and its
+    /// entry is settled) even if every caller goes away, e.g. a client disconnecting.
     pub async fn run(&self, key: &str, work: impl Future<Output = T> + Send + 'static) -> T {
         let flight = {
-            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(existing) = flights.get(key) {
+            let mut table = lock(&self.table);
+            evict_expired(&mut table, Instant::now());
+            if let Some(existing) = table.flights.get(key) {
                 existing.clone()
             } else {
-                let table = Arc::clone(&self.flights);
-                let owned_key = key.to_owned();
+                let (shared, owned_key, window, keep) =
+                    (Arc::clone(&self.table), key.to_owned(), self.window, self.keep);
                 let flight = async move {
                     let result = work.await;
-                    table.lock().unwrap_or_else(|e| e.into_inner()).remove(&owned_key);
+                    let mut table = lock(&shared);
+                    if keep(&result) {
+                        table.expiries.push_back((Instant::now() + window, owned_key));
+                    } else {
+                        table.flights.remove(&owned_key);
+                    }
                     result
                 }
                 .boxed()
                 .shared();
-                flights.insert(key.to_owned(), flight.clone());
+                table.flights.insert(key.to_owned(), flight.clone());
                 tokio::spawn(flight.clone());
                 flight
             }
@@ -48,30 +69,64 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
     }
 }
 
+fn lock<T>(table: &Mutex<Table<T>>) -> std::sync::MutexGuard<'_, Table<T>> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn evict_expired<T>(table: &mut Table<T>, now: Instant) {
+    while table.expiries.front().is_some_and(|(expiry, _)| *expiry <= now) {
+        if let Some((_, key)) = table.expiries.pop_front() {
+            table.flights.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn counting(runs: &Arc<AtomicUsize>, ms: u64) -> impl Future<Output = usize> + Send + 'static {
+        let runs = runs.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            runs.fetch_add(1, Ordering::SeqCst)
+        }
+    }
+
     #[tokio::test]
-    async fn concurrent_calls_share_one_run_and_later_calls_run_again() {
-        let sf = Arc::new(SingleFlight::<usize>::default());
+    async fn concurrent_calls_share_one_run() {
+        let sf = Arc::new(SingleFlight::<usize>::new(Duration::ZERO, |_| true));
         let runs = Arc::new(AtomicUsize::new(0));
-        let calls = (0..10).map(|_| {
-            let (sf, runs) = (sf.clone(), runs.clone());
-            tokio::spawn(async move {
-                sf.run("k", async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    runs.fetch_add(1, Ordering::SeqCst)
-                })
-                .await
+        let calls: Vec<_> = (0..10)
+            .map(|_| {
+                let (sf, work) = (sf.clone(), counting(&runs, 50));
+                tokio::spawn(async move { sf.run("k", work).await })
             })
-        });
-        for call in calls.collect::<Vec<_>>() {
+            .collect();
+        for call in calls {
             assert_eq!(call.await.unwrap(), 0);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        let r2 = runs.clone();
-        assert_eq!(sf.run("k", async move { r2.fetch_add(1, Ordering::SeqCst) }).await, 1);
+    }
+
+    #[tokio::test]
+    async fn kept_results_are_reused_within_the_window_only() {
+        let sf = SingleFlight::<usize>::new(Duration::from_millis(100), |_| true);
+        let runs = Arc::new(AtomicUsize::new(0));
+        assert_eq!(sf.run("k", counting(&runs, 0)).await, 0);
+        assert_eq!(sf.run("k", counting(&runs, 0)).await, 0, "reused inside the window");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(sf.run("k", counting(&runs, 0)).await, 1, "run again after the window");
+        assert!(lock(&sf.table).flights.len() <= 1);
+    }
+
+    #[tokio::test]
+    async fn rejected_results_are_not_reused() {
+        let sf = SingleFlight::<usize>::new(Duration::from_secs(60), |n| *n > 0);
+        let runs = Arc::new(AtomicUsize::new(0));
+        assert_eq!(sf.run("k", counting(&runs, 0)).await, 0);
+        assert_eq!(sf.run("k", counting(&runs, 0)).await, 1);
+        assert_eq!(sf.run("k", counting(&runs, 0)).await, 1, "1 is kept");
     }
 }

@@ -33,6 +33,8 @@ pub enum Reply {
     Status(u16, String),
     /// Wait, then answer.
     Delay(Duration, Box<Reply>),
+    /// 302 to this path of the mock itself, with the same query.
+    Redirect(&'static str),
 }
 
 impl Reply {
@@ -65,7 +67,10 @@ impl MockWechat {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
         let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
         let state = Arc::new(MockState::default());
-        let app = Route::new().at("/sns/jscode2session", get(jscode2session)).data(state.clone());
+        let app = Route::new()
+            .at("/sns/jscode2session", get(jscode2session))
+            .at("/elsewhere", get(jscode2session))
+            .data(state.clone());
         tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
         Self { base_url: format!("http://{addr}"), state }
     }
@@ -113,10 +118,10 @@ async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&A
                 Reply::Body(body.to_string())
             })
         };
-    answer(reply).await
+    answer(reply, &q).await
 }
 
-async fn answer(mut reply: Reply) -> Response {
+async fn answer(mut reply: Reply, query: &HashMap<String, String>) -> Response {
     loop {
         match reply {
             Reply::Delay(d, next) => {
@@ -124,11 +129,24 @@ async fn answer(mut reply: Reply) -> Response {
                 reply = *next;
             }
             Reply::Body(body) => return Response::builder().header(header::CONTENT_TYPE, "text/plain").body(body),
+            Reply::Redirect(path) => {
+                let query = serde_urlencoded_like(query);
+                return Response::builder()
+                    .status(poem::http::StatusCode::FOUND)
+                    .header(header::LOCATION, format!("{path}?{query}"))
+                    .finish();
+            }
             Reply::Status(status, body) => {
                 return Response::builder().status(poem::http::StatusCode::from_u16(status).unwrap()).body(body);
             }
         }
     }
+}
+
+fn serde_urlencoded_like(query: &HashMap<String, String>) -> String {
+    let mut url = url::Url::parse("http://x/").unwrap();
+    url.query_pairs_mut().extend_pairs(query.iter());
+    url.query().unwrap_or_default().to_owned()
 }
 
 /// Settings of a test app, before it is built.

@@ -43,7 +43,7 @@ async fn code_of_exactly_128_bytes_is_accepted() {
 }
 
 #[tokio::test]
-async fn oversized_body_is_refused_with_413() {
+async fn oversized_body_is_refused_with_400() {
     let app = spawn_app().await;
     let body = format!(r#"{{"code":"{}"}}"#, "a".repeat(64 * 1024));
     let resp = app
@@ -54,7 +54,7 @@ async fn oversized_body_is_refused_with_413() {
         .send()
         .await
         .unwrap();
-    assert_error(resp, 413, "invalid_request").await;
+    assert_error(resp, 400, "invalid_request").await;
     assert!(app.wechat.calls().is_empty());
 }
 

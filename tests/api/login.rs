@@ -124,6 +124,32 @@ async fn concurrent_requests_with_one_code_share_one_wechat_call() {
 }
 
 #[tokio::test]
+async fn a_code_sent_again_right_after_its_login_succeeded_gets_the_same_user() {
+    let app = spawn_app().await;
+    // Real WeChat answers 40163 to a used code; the mock does too after the first call.
+    app.wechat.script("late-tap@gina", [crate::helpers::Reply::success("o_gina", "Z2luYQ==")]);
+    app.wechat.script("late-tap@gina", [crate::helpers::Reply::errcode(40163)]);
+
+    let first = app.login_ok("late-tap@gina").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = app.login_ok("late-tap@gina").await;
+
+    assert_eq!(first["user"]["id"], second["user"]["id"]);
+    assert_eq!(app.wechat.calls_for("late-tap@gina"), 1);
+}
+
+#[tokio::test]
+async fn a_code_wechat_rejected_is_not_remembered() {
+    let app = spawn_app().await;
+    app.wechat.script("c@retry", [crate::helpers::Reply::errcode(-1), crate::helpers::Reply::errcode(-1)]);
+
+    assert_eq!(app.login("c@retry").await.status(), 503);
+    // The same code again goes to WeChat again (which now accepts it).
+    app.login_ok("c@retry").await;
+    assert_eq!(app.wechat.calls_for("c@retry"), 3);
+}
+
+#[tokio::test]
 async fn me_returns_the_user_record() {
     let app = spawn_app().await;
     let login = app.login_ok("code1@frank").await;

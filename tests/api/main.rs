@@ -7,4 +7,5 @@ mod login;
 mod me;
 mod process;
 mod spec;
+mod tls;
 mod wechat_errors;

@@ -150,14 +150,14 @@ async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
     vars.insert("WXAUTH_LISTEN".into(), "127.0.0.1:0".into());
 
     vars.insert("WXAUTH_ACCESS_TOKEN_TTL".into(), "forever".into());
-    let out = run(&vars, &["serve", "--dev"]);
+    let out = run(&vars, &["serve"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_ACCESS_TOKEN_TTL"));
 
     let file = dir.path().join("wxauth.toml");
     std::fs::write(&file, "signing_alg = \"HS256\"\n").unwrap();
     vars.remove("WXAUTH_ACCESS_TOKEN_TTL");
-    let out = run(&vars, &["serve", "--dev", "--config", file.to_str().unwrap()]);
+    let out = run(&vars, &["serve", "--config", file.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_SIGNING_ALG"));
 }
@@ -321,8 +321,11 @@ async fn secrets_never_appear_in_logs_or_responses() {
     let log = server.stop();
 
     assert!(log.contains("code2Session"), "the test captured no WeChat log lines:\n{log}");
+    assert!(log.contains("did not answer in time"), "the WeChat timeout was not logged:\n{log}");
     let mut secrets = vec![SECRET.to_owned(), "secret=".to_owned(), tokens[0].clone()];
     secrets.extend(codes.iter().map(|c| c.to_string()));
+    // As they would appear in a logged query string.
+    secrets.extend(codes.iter().map(|c| c.replace('@', "%40")));
     secrets.extend(codes.iter().map(|c| default_session_key(c)));
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "log contains {secret:?}:\n{log}");

@@ -126,6 +126,16 @@ async fn success_without_session_key_or_openid_gives_502_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn redirects_are_not_followed_with_the_secret() {
+    let app = spawn_app().await;
+    app.wechat.script("c@redir", [Reply::Redirect("/elsewhere")]);
+
+    assert_error(app.login("c@redir").await, 502, "wechat_error").await;
+
+    assert_eq!(app.wechat.calls_for("c@redir"), 1, "the redirect was followed");
+}
+
+#[tokio::test]
 async fn unreachable_wechat_gives_502() {
     // Port 9 (discard) on loopback: nothing listens there.
     let app = spawn_app_with(|c| {

@@ -52,6 +52,10 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Serve { dev } => {
             let mode = if dev { Mode::Dev } else { Mode::Serve };
             let settings = Settings::load(cli.config.as_deref(), mode)?;
+            if dev {
+                // Printed whatever RUST_LOG says: dev mode must never start silently.
+                eprintln!("wxauth: DEV MODE: WeChat is a local mock and any code logs in. Never expose this server.");
+            }
             telemetry::init(settings.log_format);
             Application::build(settings).await?.run_until_stopped().await?;
         }

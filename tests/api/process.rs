@@ -184,6 +184,9 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
         ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),
         ("WXAUTH_DATA_DIR", dir.path().join("data").display().to_string()),
         ("WXAUTH_KEYS_DIR", dir.path().join("keys").display().to_string()),
+        // Even with logging turned down, dev mode announces itself (the startup target stays
+        // at info only so the harness can read the listening address).
+        ("RUST_LOG", "error,wxauth::startup=info".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -210,7 +213,7 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
     assert_eq!(server.login("busy-once").await.0, 200);
 
     let log = server.stop();
-    assert!(log.contains("DEV MODE"), "{log}");
+    assert!(log.contains("DEV MODE: WeChat is a local mock and any code logs in"), "{log}");
     let key = std::fs::read_dir(dir.path().join("keys")).unwrap().next().unwrap().unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);

@@ -41,7 +41,12 @@ pub enum Command {
 pub enum KeysCommand {
     /// Add a new signing key (algorithm: WXAUTH_SIGNING_ALG). It signs after the server
     /// restarts or gets SIGHUP; older keys stay published so their tokens still verify.
-    Rotate,
+    Rotate {
+        /// Make a dev-mode key, for a keys directory used by `serve --dev`. Dev and
+        /// production keys never share a directory.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Show every key: kid, algorithm, creation time, and which one signs.
     List,
 }
@@ -59,10 +64,11 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             telemetry::init(settings.log_format);
             Application::build(settings).await?.run_until_stopped().await?;
         }
-        Command::Keys(KeysCommand::Rotate) => {
+        Command::Keys(KeysCommand::Rotate { dev }) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
-            let key = token::rotate(&settings.keys_dir, settings.token.signing_alg)?;
-            println!("added {} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
+            let key = token::rotate(&settings.keys_dir, settings.token.signing_alg, dev)?;
+            let mode = if dev { "dev-mode " } else { "" };
+            println!("added {mode}{} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
             println!("restart wxauth or send it SIGHUP to sign with it");
         }
         Command::Keys(KeysCommand::List) => {
@@ -72,12 +78,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("no keys in {}; create one with `wxauth keys rotate`", settings.keys_dir.display());
             }
             let signer = keys.iter().rposition(|k| k.alg == settings.token.signing_alg);
-            println!("{:<43}  {:<5}  {:<20}  signs", "kid", "alg", "created");
+            println!("{:<43}  {:<5}  {:<20}  {:<10}  signs", "kid", "alg", "created", "mode");
             for (i, key) in keys.iter().enumerate() {
                 let created =
                     key.created.replace_nanosecond(0)?.format(&time::format_description::well_known::Rfc3339)?;
                 let mark = if Some(i) == signer { "*" } else { "" };
-                println!("{:<43}  {:<5}  {:<20}  {mark}", key.kid, key.alg.to_string(), created);
+                let mode = if key.dev { "dev" } else { "production" };
+                println!("{:<43}  {:<5}  {:<20}  {mode:<10}  {mark}", key.kid, key.alg.to_string(), created);
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use poem::{
-    EndpointExt, Server,
+    EndpointExt as _, Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 
@@ -129,7 +129,7 @@ impl Application {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
         tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
-        let app = api::routes(self.auth).with(poem::middleware::Tracing).map_to_response();
+        let app = api::routes(self.auth).map_to_response();
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
             .await;

@@ -9,9 +9,9 @@ use crate::config::LogFormat;
 /// AppSecret and codes that code2Session carries in its query string. Capped at WARN
 /// whatever `RUST_LOG` asks for, including more specific targets such as
 /// `reqwest::connect=trace`.
-/// (poem is not capped: incoming requests carry codes in bodies and tokens in headers,
-/// neither of which its request log prints, and operators need that log.)
-const CHATTY_HTTP_CRATES: &[&str] = &["hyper", "hyper_util", "reqwest", "h2", "rustls"];
+/// poem is capped too: its request log prints the query string, where a client might put
+/// a code or a token; [`crate::api`] writes its own path-only access log instead.
+const CHATTY_HTTP_CRATES: &[&str] = &["hyper", "hyper_util", "reqwest", "h2", "rustls", "poem"];
 
 fn allowed(meta: &Metadata<'_>) -> bool {
     let target = meta.target();

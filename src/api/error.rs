@@ -56,7 +56,13 @@ impl Problem {
 
     fn invalid_token(description: impl Into<String>) -> Self {
         let mut problem = Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description);
-        let description = &problem.body.error_description;
+        // RFC 6750 allows %x20-21 / %x23-5B / %x5D-7E inside the quotes.
+        let description: String = problem
+            .body
+            .error_description
+            .chars()
+            .map(|c| if matches!(c, ' ' | '!' | '#'..='[' | ']'..='~') { c } else { ' ' })
+            .collect();
         problem.challenge = Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\""));
         problem
     }

@@ -38,7 +38,7 @@ impl HealthApi {
     /// 200 while the database answers reads and writes reach the disk.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
-        match self.auth.store().check() {
+        match self.auth.store().check().await {
             Ok(()) => HealthResponse::Ok(Json(HealthBody { status: "ok".into() })),
             Err(e) => {
                 tracing::error!(error = %e, "health check failed");

@@ -58,6 +58,18 @@ pub fn routes(auth: Arc<Auth>) -> impl Endpoint {
         .at("/openapi.json", spec)
         .around(limit_body)
         .catch_all_error(error::envelope)
+        .around(access_log)
+}
+
+/// One line per request: method, path (never the query, where a client might put a code
+/// or a token), status and duration.
+async fn access_log<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::Result<Response> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let resp = ep.call(req).await.map(IntoResponse::into_response)?;
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(target: "wxauth::access", %method, %path, status = resp.status().as_u16(), elapsed_ms, "request");
+    Ok(resp)
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's

@@ -2,9 +2,10 @@
 //!
 //! A file is named `<kid>.pem`, where the kid is the RFC 7638 SHA-256 thumbprint of its
 //! public JWK, so a kid can never point at two different keys. Text before `-----BEGIN`
-//! (which PEM readers, OpenSSL included, skip) records `created: <RFC 3339>`; the newest
-//! key of the configured algorithm signs, and every key is published. Keys imported
-//! without that line fall back to the file's modification time.
+//! (which PEM readers, OpenSSL included, skip) records `created: <RFC 3339>` and
+//! `mode: dev|production`; the newest key of the configured algorithm signs, and every key
+//! is published. Keys imported without a `created:` line fall back to the file's
+//! modification time; without a `mode:` line they count as production keys.
 
 use std::{
     fs,
@@ -41,6 +42,8 @@ pub struct RingKey {
     pub alg: SigningAlg,
     /// When the key file was written.
     pub created: OffsetDateTime,
+    /// Made by dev mode: such a key must never sign production tokens, and vice versa.
+    pub dev: bool,
     /// Public JWK as published.
     pub jwk: Jwk,
     pub(super) encoding: EncodingKey,
@@ -96,25 +99,52 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
     jwk.common.key_id = Some(kid.clone());
     // Verification goes through the published JWK, exactly as a third party's would.
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| bad("cannot build verification key"))?;
-    let created = match recorded_creation(&text) {
+    let preamble = Preamble::parse(&text).map_err(|reason| bad(&reason))?;
+    let created = match preamble.created {
         Some(created) => created,
-        None => fs::metadata(path).and_then(|m| m.modified()).map_err(|e| TokenError::io(path, e))?.into(),
+        None => {
+            tracing::warn!(path = %path.display(), "key file has no created: line; its modification time decides its age");
+            fs::metadata(path).and_then(|m| m.modified()).map_err(|e| TokenError::io(path, e))?.into()
+        }
     };
     if path.file_stem().is_some_and(|stem| stem != kid.as_str()) {
         tracing::warn!(path = %path.display(), %kid, "key file name differs from its kid; the kid is the thumbprint");
     }
-    Ok(RingKey { kid, alg, created, jwk, encoding, decoding })
+    Ok(RingKey { kid, alg, created, dev: preamble.dev, jwk, encoding, decoding })
 }
 
-/// The `created:` line before the PEM block, if any. File times are not trusted for this:
-/// copies, checkouts and secret mounts rewrite them, which could let a retired key sign.
-fn recorded_creation(text: &[u8]) -> Option<OffsetDateTime> {
-    let text = std::str::from_utf8(text).ok()?;
-    let preamble = &text[..text.find("-----BEGIN")?];
-    preamble.lines().find_map(|line| {
-        let value = line.trim().strip_prefix("created:")?;
-        OffsetDateTime::parse(value.trim(), &Rfc3339).ok()
-    })
+/// The `key: value` lines before the PEM block.
+struct Preamble {
+    /// File times are not trusted for age: copies, checkouts and secret mounts rewrite
+    /// them, which could let a retired key sign again.
+    created: Option<OffsetDateTime>,
+    dev: bool,
+}
+
+impl Preamble {
+    fn parse(text: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(text).map_err(|_| "not UTF-8 text".to_owned())?;
+        let head = &text[..text.find("-----BEGIN").unwrap_or(0)];
+        let mut preamble = Preamble { created: None, dev: false };
+        for line in head.lines() {
+            if let Some(value) = line.trim().strip_prefix("created:") {
+                let created = OffsetDateTime::parse(value.trim(), &Rfc3339)
+                    .map_err(|_| format!("created: {:?} is not an RFC 3339 time with offset", value.trim()))?;
+                // A date in the future would make this key sign for ever.
+                if created > OffsetDateTime::now_utc() + time::Duration::minutes(5) {
+                    return Err(format!("created: {} is in the future", value.trim()));
+                }
+                preamble.created = Some(created);
+            } else if let Some(value) = line.trim().strip_prefix("mode:") {
+                preamble.dev = match value.trim() {
+                    "dev" => true,
+                    "production" => false,
+                    other => return Err(format!("mode: {other:?} is neither dev nor production")),
+                };
+            }
+        }
+        Ok(preamble)
+    }
 }
 
 /// Recognises the key type from its PKCS#8 DER and returns its public JWK parameters.
@@ -157,8 +187,9 @@ fn public_params(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters)> {
     None
 }
 
-/// Generates a new key of `alg`, writes it to `dir` (mode 0600) and returns it loaded.
-pub fn generate(dir: &Path, alg: SigningAlg) -> Result<RingKey, TokenError> {
+/// Generates a new key of `alg` (a dev-mode key with `dev`), writes it to `dir` (file
+/// mode 0600) and returns it loaded.
+pub fn generate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<RingKey, TokenError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| TokenError::io(dir, e))?;
     let der = pkcs8_for(alg)?;
     let (_, params) = public_params(&der).ok_or(TokenError::KeyGeneration)?;
@@ -167,8 +198,9 @@ pub fn generate(dir: &Path, alg: SigningAlg) -> Result<RingKey, TokenError> {
         .map_err(|_| TokenError::KeyGeneration)?;
     let path: PathBuf = dir.join(format!("{kid}.pem"));
     let created = OffsetDateTime::now_utc().format(&Rfc3339).map_err(|_| TokenError::KeyGeneration)?;
+    let mode = if dev { "dev" } else { "production" };
     let text = format!(
-        "wxauth signing key\nkid: {kid}\nalg: {alg}\ncreated: {created}\n{}",
+        "wxauth signing key\nkid: {kid}\nalg: {alg}\ncreated: {created}\nmode: {mode}\n{}",
         pem::encode(&pem::Pem::new(PEM_TAG, der))
     );
     // create_new + 0600: never overwrite a key, never let another user read one.

@@ -108,6 +108,21 @@ pub enum TokenError {
         /// The configured algorithm.
         alg: SigningAlg,
     },
+    /// The ring mixes dev-mode and production keys in the wrong mode.
+    #[error(
+        "{kid} in {dir} (WXAUTH_KEYS_DIR) is a {key_mode} key and this is {run_mode}: dev mode signs \
+         tokens for any code, so dev and production keys never share a ring; use another keys directory"
+    )]
+    ModeMismatch {
+        /// The keys directory.
+        dir: PathBuf,
+        /// The offending key.
+        kid: String,
+        /// `dev-mode` or `production`.
+        key_mode: &'static str,
+        /// `serve --dev` or `production`.
+        run_mode: &'static str,
+    },
     /// The crypto library failed to generate a key.
     #[error("key generation failed")]
     KeyGeneration,
@@ -174,30 +189,38 @@ struct Ring {
 pub struct Tokens {
     settings: TokenSettings,
     issuer: String,
+    dev: bool,
     keys_dir: PathBuf,
     ring: RwLock<Arc<Ring>>,
 }
 
 impl Tokens {
-    /// Loads the key ring from `keys_dir`. With `generate`, a missing signing key of the
-    /// configured algorithm is created (dev mode); otherwise its absence is an error.
-    pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, generate: bool) -> Result<Self, TokenError> {
+    /// Loads the key ring from `keys_dir`. In dev mode a missing signing key of the
+    /// configured algorithm is created; in production its absence is an error. Either mode
+    /// refuses keys made by the other.
+    pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, dev: bool) -> Result<Self, TokenError> {
         // Pin the crypto backend explicitly: feature unification could otherwise leave
         // jsonwebtoken with none or two, which panics at the first signature.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
         let mut keys = keys::load_dir(keys_dir)?;
-        if generate && !keys.iter().any(|k| k.alg == settings.signing_alg) {
-            let key = keys::generate(keys_dir, settings.signing_alg)?;
+        if dev && !keys.iter().any(|k| k.alg == settings.signing_alg) {
+            let key = keys::generate(keys_dir, settings.signing_alg, true)?;
             tracing::info!(kid = %key.kid, alg = %key.alg, dir = %keys_dir.display(), "generated a signing key");
             keys.push(key);
         }
-        let ring = Ring::new(keys, settings.signing_alg, keys_dir)?;
-        Ok(Self { settings: settings.clone(), issuer, keys_dir: keys_dir.into(), ring: RwLock::new(Arc::new(ring)) })
+        let ring = Ring::new(keys, settings.signing_alg, keys_dir, dev)?;
+        Ok(Self {
+            settings: settings.clone(),
+            issuer,
+            dev,
+            keys_dir: keys_dir.into(),
+            ring: RwLock::new(Arc::new(ring)),
+        })
     }
 
     /// Re-reads the keys directory (after `wxauth keys rotate`). On error the old ring stays.
     pub fn reload(&self) -> Result<(), TokenError> {
-        let ring = Ring::new(keys::load_dir(&self.keys_dir)?, self.settings.signing_alg, &self.keys_dir)?;
+        let ring = Ring::new(keys::load_dir(&self.keys_dir)?, self.settings.signing_alg, &self.keys_dir, self.dev)?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
@@ -287,7 +310,16 @@ impl Tokens {
 }
 
 impl Ring {
-    fn new(keys: Vec<RingKey>, alg: SigningAlg, dir: &Path) -> Result<Self, TokenError> {
+    fn new(keys: Vec<RingKey>, alg: SigningAlg, dir: &Path, dev: bool) -> Result<Self, TokenError> {
+        if let Some(key) = keys.iter().find(|k| k.dev != dev) {
+            let mode = |dev| if dev { "dev-mode" } else { "production" };
+            return Err(TokenError::ModeMismatch {
+                dir: dir.into(),
+                kid: key.kid.clone(),
+                key_mode: mode(key.dev),
+                run_mode: if dev { "serve --dev" } else { "production" },
+            });
+        }
         let signer =
             keys.iter().rposition(|k| k.alg == alg).ok_or_else(|| TokenError::NoSigningKey { dir: dir.into(), alg })?;
         let set = JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() };
@@ -305,17 +337,23 @@ pub struct KeyInfo {
     pub alg: SigningAlg,
     /// When the key file was written.
     pub created: OffsetDateTime,
+    /// A dev-mode key.
+    pub dev: bool,
 }
 
 /// Lists the keys in `dir`, oldest first.
 pub fn list_keys(dir: &Path) -> Result<Vec<KeyInfo>, TokenError> {
-    Ok(keys::load_dir(dir)?.into_iter().map(|k| KeyInfo { kid: k.kid, alg: k.alg, created: k.created }).collect())
+    Ok(keys::load_dir(dir)?
+        .into_iter()
+        .map(|k| KeyInfo { kid: k.kid, alg: k.alg, created: k.created, dev: k.dev })
+        .collect())
 }
 
-/// Adds a new key of `alg` to the ring in `dir`; it signs from the next start (or reload).
-pub fn rotate(dir: &Path, alg: SigningAlg) -> Result<KeyInfo, TokenError> {
-    let k = keys::generate(dir, alg)?;
-    Ok(KeyInfo { kid: k.kid, alg: k.alg, created: k.created })
+/// Adds a new key of `alg` (a dev-mode key with `dev`) to the ring in `dir`; it signs
+/// from the next start (or reload).
+pub fn rotate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<KeyInfo, TokenError> {
+    let k = keys::generate(dir, alg, dev)?;
+    Ok(KeyInfo { kid: k.kid, alg: k.alg, created: k.created, dev: k.dev })
 }
 
 #[cfg(test)]
@@ -362,7 +400,7 @@ mod tests {
     fn key_files_are_private_and_named_by_kid() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let info = rotate(dir.path(), SigningAlg::EdDSA).unwrap();
+        let info = rotate(dir.path(), SigningAlg::EdDSA, false).unwrap();
         let meta = std::fs::metadata(dir.path().join(format!("{}.pem", info.kid))).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(list_keys(dir.path()).unwrap()[0].kid, info.kid);
@@ -399,9 +437,9 @@ mod tests {
     #[test]
     fn the_newest_key_by_recorded_creation_signs_whatever_the_file_times() {
         let dir = tempfile::tempdir().unwrap();
-        let old = rotate(dir.path(), SigningAlg::ES256).unwrap();
+        let old = rotate(dir.path(), SigningAlg::ES256, false).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        let new = rotate(dir.path(), SigningAlg::ES256).unwrap();
+        let new = rotate(dir.path(), SigningAlg::ES256, false).unwrap();
         // A copy without -p, or a touch, makes the old file look newest.
         let future = std::time::SystemTime::now() + Duration::from_secs(3600);
         std::fs::File::options()
@@ -414,6 +452,40 @@ mod tests {
             Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), false).unwrap();
         let issued = tokens.issue(&user()).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), new.kid);
+    }
+
+    #[test]
+    fn unreadable_or_future_creation_times_are_refused() {
+        for (line, expected) in
+            [("created: 2026-11-22T00:23:03", "RFC 3339"), ("created: 2999-01-01T00:00:00Z", "future")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let info = rotate(dir.path(), SigningAlg::ES256, false).unwrap();
+            let path = dir.path().join(format!("{}.pem", info.kid));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let edited: String = text
+                .lines()
+                .map(|l| if l.starts_with("created:") { line.to_owned() } else { l.to_owned() })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&path, edited).unwrap();
+            let err = list_keys(dir.path()).err().unwrap().to_string();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn dev_and_production_keys_never_share_a_ring() {
+        let issuer = || "https://auth.example.com".to_string();
+        let dir = tempfile::tempdir().unwrap();
+        rotate(dir.path(), SigningAlg::ES256, true).unwrap();
+        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), false).err().unwrap().to_string();
+        assert!(err.contains("dev-mode key"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        rotate(dir.path(), SigningAlg::ES256, false).unwrap();
+        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), true).err().unwrap().to_string();
+        assert!(err.contains("production key"), "{err}");
     }
 
     #[test]

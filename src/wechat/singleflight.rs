@@ -49,14 +49,15 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
                 let (shared, owned_key, window, keep) =
                     (Arc::clone(&self.table), key.to_owned(), self.window, self.keep);
                 let flight = async move {
-                    let result = work.await;
+                    // A panic must not leave an entry that re-panics every later caller.
+                    let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
                     let mut table = lock(&shared);
-                    if keep(&result) {
-                        table.expiries.push_back((Instant::now() + window, owned_key));
-                    } else {
-                        table.flights.remove(&owned_key);
+                    match &outcome {
+                        Ok(result) if keep(result) => table.expiries.push_back((Instant::now() + window, owned_key)),
+                        _ => _ = table.flights.remove(&owned_key),
                     }
-                    result
+                    drop(table);
+                    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 }
                 .boxed()
                 .shared();

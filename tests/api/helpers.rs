@@ -197,7 +197,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     configure(&mut config);
     let alg = config.vars.get("WXAUTH_SIGNING_ALG").map(|a| a.parse().unwrap()).unwrap_or(config.alg);
     // Production mode refuses an empty key ring, as an operator would first run `keys rotate`.
-    wxauth::token::rotate(&keys_dir(&dir), alg).unwrap();
+    wxauth::token::rotate(&keys_dir(&dir), alg, false).unwrap();
     let vars = config.vars;
     let settings = Settings::load_from(None, Mode::Serve, |name| vars.get(name).cloned()).unwrap();
     let app = Application::build(settings).await.unwrap();

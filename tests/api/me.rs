@@ -139,7 +139,7 @@ async fn token_from_a_key_outside_the_ring_is_rejected() {
     let (claims, _) = real_claims(&app).await;
     let (kid, _) = app.signing_key_pem();
     let stranger = tempfile::tempdir().unwrap();
-    let foreign = wxauth::token::rotate(stranger.path(), wxauth::token::SigningAlg::ES256).unwrap();
+    let foreign = wxauth::token::rotate(stranger.path(), wxauth::token::SigningAlg::ES256, false).unwrap();
     let pem = std::fs::read(stranger.path().join(format!("{}.pem", foreign.kid))).unwrap();
     let key = EncodingKey::from_ec_pem(&pem).unwrap();
     for (case, header_kid) in

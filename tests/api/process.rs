@@ -143,7 +143,7 @@ async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("wxauth keys rotate"));
 
     vars.insert("WXAUTH_LISTEN".into(), "0.0.0.0:0".into());
-    wxauth::token::rotate(&dir.path().join("keys"), wxauth::token::SigningAlg::ES256).unwrap();
+    wxauth::token::rotate(&dir.path().join("keys"), wxauth::token::SigningAlg::ES256, false).unwrap();
     let out = run(&vars, &["serve"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_ISSUER"), "issuer not required on 0.0.0.0");
@@ -217,6 +217,37 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
     let key = std::fs::read_dir(dir.path().join("keys")).unwrap().next().unwrap().unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_and_production_refuse_each_others_keys() {
+    // Dev mode signs tokens for any code: with production keys, production verifiers
+    // would accept them.
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.remove("WXAUTH_WECHAT_SECRET");
+    let out = run(&vars, &["serve", "--dev"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("production key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dev_dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dev_dir.path()).await;
+    std::fs::remove_dir_all(dev_dir.path().join("keys")).unwrap();
+    assert!(run(&vars, &["keys", "rotate", "--dev"]).status.success());
+    let listing = String::from_utf8_lossy(&run(&vars, &["keys", "list"]).stdout).into_owned();
+    assert!(listing.contains("dev"), "{listing}");
+    let out = run(&vars, &["serve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dev-mode key"), "{}", String::from_utf8_lossy(&out.stderr));
+    vars.remove("WXAUTH_WECHAT_SECRET");
+    vars.insert("WXAUTH_LISTEN".into(), "127.0.0.1:0".into());
+    let server = Server::start(&vars, &["serve", "--dev"]);
+    assert_eq!(server.login("alice").await.0, 200);
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,11 +352,23 @@ async fn secrets_never_appear_in_logs_or_responses() {
     responses.push_str(&me);
     let (_, me) = server.get("/v1/me", Some("forged.token.value")).await;
     responses.push_str(&me);
+    // Credentials where they do not belong: in query strings, which request logs love.
+    let query_code = "QUERYCODE-31337";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/login?code={query_code}", server.address))
+        .json(&json!({"code": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let (status, _) = server.get(&format!("/v1/me?access_token={}", tokens[0]), None).await;
+    assert_eq!(status, 401);
     let log = server.stop();
 
     assert!(log.contains("code2Session"), "the test captured no WeChat log lines:\n{log}");
     assert!(log.contains("did not answer in time"), "the WeChat timeout was not logged:\n{log}");
-    let mut secrets = vec![SECRET.to_owned(), "secret=".to_owned(), tokens[0].clone()];
+    assert!(log.contains("/v1/login") && log.contains("wxauth::access"), "no access log:\n{log}");
+    let mut secrets = vec![SECRET.to_owned(), "secret=".to_owned(), tokens[0].clone(), query_code.to_owned()];
     secrets.extend(codes.iter().map(|c| c.to_string()));
     // As they would appear in a logged query string.
     secrets.extend(codes.iter().map(|c| c.replace('@', "%40")));
@@ -334,7 +377,7 @@ async fn secrets_never_appear_in_logs_or_responses() {
         assert!(!log.contains(secret.as_str()), "log contains {secret:?}:\n{log}");
     }
     // Responses carry the token by design; nothing else on the list.
-    for secret in secrets.iter().filter(|s| **s != tokens[0]) {
+    for secret in secrets.iter().filter(|s| **s != tokens[0] && *s != query_code) {
         assert!(!responses.contains(secret.as_str()), "a response contains {secret:?}: {responses}");
     }
     // The session key of the successful login must not leak through the token either.

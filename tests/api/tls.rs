@@ -18,7 +18,7 @@ use crate::helpers::{assert_error, spawn_app_with};
 
 /// An HTTPS "WeChat" on loopback with a self-signed certificate for 127.0.0.1. Any client
 /// that completes the handshake gets a valid code2Session success.
-async fn impostor() -> (String, Arc<AtomicUsize>) {
+async fn impostor() -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
@@ -32,11 +32,16 @@ async fn impostor() -> (String, Arc<AtomicUsize>) {
     let address = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let served = Arc::new(AtomicUsize::new(0));
     let counter = served.clone();
+    let refusals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = refusals.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            let (acceptor, counter, seen) = (acceptor.clone(), counter.clone(), seen.clone());
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut tls = match acceptor.accept(tcp).await {
+                    Ok(tls) => tls,
+                    Err(e) => return seen.lock().unwrap().push(e.to_string()),
+                };
                 let mut buf = [0u8; 4096];
                 let _ = tls.read(&mut buf).await;
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -50,12 +55,12 @@ async fn impostor() -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (address, served)
+    (address, served, refusals)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_fails_with_502_when_wechat_presents_an_untrusted_certificate() {
-    let (address, served) = impostor().await;
+    let (address, served, refusals) = impostor().await;
     let app = spawn_app_with(|c| {
         c.set("WXAUTH_WECHAT_BASE_URL", address.clone());
     })
@@ -64,4 +69,9 @@ async fn login_fails_with_502_when_wechat_presents_an_untrusted_certificate() {
     assert_error(app.login("code@victim").await, 502, "wechat_error").await;
 
     assert_eq!(served.load(Ordering::SeqCst), 0, "the client sent a request over an unverified connection");
+    // Positive control: the client did speak TLS to this server and refused its certificate
+    // (rather than failing for some unrelated reason before the handshake).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let refusals = refusals.lock().unwrap().clone();
+    assert!(refusals.iter().any(|e| e.contains("UnknownCA") || e.contains("BadCertificate")), "{refusals:?}");
 }

@@ -69,8 +69,10 @@ impl Application {
             settings.wechat.base_url = devmock::spawn(&settings.wechat.appid, settings.wechat.secret.expose(), slow)
                 .await
                 .map_err(StartupError::DevMock)?;
+            let codes: Vec<&str> = devmock::RESERVED_CODES.iter().map(|(code, _)| *code).collect();
             tracing::warn!(
                 mock = %settings.wechat.base_url,
+                reserved_codes = %codes.join(" "),
                 "DEV MODE: WeChat is replaced by a local mock and keys are generated on demand. \
                  Never let real users reach this server."
             );

@@ -163,11 +163,6 @@ impl Store {
         self.session_keys.get(id.as_bytes())?.map(|bytes| decode(&bytes)).transpose()
     }
 
-    /// Number of users.
-    pub fn user_count(&self) -> usize {
-        self.users.len()
-    }
-
     /// Checks that the database answers reads and that writes reach the disk. Reads come
     /// from cache, so after a failed flush the check flushes again itself: otherwise an
     /// instance taken out of rotation would never see a login that proves it recovered.

@@ -7,7 +7,6 @@ use std::{
     path::{Path, PathBuf},
     str::FromStr,
     sync::{Arc, RwLock},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -302,11 +301,6 @@ impl Tokens {
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
-
-    /// Lifetime of new tokens.
-    pub fn ttl(&self) -> Duration {
-        self.settings.access_token_ttl
-    }
 }
 
 impl Ring {
@@ -358,6 +352,8 @@ pub fn rotate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<KeyInfo, TokenEr
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::domain::UserId;
 

@@ -42,8 +42,8 @@ pub enum KeysCommand {
     /// Add a new signing key (algorithm: WXAUTH_SIGNING_ALG). It signs after the server
     /// restarts or gets SIGHUP; older keys stay published so their tokens still verify.
     Rotate {
-        /// Make a dev-mode key, for a keys directory used by `serve --dev`. Dev and
-        /// production keys never share a directory.
+        /// Make a dev-mode key in an empty keys directory (a non-empty one keeps its
+        /// mode). Dev and production keys never share a directory.
         #[arg(long)]
         dev: bool,
     },
@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Keys(KeysCommand::Rotate { dev }) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             let key = token::rotate(&settings.keys_dir, settings.token.signing_alg, dev)?;
-            let mode = if dev { "dev-mode " } else { "" };
+            let mode = if key.dev { "dev-mode " } else { "" };
             println!("added {mode}{} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
             println!("restart wxauth or send it SIGHUP to sign with it");
         }

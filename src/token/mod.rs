@@ -343,9 +343,23 @@ pub fn list_keys(dir: &Path) -> Result<Vec<KeyInfo>, TokenError> {
         .collect())
 }
 
-/// Adds a new key of `alg` (a dev-mode key with `dev`) to the ring in `dir`; it signs
-/// from the next start (or reload).
+/// Adds a new key of `alg` to the ring in `dir`; it signs from the next start (or reload).
+/// The key takes the mode of the keys already there (so `serve --dev` followed by
+/// `keys rotate` keeps working); an empty ring gets a production key unless `dev`.
 pub fn rotate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<KeyInfo, TokenError> {
+    let existing = keys::load_dir(dir)?;
+    let dev = match existing.first() {
+        Some(key) if dev && !key.dev => {
+            return Err(TokenError::ModeMismatch {
+                dir: dir.into(),
+                kid: key.kid.clone(),
+                key_mode: "production",
+                run_mode: "keys rotate --dev",
+            });
+        }
+        Some(key) => key.dev,
+        None => dev,
+    };
     let k = keys::generate(dir, alg, dev)?;
     Ok(KeyInfo { kid: k.kid, alg: k.alg, created: k.created, dev: k.dev })
 }
@@ -482,6 +496,16 @@ mod tests {
         rotate(dir.path(), SigningAlg::ES256, false).unwrap();
         let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), true).err().unwrap().to_string();
         assert!(err.contains("production key"), "{err}");
+    }
+
+    #[test]
+    fn rotation_keeps_the_mode_of_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(rotate(dir.path(), SigningAlg::ES256, true).unwrap().dev);
+        assert!(rotate(dir.path(), SigningAlg::ES256, false).unwrap().dev, "a dev ring got a production key");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!rotate(dir.path(), SigningAlg::ES256, false).unwrap().dev);
+        assert!(rotate(dir.path(), SigningAlg::ES256, true).is_err(), "a production ring got a dev key");
     }
 
     #[test]

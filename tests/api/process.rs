@@ -187,6 +187,8 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
         // Even with logging turned down, dev mode announces itself (the startup target stays
         // at info only so the harness can read the listening address).
         ("RUST_LOG", "error,wxauth::startup=info".to_string()),
+        // Port 0 changes on restart; the default issuer would change with it.
+        ("WXAUTH_ISSUER", "http://127.0.0.1:8080".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -212,8 +214,20 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
     }
     assert_eq!(server.login("busy-once").await.0, 200);
 
+    let token = first["access_token"].as_str().unwrap().to_owned();
     let log = server.stop();
     assert!(log.contains("DEV MODE: WeChat is a local mock and any code logs in"), "{log}");
+
+    // Trying rotation in dev mode: `keys rotate` on the dev ring adds a dev key.
+    let out = run(&vars, &["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dev-mode"));
+    let server = Server::start(&vars, &["serve", "--dev"]);
+    assert_eq!(server.get("/v1/me", Some(&token)).await.0, 200, "token from before the rotation");
+    let (_, after) = server.login("alice").await;
+    let new_kid = jsonwebtoken::decode_header(after["access_token"].as_str().unwrap()).unwrap().kid;
+    assert_ne!(new_kid, jsonwebtoken::decode_header(&token).unwrap().kid);
+    server.stop();
     let key = std::fs::read_dir(dir.path().join("keys")).unwrap().next().unwrap().unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);

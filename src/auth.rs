@@ -51,8 +51,8 @@ impl Auth {
     }
 
     /// Logs in with a `wx.login` code: code2Session, bind the openid, sign a token.
-    /// Nothing is stored unless WeChat accepted the code; the answer comes only after the
-    /// user and binding are on disk.
+    /// Nothing is stored unless WeChat accepted the code. A first login answers only after
+    /// the user and binding are durable; a returning one does not wait for the disk.
     #[tracing::instrument(skip_all, fields(openid = Empty, user_id = Empty, created = Empty))]
     pub async fn login(&self, raw_code: &str) -> Result<LoginOutcome, AuthError> {
         let code = JsCode::parse(raw_code)?;
@@ -68,11 +68,11 @@ impl Auth {
     }
 
     /// The user a bearer token belongs to.
-    pub fn me(&self, bearer: &str) -> Result<User, AuthError> {
+    pub async fn me(&self, bearer: &str) -> Result<User, AuthError> {
         let claims = self.tokens.verify(bearer)?;
         let gone = || AuthError::Token(TokenError::Rejected(Rejection::Invalid));
         let id = UserId::parse(&claims.sub).ok_or_else(gone)?;
-        self.store.user(&id)?.ok_or_else(gone)
+        self.store.user(&id).await?.ok_or_else(gone)
     }
 
     /// The token service (for JWKS and discovery).

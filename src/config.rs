@@ -106,18 +106,32 @@ pub struct Settings {
     pub dev: bool,
     /// Address the HTTP server binds to.
     pub listen: SocketAddr,
-    /// sled database directory.
-    pub data_dir: PathBuf,
     /// Signing key ring directory.
     pub keys_dir: PathBuf,
-    /// sled page cache size in bytes.
-    pub store_cache_bytes: u64,
+    /// Where users and bindings are stored.
+    pub store: StoreSettings,
     /// Log output format.
     pub log_format: LogFormat,
     /// Token settings.
     pub token: TokenSettings,
     /// WeChat settings.
     pub wechat: WechatSettings,
+}
+
+/// Which store backend to use, with the settings that only make sense for it.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// The embedded sled database (one process per data directory).
+    Sled(SledSettings),
+}
+
+/// Settings of the embedded sled store.
+#[derive(Debug, Clone)]
+pub struct SledSettings {
+    /// Database directory (`WXAUTH_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Page cache size in bytes (`WXAUTH_STORE_CACHE_MB`).
+    pub cache_bytes: u64,
 }
 
 /// How tokens are signed and checked.
@@ -258,9 +272,11 @@ impl Settings {
         Ok(Settings {
             dev,
             listen,
-            data_dir: path_setting(layers, "data_dir", "./data")?,
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
-            store_cache_bytes: layers.ranged("store_cache_mb", 64, 1..=65_536, "MiB")? * 1024 * 1024,
+            store: StoreSettings::Sled(SledSettings {
+                data_dir: path_setting(layers, "data_dir", "./data")?,
+                cache_bytes: layers.ranged("store_cache_mb", 64, 1..=65_536, "MiB")? * 1024 * 1024,
+            }),
             log_format,
             token: TokenSettings {
                 issuer,

@@ -10,7 +10,7 @@ use poem::{
 use crate::{
     api,
     auth::Auth,
-    config::Settings,
+    config::{Settings, StoreSettings},
     devmock,
     store::{Store, StoreError},
     token::{TokenError, Tokens},
@@ -40,11 +40,11 @@ pub enum StartupError {
     /// The key ring is unusable.
     #[error("signing keys: {0}")]
     Keys(#[from] TokenError),
-    /// The database could not be opened.
-    #[error("cannot open the database in {dir} (WXAUTH_DATA_DIR): {source}")]
+    /// The store could not be opened.
+    #[error("cannot open the store ({location}): {source}")]
     Store {
-        /// The data directory.
-        dir: std::path::PathBuf,
+        /// Where the store is, and the setting that says so.
+        location: String,
         /// The failure.
         source: StoreError,
     },
@@ -95,8 +95,12 @@ impl Application {
             }
         };
         let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, settings.dev)?;
-        let store = Store::open(&settings.data_dir, settings.store_cache_bytes)
-            .map_err(|source| StartupError::Store { dir: settings.data_dir.clone(), source })?;
+        let store = Store::open(&settings.store).await.map_err(|source| StartupError::Store {
+            location: match &settings.store {
+                StoreSettings::Sled(s) => format!("WXAUTH_DATA_DIR={}", s.data_dir.display()),
+            },
+            source,
+        })?;
         let wechat = WechatClient::new(&settings.wechat)?;
         Ok(Self { acceptor, addr, auth: Arc::new(Auth::new(wechat, store, tokens)) })
     }
@@ -111,7 +115,7 @@ impl Application {
         self.addr
     }
 
-    /// The service behind the routes (benchmarks read store statistics through it).
+    /// The service behind the routes.
     pub fn auth(&self) -> Arc<Auth> {
         self.auth.clone()
     }
@@ -136,7 +140,7 @@ impl Application {
             .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
             .await;
         reloader.abort();
-        if let Err(e) = auth.store().flush().await {
+        if let Err(e) = auth.store().close().await {
             tracing::error!(error = %e, "final flush failed");
         }
         served

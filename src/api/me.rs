@@ -62,6 +62,6 @@ impl MeApi {
     /// Returns the user the bearer token was issued to.
     #[oai(path = "/v1/me", method = "get", operation_id = "me")]
     async fn me(&self, token: BearerToken) -> Result<MeResponse, MeError> {
-        Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token)?.into())))
+        Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token).await?.into())))
     }
 }

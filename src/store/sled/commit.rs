@@ -1,0 +1,134 @@
+//! Group commit: writers that need durability wait for a flush that started after their
+//! write. Everyone who queued while one flush ran shares the next, so N concurrent first
+//! logins cost about two flushes, not N.
+//!
+//! A flush is sled's `flush_async` followed by `fdatasync` on the database file through a
+//! handle of our own. sled 0.34's flush ends in `sync_file_range` (sled issue #1452), which
+//! neither empties the drive's write cache nor writes file metadata such as the length.
+
+use std::{
+    fs::File,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// Counters for the shutdown log line and the benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stats {
+    /// Group commits completed (each one sled flush).
+    pub(super) flushes: u64,
+    /// `fdatasync` calls completed.
+    pub(super) fsyncs: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    flushes: AtomicU64,
+    fsyncs: AtomicU64,
+    /// Whether the last flush succeeded; starts true.
+    failed: AtomicBool,
+    /// Tests hold this to keep flushes from starting.
+    #[cfg(test)]
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Handle to the flusher task. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Waiter>,
+    shared: Arc<Shared>,
+}
+
+impl GroupCommit {
+    /// Starts the flusher for `db`, stored in `dir`.
+    pub(super) async fn start(db: ::sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        let file = open_for_sync(dir).await?;
+        let (queue, rx) = mpsc::unbounded_channel::<Waiter>();
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(run(db, file, rx, shared.clone()));
+        Ok(Self { queue, shared })
+    }
+
+    /// Waits until everything written before the call is durable.
+    pub(super) async fn wait(&self) -> Result<(), StoreError> {
+        let stopped = || StoreError::Database("flusher stopped".into());
+        let (tx, rx) = oneshot::channel();
+        self.queue.send(tx).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Whether the last flush succeeded.
+    pub(super) fn healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        Stats {
+            flushes: self.shared.flushes.load(Ordering::Relaxed),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keeps flushes from starting until the returned guard is dropped.
+    #[cfg(test)]
+    pub(super) fn pause(&self) -> Pause {
+        self.shared.gate.clone().try_lock_owned().expect("already paused")
+    }
+}
+
+/// Held by a test to pause flushing.
+#[cfg(test)]
+pub(super) type Pause = tokio::sync::OwnedMutexGuard<()>;
+
+/// Opens the database file for `fdatasync`, and makes its directory entry durable once:
+/// a new file's name lives in the directory, which `fdatasync` on the file does not cover.
+async fn open_for_sync(dir: &Path) -> Result<Arc<File>, StoreError> {
+    let dir = dir.to_owned();
+    let io = |what: &str, e: std::io::Error| StoreError::Database(format!("{what}: {e}"));
+    tokio::task::spawn_blocking(move || {
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the data directory", e))?;
+        File::open(dir.join("db")).map(Arc::new).map_err(|e| io("opening the database file", e))
+    })
+    .await
+    .map_err(|e| StoreError::Database(e.to_string()))?
+}
+
+async fn run(db: ::sled::Db, file: Arc<File>, mut rx: mpsc::UnboundedReceiver<Waiter>, shared: Arc<Shared>) {
+    while let Some(first) = rx.recv().await {
+        #[cfg(test)]
+        let _gate = shared.gate.lock().await;
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next);
+        }
+        let result = flush(&db, &file, &shared).await;
+        shared.failed.store(result.is_err(), Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "group commit failed");
+        }
+        for waiter in batch {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+async fn flush(db: &::sled::Db, file: &Arc<File>, shared: &Shared) -> Result<(), StoreError> {
+    db.flush_async().await?;
+    shared.flushes.fetch_add(1, Ordering::Relaxed);
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+        .map_err(|e| StoreError::Database(format!("fdatasync: {e}")))?;
+    shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

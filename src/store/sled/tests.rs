@@ -1,0 +1,81 @@
+//! What only the sled backend can show: which logins wait for the disk. The behaviour every
+//! backend shares is in the conformance suite (`tests/store`).
+
+use std::time::Duration as StdDuration;
+
+use super::*;
+use crate::domain::SessionKey;
+
+async fn open() -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    let store = SledStore::open(&settings).await.unwrap();
+    (dir, store)
+}
+
+fn session(openid: &str, key: &str) -> WechatSession {
+    WechatSession { openid: openid.into(), unionid: None, session_key: SessionKey::new(key.into()) }
+}
+
+const PATIENCE: StdDuration = StdDuration::from_millis(300);
+
+#[tokio::test]
+async fn a_returning_login_answers_while_flushes_are_stalled_and_a_first_login_does_not() {
+    let (_dir, store) = open().await;
+    let first = store.record_login("wx1", &session("o1", "k1")).await.unwrap();
+    let paused = store.pause_commits();
+
+    // Past the window in which a returning login still waits for a recent creation.
+    let later = OffsetDateTime::now_utc() + Duration::minutes(1);
+    let returning = tokio::time::timeout(PATIENCE, store.record_login_at("wx1", &session("o1", "k2"), later))
+        .await
+        .expect("a returning login waited for a flush")
+        .unwrap();
+    assert!(!returning.created);
+    assert_eq!(returning.user.id, first.user.id);
+    let key = store.session_key(&first.user.id).unwrap().unwrap();
+    assert_eq!(key.session_key.expose(), "k2", "the new key is not visible at once");
+
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.record_login("wx1", &session("o2", "k")).await }
+    });
+    tokio::time::sleep(PATIENCE).await;
+    assert!(!pending.is_finished(), "a first login answered before its flush");
+    drop(paused);
+    assert!(pending.await.unwrap().unwrap().created);
+}
+
+#[tokio::test]
+async fn a_login_right_after_a_creation_waits_until_that_creation_is_durable() {
+    let (_dir, store) = open().await;
+    let paused = store.pause_commits();
+    let spawn_login = |key: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.record_login("wx1", &session("o1", key)).await })
+    };
+    let creating = spawn_login("k1");
+    tokio::time::sleep(PATIENCE).await;
+    let returning = spawn_login("k2");
+    tokio::time::sleep(PATIENCE).await;
+    assert!(!returning.is_finished(), "answered with a user that is not yet on disk");
+    drop(paused);
+    let (created, returned) = (creating.await.unwrap().unwrap(), returning.await.unwrap().unwrap());
+    assert!(created.created && !returned.created);
+    assert_eq!(created.user.id, returned.user.id);
+}
+
+#[tokio::test]
+async fn a_first_login_is_fdatasynced_and_a_returning_one_is_not() {
+    let (_dir, store) = open().await;
+    store.record_login("wx1", &session("o1", "k1")).await.unwrap();
+    let after_first = store.commit.stats();
+    assert!(after_first.flushes >= 1 && after_first.fsyncs >= 1, "{after_first:?}");
+
+    let later = OffsetDateTime::now_utc() + Duration::minutes(1);
+    for key in ["k2", "k3", "k4"] {
+        store.record_login_at("wx1", &session("o1", key), later).await.unwrap();
+    }
+    let after_returning = store.commit.stats();
+    assert_eq!(after_returning.fsyncs, after_first.fsyncs, "returning logins synced");
+}

@@ -1,0 +1,94 @@
+//! The store conformance suite: the behaviour every store backend must share, written once
+//! in `conformance.rs` and run against each backend by `conformance_suite!`.
+
+mod conformance;
+
+use std::any::Any;
+
+use wxauth::{
+    config::{SledSettings, StoreSettings},
+    store::{SCHEMA_VERSION, Store},
+};
+
+/// A backend under test: makes empty stores and can fake a newer layout.
+pub trait Backend {
+    /// Settings for a new, empty store, and whatever must live as long as it (a directory).
+    fn fresh(&self) -> (StoreSettings, Box<dyn Any + Send>);
+    /// Marks the (closed) store as written by a newer build.
+    fn set_schema_version(&self, settings: &StoreSettings, version: u32);
+}
+
+/// The embedded sled backend.
+pub struct SledBackend;
+
+impl Backend for SledBackend {
+    fn fresh(&self) -> (StoreSettings, Box<dyn Any + Send>) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings::Sled(SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 });
+        (settings, Box::new(dir))
+    }
+
+    fn set_schema_version(&self, settings: &StoreSettings, version: u32) {
+        let StoreSettings::Sled(s) = settings;
+        // The store's lock goes a moment after its last handle.
+        let db = (0..100)
+            .find_map(|_| {
+                let db = sled::open(&s.data_dir).ok();
+                if db.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                db
+            })
+            .expect("the closed store kept its lock");
+        assert!(version > SCHEMA_VERSION);
+        db.open_tree("meta").unwrap().insert("schema_version", &version.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+}
+
+/// Opens a store, retrying briefly: a closed store's backend may release its lock a moment
+/// after the last handle is dropped.
+pub async fn open(settings: &StoreSettings) -> Result<Store, wxauth::store::StoreError> {
+    let mut last = None;
+    for _ in 0..100 {
+        match Store::open(settings).await {
+            Ok(store) => return Ok(store),
+            Err(e @ wxauth::store::StoreError::SchemaTooNew { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(last.unwrap())
+}
+
+/// One `#[tokio::test]` per conformance case, for one backend.
+macro_rules! conformance_suite {
+    ($module:ident, $backend:expr, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::conformance::$case(&$backend).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_suite!(
+    sled_store,
+    crate::SledBackend,
+    [
+        racing_first_logins_create_exactly_one_user,
+        a_returning_login_finds_the_same_user_and_is_not_created,
+        a_returning_login_within_the_granularity_keeps_last_login_at,
+        a_user_is_found_by_id_and_an_unknown_id_is_none,
+        a_new_session_key_replaces_the_old_one_at_once,
+        the_same_session_key_keeps_its_issue_time,
+        a_unionid_is_learned_and_then_kept,
+        the_same_openid_in_two_apps_is_two_users,
+        acknowledged_logins_are_there_after_reopening,
+        a_store_written_by_a_newer_schema_is_refused,
+        the_health_check_passes_on_a_working_store,
+    ]
+);

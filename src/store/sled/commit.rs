@@ -7,11 +7,12 @@
 //! neither empties the drive's write cache nor writes file metadata such as the length.
 
 use std::{
+    collections::HashSet,
     fs::File,
     path::Path,
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -34,8 +35,12 @@ pub(super) struct Stats {
 struct Shared {
     flushes: AtomicU64,
     fsyncs: AtomicU64,
-    /// Whether the last flush succeeded; starts true.
+    /// Whether the last flush failed.
     failed: AtomicBool,
+    /// Users whose creation is written but not yet acknowledged as durable.
+    unflushed: Mutex<HashSet<[u8; 16]>>,
+    /// `unflushed.len()`, readable without the lock: zero nearly always.
+    unflushed_len: AtomicUsize,
     /// Tests hold this to keep flushes from starting.
     #[cfg(test)]
     gate: Arc<tokio::sync::Mutex<()>>,
@@ -66,6 +71,21 @@ impl GroupCommit {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Marks `id` as created but not yet durable, until the guard is dropped. Mark before
+    /// the creation becomes visible, so that no reader can see it unmarked.
+    pub(super) fn track(&self, id: [u8; 16]) -> Unflushed {
+        let mut set = self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id);
+        self.shared.unflushed_len.store(set.len(), Ordering::Release);
+        Unflushed { id, shared: self.shared.clone() }
+    }
+
+    /// Whether `id`'s creation might not be durable yet.
+    pub(super) fn is_unflushed(&self, id: &[u8]) -> bool {
+        self.shared.unflushed_len.load(Ordering::Acquire) > 0
+            && self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+    }
+
     /// Whether the last flush succeeded.
     pub(super) fn healthy(&self) -> bool {
         !self.shared.failed.load(Ordering::Relaxed)
@@ -82,6 +102,21 @@ impl GroupCommit {
     #[cfg(test)]
     pub(super) fn pause(&self) -> Pause {
         self.shared.gate.clone().try_lock_owned().expect("already paused")
+    }
+}
+
+/// A creation that is not yet durable; dropping it says it is (or that the wait failed,
+/// which [`GroupCommit::healthy`] then reports).
+pub(super) struct Unflushed {
+    id: [u8; 16],
+    shared: Arc<Shared>,
+}
+
+impl Drop for Unflushed {
+    fn drop(&mut self) {
+        let mut set = self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.id);
+        self.shared.unflushed_len.store(set.len(), Ordering::Release);
     }
 }
 

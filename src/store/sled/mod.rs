@@ -19,9 +19,11 @@ use ::sled::{
     transaction::{ConflictableTransactionResult, TransactionError},
 };
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
-use super::{LoginRecord, SCHEMA_VERSION, StoreError, StoredSessionKey, new_user, returning_update, session_key_update};
+use super::{
+    LoginRecord, SCHEMA_VERSION, StoreError, StoredSessionKey, new_user, returning_update, session_key_update,
+};
 use crate::{
     config::SledSettings,
     domain::{User, UserId, WechatSession},
@@ -29,11 +31,6 @@ use crate::{
 use commit::GroupCommit;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
-
-/// A returning login of a user created this recently waits for the group commit after all:
-/// the login that created it may still be waiting for its flush, and a token must not name
-/// a user a crash could take back.
-const RECENT_CREATION: Duration = Duration::seconds(10);
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
@@ -72,21 +69,15 @@ impl SledStore {
     }
 
     pub(super) async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
-        self.record_login_at(appid, session, OffsetDateTime::now_utc()).await
-    }
-
-    async fn record_login_at(
-        &self,
-        appid: &str,
-        session: &WechatSession,
-        now: OffsetDateTime,
-    ) -> Result<LoginRecord, StoreError> {
+        let now = OffsetDateTime::now_utc();
         let binding = binding_key(appid, &session.openid);
         let Some(id) = self.openids.get(&binding)? else {
             return self.create(&binding, appid, session, now).await;
         };
         let record = self.returning(&id, session, now)?;
-        if !self.commit.healthy() || now - record.user.created_at < RECENT_CREATION {
+        // The login that created this user may still be waiting for its flush (a double tap
+        // with two codes): a token must not name a user that a crash could take back.
+        if !self.commit.healthy() || self.commit.is_unflushed(&id) {
             self.commit.wait().await?;
         }
         Ok(record)
@@ -107,6 +98,7 @@ impl SledStore {
         let id = user.id.as_bytes();
         let user_bytes = encode(&user)?;
         let key_bytes = encode(&StoredSessionKey { session_key: session.session_key.clone(), issued_at: now })?;
+        let unflushed = self.commit.track(*id);
         let created = (&self.openids, &self.users, &self.session_keys)
             .transaction(|(openids, users, keys)| -> ConflictableTransactionResult<bool, StoreError> {
                 if openids.get(binding)?.is_some() {
@@ -128,6 +120,7 @@ impl SledStore {
             self.returning(&id, session, now)?
         };
         self.commit.wait().await?;
+        drop(unflushed);
         Ok(record)
     }
 

@@ -25,9 +25,7 @@ async fn a_returning_login_answers_while_flushes_are_stalled_and_a_first_login_d
     let first = store.record_login("wx1", &session("o1", "k1")).await.unwrap();
     let paused = store.pause_commits();
 
-    // Past the window in which a returning login still waits for a recent creation.
-    let later = OffsetDateTime::now_utc() + Duration::minutes(1);
-    let returning = tokio::time::timeout(PATIENCE, store.record_login_at("wx1", &session("o1", "k2"), later))
+    let returning = tokio::time::timeout(PATIENCE, store.record_login("wx1", &session("o1", "k2")))
         .await
         .expect("a returning login waited for a flush")
         .unwrap();
@@ -72,9 +70,8 @@ async fn a_first_login_is_fdatasynced_and_a_returning_one_is_not() {
     let after_first = store.commit.stats();
     assert!(after_first.flushes >= 1 && after_first.fsyncs >= 1, "{after_first:?}");
 
-    let later = OffsetDateTime::now_utc() + Duration::minutes(1);
     for key in ["k2", "k3", "k4"] {
-        store.record_login_at("wx1", &session("o1", key), later).await.unwrap();
+        store.record_login("wx1", &session("o1", key)).await.unwrap();
     }
     let after_returning = store.commit.stats();
     assert_eq!(after_returning.fsyncs, after_first.fsyncs, "returning logins synced");

@@ -1,6 +1,6 @@
 //! Logging set-up.
 
-use tracing::{Level, Metadata};
+use tracing::{Level, Metadata, level_filters::LevelFilter};
 use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
@@ -26,7 +26,11 @@ fn allowed(meta: &Metadata<'_>) -> bool {
 /// Does nothing if one is already installed (tests).
 pub fn init(format: LogFormat) {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let cap = filter_fn(allowed);
+    // The cap never lets more through than it is handed, so it claims no level of its own:
+    // without a hint the combined hint is "anything", `log` records are then built for
+    // every `trace!` of libraries using the `log` crate (sled logs on every write), and
+    // are dropped only after being converted to tracing events.
+    let cap = filter_fn(allowed).with_max_level_hint(LevelFilter::TRACE);
     let layer = fmt::layer().with_writer(std::io::stderr);
     let layer = match format {
         LogFormat::Json => layer.json().flatten_event(true).boxed(),

@@ -21,7 +21,7 @@ use aws_lc_rs::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey,
+    Algorithm, DecodingKey,
     jwk::{
         AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters, EllipticCurveKeyType, Jwk,
         KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, RSAKeyParameters, RSAKeyType,
@@ -30,7 +30,10 @@ use jsonwebtoken::{
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{SigningAlg, TokenError};
+use super::{
+    SigningAlg, TokenError,
+    signer::{KeyPair as ParsedPair, Signer},
+};
 
 const PEM_TAG: &str = "PRIVATE KEY";
 
@@ -46,7 +49,7 @@ pub struct RingKey {
     pub dev: bool,
     /// Public JWK as published.
     pub jwk: Jwk,
-    pub(super) encoding: EncodingKey,
+    pub(super) signer: Signer,
     pub(super) decoding: DecodingKey,
 }
 
@@ -76,13 +79,7 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
         return Err(bad("expected an unencrypted PKCS#8 key (-----BEGIN PRIVATE KEY-----)"));
     }
     let der = pem.contents();
-    let (alg, params) = public_params(der).ok_or_else(|| bad("not a P-256, Ed25519 or RSA (2048+ bit) key"))?;
-    let encoding = match alg {
-        SigningAlg::ES256 => EncodingKey::from_ec_der(der),
-        SigningAlg::EdDSA => EncodingKey::from_ed_der(der),
-        // jsonwebtoken's RSA signer wants PKCS#1; its PEM reader unwraps PKCS#8 for us.
-        SigningAlg::RS256 => EncodingKey::from_rsa_pem(&text).map_err(|_| bad("unreadable RSA key"))?,
-    };
+    let (alg, params, pair) = parse_key(der).ok_or_else(|| bad("not a P-256, Ed25519 or RSA (2048+ bit) key"))?;
     let mut jwk = Jwk {
         common: CommonParameters {
             public_key_use: Some(PublicKeyUse::Signature),
@@ -110,7 +107,8 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
     if path.file_stem().is_some_and(|stem| stem != kid.as_str()) {
         tracing::warn!(path = %path.display(), %kid, "key file name differs from its kid; the kid is the thumbprint");
     }
-    Ok(RingKey { kid, alg, created, dev: preamble.dev, jwk, encoding, decoding })
+    let signer = Signer::new(pair, alg, &kid)?;
+    Ok(RingKey { kid, alg, created, dev: preamble.dev, jwk, signer, decoding })
 }
 
 /// The `key: value` lines before the PEM block.
@@ -147,8 +145,9 @@ impl Preamble {
     }
 }
 
-/// Recognises the key type from its PKCS#8 DER and returns its public JWK parameters.
-fn public_params(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters)> {
+/// Recognises the key type from its PKCS#8 DER; returns its public JWK parameters and the
+/// parsed key pair.
+fn parse_key(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters, ParsedPair)> {
     if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der) {
         // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
         let point = pair.public_key().as_ref();
@@ -161,6 +160,7 @@ fn public_params(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters)> {
                 x: URL_SAFE_NO_PAD.encode(x),
                 y: URL_SAFE_NO_PAD.encode(y),
             }),
+            ParsedPair::Es256(pair),
         ));
     }
     if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
@@ -171,18 +171,19 @@ fn public_params(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters)> {
                 curve: EllipticCurve::Ed25519,
                 x: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
             }),
+            ParsedPair::EdDsa(pair),
         ));
     }
     if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
         let public = pair.public_key();
-        return Some((
-            SigningAlg::RS256,
-            AlgorithmParameters::RSA(RSAKeyParameters {
-                key_type: RSAKeyType::RSA,
-                n: URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-                e: URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-            }),
-        ));
+        let (n, e) =
+            (public.modulus().big_endian_without_leading_zero(), public.exponent().big_endian_without_leading_zero());
+        let params = AlgorithmParameters::RSA(RSAKeyParameters {
+            key_type: RSAKeyType::RSA,
+            n: URL_SAFE_NO_PAD.encode(n),
+            e: URL_SAFE_NO_PAD.encode(e),
+        });
+        return Some((SigningAlg::RS256, params, ParsedPair::Rs256(pair)));
     }
     None
 }
@@ -192,7 +193,7 @@ fn public_params(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters)> {
 pub fn generate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<RingKey, TokenError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| TokenError::io(dir, e))?;
     let der = pkcs8_for(alg)?;
-    let (_, params) = public_params(&der).ok_or(TokenError::KeyGeneration)?;
+    let (_, params, _) = parse_key(&der).ok_or(TokenError::KeyGeneration)?;
     let kid = Jwk { common: CommonParameters::default(), algorithm: params }
         .thumbprint(ThumbprintHash::SHA256)
         .map_err(|_| TokenError::KeyGeneration)?;

@@ -1,6 +1,7 @@
 //! Access tokens: claims, signing with the key ring, verification, and the JWKS document.
 
 pub mod keys;
+mod signer;
 
 use std::{
     fmt,
@@ -10,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use jsonwebtoken::{Header, Validation, errors::ErrorKind, jwk::JwkSet};
+use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -127,7 +128,7 @@ pub enum TokenError {
     KeyGeneration,
     /// Signing failed.
     #[error("signing failed: {0}")]
-    Sign(jsonwebtoken::errors::Error),
+    Sign(String),
 }
 
 impl TokenError {
@@ -246,9 +247,7 @@ impl Tokens {
             openid: user.openid.clone(),
             unionid: user.unionid.clone(),
         };
-        let mut header = Header::new(key.alg.into());
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(TokenError::Sign)?;
+        let token = key.signer.sign(&claims)?;
         Ok(IssuedToken { token, expires_in: ttl })
     }
 
@@ -317,7 +316,7 @@ impl Ring {
         let signer =
             keys.iter().rposition(|k| k.alg == alg).ok_or_else(|| TokenError::NoSigningKey { dir: dir.into(), alg })?;
         let set = JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() };
-        let jwks = serde_json::to_vec(&set).map_err(|e| TokenError::Sign(e.into()))?;
+        let jwks = serde_json::to_vec(&set).map_err(|e| TokenError::Sign(e.to_string()))?;
         Ok(Self { keys, signer, jwks: Bytes::from(jwks) })
     }
 }
@@ -429,11 +428,7 @@ mod tests {
             "iss": "https://auth.example.com", "aud": "wx123", "sub": "u1",
             "exp": OffsetDateTime::now_utc().unix_timestamp() + 600,
         });
-        let sign = |claims: &serde_json::Value| {
-            let mut header = Header::new(key.alg.into());
-            header.kid = Some(key.kid.clone());
-            jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
-        };
+        let sign = |claims: &serde_json::Value| key.signer.sign(claims).unwrap();
         let decode =
             |token: &str| jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &tokens.validation(key.alg));
         assert!(decode(&sign(&full)).is_ok(), "control");

@@ -6,18 +6,19 @@
 //! - `session_keys`: user id → [`StoredSessionKey`] as JSON; only the newest is kept
 //! - `meta`: `schema_version` → u32 big-endian
 //!
-//! Durability: creating a user is one serializable transaction over three trees, then a
-//! group commit ([`commit`]): sled's flush plus an `fdatasync` of the database file, because
-//! sled's own flush ends in `sync_file_range`, which survives `kill -9` but not a power
-//! loss. A returning login writes single keys without a transaction and does not wait:
-//! sled's background flusher (every 500 ms, ending in `fsync`) makes it durable lazily.
+//! No write needs a cross-tree transaction: a first login writes the user, then its session
+//! key, then the binding by compare-and-swap (see [`SledStore::create`]); a returning login
+//! rewrites single keys. sled recovers a prefix of its log, so the order of writes is the
+//! order in which they can survive a crash.
+//!
+//! Durability: a first login waits for a group commit ([`commit`]): sled's flush plus an
+//! `fdatasync` of the database file, because sled's own flush ends in `sync_file_range`,
+//! which survives `kill -9` but not a power loss. A returning login does not wait: sled's
+//! background flusher (every 500 ms, ending in `fsync`) makes it durable lazily.
 
 mod commit;
 
-use ::sled::{
-    IVec, Transactional,
-    transaction::{ConflictableTransactionResult, TransactionError},
-};
+use ::sled::IVec;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -83,9 +84,13 @@ impl SledStore {
         Ok(record)
     }
 
-    /// First login: one transaction so that racing first logins create one user, then the
-    /// group commit. A login that loses the race continues as a returning login, but still
-    /// waits: the winner's user may not be on disk yet.
+    /// First login. The user and its session key are written first and the binding last,
+    /// with a compare-and-swap that decides racing first logins: whoever finds a binding
+    /// finds its user, and a crash in between leaves at most a user record that no binding
+    /// points to, never a binding without its user. This costs three plain writes where a
+    /// cross-tree transaction cost a lock, read tracking and a conflict check. A login that
+    /// loses the race removes its records and continues as a returning login, but still
+    /// waits for the group commit: the winner's user may not be durable yet.
     async fn create(
         &self,
         binding: &[u8],
@@ -93,31 +98,20 @@ impl SledStore {
         session: &WechatSession,
         now: OffsetDateTime,
     ) -> Result<LoginRecord, StoreError> {
-        // Made outside the closure: sled may run it several times.
         let user = new_user(UserId::new(), appid, session, now);
-        let id = user.id.as_bytes();
-        let user_bytes = encode(&user)?;
-        let key_bytes = encode(&StoredSessionKey { session_key: session.session_key.clone(), issued_at: now })?;
-        let unflushed = self.commit.track(*id);
-        let created = (&self.openids, &self.users, &self.session_keys)
-            .transaction(|(openids, users, keys)| -> ConflictableTransactionResult<bool, StoreError> {
-                if openids.get(binding)?.is_some() {
-                    return Ok(false);
-                }
-                openids.insert(binding, &id[..])?;
-                users.insert(&id[..], user_bytes.as_slice())?;
-                keys.insert(&id[..], key_bytes.as_slice())?;
-                Ok(true)
-            })
-            .map_err(|e: TransactionError<StoreError>| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => e.into(),
-            })?;
-        let record = if created {
-            LoginRecord { user, created: true }
-        } else {
-            let id = self.openids.get(binding)?.ok_or_else(|| StoreError::Corrupt("binding vanished".into()))?;
-            self.returning(&id, session, now)?
+        let id = *user.id.as_bytes();
+        let unflushed = self.commit.track(id);
+        self.users.insert(id, encode(&user)?)?;
+        let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
+        self.session_keys.insert(id, encode(&key)?)?;
+        let record = match self.openids.compare_and_swap(binding, None::<&[u8]>, Some(&id[..]))? {
+            Ok(()) => LoginRecord { user, created: true },
+            Err(lost) => {
+                self.users.remove(id)?;
+                self.session_keys.remove(id)?;
+                let winner = lost.current.ok_or_else(|| StoreError::Corrupt("binding vanished".into()))?;
+                self.returning(&winner, session, now)?
+            }
         };
         self.commit.wait().await?;
         drop(unflushed);

@@ -275,7 +275,7 @@ impl Settings {
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
             store: StoreSettings::Sled(SledSettings {
                 data_dir: path_setting(layers, "data_dir", "./data")?,
-                cache_bytes: layers.ranged("store_cache_mb", 64, 1..=65_536, "MiB")? * 1024 * 1024,
+                cache_bytes: layers.ranged("store_cache_mb", 16, 1..=65_536, "MiB")? * 1024 * 1024,
             }),
             log_format,
             token: TokenSettings {

@@ -117,6 +117,11 @@ impl UserId {
         Uuid::try_parse(raw).ok().map(Self)
     }
 
+    /// The id stored as `bytes` (by [`UserId::as_bytes`]).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(Uuid::from_bytes(bytes))
+    }
+
     /// The 16 bytes used as a storage key.
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()

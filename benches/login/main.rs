@@ -6,7 +6,9 @@
 //! shared machine; the ratios within one run are the figures that count.
 //!
 //! Knobs: `WXAUTH_BENCH_SECS` (seconds per scenario, default 5), `WXAUTH_BENCH_USERS`
-//! (users in the large store, default 1000000), `WXAUTH_BENCH_CONCURRENCY` (default 64).
+//! (users in the large store, default 1000000), `WXAUTH_BENCH_CONCURRENCY` (default 64),
+//! `WXAUTH_BENCH_BIG_DIR` (keep the large store there and reuse it on later runs),
+//! `WXAUTH_STORE_CACHE_MB` (passed to the server).
 
 mod fake_wechat;
 mod load;
@@ -130,15 +132,21 @@ async fn http() {
 
     // A large store, built through the store API.
     let big = tempfile::tempdir().unwrap();
-    let built = build_users(&big.path().join("data"), users).await;
-    let server = Server::start(big.path(), &wechat);
+    let big_dir = std::env::var_os("WXAUTH_BENCH_BIG_DIR").map_or_else(|| big.path().to_owned(), Into::into);
+    let built = if big_dir.join("data").exists() {
+        println!("(reusing the store in {})", big_dir.display());
+        Duration::ZERO
+    } else {
+        build_users(&big_dir.join("data"), users).await
+    };
+    let server = Server::start(&big_dir, &wechat);
     let spread = move |w, n| format!("u{}#{w}-{n}", pick(w, n, users));
     drive(&login(&server.addr, spread), c, Duration::from_secs(1)).await;
     let big_returning = drive(&login(&server.addr, spread), c, dur).await;
     let big_first = drive(&login(&server.addr, |w, n| format!("bignew{w}x{n}#1")), c, dur).await;
     let rss_big = server.rss_mb();
     server.stop();
-    let disk_big = disk_usage(&big.path().join("data")) as f64 / 1e6;
+    let disk_big = disk_usage(&big_dir.join("data")) as f64 / 1e6;
 
     print_runs(&[
         Row { figure: "1. `GET /healthz`".into(), run: Some(&healthz), extra: "the floor".into() },

@@ -46,6 +46,10 @@ fn command(dir: &Path, wechat: &str, args: &[&str]) -> Command {
         ("WXAUTH_LOG_FORMAT", "json".to_string()),
         ("RUST_LOG", "warn,wxauth::startup=info,wxauth::store=info".to_string()),
     ]);
+    // The one setting a bench run may vary, to see what the cache does to speed and memory.
+    if let Ok(mb) = std::env::var("WXAUTH_STORE_CACHE_MB") {
+        cmd.env("WXAUTH_STORE_CACHE_MB", mb);
+    }
     cmd
 }
 

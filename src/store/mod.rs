@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.

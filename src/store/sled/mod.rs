@@ -1,15 +1,18 @@
 //! The embedded backend: one sled database in `WXAUTH_DATA_DIR`, one process.
 //!
-//! Trees:
-//! - `users`: user id (16 bytes) → [`User`] as JSON
+//! Trees (schema 2):
+//! - `user_records`: user id (16 bytes) → the user and its newest session key, one compact
+//!   record ([`record::UserRecord`], postcard)
 //! - `openids`: `"{appid}:{openid}"` → user id; the binding a login looks up
-//! - `session_keys`: user id → [`StoredSessionKey`] as JSON; only the newest is kept
 //! - `meta`: `schema_version` → u32 big-endian
 //!
-//! No write needs a cross-tree transaction: a first login writes the user, then its session
-//! key, then the binding by compare-and-swap (see [`SledStore::create`]); a returning login
-//! rewrites single keys. sled recovers a prefix of its log, so the order of writes is the
-//! order in which they can survive a crash.
+//! Schema 1 (the first release) kept JSON users and session keys in two trees; opening
+//! such a store migrates it once ([`migrate_from_v1`]).
+//!
+//! No write needs a cross-tree transaction: a first login writes the record, then the
+//! binding by compare-and-swap (see [`SledStore::create`]); a returning login rewrites its
+//! one record by compare-and-swap, and only when something changed. sled recovers a prefix
+//! of its log, so the order of writes is the order in which they can survive a crash.
 //!
 //! Durability: a first login waits for a group commit ([`commit`]): sled's flush plus an
 //! `fdatasync` of the database file, because sled's own flush ends in `sync_file_range`,
@@ -17,9 +20,9 @@
 //! background flusher (every 500 ms, ending in `fsync`) makes it durable lazily.
 
 mod commit;
+mod record;
 
 use ::sled::IVec;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
@@ -30,6 +33,7 @@ use crate::{
     domain::{User, UserId, WechatSession},
 };
 use commit::GroupCommit;
+use record::UserRecord;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -42,9 +46,8 @@ impl From<::sled::Error> for StoreError {
 /// Handle to the sled database. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct SledStore {
-    users: ::sled::Tree,
+    records: ::sled::Tree,
     openids: ::sled::Tree,
-    session_keys: ::sled::Tree,
     meta: ::sled::Tree,
     commit: GroupCommit,
 }
@@ -53,6 +56,7 @@ impl SledStore {
     pub(super) async fn open(settings: &SledSettings) -> Result<Self, StoreError> {
         let db = ::sled::Config::new().path(&settings.data_dir).cache_capacity(settings.cache_bytes).open()?;
         let meta = db.open_tree("meta")?;
+        let records = db.open_tree("user_records")?;
         let version = match meta.compare_and_swap(SCHEMA_KEY, None::<&[u8]>, Some(&SCHEMA_VERSION.to_be_bytes()[..]))? {
             Ok(()) => SCHEMA_VERSION,
             Err(current) => decode_version(current.current.as_deref())?,
@@ -60,10 +64,12 @@ impl SledStore {
         if version > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found: version });
         }
+        if version == 1 {
+            migrate_from_v1(&db, &meta, &records)?;
+        }
         Ok(Self {
-            users: db.open_tree("users")?,
+            records,
             openids: db.open_tree("openids")?,
-            session_keys: db.open_tree("session_keys")?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,
             meta,
         })
@@ -101,14 +107,12 @@ impl SledStore {
         let user = new_user(UserId::new(), appid, session, now);
         let id = *user.id.as_bytes();
         let unflushed = self.commit.track(id);
-        self.users.insert(id, encode(&user)?)?;
         let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
-        self.session_keys.insert(id, encode(&key)?)?;
+        self.records.insert(id, UserRecord::new(&user, Some(&key)).encode()?)?;
         let record = match self.openids.compare_and_swap(binding, None::<&[u8]>, Some(&id[..]))? {
             Ok(()) => LoginRecord { user, created: true },
             Err(lost) => {
-                self.users.remove(id)?;
-                self.session_keys.remove(id)?;
+                self.records.remove(id)?;
                 let winner = lost.current.ok_or_else(|| StoreError::Corrupt("binding vanished".into()))?;
                 self.returning(&winner, session, now)?
             }
@@ -118,30 +122,38 @@ impl SledStore {
         Ok(record)
     }
 
-    /// A returning login: writes only what changed, one key at a time, no transaction.
+    /// A returning login: rewrites the record only when something changed, by
+    /// compare-and-swap so that a concurrent login's change is never lost.
     fn returning(&self, id: &IVec, session: &WechatSession, now: OffsetDateTime) -> Result<LoginRecord, StoreError> {
-        let user = loop {
-            let bytes = self.users.get(id)?.ok_or_else(|| StoreError::Corrupt("binding without user".into()))?;
-            let stored: User = decode(&bytes)?;
-            let Some(updated) = returning_update(&stored, session, now) else { break stored };
-            // Compare-and-swap: a concurrent writer's change to the record is never lost.
-            if self.users.compare_and_swap(id, Some(&bytes), Some(encode(&updated)?))?.is_ok() {
-                break updated;
+        let user_id = UserId::from_bytes(
+            id.as_ref().try_into().map_err(|_| StoreError::Corrupt("binding to a malformed user id".into()))?,
+        );
+        loop {
+            let bytes = self.records.get(id)?.ok_or_else(|| StoreError::Corrupt("binding without user".into()))?;
+            let stored = UserRecord::decode(&bytes)?;
+            let (user, key) = (stored.user(user_id)?, stored.session_key()?);
+            let new_user = returning_update(&user, session, now);
+            let new_key = session_key_update(key.as_ref(), &session.session_key, now);
+            if new_user.is_none() && new_key.is_none() {
+                return Ok(LoginRecord { user, created: false });
             }
-        };
-        let stored_key = self.session_keys.get(id)?.map(|bytes| decode(&bytes)).transpose()?;
-        if let Some(record) = session_key_update(stored_key.as_ref(), &session.session_key, now) {
-            self.session_keys.insert(id, encode(&record)?)?;
+            let user = new_user.unwrap_or(user);
+            let record = UserRecord::new(&user, new_key.as_ref().or(key.as_ref()));
+            if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
+                return Ok(LoginRecord { user, created: false });
+            }
         }
-        Ok(LoginRecord { user, created: false })
     }
 
     pub(super) fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        self.users.get(id.as_bytes())?.map(|bytes| decode(&bytes)).transpose()
+        self.records.get(id.as_bytes())?.map(|bytes| UserRecord::decode(&bytes)?.user(*id)).transpose()
     }
 
     pub(super) fn session_key(&self, id: &UserId) -> Result<Option<StoredSessionKey>, StoreError> {
-        self.session_keys.get(id.as_bytes())?.map(|bytes| decode(&bytes)).transpose()
+        match self.records.get(id.as_bytes())? {
+            Some(bytes) => UserRecord::decode(&bytes)?.session_key(),
+            None => Ok(None),
+        }
     }
 
     /// Reads come from cache, so after a failed flush the check flushes again itself:
@@ -181,12 +193,29 @@ fn decode_version(raw: Option<&[u8]>) -> Result<u32, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("schema_version".into()))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// Schema 1 → 2: each JSON user and its JSON session key become one record. The new
+/// records are flushed before the old trees are dropped, and the version is written last,
+/// so an interrupted migration simply runs again at the next start.
+fn migrate_from_v1(db: &::sled::Db, meta: &::sled::Tree, records: &::sled::Tree) -> Result<(), StoreError> {
+    let json = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("schema 1 {what}: {e}"));
+    let (users, keys) = (db.open_tree("users")?, db.open_tree("session_keys")?);
+    let mut migrated = 0u64;
+    for entry in users.iter() {
+        let (id, value) = entry?;
+        let user: User = serde_json::from_slice(&value).map_err(|e| json("user", e))?;
+        let key: Option<StoredSessionKey> =
+            keys.get(&id)?.map(|k| serde_json::from_slice(&k).map_err(|e| json("session key", e))).transpose()?;
+        records.insert(id, UserRecord::new(&user, key.as_ref()).encode()?)?;
+        migrated += 1;
+    }
+    db.flush()?;
+    db.drop_tree("users")?;
+    db.drop_tree("session_keys")?;
+    db.flush()?;
+    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])?;
+    db.flush()?;
+    tracing::info!(target: "wxauth::store", users = migrated, "migrated the store from schema 1 to {SCHEMA_VERSION}");
+    Ok(())
 }
 
 #[cfg(test)]

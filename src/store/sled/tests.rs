@@ -4,7 +4,7 @@
 use std::time::Duration as StdDuration;
 
 use super::*;
-use crate::domain::SessionKey;
+use crate::domain::{SessionKey, User};
 
 async fn open() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -75,4 +75,38 @@ async fn a_first_login_is_fdatasynced_and_a_returning_one_is_not() {
     }
     let after_returning = store.commit.stats();
     assert_eq!(after_returning.fsyncs, after_first.fsyncs, "returning logins synced");
+}
+
+#[tokio::test]
+async fn a_schema_1_store_is_migrated_with_its_users_bindings_and_session_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    // The first release's layout, written as it wrote it.
+    let t0 = OffsetDateTime::now_utc();
+    let user = User {
+        id: UserId::new(),
+        appid: "wx1".into(),
+        openid: "o1".into(),
+        unionid: Some("u1".into()),
+        created_at: t0,
+        last_login_at: t0,
+    };
+    {
+        let db = ::sled::open(&settings.data_dir).unwrap();
+        db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &1u32.to_be_bytes()[..]).unwrap();
+        let id = &user.id.as_bytes()[..];
+        db.open_tree("users").unwrap().insert(id, serde_json::to_vec(&user).unwrap()).unwrap();
+        let key = StoredSessionKey { session_key: SessionKey::new("k1".into()), issued_at: t0 };
+        db.open_tree("session_keys").unwrap().insert(id, serde_json::to_vec(&key).unwrap()).unwrap();
+        db.open_tree("openids").unwrap().insert("wx1:o1", id).unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = SledStore::open(&settings).await.unwrap();
+
+    assert_eq!(store.user(&user.id).unwrap(), Some(user.clone()));
+    assert_eq!(store.session_key(&user.id).unwrap().unwrap().session_key.expose(), "k1");
+    let again = store.record_login("wx1", &session("o1", "k1")).await.unwrap();
+    assert_eq!((again.user.id, again.created), (user.id, false));
+    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
 }

@@ -2,7 +2,10 @@
 //! its next request as soon as the previous answer arrived, for a fixed time.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -53,14 +56,19 @@ impl Run {
     }
 }
 
+/// Runs so far: worker numbers differ between runs, so no code is ever sent twice (wxauth
+/// answers a repeated code from its 10 s replay window without calling WeChat).
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
 /// Drives `target` with `concurrency` connections for `duration`.
 pub async fn drive(target: &Target, concurrency: usize, duration: Duration) -> Run {
+    let first_worker = RUNS.fetch_add(1, Ordering::Relaxed) * 100_000;
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
             let target = target.clone();
-            tokio::spawn(async move { worker(&target, w, deadline).await })
+            tokio::spawn(async move { worker(&target, first_worker + w, deadline).await })
         })
         .collect();
     let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());

@@ -31,6 +31,9 @@ use wxauth::{
     token::{SigningAlg, Tokens},
 };
 
+/// Longer than wxauth's replay window (10 s), so that runs measure the steady state.
+const WARM_UP: Duration = Duration::from_secs(11);
+
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -105,7 +108,9 @@ async fn http() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &wechat);
     let addr = server.addr.clone();
-    drive(&returning(&addr), c, Duration::from_secs(1)).await;
+    // Logins fill wxauth's 10 s replay window (and the allocator's pools) during their first
+    // seconds; measure the steady state a running service is in.
+    drive(&returning(&addr), c, WARM_UP).await;
     let healthz = drive(&get(&addr, "/healthz"), c, dur).await;
     let jwks = drive(&get(&addr, "/.well-known/jwks.json"), c, dur).await;
     let same = drive(&returning(&addr), c, dur).await;
@@ -119,13 +124,16 @@ async fn http() {
     // First-time users, each a durable creation, on a server of their own to count flushes.
     let dir_first = tempfile::tempdir().unwrap();
     let server = Server::start(dir_first.path(), &wechat);
+    let warm = drive(&login(&server.addr, |w, n| format!("new{w}x{n}#1")), c, WARM_UP).await;
     let first = drive(&login(&server.addr, |w, n| format!("new{w}x{n}#1")), c, dur).await;
     let first_stats = server.stop();
-    let per_first = |v: u64| v as f64 / first.ok.max(1) as f64;
+    // Every login of this server created a user, the warm-up's included.
+    let per_first = |v: u64| v as f64 / (warm.ok + first.ok).max(1) as f64;
 
     // Hidden latency: WeChat takes 100 ms, 1,000 logins at once.
     let server = Server::start(dir.path(), &wechat);
     knobs.delay_ms.store(100, Ordering::Relaxed);
+    drive(&returning(&server.addr), 1000, WARM_UP).await;
     let hidden = drive(&returning(&server.addr), 1000, dur).await;
     knobs.delay_ms.store(0, Ordering::Relaxed);
     server.stop();
@@ -141,7 +149,8 @@ async fn http() {
     };
     let server = Server::start(&big_dir, &wechat);
     let spread = move |w, n| format!("u{}#{w}-{n}", pick(w, n, users));
-    drive(&login(&server.addr, spread), c, Duration::from_secs(1)).await;
+    drive(&login(&server.addr, spread), c, WARM_UP).await;
+    let big_same = drive(&login(&server.addr, |w, n| format!("u42#{w}-{n}")), c, dur).await;
     let big_returning = drive(&login(&server.addr, spread), c, dur).await;
     let big_first = drive(&login(&server.addr, |w, n| format!("bignew{w}x{n}#1")), c, dur).await;
     let rss_big = server.rss_mb();
@@ -180,6 +189,11 @@ async fn http() {
             extra: format!("{:.3} × healthz", jwks.rate() / healthz.rate()),
         },
         Row {
+            figure: format!("6a. returning login, {users} users, one user"),
+            run: Some(&big_same),
+            extra: format!("p50 {:.2} × empty store (index depth only)", big_same.ms(0.5) / same.ms(0.5)),
+        },
+        Row {
             figure: format!("6a. returning login, {users} users, random user"),
             run: Some(&big_returning),
             extra: format!("p50 {:.2} × empty store", big_returning.ms(0.5) / same.ms(0.5)),
@@ -212,7 +226,13 @@ async fn http() {
         ("first-time p99 ms", first.ms(0.99), "< 50", first.ms(0.99) < 50.0),
         ("JWKS / healthz", jwks.rate() / healthz.rate(), "≥ 0.8", jwks.rate() / healthz.rate() >= 0.8),
         (
-            "returning p50 at 1M / empty",
+            "returning p50 at 1M / empty, one user",
+            big_same.ms(0.5) / same.ms(0.5),
+            "≤ 1.2",
+            big_same.ms(0.5) / same.ms(0.5) <= 1.2,
+        ),
+        (
+            "returning p50 at 1M / empty, random user",
             big_returning.ms(0.5) / same.ms(0.5),
             "≤ 1.2",
             big_returning.ms(0.5) / same.ms(0.5) <= 1.2,

@@ -133,7 +133,7 @@ impl From<LoginOutcome> for LoginBody {
 /// Login answer.
 #[derive(ApiResponse)]
 pub enum LoginResponse {
-    /// Logged in; the user and binding are on disk.
+    /// Logged in. A first login answers once the new user and binding are on disk.
     #[oai(status = 200)]
     Ok(
         Json<LoginBody>,

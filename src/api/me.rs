@@ -25,7 +25,8 @@ pub struct UserBody {
     pub unionid: Option<String>,
     /// First login (RFC 3339).
     pub created_at: OffsetDateTime,
-    /// Most recent login (RFC 3339).
+    /// Most recent login (RFC 3339), to within 5 minutes: a returning login rewrites it only
+    /// when the stored value is at least 5 minutes old.
     pub last_login_at: OffsetDateTime,
 }
 

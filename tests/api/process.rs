@@ -400,3 +400,29 @@ async fn secrets_never_appear_in_logs_or_responses() {
     let claims = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     assert!(!claims.contains(&default_session_key(codes[0])), "{claims}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_logins_answer_without_waiting_for_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wechat, vars) = production(dir.path()).await;
+    // Twenty returning logins, each with a session key WeChat has not sent before: each one
+    // writes, and none of them may wait for the disk.
+    for i in 0..20 {
+        wechat.script(&format!("again{i}@ret"), [Reply::success("o_ret", &format!("new-key-{i}=="))]);
+    }
+    let server = Server::start(&vars, &["serve"]);
+    let (status, first) = server.login("first@ret").await;
+    assert_eq!((status, first["user"]["created"].as_bool()), (200, Some(true)));
+    for i in 0..20 {
+        let (status, body) = server.login(&format!("again{i}@ret")).await;
+        assert_eq!((status, &body["user"]["id"]), (200, &first["user"]["id"]));
+    }
+
+    let log = server.stop();
+
+    // The shutdown line counts durable flushes: the first login's and the final one.
+    let closed = log.lines().find(|l| l.contains("store closed")).unwrap_or_else(|| panic!("no store line:\n{log}"));
+    let event: Value = serde_json::from_str(closed).unwrap();
+    assert_eq!(event["group_commits"], 2, "returning logins waited for flushes: {closed}");
+    assert_eq!(event["fsyncs"], 2, "{closed}");
+}

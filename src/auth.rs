@@ -1,87 +1,389 @@
-//! The login and identity use cases: WeChat, the store and the token service together.
+//! The use cases behind the HTTP API: log in, bind an account, unbind, who am I. Each
+//! returns its own failure type listing exactly what can go wrong in it, which the API
+//! layer maps to HTTP answers exhaustively (`api/error.rs`).
 
+use std::net::IpAddr;
+
+use aws_lc_rs::digest;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use time::OffsetDateTime;
 use tracing::field::Empty;
 
 use crate::{
-    domain::{DomainError, JsCode, User, UserId},
-    store::{Store, StoreError},
-    token::{IssuedToken, Rejection, TokenError, Tokens},
+    config::Registration,
+    domain::{DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
+    limits::BindAttempts,
+    password::{PasswordError, Verifier},
+    store::{BindTicket, LoginRecord, Store, StoreError, TicketId},
+    token::{Claims, IssuedToken, Rejection, TokenError, Tokens},
     wechat::{WechatClient, WechatError},
 };
 
-/// Why a login or an identity lookup failed.
+/// How long a bind ticket works, in seconds.
+pub const BIND_TICKET_SECS: u64 = 300;
+/// The prefix of every bind ticket, so that people (and logs) can tell one from a JWT.
+pub const BIND_TICKET_PREFIX: &str = "bt_";
+
+/// A failure that is never the client's fault: logged by the API layer, answered with 500.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub enum Internal {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Signing failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// Password hashing failed.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+/// Why `POST /v1/login` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginFailure {
     /// The client sent an unusable value.
     #[error(transparent)]
     InvalidInput(#[from] DomainError),
+    /// The request names an app this server does not serve.
+    #[error("unknown appid {0:?}; this server serves: {1}")]
+    UnknownApp(String, String),
+    /// Several apps are configured and the request names none.
+    #[error("appid is required: this server serves several mini-programs ({0})")]
+    AppRequired(String),
     /// WeChat refused or failed.
     #[error(transparent)]
     Wechat(#[from] WechatError),
-    /// The token was refused, or signing failed.
+    /// Registration is `bind` and the openid is bound to no user.
+    #[error("该微信未绑定账号: this WeChat identity is not bound to an account; bind it with POST /v1/bind")]
+    NotBound {
+        /// The bind ticket for `POST /v1/bind`.
+        ticket: String,
+        /// Seconds the ticket works.
+        expires_in: u64,
+    },
+    /// The server failed.
     #[error(transparent)]
-    Token(#[from] TokenError),
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    Internal(#[from] Internal),
 }
 
-/// A successful login.
+/// Why `POST /v1/bind` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindFailure {
+    /// The client sent an unusable value.
+    #[error(transparent)]
+    InvalidInput(#[from] DomainError),
+    /// The request names an app this server does not serve.
+    #[error("unknown appid {0:?}; this server serves: {1}")]
+    UnknownApp(String, String),
+    /// Several apps are configured and a `code` came without `appid`.
+    #[error("appid is required with a code: this server serves several mini-programs ({0})")]
+    AppRequired(String),
+    /// WeChat refused or failed (binds with a `code`).
+    #[error(transparent)]
+    Wechat(#[from] WechatError),
+    /// The ticket is forged, spent or expired.
+    #[error("the bind ticket is unknown, already used or expired; log in again for a new one")]
+    InvalidTicket,
+    /// Wrong username or password (one answer for both).
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// The openid is bound to another user.
+    #[error("this WeChat identity is already bound to another user")]
+    AlreadyBound,
+    /// The account has another openid of this app.
+    #[error("this account is already bound to another WeChat identity of this mini-program")]
+    AccountAlreadyBound,
+    /// Too many attempts for this username or from this address.
+    #[error("too many bind attempts; retry in {retry_after} s")]
+    TooManyAttempts {
+        /// Seconds until the next attempt is allowed.
+        retry_after: u64,
+    },
+    /// The server failed.
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+/// Why an operation with a bearer token failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BearerFailure {
+    /// The token is not acceptable, or its user no longer exists.
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// The server failed.
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+macro_rules! internal_from {
+    ($($failure:ty),*) => {$(
+        impl From<StoreError> for $failure {
+            fn from(e: StoreError) -> Self {
+                Self::Internal(e.into())
+            }
+        }
+        impl From<TokenError> for $failure {
+            fn from(e: TokenError) -> Self {
+                Self::Internal(e.into())
+            }
+        }
+    )*};
+}
+internal_from!(LoginFailure, BearerFailure);
+
+impl From<PasswordError> for BindFailure {
+    fn from(e: PasswordError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<TokenError> for BindFailure {
+    fn from(e: TokenError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Store failures of a bind: the conflicts are the client's answer, the rest the server's.
+impl From<StoreError> for BindFailure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyBound => Self::AlreadyBound,
+            StoreError::AccountAlreadyBound => Self::AccountAlreadyBound,
+            // Removed between the password check and the bind.
+            StoreError::NoSuchAccount => Self::InvalidCredentials,
+            StoreError::TicketNotFound => Self::InvalidTicket,
+            e @ (StoreError::Database(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_)
+            | StoreError::AccountExists
+            | StoreError::NotCreated) => Self::Internal(e.into()),
+        }
+    }
+}
+
+/// A successful login or bind.
 #[derive(Debug)]
 pub struct LoginOutcome {
     /// The signed access token.
     pub token: IssuedToken,
     /// The user it was issued for.
     pub user: User,
+    /// The identity the person logged in with.
+    pub identity: Identity,
     /// Whether this login created the user.
     pub created: bool,
 }
 
+/// The user behind a bearer token, and the identity the token was issued for.
+#[derive(Debug)]
+pub struct Me {
+    /// The user as stored now.
+    pub user: User,
+    /// The app and openid named in the token.
+    pub identity: Identity,
+}
+
+/// What `POST /v1/bind` received, unchecked.
+#[derive(Debug)]
+pub struct BindRequest<'a> {
+    /// A ticket from a 403 `not_bound`.
+    pub ticket: Option<&'a str>,
+    /// Or a fresh `wx.login` code.
+    pub code: Option<&'a str>,
+    /// The app of the code.
+    pub appid: Option<&'a str>,
+    /// The account's username.
+    pub username: &'a str,
+    /// The account's password.
+    pub password: &'a str,
+}
+
+/// The service's parts, assembled by `startup`.
+pub struct Parts {
+    /// One client per configured app; the first is the default.
+    pub apps: Vec<WechatClient>,
+    /// The store.
+    pub store: Store,
+    /// The token service.
+    pub tokens: Tokens,
+    /// What a login of an unbound openid does.
+    pub registration: Registration,
+    /// Attempt limits of binds.
+    pub attempts: BindAttempts,
+    /// Password checks.
+    pub passwords: Verifier,
+}
+
 /// The service behind the HTTP API.
 pub struct Auth {
-    wechat: WechatClient,
-    store: Store,
-    tokens: Tokens,
+    parts: Parts,
 }
 
 impl Auth {
     /// Assembles the service from its parts.
-    pub fn new(wechat: WechatClient, store: Store, tokens: Tokens) -> Self {
-        Self { wechat, store, tokens }
+    pub fn new(parts: Parts) -> Self {
+        Self { parts }
     }
 
-    /// Logs in with a `wx.login` code: code2Session, bind the openid, sign a token.
-    /// Nothing is stored unless WeChat accepted the code. A first login answers only after
-    /// the user and binding are durable; a returning one does not wait for the disk.
-    #[tracing::instrument(skip_all, fields(openid = Empty, user_id = Empty, created = Empty))]
-    pub async fn login(&self, raw_code: &str) -> Result<LoginOutcome, AuthError> {
+    /// Logs in with a `wx.login` code: code2Session, find (or, in `auto` mode, create) the
+    /// user, sign a token. Nothing is stored unless WeChat accepted the code. A first login
+    /// answers only after the user and binding are durable; a returning one does not wait
+    /// for the disk. In `bind` mode an unbound openid gets a bind ticket instead.
+    #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
+    pub async fn login(&self, raw_code: &str, appid: Option<&str>) -> Result<LoginOutcome, LoginFailure> {
         let code = JsCode::parse(raw_code)?;
-        let session = self.wechat.code2session(&code).await?;
+        let app = self.app(appid).map_err(|e| match e {
+            AppChoice::Unknown(a, known) => LoginFailure::UnknownApp(a, known),
+            AppChoice::Required(known) => LoginFailure::AppRequired(known),
+        })?;
+        let session = app.code2session(&code).await?;
         let span = tracing::Span::current();
+        span.record("appid", app.appid());
         span.record("openid", session.openid.as_str());
-        let record = self.store.record_login(self.wechat.appid(), &session).await?;
-        span.record("user_id", tracing::field::display(record.user.id));
-        span.record("created", record.created);
-        let token = self.tokens.issue(&record.user)?;
-        tracing::info!("login succeeded");
-        Ok(LoginOutcome { token, user: record.user, created: record.created })
+        let store = &self.parts.store;
+        let record = match self.parts.registration {
+            Registration::Auto => Some(store.record_login(app.appid(), &session).await?),
+            Registration::Bind => store.login_if_bound(app.appid(), &session).await?,
+        };
+        let Some(record) = record else {
+            let (ticket, expires_in) = self.ticket(app.appid(), session).await?;
+            tracing::info!("login of an unbound openid; bind ticket issued");
+            return Err(LoginFailure::NotBound { ticket, expires_in });
+        };
+        Ok(self.outcome(record, app.appid(), session.openid, "login succeeded")?)
+    }
+
+    /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
+    /// after checking its password, and logs in as the account's user.
+    #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
+    pub async fn bind(&self, req: BindRequest<'_>, ip: Option<IpAddr>) -> Result<LoginOutcome, BindFailure> {
+        let username = Username::parse(req.username)?;
+        let password = Password::presented(req.password)?;
+        let proof = match (req.ticket, req.code) {
+            (Some(ticket), None) => Proof::Ticket(ticket_id(ticket)),
+            (None, Some(code)) => Proof::Code(JsCode::parse(code)?),
+            _ => return Err(DomainError::TicketOrCode.into()),
+        };
+        self.parts
+            .attempts
+            .check(username.as_str(), ip)
+            .map_err(|wait| BindFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) })?;
+        let (appid, session, ticket) = match proof {
+            Proof::Ticket(id) => {
+                let ticket = self.parts.store.ticket(&id).await?.ok_or(BindFailure::InvalidTicket)?;
+                (ticket.appid, ticket.session, Some(id))
+            }
+            Proof::Code(code) => {
+                let app = self.app(req.appid).map_err(|e| match e {
+                    AppChoice::Unknown(a, known) => BindFailure::UnknownApp(a, known),
+                    AppChoice::Required(known) => BindFailure::AppRequired(known),
+                })?;
+                (app.appid().to_owned(), app.code2session(&code).await?, None)
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("appid", appid.as_str());
+        span.record("openid", session.openid.as_str());
+        let account = self.parts.store.account(username.as_str()).await?;
+        if !self.parts.passwords.verify(password, account.map(|a| a.password_hash)).await? {
+            tracing::info!("bind refused: wrong username or password");
+            return Err(BindFailure::InvalidCredentials);
+        }
+        let record = self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref()).await?;
+        Ok(self.outcome(record, &appid, session.openid, "bind succeeded")?)
+    }
+
+    /// Removes the WeChat identities of the bearer's user: the account stays, and the next
+    /// login with those openids behaves as unbound.
+    pub async fn unbind(&self, bearer: &str) -> Result<Vec<Identity>, BearerFailure> {
+        let me = self.me(bearer).await?;
+        let removed = self.parts.store.unbind(&me.user.id).await?;
+        tracing::info!(user_id = %me.user.id, identities = removed.len(), "WeChat identities unbound");
+        Ok(removed)
     }
 
     /// The user a bearer token belongs to.
-    pub async fn me(&self, bearer: &str) -> Result<User, AuthError> {
-        let claims = self.tokens.verify(bearer)?;
-        let gone = || AuthError::Token(TokenError::Rejected(Rejection::Invalid));
+    pub async fn me(&self, bearer: &str) -> Result<Me, BearerFailure> {
+        let claims: Claims = self.parts.tokens.verify(bearer).map_err(|e| match e {
+            TokenError::Rejected(r) => BearerFailure::Rejected(r),
+            other => other.into(),
+        })?;
+        let gone = || BearerFailure::Rejected(Rejection::Invalid);
         let id = UserId::parse(&claims.sub).ok_or_else(gone)?;
-        self.store.user(&id).await?.ok_or_else(gone)
+        let user = self.parts.store.user(&id).await?.ok_or_else(gone)?;
+        Ok(Me { user, identity: Identity { appid: claims.appid, openid: claims.openid } })
     }
 
     /// The token service (for JWKS and discovery).
     pub fn tokens(&self) -> &Tokens {
-        &self.tokens
+        &self.parts.tokens
     }
 
-    /// The store (for health checks).
+    /// The store (for health checks and the admin channel).
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.parts.store
     }
+
+    /// The AppIDs served, the default first.
+    pub fn appids(&self) -> Vec<&str> {
+        self.parts.apps.iter().map(WechatClient::appid).collect()
+    }
+
+    fn app(&self, appid: Option<&str>) -> Result<&WechatClient, AppChoice> {
+        let apps = &self.parts.apps;
+        let known = || self.appids().join(", ");
+        match appid {
+            Some(appid) => {
+                apps.iter().find(|a| a.appid() == appid).ok_or_else(|| AppChoice::Unknown(appid.into(), known()))
+            }
+            None if apps.len() == 1 => Ok(&apps[0]),
+            None => Err(AppChoice::Required(known())),
+        }
+    }
+
+    /// Issues a bind ticket: 256 random bits the client holds, stored under their hash with
+    /// the session (and its key), for [`BIND_TICKET_SECS`].
+    async fn ticket(&self, appid: &str, session: WechatSession) -> Result<(String, u64), LoginFailure> {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Internal::Store(StoreError::Database("no randomness".into())))?;
+        let text = format!("{BIND_TICKET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(BIND_TICKET_SECS as i64);
+        let ticket = BindTicket { appid: appid.to_owned(), session, expires_at };
+        self.parts.store.put_ticket(&ticket_id(&text), &ticket).await?;
+        Ok((text, BIND_TICKET_SECS))
+    }
+
+    fn outcome(
+        &self,
+        record: LoginRecord,
+        appid: &str,
+        openid: String,
+        what: &str,
+    ) -> Result<LoginOutcome, TokenError> {
+        let identity = Identity { appid: appid.to_owned(), openid };
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(record.user.id));
+        span.record("created", record.created);
+        let token = self.parts.tokens.issue(&record.user, &identity)?;
+        tracing::info!("{what}");
+        Ok(LoginOutcome { token, user: record.user, identity, created: record.created })
+    }
+}
+
+enum AppChoice {
+    Unknown(String, String),
+    Required(String),
+}
+
+enum Proof {
+    Ticket(TicketId),
+    Code(JsCode),
+}
+
+/// Where a ticket is stored: the SHA-256 of its text. Any text works as input, so a forged
+/// or mistyped ticket (an access token included) is simply not found.
+fn ticket_id(text: &str) -> TicketId {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(digest::digest(&digest::SHA256, text.as_bytes()).as_ref());
+    id
 }

@@ -1,12 +1,17 @@
-//! The command line: `wxauth serve`, `wxauth keys rotate`, `wxauth keys list`.
+//! The command line: `wxauth serve`, `wxauth keys ...`, `wxauth accounts ...`,
+//! `wxauth users show`.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use crate::{
+    admin::{self, Command as AdminCommand, Reply, UserView},
     config::{Mode, Settings},
+    domain::Password,
+    password,
     startup::Application,
+    store::Store,
     telemetry, token,
 };
 
@@ -34,6 +39,46 @@ pub enum Command {
     /// Manage the signing key ring (WXAUTH_KEYS_DIR).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage accounts (username and password) that WeChat identities bind to. Talks to
+    /// the running server through its admin socket, or opens the store when none runs.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Look users up (through the admin socket, or the store when no server runs).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// Account subcommands. Passwords are read from a prompt, or from stdin when it is not a
+/// terminal (one line); never from the command line.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account with a new user of its own.
+    Add {
+        /// 1 to 64 letters, digits, '.', '_', '@' or '-'.
+        username: String,
+    },
+    /// Show every account with its user and bound WeChat identities.
+    List,
+    /// Remove an account, its user and the user's WeChat bindings.
+    Remove {
+        /// The account to remove.
+        username: String,
+    },
+    /// Change an account's password.
+    Passwd {
+        /// The account.
+        username: String,
+    },
+}
+
+/// User subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Show a user: identities, account, unionid, and users sharing its unionid.
+    Show {
+        /// A user id, or an openid of any configured app.
+        user: String,
+    },
 }
 
 /// Key ring subcommands.
@@ -87,6 +132,125 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{:<43}  {:<5}  {:<20}  {mode:<10}  {mark}", key.kid, key.alg.to_string(), created);
             }
         }
+        Command::Accounts(command) => {
+            let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
+            let command = match command {
+                AccountsCommand::Add { username } => {
+                    let password_hash = new_password_hash(&username)?;
+                    AdminCommand::AddAccount { username, password_hash }
+                }
+                AccountsCommand::List => AdminCommand::ListAccounts,
+                AccountsCommand::Remove { username } => AdminCommand::RemoveAccount { username },
+                AccountsCommand::Passwd { username } => {
+                    let password_hash = new_password_hash(&username)?;
+                    AdminCommand::SetPassword { username, password_hash }
+                }
+            };
+            print_reply(&command, administer(&settings, command.clone()).await?);
+        }
+        Command::Users(UsersCommand::Show { user }) => {
+            let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
+            let command = AdminCommand::ShowUser { query: user };
+            print_reply(&command, administer(&settings, command.clone()).await?);
+        }
     }
     Ok(())
+}
+
+/// Sends an admin command to the running server, or runs it on the store when no server
+/// answers on the admin socket. Says on stderr which one it did.
+async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply, Box<dyn std::error::Error>> {
+    let socket = &settings.admin_socket;
+    if let Some(reply) = admin::send(socket, &command).await? {
+        eprintln!("wxauth: done by the running server (admin socket {})", socket.display());
+        return Ok(reply);
+    }
+    let store = Store::open(&settings.store).await.map_err(|e| {
+        format!(
+            "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and the store cannot be opened: {e}. \
+             If a server is running, give this command the same WXAUTH_ADMIN_SOCKET and WXAUTH_DATA_DIR",
+            socket.display()
+        )
+    })?;
+    let appids: Vec<String> = settings.wechat.apps.iter().map(|a| a.appid.clone()).collect();
+    let reply = admin::execute(&store, &appids, command).await;
+    store.close().await?;
+    eprintln!("wxauth: no server running (no answer on {}); changed the store directly", socket.display());
+    Ok(reply?)
+}
+
+/// Reads a new password (prompt twice on a terminal, else one line of stdin) and hashes it.
+fn new_password_hash(username: &str) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::IsTerminal;
+    let raw = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {username}: "))?;
+        if rpassword::prompt_password("Repeat it: ")? != first {
+            return Err("the passwords differ".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    };
+    Ok(password::hash(&Password::new_for_account(&raw)?)?)
+}
+
+fn print_reply(command: &AdminCommand, reply: Reply) {
+    match (command, reply) {
+        (AdminCommand::AddAccount { username, .. }, Reply::User { user }) => {
+            println!("added account {username} (user {})", user.id);
+        }
+        (AdminCommand::RemoveAccount { username, .. }, Reply::User { user }) => {
+            println!("removed account {username}, user {} and its bindings: {}", user.id, identities(&user));
+        }
+        (AdminCommand::SetPassword { username, .. }, _) => println!("changed the password of {username}"),
+        (AdminCommand::ListAccounts, Reply::Users { users }) => {
+            if users.is_empty() {
+                println!("no accounts; add one with `wxauth accounts add <username>`");
+                return;
+            }
+            println!("{:<24}  {:<36}  {:<20}  identities", "username", "user id", "created");
+            for user in users {
+                let name = user.username.clone().unwrap_or_default();
+                println!("{name:<24}  {:<36}  {:<20}  {}", user.id, rfc3339(user.created_at), identities(&user));
+            }
+        }
+        (_, Reply::Users { users }) => {
+            for (i, user) in users.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                show_user(user);
+            }
+        }
+        (_, Reply::User { user }) => show_user(&user),
+        (_, Reply::Done) => println!("done"),
+    }
+}
+
+fn show_user(user: &UserView) {
+    println!("user        {}", user.id);
+    println!("account     {}", user.username.as_deref().unwrap_or("-"));
+    println!("unionid     {}", user.unionid.as_deref().unwrap_or("-"));
+    println!("identities  {}", identities(user));
+    for other in &user.unionid_shared_with {
+        println!("shared      user {other} has the same unionid (reported, not merged)");
+    }
+    println!("created     {}", rfc3339(user.created_at));
+    println!("last login  {}", rfc3339(user.last_login_at));
+}
+
+fn identities(user: &UserView) -> String {
+    if user.identities.is_empty() {
+        return "-".into();
+    }
+    user.identities.iter().map(|i| format!("{}:{}", i.appid, i.openid)).collect::<Vec<_>>().join(", ")
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
 }

@@ -116,6 +116,30 @@ pub struct Settings {
     pub token: TokenSettings,
     /// WeChat settings.
     pub wechat: WechatSettings,
+    /// Whether an unknown openid gets a new user or must be bound to an account.
+    pub registration: Registration,
+    /// Attempt limits of `POST /v1/bind`.
+    pub bind_limits: BindLimits,
+    /// The Unix socket the CLI's `accounts` and `users` commands reach the server through.
+    pub admin_socket: PathBuf,
+}
+
+/// What a login with an openid that is bound to no user does (`WXAUTH_REGISTRATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// A new user is created (the default).
+    Auto,
+    /// 403 `not_bound` with a bind ticket: the person must bind an account first.
+    Bind,
+}
+
+/// Attempts of `POST /v1/bind` allowed per minute; 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindLimits {
+    /// Per username (`WXAUTH_BIND_ATTEMPTS_PER_USERNAME`).
+    pub per_username: u32,
+    /// Per client IP address (`WXAUTH_BIND_ATTEMPTS_PER_IP`).
+    pub per_ip: u32,
 }
 
 /// Which store backend to use, with the settings that only make sense for it.
@@ -151,14 +175,22 @@ pub struct TokenSettings {
 /// How to reach WeChat.
 #[derive(Debug, Clone)]
 pub struct WechatSettings {
-    /// The mini-program's AppID.
-    pub appid: String,
-    /// The mini-program's AppSecret.
-    pub secret: Secret,
+    /// The mini-programs users log in through: at least one, AppIDs distinct. The first
+    /// is the default when a login names none.
+    pub apps: Vec<WechatApp>,
     /// Base URL of the WeChat API.
     pub base_url: Url,
     /// Total time allowed for one WeChat call.
     pub timeout: Duration,
+}
+
+/// One mini-program's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WechatApp {
+    /// The mini-program's AppID.
+    pub appid: String,
+    /// The mini-program's AppSecret.
+    pub secret: Secret,
 }
 
 /// Default WeChat API base URL.
@@ -183,7 +215,14 @@ pub const KEYS: &[&str] = &[
     "wechat_timeout_ms",
     "store_cache_mb",
     "log_format",
+    "registration",
+    "bind_attempts_per_username",
+    "bind_attempts_per_ip",
+    "admin_socket",
 ];
+
+/// The TOML key of the list of apps (`[[wechat_apps]]`); it has no environment variable.
+pub const APPS_KEY: &str = "wechat_apps";
 
 /// The environment variable for a TOML key.
 pub fn env_name(key: &str) -> String {
@@ -193,6 +232,8 @@ pub fn env_name(key: &str) -> String {
 /// Raw values after layering, before validation.
 struct Layers {
     values: BTreeMap<&'static str, String>,
+    /// `[[wechat_apps]]` from the file, as (appid, secret) pairs.
+    apps: Vec<(String, String)>,
 }
 
 impl Layers {
@@ -236,16 +277,16 @@ impl Settings {
         mode: Mode,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut values = match file {
+        let (mut values, apps) = match file {
             Some(path) => read_file(path)?,
-            None => BTreeMap::new(),
+            None => (BTreeMap::new(), Vec::new()),
         };
         for key in KEYS {
             if let Some(value) = env(&env_name(key)) {
                 values.insert(key, value);
             }
         }
-        Self::validate(&Layers { values }, mode)
+        Self::validate(&Layers { values, apps }, mode)
     }
 
     fn validate(layers: &Layers, mode: Mode) -> Result<Self, ConfigError> {
@@ -267,14 +308,36 @@ impl Settings {
         let audience = match layers.get("audience").map(str::trim) {
             Some("") => return Err(invalid("audience", "must not be empty".into())),
             Some(aud) => aud.to_owned(),
-            None => wechat.appid.clone(),
+            None => wechat.apps[0].appid.clone(),
+        };
+        let registration = match layers.get("registration").map(str::trim) {
+            None | Some("auto") => Registration::Auto,
+            Some("bind") => Registration::Bind,
+            Some(other) => return Err(invalid("registration", format!("expected auto or bind, got {other:?}"))),
+        };
+        let data_dir = path_setting(layers, "data_dir", "./data")?;
+        let admin_socket = match layers.get("admin_socket") {
+            None => data_dir.join("admin.sock"),
+            Some(_) => path_setting(layers, "admin_socket", "")?,
+        };
+        let limit = |key| layers.ranged(key, 0, 0..=1_000_000, "attempts per minute").map(|n| n as u32);
+        let bind_limits = BindLimits {
+            per_username: if layers.get("bind_attempts_per_username").is_some() {
+                limit("bind_attempts_per_username")?
+            } else {
+                5
+            },
+            per_ip: if layers.get("bind_attempts_per_ip").is_some() { limit("bind_attempts_per_ip")? } else { 20 },
         };
         Ok(Settings {
             dev,
             listen,
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
+            registration,
+            bind_limits,
+            admin_socket,
             store: StoreSettings::Sled(SledSettings {
-                data_dir: path_setting(layers, "data_dir", "./data")?,
+                data_dir,
                 cache_bytes: layers.ranged("store_cache_mb", 16, 1..=65_536, "MiB")? * 1024 * 1024,
             }),
             log_format,
@@ -295,16 +358,30 @@ impl Settings {
 }
 
 fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, ConfigError> {
+    let raw_url = layers.get("wechat_base_url").unwrap_or(WECHAT_BASE_URL);
+    Ok(WechatSettings {
+        apps: if layers.apps.is_empty() { vec![single_app(layers, mode)?] } else { app_list(layers, mode)? },
+        base_url: parse_base_url(raw_url)?,
+        timeout: Duration::from_millis(layers.ranged("wechat_timeout_ms", 5_000, 100..=60_000, "milliseconds")?),
+    })
+}
+
+/// Dev mode logs anyone in as anyone; with a real secret around, it is probably pointed at
+/// production settings (keys, issuer, audience) by mistake.
+fn refuse_secret_in_dev(key: &'static str) -> ConfigError {
+    invalid(
+        key,
+        "must not be set with --dev: dev mode uses its built-in mock and signs tokens for any code; \
+         unset it, or run without --dev"
+            .into(),
+    )
+}
+
+/// Today's flat `wechat_appid` / `wechat_secret`.
+fn single_app(layers: &Layers, mode: Mode) -> Result<WechatApp, ConfigError> {
     let non_empty = |key| layers.get(key).map(str::trim).filter(|v| !v.is_empty());
     if mode == Mode::Dev && non_empty("wechat_secret").is_some() {
-        // Dev mode logs anyone in as anyone; with a real secret around, it is probably
-        // pointed at production settings (keys, issuer, audience) by mistake.
-        return Err(invalid(
-            "wechat_secret",
-            "must not be set with --dev: dev mode uses its built-in mock and signs tokens for any code; \
-             unset it, or run without --dev"
-                .into(),
-        ));
+        return Err(refuse_secret_in_dev("wechat_secret"));
     }
     let (appid, secret) = match (mode, non_empty("wechat_appid"), non_empty("wechat_secret")) {
         (_, Some(appid), Some(secret)) => (appid.to_owned(), secret.to_owned()),
@@ -318,16 +395,52 @@ fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, Config
         }
         (_, appid, secret) => (appid.unwrap_or(DEV_APPID).to_owned(), secret.unwrap_or(DEV_SECRET).to_owned()),
     };
-    if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(invalid("wechat_appid", "expected letters and digits only, such as wx4f4bc4dec97d474b".into()));
+    check_appid("wechat_appid", &appid)?;
+    Ok(WechatApp { appid, secret: Secret::new(secret) })
+}
+
+/// `[[wechat_apps]]`: every entry needs both values (dev mode: no secret), AppIDs distinct,
+/// and the flat single-app settings must not be set beside it.
+fn app_list(layers: &Layers, mode: Mode) -> Result<Vec<WechatApp>, ConfigError> {
+    for key in ["wechat_appid", "wechat_secret"] {
+        if layers.get(key).is_some() {
+            return Err(invalid(
+                key,
+                format!("must not be set together with [[{APPS_KEY}]] in the config file; list every app there"),
+            ));
+        }
     }
-    let raw_url = layers.get("wechat_base_url").unwrap_or(WECHAT_BASE_URL);
-    Ok(WechatSettings {
-        appid,
-        secret: Secret::new(secret),
-        base_url: parse_base_url(raw_url)?,
-        timeout: Duration::from_millis(layers.ranged("wechat_timeout_ms", 5_000, 100..=60_000, "milliseconds")?),
-    })
+    let mut apps: Vec<WechatApp> = Vec::new();
+    for (i, (appid, secret)) in layers.apps.iter().enumerate() {
+        let n = i + 1;
+        let appid = appid.trim();
+        check_appid(APPS_KEY, appid).map_err(|e| match e {
+            ConfigError::Invalid { env, key, reason } => {
+                ConfigError::Invalid { env, key, reason: format!("app {n}: {reason}") }
+            }
+            other => other,
+        })?;
+        let secret = match (mode, secret.trim()) {
+            (Mode::Dev, "") => DEV_SECRET,
+            (Mode::Dev, _) => return Err(refuse_secret_in_dev(APPS_KEY)),
+            (_, "") if mode == Mode::Serve => {
+                return Err(invalid(APPS_KEY, format!("app {n} ({appid}) has no secret")));
+            }
+            (_, secret) => secret,
+        };
+        if apps.iter().any(|a| a.appid == appid) {
+            return Err(invalid(APPS_KEY, format!("app {appid} is listed twice")));
+        }
+        apps.push(WechatApp { appid: appid.to_owned(), secret: Secret::new(secret) });
+    }
+    Ok(apps)
+}
+
+fn check_appid(key: &'static str, appid: &str) -> Result<(), ConfigError> {
+    if appid.is_empty() || !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid(key, "expected an AppID of letters and digits only, such as wx4f4bc4dec97d474b".into()));
+    }
+    Ok(())
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
@@ -370,15 +483,23 @@ fn path_setting(layers: &Layers, key: &'static str, default: &str) -> Result<Pat
     }
 }
 
-fn read_file(path: &std::path::Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+type FileValues = (BTreeMap<&'static str, String>, Vec<(String, String)>);
+
+fn read_file(path: &std::path::Path) -> Result<FileValues, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.into(), source })?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::ParseFile { path: path.into(), message: e.message().to_owned() })?;
     let mut values = BTreeMap::new();
+    let mut apps = Vec::new();
     for (key, value) in table {
+        if key == APPS_KEY {
+            apps = read_apps(path, value)?;
+            continue;
+        }
         let Some(known) = KEYS.iter().find(|k| **k == key) else {
-            return Err(ConfigError::UnknownKey { path: path.into(), key, known: KEYS.join(", ") });
+            let known = format!("{}, [[{APPS_KEY}]]", KEYS.join(", "));
+            return Err(ConfigError::UnknownKey { path: path.into(), key, known });
         };
         let text = match value {
             toml::Value::String(s) => s,
@@ -389,7 +510,37 @@ fn read_file(path: &std::path::Path) -> Result<BTreeMap<&'static str, String>, C
         };
         values.insert(*known, text);
     }
-    Ok(values)
+    Ok((values, apps))
+}
+
+/// `[[wechat_apps]]` tables with `appid` and `secret` (strings), nothing else.
+fn read_apps(path: &std::path::Path, value: toml::Value) -> Result<Vec<(String, String)>, ConfigError> {
+    let expected = || invalid(APPS_KEY, "expected [[wechat_apps]] tables with appid and secret strings".into());
+    let toml::Value::Array(items) = value else { return Err(expected()) };
+    let mut apps = Vec::new();
+    for item in items {
+        let toml::Value::Table(table) = item else { return Err(expected()) };
+        let (mut appid, mut secret) = (None, None);
+        for (key, value) in table {
+            let toml::Value::String(text) = value else { return Err(expected()) };
+            match key.as_str() {
+                "appid" => appid = Some(text),
+                "secret" => secret = Some(text),
+                _ => {
+                    return Err(ConfigError::UnknownKey {
+                        path: path.into(),
+                        key: format!("{APPS_KEY}.{key}"),
+                        known: format!("{APPS_KEY}.appid, {APPS_KEY}.secret"),
+                    });
+                }
+            }
+        }
+        apps.push((appid.ok_or_else(expected)?, secret.unwrap_or_default()));
+    }
+    if apps.is_empty() {
+        return Err(expected());
+    }
+    Ok(apps)
 }
 
 #[cfg(test)]
@@ -472,5 +623,61 @@ mod tests {
     fn secret_does_not_print() {
         let s = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "topsecret")]).unwrap();
         assert!(!format!("{s:?}").contains("topsecret"));
+    }
+
+    fn load_file(text: &str, mode: Mode, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load_from(Some(&path), mode, |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn several_apps_are_read_from_the_file_and_the_first_is_the_audience() {
+        let s = load_file(
+            "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"sa\"\n\n[[wechat_apps]]\nappid = \"wxb\"\nsecret = \"sb\"\n",
+            Mode::Serve,
+            &[],
+        )
+        .unwrap();
+        let apps: Vec<_> = s.wechat.apps.iter().map(|a| (a.appid.as_str(), a.secret.expose())).collect();
+        assert_eq!(apps, [("wxa", "sa"), ("wxb", "sb")]);
+        assert_eq!(s.token.audience, "wxa");
+    }
+
+    #[test]
+    fn bad_app_lists_are_refused_with_the_reason() {
+        let two = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\n";
+        for (text, vars, expected) in [
+            (format!("{two}{two}"), &[][..], "listed twice"),
+            ("[[wechat_apps]]\nappid = \"wxa\"\n".to_string(), &[][..], "no secret"),
+            ("[[wechat_apps]]\nappid = \"wx-a\"\nsecret = \"s\"\n".to_string(), &[][..], "app 1"),
+            (
+                "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\nname = \"x\"\n".to_string(),
+                &[][..],
+                "wechat_apps.name",
+            ),
+            ("wechat_apps = \"wxa\"\n".to_string(), &[][..], "wechat_apps"),
+            (two.to_string(), &[("WXAUTH_WECHAT_APPID", "wxc")][..], "WXAUTH_WECHAT_APPID"),
+        ] {
+            let err = load_file(&text, Mode::Serve, vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        let err = load_file(two, Mode::Dev, &[]).unwrap_err().to_string();
+        assert!(err.contains("--dev"), "{err}");
+    }
+
+    #[test]
+    fn registration_limits_and_admin_socket_have_defaults_and_are_checked() {
+        let s = load(Mode::Dev, &[]).unwrap();
+        assert_eq!(s.registration, Registration::Auto);
+        assert_eq!(s.bind_limits, BindLimits { per_username: 5, per_ip: 20 });
+        assert_eq!(s.admin_socket, PathBuf::from("./data/admin.sock"));
+        let s = load(Mode::Dev, &[("WXAUTH_REGISTRATION", "bind"), ("WXAUTH_BIND_ATTEMPTS_PER_IP", "0")]).unwrap();
+        assert_eq!((s.registration, s.bind_limits.per_ip), (Registration::Bind, 0));
+        for (var, value) in [("WXAUTH_REGISTRATION", "manual"), ("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "-1")] {
+            let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value:?} gave: {err}");
+        }
     }
 }

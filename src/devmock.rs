@@ -20,6 +20,8 @@ use poem::{
 };
 use url::Url;
 
+use crate::config::WechatApp;
+
 /// Reserved codes and what they produce, for the README and the log.
 pub const RESERVED_CODES: &[(&str, &str)] = &[
     ("invalid", "errcode 40029 (invalid code) -> 400 invalid_code"),
@@ -30,19 +32,19 @@ pub const RESERVED_CODES: &[(&str, &str)] = &[
     ("blocked", "errcode 40226 (risk control) -> 403 user_blocked"),
     ("slow", "answers after the timeout -> 504 wechat_timeout"),
     ("garbled", "a body that is not JSON -> 502 wechat_error"),
-    ("union-*", "any code starting with `union` also returns a unionid"),
+    ("union-*", "any code starting with `union` also returns a unionid, the same in every app"),
 ];
 
 struct MockState {
-    appid: String,
-    secret: String,
+    /// AppID → AppSecret of every configured app.
+    apps: HashMap<String, String>,
     slow: Duration,
     busy_once_seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-/// Starts the mock on `127.0.0.1:<random port>` and returns its base URL. `slow` is how
-/// long the `slow` code takes (more than the client's timeout).
-pub async fn spawn(appid: &str, secret: &str, slow: Duration) -> std::io::Result<Url> {
+/// Starts the mock on `127.0.0.1:<random port>` for `apps` and returns its base URL.
+/// `slow` is how long the `slow` code takes (more than the client's timeout).
+pub async fn spawn(apps: &[WechatApp], slow: Duration) -> std::io::Result<Url> {
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
     let addr = acceptor
         .local_addr()
@@ -50,8 +52,7 @@ pub async fn spawn(appid: &str, secret: &str, slow: Duration) -> std::io::Result
         .and_then(|a| a.as_socket_addr().copied())
         .ok_or_else(|| std::io::Error::other("mock has no address"))?;
     let state = Arc::new(MockState {
-        appid: appid.to_owned(),
-        secret: secret.to_owned(),
+        apps: apps.iter().map(|a| (a.appid.clone(), a.secret.expose().to_owned())).collect(),
         slow,
         busy_once_seen: Default::default(),
     });
@@ -68,9 +69,10 @@ pub async fn spawn(appid: &str, secret: &str, slow: Duration) -> std::io::Result
 async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
     let field = |name: &str| q.get(name).map(String::as_str).unwrap_or_default();
     let code = field("js_code");
-    let reply = if field("appid") != state.appid {
+    let appid = field("appid");
+    let reply = if !state.apps.contains_key(appid) {
         error(40013, "invalid appid")
-    } else if field("secret") != state.secret {
+    } else if state.apps.get(appid).map(String::as_str) != Some(field("secret")) {
         error(40125, "invalid appsecret")
     } else if field("grant_type") != "authorization_code" {
         error(40002, "invalid grant_type")
@@ -87,9 +89,9 @@ async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&A
             "busy-once" if first_time(&state, code) => error(-1, "system error"),
             "slow" => {
                 tokio::time::sleep(state.slow).await;
-                success(&state.appid, code)
+                success(appid, code)
             }
-            _ => success(&state.appid, code),
+            _ => success(appid, code),
         }
     };
     // WeChat's real Content-Type for these JSON bodies.
@@ -114,7 +116,8 @@ fn success(appid: &str, code: &str) -> String {
         "session_key": STANDARD.encode(key),
     });
     if code.starts_with("union") {
-        reply["unionid"] = derived_id("u", "unionid", appid, code).into();
+        // One person across apps: the unionid depends on the code alone.
+        reply["unionid"] = derived_id("u", "unionid", "", code).into();
     }
     reply.to_string()
 }

@@ -24,6 +24,18 @@ pub enum DomainError {
     /// The `code` field has a byte outside visible ASCII.
     #[error("code must contain only visible ASCII characters (0x21-0x7E)")]
     CodeNotAscii,
+    /// A username that cannot exist.
+    #[error("username must be 1 to 64 characters: letters, digits, '.', '_', '@' or '-'")]
+    BadUsername,
+    /// An empty or oversized password.
+    #[error("password must be 1 to 1024 bytes")]
+    BadPassword,
+    /// A new password that is too short.
+    #[error("a password must have at least 8 characters")]
+    PasswordTooShort,
+    /// A bind request names neither or both of `bind_ticket` and `code`.
+    #[error("send exactly one of bind_ticket and code")]
+    TicketOrCode,
 }
 
 /// The one-time code a mini-program gets from `wx.login`.
@@ -140,23 +152,110 @@ impl fmt::Display for UserId {
     }
 }
 
-/// A business user bound to one openid of one mini-program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
-    /// Stable id, the JWT's `sub`.
-    pub id: UserId,
-    /// The mini-program the openid belongs to.
+/// One WeChat identity: an openid within one mini-program.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// The mini-program's AppID.
     pub appid: String,
     /// WeChat's id of the person within `appid`.
     pub openid: String,
+}
+
+/// A business user: the WeChat identities bound to it and, when it was made by an operator,
+/// the account (username and password) it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable id, the JWT's `sub`.
+    pub id: UserId,
+    /// The openids bound to this user, at most one per mini-program, in binding order.
+    pub identities: Vec<Identity>,
     /// WeChat's cross-app id, once WeChat has sent one.
     pub unionid: Option<String>,
-    /// First login.
-    #[serde(with = "time::serde::rfc3339")]
+    /// The account's username, for users created by `wxauth accounts add`.
+    pub account: Option<String>,
+    /// Other users that WeChat gave the same unionid before it was known here. They are
+    /// reported, never merged silently.
+    pub unionid_shared_with: Vec<UserId>,
+    /// Creation (first login, or `accounts add`).
     pub created_at: OffsetDateTime,
     /// Most recent login.
-    #[serde(with = "time::serde::rfc3339")]
     pub last_login_at: OffsetDateTime,
+}
+
+impl User {
+    /// The user's openid in `appid`, if one is bound.
+    pub fn openid_in(&self, appid: &str) -> Option<&str> {
+        self.identities.iter().find(|i| i.appid == appid).map(|i| i.openid.as_str())
+    }
+}
+
+/// A username of an account: 1 to 64 characters, letters, digits and `._@-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+impl Username {
+    /// Longest username accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks a username from a client or the command line.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'));
+        if ok { Ok(Self(raw.to_owned())) } else { Err(DomainError::BadUsername) }
+    }
+
+    /// The username.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password as typed by a person. `Debug` never prints it.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Shortest password an operator may set.
+    pub const MIN_CHARS: usize = 8;
+    /// Longest password accepted (hashing cost grows with length).
+    pub const MAX_BYTES: usize = 1024;
+
+    /// A password presented at bind time: only the length is bounded, so that a short
+    /// password fails like any wrong one.
+    pub fn presented(raw: &str) -> Result<Self, DomainError> {
+        if raw.is_empty() || raw.len() > Self::MAX_BYTES {
+            return Err(DomainError::BadPassword);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// A new password for an account: at least [`Password::MIN_CHARS`] characters.
+    pub fn new_for_account(raw: &str) -> Result<Self, DomainError> {
+        let raw = raw.strip_suffix('\n').unwrap_or(raw);
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if raw.chars().count() < Self::MIN_CHARS {
+            return Err(DomainError::PasswordTooShort);
+        }
+        Self::presented(raw)
+    }
+
+    /// The password, for hashing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,15 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod devmock;
 pub mod domain;
+pub mod limits;
+pub mod password;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

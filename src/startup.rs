@@ -8,10 +8,12 @@ use poem::{
 };
 
 use crate::{
-    api,
-    auth::Auth,
+    admin, api,
+    auth::{Auth, Parts},
     config::{Settings, StoreSettings},
     devmock,
+    limits::BindAttempts,
+    password::{PasswordError, Verifier},
     store::{Store, StoreError},
     token::{TokenError, Tokens},
     wechat::{WechatClient, WechatError},
@@ -51,12 +53,25 @@ pub enum StartupError {
     /// The HTTP client could not be built.
     #[error("WeChat client: {0}")]
     Wechat(#[from] WechatError),
+    /// The password checker could not start.
+    #[error("password hashing: {0}")]
+    Password(#[from] PasswordError),
+    /// The admin socket could not be created.
+    #[error("cannot create the admin socket {path} (WXAUTH_ADMIN_SOCKET): {source}")]
+    AdminSocket {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
 }
 
 /// A bound, ready-to-run server.
 pub struct Application {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
+    dev: bool,
+    admin: admin::Listener,
     auth: Arc<Auth>,
 }
 
@@ -66,9 +81,8 @@ impl Application {
     pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
         if settings.dev {
             let slow = settings.wechat.timeout + Duration::from_secs(1);
-            settings.wechat.base_url = devmock::spawn(&settings.wechat.appid, settings.wechat.secret.expose(), slow)
-                .await
-                .map_err(StartupError::DevMock)?;
+            settings.wechat.base_url =
+                devmock::spawn(&settings.wechat.apps, slow).await.map_err(StartupError::DevMock)?;
             let codes: Vec<&str> = devmock::RESERVED_CODES.iter().map(|(code, _)| *code).collect();
             tracing::warn!(
                 mock = %settings.wechat.base_url,
@@ -101,8 +115,19 @@ impl Application {
             },
             source,
         })?;
-        let wechat = WechatClient::new(&settings.wechat)?;
-        Ok(Self { acceptor, addr, auth: Arc::new(Auth::new(wechat, store, tokens)) })
+        // After the store: its lock proves no other server uses this data directory.
+        let admin = admin::Listener::bind(&settings.admin_socket)
+            .await
+            .map_err(|source| StartupError::AdminSocket { path: settings.admin_socket.clone(), source })?;
+        let parts = Parts {
+            apps: WechatClient::for_apps(&settings.wechat)?,
+            store,
+            tokens,
+            registration: settings.registration,
+            attempts: BindAttempts::new(settings.bind_limits),
+            passwords: Verifier::new()?,
+        };
+        Ok(Self { acceptor, addr, dev: settings.dev, admin, auth: Arc::new(Auth::new(parts)) })
     }
 
     /// The bound port (useful with `WXAUTH_LISTEN=127.0.0.1:0`).
@@ -134,12 +159,17 @@ impl Application {
         let auth = self.auth.clone();
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
+        let admin_path = self.admin.path().to_owned();
+        let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
+        let admin = tokio::spawn(self.admin.serve(auth.store().clone(), appids));
         tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
-        let app = api::routes(self.auth).map_to_response();
+        let app = api::routes(self.auth, self.dev).map_to_response();
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
             .await;
         reloader.abort();
+        admin.abort();
+        let _ = std::fs::remove_file(&admin_path);
         if let Err(e) = auth.store().close().await {
             tracing::error!(error = %e, "final flush failed");
         }

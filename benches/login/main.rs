@@ -26,7 +26,7 @@ use server::{Server, disk_usage};
 use time::OffsetDateTime;
 use wxauth::{
     config::{SledSettings, StoreSettings, TokenSettings},
-    domain::{SessionKey, User, UserId, WechatSession},
+    domain::{Identity, SessionKey, User, UserId, WechatSession},
     store::Store,
     token::{SigningAlg, Tokens},
 };
@@ -302,16 +302,18 @@ fn tokens() {
         };
         let tokens = Tokens::open(&settings, "https://auth.example.com".into(), dir.path(), true).unwrap();
         let now = OffsetDateTime::now_utc();
+        let identity = Identity { appid: "wxbench".into(), openid: "o_bench".into() };
         let user = User {
             id: UserId::new(),
-            appid: "wxbench".into(),
-            openid: "o_bench".into(),
+            identities: vec![identity.clone()],
             unionid: None,
+            account: None,
+            unionid_shared_with: Vec::new(),
             created_at: now,
             last_login_at: now,
         };
         let started = Instant::now();
-        let issued: Vec<_> = (0..n).map(|_| tokens.issue(&user).unwrap()).collect();
+        let issued: Vec<_> = (0..n).map(|_| tokens.issue(&user, &identity).unwrap()).collect();
         let issue = started.elapsed();
         let started = Instant::now();
         for t in &issued {

@@ -1,14 +1,20 @@
 //! The one place where failures become HTTP answers.
 //!
 //! Every error body is `{"error": "...", "error_description": "..."}` with RFC 6749-style
-//! codes, including the errors poem and poem-openapi raise before a handler runs.
-//! [`Problem`] is the mapping; [`LoginError`] and [`MeError`] are the same answers typed
-//! per operation, so the OpenAPI document lists only the statuses each one can return.
+//! codes, including the errors poem and poem-openapi raise before a handler runs. Each
+//! operation has its own response enum ([`LoginError`], [`BindError`], [`MeError`]), so the
+//! OpenAPI document lists only the statuses it can return, and each is built from its use
+//! case's failure type by a `match` without a catch-all: a new kind of failure does not
+//! compile until it has an answer.
 
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, error::AuthorizationError, payload::Json};
 
-use crate::{auth::AuthError, token::TokenError, wechat::WechatError};
+use crate::{
+    auth::{BearerFailure, BindFailure, Internal, LoginFailure},
+    token::Rejection,
+    wechat::WechatError,
+};
 
 /// Seconds a client should wait after WeChat's minute quota was hit.
 const RATE_LIMIT_RETRY_SECS: u64 = 60;
@@ -23,119 +29,71 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable explanation for the developer.
     pub error_description: String,
+    /// Only with `not_bound`: the ticket to send to `POST /v1/bind` (single use).
+    #[oai(skip_serializing_if_is_none)]
+    pub bind_ticket: Option<String>,
+    /// Only with `not_bound`: seconds the ticket works.
+    #[oai(skip_serializing_if_is_none)]
+    pub expires_in: Option<u64>,
 }
 
-/// An error answer before it is typed for an operation.
-#[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    body: ErrorBody,
-    retry_after: Option<u64>,
-    /// RFC 6750 `WWW-Authenticate` value, for 401s.
-    challenge: Option<String>,
+/// An error body with `error` and `error_description` only.
+pub fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody { error: error.into(), error_description: description.into(), bind_ticket: None, expires_in: None })
 }
 
-impl Problem {
-    fn new(status: StatusCode, error: &str, description: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: ErrorBody { error: error.into(), error_description: description.into() },
-            retry_after: None,
-            challenge: None,
+/// Logs a server-side failure once and answers without its details.
+fn internal(err: Internal) -> Json<ErrorBody> {
+    tracing::error!(error = %err, "request failed");
+    body("server_error", "internal error; see the server log")
+}
+
+/// How a WeChat failure is answered, by every operation that calls WeChat.
+enum WechatAnswer {
+    BadRequest(Json<ErrorBody>),
+    Forbidden(Json<ErrorBody>),
+    TooManyRequests(Json<ErrorBody>, u64),
+    BadGateway(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, u64),
+    GatewayTimeout(Json<ErrorBody>),
+}
+
+fn wechat_answer(err: WechatError) -> WechatAnswer {
+    let text = err.to_string();
+    let again = "; call wx.login again for a new code";
+    match err {
+        WechatError::InvalidCode { .. } => WechatAnswer::BadRequest(body("invalid_code", text + again)),
+        WechatError::CodeUsed { .. } => WechatAnswer::BadRequest(body("code_used", text + again)),
+        WechatError::UserBlocked { .. } => WechatAnswer::Forbidden(body("user_blocked", text)),
+        WechatError::RateLimited { .. } => {
+            WechatAnswer::TooManyRequests(body("rate_limited", text + "; retry next minute"), RATE_LIMIT_RETRY_SECS)
         }
-    }
-
-    fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
-        self
-    }
-
-    fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error; see the server log")
-    }
-
-    fn invalid_token(description: impl Into<String>) -> Self {
-        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description);
-        // RFC 6750 allows %x20-21 / %x23-5B / %x5D-7E inside the quotes.
-        let description: String = problem
-            .body
-            .error_description
-            .chars()
-            .map(|c| if matches!(c, ' ' | '!' | '#'..='[' | ']'..='~') { c } else { ' ' })
-            .collect();
-        problem.challenge = Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\""));
-        problem
-    }
-
-    /// No credentials at all: RFC 6750 section 3.1 wants the challenge without an error code.
-    fn missing_token() -> Self {
-        let mut problem =
-            Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "the request has no Authorization: Bearer token");
-        problem.challenge = Some(REALM.into());
-        problem
+        WechatError::Busy { .. } => WechatAnswer::Unavailable(body("wechat_unavailable", text), BUSY_RETRY_SECS),
+        WechatError::Timeout => WechatAnswer::GatewayTimeout(body("wechat_timeout", text)),
+        WechatError::Upstream(_) => WechatAnswer::BadGateway(body("wechat_error", text)),
     }
 }
 
-impl From<AuthError> for Problem {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::InvalidInput(e) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-            AuthError::Wechat(e) => Self::from(e),
-            AuthError::Token(TokenError::Rejected(r)) => Self::invalid_token(r.to_string()),
-            AuthError::Token(e) => {
-                tracing::error!(error = %e, "token service failed");
-                Self::internal()
-            }
-            AuthError::Store(e) => {
-                tracing::error!(error = %e, "store failed");
-                Self::internal()
-            }
-        }
-    }
-}
-
-impl From<WechatError> for Problem {
-    fn from(err: WechatError) -> Self {
-        let text = err.to_string();
-        let again = "; call wx.login again for a new code";
-        match err {
-            WechatError::InvalidCode { .. } => Self::new(StatusCode::BAD_REQUEST, "invalid_code", text + again),
-            WechatError::CodeUsed { .. } => Self::new(StatusCode::BAD_REQUEST, "code_used", text + again),
-            WechatError::UserBlocked { .. } => Self::new(StatusCode::FORBIDDEN, "user_blocked", text),
-            WechatError::RateLimited { .. } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", text + "; retry next minute")
-                    .retry_after(RATE_LIMIT_RETRY_SECS)
-            }
-            WechatError::Busy { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "wechat_unavailable", text).retry_after(BUSY_RETRY_SECS)
-            }
-            WechatError::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "wechat_timeout", text),
-            WechatError::Upstream(_) => Self::new(StatusCode::BAD_GATEWAY, "wechat_error", text),
-        }
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(self.body.clone())).into_response();
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert("retry-after", secs.into());
-        }
-        if let Some(Ok(value)) = self.challenge.as_deref().map(str::parse) {
-            resp.headers_mut().insert("www-authenticate", value);
-        }
-        resp
-    }
+/// The RFC 6750 challenge of a refused token.
+fn challenge(description: &str) -> String {
+    // RFC 6750 allows %x20-21 / %x23-5B / %x5D-7E inside the quotes.
+    let description: String =
+        description.chars().map(|c| if matches!(c, ' ' | '!' | '#'..='[' | ']'..='~') { c } else { ' ' }).collect();
+    format!("{REALM}, error=\"invalid_token\", error_description=\"{description}\"")
 }
 
 /// Errors of `POST /v1/login`.
 #[derive(Debug, ApiResponse)]
 pub enum LoginError {
-    /// `invalid_request`: malformed or oversized (16 KiB) body, or a bad `code` (nothing
-    /// was sent to WeChat).
+    /// `invalid_request`: malformed or oversized (16 KiB) body, a bad `code`, or no `appid`
+    /// although several apps are served (nothing was sent to WeChat).
+    /// `unknown_app`: `appid` names an app this server does not serve.
     /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// `not_bound` (registration `bind`): the WeChat identity is bound to no account. The
+    /// body carries `bind_ticket` and `expires_in`; send the ticket with the account's
+    /// username and password to `POST /v1/bind`.
     /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -166,18 +124,117 @@ pub enum LoginError {
     GatewayTimeout(Json<ErrorBody>),
 }
 
-impl From<AuthError> for LoginError {
-    fn from(err: AuthError) -> Self {
-        let p = Problem::from(err);
-        let (body, retry) = (Json(p.body), p.retry_after.unwrap_or_default());
-        match p.status {
-            StatusCode::BAD_REQUEST => Self::BadRequest(body),
-            StatusCode::FORBIDDEN => Self::Forbidden(body),
-            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(body, retry),
-            StatusCode::BAD_GATEWAY => Self::BadGateway(body),
-            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(body, retry),
-            StatusCode::GATEWAY_TIMEOUT => Self::GatewayTimeout(body),
-            _ => Self::Internal(body),
+impl From<WechatAnswer> for LoginError {
+    fn from(answer: WechatAnswer) -> Self {
+        match answer {
+            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<LoginFailure> for LoginError {
+    fn from(failure: LoginFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            LoginFailure::InvalidInput(_) | LoginFailure::AppRequired(_) => {
+                Self::BadRequest(body("invalid_request", text))
+            }
+            LoginFailure::UnknownApp(..) => Self::BadRequest(body("unknown_app", text)),
+            LoginFailure::Wechat(e) => wechat_answer(e).into(),
+            LoginFailure::NotBound { ticket, expires_in } => Self::Forbidden(Json(ErrorBody {
+                bind_ticket: Some(ticket),
+                expires_in: Some(expires_in),
+                ..body("not_bound", text).0
+            })),
+            LoginFailure::Internal(e) => Self::Internal(internal(e)),
+        }
+    }
+}
+
+/// Errors of `POST /v1/bind`.
+#[derive(Debug, ApiResponse)]
+pub enum BindError {
+    /// `invalid_request`: malformed body, neither or both of `bind_ticket` and `code`, a
+    /// bad `code`, `username` or `password`, or a `code` without `appid` although several
+    /// apps are served.
+    /// `invalid_ticket`: the ticket is expired, already used or was never issued.
+    /// `unknown_app`: `appid` names an app this server does not serve.
+    /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `invalid_credentials`: wrong username or password (the same answer for both).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// `already_bound`: this WeChat identity is bound to another user.
+    /// `account_already_bound`: the account has another openid of the same mini-program.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `rate_limited`: too many attempts for this username or from this address, or
+    /// WeChat's per-user minute quota (errcode 45011).
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// `wechat_error`: WeChat could not be reached or gave an unusable answer.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
+    /// `wechat_unavailable`: WeChat was busy twice in a row (errcode -1); retry shortly.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// `wechat_timeout`: WeChat did not answer within the configured timeout.
+    #[oai(status = 504)]
+    GatewayTimeout(Json<ErrorBody>),
+}
+
+impl From<WechatAnswer> for BindError {
+    fn from(answer: WechatAnswer) -> Self {
+        match answer {
+            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<BindFailure> for BindError {
+    fn from(failure: BindFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            BindFailure::InvalidInput(_) | BindFailure::AppRequired(_) => {
+                Self::BadRequest(body("invalid_request", text))
+            }
+            BindFailure::UnknownApp(..) => Self::BadRequest(body("unknown_app", text)),
+            BindFailure::InvalidTicket => Self::BadRequest(body("invalid_ticket", text)),
+            BindFailure::Wechat(e) => wechat_answer(e).into(),
+            BindFailure::InvalidCredentials => Self::Unauthorized(body("invalid_credentials", text)),
+            BindFailure::AlreadyBound => Self::Conflict(body("already_bound", text)),
+            BindFailure::AccountAlreadyBound => Self::Conflict(body("account_already_bound", text)),
+            BindFailure::TooManyAttempts { retry_after } => {
+                Self::TooManyRequests(body("rate_limited", text), retry_after)
+            }
+            BindFailure::Internal(e) => Self::Internal(internal(e)),
         }
     }
 }
@@ -185,7 +242,8 @@ impl From<AuthError> for LoginError {
 /// Errors of operations that need a bearer token.
 #[derive(Debug, ApiResponse)]
 pub enum MeError {
-    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours.
+    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours, its
+    /// user no longer exists, or the header said `Bearer Bearer ...`.
     #[oai(status = 401)]
     Unauthorized(
         Json<ErrorBody>,
@@ -198,14 +256,18 @@ pub enum MeError {
     Internal(Json<ErrorBody>),
 }
 
-impl From<AuthError> for MeError {
-    fn from(err: AuthError) -> Self {
-        let p = Problem::from(err);
-        match p.status {
-            StatusCode::UNAUTHORIZED => Self::Unauthorized(Json(p.body), p.challenge.unwrap_or_else(|| REALM.into())),
-            _ => Self::Internal(Json(p.body)),
+impl From<BearerFailure> for MeError {
+    fn from(failure: BearerFailure) -> Self {
+        match failure {
+            BearerFailure::Rejected(r) => rejected(r),
+            BearerFailure::Internal(e) => Self::Internal(internal(e)),
         }
     }
+}
+
+fn rejected(rejection: Rejection) -> MeError {
+    let description = rejection.to_string();
+    MeError::Unauthorized(body("invalid_token", description.clone()), challenge(&description))
 }
 
 /// Turns errors raised outside handlers (parse failures, missing auth, unknown routes,
@@ -215,25 +277,30 @@ pub async fn envelope(err: poem::Error) -> Response {
         return err.into_response();
     }
     if err.is::<AuthorizationError>() {
-        return Problem::missing_token().into_response();
+        // No credentials at all: RFC 6750 section 3.1 wants the challenge without an error code.
+        let mut resp =
+            (StatusCode::UNAUTHORIZED, body("invalid_token", "the request has no Authorization: Bearer token"))
+                .into_response();
+        resp.headers_mut().insert("www-authenticate", poem::http::HeaderValue::from_static(REALM));
+        return resp;
     }
     let status = err.status();
-    let problem = match status {
+    let (status, answer) = match status {
         // poem-openapi answers 415 for a wrong Content-Type; clients get one rule: 400.
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid_request", err.to_string())
+            (StatusCode::BAD_REQUEST, body("invalid_request", err.to_string()))
         }
         // One rule for clients: bad input is 400 `invalid_request`, however it is bad.
         StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid_request", "request body too large (max 16 KiB)")
+            (StatusCode::BAD_REQUEST, body("invalid_request", "request body too large (max 16 KiB)"))
         }
-        StatusCode::NOT_FOUND => Problem::new(status, "not_found", "no such endpoint; see /docs"),
-        StatusCode::METHOD_NOT_ALLOWED => Problem::new(status, "method_not_allowed", "method not allowed; see /docs"),
+        StatusCode::NOT_FOUND => (status, body("not_found", "no such endpoint; see /docs")),
+        StatusCode::METHOD_NOT_ALLOWED => (status, body("method_not_allowed", "method not allowed; see /docs")),
         s if s.is_server_error() => {
             tracing::error!(error = %err, "request failed");
-            Problem::internal()
+            (StatusCode::INTERNAL_SERVER_ERROR, body("server_error", "internal error; see the server log"))
         }
-        s => Problem::new(s, "invalid_request", err.to_string()),
+        s => (s, body("invalid_request", err.to_string())),
     };
-    problem.into_response()
+    (status, answer).into_response()
 }

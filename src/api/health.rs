@@ -42,10 +42,10 @@ impl HealthApi {
             Ok(()) => HealthResponse::Ok(Json(HealthBody { status: "ok".into() })),
             Err(e) => {
                 tracing::error!(error = %e, "health check failed");
-                HealthResponse::Unavailable(Json(ErrorBody {
-                    error: "temporarily_unavailable".into(),
-                    error_description: "the database is not answering or not writing; see the server log".into(),
-                }))
+                HealthResponse::Unavailable(super::error::body(
+                    "temporarily_unavailable",
+                    "the database is not answering or not writing; see the server log",
+                ))
             }
         }
     }

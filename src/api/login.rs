@@ -18,13 +18,17 @@ use crate::auth::{Auth, LoginOutcome};
 #[oai(example)]
 pub struct LoginRequest {
     /// The one-time code from `wx.login` (valid 5 minutes, single use). 1 to 128 visible
-    /// ASCII characters. In dev mode any text works; see the README for reserved codes.
+    /// ASCII characters. In dev mode any text works, and some codes are reserved for
+    /// WeChat's errors: the API description lists them when the server runs with `--dev`.
     pub code: CodeText,
+    /// The AppID of the mini-program the code comes from. Optional when the server serves
+    /// one app; required when it serves several.
+    pub appid: Option<String>,
 }
 
 impl Example for LoginRequest {
     fn example() -> Self {
-        Self { code: CodeText("alice".into()) }
+        Self { code: CodeText("alice".into()), appid: None }
     }
 }
 
@@ -92,6 +96,8 @@ fn json_kind(value: Option<&Value>) -> &'static str {
 pub struct LoginUser {
     /// Stable, opaque user id (UUID v7); the token's `sub`.
     pub id: String,
+    /// The AppID the person logged in through; the token's `appid`.
+    pub appid: String,
     /// WeChat openid of the user within this mini-program.
     pub openid: String,
     /// WeChat unionid, when the mini-program is bound to an Open Platform account.
@@ -122,7 +128,8 @@ impl From<LoginOutcome> for LoginBody {
             expires_in: o.token.expires_in,
             user: LoginUser {
                 id: o.user.id.to_string(),
-                openid: o.user.openid,
+                appid: o.identity.appid,
+                openid: o.identity.openid,
                 unionid: o.user.unionid,
                 created: o.created,
             },
@@ -153,11 +160,14 @@ pub struct LoginApi {
 impl LoginApi {
     /// Log in with a wx.login code
     ///
-    /// Exchanges the code with WeChat (`auth.code2Session`), creates the user on the first
-    /// login of an openid, and returns a signed access token.
+    /// Exchanges the code with WeChat (`auth.code2Session`) and returns a signed access
+    /// token. The first login of an openid creates the user (registration `auto`), or
+    /// answers 403 `not_bound` with a bind ticket (registration `bind`). A login whose
+    /// unionid belongs to a user first seen in another app of this server logs in as that
+    /// user.
     #[oai(path = "/v1/login", method = "post", operation_id = "login")]
     async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
-        let outcome = self.auth.login(&body.0.code.0).await?;
+        let outcome = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await?;
         Ok(LoginResponse::Ok(Json(outcome.into()), "no-store".into()))
     }
 }

@@ -6,20 +6,41 @@ use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, auth::Bearer, p
 use time::OffsetDateTime;
 
 use super::{ApiTags, error::MeError};
-use crate::{auth::Auth, domain::User};
+use crate::{
+    auth::{Auth, Me},
+    domain::Identity,
+};
 
-/// A wxauth access token from `POST /v1/login`.
+/// The `access_token` from `POST /v1/login` or `POST /v1/bind`. In the Authorize dialog,
+/// paste the token alone, without `Bearer `: Swagger UI adds the prefix itself.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT")]
 pub struct BearerToken(Bearer);
+
+/// A WeChat identity bound to the user.
+#[derive(Debug, Object)]
+pub struct IdentityBody {
+    /// The mini-program's AppID.
+    pub appid: String,
+    /// The person's openid within it.
+    pub openid: String,
+}
 
 /// The user record.
 #[derive(Debug, Object)]
 pub struct UserBody {
     /// Stable, opaque user id (UUID v7).
     pub id: String,
-    /// WeChat openid within this mini-program.
+    /// The AppID the token was issued through.
+    pub appid: String,
+    /// The openid the token was issued for (within `appid`).
     pub openid: String,
+    /// Every WeChat identity bound to the user now, one per mini-program; empty after
+    /// `DELETE /v1/me/binding`.
+    pub identities: Vec<IdentityBody>,
+    /// The account's username, when the user belongs to an account.
+    #[oai(skip_serializing_if_is_none)]
+    pub username: Option<String>,
     /// WeChat unionid, when known.
     #[oai(skip_serializing_if_is_none)]
     pub unionid: Option<String>,
@@ -30,16 +51,41 @@ pub struct UserBody {
     pub last_login_at: OffsetDateTime,
 }
 
-impl From<User> for UserBody {
-    fn from(u: User) -> Self {
+impl From<Me> for UserBody {
+    fn from(me: Me) -> Self {
+        let u = me.user;
         Self {
             id: u.id.to_string(),
-            openid: u.openid,
+            appid: me.identity.appid,
+            openid: me.identity.openid,
+            identities: u.identities.into_iter().map(identity).collect(),
+            username: u.account,
             unionid: u.unionid,
             created_at: u.created_at,
             last_login_at: u.last_login_at,
         }
     }
+}
+
+fn identity(i: Identity) -> IdentityBody {
+    IdentityBody { appid: i.appid, openid: i.openid }
+}
+
+/// Answer of `DELETE /v1/me/binding`.
+#[derive(Debug, Object)]
+pub struct UnbindBody {
+    /// The identities that were unbound (empty when there were none).
+    pub unbound: Vec<IdentityBody>,
+}
+
+/// Answer of `DELETE /v1/me/binding`.
+#[derive(Debug, ApiResponse)]
+pub enum UnbindResponse {
+    /// Unbound. The next login with these openids behaves as unbound: 403 `not_bound` in
+    /// registration `bind`, a new user in `auto`. Access tokens already issued stay valid
+    /// until they expire.
+    #[oai(status = 200)]
+    Ok(Json<UnbindBody>),
 }
 
 /// Answer of `GET /v1/me`.
@@ -64,5 +110,16 @@ impl MeApi {
     #[oai(path = "/v1/me", method = "get", operation_id = "me")]
     async fn me(&self, token: BearerToken) -> Result<MeResponse, MeError> {
         Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token).await?.into())))
+    }
+
+    /// Unbind WeChat from the account
+    ///
+    /// Removes the user's WeChat identities (every openid of the same person, in every app
+    /// of this server) and its unionid link. The user and its account stay; the person
+    /// binds again with `POST /v1/bind`.
+    #[oai(path = "/v1/me/binding", method = "delete", operation_id = "unbind", tag = "ApiTags::Binding")]
+    async fn unbind(&self, token: BearerToken) -> Result<UnbindResponse, MeError> {
+        let removed = self.auth.unbind(&token.0.token).await?;
+        Ok(UnbindResponse::Ok(Json(UnbindBody { unbound: removed.into_iter().map(identity).collect() })))
     }
 }

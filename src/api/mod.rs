@@ -1,6 +1,8 @@
 //! The HTTP API: one `#[OpenApi]` struct per tag, combined into one service with Swagger UI.
 
+pub mod bind;
 pub mod error;
+mod examples;
 pub mod health;
 pub mod keys;
 pub mod login;
@@ -8,54 +10,105 @@ pub mod me;
 
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, http::StatusCode};
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+    http::{StatusCode, header},
+};
 use poem_openapi::{OpenApiService, Tags};
+use serde_json::Value;
 
-use crate::auth::Auth;
+use crate::{auth::Auth, devmock};
 
 /// Largest request body accepted; a login body is a few dozen bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Operation groups in Swagger UI.
+/// Operation groups in Swagger UI, in the order a newcomer needs them.
 #[derive(Tags)]
 pub enum ApiTags {
     /// Log mini-program users in.
     Login,
     /// The logged-in user.
     User,
+    /// Bind a WeChat identity to an existing account (registration `bind`), or unbind it.
+    Binding,
     /// Public keys for verifying tokens offline.
     Keys,
     /// Service health.
     Health,
 }
 
-/// The OpenAPI service (also the source of the committed spec).
-pub fn service(auth: Arc<Auth>) -> OpenApiService<(login::LoginApi, me::MeApi, keys::KeysApi, health::HealthApi), ()> {
+/// Every operation group, in display order. poem-openapi sorts tags by name; Swagger UI
+/// shows them in the document's order, which [`spec`] restores from this list.
+const TAG_ORDER: &[&str] = &["Login", "User", "Binding", "Keys", "Health"];
+
+type Apis = (login::LoginApi, me::MeApi, bind::BindApi, keys::KeysApi, health::HealthApi);
+
+const DESCRIPTION: &str = "Logs WeChat mini-program users in with a `wx.login` code and issues signed JWTs. \
+     Verify tokens offline with the keys at `/.well-known/jwks.json`.\n\n\
+     To try an operation that needs a token: log in, copy `access_token`, click **Authorize** and \
+     paste the token alone (Swagger UI adds `Bearer ` itself).";
+
+/// The OpenAPI service as poem-openapi generates it.
+pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
+    let mut description = DESCRIPTION.to_owned();
+    if dev {
+        description.push_str(
+            "\n\n**Dev mode**: WeChat is a local mock and any code logs in. These codes are \
+             reserved for WeChat's errors:\n",
+        );
+        for (code, effect) in devmock::RESERVED_CODES {
+            description.push_str(&format!("\n- `{code}`: {effect}"));
+        }
+    }
     OpenApiService::new(
         (
             login::LoginApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
+            bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },
             health::HealthApi { auth },
         ),
         "wxauth",
         env!("CARGO_PKG_VERSION"),
     )
-    .description(
-        "Logs WeChat mini-program users in with a `wx.login` code and issues signed JWTs. \
-         Verify tokens offline with the keys at `/.well-known/jwks.json`.",
-    )
+    .description(description)
+}
+
+/// The published OpenAPI document: the generated one with the tags in [`TAG_ORDER`] and a
+/// real example body for every error answer (see [`examples`]).
+pub fn spec(api: &OpenApiService<Apis, ()>) -> String {
+    let Ok(mut doc) = serde_json::from_str::<Value>(&api.spec()) else { return api.spec() };
+    if let Some(Value::Array(tags)) = doc.get_mut("tags") {
+        tags.sort_by_key(|t| TAG_ORDER.iter().position(|n| t["name"] == *n).unwrap_or(usize::MAX));
+    }
+    for examples::Examples { path, method, status, list } in examples::all() {
+        let examples: serde_json::Map<_, _> = list
+            .into_iter()
+            .map(|(name, body)| (name.to_owned(), serde_json::json!({ "summary": name, "value": body })))
+            .collect();
+        let content =
+            doc.pointer_mut(&format!("/paths/{}/{method}/responses/{status}/content", path.replace('/', "~1")));
+        for media in content.and_then(Value::as_object_mut).into_iter().flat_map(|c| c.values_mut()) {
+            media["examples"] = examples.clone().into();
+        }
+    }
+    serde_json::to_string(&doc).unwrap_or_else(|_| api.spec())
 }
 
 /// Every route: the API, Swagger UI at `/docs` and the spec at `/openapi.json`.
-pub fn routes(auth: Arc<Auth>) -> impl Endpoint {
-    let api = service(auth);
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+pub fn routes(auth: Arc<Auth>, dev: bool) -> impl Endpoint {
+    let api = service(auth, dev);
+    let document = spec(&api);
+    // Swagger UI embeds the document it is given; give it the published one.
+    let html = api.swagger_ui_html().replace(&api.spec(), &document);
+    let docs = Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())));
+    let served = poem::endpoint::make_sync(move |_| {
+        Response::builder().header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(document.clone())
+    });
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
-        .at("/openapi.json", spec)
+        .at("/openapi.json", served)
         .around(limit_body)
         .catch_all_error(error::envelope)
         .around(access_log)

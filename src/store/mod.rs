@@ -1,4 +1,4 @@
-//! Where users, openid bindings and session keys live.
+//! Where users, their WeChat identities, accounts, bind tickets and session keys live.
 //!
 //! The rest of wxauth talks to [`Store`] only. It is a struct over a private enum of
 //! backends rather than a trait object: calls dispatch statically (no boxed futures on the
@@ -9,7 +9,9 @@
 //!
 //! The contract every backend keeps, checked by the conformance suite in `tests/store`:
 //! - the first login of an openid creates exactly one user, however many race, and answers
-//!   only once the user and binding are durable;
+//!   only once the user and binding are durable; so does every change of a binding, a
+//!   unionid link or an account;
+//! - a login whose unionid belongs to a user first seen in another app joins that user;
 //! - a returning login is visible to the very next call at once (a new session key
 //!   included), writes only what changed, and does not wait for durability;
 //! - a layout newer than this build is refused at open.
@@ -21,11 +23,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     config::StoreSettings,
-    domain::{SessionKey, User, UserId, WechatSession},
+    domain::{Identity, SessionKey, User, UserId, WechatSession},
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.
@@ -46,6 +48,24 @@ pub enum StoreError {
     /// A record could not be decoded, or a binding points at a missing user.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The openid is bound to another user.
+    #[error("this WeChat identity is already bound to another user")]
+    AlreadyBound,
+    /// The account already has another openid of the same app.
+    #[error("this account is already bound to another WeChat identity of this mini-program")]
+    AccountAlreadyBound,
+    /// No account has this username.
+    #[error("no account has this username")]
+    NoSuchAccount,
+    /// An account with this username exists.
+    #[error("an account with this username already exists")]
+    AccountExists,
+    /// The bind ticket is unknown, spent or expired.
+    #[error("the bind ticket is unknown, already used or expired")]
+    TicketNotFound,
+    /// A login that may create users did not create one (a backend bug).
+    #[error("the store did not create a user for a first login")]
+    NotCreated,
 }
 
 /// The session key kept for a user: only the newest one is valid at WeChat.
@@ -67,6 +87,35 @@ pub struct LoginRecord {
     pub created: bool,
 }
 
+/// An account made by an operator (`wxauth accounts add`).
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The username.
+    pub username: String,
+    /// The user the account's logins resolve to.
+    pub user: UserId,
+    /// The argon2id PHC string of the password.
+    pub password_hash: String,
+    /// When the account was added.
+    pub created_at: OffsetDateTime,
+}
+
+/// What a bind ticket stands for: a WeChat login that found no bound user. It holds the
+/// session key, so the key stays on the server while the client holds only the ticket.
+#[derive(Debug, Clone)]
+pub struct BindTicket {
+    /// The app the login came through.
+    pub appid: String,
+    /// What WeChat said about the person.
+    pub session: WechatSession,
+    /// When the ticket stops working.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The key a ticket is stored under: the SHA-256 of the text the client holds, so that a
+/// copy of the store alone yields no usable ticket.
+pub type TicketId = [u8; 32];
+
 /// Handle to the configured backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -87,14 +136,64 @@ impl Store {
         Ok(Self { backend })
     }
 
-    /// Records a successful login of `session` for `appid`.
+    /// Records a successful login of `session` for `appid`, creating the user when the
+    /// openid is new (registration `auto`).
     ///
     /// The first login of an openid creates the user and answers once it is durable. Later
     /// logins update only what changed (a new session key, a unionid, a `last_login_at`
     /// older than [`LAST_LOGIN_GRANULARITY`]) and do not wait for the disk.
     pub async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.record_login(appid, session).await,
+            Backend::Sled(s) => s.login(appid, session, true).await?.ok_or(StoreError::NotCreated),
+        }
+    }
+
+    /// Like [`Store::record_login`], but never creates a user (registration `bind`): `None`
+    /// when the openid is not bound and its unionid (if any) belongs to no user.
+    pub async fn login_if_bound(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+    ) -> Result<Option<LoginRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.login(appid, session, false).await,
+        }
+    }
+
+    /// Binds the identity in `session` (of `appid`) to the user of account `username`, and
+    /// spends `ticket` when the identity came from one. Binding an identity to the account
+    /// it is already bound to succeeds again.
+    pub async fn bind(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+        username: &str,
+        ticket: Option<&TicketId>,
+    ) -> Result<LoginRecord, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.bind(appid, session, username, ticket).await,
+        }
+    }
+
+    /// Removes every WeChat identity (and the unionid link) of a user. The user and its
+    /// account stay. Returns the identities that were removed.
+    pub async fn unbind(&self, id: &UserId) -> Result<Vec<Identity>, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.unbind(id).await,
+        }
+    }
+
+    /// Keeps a bind ticket until it expires or is spent.
+    pub async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.put_ticket(id, ticket),
+        }
+    }
+
+    /// A bind ticket that is neither spent nor expired.
+    pub async fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.ticket(id),
         }
     }
 
@@ -105,10 +204,54 @@ impl Store {
         }
     }
 
-    /// The newest session key of a user. Never sent to clients; for decrypting open data.
-    pub async fn session_key(&self, id: &UserId) -> Result<Option<StoredSessionKey>, StoreError> {
+    /// The user bound to `openid` of `appid`, if any.
+    pub async fn user_by_openid(&self, appid: &str, openid: &str) -> Result<Option<User>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.session_key(id),
+            Backend::Sled(s) => s.user_by_openid(appid, openid),
+        }
+    }
+
+    /// The newest session key of a user in `appid`. Never sent to clients; for decrypting
+    /// open data.
+    pub async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.session_key(id, appid),
+        }
+    }
+
+    /// Adds an account with a new user of its own. Durable when it returns.
+    pub async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.add_account(username, password_hash).await,
+        }
+    }
+
+    /// The account named `username`, if any.
+    pub async fn account(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.account(username),
+        }
+    }
+
+    /// Every account, by username.
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.accounts(),
+        }
+    }
+
+    /// Replaces an account's password hash. Durable when it returns.
+    pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.set_password(username, password_hash).await,
+        }
+    }
+
+    /// Removes an account and its user, with the user's WeChat bindings. Tokens already
+    /// issued to the user stop working at `/v1/me`. Returns the removed user.
+    pub async fn remove_account(&self, username: &str) -> Result<User, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.remove_account(username).await,
         }
     }
 
@@ -127,42 +270,40 @@ impl Store {
     }
 }
 
-/// What a returning login must write, given what is stored: `None` when nothing changed.
-/// Shared by the backends so that they agree on "only what changed".
-fn returning_update(stored: &User, session: &WechatSession, now: OffsetDateTime) -> Option<User> {
-    let new_unionid = session.unionid.is_some() && session.unionid != stored.unionid;
-    let stale = now - stored.last_login_at >= LAST_LOGIN_GRANULARITY;
-    (new_unionid || stale).then(|| {
-        let mut user = stored.clone();
-        if new_unionid {
-            user.unionid.clone_from(&session.unionid);
-        }
-        user.last_login_at = now;
-        user
-    })
+/// What a returning login changes in a stored identity and user. Shared by the backends
+/// so that they agree on "only what changed".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Changes {
+    /// `last_login_at`, when the stored value is at least [`LAST_LOGIN_GRANULARITY`] old.
+    last_login_at: Option<OffsetDateTime>,
+    /// The session key, when WeChat sent a different one.
+    session_key: Option<StoredSessionKey>,
+    /// The unionid, when WeChat sent one for a user that had none.
+    unionid: Option<String>,
 }
 
-/// The session-key record to write, given what is stored: `None` when WeChat sent the same key.
-fn session_key_update(
-    stored: Option<&StoredSessionKey>,
-    key: &SessionKey,
-    now: OffsetDateTime,
-) -> Option<StoredSessionKey> {
-    match stored {
-        Some(s) if s.session_key == *key => None,
-        _ => Some(StoredSessionKey { session_key: key.clone(), issued_at: now }),
+impl Changes {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 }
 
-/// A fresh user for a first login.
-fn new_user(id: UserId, appid: &str, session: &WechatSession, now: OffsetDateTime) -> User {
-    User {
-        id,
-        appid: appid.to_owned(),
-        openid: session.openid.clone(),
-        unionid: session.unionid.clone(),
-        created_at: now,
-        last_login_at: now,
+/// What a returning login must write, given what is stored.
+fn returning_changes(
+    last_login_at: OffsetDateTime,
+    unionid: Option<&str>,
+    key: Option<&StoredSessionKey>,
+    session: &WechatSession,
+    now: OffsetDateTime,
+) -> Changes {
+    Changes {
+        last_login_at: (now - last_login_at >= LAST_LOGIN_GRANULARITY).then_some(now),
+        session_key: match key {
+            Some(k) if k.session_key == session.session_key => None,
+            _ => Some(StoredSessionKey { session_key: session.session_key.clone(), issued_at: now }),
+        },
+        // A unionid, once received, is kept: later answers without one change nothing.
+        unionid: if unionid.is_none() { session.unionid.clone() } else { None },
     }
 }
 
@@ -179,29 +320,29 @@ mod tests {
     }
 
     #[test]
-    fn a_returning_login_rewrites_the_user_only_when_something_changed() {
+    fn a_returning_login_changes_only_what_changed() {
         let t0 = OffsetDateTime::now_utc();
-        let user = new_user(UserId::new(), "wx1", &session(None, "k"), t0);
+        let key = StoredSessionKey { session_key: SessionKey::new("k".into()), issued_at: t0 };
         let soon = t0 + Duration::seconds(10);
-        assert_eq!(returning_update(&user, &session(None, "k"), soon), None);
-        let updated = returning_update(&user, &session(Some("u1"), "k"), soon).unwrap();
-        assert_eq!((updated.unionid.as_deref(), updated.last_login_at), (Some("u1"), soon));
+        assert!(returning_changes(t0, None, Some(&key), &session(None, "k"), soon).is_empty());
+        let c = returning_changes(t0, None, Some(&key), &session(Some("u1"), "k"), soon);
+        assert_eq!(c, Changes { unionid: Some("u1".into()), ..Changes::default() });
         let later = t0 + LAST_LOGIN_GRANULARITY;
-        assert_eq!(returning_update(&user, &session(None, "k"), later).unwrap().last_login_at, later);
-        let with_union = User { unionid: Some("u1".into()), ..user };
-        // A unionid once received is kept when a later answer lacks it.
-        assert_eq!(returning_update(&with_union, &session(None, "k"), soon), None);
-        assert_eq!(returning_update(&with_union, &session(Some("u1"), "k"), soon), None);
+        let c = returning_changes(t0, None, Some(&key), &session(None, "k"), later);
+        assert_eq!(c, Changes { last_login_at: Some(later), ..Changes::default() });
+        // A unionid once received is kept when a later answer lacks it, or names another.
+        assert!(returning_changes(t0, Some("u1"), Some(&key), &session(None, "k"), soon).is_empty());
+        assert!(returning_changes(t0, Some("u1"), Some(&key), &session(Some("u2"), "k"), soon).is_empty());
     }
 
     #[test]
     fn a_session_key_is_written_only_when_wechat_sent_a_different_one() {
         let t0 = OffsetDateTime::now_utc();
-        let key = SessionKey::new("k1".into());
-        let stored = StoredSessionKey { session_key: key.clone(), issued_at: t0 };
-        assert_eq!(session_key_update(Some(&stored), &key, t0 + Duration::seconds(1)), None);
-        let other = SessionKey::new("k2".into());
-        assert_eq!(session_key_update(Some(&stored), &other, t0).unwrap().session_key, other);
-        assert!(session_key_update(None, &key, t0).is_some());
+        let key = StoredSessionKey { session_key: SessionKey::new("k1".into()), issued_at: t0 };
+        let later = t0 + Duration::seconds(1);
+        assert_eq!(returning_changes(t0, None, Some(&key), &session(None, "k1"), later).session_key, None);
+        let changed = returning_changes(t0, None, Some(&key), &session(None, "k2"), later).session_key.unwrap();
+        assert_eq!((changed.session_key.expose(), changed.issued_at), ("k2", later));
+        assert!(returning_changes(t0, None, None, &session(None, "k1"), later).session_key.is_some());
     }
 }

@@ -15,7 +15,10 @@ use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{config::TokenSettings, domain::User};
+use crate::{
+    config::TokenSettings,
+    domain::{Identity, User},
+};
 use keys::RingKey;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
@@ -62,6 +65,8 @@ pub enum Rejection {
     Expired,
     /// Bad signature, wrong algorithm, issuer or audience, a missing claim, or `nbf` ahead.
     Invalid,
+    /// The token itself starts with `Bearer `: the header said `Bearer Bearer ...`.
+    DoubledPrefix,
 }
 
 impl fmt::Display for Rejection {
@@ -71,6 +76,10 @@ impl fmt::Display for Rejection {
             Self::UnknownKey => "the token was not signed by a key of this issuer",
             Self::Expired => "the token has expired; log in again",
             Self::Invalid => "the token failed verification",
+            Self::DoubledPrefix => {
+                "the Authorization header says 'Bearer Bearer ...': send the token after a single 'Bearer ' \
+                 (in Swagger UI's Authorize dialog, paste the token alone)"
+            }
         })
     }
 }
@@ -229,8 +238,8 @@ impl Tokens {
         self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Signs an access token for `user` with the newest key.
-    pub fn issue(&self, user: &User) -> Result<IssuedToken, TokenError> {
+    /// Signs an access token for `user`, logged in through `identity`, with the newest key.
+    pub fn issue(&self, user: &User, identity: &Identity) -> Result<IssuedToken, TokenError> {
         let ring = self.ring();
         let key = &ring.keys[ring.signer];
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -243,8 +252,8 @@ impl Tokens {
             nbf: now,
             exp: now + i64::try_from(ttl).unwrap_or(i64::MAX),
             jti: uuid::Uuid::new_v4().to_string(),
-            appid: user.appid.clone(),
-            openid: user.openid.clone(),
+            appid: identity.appid.clone(),
+            openid: identity.openid.clone(),
             unionid: user.unionid.clone(),
         };
         let token = key.signer.sign(&claims)?;
@@ -255,6 +264,9 @@ impl Tokens {
     /// header), and `iss`, `aud`, `sub` and `exp` must be present and right.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let reject = |r| TokenError::Rejected(r);
+        if token.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) {
+            return Err(reject(Rejection::DoubledPrefix));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| reject(Rejection::Malformed))?;
         let ring = self.ring();
         let key =
@@ -383,12 +395,17 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         User {
             id: UserId::new(),
-            appid: "wx123".into(),
-            openid: "o1".into(),
+            identities: vec![identity()],
             unionid: None,
+            account: None,
+            unionid_shared_with: Vec::new(),
             created_at: now,
             last_login_at: now,
         }
+    }
+
+    fn identity() -> Identity {
+        Identity { appid: "wx123".into(), openid: "o1".into() }
     }
 
     #[test]
@@ -397,7 +414,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let tokens = Tokens::open(&settings(alg), "https://auth.example.com".into(), dir.path(), true).unwrap();
             let user = user();
-            let issued = tokens.issue(&user).unwrap();
+            let issued = tokens.issue(&user, &identity()).unwrap();
             let claims = tokens.verify(&issued.token).unwrap();
             assert_eq!(claims.sub, user.id.to_string(), "{alg}");
             let header = jsonwebtoken::decode_header(&issued.token).unwrap();
@@ -455,7 +472,7 @@ mod tests {
             .unwrap();
         let tokens =
             Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), false).unwrap();
-        let issued = tokens.issue(&user()).unwrap();
+        let issued = tokens.issue(&user(), &identity()).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), new.kid);
     }
 

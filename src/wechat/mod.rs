@@ -12,7 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::{
-    config::{Secret, WechatSettings},
+    config::{Secret, WechatApp, WechatSettings},
     domain::{JsCode, SessionKey, WechatSession},
 };
 use singleflight::SingleFlight;
@@ -102,9 +102,20 @@ struct Inner {
 }
 
 impl WechatClient {
-    /// Builds the client: rustls with certificate verification, timeouts, keep-alive.
-    pub fn new(settings: &WechatSettings) -> Result<Self, WechatError> {
-        let http = reqwest::Client::builder()
+    /// One client per configured app, sharing one connection pool, in the settings' order.
+    pub fn for_apps(settings: &WechatSettings) -> Result<Vec<Self>, WechatError> {
+        let http = Self::http(settings)?;
+        settings.apps.iter().map(|app| Self::with_http(settings, app, http.clone())).collect()
+    }
+
+    /// Builds the client of one app: rustls with certificate verification, timeouts,
+    /// keep-alive.
+    pub fn new(settings: &WechatSettings, app: &WechatApp) -> Result<Self, WechatError> {
+        Self::with_http(settings, app, Self::http(settings)?)
+    }
+
+    fn http(settings: &WechatSettings) -> Result<reqwest::Client, WechatError> {
+        reqwest::Client::builder()
             .connect_timeout(settings.timeout.min(Duration::from_secs(3)))
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -112,7 +123,10 @@ impl WechatClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wxauth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url())))?;
+            .map_err(|e| WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url())))
+    }
+
+    fn with_http(settings: &WechatSettings, app: &WechatApp, http: reqwest::Client) -> Result<Self, WechatError> {
         let mut code2session_url = settings.base_url.clone();
         code2session_url
             .path_segments_mut()
@@ -122,13 +136,9 @@ impl WechatClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                code2session_prefix: Secret::new(query_prefix(
-                    &code2session_url,
-                    &settings.appid,
-                    settings.secret.expose(),
-                )),
+                code2session_prefix: Secret::new(query_prefix(&code2session_url, &app.appid, app.secret.expose())),
                 code2session_url,
-                appid: settings.appid.clone(),
+                appid: app.appid.clone(),
                 inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
             }),
         })

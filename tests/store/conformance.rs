@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use wxauth::{
-    domain::{SessionKey, UserId, WechatSession},
-    store::{LAST_LOGIN_GRANULARITY, SCHEMA_VERSION, Store, StoreError},
+    domain::{Identity, SessionKey, UserId, WechatSession},
+    store::{BindTicket, LAST_LOGIN_GRANULARITY, SCHEMA_VERSION, Store, StoreError},
 };
 
 use crate::{Backend, open};
@@ -13,6 +13,12 @@ use crate::{Backend, open};
 fn session(openid: &str, key: &str) -> WechatSession {
     WechatSession { openid: openid.into(), unionid: None, session_key: SessionKey::new(key.into()) }
 }
+
+fn person(openid: &str, unionid: &str) -> WechatSession {
+    WechatSession { unionid: Some(unionid.into()), ..session(openid, &format!("key-{openid}")) }
+}
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
 
 pub async fn racing_first_logins_create_exactly_one_user(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
@@ -42,8 +48,7 @@ pub async fn a_returning_login_finds_the_same_user_and_is_not_created(backend: &
 
     assert!(first.created && !again.created);
     assert_eq!(again.user.id, first.user.id);
-    assert_eq!(again.user.openid, "o1");
-    assert_eq!(again.user.appid, "wx1");
+    assert_eq!(again.user.identities, [Identity { appid: "wx1".into(), openid: "o1".into() }]);
 }
 
 pub async fn a_returning_login_within_the_granularity_keeps_last_login_at(backend: &dyn Backend) {
@@ -68,31 +73,31 @@ pub async fn a_user_is_found_by_id_and_an_unknown_id_is_none(backend: &dyn Backe
 
     assert_eq!(store.user(&created.user.id).await.unwrap(), Some(created.user.clone()));
     assert_eq!(store.user(&UserId::new()).await.unwrap(), None);
-    assert_eq!(store.session_key(&UserId::new()).await.unwrap(), None);
+    assert_eq!(store.session_key(&UserId::new(), "wx1").await.unwrap(), None);
 }
 
 pub async fn a_new_session_key_replaces_the_old_one_at_once(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     let id = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user.id;
-    assert_eq!(store.session_key(&id).await.unwrap().unwrap().session_key.expose(), "k1");
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "k1");
 
     store.record_login("wx1", &session("o1", "k2")).await.unwrap();
 
     // The very next call: a mini-program decrypts right after logging in.
-    assert_eq!(store.session_key(&id).await.unwrap().unwrap().session_key.expose(), "k2");
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "k2");
 }
 
 pub async fn the_same_session_key_keeps_its_issue_time(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     let id = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user.id;
-    let before = store.session_key(&id).await.unwrap().unwrap();
+    let before = store.session_key(&id, "wx1").await.unwrap().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 
     store.record_login("wx1", &session("o1", "k1")).await.unwrap();
 
-    assert_eq!(store.session_key(&id).await.unwrap().unwrap(), before);
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap(), before);
 }
 
 pub async fn a_unionid_is_learned_and_then_kept(backend: &dyn Backend) {
@@ -132,7 +137,7 @@ pub async fn acknowledged_logins_are_there_after_reopening(backend: &dyn Backend
     let store = open(&settings).await.unwrap();
 
     assert_eq!(store.user(&created.user.id).await.unwrap(), Some(created.user.clone()));
-    assert_eq!(store.session_key(&created.user.id).await.unwrap().unwrap().session_key.expose(), "k2");
+    assert_eq!(store.session_key(&created.user.id, "wx1").await.unwrap().unwrap().session_key.expose(), "k2");
     let again = store.record_login("wx1", &session("o1", "k2")).await.unwrap();
     assert_eq!((again.user.id, again.created), (created.user.id, false));
 }
@@ -158,4 +163,182 @@ pub async fn the_health_check_passes_on_a_working_store(backend: &dyn Backend) {
     store.check().await.unwrap();
     store.record_login("wx1", &session("o1", "k1")).await.unwrap();
     store.check().await.unwrap();
+}
+
+pub async fn a_login_whose_unionid_is_known_from_another_app_joins_that_user(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+
+    let a = store.record_login("wxA", &person("oa", "u1")).await.unwrap();
+    let b = store.record_login("wxB", &person("ob", "u1")).await.unwrap();
+
+    assert!(a.created && !b.created);
+    assert_eq!(b.user.id, a.user.id);
+    let ids =
+        |u: &wxauth::domain::User| u.identities.iter().map(|i| (i.appid.clone(), i.openid.clone())).collect::<Vec<_>>();
+    assert_eq!(ids(&b.user), [("wxA".into(), "oa".into()), ("wxB".into(), "ob".into())]);
+    assert_eq!(store.session_key(&a.user.id, "wxB").await.unwrap().unwrap().session_key.expose(), "key-ob");
+    assert_eq!(store.user_by_openid("wxB", "ob").await.unwrap().unwrap().id, a.user.id);
+    let again = store.record_login("wxB", &person("ob", "u1")).await.unwrap();
+    assert_eq!((again.user.id, again.created), (a.user.id, false));
+}
+
+pub async fn racing_first_logins_of_one_person_in_two_apps_create_one_user(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = Arc::new(open(&settings).await.unwrap());
+
+    let logins: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let (appid, openid) = if i % 2 == 0 { ("wxA", "oa") } else { ("wxB", "ob") };
+            tokio::spawn(async move { store.record_login(appid, &person(openid, "u_race")).await })
+        })
+        .collect();
+    let mut records = Vec::new();
+    for login in logins {
+        records.push(login.await.unwrap().unwrap());
+    }
+
+    assert_eq!(records.iter().filter(|r| r.created).count(), 1, "not exactly one creation");
+    assert!(records.iter().all(|r| r.user.id == records[0].user.id), "one person got two users");
+    assert_eq!(store.user(&records[0].user.id).await.unwrap().unwrap().identities.len(), 2);
+}
+
+pub async fn two_existing_users_that_turn_out_to_share_a_unionid_are_reported_not_merged(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    // Before the apps were tied to one Open Platform account, WeChat sent no unionid.
+    let a = store.record_login("wxA", &session("oa", "k")).await.unwrap().user;
+    let b = store.record_login("wxB", &session("ob", "k")).await.unwrap().user;
+
+    store.record_login("wxA", &person("oa", "u1")).await.unwrap();
+    let later = store.record_login("wxB", &person("ob", "u1")).await.unwrap();
+
+    assert_eq!(later.user.id, b.id, "merged silently");
+    assert_eq!(store.user(&a.id).await.unwrap().unwrap().unionid_shared_with, [b.id]);
+    assert_eq!(store.user(&b.id).await.unwrap().unwrap().unionid_shared_with, [a.id]);
+    // A third app's login with that unionid joins the first holder.
+    let c = store.record_login("wxC", &person("oc", "u1")).await.unwrap();
+    assert_eq!(c.user.id, a.id);
+}
+
+pub async fn a_login_that_may_not_create_finds_nothing_and_stores_nothing(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+
+    assert!(store.login_if_bound("wx1", &session("o1", "k")).await.unwrap().is_none());
+    assert!(store.user_by_openid("wx1", "o1").await.unwrap().is_none());
+    let created = store.record_login("wx1", &session("o1", "k")).await.unwrap();
+    let found = store.login_if_bound("wx1", &session("o1", "k2")).await.unwrap().unwrap();
+    assert_eq!((found.user.id, found.created), (created.user.id, false));
+}
+
+pub async fn accounts_are_added_listed_changed_and_removed(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+
+    let user = store.add_account("alice", HASH).await.unwrap();
+    assert!(matches!(store.add_account("alice", HASH).await, Err(StoreError::AccountExists)));
+    store.add_account("bob", HASH).await.unwrap();
+
+    assert_eq!(user.account.as_deref(), Some("alice"));
+    assert!(user.identities.is_empty());
+    let names: Vec<_> = store.accounts().await.unwrap().into_iter().map(|a| a.username).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    store.set_password("alice", "$argon2id$new").await.unwrap();
+    assert_eq!(store.account("alice").await.unwrap().unwrap().password_hash, "$argon2id$new");
+    assert!(matches!(store.set_password("carol", HASH).await, Err(StoreError::NoSuchAccount)));
+
+    store.bind("wx1", &session("o1", "k"), "alice", None).await.unwrap();
+    let removed = store.remove_account("alice").await.unwrap();
+    assert_eq!(removed.id, user.id);
+    assert!(store.account("alice").await.unwrap().is_none());
+    assert!(store.user(&user.id).await.unwrap().is_none());
+    assert!(store.login_if_bound("wx1", &session("o1", "k")).await.unwrap().is_none(), "binding outlived its user");
+    assert!(matches!(store.remove_account("alice").await, Err(StoreError::NoSuchAccount)));
+}
+
+pub async fn a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let alice = store.add_account("alice", HASH).await.unwrap();
+    store.add_account("bob", HASH).await.unwrap();
+
+    let bound = store.bind("wx1", &person("o1", "u1"), "alice", None).await.unwrap();
+    assert_eq!((bound.user.id, bound.created), (alice.id, false));
+    assert_eq!(bound.user.unionid.as_deref(), Some("u1"));
+    let login = store.login_if_bound("wx1", &session("o1", "k2")).await.unwrap().unwrap();
+    assert_eq!(login.user.id, alice.id);
+    // Binding it again to the same account is fine; to another account it is not.
+    assert_eq!(store.bind("wx1", &session("o1", "k3"), "alice", None).await.unwrap().user.id, alice.id);
+    assert!(matches!(store.bind("wx1", &session("o1", "k"), "bob", None).await, Err(StoreError::AlreadyBound)));
+    let other = store.bind("wx1", &session("o2", "k"), "alice", None).await;
+    assert!(matches!(other, Err(StoreError::AccountAlreadyBound)), "{other:?}");
+    assert!(matches!(store.bind("wx1", &session("o3", "k"), "carol", None).await, Err(StoreError::NoSuchAccount)));
+    // Another app's openid of the same account is welcome.
+    let second = store.bind("wx2", &session("o9", "k"), "alice", None).await.unwrap();
+    assert_eq!(second.user.identities.len(), 2);
+}
+
+pub async fn racing_binds_of_one_account_bind_exactly_one_openid(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = Arc::new(open(&settings).await.unwrap());
+    store.add_account("alice", HASH).await.unwrap();
+
+    let binds: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.bind("wx1", &session(&format!("o{i}"), "k"), "alice", None).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for bind in binds {
+        results.push(bind.await.unwrap());
+    }
+
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::AccountAlreadyBound)));
+}
+
+pub async fn a_ticket_works_until_it_is_spent_or_expires(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    store.add_account("alice", HASH).await.unwrap();
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let ticket = BindTicket { appid: "wx1".into(), session: person("o1", "u1"), expires_at: soon };
+    store.put_ticket(&[1; 32], &ticket).await.unwrap();
+    let expired =
+        BindTicket { expires_at: time::OffsetDateTime::now_utc() - time::Duration::seconds(1), ..ticket.clone() };
+    store.put_ticket(&[2; 32], &expired).await.unwrap();
+
+    let found = store.ticket(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!((found.appid.as_str(), found.session.openid.as_str()), ("wx1", "o1"));
+    assert_eq!(found.session.session_key.expose(), "key-o1");
+    assert!(store.ticket(&[2; 32]).await.unwrap().is_none(), "an expired ticket was found");
+    assert!(store.ticket(&[3; 32]).await.unwrap().is_none());
+
+    store.bind("wx1", &found.session, "alice", Some(&[1; 32])).await.unwrap();
+    assert!(store.ticket(&[1; 32]).await.unwrap().is_none(), "a spent ticket was found");
+    let again = store.bind("wx1", &found.session, "alice", Some(&[1; 32])).await;
+    assert!(matches!(again, Err(StoreError::TicketNotFound)), "{again:?}");
+    let late = store.bind("wx1", &expired.session, "alice", Some(&[2; 32])).await;
+    assert!(matches!(late, Err(StoreError::TicketNotFound)), "{late:?}");
+}
+
+pub async fn unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let alice = store.add_account("alice", HASH).await.unwrap();
+    store.bind("wxA", &person("oa", "u1"), "alice", None).await.unwrap();
+    store.record_login("wxB", &person("ob", "u1")).await.unwrap();
+
+    let removed = store.unbind(&alice.id).await.unwrap();
+
+    assert_eq!(removed.len(), 2);
+    let user = store.user(&alice.id).await.unwrap().unwrap();
+    assert!(user.identities.is_empty() && user.unionid.is_none(), "{user:?}");
+    assert!(store.account("alice").await.unwrap().is_some());
+    assert!(store.login_if_bound("wxA", &person("oa", "u1")).await.unwrap().is_none());
+    assert!(store.login_if_bound("wxB", &person("ob", "u1")).await.unwrap().is_none(), "the unionid still linked");
+    assert!(store.unbind(&UserId::new()).await.unwrap().is_empty());
 }

@@ -90,5 +90,14 @@ conformance_suite!(
         acknowledged_logins_are_there_after_reopening,
         a_store_written_by_a_newer_schema_is_refused,
         the_health_check_passes_on_a_working_store,
+        a_login_whose_unionid_is_known_from_another_app_joins_that_user,
+        racing_first_logins_of_one_person_in_two_apps_create_one_user,
+        two_existing_users_that_turn_out_to_share_a_unionid_are_reported_not_merged,
+        a_login_that_may_not_create_finds_nothing_and_stores_nothing,
+        accounts_are_added_listed_changed_and_removed,
+        a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts,
+        racing_binds_of_one_account_bind_exactly_one_openid,
+        a_ticket_works_until_it_is_spent_or_expires,
+        unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
     ]
 );

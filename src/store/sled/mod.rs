@@ -1,41 +1,60 @@
 //! The embedded backend: one sled database in `WXAUTH_DATA_DIR`, one process.
 //!
-//! Trees (schema 2):
-//! - `user_records`: user id (16 bytes) → the user and its newest session key, one compact
-//!   record ([`record::UserRecord`], postcard)
+//! Trees (schema 3):
+//! - `user_records`: user id (16 bytes) → the user, its WeChat identities and each one's
+//!   newest session key, one compact record ([`record::UserRecord`], postcard)
 //! - `openids`: `"{appid}:{openid}"` → user id; the binding a login looks up
+//! - `unionids`: unionid → user id; how a login from another app finds the same person
+//! - `accounts`: username → user id and argon2id password hash ([`record::AccountRecord`])
+//! - `bind_tickets`: SHA-256 of a ticket → what it stands for ([`record::TicketRecord`])
 //! - `meta`: `schema_version` → u32 big-endian
 //!
-//! Schema 1 (the first release) kept JSON users and session keys in two trees; opening
-//! such a store migrates it once ([`migrate_from_v1`]).
+//! Earlier layouts are migrated once at open ([`migrate_from_v1`], [`migrate_from_v2`]).
 //!
-//! No write needs a cross-tree transaction: a first login writes the record, then the
-//! binding by compare-and-swap (see [`SledStore::create`]); a returning login rewrites its
-//! one record by compare-and-swap, and only when something changed. sled recovers a prefix
-//! of its log, so the order of writes is the order in which they can survive a crash.
+//! Concurrency: sled admits one process per directory, so everything that changes who is
+//! bound to whom (first logins, unionid links, binds, unbinds, accounts) runs under one
+//! in-process lock ([`SledStore::links`]): a few microseconds of sled calls, never held
+//! across a flush. Racing first logins, two apps logging the same person in at once and 50
+//! binds of one account are then plain sequential decisions. A returning login takes no
+//! lock: it rewrites its one record by compare-and-swap, and only when something changed.
+//! sled recovers a prefix of its log, so writes are ordered record before binding: whoever
+//! finds a binding finds its user.
 //!
-//! Durability: a first login waits for a group commit ([`commit`]): sled's flush plus an
-//! `fdatasync` of the database file, because sled's own flush ends in `sync_file_range`,
-//! which survives `kill -9` but not a power loss. A returning login does not wait: sled's
-//! background flusher (every 500 ms, ending in `fsync`) makes it durable lazily.
+//! Durability: every change under the lock waits for a group commit ([`commit`]): sled's
+//! flush plus an `fdatasync` of the database file, because sled's own flush ends in
+//! `sync_file_range`, which survives `kill -9` but not a power loss. A returning login does
+//! not wait: sled's background flusher (every 500 ms, ending in `fsync`) makes it durable
+//! lazily.
 
 mod commit;
+mod legacy;
 mod record;
+
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicI64, Ordering},
+};
 
 use ::sled::IVec;
 use time::OffsetDateTime;
 
 use super::{
-    LoginRecord, SCHEMA_VERSION, StoreError, StoredSessionKey, new_user, returning_update, session_key_update,
+    Account, BindTicket, LoginRecord, SCHEMA_VERSION, StoreError, StoredSessionKey, TicketId, returning_changes,
 };
 use crate::{
     config::SledSettings,
-    domain::{User, UserId, WechatSession},
+    domain::{Identity, SessionKey, User, UserId, WechatSession},
 };
 use commit::GroupCommit;
-use record::UserRecord;
+use record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, encode_key};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+const RECORDS: &str = "users";
+const UNIONIDS: &str = "unionids";
+/// Schema 2's records, migrated into [`RECORDS`].
+const V2_RECORDS: &str = "user_records";
+/// Expired tickets are swept at most this often, by whoever stores a ticket.
+const TICKET_SWEEP_SECS: i64 = 60;
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
@@ -48,15 +67,29 @@ impl From<::sled::Error> for StoreError {
 pub(super) struct SledStore {
     records: ::sled::Tree,
     openids: ::sled::Tree,
+    unionids: ::sled::Tree,
+    accounts: ::sled::Tree,
+    tickets: ::sled::Tree,
     meta: ::sled::Tree,
     commit: GroupCommit,
+    /// Held while bindings, unionid links or accounts change (see the module comment).
+    links: Arc<Mutex<()>>,
+    /// Unix seconds of the last sweep of expired tickets.
+    swept_at: Arc<AtomicI64>,
+}
+
+/// What the lock-free path of a login found.
+enum Fast {
+    /// Done: nothing else to write.
+    Done(LoginRecord),
+    /// The login changes a link (a first unionid) or raced with an unbind: take the lock.
+    Slow,
 }
 
 impl SledStore {
     pub(super) async fn open(settings: &SledSettings) -> Result<Self, StoreError> {
         let db = ::sled::Config::new().path(&settings.data_dir).cache_capacity(settings.cache_bytes).open()?;
         let meta = db.open_tree("meta")?;
-        let records = db.open_tree("user_records")?;
         let version = match meta.compare_and_swap(SCHEMA_KEY, None::<&[u8]>, Some(&SCHEMA_VERSION.to_be_bytes()[..]))? {
             Ok(()) => SCHEMA_VERSION,
             Err(current) => decode_version(current.current.as_deref())?,
@@ -65,56 +98,267 @@ impl SledStore {
             return Err(StoreError::SchemaTooNew { found: version });
         }
         if version == 1 {
-            migrate_from_v1(&db, &meta, &records)?;
+            migrate_from_v1(&db, &meta)?;
         }
+        if version <= 2 {
+            migrate_from_v2(&db, &meta)?;
+        }
+        // Left behind if a migration from schema 2 stopped right after its last step.
+        db.drop_tree(V2_RECORDS)?;
         Ok(Self {
-            records,
+            records: db.open_tree(RECORDS)?,
             openids: db.open_tree("openids")?,
+            unionids: db.open_tree(UNIONIDS)?,
+            accounts: db.open_tree("accounts")?,
+            tickets: db.open_tree("bind_tickets")?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,
             meta,
+            links: Arc::default(),
+            swept_at: Arc::default(),
         })
     }
 
-    pub(super) async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let binding = binding_key(appid, &session.openid);
-        let Some(id) = self.openids.get(&binding)? else {
-            return self.create(&binding, appid, session, now).await;
-        };
-        let record = self.returning(&id, session, now)?;
-        // The login that created this user may still be waiting for its flush (a double tap
-        // with two codes): a token must not name a user that a crash could take back.
-        if !self.commit.healthy() || self.commit.is_unflushed(&id) {
-            self.commit.wait().await?;
-        }
-        Ok(record)
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// First login. The user and its session key are written first and the binding last,
-    /// with a compare-and-swap that decides racing first logins: whoever finds a binding
-    /// finds its user, and a crash in between leaves at most a user record that no binding
-    /// points to, never a binding without its user. This costs three plain writes where a
-    /// cross-tree transaction cost a lock, read tracking and a conflict check. A login that
-    /// loses the race removes its records and continues as a returning login, but still
-    /// waits for the group commit: the winner's user may not be durable yet.
-    async fn create(
+    pub(super) async fn login(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+        create: bool,
+    ) -> Result<Option<LoginRecord>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let binding = binding_key(appid, &session.openid);
+        if let Some(id) = self.openids.get(&binding)?
+            && let Fast::Done(record) = self.returning(&id, appid, session, now)?
+        {
+            // The login that created this user may still be waiting for its flush (a double
+            // tap with two codes): a token must not name a user that a crash could take back.
+            if !self.commit.healthy() || self.commit.is_unflushed(&id) {
+                self.commit.wait().await?;
+            }
+            return Ok(Some(record));
+        }
+        let settled = {
+            let _links = self.lock();
+            self.settle(&binding, appid, session, create, now)?
+        };
+        let Some((record, unflushed)) = settled else { return Ok(None) };
+        self.commit.wait().await?;
+        drop(unflushed);
+        Ok(Some(record))
+    }
+
+    /// A returning login without the lock: rewrites the record only when something
+    /// changed, by compare-and-swap so that a concurrent login's change is never lost.
+    fn returning(
+        &self,
+        id: &IVec,
+        appid: &str,
+        session: &WechatSession,
+        now: OffsetDateTime,
+    ) -> Result<Fast, StoreError> {
+        let user_id = user_id(id)?;
+        loop {
+            let Some(bytes) = self.records.get(id)? else { return Ok(Fast::Slow) };
+            let mut record = UserRecord::decode(&bytes)?;
+            let last_login_at = record.last_login_at()?;
+            let unionid = record.unionid.clone();
+            let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
+                return Ok(Fast::Slow);
+            };
+            let changes =
+                returning_changes(last_login_at, unionid.as_deref(), identity.session_key()?.as_ref(), session, now);
+            if changes.unionid.is_some() {
+                return Ok(Fast::Slow);
+            }
+            if changes.is_empty() {
+                return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
+            }
+            if let Some(key) = &changes.session_key {
+                identity.session_key = Some(encode_key(key));
+            }
+            if let Some(at) = changes.last_login_at {
+                record.last_login_at = at.unix_timestamp_nanos();
+            }
+            if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
+                return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
+            }
+        }
+    }
+
+    /// A login under the lock: the identity is bound already (a racer got there first, or
+    /// a first unionid arrives), joins the user its unionid belongs to, or (when `create`)
+    /// gets a new user. `None`: not bound and not created. What it returns must be made
+    /// durable before it is acknowledged.
+    fn settle(
         &self,
         binding: &[u8],
         appid: &str,
         session: &WechatSession,
+        create: bool,
         now: OffsetDateTime,
-    ) -> Result<LoginRecord, StoreError> {
-        let user = new_user(UserId::new(), appid, session, now);
-        let id = *user.id.as_bytes();
-        let unflushed = self.commit.track(id);
+    ) -> Result<Option<(LoginRecord, commit::Unflushed)>, StoreError> {
         let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
-        self.records.insert(id, UserRecord::new(&user, Some(&key)).encode()?)?;
-        let record = match self.openids.compare_and_swap(binding, None::<&[u8]>, Some(&id[..]))? {
-            Ok(()) => LoginRecord { user, created: true },
-            Err(lost) => {
-                self.records.remove(id)?;
-                let winner = lost.current.ok_or_else(|| StoreError::Corrupt("binding vanished".into()))?;
-                self.returning(&winner, session, now)?
+        if let Some(id) = self.openids.get(binding)? {
+            let unflushed = self.commit.track(id_bytes(&id)?);
+            let user = self.update(&id, |record| {
+                let last = record.last_login_at()?;
+                let identity = record
+                    .identity_mut(appid)
+                    .ok_or_else(|| StoreError::Corrupt("binding without its identity".into()))?;
+                let stored_key = identity.session_key()?;
+                let changes = returning_changes(last, None, stored_key.as_ref(), session, now);
+                if let Some(key) = &changes.session_key {
+                    identity.session_key = Some(encode_key(key));
+                }
+                if let Some(at) = changes.last_login_at {
+                    record.last_login_at = at.unix_timestamp_nanos();
+                }
+                Ok(())
+            })?;
+            let user = self.learn_unionid(user.0, session.unionid.as_deref())?;
+            return Ok(Some((LoginRecord { user, created: false }, unflushed)));
+        }
+        if let Some(owner) = self.unionid_owner(session.unionid.as_deref())? {
+            let unflushed = self.commit.track(id_bytes(&owner)?);
+            let joined = self.update(&owner, |record| {
+                if record.identity(appid).is_some() {
+                    // Another openid of the same app: not the same person after all.
+                    return Ok(false);
+                }
+                record.identities.push(IdentityRecord::new(appid, &session.openid, Some(&key)));
+                record.last_login_at = now.unix_timestamp_nanos();
+                Ok(true)
+            });
+            match joined {
+                Ok((user, true)) => {
+                    self.openids.insert(binding, &owner)?;
+                    tracing::info!(user_id = %user.id, appid, "a login joined the user of its unionid");
+                    return Ok(Some((LoginRecord { user, created: false }, unflushed)));
+                }
+                Ok((user, false)) => tracing::warn!(
+                    user_id = %user.id,
+                    appid,
+                    "a unionid names a user that has another openid of this app; not joining"
+                ),
+                Err(StoreError::Corrupt(e)) if e == MISSING => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !create {
+            return Ok(None);
+        }
+        let id = UserId::new();
+        let unflushed = self.commit.track(*id.as_bytes());
+        let mut record = UserRecord::empty(now);
+        record.identities.push(IdentityRecord::new(appid, &session.openid, Some(&key)));
+        self.records.insert(id.as_bytes(), record.encode()?)?;
+        self.openids.insert(binding, &id.as_bytes()[..])?;
+        let user = self.learn_unionid(record.user(id)?, session.unionid.as_deref())?;
+        Ok(Some((LoginRecord { user, created: true }, unflushed)))
+    }
+
+    /// Gives `user` its first unionid, and links the unionid to it unless another user
+    /// holds it already: then both are marked as sharing it, and a warning is logged. Two
+    /// existing users are never merged silently. Called under the lock.
+    fn learn_unionid(&self, user: User, unionid: Option<&str>) -> Result<User, StoreError> {
+        let Some(unionid) = unionid.filter(|_| user.unionid.is_none()) else { return Ok(user) };
+        let id = &user.id.as_bytes()[..];
+        let other = match self.unionids.compare_and_swap(unionid, None::<&[u8]>, Some(id))? {
+            Ok(()) => None,
+            Err(taken) => taken.current.map(|c| user_id(&c)).transpose()?,
+        };
+        let (user, _) = self.update(id, |record| {
+            record.unionid = Some(unionid.to_owned());
+            if let Some(other) = other.filter(|o| !record.unionid_shared_with.contains(o.as_bytes())) {
+                record.unionid_shared_with.push(*other.as_bytes());
+            }
+            Ok(())
+        })?;
+        if let Some(other) = other {
+            self.update(other.as_bytes(), |record| {
+                if !record.unionid_shared_with.contains(user.id.as_bytes()) {
+                    record.unionid_shared_with.push(*user.id.as_bytes());
+                }
+                Ok(())
+            })?;
+            tracing::warn!(
+                user_id = %user.id,
+                other_user_id = %other,
+                "two existing users turned out to share a unionid; they are not merged (see `wxauth users show`)"
+            );
+        }
+        Ok(user)
+    }
+
+    fn unionid_owner(&self, unionid: Option<&str>) -> Result<Option<IVec>, StoreError> {
+        match unionid {
+            Some(u) => Ok(self.unionids.get(u)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes one record by compare-and-swap; `change` may run more than once.
+    fn update<T>(
+        &self,
+        id: &[u8],
+        mut change: impl FnMut(&mut UserRecord) -> Result<T, StoreError>,
+    ) -> Result<(User, T), StoreError> {
+        let user_id = user_id(id)?;
+        loop {
+            let bytes = self.records.get(id)?.ok_or_else(|| StoreError::Corrupt(MISSING.into()))?;
+            let mut record = UserRecord::decode(&bytes)?;
+            let out = change(&mut record)?;
+            if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
+                return Ok((record.user(user_id)?, out));
+            }
+        }
+    }
+
+    pub(super) async fn bind(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+        username: &str,
+        ticket: Option<&TicketId>,
+    ) -> Result<LoginRecord, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let (record, unflushed) = {
+            let _links = self.lock();
+            if let Some(ticket) = ticket {
+                let spent = self.tickets.remove(ticket)?.map(|b| TicketRecord::decode(&b)).transpose()?;
+                if spent.is_none_or(|t| t.expires_at <= now.unix_timestamp_nanos()) {
+                    return Err(StoreError::TicketNotFound);
+                }
+            }
+            let account = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
+            let owner = AccountRecord::decode(&account)?.user;
+            let binding = binding_key(appid, &session.openid);
+            let unflushed = self.commit.track(owner);
+            if let Some(bound) = self.openids.get(&binding)? {
+                if bound != owner[..] {
+                    return Err(StoreError::AlreadyBound);
+                }
+                let record = self.settle(&binding, appid, session, false, now)?.map(|(r, _)| r);
+                (record.ok_or_else(|| StoreError::Corrupt("binding vanished".into()))?, unflushed)
+            } else {
+                let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
+                let (user, bound) = self.update(&owner, |record| {
+                    if record.identity(appid).is_some() {
+                        return Ok(false);
+                    }
+                    record.identities.push(IdentityRecord::new(appid, &session.openid, Some(&key)));
+                    record.last_login_at = now.unix_timestamp_nanos();
+                    Ok(true)
+                })?;
+                if !bound {
+                    return Err(StoreError::AccountAlreadyBound);
+                }
+                self.openids.insert(binding, &owner[..])?;
+                let user = self.learn_unionid(user, session.unionid.as_deref())?;
+                (LoginRecord { user, created: false }, unflushed)
             }
         };
         self.commit.wait().await?;
@@ -122,38 +366,170 @@ impl SledStore {
         Ok(record)
     }
 
-    /// A returning login: rewrites the record only when something changed, by
-    /// compare-and-swap so that a concurrent login's change is never lost.
-    fn returning(&self, id: &IVec, session: &WechatSession, now: OffsetDateTime) -> Result<LoginRecord, StoreError> {
-        let user_id = UserId::from_bytes(
-            id.as_ref().try_into().map_err(|_| StoreError::Corrupt("binding to a malformed user id".into()))?,
-        );
-        loop {
-            let bytes = self.records.get(id)?.ok_or_else(|| StoreError::Corrupt("binding without user".into()))?;
-            let stored = UserRecord::decode(&bytes)?;
-            let (user, key) = (stored.user(user_id)?, stored.session_key()?);
-            let new_user = returning_update(&user, session, now);
-            let new_key = session_key_update(key.as_ref(), &session.session_key, now);
-            if new_user.is_none() && new_key.is_none() {
-                return Ok(LoginRecord { user, created: false });
-            }
-            let user = new_user.unwrap_or(user);
-            let record = UserRecord::new(&user, new_key.as_ref().or(key.as_ref()));
-            if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
-                return Ok(LoginRecord { user, created: false });
+    pub(super) async fn unbind(&self, id: &UserId) -> Result<Vec<Identity>, StoreError> {
+        let removed = {
+            let _links = self.lock();
+            self.unbind_locked(id)?
+        };
+        self.commit.wait().await?;
+        Ok(removed)
+    }
+
+    fn unbind_locked(&self, id: &UserId) -> Result<Vec<Identity>, StoreError> {
+        let me = &id.as_bytes()[..];
+        if self.records.get(me)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let (_, (identities, unionid)) = self.update(me, |record| {
+            let identities = std::mem::take(&mut record.identities);
+            Ok((identities, record.unionid.take()))
+        })?;
+        for identity in &identities {
+            // Only bindings that still point here: never another user's.
+            let _ = self.openids.compare_and_swap(
+                binding_key(&identity.appid, &identity.openid),
+                Some(me),
+                None::<&[u8]>,
+            )?;
+        }
+        if let Some(unionid) = unionid {
+            let _ = self.unionids.compare_and_swap(unionid, Some(me), None::<&[u8]>)?;
+        }
+        Ok(identities.into_iter().map(|i| Identity { appid: i.appid, openid: i.openid }).collect())
+    }
+
+    pub(super) fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
+        let record = TicketRecord {
+            appid: ticket.appid.clone(),
+            openid: ticket.session.openid.clone(),
+            unionid: ticket.session.unionid.clone(),
+            session_key: ticket.session.session_key.expose().to_owned(),
+            expires_at: ticket.expires_at.unix_timestamp_nanos(),
+        };
+        self.tickets.insert(id, record.encode()?)?;
+        self.sweep_tickets()
+    }
+
+    /// Removes expired tickets, at most once per [`TICKET_SWEEP_SECS`]: there are at most
+    /// as many as bind-mode logins of unbound people in a ticket's lifetime.
+    fn sweep_tickets(&self) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let last = self.swept_at.load(Ordering::Relaxed);
+        if now.unix_timestamp() - last < TICKET_SWEEP_SECS
+            || self.swept_at.compare_exchange(last, now.unix_timestamp(), Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return Ok(());
+        }
+        for entry in self.tickets.iter() {
+            let (key, value) = entry?;
+            if TicketRecord::decode(&value).map_or(true, |t| t.expires_at <= now.unix_timestamp_nanos()) {
+                self.tickets.remove(key)?;
             }
         }
+        Ok(())
+    }
+
+    pub(super) fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
+        let Some(bytes) = self.tickets.get(id)? else { return Ok(None) };
+        let t = TicketRecord::decode(&bytes)?;
+        let expires_at = record::time(t.expires_at)?;
+        if expires_at <= OffsetDateTime::now_utc() {
+            return Ok(None);
+        }
+        Ok(Some(BindTicket {
+            appid: t.appid,
+            session: WechatSession {
+                openid: t.openid,
+                unionid: t.unionid,
+                session_key: SessionKey::new(t.session_key),
+            },
+            expires_at,
+        }))
     }
 
     pub(super) fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         self.records.get(id.as_bytes())?.map(|bytes| UserRecord::decode(&bytes)?.user(*id)).transpose()
     }
 
-    pub(super) fn session_key(&self, id: &UserId) -> Result<Option<StoredSessionKey>, StoreError> {
-        match self.records.get(id.as_bytes())? {
-            Some(bytes) => UserRecord::decode(&bytes)?.session_key(),
+    pub(super) fn user_by_openid(&self, appid: &str, openid: &str) -> Result<Option<User>, StoreError> {
+        match self.openids.get(binding_key(appid, openid))? {
+            Some(id) => self.user(&user_id(&id)?),
             None => Ok(None),
         }
+    }
+
+    pub(super) fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
+        match self.records.get(id.as_bytes())? {
+            Some(bytes) => match UserRecord::decode(&bytes)?.identity(appid) {
+                Some(identity) => identity.session_key(),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let user = {
+            let _links = self.lock();
+            if self.accounts.contains_key(username)? {
+                return Err(StoreError::AccountExists);
+            }
+            let id = UserId::new();
+            let mut record = UserRecord::empty(now);
+            record.account = Some(username.to_owned());
+            self.records.insert(id.as_bytes(), record.encode()?)?;
+            let account = AccountRecord {
+                user: *id.as_bytes(),
+                password_hash: password_hash.to_owned(),
+                created_at: now.unix_timestamp_nanos(),
+            };
+            self.accounts.insert(username, account.encode()?)?;
+            record.user(id)?
+        };
+        self.commit.wait().await?;
+        Ok(user)
+    }
+
+    pub(super) fn account(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts.get(username)?.map(|bytes| account(username.to_owned(), &bytes)).transpose()
+    }
+
+    pub(super) fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.accounts
+            .iter()
+            .map(|entry| {
+                let (name, bytes) = entry?;
+                let name = String::from_utf8(name.to_vec()).map_err(|_| StoreError::Corrupt("username".into()))?;
+                account(name, &bytes)
+            })
+            .collect()
+    }
+
+    pub(super) async fn set_password(&self, username: &str, password_hash: &str) -> Result<(), StoreError> {
+        {
+            let _links = self.lock();
+            let bytes = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
+            let mut account = AccountRecord::decode(&bytes)?;
+            account.password_hash = password_hash.to_owned();
+            self.accounts.insert(username, account.encode()?)?;
+        }
+        self.commit.wait().await
+    }
+
+    pub(super) async fn remove_account(&self, username: &str) -> Result<User, StoreError> {
+        let user = {
+            let _links = self.lock();
+            let bytes = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
+            let id = UserId::from_bytes(AccountRecord::decode(&bytes)?.user);
+            let user = self.user(&id)?;
+            self.unbind_locked(&id)?;
+            self.records.remove(id.as_bytes())?;
+            self.accounts.remove(username)?;
+            user.ok_or_else(|| StoreError::Corrupt(MISSING.into()))?
+        };
+        self.commit.wait().await?;
+        Ok(user)
     }
 
     /// Reads come from cache, so after a failed flush the check flushes again itself:
@@ -179,6 +555,26 @@ impl SledStore {
     }
 }
 
+const MISSING: &str = "a binding or account points at a missing user";
+
+fn account(username: String, bytes: &[u8]) -> Result<Account, StoreError> {
+    let record = AccountRecord::decode(bytes)?;
+    Ok(Account {
+        username,
+        user: UserId::from_bytes(record.user),
+        password_hash: record.password_hash,
+        created_at: record::time(record.created_at)?,
+    })
+}
+
+fn id_bytes(id: &[u8]) -> Result<[u8; 16], StoreError> {
+    id.try_into().map_err(|_| StoreError::Corrupt("malformed user id".into()))
+}
+
+fn user_id(id: &[u8]) -> Result<UserId, StoreError> {
+    id_bytes(id).map(UserId::from_bytes)
+}
+
 fn binding_key(appid: &str, openid: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(appid.len() + 1 + openid.len());
     key.extend_from_slice(appid.as_bytes());
@@ -196,25 +592,75 @@ fn decode_version(raw: Option<&[u8]>) -> Result<u32, StoreError> {
 /// Schema 1 → 2: each JSON user and its JSON session key become one record. The new
 /// records are flushed before the old trees are dropped, and the version is written last,
 /// so an interrupted migration simply runs again at the next start.
-fn migrate_from_v1(db: &::sled::Db, meta: &::sled::Tree, records: &::sled::Tree) -> Result<(), StoreError> {
+fn migrate_from_v1(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreError> {
+    let records = db.open_tree(V2_RECORDS)?;
     let json = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("schema 1 {what}: {e}"));
     let (users, keys) = (db.open_tree("users")?, db.open_tree("session_keys")?);
     let mut migrated = 0u64;
     for entry in users.iter() {
         let (id, value) = entry?;
-        let user: User = serde_json::from_slice(&value).map_err(|e| json("user", e))?;
+        let user: legacy::V1User = serde_json::from_slice(&value).map_err(|e| json("user", e))?;
         let key: Option<StoredSessionKey> =
             keys.get(&id)?.map(|k| serde_json::from_slice(&k).map_err(|e| json("session key", e))).transpose()?;
-        records.insert(id, UserRecord::new(&user, key.as_ref()).encode()?)?;
+        let record = legacy::V2Record::from_v1(&user, key.as_ref());
+        records.insert(id, postcard::to_stdvec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?)?;
         migrated += 1;
     }
     db.flush()?;
     db.drop_tree("users")?;
     db.drop_tree("session_keys")?;
     db.flush()?;
-    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])?;
+    meta.insert(SCHEMA_KEY, &2u32.to_be_bytes()[..])?;
     db.flush()?;
-    tracing::info!(target: "wxauth::store", users = migrated, "migrated the store from schema 1 to {SCHEMA_VERSION}");
+    tracing::info!(target: "wxauth::store", users = migrated, "migrated the store from schema 1 to 2");
+    Ok(())
+}
+
+/// Schema 2 → 3: each record gets a list of identities (its one openid), and unionids get
+/// their index. The new records go to a new tree, which is flushed before the version is
+/// written and the old tree dropped: an interrupted migration starts over from the
+/// untouched schema 2 tree at the next start. Two schema 2 users with one unionid (an
+/// openid each in two apps) are marked as sharing it, not merged.
+fn migrate_from_v2(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreError> {
+    let (old, records, unionids) = (db.open_tree(V2_RECORDS)?, db.open_tree(RECORDS)?, db.open_tree(UNIONIDS)?);
+    records.clear()?;
+    unionids.clear()?;
+    let mut migrated = 0u64;
+    for entry in old.iter() {
+        let (id, value) = entry?;
+        let mut record = legacy::V2Record::decode(&value)?.upgrade();
+        if let Some(unionid) = &record.unionid
+            && let Err(taken) = unionids.compare_and_swap(unionid, None::<&[u8]>, Some(&id))?
+        {
+            let other = id_bytes(&taken.current.unwrap_or_default())?;
+            record.unionid_shared_with.push(other);
+            tracing::warn!(
+                target: "wxauth::store",
+                user_id = %user_id(&id)?,
+                other_user_id = %UserId::from_bytes(other),
+                "two users share a unionid; they are not merged (see `wxauth users show`)"
+            );
+        }
+        records.insert(&id, record.encode()?)?;
+        migrated += 1;
+    }
+    // The first user of each shared unionid learns about the later ones too.
+    for entry in records.iter() {
+        let (id, value) = entry?;
+        for other in UserRecord::decode(&value)?.unionid_shared_with {
+            let Some(bytes) = records.get(other)? else { continue };
+            let mut theirs = UserRecord::decode(&bytes)?;
+            if !theirs.unionid_shared_with.iter().any(|o| o[..] == id[..]) {
+                theirs.unionid_shared_with.push(id_bytes(&id)?);
+                records.insert(other, theirs.encode()?)?;
+            }
+        }
+    }
+    db.flush()?;
+    meta.insert(SCHEMA_KEY, &3u32.to_be_bytes()[..])?;
+    db.flush()?;
+    db.drop_tree(V2_RECORDS)?;
+    tracing::info!(target: "wxauth::store", users = migrated, "migrated the store from schema 2 to 3");
     Ok(())
 }
 

@@ -1,38 +1,48 @@
-//! How a user is stored (schema 2): one compact record per user that holds the session key
-//! too, so a login reads one value and changes one value.
+//! How a user is stored (schema 3): one compact record per user, holding its WeChat
+//! identities with each one's newest session key, so a login reads one value and changes
+//! one value. Session keys are per identity because WeChat issues them per mini-program.
 //!
-//! Schema 1 kept the user and its session key as two JSON values in two trees. At a million
-//! users that was about 360 bytes per user in three trees, and sled's memory grows with the
-//! number and size of records: the record below is about a third of that, in two trees.
+//! Earlier layouts are in [`super::legacy`], kept only to migrate from them.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    domain::{SessionKey, User, UserId},
+    domain::{Identity, SessionKey, User, UserId},
     store::{StoreError, StoredSessionKey},
 };
 
-/// A user and the newest session key, as stored. Times are Unix nanoseconds.
-#[derive(Serialize, Deserialize)]
+/// One WeChat identity of a user, as stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct IdentityRecord {
+    pub(super) appid: String,
+    pub(super) openid: String,
+    /// The newest session key and when it was first received (Unix nanoseconds).
+    pub(super) session_key: Option<(String, i128)>,
+}
+
+/// A user, as stored. Times are Unix nanoseconds.
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct UserRecord {
-    appid: String,
-    openid: String,
-    unionid: Option<String>,
-    created_at: i128,
-    last_login_at: i128,
-    session_key: Option<(String, i128)>,
+    pub(super) identities: Vec<IdentityRecord>,
+    pub(super) unionid: Option<String>,
+    pub(super) account: Option<String>,
+    pub(super) unionid_shared_with: Vec<[u8; 16]>,
+    pub(super) created_at: i128,
+    pub(super) last_login_at: i128,
 }
 
 impl UserRecord {
-    pub(super) fn new(user: &User, key: Option<&StoredSessionKey>) -> Self {
+    /// A user with no identity yet, created at `now`.
+    pub(super) fn empty(now: OffsetDateTime) -> Self {
+        let now = now.unix_timestamp_nanos();
         Self {
-            appid: user.appid.clone(),
-            openid: user.openid.clone(),
-            unionid: user.unionid.clone(),
-            created_at: user.created_at.unix_timestamp_nanos(),
-            last_login_at: user.last_login_at.unix_timestamp_nanos(),
-            session_key: key.map(|k| (k.session_key.expose().to_owned(), k.issued_at.unix_timestamp_nanos())),
+            identities: Vec::new(),
+            unionid: None,
+            account: None,
+            unionid_shared_with: Vec::new(),
+            created_at: now,
+            last_login_at: now,
         }
     }
 
@@ -48,12 +58,37 @@ impl UserRecord {
     pub(super) fn user(&self, id: UserId) -> Result<User, StoreError> {
         Ok(User {
             id,
-            appid: self.appid.clone(),
-            openid: self.openid.clone(),
+            identities: self
+                .identities
+                .iter()
+                .map(|i| Identity { appid: i.appid.clone(), openid: i.openid.clone() })
+                .collect(),
             unionid: self.unionid.clone(),
+            account: self.account.clone(),
+            unionid_shared_with: self.unionid_shared_with.iter().copied().map(UserId::from_bytes).collect(),
             created_at: time(self.created_at)?,
             last_login_at: time(self.last_login_at)?,
         })
+    }
+
+    /// The identity of `appid`, if one is bound.
+    pub(super) fn identity(&self, appid: &str) -> Option<&IdentityRecord> {
+        self.identities.iter().find(|i| i.appid == appid)
+    }
+
+    /// The identity of `appid` for changing.
+    pub(super) fn identity_mut(&mut self, appid: &str) -> Option<&mut IdentityRecord> {
+        self.identities.iter_mut().find(|i| i.appid == appid)
+    }
+
+    pub(super) fn last_login_at(&self) -> Result<OffsetDateTime, StoreError> {
+        time(self.last_login_at)
+    }
+}
+
+impl IdentityRecord {
+    pub(super) fn new(appid: &str, openid: &str, key: Option<&StoredSessionKey>) -> Self {
+        Self { appid: appid.to_owned(), openid: openid.to_owned(), session_key: key.map(encode_key) }
     }
 
     /// The session key, if WeChat has sent one.
@@ -67,8 +102,52 @@ impl UserRecord {
     }
 }
 
-fn time(nanos: i128) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn encode_key(key: &StoredSessionKey) -> (String, i128) {
+    (key.session_key.expose().to_owned(), key.issued_at.unix_timestamp_nanos())
+}
+
+pub(super) fn time(nanos: i128) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+}
+
+/// An account, as stored under its username.
+#[derive(Serialize, Deserialize)]
+pub(super) struct AccountRecord {
+    pub(super) user: [u8; 16],
+    /// The argon2id PHC string.
+    pub(super) password_hash: String,
+    pub(super) created_at: i128,
+}
+
+impl AccountRecord {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("account record: {e}")))
+    }
+
+    pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        postcard::to_stdvec(self).map_err(|e| StoreError::Corrupt(format!("account record: {e}")))
+    }
+}
+
+/// A bind ticket, as stored under the SHA-256 of its text. Holds the session key, which
+/// therefore never leaves the server while the client holds the ticket.
+#[derive(Serialize, Deserialize)]
+pub(super) struct TicketRecord {
+    pub(super) appid: String,
+    pub(super) openid: String,
+    pub(super) unionid: Option<String>,
+    pub(super) session_key: String,
+    pub(super) expires_at: i128,
+}
+
+impl TicketRecord {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("ticket record: {e}")))
+    }
+
+    pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        postcard::to_stdvec(self).map_err(|e| StoreError::Corrupt(format!("ticket record: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -78,20 +157,15 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_is_compact() {
         let now = OffsetDateTime::now_utc();
-        let user = User {
-            id: UserId::new(),
-            appid: "wx4f4bc4dec97d474b".into(),
-            openid: "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".into(),
-            unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
-            created_at: now,
-            last_login_at: now,
-        };
         let key = StoredSessionKey { session_key: SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into()), issued_at: now };
-        let bytes = UserRecord::new(&user, Some(&key)).encode().unwrap();
+        let mut record = UserRecord::empty(now);
+        record.identities.push(IdentityRecord::new("wx4f4bc4dec97d474b", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", Some(&key)));
+        record.unionid = Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into());
+        let bytes = record.encode().unwrap();
         let back = UserRecord::decode(&bytes).unwrap();
-        assert_eq!(back.user(user.id).unwrap(), user);
-        assert_eq!(back.session_key().unwrap(), Some(key));
-        let json = serde_json::to_vec(&user).unwrap().len();
-        assert!(bytes.len() * 2 < json + 80, "{} bytes vs {json} as JSON", bytes.len());
+        let id = UserId::new();
+        assert_eq!(back.user(id).unwrap(), record.user(id).unwrap());
+        assert_eq!(back.identity("wx4f4bc4dec97d474b").unwrap().session_key().unwrap(), Some(key));
+        assert!(bytes.len() < 140, "{} bytes", bytes.len());
     }
 }

@@ -4,7 +4,13 @@
 use std::time::Duration as StdDuration;
 
 use super::*;
-use crate::domain::{SessionKey, User};
+use crate::domain::SessionKey;
+
+impl SledStore {
+    async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
+        self.login(appid, session, true).await.map(Option::unwrap)
+    }
+}
 
 async fn open() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -31,7 +37,7 @@ async fn a_returning_login_answers_while_flushes_are_stalled_and_a_first_login_d
         .unwrap();
     assert!(!returning.created);
     assert_eq!(returning.user.id, first.user.id);
-    let key = store.session_key(&first.user.id).unwrap().unwrap();
+    let key = store.session_key(&first.user.id, "wx1").unwrap().unwrap();
     assert_eq!(key.session_key.expose(), "k2", "the new key is not visible at once");
 
     let pending = tokio::spawn({
@@ -82,31 +88,76 @@ async fn a_schema_1_store_is_migrated_with_its_users_bindings_and_session_keys()
     let dir = tempfile::tempdir().unwrap();
     let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
     // The first release's layout, written as it wrote it.
-    let t0 = OffsetDateTime::now_utc();
-    let user = User {
-        id: UserId::new(),
-        appid: "wx1".into(),
-        openid: "o1".into(),
-        unionid: Some("u1".into()),
-        created_at: t0,
-        last_login_at: t0,
-    };
+    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let id = UserId::new();
     {
         let db = ::sled::open(&settings.data_dir).unwrap();
         db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &1u32.to_be_bytes()[..]).unwrap();
-        let id = &user.id.as_bytes()[..];
-        db.open_tree("users").unwrap().insert(id, serde_json::to_vec(&user).unwrap()).unwrap();
+        let user = serde_json::json!({
+            "id": id.to_string(), "appid": "wx1", "openid": "o1", "unionid": "u1",
+            "created_at": t0.format(&time::format_description::well_known::Rfc3339).unwrap(),
+            "last_login_at": t0.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        });
+        db.open_tree("users").unwrap().insert(id.as_bytes(), serde_json::to_vec(&user).unwrap()).unwrap();
         let key = StoredSessionKey { session_key: SessionKey::new("k1".into()), issued_at: t0 };
-        db.open_tree("session_keys").unwrap().insert(id, serde_json::to_vec(&key).unwrap()).unwrap();
-        db.open_tree("openids").unwrap().insert("wx1:o1", id).unwrap();
+        db.open_tree("session_keys").unwrap().insert(id.as_bytes(), serde_json::to_vec(&key).unwrap()).unwrap();
+        db.open_tree("openids").unwrap().insert("wx1:o1", &id.as_bytes()[..]).unwrap();
         db.flush().unwrap();
     }
 
     let store = SledStore::open(&settings).await.unwrap();
 
-    assert_eq!(store.user(&user.id).unwrap(), Some(user.clone()));
-    assert_eq!(store.session_key(&user.id).unwrap().unwrap().session_key.expose(), "k1");
+    let user = store.user(&id).unwrap().unwrap();
+    assert_eq!(user.identities, [Identity { appid: "wx1".into(), openid: "o1".into() }]);
+    assert_eq!((user.unionid.as_deref(), user.created_at), (Some("u1"), t0));
+    assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "k1");
     let again = store.record_login("wx1", &session("o1", "k1")).await.unwrap();
-    assert_eq!((again.user.id, again.created), (user.id, false));
+    assert_eq!((again.user.id, again.created), (id, false));
     assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    let t0 = OffsetDateTime::now_utc();
+    let (alice, bob, carol) = (UserId::new(), UserId::new(), UserId::new());
+    {
+        // The previous release's layout: one record per openid, whatever the unionid.
+        let db = ::sled::open(&settings.data_dir).unwrap();
+        db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &2u32.to_be_bytes()[..]).unwrap();
+        let (records, openids) = (db.open_tree(V2_RECORDS).unwrap(), db.open_tree("openids").unwrap());
+        for (id, appid, openid, unionid) in
+            [(alice, "wxa", "oa", Some("u1")), (bob, "wxb", "ob", Some("u1")), (carol, "wxa", "oc", None)]
+        {
+            let record = legacy::V2Record {
+                appid: appid.into(),
+                openid: openid.into(),
+                unionid: unionid.map(Into::into),
+                created_at: t0.unix_timestamp_nanos(),
+                last_login_at: t0.unix_timestamp_nanos(),
+                session_key: Some((format!("key-{openid}"), t0.unix_timestamp_nanos())),
+            };
+            records.insert(id.as_bytes(), record.encode()).unwrap();
+            openids.insert(format!("{appid}:{openid}"), &id.as_bytes()[..]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    let store = SledStore::open(&settings).await.unwrap();
+
+    let a = store.user(&alice).unwrap().unwrap();
+    assert_eq!(a.identities, [Identity { appid: "wxa".into(), openid: "oa".into() }]);
+    assert_eq!(store.session_key(&carol, "wxa").unwrap().unwrap().session_key.expose(), "key-oc");
+    assert_eq!(a.unionid_shared_with, [bob], "the first holder of u1 does not know the other");
+    assert_eq!(store.user(&bob).unwrap().unwrap().unionid_shared_with, [alice]);
+    assert!(store.user(&carol).unwrap().unwrap().unionid_shared_with.is_empty());
+    // Bindings keep working, and a third app's login with u1 joins the user that holds it.
+    assert_eq!(store.record_login("wxb", &session("ob", "key-ob")).await.unwrap().user.id, bob);
+    let mut third = session("oz", "kz");
+    third.unionid = Some("u1".into());
+    let joined = store.record_login("wxz", &third).await.unwrap();
+    assert_eq!((joined.user.id, joined.created), (alice, false));
+    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), 3);
+    assert!(!store.records.is_empty() && store.meta.get(SCHEMA_KEY).unwrap().is_some());
 }

@@ -1,0 +1,316 @@
+//! The operator's channel to accounts and users: `wxauth accounts ...` and `wxauth users
+//! show`.
+//!
+//! sled admits one process per data directory, and operators add accounts while the
+//! server runs. So the server listens on a Unix socket (`WXAUTH_ADMIN_SOCKET`, mode 0600:
+//! only the user the server runs as, and root, can connect), and the CLI sends its command
+//! there. When nothing listens (the server is stopped), the CLI opens the store itself.
+//! Both paths run the same [`execute`], so they cannot drift apart.
+//!
+//! The protocol is one JSON line each way per connection. Passwords never cross it: the CLI
+//! hashes them (argon2id) and sends the hash.
+
+use std::{
+    io::ErrorKind,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{
+    domain::{Identity, User, UserId, Username},
+    store::{Store, StoreError},
+};
+
+/// Longest request line accepted on the socket.
+const MAX_LINE: u64 = 64 * 1024;
+/// Time a client gets to send its request and read the answer.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A command of the admin channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// `wxauth accounts add`.
+    AddAccount {
+        /// The new account's username.
+        username: String,
+        /// The argon2id PHC string of its password.
+        password_hash: String,
+    },
+    /// `wxauth accounts list`.
+    ListAccounts,
+    /// `wxauth accounts remove`.
+    RemoveAccount {
+        /// The account to remove.
+        username: String,
+    },
+    /// `wxauth accounts passwd`.
+    SetPassword {
+        /// The account.
+        username: String,
+        /// The argon2id PHC string of the new password.
+        password_hash: String,
+    },
+    /// `wxauth users show`.
+    ShowUser {
+        /// A user id, or an openid of any configured app.
+        query: String,
+    },
+}
+
+/// A user as the admin commands show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserView {
+    /// User id.
+    pub id: String,
+    /// The account's username, for users of an account.
+    pub username: Option<String>,
+    /// Bound WeChat identities.
+    pub identities: Vec<Identity>,
+    /// The unionid, when known.
+    pub unionid: Option<String>,
+    /// Other users WeChat gave the same unionid (reported, never merged).
+    pub unionid_shared_with: Vec<String>,
+    /// Creation time (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Most recent login (RFC 3339, to within 5 minutes).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_login_at: OffsetDateTime,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            username: u.account,
+            identities: u.identities,
+            unionid: u.unionid,
+            unionid_shared_with: u.unionid_shared_with.iter().map(ToString::to_string).collect(),
+            created_at: u.created_at,
+            last_login_at: u.last_login_at,
+        }
+    }
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// The account's user after the command (added, changed or removed).
+    User {
+        /// The user.
+        user: UserView,
+    },
+    /// Every account's user.
+    Users {
+        /// The users, by username.
+        users: Vec<UserView>,
+    },
+    /// Done, nothing to show.
+    Done,
+}
+
+/// Why an admin command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The operator's input was refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The socket failed.
+    #[error("admin socket {path}: {source}")]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The other side sent something unreadable.
+    #[error("admin channel: {0}")]
+    Protocol(String),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AccountExists => Self::Refused("an account with this username already exists".into()),
+            StoreError::NoSuchAccount => Self::Refused("no account has this username".into()),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Runs one command against the store. `appids` are the apps an openid is looked up in.
+pub async fn execute(store: &Store, appids: &[String], command: Command) -> Result<Reply, AdminError> {
+    let username = |raw: &str| Username::parse(raw).map_err(|e| AdminError::Refused(e.to_string()));
+    let hash = |raw: &str| {
+        if raw.starts_with("$argon2id$") {
+            Ok(())
+        } else {
+            Err(AdminError::Refused("expected an argon2id password hash".into()))
+        }
+    };
+    match command {
+        Command::AddAccount { username: name, password_hash } => {
+            let name = username(&name)?;
+            hash(&password_hash)?;
+            let user = store.add_account(name.as_str(), &password_hash).await?;
+            tracing::info!(username = %name, user_id = %user.id, "account added");
+            Ok(Reply::User { user: user.into() })
+        }
+        Command::ListAccounts => {
+            let mut users = Vec::new();
+            for account in store.accounts().await? {
+                if let Some(user) = store.user(&account.user).await? {
+                    users.push(user.into());
+                }
+            }
+            Ok(Reply::Users { users })
+        }
+        Command::RemoveAccount { username: name } => {
+            let user = store.remove_account(username(&name)?.as_str()).await?;
+            tracing::info!(username = %name, user_id = %user.id, "account removed");
+            Ok(Reply::User { user: user.into() })
+        }
+        Command::SetPassword { username: name, password_hash } => {
+            hash(&password_hash)?;
+            store.set_password(username(&name)?.as_str(), &password_hash).await?;
+            tracing::info!(username = %name, "account password changed");
+            Ok(Reply::Done)
+        }
+        Command::ShowUser { query } => {
+            let mut users: Vec<UserView> = Vec::new();
+            if let Some(id) = UserId::parse(&query) {
+                users.extend(store.user(&id).await?.map(Into::into));
+            }
+            for appid in appids {
+                if let Some(user) = store.user_by_openid(appid, &query).await?
+                    && !users.iter().any(|u| u.id == user.id.to_string())
+                {
+                    users.push(user.into());
+                }
+            }
+            if users.is_empty() {
+                return Err(AdminError::Refused(format!(
+                    "no user has the id or openid {query:?} (apps searched: {})",
+                    appids.join(", ")
+                )));
+            }
+            Ok(Reply::Users { users })
+        }
+    }
+}
+
+/// The server's end: accepts commands on `path` until the task is dropped.
+pub struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Listener {
+    /// Creates the socket with mode 0600. A socket file left by a server that is gone is
+    /// replaced; one that answers belongs to a running server and is an error.
+    pub async fn bind(path: &Path) -> std::io::Result<Self> {
+        if path.exists() {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(std::io::Error::new(ErrorKind::AddrInUse, "another wxauth server answers on it"));
+            }
+            std::fs::remove_file(path)?;
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Bound under a temporary name and renamed once private: no moment when the final
+        // path accepts connections with the umask's permissions.
+        let staging = path.with_extension(format!("{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging)?;
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staging, path)?;
+        Ok(Self { listener, path: path.to_owned() })
+    }
+
+    /// Serves commands one connection at a time each, concurrently across connections.
+    pub async fn serve(self, store: Store, appids: Arc<[String]>) {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (store, appids) = (store.clone(), appids.clone());
+            tokio::spawn(async move {
+                if tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &store, &appids)).await.is_err() {
+                    tracing::warn!("admin connection timed out");
+                }
+            });
+        }
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+async fn answer(stream: UnixStream, store: &Store, appids: &[String]) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let result = match BufReader::new(read.take(MAX_LINE)).read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str::<Command>(&line) {
+            Ok(command) => execute(store, appids, command).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("unreadable command: {e}")),
+        },
+        Err(e) => Err(format!("cannot read the command: {e}")),
+    };
+    let body = match result {
+        Ok(reply) => serde_json::json!({ "ok": reply }),
+        Err(error) => serde_json::json!({ "error": error }),
+    };
+    let mut text = body.to_string();
+    text.push('\n');
+    let _ = write.write_all(text.as_bytes()).await;
+}
+
+/// Sends `command` to the server listening on `path`. `Ok(None)`: no server listens there.
+pub async fn send(path: &Path, command: &Command) -> Result<Option<Reply>, AdminError> {
+    let socket = |source| AdminError::Socket { path: path.to_owned(), source };
+    let stream = match UnixStream::connect(path).await {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(socket(e)),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_string(command).map_err(|e| AdminError::Protocol(e.to_string()))?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await.map_err(socket)?;
+    let mut answer = String::new();
+    BufReader::new(read.take(MAX_LINE * 16)).read_line(&mut answer).await.map_err(socket)?;
+    #[derive(Deserialize)]
+    struct Answer {
+        ok: Option<Reply>,
+        error: Option<String>,
+    }
+    let answer: Answer = serde_json::from_str(&answer)
+        .map_err(|e| AdminError::Protocol(format!("unreadable answer from the server ({e})")))?;
+    match (answer.ok, answer.error) {
+        (Some(reply), _) => Ok(Some(reply)),
+        (None, Some(error)) => Err(AdminError::Refused(error)),
+        (None, None) => Err(AdminError::Protocol("empty answer from the server".into())),
+    }
+}

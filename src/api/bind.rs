@@ -1,0 +1,86 @@
+//! `POST /v1/bind`: bind a WeChat identity to an existing account.
+
+use std::sync::Arc;
+
+use poem::web::RemoteAddr;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
+
+use super::{
+    ApiTags,
+    error::BindError,
+    login::{CodeText, LoginBody},
+};
+use crate::auth::{Auth, BindRequest};
+
+/// Bind request: one of `bind_ticket` and `code`, with the account's credentials.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct BindBody {
+    /// The `bind_ticket` from a 403 `not_bound` login answer (valid 5 minutes, spent by a
+    /// successful bind; a wrong password does not spend it).
+    pub bind_ticket: Option<String>,
+    /// Or a fresh code from `wx.login`, when there is no ticket.
+    pub code: Option<CodeText>,
+    /// With `code`: the AppID the code comes from (required when the server serves several
+    /// apps). Ignored with a ticket, which names its app.
+    pub appid: Option<String>,
+    /// The account's username.
+    pub username: String,
+    /// The account's password.
+    pub password: String,
+}
+
+impl Example for BindBody {
+    fn example() -> Self {
+        Self {
+            bind_ticket: Some("bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into()),
+            code: None,
+            appid: None,
+            username: "alice".into(),
+            password: "correct horse battery staple".into(),
+        }
+    }
+}
+
+/// Bind answer.
+#[derive(ApiResponse)]
+pub enum BindResponse {
+    /// Bound, and logged in as the account's user: the same body as a login.
+    #[oai(status = 200)]
+    Ok(
+        Json<LoginBody>,
+        /// Tokens must not be cached (RFC 6749 section 5.1).
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+}
+
+/// Account binding operations.
+pub struct BindApi {
+    /// The service.
+    pub auth: Arc<Auth>,
+}
+
+#[OpenApi(tag = "ApiTags::Binding")]
+impl BindApi {
+    /// Bind WeChat to an account
+    ///
+    /// Checks the account's username and password and binds the WeChat identity named by
+    /// the bind ticket (or a fresh code) to the account's user; from then on `wx.login`
+    /// alone logs the person in. Answers exactly like a login. Attempts are limited per
+    /// username and per client address.
+    #[oai(path = "/v1/bind", method = "post", operation_id = "bind")]
+    async fn bind(&self, body: Json<BindBody>, remote: &RemoteAddr) -> Result<BindResponse, BindError> {
+        let b = &body.0;
+        let request = BindRequest {
+            ticket: b.bind_ticket.as_deref(),
+            code: b.code.as_ref().map(|c| c.0.as_str()),
+            appid: b.appid.as_deref(),
+            username: &b.username,
+            password: &b.password,
+        };
+        let ip = remote.as_socket_addr().map(|a| a.ip());
+        let outcome = self.auth.bind(request, ip).await?;
+        Ok(BindResponse::Ok(Json(outcome.into()), "no-store".into()))
+    }
+}

@@ -1,0 +1,150 @@
+//! Example error bodies for the OpenAPI document, one list per operation and status.
+//!
+//! Each is produced by the same mapping real answers go through (`error.rs`), from the
+//! failure that causes it, so Swagger UI shows what a client will really receive.
+
+use poem_openapi::{payload::Json, types::ToJSON};
+use serde_json::Value;
+
+use super::error::{BindError, ErrorBody, LoginError, MeError};
+use crate::{
+    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, LoginFailure},
+    domain::DomainError,
+    token::Rejection,
+    wechat::WechatError,
+};
+
+const RID: &str = "626d6eea-742b9141-407c26f8";
+const APPID: &str = "wx4f4bc4dec97d474b";
+
+/// The named example bodies of one operation's answers with one status.
+pub(super) struct Examples {
+    pub(super) path: &'static str,
+    pub(super) method: &'static str,
+    pub(super) status: u16,
+    pub(super) list: Vec<(&'static str, Value)>,
+}
+
+/// Examples for every error answer of the operations that have them.
+pub(super) fn all() -> Vec<Examples> {
+    let mut out = Vec::new();
+    for (path, method, examples) in [
+        ("/v1/login", "post", login()),
+        ("/v1/bind", "post", bind()),
+        ("/v1/me", "get", bearer()),
+        ("/v1/me/binding", "delete", bearer()),
+    ] {
+        let mut by_status: Vec<(u16, Vec<(&'static str, Value)>)> = Vec::new();
+        for (name, status, body) in examples {
+            match by_status.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, list)) => list.push((name, body)),
+                None => by_status.push((status, vec![(name, body)])),
+            }
+        }
+        out.extend(by_status.into_iter().map(|(status, list)| Examples { path, method, status, list }));
+    }
+    out
+}
+
+fn rid() -> Option<String> {
+    Some(RID.into())
+}
+
+/// Failures every operation calling WeChat shares.
+fn wechat_failures() -> Vec<(&'static str, WechatError)> {
+    vec![
+        ("invalid_code", WechatError::InvalidCode { rid: rid() }),
+        ("code_used", WechatError::CodeUsed { rid: rid() }),
+        ("user_blocked", WechatError::UserBlocked { rid: rid() }),
+        ("rate_limited", WechatError::RateLimited { rid: rid() }),
+        ("wechat_error", WechatError::Upstream(format!("WeChat errcode 40013, rid {RID}"))),
+        ("wechat_unavailable", WechatError::Busy { rid: rid() }),
+        ("wechat_timeout", WechatError::Timeout),
+    ]
+}
+
+fn server_error() -> (&'static str, u16, Value) {
+    ("server_error", 500, json(super::error::body("server_error", "internal error; see the server log")))
+}
+
+fn json(body: Json<ErrorBody>) -> Value {
+    body.0.to_json().unwrap_or_default()
+}
+
+fn login() -> Vec<(&'static str, u16, Value)> {
+    let mut failures = vec![
+        ("invalid_request", LoginFailure::InvalidInput(DomainError::EmptyCode)),
+        ("unknown_app", LoginFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
+        (
+            "not_bound",
+            LoginFailure::NotBound {
+                ticket: "bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into(),
+                expires_in: BIND_TICKET_SECS,
+            },
+        ),
+    ];
+    failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, LoginFailure::Wechat(e))));
+    let mut out: Vec<_> = failures.into_iter().map(|(name, f)| login_answer(name, f.into())).collect();
+    out.push(server_error());
+    out
+}
+
+fn login_answer(name: &'static str, answer: LoginError) -> (&'static str, u16, Value) {
+    let (status, body) = match answer {
+        LoginError::BadRequest(b) => (400, b),
+        LoginError::Forbidden(b) => (403, b),
+        LoginError::TooManyRequests(b, _) => (429, b),
+        LoginError::Internal(b) => (500, b),
+        LoginError::BadGateway(b) => (502, b),
+        LoginError::Unavailable(b, _) => (503, b),
+        LoginError::GatewayTimeout(b) => (504, b),
+    };
+    (name, status, json(body))
+}
+
+fn bind() -> Vec<(&'static str, u16, Value)> {
+    let mut failures = vec![
+        ("invalid_request", BindFailure::InvalidInput(DomainError::TicketOrCode)),
+        ("invalid_ticket", BindFailure::InvalidTicket),
+        ("unknown_app", BindFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
+        ("invalid_credentials", BindFailure::InvalidCredentials),
+        ("already_bound", BindFailure::AlreadyBound),
+        ("account_already_bound", BindFailure::AccountAlreadyBound),
+        ("rate_limited (attempts)", BindFailure::TooManyAttempts { retry_after: 12 }),
+    ];
+    failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, BindFailure::Wechat(e))));
+    let mut out: Vec<_> = failures.into_iter().map(|(name, f)| bind_answer(name, f.into())).collect();
+    out.push(server_error());
+    out
+}
+
+fn bind_answer(name: &'static str, answer: BindError) -> (&'static str, u16, Value) {
+    let (status, body) = match answer {
+        BindError::BadRequest(b) => (400, b),
+        BindError::Unauthorized(b) => (401, b),
+        BindError::Forbidden(b) => (403, b),
+        BindError::Conflict(b) => (409, b),
+        BindError::TooManyRequests(b, _) => (429, b),
+        BindError::Internal(b) => (500, b),
+        BindError::BadGateway(b) => (502, b),
+        BindError::Unavailable(b, _) => (503, b),
+        BindError::GatewayTimeout(b) => (504, b),
+    };
+    (name, status, json(body))
+}
+
+fn bearer() -> Vec<(&'static str, u16, Value)> {
+    let mut out: Vec<_> = [
+        ("expired", Rejection::Expired),
+        ("Bearer Bearer", Rejection::DoubledPrefix),
+        ("not ours", Rejection::UnknownKey),
+    ]
+    .into_iter()
+    .map(|(name, r)| match MeError::from(BearerFailure::Rejected(r)) {
+        MeError::Unauthorized(b, _) => (name, 401, json(b)),
+        MeError::Internal(b) => (name, 500, json(b)),
+    })
+    .collect();
+    out.push(server_error());
+    out
+}

@@ -1,0 +1,89 @@
+//! Attempt limits of `POST /v1/bind`, per username and per client IP (`governor`).
+//!
+//! A keyed limiter keeps one entry per key until told to forget idle ones, and keys here
+//! come from clients: every [`SWEEP_EVERY`] checks, entries whose quota has fully
+//! refilled are dropped, so memory follows the keys active within the last minute.
+
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use governor::{Quota, RateLimiter, clock::Clock, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
+
+use crate::config::BindLimits;
+
+/// Checks between two sweeps of idle entries.
+const SWEEP_EVERY: u64 = 1024;
+
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// The two limits of bind attempts.
+pub struct BindAttempts {
+    per_username: Option<Keyed<String>>,
+    per_ip: Option<Keyed<IpAddr>>,
+    checks: AtomicU64,
+}
+
+impl BindAttempts {
+    /// Limits from the settings; a limit of 0 is off.
+    pub fn new(limits: BindLimits) -> Self {
+        let quota = |n| NonZeroU32::new(n).map(Quota::per_minute);
+        Self {
+            per_username: quota(limits.per_username).map(RateLimiter::keyed),
+            per_ip: quota(limits.per_ip).map(RateLimiter::keyed),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one attempt. `Err` carries how long to wait before the next one is allowed.
+    /// The IP is counted first: a client over its limit cannot use up a username's budget.
+    pub fn check(&self, username: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep();
+        }
+        let now = DefaultClock::default().now();
+        if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
+            limiter.check_key(&ip).map_err(|not_until| not_until.wait_time_from(now))?;
+        }
+        if let Some(limiter) = &self.per_username {
+            limiter.check_key(&username.to_owned()).map_err(|not_until| not_until.wait_time_from(now))?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&self) {
+        if let Some(l) = &self.per_username {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.per_ip {
+            l.retain_recent();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_username_over_its_limit_waits_and_others_do_not() {
+        let attempts = BindAttempts::new(BindLimits { per_username: 2, per_ip: 0 });
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(attempts.check("alice", ip).is_ok() && attempts.check("alice", ip).is_ok());
+        let wait = attempts.check("alice", ip).unwrap_err();
+        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(attempts.check("bob", ip).is_ok());
+    }
+
+    #[test]
+    fn an_ip_over_its_limit_waits_whatever_the_username() {
+        let attempts = BindAttempts::new(BindLimits { per_username: 0, per_ip: 1 });
+        let ip = Some(IpAddr::from([10, 0, 0, 1]));
+        assert!(attempts.check("alice", ip).is_ok());
+        assert!(attempts.check("bob", ip).is_err());
+        assert!(attempts.check("bob", Some(IpAddr::from([10, 0, 0, 2]))).is_ok());
+    }
+}

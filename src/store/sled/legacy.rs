@@ -1,0 +1,69 @@
+//! Layouts of earlier releases, kept only to migrate from them.
+//!
+//! - Schema 1 (the first release): JSON users in `users` and JSON session keys in
+//!   `session_keys`, both keyed by user id.
+//! - Schema 2: one postcard record per user in `user_records`, for exactly one openid of
+//!   one app, with its session key.
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{IdentityRecord, UserRecord, encode_key};
+use crate::store::{StoreError, StoredSessionKey};
+
+/// A schema 1 user (JSON).
+#[derive(Serialize, Deserialize)]
+pub(super) struct V1User {
+    pub(super) appid: String,
+    pub(super) openid: String,
+    pub(super) unionid: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(super) created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(super) last_login_at: time::OffsetDateTime,
+}
+
+/// A schema 2 user record (postcard). Times are Unix nanoseconds.
+#[derive(Serialize, Deserialize)]
+pub(super) struct V2Record {
+    pub(super) appid: String,
+    pub(super) openid: String,
+    pub(super) unionid: Option<String>,
+    pub(super) created_at: i128,
+    pub(super) last_login_at: i128,
+    pub(super) session_key: Option<(String, i128)>,
+}
+
+impl V2Record {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("schema 2 user record: {e}")))
+    }
+
+    /// The schema 1 user and its session key, as schema 2 stored them.
+    pub(super) fn from_v1(user: &V1User, key: Option<&StoredSessionKey>) -> Self {
+        Self {
+            appid: user.appid.clone(),
+            openid: user.openid.clone(),
+            unionid: user.unionid.clone(),
+            created_at: user.created_at.unix_timestamp_nanos(),
+            last_login_at: user.last_login_at.unix_timestamp_nanos(),
+            session_key: key.map(encode_key),
+        }
+    }
+
+    /// The same user in schema 3: one identity.
+    pub(super) fn upgrade(self) -> UserRecord {
+        UserRecord {
+            identities: vec![IdentityRecord { appid: self.appid, openid: self.openid, session_key: self.session_key }],
+            unionid: self.unionid,
+            account: None,
+            unionid_shared_with: Vec::new(),
+            created_at: self.created_at,
+            last_login_at: self.last_login_at,
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap()
+    }
+}

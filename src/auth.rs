@@ -19,7 +19,7 @@ use crate::{
     wechat::{WechatClient, WechatError},
 };
 
-/// How long a bind ticket works, in seconds.
+/// How long a bind ticket works by default, in seconds.
 pub const BIND_TICKET_SECS: u64 = 300;
 /// The prefix of every bind ticket, so that people (and logs) can tell one from a JWT.
 pub const BIND_TICKET_PREFIX: &str = "bt_";
@@ -212,6 +212,8 @@ pub struct Parts {
     pub attempts: BindAttempts,
     /// Password checks.
     pub passwords: Verifier,
+    /// How long a bind ticket works.
+    pub ticket_ttl: std::time::Duration,
 }
 
 /// The service behind the HTTP API.
@@ -342,15 +344,16 @@ impl Auth {
     }
 
     /// Issues a bind ticket: 256 random bits the client holds, stored under their hash with
-    /// the session (and its key), for [`BIND_TICKET_SECS`].
+    /// the session (and its key), for the configured lifetime.
     async fn ticket(&self, appid: &str, session: WechatSession) -> Result<(String, u64), LoginFailure> {
         let mut bytes = [0u8; 32];
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Internal::Store(StoreError::Database("no randomness".into())))?;
         let text = format!("{BIND_TICKET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-        let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(BIND_TICKET_SECS as i64);
+        let ttl = self.parts.ticket_ttl;
+        let expires_at = OffsetDateTime::now_utc() + ttl;
         let ticket = BindTicket { appid: appid.to_owned(), session, expires_at };
         self.parts.store.put_ticket(&ticket_id(&text), &ticket).await?;
-        Ok((text, BIND_TICKET_SECS))
+        Ok((text, ttl.as_secs()))
     }
 
     fn outcome(

@@ -120,6 +120,8 @@ pub struct Settings {
     pub registration: Registration,
     /// Attempt limits of `POST /v1/bind`.
     pub bind_limits: BindLimits,
+    /// How long a bind ticket works (`WXAUTH_BIND_TICKET_TTL`, at most 5 minutes).
+    pub bind_ticket_ttl: Duration,
     /// The Unix socket the CLI's `accounts` and `users` commands reach the server through.
     pub admin_socket: PathBuf,
 }
@@ -219,6 +221,7 @@ pub const KEYS: &[&str] = &[
     "bind_attempts_per_username",
     "bind_attempts_per_ip",
     "admin_socket",
+    "bind_ticket_ttl",
 ];
 
 /// The TOML key of the list of apps (`[[wechat_apps]]`); it has no environment variable.
@@ -335,6 +338,7 @@ impl Settings {
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
             registration,
             bind_limits,
+            bind_ticket_ttl: Duration::from_secs(layers.ranged("bind_ticket_ttl", 300, 1..=300, "seconds")?),
             admin_socket,
             store: StoreSettings::Sled(SledSettings {
                 data_dir,

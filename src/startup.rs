@@ -126,6 +126,7 @@ impl Application {
             registration: settings.registration,
             attempts: BindAttempts::new(settings.bind_limits),
             passwords: Verifier::new()?,
+            ticket_ttl: settings.bind_ticket_ttl,
         };
         Ok(Self { acceptor, addr, dev: settings.dev, admin, auth: Arc::new(Auth::new(parts)) })
     }

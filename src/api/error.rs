@@ -96,7 +96,12 @@ pub enum LoginError {
     /// username and password to `POST /v1/bind`.
     /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
     #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
+    Forbidden(
+        Json<ErrorBody>,
+        /// A bind ticket is a credential: never cached.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
     /// `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011).
     #[oai(status = 429)]
     TooManyRequests(
@@ -124,11 +129,13 @@ pub enum LoginError {
     GatewayTimeout(Json<ErrorBody>),
 }
 
+const NO_STORE: &str = "no-store";
+
 impl From<WechatAnswer> for LoginError {
     fn from(answer: WechatAnswer) -> Self {
         match answer {
             WechatAnswer::BadRequest(b) => Self::BadRequest(b),
-            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b, NO_STORE.into()),
             WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
             WechatAnswer::BadGateway(b) => Self::BadGateway(b),
             WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
@@ -146,11 +153,14 @@ impl From<LoginFailure> for LoginError {
             }
             LoginFailure::UnknownApp(..) => Self::BadRequest(body("unknown_app", text)),
             LoginFailure::Wechat(e) => wechat_answer(e).into(),
-            LoginFailure::NotBound { ticket, expires_in } => Self::Forbidden(Json(ErrorBody {
-                bind_ticket: Some(ticket),
-                expires_in: Some(expires_in),
-                ..body("not_bound", text).0
-            })),
+            LoginFailure::NotBound { ticket, expires_in } => Self::Forbidden(
+                Json(ErrorBody {
+                    bind_ticket: Some(ticket),
+                    expires_in: Some(expires_in),
+                    ..body("not_bound", text).0
+                }),
+                NO_STORE.into(),
+            ),
             LoginFailure::Internal(e) => Self::Internal(internal(e)),
         }
     }

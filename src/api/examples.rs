@@ -92,7 +92,7 @@ fn login() -> Vec<(&'static str, u16, Value)> {
 fn login_answer(name: &'static str, answer: LoginError) -> (&'static str, u16, Value) {
     let (status, body) = match answer {
         LoginError::BadRequest(b) => (400, b),
-        LoginError::Forbidden(b) => (403, b),
+        LoginError::Forbidden(b, _) => (403, b),
         LoginError::TooManyRequests(b, _) => (429, b),
         LoginError::Internal(b) => (500, b),
         LoginError::BadGateway(b) => (502, b),

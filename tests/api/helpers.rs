@@ -23,6 +23,14 @@ use wxauth::{
 
 pub const APPID: &str = "wx4f4bc4dec97d474b";
 pub const SECRET: &str = "AppSecret-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+/// A second mini-program of the same Open Platform account.
+pub const APPID2: &str = "wx8b8b8b8b8b8b8b8b";
+pub const SECRET2: &str = "AppSecret-second-app-0000000000000000000";
+/// The TOML that configures both apps.
+pub const TWO_APPS: &str = concat!(
+    "[[wechat_apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"AppSecret-9f8e7d6c5b4a39281706f5e4d3c2b1a0\"\n\n",
+    "[[wechat_apps]]\nappid = \"wx8b8b8b8b8b8b8b8b\"\nsecret = \"AppSecret-second-app-0000000000000000000\"\n",
+);
 
 /// One scripted answer of the mock WeChat.
 #[derive(Clone, Debug)]
@@ -53,9 +61,10 @@ struct MockState {
     calls: Mutex<Vec<HashMap<String, String>>>,
 }
 
-/// A mock WeChat API on loopback. Unscripted codes succeed: code `x@bob` (or `bob`) logs
-/// in as openid `o_bob` with session key `session-key-bob==`; codes starting with `union`
-/// also get a unionid.
+/// A mock WeChat API on loopback for [`APPID`] and [`APPID2`]. Unscripted codes succeed:
+/// code `x@bob` (or `bob`) logs in as openid `o_bob` (`o_bob_2` in the second app) with
+/// session key `session-key-bob==`; codes starting with `union` also get the unionid
+/// `u_bob`, the same in both apps.
 #[derive(Clone)]
 pub struct MockWechat {
     pub base_url: String,
@@ -95,6 +104,11 @@ pub fn default_openid(code: &str) -> String {
     format!("o_{}", code.rsplit('@').next().unwrap())
 }
 
+/// The openid of `code` in the second app.
+pub fn second_app_openid(code: &str) -> String {
+    default_openid(code) + "_2"
+}
+
 pub fn default_session_key(code: &str) -> String {
     format!("session-key-{}==", code.rsplit('@').next().unwrap())
 }
@@ -103,21 +117,25 @@ pub fn default_session_key(code: &str) -> String {
 async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
     state.calls.lock().unwrap().push(q.clone());
     let code = q.get("js_code").cloned().unwrap_or_default();
-    let reply =
-        if q.get("appid").map(String::as_str) != Some(APPID) || q.get("secret").map(String::as_str) != Some(SECRET) {
-            Reply::errcode(40125)
-        } else if q.get("grant_type").map(String::as_str) != Some("authorization_code") {
-            Reply::errcode(40002)
-        } else {
-            let scripted = state.scripts.lock().unwrap().get_mut(&code).and_then(VecDeque::pop_front);
-            scripted.unwrap_or_else(|| {
-                let mut body = json!({"openid": default_openid(&code), "session_key": default_session_key(&code)});
-                if code.starts_with("union") {
-                    body["unionid"] = json!(format!("u_{}", code.rsplit('@').next().unwrap()));
-                }
-                Reply::Body(body.to_string())
-            })
-        };
+    let app = |appid, secret| {
+        q.get("appid").map(String::as_str) == Some(appid) && q.get("secret").map(String::as_str) == Some(secret)
+    };
+    let second = app(APPID2, SECRET2);
+    let reply = if !app(APPID, SECRET) && !second {
+        Reply::errcode(40125)
+    } else if q.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        Reply::errcode(40002)
+    } else {
+        let scripted = state.scripts.lock().unwrap().get_mut(&code).and_then(VecDeque::pop_front);
+        scripted.unwrap_or_else(|| {
+            let openid = if second { second_app_openid(&code) } else { default_openid(&code) };
+            let mut body = json!({"openid": openid, "session_key": default_session_key(&code)});
+            if code.starts_with("union") {
+                body["unionid"] = json!(format!("u_{}", code.rsplit('@').next().unwrap()));
+            }
+            Reply::Body(body.to_string())
+        })
+    };
     answer(reply, &q).await
 }
 
@@ -153,6 +171,8 @@ fn serde_urlencoded_like(query: &HashMap<String, String>) -> String {
 pub struct TestConfig {
     pub vars: HashMap<String, String>,
     pub alg: SigningAlg,
+    /// A `--config` file's text.
+    pub toml: Option<String>,
 }
 
 impl TestConfig {
@@ -193,13 +213,21 @@ pub fn base_vars(dir: &Path, wechat: &MockWechat) -> HashMap<String, String> {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp {
     let wechat = MockWechat::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = TestConfig { vars: base_vars(dir.path(), &wechat), alg: SigningAlg::ES256 };
+    let mut config = TestConfig { vars: base_vars(dir.path(), &wechat), alg: SigningAlg::ES256, toml: None };
     configure(&mut config);
+    let file = config.toml.map(|text| {
+        for flat in ["WXAUTH_WECHAT_APPID", "WXAUTH_WECHAT_SECRET"] {
+            config.vars.remove(flat);
+        }
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    });
     let alg = config.vars.get("WXAUTH_SIGNING_ALG").map(|a| a.parse().unwrap()).unwrap_or(config.alg);
     // Production mode refuses an empty key ring, as an operator would first run `keys rotate`.
     wxauth::token::rotate(&keys_dir(&dir), alg, false).unwrap();
     let vars = config.vars;
-    let settings = Settings::load_from(None, Mode::Serve, |name| vars.get(name).cloned()).unwrap();
+    let settings = Settings::load_from(file.as_deref(), Mode::Serve, |name| vars.get(name).cloned()).unwrap();
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://{}", app.addr());
     tokio::spawn(app.run_until(std::future::pending()));
@@ -230,6 +258,41 @@ impl TestApp {
 
     pub async fn me(&self, token: &str) -> reqwest::Response {
         self.client.get(format!("{}/v1/me", self.address)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// `GET /v1/me`, failing the test unless it answers 200.
+    pub async fn me_ok(&self, token: &str) -> Value {
+        let resp = self.me(token).await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn bind(&self, body: &Value) -> reqwest::Response {
+        self.client.post(format!("{}/v1/bind", self.address)).json(body).send().await.unwrap()
+    }
+
+    pub async fn unbind(&self, token: &str) -> reqwest::Response {
+        self.client.delete(format!("{}/v1/me/binding", self.address)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Logs in while unbound (registration `bind`) and returns the bind ticket.
+    pub async fn ticket(&self, code: &str) -> String {
+        let body = assert_error(self.login(code).await, 403, "not_bound").await;
+        body["bind_ticket"].as_str().unwrap().to_owned()
+    }
+
+    /// The app's admin socket (the default: inside the data directory).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("data").join("admin.sock")
+    }
+
+    /// Adds an account through the running server's admin socket, as the CLI does.
+    pub async fn add_account(&self, username: &str, password: &str) -> Value {
+        let password_hash =
+            wxauth::password::hash(&wxauth::domain::Password::new_for_account(password).unwrap()).unwrap();
+        let command = wxauth::admin::Command::AddAccount { username: username.into(), password_hash };
+        let reply = wxauth::admin::send(&self.admin_socket(), &command).await.unwrap().expect("no admin socket");
+        serde_json::to_value(reply).unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -174,3 +174,34 @@ async fn wrong_or_missing_registered_claims_are_rejected() {
         assert_rejected(&app, &sign_with_ring_key(&app, &claims), case).await;
     }
 }
+
+#[tokio::test]
+async fn a_doubled_bearer_prefix_is_named_in_the_401() {
+    let app = spawn_app().await;
+    let token = app.login_ok("code1@alice").await["access_token"].as_str().unwrap().to_owned();
+
+    // What Swagger UI sends when the token is pasted with its prefix.
+    let resp = app.me(&format!("Bearer {token}")).await;
+
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let body = assert_error(resp, 401, "invalid_token").await;
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.contains("Bearer Bearer") && description.contains("paste the token alone"), "{body}");
+    assert!(challenge.contains("Bearer Bearer"), "{challenge}");
+}
+
+#[tokio::test]
+async fn me_lists_the_identities_and_the_identity_the_token_was_issued_for() {
+    let app = spawn_app().await;
+    let login = app.login_ok("code1@alice").await;
+
+    let me = app.me_ok(login["access_token"].as_str().unwrap()).await;
+
+    assert_eq!(me["appid"], crate::helpers::APPID);
+    assert_eq!(me["openid"], login["user"]["openid"]);
+    assert_eq!(
+        me["identities"],
+        serde_json::json!([{"appid": crate::helpers::APPID, "openid": login["user"]["openid"]}])
+    );
+    assert!(me.get("username").is_none(), "{me}");
+}

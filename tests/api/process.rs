@@ -213,6 +213,13 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
         assert_eq!((got, body["error"].as_str().unwrap()), (status, error), "{code}");
     }
     assert_eq!(server.login("busy-once").await.0, 200);
+    // Swagger UI users see the reserved codes in the API description.
+    let (_, spec) = server.get("/openapi.json", None).await;
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    let description = spec["info"]["description"].as_str().unwrap();
+    for code in ["`invalid`", "`busy-once`", "`slow`", "`garbled`"] {
+        assert!(description.contains(code), "{code} missing from: {description}");
+    }
 
     let token = first["access_token"].as_str().unwrap().to_owned();
     let log = server.stop();
@@ -425,4 +432,64 @@ async fn returning_logins_answer_without_waiting_for_a_flush() {
     let event: Value = serde_json::from_str(closed).unwrap();
     assert_eq!(event["group_commits"], 2, "returning logins waited for flushes: {closed}");
     assert_eq!(event["fsyncs"], 2, "{closed}");
+}
+
+/// Runs `wxauth <args>` with `stdin` as its standard input; returns status, stdout, stderr.
+fn run_with_stdin(vars: &HashMap<String, String>, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child =
+        command(vars, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.insert("WXAUTH_REGISTRATION".into(), "bind".into());
+    let server = Server::start(&vars, &["serve"]);
+
+    // Through the admin socket: the server holds the store.
+    let (ok, stdout, stderr) = run_with_stdin(&vars, &["accounts", "add", "alice"], "correct horse battery\n");
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("added account alice"), "{stdout}");
+    assert!(stderr.contains("done by the running server"), "{stderr}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "add", "shorty"], "short\n");
+    assert!(!ok && stderr.contains("at least 8 characters"), "{stderr}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "add", "alice"], "another password\n");
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    // The account works at once, without a restart.
+    let client = reqwest::Client::new();
+    let (_, unbound) = server.login("code1@dora").await;
+    let bind = json!({"bind_ticket": unbound["bind_ticket"], "username": "alice", "password": "correct horse battery"});
+    let bound = client.post(format!("{}/v1/bind", server.address)).json(&bind).send().await.unwrap();
+    assert_eq!(bound.status(), 200);
+    let (ok, stdout, _) = run_with_stdin(&vars, &["users", "show", "o_dora"], "");
+    assert!(ok && stdout.contains("account     alice") && stdout.contains("o_dora"), "{stdout}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "passwd", "alice"], "a new password\n");
+    assert!(ok, "{stderr}");
+    let log = server.stop();
+    assert!(!log.contains("correct horse"), "a password reached the log");
+    assert!(!dir.path().join("data/admin.sock").exists(), "the socket outlived the server");
+
+    // No server: the CLI opens the store itself.
+    let (ok, stdout, stderr) = run_with_stdin(&vars, &["accounts", "list"], "");
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("changed the store directly"), "{stderr}");
+    assert!(stdout.contains("alice") && stdout.contains("o_dora"), "{stdout}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "add", "bob"], "bobs password\n");
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = run_with_stdin(&vars, &["accounts", "remove", "alice"], "");
+    assert!(ok && stdout.contains("removed account alice"), "{stdout}");
+
+    // The server sees what the CLI wrote while it was down, and the new password.
+    let server = Server::start(&vars, &["serve"]);
+    let (status, body) = server.login("code2@dora").await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("not_bound")), "{body}");
+    let bind = json!({"bind_ticket": body["bind_ticket"], "username": "bob", "password": "bobs password"});
+    let bound = client.post(format!("{}/v1/bind", server.address)).json(&bind).send().await.unwrap();
+    assert_eq!(bound.status(), 200);
+    server.stop();
 }

@@ -27,11 +27,72 @@ async fn swagger_ui_is_served_and_documents_the_bearer_scheme() {
     let app = spawn_app().await;
     let html = app.get("/docs").await.text().await.unwrap();
     assert!(html.contains("swagger"), "no Swagger UI at /docs");
+    assert_eq!(app.get("/docs/").await.status(), 200);
     let spec = app.get_json("/openapi.json").await;
     let scheme = &spec["components"]["securitySchemes"]["BearerToken"];
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");
-    for path in ["/v1/login", "/v1/me", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/healthz"] {
+    for path in [
+        "/v1/login",
+        "/v1/bind",
+        "/v1/me",
+        "/v1/me/binding",
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/healthz",
+    ] {
         assert!(spec["paths"].get(path).is_some(), "{path} missing from the spec");
     }
+    assert!(scheme["description"].as_str().unwrap().contains("without `Bearer `"), "{scheme}");
+    let html_has_document = html.contains("\"not_bound\"");
+    assert!(html_has_document, "Swagger UI does not show the published document");
+}
+
+#[tokio::test]
+async fn swagger_ui_groups_operations_in_the_order_a_newcomer_needs() {
+    let app = spawn_app().await;
+    let spec = app.get_json("/openapi.json").await;
+    let tags: Vec<_> = spec["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tags, ["Login", "User", "Binding", "Keys", "Health"]);
+}
+
+#[tokio::test]
+async fn every_error_answer_shows_real_example_bodies() {
+    let app = spawn_app().await;
+    let spec = app.get_json("/openapi.json").await;
+    let mut seen = Vec::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if !status.starts_with('4') && !status.starts_with('5') || path == "/healthz" {
+                    continue;
+                }
+                for media in response["content"].as_object().unwrap().values() {
+                    let examples = media["examples"].as_object();
+                    let examples = examples.unwrap_or_else(|| panic!("{method} {path} {status} has no examples"));
+                    for example in examples.values() {
+                        let error = example["value"]["error"].as_str().unwrap();
+                        let description = example["value"]["error_description"].as_str().unwrap();
+                        assert!(error != "string" && description.len() > 10, "{method} {path} {status}: {example}");
+                        seen.push(format!("{method} {path} {status} {error}"));
+                    }
+                }
+            }
+        }
+    }
+    for expected in [
+        "post /v1/login 400 invalid_code",
+        "post /v1/login 400 unknown_app",
+        "post /v1/login 403 not_bound",
+        "post /v1/bind 400 invalid_ticket",
+        "post /v1/bind 401 invalid_credentials",
+        "post /v1/bind 409 already_bound",
+        "post /v1/bind 409 account_already_bound",
+        "post /v1/bind 429 rate_limited",
+        "delete /v1/me/binding 401 invalid_token",
+    ] {
+        assert!(seen.iter().any(|s| s == expected), "no example for {expected}: {seen:?}");
+    }
+    let not_bound = &spec["paths"]["/v1/login"]["post"]["responses"]["403"]["content"];
+    assert!(not_bound.to_string().contains("bind_ticket"), "{not_bound}");
 }

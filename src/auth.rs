@@ -256,9 +256,15 @@ impl Auth {
     }
 
     /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
-    /// after checking its password, and logs in as the account's user.
+    /// after checking its password, and logs in as the account's user. `peer` is the TCP
+    /// peer, `forwarded_for` its `X-Forwarded-For` (honoured from trusted proxies only).
     #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
-    pub async fn bind(&self, req: BindRequest<'_>, ip: Option<IpAddr>) -> Result<LoginOutcome, BindFailure> {
+    pub async fn bind(
+        &self,
+        req: BindRequest<'_>,
+        peer: Option<IpAddr>,
+        forwarded_for: Option<&str>,
+    ) -> Result<LoginOutcome, BindFailure> {
         let username = Username::parse(req.username)?;
         let password = Password::presented(req.password)?;
         let proof = match (req.ticket, req.code) {
@@ -266,8 +272,9 @@ impl Auth {
             (None, Some(code)) => Proof::Code(JsCode::parse(code)?),
             _ => return Err(DomainError::TicketOrCode.into()),
         };
-        self.parts
-            .attempts
+        let attempts = &self.parts.attempts;
+        let ip = peer.map(|peer| attempts.client_ip(peer, forwarded_for));
+        attempts
             .check(username.as_str(), ip)
             .map_err(|wait| BindFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) })?;
         let (appid, session, ticket) = match proof {

@@ -136,12 +136,14 @@ pub enum Registration {
 }
 
 /// Attempts of `POST /v1/bind` allowed per minute; 0 turns a limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindLimits {
     /// Per username (`WXAUTH_BIND_ATTEMPTS_PER_USERNAME`).
     pub per_username: u32,
     /// Per client IP address (`WXAUTH_BIND_ATTEMPTS_PER_IP`).
     pub per_ip: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`WXAUTH_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Which store backend to use, with the settings that only make sense for it.
@@ -222,6 +224,7 @@ pub const KEYS: &[&str] = &[
     "bind_attempts_per_ip",
     "admin_socket",
     "bind_ticket_ttl",
+    "trusted_proxies",
 ];
 
 /// The TOML key of the list of apps (`[[wechat_apps]]`); it has no environment variable.
@@ -331,6 +334,7 @@ impl Settings {
                 5
             },
             per_ip: if layers.get("bind_attempts_per_ip").is_some() { limit("bind_attempts_per_ip")? } else { 20 },
+            trusted_proxies: trusted_proxies(layers.get("trusted_proxies").unwrap_or_default())?,
         };
         Ok(Settings {
             dev,
@@ -470,6 +474,19 @@ fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
         return Err(invalid("wechat_base_url", "must not have a query or fragment".into()));
     }
     Ok(url)
+}
+
+/// Comma-separated CIDRs or single addresses.
+fn trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+                invalid("trusted_proxies", format!("expected CIDRs such as 10.0.0.0/8, 127.0.0.1, got {s:?}"))
+            })
+        })
+        .collect()
 }
 
 fn parse_issuer(raw: &str) -> Result<String, ConfigError> {
@@ -675,11 +692,18 @@ mod tests {
     fn registration_limits_and_admin_socket_have_defaults_and_are_checked() {
         let s = load(Mode::Dev, &[]).unwrap();
         assert_eq!(s.registration, Registration::Auto);
-        assert_eq!(s.bind_limits, BindLimits { per_username: 5, per_ip: 20 });
+        assert_eq!(s.bind_limits, BindLimits { per_username: 5, per_ip: 20, trusted_proxies: Vec::new() });
         assert_eq!(s.admin_socket, PathBuf::from("./data/admin.sock"));
         let s = load(Mode::Dev, &[("WXAUTH_REGISTRATION", "bind"), ("WXAUTH_BIND_ATTEMPTS_PER_IP", "0")]).unwrap();
         assert_eq!((s.registration, s.bind_limits.per_ip), (Registration::Bind, 0));
-        for (var, value) in [("WXAUTH_REGISTRATION", "manual"), ("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "-1")] {
+        let s = load(Mode::Dev, &[("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
+        assert_eq!(s.bind_limits.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        for (var, value) in [
+            ("WXAUTH_REGISTRATION", "manual"),
+            ("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "-1"),
+            ("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("WXAUTH_BIND_TICKET_TTL", "301"),
+        ] {
             let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{var}={value:?} gave: {err}");
         }

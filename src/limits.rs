@@ -1,4 +1,5 @@
-//! Attempt limits of `POST /v1/bind`, per username and per client IP (`governor`).
+//! Attempt limits of `POST /v1/bind`, per username and per client IP (`governor`), and who
+//! the client is behind a reverse proxy.
 //!
 //! A keyed limiter keeps one entry per key until told to forget idle ones, and keys here
 //! come from clients: every [`SWEEP_EVERY`] checks, entries whose quota has fully
@@ -24,6 +25,7 @@ type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 pub struct BindAttempts {
     per_username: Option<Keyed<String>>,
     per_ip: Option<Keyed<IpAddr>>,
+    trusted_proxies: Vec<ipnet::IpNet>,
     checks: AtomicU64,
 }
 
@@ -34,8 +36,30 @@ impl BindAttempts {
         Self {
             per_username: quota(limits.per_username).map(RateLimiter::keyed),
             per_ip: quota(limits.per_ip).map(RateLimiter::keyed),
+            trusted_proxies: limits.trusted_proxies,
             checks: AtomicU64::new(0),
         }
+    }
+
+    /// The client's address: the peer, unless the peer is a trusted proxy; then the
+    /// right-most address in `X-Forwarded-For` that is not a trusted proxy (addresses left
+    /// of it were written by the client and prove nothing).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let hops = forwarded_for.unwrap_or_default().rsplit(',').map(|hop| hop.trim().parse::<IpAddr>());
+        let mut client = peer;
+        for hop in hops {
+            match hop {
+                Ok(ip) if trusted(&ip) => client = ip,
+                Ok(ip) => return ip,
+                // Unreadable: stop at the last address we can vouch for.
+                Err(_) => return client,
+            }
+        }
+        client
     }
 
     /// Counts one attempt. `Err` carries how long to wait before the next one is allowed.
@@ -70,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_username_over_its_limit_waits_and_others_do_not() {
-        let attempts = BindAttempts::new(BindLimits { per_username: 2, per_ip: 0 });
+        let attempts = BindAttempts::new(BindLimits { per_username: 2, per_ip: 0, trusted_proxies: Vec::new() });
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
         assert!(attempts.check("alice", ip).is_ok() && attempts.check("alice", ip).is_ok());
         let wait = attempts.check("alice", ip).unwrap_err();
@@ -79,8 +103,30 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let limits = |proxies: &str| BindLimits {
+            per_username: 0,
+            per_ip: 0,
+            trusted_proxies: proxies.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect(),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let none = BindAttempts::new(limits(""));
+        assert_eq!(none.client_ip(ip("10.0.0.1"), Some("1.2.3.4")), ip("10.0.0.1"));
+        let proxied = BindAttempts::new(limits("10.0.0.0/8"));
+        for (peer, header, expected) in [
+            ("10.0.0.1", Some("1.2.3.4"), "1.2.3.4"),
+            ("10.0.0.1", Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), "1.2.3.4"),
+            ("10.0.0.1", None, "10.0.0.1"),
+            ("10.0.0.1", Some("garbage"), "10.0.0.1"),
+            ("8.8.8.8", Some("1.2.3.4"), "8.8.8.8"),
+        ] {
+            assert_eq!(proxied.client_ip(ip(peer), header), ip(expected), "{peer} {header:?}");
+        }
+    }
+
+    #[test]
     fn an_ip_over_its_limit_waits_whatever_the_username() {
-        let attempts = BindAttempts::new(BindLimits { per_username: 0, per_ip: 1 });
+        let attempts = BindAttempts::new(BindLimits { per_username: 0, per_ip: 1, trusted_proxies: Vec::new() });
         let ip = Some(IpAddr::from([10, 0, 0, 1]));
         assert!(attempts.check("alice", ip).is_ok());
         assert!(attempts.check("bob", ip).is_err());

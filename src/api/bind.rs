@@ -70,7 +70,12 @@ impl BindApi {
     /// alone logs the person in. Answers exactly like a login. Attempts are limited per
     /// username and per client address.
     #[oai(path = "/v1/bind", method = "post", operation_id = "bind")]
-    async fn bind(&self, body: Json<BindBody>, remote: &RemoteAddr) -> Result<BindResponse, BindError> {
+    async fn bind(
+        &self,
+        body: Json<BindBody>,
+        remote: &RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<BindResponse, BindError> {
         let b = &body.0;
         let request = BindRequest {
             ticket: b.bind_ticket.as_deref(),
@@ -79,8 +84,9 @@ impl BindApi {
             username: &b.username,
             password: &b.password,
         };
-        let ip = remote.as_socket_addr().map(|a| a.ip());
-        let outcome = self.auth.bind(request, ip).await?;
+        let peer = remote.as_socket_addr().map(|a| a.ip());
+        let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let outcome = self.auth.bind(request, peer, forwarded_for).await?;
         Ok(BindResponse::Ok(Json(outcome.into()), "no-store".into()))
     }
 }

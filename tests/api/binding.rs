@@ -314,3 +314,29 @@ async fn bind_answers_are_not_cacheable_and_a_bind_also_works_in_auto_mode() {
     let taken = app.bind(&json!({"code": "code2@ivan", "username": "alice", "password": PASSWORD})).await;
     assert_error(taken, 409, "already_bound").await;
 }
+
+#[tokio::test]
+async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
+    for (trusted, expected) in [("127.0.0.1", [401, 401, 429]), ("", [401, 429, 429])] {
+        let app = spawn_app_with(|c| {
+            c.set("WXAUTH_REGISTRATION", "bind").set("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "0");
+            c.set("WXAUTH_BIND_ATTEMPTS_PER_IP", "1").set("WXAUTH_TRUSTED_PROXIES", trusted);
+        })
+        .await;
+        let ticket = app.ticket("code1@dora").await;
+        let mut statuses = Vec::new();
+        for (client, username) in [("1.1.1.1", "a1"), ("2.2.2.2", "a2"), ("1.1.1.1", "a3")] {
+            let body = json!({"bind_ticket": ticket, "username": username, "password": "wrong password"});
+            let resp = app
+                .client
+                .post(format!("{}/v1/bind", app.address))
+                .header("x-forwarded-for", client)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(resp.status().as_u16());
+        }
+        assert_eq!(statuses, expected, "trusted proxies {trusted:?}");
+    }
+}

@@ -472,6 +472,7 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     assert!(ok, "{stderr}");
     let log = server.stop();
     assert!(!log.contains("correct horse"), "a password reached the log");
+    assert!(!log.contains(unbound["bind_ticket"].as_str().unwrap()), "a bind ticket reached the log");
     assert!(!dir.path().join("data/admin.sock").exists(), "the socket outlived the server");
 
     // No server: the CLI opens the store itself.

@@ -203,23 +203,32 @@ impl SledStore {
         let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
         if let Some(id) = self.openids.get(binding)? {
             let unflushed = self.commit.track(id_bytes(&id)?);
-            let user = self.update(&id, |record| {
+            let updated = self.update(&id, |record| {
                 let last = record.last_login_at()?;
-                let identity = record
-                    .identity_mut(appid)
-                    .ok_or_else(|| StoreError::Corrupt("binding without its identity".into()))?;
-                let stored_key = identity.session_key()?;
-                let changes = returning_changes(last, None, stored_key.as_ref(), session, now);
+                let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
+                    return Ok(false);
+                };
+                let changes = returning_changes(last, None, identity.session_key()?.as_ref(), session, now);
                 if let Some(key) = &changes.session_key {
                     identity.session_key = Some(encode_key(key));
                 }
                 if let Some(at) = changes.last_login_at {
                     record.last_login_at = at.unix_timestamp_nanos();
                 }
-                Ok(())
-            })?;
-            let user = self.learn_unionid(user.0, session.unionid.as_deref())?;
-            return Ok(Some((LoginRecord { user, created: false }, unflushed)));
+                Ok(true)
+            });
+            match updated {
+                Ok((user, true)) => {
+                    let user = self.learn_unionid(user, session.unionid.as_deref())?;
+                    return Ok(Some((LoginRecord { user, created: false }, unflushed)));
+                }
+                // A binding whose user no longer has the identity (or no longer exists): an
+                // unbind or account removal stopped by a crash between its writes. The
+                // binding is what is stale; drop it and treat the openid as unbound.
+                Ok((_, false)) => self.drop_stale_binding(binding, &id)?,
+                Err(StoreError::Corrupt(e)) if e == MISSING => self.drop_stale_binding(binding, &id)?,
+                Err(e) => return Err(e),
+            }
         }
         if let Some(owner) = self.unionid_owner(session.unionid.as_deref())? {
             let unflushed = self.commit.track(id_bytes(&owner)?);
@@ -268,7 +277,8 @@ impl SledStore {
         let id = &user.id.as_bytes()[..];
         let other = match self.unionids.compare_and_swap(unionid, None::<&[u8]>, Some(id))? {
             Ok(()) => None,
-            Err(taken) => taken.current.map(|c| user_id(&c)).transpose()?,
+            // Already ours: a crash came between linking the unionid and recording it.
+            Err(taken) => taken.current.map(|c| user_id(&c)).transpose()?.filter(|o| *o != user.id),
         };
         let (user, _) = self.update(id, |record| {
             record.unionid = Some(unionid.to_owned());
@@ -291,6 +301,12 @@ impl SledStore {
             );
         }
         Ok(user)
+    }
+
+    fn drop_stale_binding(&self, binding: &[u8], id: &[u8]) -> Result<(), StoreError> {
+        tracing::warn!(user_id = %user_id(id)?, "dropping a binding to a user that no longer holds it");
+        let _ = self.openids.compare_and_swap(binding, Some(id), None::<&[u8]>)?;
+        Ok(())
     }
 
     fn unionid_owner(&self, unionid: Option<&str>) -> Result<Option<IVec>, StoreError> {
@@ -522,11 +538,21 @@ impl SledStore {
             let _links = self.lock();
             let bytes = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
             let id = UserId::from_bytes(AccountRecord::decode(&bytes)?.user);
+            // Bindings, then the user, then the account: a crash in between leaves a state
+            // that running the command again finishes (the user may already be gone).
             let user = self.user(&id)?;
             self.unbind_locked(&id)?;
             self.records.remove(id.as_bytes())?;
             self.accounts.remove(username)?;
-            user.ok_or_else(|| StoreError::Corrupt(MISSING.into()))?
+            let gone = || {
+                let mut record = UserRecord::empty(OffsetDateTime::now_utc());
+                record.account = Some(username.to_owned());
+                record.user(id)
+            };
+            match user {
+                Some(user) => user,
+                None => gone()?,
+            }
         };
         self.commit.wait().await?;
         Ok(user)

@@ -161,3 +161,25 @@ async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_n
     assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), 3);
     assert!(!store.records.is_empty() && store.meta.get(SCHEMA_KEY).unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_binding_left_by_an_interrupted_unbind_is_dropped_instead_of_failing_every_login() {
+    let (_dir, store) = open().await;
+    let first = store.record_login("wx1", &session("o1", "k1")).await.unwrap();
+    // The first write of an unbind (the record loses its identities), then a crash before
+    // the binding was removed.
+    store
+        .update(first.user.id.as_bytes(), |r| {
+            r.identities.clear();
+            Ok(())
+        })
+        .unwrap();
+    let orphan = store.record_login("wx1", &session("o2", "k1")).await.unwrap();
+    store.records.remove(orphan.user.id.as_bytes()).unwrap();
+
+    let not_bound = store.login("wx1", &session("o1", "k2"), false).await.unwrap();
+    let recreated = store.record_login("wx1", &session("o2", "k2")).await.unwrap();
+
+    assert!(not_bound.is_none());
+    assert!(recreated.created && recreated.user.id != orphan.user.id);
+}

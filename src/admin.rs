@@ -155,13 +155,7 @@ impl From<StoreError> for AdminError {
 /// Runs one command against the store. `appids` are the apps an openid is looked up in.
 pub async fn execute(store: &Store, appids: &[String], command: Command) -> Result<Reply, AdminError> {
     let username = |raw: &str| Username::parse(raw).map_err(|e| AdminError::Refused(e.to_string()));
-    let hash = |raw: &str| {
-        if raw.starts_with("$argon2id$") {
-            Ok(())
-        } else {
-            Err(AdminError::Refused("expected an argon2id password hash".into()))
-        }
-    };
+    let hash = |raw: &str| crate::password::check_stored(raw).map_err(|e| AdminError::Refused(e.to_string()));
     match command {
         Command::AddAccount { username: name, password_hash } => {
             let name = username(&name)?;
@@ -217,6 +211,8 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
 pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
+    /// The user the server runs as: the owner of the socket file it created.
+    uid: u32,
 }
 
 impl Listener {
@@ -239,14 +235,21 @@ impl Listener {
         let listener = UnixListener::bind(&staging)?;
         std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
         std::fs::rename(&staging, path)?;
-        Ok(Self { listener, path: path.to_owned() })
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path)?);
+        Ok(Self { listener, path: path.to_owned(), uid })
     }
 
     /// Serves commands one connection at a time each, concurrently across connections.
     pub async fn serve(self, store: Store, appids: Arc<[String]>) {
         loop {
             let stream = match self.listener.accept().await {
-                Ok((stream, _)) => stream,
+                // The file mode keeps other users out; the peer check also covers a client
+                // that connected before the mode was set.
+                Ok((stream, _)) if stream.peer_cred().is_ok_and(|c| c.uid() == self.uid || c.uid() == 0) => stream,
+                Ok(_) => {
+                    tracing::warn!("admin socket: refused a connection from another user");
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "admin socket accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -273,10 +273,8 @@ impl Auth {
             _ => return Err(DomainError::TicketOrCode.into()),
         };
         let attempts = &self.parts.attempts;
-        let ip = peer.map(|peer| attempts.client_ip(peer, forwarded_for));
-        attempts
-            .check(username.as_str(), ip)
-            .map_err(|wait| BindFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) })?;
+        let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) };
+        attempts.check_ip(peer.map(|peer| attempts.client_ip(peer, forwarded_for))).map_err(too_many)?;
         let (appid, session, ticket) = match proof {
             Proof::Ticket(id) => {
                 let ticket = self.parts.store.ticket(&id).await?.ok_or(BindFailure::InvalidTicket)?;
@@ -290,6 +288,7 @@ impl Auth {
                 (app.appid().to_owned(), app.code2session(&code).await?, None)
             }
         };
+        attempts.check_username(username.as_str()).map_err(too_many)?;
         let span = tracing::Span::current();
         span.record("appid", appid.as_str());
         span.record("openid", session.openid.as_str());

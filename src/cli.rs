@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     admin::{self, Command as AdminCommand, Reply, UserView},
-    config::{Mode, Settings},
+    config::{Mode, Settings, StoreSettings},
     domain::Password,
     password,
     startup::Application,
@@ -164,6 +164,19 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
     if let Some(reply) = admin::send(socket, &command).await? {
         eprintln!("wxauth: done by the running server (admin socket {})", socket.display());
         return Ok(reply);
+    }
+    // Run from the wrong directory, the default `./data` would silently be a new, empty
+    // store: only an existing one is opened (create the directory to start one).
+    let StoreSettings::Sled(sled) = &settings.store;
+    if !sled.data_dir.exists() {
+        return Err(format!(
+            "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and there is no store in {} \
+             (WXAUTH_DATA_DIR). Give this command the server's settings; to start a new store, create the \
+             directory first",
+            socket.display(),
+            sled.data_dir.display()
+        )
+        .into());
     }
     let store = Store::open(&settings.store).await.map_err(|e| {
         format!(

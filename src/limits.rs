@@ -62,20 +62,29 @@ impl BindAttempts {
         client
     }
 
-    /// Counts one attempt. `Err` carries how long to wait before the next one is allowed.
-    /// The IP is counted first: a client over its limit cannot use up a username's budget.
-    pub fn check(&self, username: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+    /// Counts one attempt from `ip`. `Err` carries how long to wait before the next one is
+    /// allowed. Counted before anything else, so that garbage costs the sender too.
+    pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.maybe_sweep();
+        match (&self.per_ip, ip) {
+            (Some(limiter), Some(ip)) => check(limiter, &network(ip)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one attempt for `username`. Counted only once the request proved a WeChat
+    /// login (a valid ticket or code), so that nobody can lock a username out with junk.
+    pub fn check_username(&self, username: &str) -> Result<(), Duration> {
+        match &self.per_username {
+            Some(limiter) => check(limiter, &username.to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    fn maybe_sweep(&self) {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
         }
-        let now = DefaultClock::default().now();
-        if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
-            limiter.check_key(&ip).map_err(|not_until| not_until.wait_time_from(now))?;
-        }
-        if let Some(limiter) = &self.per_username {
-            limiter.check_key(&username.to_owned()).map_err(|not_until| not_until.wait_time_from(now))?;
-        }
-        Ok(())
     }
 
     fn sweep(&self) {
@@ -88,6 +97,22 @@ impl BindAttempts {
     }
 }
 
+fn check<K: Clone + std::hash::Hash + Eq>(limiter: &Keyed<K>, key: &K) -> Result<(), Duration> {
+    limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+}
+
+/// The key of an address: IPv4 as is, IPv6 by its /64, which one subscriber usually holds
+/// whole (and could otherwise rotate through).
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,11 +120,10 @@ mod tests {
     #[test]
     fn a_username_over_its_limit_waits_and_others_do_not() {
         let attempts = BindAttempts::new(BindLimits { per_username: 2, per_ip: 0, trusted_proxies: Vec::new() });
-        let ip = Some(IpAddr::from([127, 0, 0, 1]));
-        assert!(attempts.check("alice", ip).is_ok() && attempts.check("alice", ip).is_ok());
-        let wait = attempts.check("alice", ip).unwrap_err();
+        assert!(attempts.check_username("alice").is_ok() && attempts.check_username("alice").is_ok());
+        let wait = attempts.check_username("alice").unwrap_err();
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30), "{wait:?}");
-        assert!(attempts.check("bob", ip).is_ok());
+        assert!(attempts.check_username("bob").is_ok());
     }
 
     #[test]
@@ -127,9 +151,13 @@ mod tests {
     #[test]
     fn an_ip_over_its_limit_waits_whatever_the_username() {
         let attempts = BindAttempts::new(BindLimits { per_username: 0, per_ip: 1, trusted_proxies: Vec::new() });
-        let ip = Some(IpAddr::from([10, 0, 0, 1]));
-        assert!(attempts.check("alice", ip).is_ok());
-        assert!(attempts.check("bob", ip).is_err());
-        assert!(attempts.check("bob", Some(IpAddr::from([10, 0, 0, 2]))).is_ok());
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(attempts.check_ip(ip("10.0.0.1")).is_ok());
+        assert!(attempts.check_ip(ip("10.0.0.1")).is_err());
+        assert!(attempts.check_ip(ip("10.0.0.2")).is_ok());
+        assert!(attempts.check_ip(ip("2001:db8:1:2::1")).is_ok());
+        assert!(attempts.check_ip(ip("2001:db8:1:2:ffff::9")).is_err(), "one /64, two keys");
+        assert!(attempts.check_ip(ip("2001:db8:1:3::1")).is_ok());
+        assert!(attempts.check_ip(None).is_ok());
     }
 }

@@ -38,6 +38,16 @@ pub fn hash(password: &Password) -> Result<String, PasswordError> {
         .map_err(|e| PasswordError::Hash(e.to_string()))
 }
 
+/// Checks that `phc` is an argon2id PHC string this build can verify, before it is stored.
+pub fn check_stored(phc: &str) -> Result<(), PasswordError> {
+    let parsed = PasswordHash::new(phc).map_err(|e| PasswordError::Stored(e.to_string()))?;
+    if parsed.algorithm != argon2::Algorithm::Argon2id.ident() || parsed.hash.is_none() {
+        return Err(PasswordError::Stored("expected an argon2id hash".into()));
+    }
+    argon2::Params::try_from(&parsed).map_err(|e| PasswordError::Stored(e.to_string()))?;
+    Ok(())
+}
+
 fn verify_blocking(password: &Password, phc: &str) -> Result<bool, PasswordError> {
     let parsed = PasswordHash::new(phc).map_err(|e| PasswordError::Stored(e.to_string()))?;
     match Argon2::default().verify_password(password.expose().as_bytes(), &parsed) {
@@ -91,5 +101,9 @@ mod tests {
         let wrong = Password::presented("correct horsE").unwrap();
         assert!(!verifier.verify(wrong, Some(phc)).await.unwrap());
         assert!(!verifier.verify(password, None).await.unwrap(), "no account, yet a match");
+        assert!(check_stored(&hash(&Password::new_for_account("another one").unwrap()).unwrap()).is_ok());
+        for bad in ["$argon2id$", "plain", "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"] {
+            assert!(check_stored(bad).is_err(), "{bad}");
+        }
     }
 }

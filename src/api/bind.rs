@@ -85,8 +85,11 @@ impl BindApi {
             password: &b.password,
         };
         let peer = remote.as_socket_addr().map(|a| a.ip());
-        let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let outcome = self.auth.bind(request, peer, forwarded_for).await?;
+        // Proxies may add a header line of their own rather than append to the client's.
+        let forwarded_for: Vec<&str> =
+            headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
+        let outcome = self.auth.bind(request, peer, forwarded_for.as_deref()).await?;
         Ok(BindResponse::Ok(Json(outcome.into()), "no-store".into()))
     }
 }

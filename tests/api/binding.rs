@@ -195,6 +195,9 @@ async fn an_account_bound_to_another_openid_of_the_app_is_409_account_already_bo
 
     assert_error(resp, 409, "account_already_bound").await;
     assert_error(app.login("code2@erin").await, 403, "not_bound").await;
+    // A refused bind leaves the ticket usable, for another account.
+    app.add_account("bob", PASSWORD).await;
+    bind_ok(&app, json!({"bind_ticket": ticket, "username": "bob", "password": PASSWORD})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -244,6 +247,18 @@ async fn too_many_attempts_for_one_username_get_429_with_retry_after() {
     let right = json!({"bind_ticket": ticket, "username": "alice", "password": PASSWORD});
     assert_error(app.bind(&right).await, 429, "rate_limited").await;
     assert_eq!(app.bind(&attempt("bob")).await.status(), 401);
+}
+
+#[tokio::test]
+async fn junk_tickets_do_not_use_up_a_usernames_attempts() {
+    let app = bind_mode(Some(("2", "0"))).await;
+    for _ in 0..5 {
+        let junk = json!({"bind_ticket": "bt_junk", "username": "alice", "password": "guess"});
+        assert_error(app.bind(&junk).await, 400, "invalid_ticket").await;
+    }
+    let ticket = app.ticket("code1@dora").await;
+
+    bind_ok(&app, json!({"bind_ticket": ticket, "username": "alice", "password": PASSWORD})).await;
 }
 
 #[tokio::test]
@@ -339,4 +354,30 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
         }
         assert_eq!(statuses, expected, "trusted proxies {trusted:?}");
     }
+}
+
+#[tokio::test]
+async fn a_forged_x_forwarded_for_line_does_not_hide_the_client_behind_a_proxy_that_adds_its_own() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_REGISTRATION", "bind").set("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "0");
+        c.set("WXAUTH_BIND_ATTEMPTS_PER_IP", "1").set("WXAUTH_TRUSTED_PROXIES", "127.0.0.1");
+    })
+    .await;
+    let ticket = app.ticket("code1@dora").await;
+    let mut statuses = Vec::new();
+    for forged in ["9.9.9.1", "9.9.9.2"] {
+        let body = json!({"bind_ticket": ticket, "username": "a", "password": "wrong password"});
+        // The client's own line first, then the one the proxy added.
+        let resp = app
+            .client
+            .post(format!("{}/v1/bind", app.address))
+            .header("x-forwarded-for", forged)
+            .header("x-forwarded-for", "1.1.1.1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 429]);
 }

@@ -475,6 +475,13 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     assert!(!log.contains(unbound["bind_ticket"].as_str().unwrap()), "a bind ticket reached the log");
     assert!(!dir.path().join("data/admin.sock").exists(), "the socket outlived the server");
 
+    // No server and no store where the settings point: nothing is created by accident.
+    let mut elsewhere = vars.clone();
+    elsewhere.insert("WXAUTH_DATA_DIR".into(), dir.path().join("typo").display().to_string());
+    let (ok, _, stderr) = run_with_stdin(&elsewhere, &["accounts", "add", "carol"], "carols password\n");
+    assert!(!ok && stderr.contains("there is no store"), "{stderr}");
+    assert!(!dir.path().join("typo").exists());
+
     // No server: the CLI opens the store itself.
     let (ok, stdout, stderr) = run_with_stdin(&vars, &["accounts", "list"], "");
     assert!(ok, "{stderr}");

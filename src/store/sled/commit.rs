@@ -7,7 +7,7 @@
 //! neither empties the drive's write cache nor writes file metadata such as the length.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     fs::File,
     path::Path,
     sync::{
@@ -37,8 +37,9 @@ struct Shared {
     fsyncs: AtomicU64,
     /// Whether the last flush failed.
     failed: AtomicBool,
-    /// Users whose creation is written but not yet acknowledged as durable.
-    unflushed: Mutex<HashSet<[u8; 16]>>,
+    /// Users with a change that is written but not yet durable, with how many such changes
+    /// are in flight (two binds of one account can overlap).
+    unflushed: Mutex<HashMap<[u8; 16], usize>>,
     /// `unflushed.len()`, readable without the lock: zero nearly always.
     unflushed_len: AtomicUsize,
     /// Tests hold this to keep flushes from starting.
@@ -71,19 +72,20 @@ impl GroupCommit {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Marks `id` as created but not yet durable, until the guard is dropped. Mark before
-    /// the creation becomes visible, so that no reader can see it unmarked.
+    /// Marks `id` as changed but not yet durable, until the guard is dropped. Mark before
+    /// the change becomes visible, so that no reader can see it unmarked.
     pub(super) fn track(&self, id: [u8; 16]) -> Unflushed {
-        let mut set = self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert(id);
-        self.shared.unflushed_len.store(set.len(), Ordering::Release);
+        let mut map = self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(id).or_default() += 1;
+        self.shared.unflushed_len.store(map.len(), Ordering::Release);
         Unflushed { id, shared: self.shared.clone() }
     }
 
     /// Whether `id`'s creation might not be durable yet.
     pub(super) fn is_unflushed(&self, id: &[u8]) -> bool {
         self.shared.unflushed_len.load(Ordering::Acquire) > 0
-            && self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+            && <[u8; 16]>::try_from(id)
+                .is_ok_and(|id| self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id))
     }
 
     /// Whether the last flush succeeded.
@@ -114,9 +116,14 @@ pub(super) struct Unflushed {
 
 impl Drop for Unflushed {
     fn drop(&mut self) {
-        let mut set = self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner());
-        set.remove(&self.id);
-        self.shared.unflushed_len.store(set.len(), Ordering::Release);
+        let mut map = self.shared.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.id);
+            }
+        }
+        self.shared.unflushed_len.store(map.len(), Ordering::Release);
     }
 }
 

@@ -343,25 +343,38 @@ impl SledStore {
         let now = OffsetDateTime::now_utc();
         let (record, unflushed) = {
             let _links = self.lock();
+            let account = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
+            let owner = AccountRecord::decode(&account)?.user;
+            let binding = binding_key(appid, &session.openid);
+            let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
+            match self.openids.get(&binding)? {
+                Some(bound) if bound != owner[..] => return Err(StoreError::AlreadyBound),
+                // Bound to this account already: a retry, answered like a login.
+                Some(_) => {}
+                None => match self.records.get(owner)? {
+                    None => return Err(StoreError::NoSuchAccount), // removal interrupted
+                    Some(bytes) if UserRecord::decode(&bytes)?.identity(appid).is_some() => {
+                        return Err(StoreError::AccountAlreadyBound);
+                    }
+                    Some(_) => {}
+                },
+            }
+            // Spent only now: a refused bind leaves the ticket usable (another account, or
+            // a corrected password).
             if let Some(ticket) = ticket {
                 let spent = self.tickets.remove(ticket)?.map(|b| TicketRecord::decode(&b)).transpose()?;
                 if spent.is_none_or(|t| t.expires_at <= now.unix_timestamp_nanos()) {
                     return Err(StoreError::TicketNotFound);
                 }
             }
-            let account = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
-            let owner = AccountRecord::decode(&account)?.user;
-            let binding = binding_key(appid, &session.openid);
             let unflushed = self.commit.track(owner);
-            if let Some(bound) = self.openids.get(&binding)? {
-                if bound != owner[..] {
-                    return Err(StoreError::AlreadyBound);
-                }
-                let record = self.settle(&binding, appid, session, false, now)?.map(|(r, _)| r);
-                (record.ok_or_else(|| StoreError::Corrupt("binding vanished".into()))?, unflushed)
+            // `settle` answers `None` only for a binding it found stale and dropped.
+            if self.openids.get(&binding)?.is_some()
+                && let Some((record, _)) = self.settle(&binding, appid, session, false, now)?
+            {
+                (record, unflushed)
             } else {
-                let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
-                let (user, bound) = self.update(&owner, |record| {
+                let (user, attached) = self.update(&owner, |record| {
                     if record.identity(appid).is_some() {
                         return Ok(false);
                     }
@@ -369,7 +382,7 @@ impl SledStore {
                     record.last_login_at = now.unix_timestamp_nanos();
                     Ok(true)
                 })?;
-                if !bound {
+                if !attached {
                     return Err(StoreError::AccountAlreadyBound);
                 }
                 self.openids.insert(binding, &owner[..])?;

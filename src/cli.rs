@@ -107,6 +107,9 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("wxauth: DEV MODE: WeChat is a local mock and any code logs in. Never expose this server.");
             }
             telemetry::init(settings.log_format);
+            for name in crate::config::unknown_env_vars() {
+                tracing::warn!(variable = %name, "ignoring an environment variable that names no setting (a typo?)");
+            }
             Application::build(settings).await?.run_until_stopped().await?;
         }
         Command::Keys(KeysCommand::Rotate { dev }) => {

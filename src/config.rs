@@ -230,6 +230,19 @@ pub const KEYS: &[&str] = &[
 /// The TOML key of the list of apps (`[[wechat_apps]]`); it has no environment variable.
 pub const APPS_KEY: &str = "wechat_apps";
 
+/// `WXAUTH_*` variables in the process environment that name no setting (typos, or
+/// settings of another version), for a warning at start-up: they are otherwise ignored.
+pub fn unknown_env_vars() -> Vec<String> {
+    let known: Vec<String> = KEYS.iter().map(|k| env_name(k)).collect();
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|n| n.starts_with("WXAUTH_"))
+        .collect();
+    unknown.retain(|n| !known.contains(n));
+    unknown.sort();
+    unknown
+}
+
 /// The environment variable for a TOML key.
 pub fn env_name(key: &str) -> String {
     format!("WXAUTH_{}", key.to_ascii_uppercase())

@@ -449,7 +449,9 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     let dir = tempfile::tempdir().unwrap();
     let (_wechat, mut vars) = production(dir.path()).await;
     vars.insert("WXAUTH_REGISTRATION".into(), "bind".into());
-    let server = Server::start(&vars, &["serve"]);
+    let mut with_typo = vars.clone();
+    with_typo.insert("WXAUTH_REGISTRATON".into(), "auto".into());
+    let server = Server::start(&with_typo, &["serve"]);
 
     // Through the admin socket: the server holds the store.
     let (ok, stdout, stderr) = run_with_stdin(&vars, &["accounts", "add", "alice"], "correct horse battery\n");
@@ -471,6 +473,7 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "passwd", "alice"], "a new password\n");
     assert!(ok, "{stderr}");
     let log = server.stop();
+    assert!(log.contains("WXAUTH_REGISTRATON") && log.contains("typo"), "an unknown variable went unnoticed");
     assert!(!log.contains("correct horse"), "a password reached the log");
     assert!(!log.contains(unbound["bind_ticket"].as_str().unwrap()), "a bind ticket reached the log");
     assert!(!dir.path().join("data/admin.sock").exists(), "the socket outlived the server");

@@ -7,8 +7,9 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
 
 use super::{
     ApiTags,
-    error::BindError,
+    error::{BindError, MeError},
     login::{CodeText, LoginBody},
+    me::{BearerToken, IdentityBody, identity},
 };
 use crate::auth::{Auth, BindRequest};
 
@@ -55,6 +56,23 @@ pub enum BindResponse {
     ),
 }
 
+/// Answer of `DELETE /v1/me/binding`.
+#[derive(Debug, Object)]
+pub struct UnbindBody {
+    /// The identities that were unbound (empty when there were none).
+    pub unbound: Vec<IdentityBody>,
+}
+
+/// Answer of `DELETE /v1/me/binding`.
+#[derive(Debug, ApiResponse)]
+pub enum UnbindResponse {
+    /// Unbound. The next login with these openids behaves as unbound: 403 `not_bound` in
+    /// registration `bind`, a new user in `auto`. Access tokens already issued stay valid
+    /// until they expire.
+    #[oai(status = 200)]
+    Ok(Json<UnbindBody>),
+}
+
 /// Account binding operations.
 pub struct BindApi {
     /// The service.
@@ -91,5 +109,16 @@ impl BindApi {
         let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
         let outcome = self.auth.bind(request, peer, forwarded_for.as_deref()).await?;
         Ok(BindResponse::Ok(Json(outcome.into()), "no-store".into()))
+    }
+
+    /// Unbind WeChat from the account
+    ///
+    /// Removes the user's WeChat identities (every openid of the same person, in every app
+    /// of this server) and its unionid link. The user and its account stay; the person
+    /// binds again with `POST /v1/bind`.
+    #[oai(path = "/v1/me/binding", method = "delete", operation_id = "unbind")]
+    async fn unbind(&self, token: BearerToken) -> Result<UnbindResponse, MeError> {
+        let removed = self.auth.unbind(&token.0.token).await?;
+        Ok(UnbindResponse::Ok(Json(UnbindBody { unbound: removed.into_iter().map(identity).collect() })))
     }
 }

@@ -15,7 +15,7 @@ use crate::{
 /// paste the token alone, without `Bearer `: Swagger UI adds the prefix itself.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT")]
-pub struct BearerToken(Bearer);
+pub struct BearerToken(pub(super) Bearer);
 
 /// A WeChat identity bound to the user.
 #[derive(Debug, Object)]
@@ -67,25 +67,9 @@ impl From<Me> for UserBody {
     }
 }
 
-fn identity(i: Identity) -> IdentityBody {
+/// An identity as the API shows it.
+pub(super) fn identity(i: Identity) -> IdentityBody {
     IdentityBody { appid: i.appid, openid: i.openid }
-}
-
-/// Answer of `DELETE /v1/me/binding`.
-#[derive(Debug, Object)]
-pub struct UnbindBody {
-    /// The identities that were unbound (empty when there were none).
-    pub unbound: Vec<IdentityBody>,
-}
-
-/// Answer of `DELETE /v1/me/binding`.
-#[derive(Debug, ApiResponse)]
-pub enum UnbindResponse {
-    /// Unbound. The next login with these openids behaves as unbound: 403 `not_bound` in
-    /// registration `bind`, a new user in `auto`. Access tokens already issued stay valid
-    /// until they expire.
-    #[oai(status = 200)]
-    Ok(Json<UnbindBody>),
 }
 
 /// Answer of `GET /v1/me`.
@@ -110,16 +94,5 @@ impl MeApi {
     #[oai(path = "/v1/me", method = "get", operation_id = "me")]
     async fn me(&self, token: BearerToken) -> Result<MeResponse, MeError> {
         Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token).await?.into())))
-    }
-
-    /// Unbind WeChat from the account
-    ///
-    /// Removes the user's WeChat identities (every openid of the same person, in every app
-    /// of this server) and its unionid link. The user and its account stay; the person
-    /// binds again with `POST /v1/bind`.
-    #[oai(path = "/v1/me/binding", method = "delete", operation_id = "unbind", tag = "ApiTags::Binding")]
-    async fn unbind(&self, token: BearerToken) -> Result<UnbindResponse, MeError> {
-        let removed = self.auth.unbind(&token.0.token).await?;
-        Ok(UnbindResponse::Ok(Json(UnbindBody { unbound: removed.into_iter().map(identity).collect() })))
     }
 }

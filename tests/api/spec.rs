@@ -54,6 +54,11 @@ async fn swagger_ui_groups_operations_in_the_order_a_newcomer_needs() {
     let spec = app.get_json("/openapi.json").await;
     let tags: Vec<_> = spec["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(tags, ["Login", "User", "Binding", "Keys", "Health"]);
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            assert_eq!(operation["tags"].as_array().unwrap().len(), 1, "{method} {path} is listed under several tags");
+        }
+    }
 }
 
 #[tokio::test]

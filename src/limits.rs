@@ -127,6 +127,24 @@ mod tests {
     }
 
     #[test]
+    fn idle_addresses_are_forgotten_every_so_many_checks() {
+        // A quota that refills in microseconds: an address is idle almost at once.
+        let attempts =
+            BindAttempts::new(BindLimits { per_username: 0, per_ip: 1_000_000, trusted_proxies: Vec::new() });
+        let ip = |i: u32| Some(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+        let tracked = || attempts.per_ip.as_ref().unwrap().len();
+        for i in 0..SWEEP_EVERY as u32 - 1 {
+            attempts.check_ip(ip(i)).unwrap();
+        }
+        assert_eq!(tracked(), SWEEP_EVERY as usize - 1, "forgotten before the sweep was due");
+        std::thread::sleep(Duration::from_millis(5));
+
+        attempts.check_ip(ip(SWEEP_EVERY as u32)).unwrap();
+
+        assert!(tracked() <= 2, "{} addresses still tracked", tracked());
+    }
+
+    #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {
         let limits = |proxies: &str| BindLimits {
             per_username: 0,

@@ -62,7 +62,7 @@ pub enum Command {
     },
     /// `wxauth users show`.
     ShowUser {
-        /// A user id, or an openid of any configured app.
+        /// A user id, an openid of any configured app, or an account's username.
         query: String,
     },
 }
@@ -189,16 +189,22 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             if let Some(id) = UserId::parse(&query) {
                 users.extend(store.user(&id).await?.map(Into::into));
             }
+            let mut found = Vec::new();
             for appid in appids {
-                if let Some(user) = store.user_by_openid(appid, &query).await?
-                    && !users.iter().any(|u| u.id == user.id.to_string())
-                {
+                found.push(store.user_by_openid(appid, &query).await?);
+            }
+            // A username too: operators think in accounts.
+            if let Some(account) = store.account(&query).await? {
+                found.push(store.user(&account.user).await?);
+            }
+            for user in found.into_iter().flatten() {
+                if !users.iter().any(|u| u.id == user.id.to_string()) {
                     users.push(user.into());
                 }
             }
             if users.is_empty() {
                 return Err(AdminError::Refused(format!(
-                    "no user has the id or openid {query:?} (apps searched: {})",
+                    "no user has the id, openid or username {query:?} (apps searched: {})",
                     appids.join(", ")
                 )));
             }

@@ -76,7 +76,7 @@ pub enum AccountsCommand {
 pub enum UsersCommand {
     /// Show a user: identities, account, unionid, and users sharing its unionid.
     Show {
-        /// A user id, or an openid of any configured app.
+        /// A user id, an openid of any configured app, or an account's username.
         user: String,
     },
 }

@@ -470,6 +470,10 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     assert_eq!(bound.status(), 200);
     let (ok, stdout, _) = run_with_stdin(&vars, &["users", "show", "o_dora"], "");
     assert!(ok && stdout.contains("account     alice") && stdout.contains("o_dora"), "{stdout}");
+    let (ok, by_name, _) = run_with_stdin(&vars, &["users", "show", "alice"], "");
+    assert!(ok && by_name == stdout, "{by_name}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["users", "show", "o_nobody"], "");
+    assert!(!ok && stderr.contains("no user has"), "{stderr}");
     let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "passwd", "alice"], "a new password\n");
     assert!(ok, "{stderr}");
     let log = server.stop();

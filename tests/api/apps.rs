@@ -136,3 +136,21 @@ async fn in_bind_mode_a_person_bound_in_one_app_logs_in_silently_through_another
     let again = app.post_login(&json!({"code": "union3@eve", "appid": APPID2})).await;
     assert_error(again, 403, "not_bound").await;
 }
+
+#[tokio::test]
+async fn two_existing_users_that_turn_out_to_share_a_unionid_are_reported_not_merged() {
+    let app = two_apps().await;
+    // Before the apps were tied to one Open Platform account: no unionid, two users.
+    let a = login_via(&app, "code1@fay", APPID).await;
+    let b = login_via(&app, "code2@fay", APPID2).await;
+
+    let a_later = login_via(&app, "union3@fay", APPID).await;
+    let b_later = login_via(&app, "union4@fay", APPID2).await;
+
+    assert_eq!(a_later["user"]["id"], a["user"]["id"]);
+    assert_eq!(b_later["user"]["id"], b["user"]["id"], "merged silently");
+    let command = wxauth::admin::Command::ShowUser { query: b["user"]["id"].as_str().unwrap().into() };
+    let shown = wxauth::admin::send(&app.admin_socket(), &command).await.unwrap().unwrap();
+    let shown = serde_json::to_value(shown).unwrap();
+    assert_eq!(shown["users"][0]["unionid_shared_with"], json!([a["user"]["id"]]), "{shown}");
+}

@@ -381,3 +381,19 @@ async fn a_forged_x_forwarded_for_line_does_not_hide_the_client_behind_a_proxy_t
     }
     assert_eq!(statuses, [401, 429]);
 }
+
+#[tokio::test]
+async fn the_admin_socket_can_live_in_a_directory_of_its_own() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("run/wxauth/admin.sock");
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_ADMIN_SOCKET", socket.display().to_string());
+    })
+    .await;
+
+    app.add_account("alice", PASSWORD).await;
+
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    bind_ok(&app, json!({"code": "code1@jo", "username": "alice", "password": PASSWORD})).await;
+}

@@ -185,6 +185,7 @@ impl TestConfig {
 /// A running app with its own mock WeChat, data and keys directories.
 pub struct TestApp {
     pub address: String,
+    admin_socket: PathBuf,
     pub client: reqwest::Client,
     pub wechat: MockWechat,
     pub dir: tempfile::TempDir,
@@ -228,10 +229,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     wxauth::token::rotate(&keys_dir(&dir), alg, false).unwrap();
     let vars = config.vars;
     let settings = Settings::load_from(file.as_deref(), Mode::Serve, |name| vars.get(name).cloned()).unwrap();
+    let admin_socket = settings.admin_socket.clone();
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://{}", app.addr());
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { address, client: reqwest::Client::new(), wechat, dir }
+    TestApp { address, admin_socket, client: reqwest::Client::new(), wechat, dir }
 }
 
 pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
@@ -283,7 +285,7 @@ impl TestApp {
 
     /// The app's admin socket (the default: inside the data directory).
     pub fn admin_socket(&self) -> PathBuf {
-        self.dir.path().join("data").join("admin.sock")
+        self.admin_socket.clone()
     }
 
     /// Adds an account through the running server's admin socket, as the CLI does.

@@ -275,11 +275,18 @@ impl SledStore {
     fn learn_unionid(&self, user: User, unionid: Option<&str>) -> Result<User, StoreError> {
         let Some(unionid) = unionid.filter(|_| user.unionid.is_none()) else { return Ok(user) };
         let id = &user.id.as_bytes()[..];
-        let other = match self.unionids.compare_and_swap(unionid, None::<&[u8]>, Some(id))? {
-            Ok(()) => None,
+        // Under the lock: nobody else changes the link between the read and the write.
+        let other = match self.unionids.get(unionid)? {
+            None => None,
             // Already ours: a crash came between linking the unionid and recording it.
-            Err(taken) => taken.current.map(|c| user_id(&c)).transpose()?.filter(|o| *o != user.id),
+            Some(current) if current == id => None,
+            // A user that no longer exists (a removal stopped by a crash): the link is stale.
+            Some(current) if !self.records.contains_key(&current)? => None,
+            Some(current) => Some(user_id(&current)?),
         };
+        if other.is_none() {
+            self.unionids.insert(unionid, id)?;
+        }
         let (user, _) = self.update(id, |record| {
             record.unionid = Some(unionid.to_owned());
             if let Some(other) = other.filter(|o| !record.unionid_shared_with.contains(o.as_bytes())) {

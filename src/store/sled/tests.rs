@@ -183,3 +183,21 @@ async fn a_binding_left_by_an_interrupted_unbind_is_dropped_instead_of_failing_e
     assert!(not_bound.is_none());
     assert!(recreated.created && recreated.user.id != orphan.user.id);
 }
+
+#[tokio::test]
+async fn a_unionid_link_to_a_vanished_user_is_ignored_and_an_unreadable_record_is_an_error() {
+    let (_dir, store) = open().await;
+    let person = |openid: &str| WechatSession { unionid: Some("u1".into()), ..session(openid, "k") };
+    let gone = store.record_login("wx1", &person("o1")).await.unwrap().user.id;
+    store.records.remove(gone.as_bytes()).unwrap();
+
+    let fresh = store.record_login("wx2", &person("o2")).await.unwrap();
+
+    assert!(fresh.created && fresh.user.id != gone);
+    // Garbage is not mistaken for a missing user: nothing is dropped or created over it.
+    store.records.insert(fresh.user.id.as_bytes(), &b"\xff\xff\xff"[..]).unwrap();
+    for (appid, openid) in [("wx2", "o2"), ("wx3", "o3")] {
+        let err = store.record_login(appid, &person(openid)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{appid}: {err:?}");
+    }
+}

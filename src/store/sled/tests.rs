@@ -181,6 +181,7 @@ async fn a_binding_left_by_an_interrupted_unbind_is_dropped_instead_of_failing_e
     let recreated = store.record_login("wx1", &session("o2", "k2")).await.unwrap();
 
     assert!(not_bound.is_none());
+    assert!(store.user_by_openid("wx1", "o1").unwrap().is_none(), "the stale binding still names a user");
     assert!(recreated.created && recreated.user.id != orphan.user.id);
 }
 

@@ -202,3 +202,34 @@ async fn a_unionid_link_to_a_vanished_user_is_ignored_and_an_unreadable_record_i
         assert!(matches!(err, StoreError::Corrupt(_)), "{appid}: {err:?}");
     }
 }
+
+#[tokio::test]
+async fn expired_tickets_are_swept_at_most_once_a_minute() {
+    let (_dir, store) = open().await;
+    let now = OffsetDateTime::now_utc();
+    let ticket = |expires_at| BindTicket { appid: "wx1".into(), session: session("o1", "k"), expires_at };
+    let expired = |store: &SledStore, id: u8| {
+        let record = TicketRecord {
+            appid: "wx1".into(),
+            openid: "o1".into(),
+            unionid: None,
+            session_key: "k".into(),
+            expires_at: (now - time::Duration::seconds(1)).unix_timestamp_nanos(),
+        };
+        store.tickets.insert([id; 32], record.encode().unwrap()).unwrap();
+    };
+    let live = now + time::Duration::minutes(5);
+
+    expired(&store, 1);
+    store.put_ticket(&[2; 32], &ticket(live)).unwrap();
+    assert_eq!(store.tickets.len(), 1, "the first ticket of a run sweeps");
+
+    expired(&store, 3);
+    store.put_ticket(&[4; 32], &ticket(live)).unwrap();
+    assert_eq!(store.tickets.len(), 3, "swept again within the minute");
+
+    store.swept_at.store(now.unix_timestamp() - TICKET_SWEEP_SECS, Ordering::Relaxed);
+    store.put_ticket(&[5; 32], &ticket(live)).unwrap();
+    assert_eq!(store.tickets.len(), 3, "a minute later, the expired ticket is gone and the live ones stay");
+    assert!(store.tickets.get([3; 32]).unwrap().is_none());
+}

@@ -121,15 +121,18 @@ async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_n
     let dir = tempfile::tempdir().unwrap();
     let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
     let t0 = OffsetDateTime::now_utc();
-    let (alice, bob, carol) = (UserId::new(), UserId::new(), UserId::new());
+    let (alice, bob, carol, dave) = (UserId::new(), UserId::new(), UserId::new(), UserId::new());
     {
         // The previous release's layout: one record per openid, whatever the unionid.
         let db = ::sled::open(&settings.data_dir).unwrap();
         db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &2u32.to_be_bytes()[..]).unwrap();
         let (records, openids) = (db.open_tree(V2_RECORDS).unwrap(), db.open_tree("openids").unwrap());
-        for (id, appid, openid, unionid) in
-            [(alice, "wxa", "oa", Some("u1")), (bob, "wxb", "ob", Some("u1")), (carol, "wxa", "oc", None)]
-        {
+        for (id, appid, openid, unionid) in [
+            (alice, "wxa", "oa", Some("u1")),
+            (bob, "wxb", "ob", Some("u1")),
+            (carol, "wxa", "oc", None),
+            (dave, "wxc", "od", Some("u1")),
+        ] {
             let record = legacy::V2Record {
                 appid: appid.into(),
                 openid: openid.into(),
@@ -149,8 +152,9 @@ async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_n
     let a = store.user(&alice).unwrap().unwrap();
     assert_eq!(a.identities, [Identity { appid: "wxa".into(), openid: "oa".into() }]);
     assert_eq!(store.session_key(&carol, "wxa").unwrap().unwrap().session_key.expose(), "key-oc");
-    assert_eq!(a.unionid_shared_with, [bob], "the first holder of u1 does not know the other");
+    assert_eq!(a.unionid_shared_with, [bob, dave], "the first holder of u1 does not know the others");
     assert_eq!(store.user(&bob).unwrap().unwrap().unionid_shared_with, [alice]);
+    assert_eq!(store.user(&dave).unwrap().unwrap().unionid_shared_with, [alice]);
     assert!(store.user(&carol).unwrap().unwrap().unionid_shared_with.is_empty());
     // Bindings keep working, and a third app's login with u1 joins the user that holds it.
     assert_eq!(store.record_login("wxb", &session("ob", "key-ob")).await.unwrap().user.id, bob);

@@ -16,6 +16,7 @@ pub mod config;
 pub mod devmock;
 pub mod domain;
 pub mod limits;
+pub mod opendata;
 pub mod password;
 pub mod startup;
 pub mod store;

@@ -70,7 +70,9 @@ fn wechat_answer(err: WechatError) -> WechatAnswer {
         }
         WechatError::Busy { .. } => WechatAnswer::Unavailable(body("wechat_unavailable", text), BUSY_RETRY_SECS),
         WechatError::Timeout => WechatAnswer::GatewayTimeout(body("wechat_timeout", text)),
-        WechatError::Upstream(_) => WechatAnswer::BadGateway(body("wechat_error", text)),
+        WechatError::Upstream(_) | WechatError::AccessTokenRejected { .. } => {
+            WechatAnswer::BadGateway(body("wechat_error", text))
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! often with `Content-Type: text/plain`; `errcode` may be absent, 0, a number or a numeric
 //! string; `errmsg` ends with a request id worth logging.
 
+mod access_token;
 mod singleflight;
 
 use std::{sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use crate::{
     config::{Secret, WechatApp, WechatSettings},
     domain::{JsCode, SessionKey, WechatSession},
 };
+use access_token::AccessToken;
 use singleflight::SingleFlight;
 
 /// Delay before the single retry after errcode -1 (WeChat busy).
@@ -54,6 +56,14 @@ pub enum WechatError {
     /// -1: WeChat is busy (already retried once).
     #[error("WeChat is busy (errcode -1{rid})", rid = rid_suffix(.rid))]
     Busy {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
+    /// 40001, 40014 or 42001: WeChat refused the access token, and again after one refresh.
+    #[error("WeChat refused the server's access token (errcode {errcode}{rid})", rid = rid_suffix(.rid))]
+    AccessTokenRejected {
+        /// The errcode.
+        errcode: i64,
         /// WeChat's request id.
         rid: Option<String>,
     },
@@ -99,6 +109,19 @@ struct Inner {
     code2session_prefix: Secret,
     appid: String,
     inflight: SingleFlight<Result<WechatSession, WechatError>>,
+    access_token: AccessToken,
+    phone_url: Url,
+}
+
+/// A phone number as WeChat reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber {
+    /// With the country code, e.g. `+8613800138000` (`phoneNumber`).
+    pub phone_number: String,
+    /// Without it (`purePhoneNumber`).
+    pub pure_phone_number: String,
+    /// e.g. `86` (`countryCode`, a string or a number in practice).
+    pub country_code: String,
 }
 
 impl WechatClient {
@@ -133,8 +156,16 @@ impl WechatClient {
             .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
             .pop_if_empty()
             .extend(["sns", "jscode2session"]);
+        let mut phone_url = settings.base_url.clone();
+        phone_url
+            .path_segments_mut()
+            .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(["wxa", "business", "getuserphonenumber"]);
         Ok(Self {
             inner: Arc::new(Inner {
+                access_token: AccessToken::new(http.clone(), &settings.base_url, app)?,
+                phone_url,
                 http,
                 code2session_prefix: Secret::new(query_prefix(&code2session_url, &app.appid, app.secret.expose())),
                 code2session_url,
@@ -158,6 +189,50 @@ impl WechatClient {
         let this = self.clone();
         let owned = code.clone();
         self.inner.inflight.run(code.as_str(), async move { this.code2session_with_retry(&owned).await }).await
+    }
+
+    /// `getuserphonenumber`: the phone number behind a code from the mini-program's
+    /// `getPhoneNumber` button. When WeChat refuses the access token (40001, 40014,
+    /// 42001), it is refreshed and the call retried once, never in a loop.
+    pub async fn phone_number(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
+        let body = serde_json::json!({ "code": code.as_str(), "openid": openid }).to_string();
+        let mut refused = None;
+        for _ in 0..2 {
+            let token = self.inner.access_token.get().await?;
+            let mut url = self.inner.phone_url.clone();
+            url.query_pairs_mut().append_pair("access_token", token.expose());
+            let response = self
+                .inner
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(transport_error)?;
+            let status = response.status();
+            let answer = response.bytes().await.map_err(transport_error)?;
+            if status != reqwest::StatusCode::OK {
+                return Err(WechatError::Upstream(format!(
+                    "getuserphonenumber: WeChat answered HTTP {}",
+                    status.as_u16()
+                )));
+            }
+            match interpret_phone(&answer) {
+                Err(e @ WechatError::AccessTokenRejected { .. }) => {
+                    tracing::warn!(error = %e, "access token refused; refreshing it and retrying once");
+                    self.inner.access_token.invalidate(&token);
+                    refused = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(refused.unwrap_or(WechatError::Upstream("access token refused".into())))
+    }
+
+    /// How many access tokens this client has fetched (for tests and operators).
+    pub fn access_token_fetches(&self) -> u64 {
+        self.inner.access_token.fetches()
     }
 
     async fn code2session_with_retry(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
@@ -226,12 +301,7 @@ fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
     let reply: Reply = serde_json::from_slice(body)
         .map_err(|e| WechatError::Upstream(format!("WeChat sent a malformed answer ({e})")))?;
     let rid = reply.errmsg.as_deref().and_then(request_id);
-    let errcode = match &reply.errcode {
-        None | Some(serde_json::Value::Null) => 0,
-        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| bad_errcode(n))?,
-        Some(serde_json::Value::String(s)) => s.trim().parse().map_err(|_| bad_errcode(s))?,
-        Some(other) => return Err(bad_errcode(other)),
-    };
+    let errcode = errcode(reply.errcode.as_ref())?;
     match errcode {
         0 => {}
         40029 => return Err(WechatError::InvalidCode { rid }),
@@ -263,8 +333,63 @@ fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
     }
 }
 
+/// WeChat's `errcode`: absent, null, a number or a numeric string; 0 means success.
+fn errcode(value: Option<&serde_json::Value>) -> Result<i64, WechatError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(0),
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| bad_errcode(n)),
+        Some(serde_json::Value::String(s)) => s.trim().parse().map_err(|_| bad_errcode(s)),
+        Some(other) => Err(bad_errcode(other)),
+    }
+}
+
 fn bad_errcode(value: impl std::fmt::Display) -> WechatError {
     WechatError::Upstream(format!("WeChat sent an unreadable errcode: {value}"))
+}
+
+/// `getuserphonenumber`'s answer.
+fn interpret_phone(body: &[u8]) -> Result<PhoneNumber, WechatError> {
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        errcode: Option<serde_json::Value>,
+        #[serde(default)]
+        errmsg: Option<String>,
+        #[serde(default)]
+        phone_info: Option<PhoneInfo>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct PhoneInfo {
+        phone_number: String,
+        pure_phone_number: String,
+        country_code: serde_json::Value,
+    }
+    let reply: Reply = serde_json::from_slice(body)
+        .map_err(|e| WechatError::Upstream(format!("getuserphonenumber: WeChat sent a malformed answer ({e})")))?;
+    let rid = reply.errmsg.as_deref().and_then(request_id);
+    match errcode(reply.errcode.as_ref())? {
+        0 => {}
+        40029 => return Err(WechatError::InvalidCode { rid }),
+        45011 => return Err(WechatError::RateLimited { rid }),
+        -1 => return Err(WechatError::Busy { rid }),
+        code @ (40001 | 40014 | 42001) => return Err(WechatError::AccessTokenRejected { errcode: code, rid }),
+        other => {
+            return Err(WechatError::Upstream(format!(
+                "getuserphonenumber: WeChat errcode {other}{}",
+                rid_suffix(&rid)
+            )));
+        }
+    }
+    let info = reply
+        .phone_info
+        .ok_or_else(|| WechatError::Upstream("getuserphonenumber: success without phone_info".into()))?;
+    let country_code = match info.country_code {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(WechatError::Upstream(format!("getuserphonenumber: unreadable countryCode {other}"))),
+    };
+    Ok(PhoneNumber { phone_number: info.phone_number, pure_phone_number: info.pure_phone_number, country_code })
 }
 
 /// Pulls the request id out of `errmsg` (`..., rid: 626d...` or `hints: [ req_id: Aij... ]`).
@@ -305,3 +430,6 @@ mod tests {
         assert!(matches!(interpret(b"<html>"), Err(WechatError::Upstream(_))));
     }
 }
+
+#[cfg(test)]
+mod phone_tests;

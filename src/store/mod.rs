@@ -16,6 +16,7 @@
 //!   included), writes only what changed, and does not wait for durability;
 //! - a layout newer than this build is refused at open.
 
+pub mod sealed;
 mod sled;
 
 use serde::{Deserialize, Serialize};

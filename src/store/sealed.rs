@@ -1,0 +1,188 @@
+//! Session keys at rest: sealed with AES-256-GCM (RustCrypto `aes-gcm`) under a key kept
+//! beside the signing keys, so that a copied data directory alone does not reveal them.
+//!
+//! The key file is `session-keys.secret` in the keys directory: 32 random bytes in base64,
+//! mode 0600, written atomically (temporary file, fsync, rename, fsync of the directory) on
+//! first start. The key ring reads only `*.pem`, so it is never taken for a signing key.
+//!
+//! A sealed value is `s1.` + base64(nonce ‖ ciphertext ‖ tag). The associated data names
+//! what the value belongs to (a user and an app, or a ticket), so a sealed key moved to
+//! another record does not open. WeChat's session keys are base64 and never contain `.`, so
+//! a plaintext value written by an earlier release is recognisable.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use aes_gcm::{
+    Aes256Gcm, KeyInit, Nonce,
+    aead::{Aead, Payload},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+
+/// The key file's name in the keys directory.
+pub const KEY_FILE: &str = "session-keys.secret";
+const PREFIX: &str = "s1.";
+
+/// Why the sealing key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Reading or writing the key file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a key.
+    #[error("{0}: expected 32 bytes in base64 (the session-key encryption key)")]
+    Malformed(PathBuf),
+    /// No randomness for a new key or nonce.
+    #[error("no randomness available")]
+    Random,
+}
+
+/// Seals and opens stored session keys. Cheap to clone.
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: Arc<Aes256Gcm>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<key redacted>)")
+    }
+}
+
+impl Sealer {
+    /// Loads the key from `keys_dir`, creating it (and the directory) on first start.
+    pub fn load_or_create(keys_dir: &Path) -> Result<Self, SealError> {
+        let path = keys_dir.join(KEY_FILE);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SealError::Io { path, source }
+        };
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let key = STANDARD.decode(text.trim()).map_err(|_| SealError::Malformed(path.clone()))?;
+                Self::from_key(&key).ok_or(SealError::Malformed(path))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut key).map_err(|_| SealError::Random)?;
+                fs::create_dir_all(keys_dir).map_err(io(keys_dir))?;
+                write_atomically(&path, format!("{}\n", STANDARD.encode(key)).as_bytes()).map_err(io(&path))?;
+                tracing::info!(file = %path.display(), "created the session-key encryption key");
+                Self::from_key(&key).ok_or(SealError::Malformed(path))
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// A sealer with a random key that lives only in memory (tests).
+    pub fn ephemeral() -> Result<Self, SealError> {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| SealError::Random)?;
+        Self::from_key(&key).ok_or(SealError::Random)
+    }
+
+    fn from_key(key: &[u8]) -> Option<Self> {
+        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self { cipher: Arc::new(cipher) })
+    }
+
+    /// Seals `plain` for the record `context` names.
+    pub fn seal(&self, plain: &str, context: &[u8]) -> Result<String, SealError> {
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| SealError::Random)?;
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: context })
+            .map_err(|_| SealError::Random)?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        Ok(format!("{PREFIX}{}", STANDARD.encode(bytes)))
+    }
+
+    /// Opens a sealed value. `None` when it does not open: another key (a lost or replaced
+    /// key file), another record, or tampering. Callers treat that as "no session key",
+    /// which the client recovers from by logging in again.
+    pub fn open(&self, sealed: &str, context: &[u8]) -> Option<String> {
+        let bytes = STANDARD.decode(sealed.strip_prefix(PREFIX)?).ok()?;
+        if bytes.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: context }).ok()?;
+        String::from_utf8(plain).ok()
+    }
+
+    /// Whether `value` was written sealed (as opposed to plaintext by an earlier release).
+    pub fn is_sealed(value: &str) -> bool {
+        value.starts_with(PREFIX)
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new
+/// one, never a torn key: temporary file (mode 0600), fsync, rename, fsync of the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_key_file_is_created_once_private_and_not_a_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let first = Sealer::load_or_create(&keys).unwrap();
+        let sealed = first.seal("tiihtNczf5v6AKRyjwEUhQ==", b"u1:wx1").unwrap();
+
+        let again = Sealer::load_or_create(&keys).unwrap();
+
+        assert_eq!(again.open(&sealed, b"u1:wx1").as_deref(), Some("tiihtNczf5v6AKRyjwEUhQ=="));
+        let meta = fs::metadata(keys.join(KEY_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(crate::token::list_keys(&keys).unwrap().is_empty(), "the key ring took it for a signing key");
+        assert_eq!(fs::read_dir(&keys).unwrap().count(), 1, "a temporary file was left behind");
+    }
+
+    #[test]
+    fn a_sealed_key_opens_only_with_its_key_and_its_record() {
+        let sealer = Sealer::ephemeral().unwrap();
+        let sealed = sealer.seal("tiihtNczf5v6AKRyjwEUhQ==", b"u1:wx1").unwrap();
+
+        assert!(Sealer::is_sealed(&sealed) && !Sealer::is_sealed("tiihtNczf5v6AKRyjwEUhQ=="));
+        assert!(!sealed.contains("tiiht"), "{sealed}");
+        assert_eq!(sealer.open(&sealed, b"u2:wx1"), None, "moved to another record");
+        assert_eq!(Sealer::ephemeral().unwrap().open(&sealed, b"u1:wx1"), None, "another key");
+        let mut tampered = sealed.clone();
+        tampered.replace_range(10..11, if &sealed[10..11] == "A" { "B" } else { "A" });
+        assert_eq!(sealer.open(&tampered, b"u1:wx1"), None);
+        assert_eq!(sealer.open("tiihtNczf5v6AKRyjwEUhQ==", b"u1:wx1"), None);
+        assert_ne!(sealer.seal("k", b"c").unwrap(), sealer.seal("k", b"c").unwrap(), "nonces repeat");
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(KEY_FILE), "not a key\n").unwrap();
+        let err = Sealer::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(KEY_FILE) && err.contains("32 bytes"), "{err}");
+    }
+}

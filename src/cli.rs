@@ -11,7 +11,7 @@ use crate::{
     domain::Password,
     password,
     startup::Application,
-    store::Store,
+    store::{Store, sealed::Sealer},
     telemetry, token,
 };
 
@@ -181,7 +181,23 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
         )
         .into());
     }
-    let store = Store::open(&settings.store).await.map_err(|e| {
+    // The server's key seals session keys (and migrates plaintext ones at open): a key made
+    // here by mistake, in the wrong keys directory, would make every stored key unreadable.
+    // Only a brand-new, empty store may get a new key.
+    let new_store = std::fs::read_dir(&sled.data_dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    let sealer = match Sealer::load(&settings.keys_dir)? {
+        Some(sealer) => sealer,
+        None if new_store => Sealer::load_or_create(&settings.keys_dir)?,
+        None => {
+            return Err(format!(
+                "no session-key encryption key ({}) in {} (WXAUTH_KEYS_DIR): give this command the server's settings",
+                crate::store::sealed::KEY_FILE,
+                settings.keys_dir.display()
+            )
+            .into());
+        }
+    };
+    let store = Store::open(&settings.store, sealer).await.map_err(|e| {
         format!(
             "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and the store cannot be opened: {e}. \
              If a server is running, give this command the same WXAUTH_ADMIN_SOCKET and WXAUTH_DATA_DIR",

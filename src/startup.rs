@@ -14,7 +14,10 @@ use crate::{
     devmock,
     limits::BindAttempts,
     password::{PasswordError, Verifier},
-    store::{Store, StoreError},
+    store::{
+        Store, StoreError,
+        sealed::{SealError, Sealer},
+    },
     token::{TokenError, Tokens},
     wechat::{WechatClient, WechatError},
 };
@@ -53,6 +56,9 @@ pub enum StartupError {
     /// The HTTP client could not be built.
     #[error("WeChat client: {0}")]
     Wechat(#[from] WechatError),
+    /// The session-key encryption key could not be loaded or created.
+    #[error("session-key encryption key (WXAUTH_KEYS_DIR): {0}")]
+    Seal(#[from] SealError),
     /// The password checker could not start.
     #[error("password hashing: {0}")]
     Password(#[from] PasswordError),
@@ -109,7 +115,8 @@ impl Application {
             }
         };
         let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, settings.dev)?;
-        let store = Store::open(&settings.store).await.map_err(|source| StartupError::Store {
+        let sealer = Sealer::load_or_create(&settings.keys_dir)?;
+        let store = Store::open(&settings.store, sealer).await.map_err(|source| StartupError::Store {
             location: match &settings.store {
                 StoreSettings::Sled(s) => format!("WXAUTH_DATA_DIR={}", s.data_dir.display()),
             },

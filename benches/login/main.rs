@@ -258,7 +258,9 @@ fn cores() -> usize {
 /// Creates `users` users (openids `o_u0`, `o_u1`, ...) through [`Store::record_login`].
 async fn build_users(data_dir: &Path, users: usize) -> Duration {
     let settings = StoreSettings::Sled(SledSettings { data_dir: data_dir.to_owned(), cache_bytes: 64 << 20 });
-    let store = Arc::new(Store::open(&settings).await.unwrap());
+    // The server that later serves this store seals with the key in `keys/` beside it.
+    let sealer = wxauth::store::sealed::Sealer::load_or_create(&data_dir.parent().unwrap().join("keys")).unwrap();
+    let store = Arc::new(Store::open(&settings, sealer).await.unwrap());
     let started = Instant::now();
     let writers = 256;
     let tasks: Vec<_> = (0..writers)

@@ -56,7 +56,9 @@ fn command(dir: &Path, wechat: &str, args: &[&str]) -> Command {
 impl Server {
     /// Creates a key if `dir` has none, starts the server on `dir/data` and waits until it listens.
     pub fn start(dir: &Path, wechat: &str) -> Server {
-        if !dir.join("keys").exists() {
+        let keys = std::fs::read_dir(dir.join("keys"));
+        let has_key = keys.is_ok_and(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "pem")));
+        if !has_key {
             let out = command(dir, wechat, &["keys", "rotate"]).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.
@@ -129,10 +129,11 @@ enum Backend {
 }
 
 impl Store {
-    /// Opens (or creates) the store the settings name. Must run inside a tokio runtime.
-    pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store the settings name, sealing session keys with `sealer`.
+    /// Must run inside a tokio runtime.
+    pub async fn open(settings: &StoreSettings, sealer: sealed::Sealer) -> Result<Self, StoreError> {
         let backend = match settings {
-            StoreSettings::Sled(s) => Backend::Sled(sled::SledStore::open(s).await?),
+            StoreSettings::Sled(s) => Backend::Sled(sled::SledStore::open(s, sealer).await?),
         };
         Ok(Self { backend })
     }

@@ -60,6 +60,11 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// Loads the key from `keys_dir`; `None` when there is no key file.
+    pub fn load(keys_dir: &Path) -> Result<Option<Self>, SealError> {
+        if keys_dir.join(KEY_FILE).exists() { Self::load_or_create(keys_dir).map(Some) } else { Ok(None) }
+    }
+
     /// Loads the key from `keys_dir`, creating it (and the directory) on first start.
     pub fn load_or_create(keys_dir: &Path) -> Result<Self, SealError> {
         let path = keys_dir.join(KEY_FILE);

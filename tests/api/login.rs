@@ -179,3 +179,40 @@ async fn healthz_answers_while_the_store_is_open() {
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
+
+#[tokio::test]
+async fn stored_session_keys_are_not_in_the_data_directory_in_plaintext() {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.set("WXAUTH_REGISTRATION", "bind");
+    })
+    .await;
+    let key = "tiihtNczf5v6AKRyjwEUhQ==";
+    app.wechat.script("code1@kay", [crate::helpers::Reply::success("o_kay", key)]);
+    app.wechat.script("code2@kay", [crate::helpers::Reply::success("o_kay", key)]);
+    app.add_account("kay", "kays password").await;
+    // One key in a bind ticket, the same key in the user's record after the bind.
+    let ticket = crate::helpers::assert_error(app.login("code1@kay").await, 403, "not_bound").await;
+    let bind = json!({"bind_ticket": ticket["bind_ticket"], "username": "kay", "password": "kays password"});
+    assert_eq!(app.bind(&bind).await.status(), 200);
+    app.login_ok("code2@kay").await;
+
+    let needles = [key.as_bytes().to_vec(), STANDARD.decode(key).unwrap()];
+    let mut files = vec![app.dir.path().join("data")];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        scanned += bytes.len();
+        for needle in &needles {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds a session key", path.display());
+        }
+    }
+    assert!(scanned > 0);
+    let key_file = app.dir.path().join("keys").join(wxauth::store::sealed::KEY_FILE);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -46,12 +46,18 @@ impl Backend for SledBackend {
     }
 }
 
+/// The sealing key of the suite's stores: one per test process, so that reopening works.
+fn sealer() -> wxauth::store::sealed::Sealer {
+    static SEALER: std::sync::OnceLock<wxauth::store::sealed::Sealer> = std::sync::OnceLock::new();
+    SEALER.get_or_init(|| wxauth::store::sealed::Sealer::ephemeral().unwrap()).clone()
+}
+
 /// Opens a store, retrying briefly: a closed store's backend may release its lock a moment
 /// after the last handle is dropped.
 pub async fn open(settings: &StoreSettings) -> Result<Store, wxauth::store::StoreError> {
     let mut last = None;
     for _ in 0..100 {
-        match Store::open(settings).await {
+        match Store::open(settings, sealer()).await {
             Ok(store) => return Ok(store),
             Err(e @ wxauth::store::StoreError::SchemaTooNew { .. }) => return Err(e),
             Err(e) => last = Some(e),

@@ -40,13 +40,14 @@ use time::OffsetDateTime;
 
 use super::{
     Account, BindTicket, LoginRecord, SCHEMA_VERSION, StoreError, StoredSessionKey, TicketId, returning_changes,
+    sealed::Sealer,
 };
 use crate::{
     config::SledSettings,
     domain::{Identity, SessionKey, User, UserId, WechatSession},
 };
 use commit::GroupCommit;
-use record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, encode_key};
+use record::{AccountRecord, IdentityRecord, Keys, TicketRecord, UserRecord};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const RECORDS: &str = "users";
@@ -76,6 +77,8 @@ pub(super) struct SledStore {
     links: Arc<Mutex<()>>,
     /// Unix seconds of the last sweep of expired tickets.
     swept_at: Arc<AtomicI64>,
+    /// Seals the session keys at rest.
+    sealer: Sealer,
 }
 
 /// What the lock-free path of a login found.
@@ -87,7 +90,7 @@ enum Fast {
 }
 
 impl SledStore {
-    pub(super) async fn open(settings: &SledSettings) -> Result<Self, StoreError> {
+    pub(super) async fn open(settings: &SledSettings, sealer: Sealer) -> Result<Self, StoreError> {
         let db = ::sled::Config::new().path(&settings.data_dir).cache_capacity(settings.cache_bytes).open()?;
         let meta = db.open_tree("meta")?;
         let version = match meta.compare_and_swap(SCHEMA_KEY, None::<&[u8]>, Some(&SCHEMA_VERSION.to_be_bytes()[..]))? {
@@ -103,6 +106,9 @@ impl SledStore {
         if version <= 2 {
             migrate_from_v2(&db, &meta)?;
         }
+        if version <= 3 {
+            migrate_from_v3(&db, &meta, &sealer)?;
+        }
         // Left behind if a migration from schema 2 stopped right after its last step.
         db.drop_tree(V2_RECORDS)?;
         Ok(Self {
@@ -115,7 +121,13 @@ impl SledStore {
             meta,
             links: Arc::default(),
             swept_at: Arc::default(),
+            sealer,
         })
+    }
+
+    /// The session keys of the user stored under `id`.
+    fn keys<'a>(&'a self, id: &'a [u8]) -> Keys<'a> {
+        Keys { sealer: &self.sealer, user: id }
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -165,11 +177,12 @@ impl SledStore {
             let mut record = UserRecord::decode(&bytes)?;
             let last_login_at = record.last_login_at()?;
             let unionid = record.unionid.clone();
+            let keys = self.keys(id);
             let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
                 return Ok(Fast::Slow);
             };
             let changes =
-                returning_changes(last_login_at, unionid.as_deref(), identity.session_key()?.as_ref(), session, now);
+                returning_changes(last_login_at, unionid.as_deref(), keys.open(identity)?.as_ref(), session, now);
             if changes.unionid.is_some() {
                 return Ok(Fast::Slow);
             }
@@ -177,7 +190,7 @@ impl SledStore {
                 return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
             }
             if let Some(key) = &changes.session_key {
-                identity.session_key = Some(encode_key(key));
+                identity.session_key = Some(keys.seal(appid, key)?);
             }
             if let Some(at) = changes.last_login_at {
                 record.last_login_at = at.unix_timestamp_nanos();
@@ -208,9 +221,10 @@ impl SledStore {
                 let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
                     return Ok(false);
                 };
-                let changes = returning_changes(last, None, identity.session_key()?.as_ref(), session, now);
+                let keys = self.keys(&id);
+                let changes = returning_changes(last, None, keys.open(identity)?.as_ref(), session, now);
                 if let Some(key) = &changes.session_key {
-                    identity.session_key = Some(encode_key(key));
+                    identity.session_key = Some(keys.seal(appid, key)?);
                 }
                 if let Some(at) = changes.last_login_at {
                     record.last_login_at = at.unix_timestamp_nanos();
@@ -237,7 +251,8 @@ impl SledStore {
                     // Another openid of the same app: not the same person after all.
                     return Ok(false);
                 }
-                record.identities.push(IdentityRecord::new(appid, &session.openid, Some(&key)));
+                let sealed = self.keys(&owner).seal(appid, &key)?;
+                record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
                 record.last_login_at = now.unix_timestamp_nanos();
                 Ok(true)
             });
@@ -262,7 +277,8 @@ impl SledStore {
         let id = UserId::new();
         let unflushed = self.commit.track(*id.as_bytes());
         let mut record = UserRecord::empty(now);
-        record.identities.push(IdentityRecord::new(appid, &session.openid, Some(&key)));
+        let sealed = self.keys(id.as_bytes()).seal(appid, &key)?;
+        record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
         self.records.insert(id.as_bytes(), record.encode()?)?;
         self.openids.insert(binding, &id.as_bytes()[..])?;
         let user = self.learn_unionid(record.user(id)?, session.unionid.as_deref())?;
@@ -385,7 +401,8 @@ impl SledStore {
                     if record.identity(appid).is_some() {
                         return Ok(false);
                     }
-                    record.identities.push(IdentityRecord::new(appid, &session.openid, Some(&key)));
+                    let sealed = self.keys(&owner).seal(appid, &key)?;
+                    record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
                     record.last_login_at = now.unix_timestamp_nanos();
                     Ok(true)
                 })?;
@@ -439,7 +456,10 @@ impl SledStore {
             appid: ticket.appid.clone(),
             openid: ticket.session.openid.clone(),
             unionid: ticket.session.unionid.clone(),
-            session_key: ticket.session.session_key.expose().to_owned(),
+            session_key: self
+                .sealer
+                .seal(ticket.session.session_key.expose(), id)
+                .map_err(|e| StoreError::Database(e.to_string()))?,
             expires_at: ticket.expires_at.unix_timestamp_nanos(),
         };
         self.tickets.insert(id, record.encode()?)?;
@@ -469,16 +489,14 @@ impl SledStore {
         let Some(bytes) = self.tickets.get(id)? else { return Ok(None) };
         let t = TicketRecord::decode(&bytes)?;
         let expires_at = record::time(t.expires_at)?;
-        if expires_at <= OffsetDateTime::now_utc() {
+        // A ticket whose key does not open (the key file was replaced) is as good as gone.
+        let Some(session_key) = self.sealer.open(&t.session_key, id).filter(|_| expires_at > OffsetDateTime::now_utc())
+        else {
             return Ok(None);
-        }
+        };
         Ok(Some(BindTicket {
             appid: t.appid,
-            session: WechatSession {
-                openid: t.openid,
-                unionid: t.unionid,
-                session_key: SessionKey::new(t.session_key),
-            },
+            session: WechatSession { openid: t.openid, unionid: t.unionid, session_key: SessionKey::new(session_key) },
             expires_at,
         }))
     }
@@ -497,7 +515,7 @@ impl SledStore {
     pub(super) fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         match self.records.get(id.as_bytes())? {
             Some(bytes) => match UserRecord::decode(&bytes)?.identity(appid) {
-                Some(identity) => identity.session_key(),
+                Some(identity) => self.keys(id.as_bytes()).open(identity),
                 None => Ok(None),
             },
             None => Ok(None),
@@ -707,6 +725,43 @@ fn migrate_from_v2(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreErro
     db.flush()?;
     db.drop_tree(V2_RECORDS)?;
     tracing::info!(target: "wxauth::store", users = migrated, "migrated the store from schema 2 to 3");
+    Ok(())
+}
+
+/// Schema 3 → 4: session keys, stored in plaintext until now, are sealed
+/// ([`super::sealed`]). Each record is rewritten on its own and a sealed key is recognisable,
+/// so an interrupted migration resumes where it stopped; the version is written last.
+/// Plaintext bind tickets live five minutes: they are dropped, not sealed.
+fn migrate_from_v3(db: &::sled::Db, meta: &::sled::Tree, sealer: &Sealer) -> Result<(), StoreError> {
+    let (records, tickets) = (db.open_tree(RECORDS)?, db.open_tree("bind_tickets")?);
+    let mut sealed = 0u64;
+    for entry in records.iter() {
+        let (id, value) = entry?;
+        let mut record = UserRecord::decode(&value)?;
+        let keys = Keys { sealer, user: &id };
+        let mut changed = false;
+        for identity in &mut record.identities {
+            if let Some((key, issued)) = identity.session_key.clone().filter(|(k, _)| !Sealer::is_sealed(k)) {
+                let plain = StoredSessionKey { session_key: SessionKey::new(key), issued_at: record::time(issued)? };
+                identity.session_key = Some(keys.seal(&identity.appid, &plain)?);
+                changed = true;
+                sealed += 1;
+            }
+        }
+        if changed {
+            records.insert(&id, record.encode()?)?;
+        }
+    }
+    for entry in tickets.iter() {
+        let (id, value) = entry?;
+        if TicketRecord::decode(&value).map_or(true, |t| !Sealer::is_sealed(&t.session_key)) {
+            tickets.remove(id)?;
+        }
+    }
+    db.flush()?;
+    meta.insert(SCHEMA_KEY, &4u32.to_be_bytes()[..])?;
+    db.flush()?;
+    tracing::info!(target: "wxauth::store", session_keys = sealed, "migrated the store from schema 3 to 4 (session keys sealed)");
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::{
     domain::{Identity, SessionKey, User, UserId},
-    store::{StoreError, StoredSessionKey},
+    store::{StoreError, StoredSessionKey, sealed::Sealer},
 };
 
 /// One WeChat identity of a user, as stored.
@@ -87,18 +87,44 @@ impl UserRecord {
 }
 
 impl IdentityRecord {
-    pub(super) fn new(appid: &str, openid: &str, key: Option<&StoredSessionKey>) -> Self {
-        Self { appid: appid.to_owned(), openid: openid.to_owned(), session_key: key.map(encode_key) }
+    /// An identity with its session key already sealed ([`Keys::seal`]).
+    pub(super) fn new(appid: &str, openid: &str, sealed_key: Option<(String, i128)>) -> Self {
+        Self { appid: appid.to_owned(), openid: openid.to_owned(), session_key: sealed_key }
+    }
+}
+
+/// Seals and opens the session keys of one user's record: the associated data is the user
+/// id and the app, so a sealed key copied to another identity does not open.
+pub(super) struct Keys<'a> {
+    pub(super) sealer: &'a Sealer,
+    pub(super) user: &'a [u8],
+}
+
+impl Keys<'_> {
+    fn context(&self, appid: &str) -> Vec<u8> {
+        let mut context = self.user.to_vec();
+        context.push(b':');
+        context.extend_from_slice(appid.as_bytes());
+        context
     }
 
-    /// The session key, if WeChat has sent one.
-    pub(super) fn session_key(&self) -> Result<Option<StoredSessionKey>, StoreError> {
-        self.session_key
-            .as_ref()
-            .map(|(key, issued)| {
-                Ok(StoredSessionKey { session_key: SessionKey::new(key.clone()), issued_at: time(*issued)? })
-            })
-            .transpose()
+    /// The stored form of `key` for the identity of `appid`.
+    pub(super) fn seal(&self, appid: &str, key: &StoredSessionKey) -> Result<(String, i128), StoreError> {
+        let sealed = self
+            .sealer
+            .seal(key.session_key.expose(), &self.context(appid))
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok((sealed, key.issued_at.unix_timestamp_nanos()))
+    }
+
+    /// The identity's session key. `None` when there is none, or when it does not open
+    /// (the key file was lost or replaced): either way the client must log in again.
+    pub(super) fn open(&self, identity: &IdentityRecord) -> Result<Option<StoredSessionKey>, StoreError> {
+        let Some((sealed, issued)) = &identity.session_key else { return Ok(None) };
+        Ok(match self.sealer.open(sealed, &self.context(&identity.appid)) {
+            Some(plain) => Some(StoredSessionKey { session_key: SessionKey::new(plain), issued_at: time(*issued)? }),
+            None => None,
+        })
     }
 }
 
@@ -129,8 +155,9 @@ impl AccountRecord {
     }
 }
 
-/// A bind ticket, as stored under the SHA-256 of its text. Holds the session key, which
-/// therefore never leaves the server while the client holds the ticket.
+/// A bind ticket, as stored under the SHA-256 of its text. Holds the session key (sealed,
+/// bound to the ticket's id), which therefore never leaves the server while the client
+/// holds the ticket.
 #[derive(Serialize, Deserialize)]
 pub(super) struct TicketRecord {
     pub(super) appid: String,
@@ -158,14 +185,20 @@ mod tests {
     fn a_record_round_trips_and_is_compact() {
         let now = OffsetDateTime::now_utc();
         let key = StoredSessionKey { session_key: SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into()), issued_at: now };
+        let (sealer, id) = (Sealer::ephemeral().unwrap(), UserId::new());
+        let keys = Keys { sealer: &sealer, user: id.as_bytes() };
         let mut record = UserRecord::empty(now);
-        record.identities.push(IdentityRecord::new("wx4f4bc4dec97d474b", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", Some(&key)));
+        let sealed = keys.seal("wx4f4bc4dec97d474b", &key).unwrap();
+        record.identities.push(IdentityRecord::new("wx4f4bc4dec97d474b", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", Some(sealed)));
         record.unionid = Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into());
         let bytes = record.encode().unwrap();
         let back = UserRecord::decode(&bytes).unwrap();
-        let id = UserId::new();
         assert_eq!(back.user(id).unwrap(), record.user(id).unwrap());
-        assert_eq!(back.identity("wx4f4bc4dec97d474b").unwrap().session_key().unwrap(), Some(key));
-        assert!(bytes.len() < 140, "{} bytes", bytes.len());
+        assert_eq!(keys.open(back.identity("wx4f4bc4dec97d474b").unwrap()).unwrap(), Some(key));
+        let other = UserId::new();
+        let moved = Keys { sealer: &sealer, user: other.as_bytes() };
+        assert_eq!(moved.open(back.identity("wx4f4bc4dec97d474b").unwrap()).unwrap(), None);
+        // The sealed key (nonce, tag, base64) costs about 50 bytes over the plaintext.
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
     }
 }

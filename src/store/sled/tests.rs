@@ -5,6 +5,7 @@ use std::time::Duration as StdDuration;
 
 use super::*;
 use crate::domain::SessionKey;
+use crate::store::sealed::Sealer;
 
 impl SledStore {
     async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
@@ -15,7 +16,7 @@ impl SledStore {
 async fn open() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
     let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
-    let store = SledStore::open(&settings).await.unwrap();
+    let store = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.unwrap();
     (dir, store)
 }
 
@@ -105,7 +106,7 @@ async fn a_schema_1_store_is_migrated_with_its_users_bindings_and_session_keys()
         db.flush().unwrap();
     }
 
-    let store = SledStore::open(&settings).await.unwrap();
+    let store = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.unwrap();
 
     let user = store.user(&id).unwrap().unwrap();
     assert_eq!(user.identities, [Identity { appid: "wx1".into(), openid: "o1".into() }]);
@@ -147,7 +148,7 @@ async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_n
         db.flush().unwrap();
     }
 
-    let store = SledStore::open(&settings).await.unwrap();
+    let store = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.unwrap();
 
     let a = store.user(&alice).unwrap().unwrap();
     assert_eq!(a.identities, [Identity { appid: "wxa".into(), openid: "oa".into() }]);
@@ -162,7 +163,7 @@ async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_n
     third.unionid = Some("u1".into());
     let joined = store.record_login("wxz", &third).await.unwrap();
     assert_eq!((joined.user.id, joined.created), (alice, false));
-    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), 3);
+    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
     assert!(!store.records.is_empty() && store.meta.get(SCHEMA_KEY).unwrap().is_some());
 }
 
@@ -236,4 +237,57 @@ async fn expired_tickets_are_swept_at_most_once_a_minute() {
     store.put_ticket(&[5; 32], &ticket(live)).unwrap();
     assert_eq!(store.tickets.len(), 3, "a minute later, the expired ticket is gone and the live ones stay");
     assert!(store.tickets.get([3; 32]).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_schema_3_store_gets_its_session_keys_sealed_and_a_lost_key_only_loses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    let now = OffsetDateTime::now_utc();
+    let id = UserId::new();
+    {
+        // The previous release's layout: schema 3, session keys in plaintext.
+        let db = ::sled::open(&settings.data_dir).unwrap();
+        db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &3u32.to_be_bytes()[..]).unwrap();
+        let mut record = UserRecord::empty(now);
+        let plain = ("tiihtNczf5v6AKRyjwEUhQ==".to_owned(), now.unix_timestamp_nanos());
+        record.identities.push(IdentityRecord::new("wx1", "o1", Some(plain)));
+        db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), record.encode().unwrap()).unwrap();
+        db.open_tree("openids").unwrap().insert("wx1:o1", &id.as_bytes()[..]).unwrap();
+        let ticket = TicketRecord {
+            appid: "wx1".into(),
+            openid: "o2".into(),
+            unionid: None,
+            session_key: "plaintextkey0000000000==".into(),
+            expires_at: (now + time::Duration::minutes(5)).unix_timestamp_nanos(),
+        };
+        db.open_tree("bind_tickets").unwrap().insert([7; 32], ticket.encode().unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let sealer = Sealer::ephemeral().unwrap();
+
+    let store = SledStore::open(&settings, sealer.clone()).await.unwrap();
+
+    assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "tiihtNczf5v6AKRyjwEUhQ==");
+    let raw = store.records.get(id.as_bytes()).unwrap().unwrap();
+    assert!(!raw.windows(8).any(|w| w == b"tiihtNcz"), "the key is still in plaintext");
+    assert!(store.tickets.is_empty(), "a plaintext ticket survived");
+    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
+    store.close().await.unwrap();
+    drop(store);
+
+    // The key file was lost: the keys do not open, and logging in again stores a new one.
+    let mut reopened = None;
+    for _ in 0..100 {
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        if let Ok(store) = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await {
+            reopened = Some(store);
+            break;
+        }
+    }
+    let store = reopened.expect("the store did not reopen");
+    assert_eq!(store.session_key(&id, "wx1").unwrap(), None);
+    let again = store.record_login("wx1", &session("o1", "k2")).await.unwrap();
+    assert_eq!(again.user.id, id);
+    assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "k2");
 }

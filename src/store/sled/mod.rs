@@ -175,30 +175,46 @@ impl SledStore {
         loop {
             let Some(bytes) = self.records.get(id)? else { return Ok(Fast::Slow) };
             let mut record = UserRecord::decode(&bytes)?;
-            let last_login_at = record.last_login_at()?;
-            let unionid = record.unionid.clone();
-            let keys = self.keys(id);
-            let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
+            let Some(changes) = self.apply_returning(id, &mut record, appid, session, now)? else {
                 return Ok(Fast::Slow);
             };
-            let changes =
-                returning_changes(last_login_at, unionid.as_deref(), keys.open(identity)?.as_ref(), session, now);
             if changes.unionid.is_some() {
                 return Ok(Fast::Slow);
             }
             if changes.is_empty() {
                 return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
             }
-            if let Some(key) = &changes.session_key {
-                identity.session_key = Some(keys.seal(appid, key)?);
-            }
-            if let Some(at) = changes.last_login_at {
-                record.last_login_at = at.unix_timestamp_nanos();
-            }
             if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
                 return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
             }
         }
+    }
+
+    /// Applies to `record` what a returning login of `session` changes in it: a new session
+    /// key (sealed), a `last_login_at` past the granularity. A new unionid is only reported,
+    /// because linking it needs the lock. `None`: the record has no identity for this openid
+    /// of `appid` (an unbind got there first).
+    fn apply_returning(
+        &self,
+        id: &[u8],
+        record: &mut UserRecord,
+        appid: &str,
+        session: &WechatSession,
+        now: OffsetDateTime,
+    ) -> Result<Option<super::Changes>, StoreError> {
+        let (last_login_at, unionid) = (record.last_login_at()?, record.unionid.clone());
+        let keys = self.keys(id);
+        let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
+            return Ok(None);
+        };
+        let changes = returning_changes(last_login_at, unionid.as_deref(), keys.open(identity)?.as_ref(), session, now);
+        if let Some(key) = &changes.session_key {
+            identity.session_key = Some(keys.seal(appid, key)?);
+        }
+        if let Some(at) = changes.last_login_at {
+            record.last_login_at = at.unix_timestamp_nanos();
+        }
+        Ok(Some(changes))
     }
 
     /// A login under the lock: the identity is bound already (a racer got there first, or
@@ -216,21 +232,9 @@ impl SledStore {
         let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
         if let Some(id) = self.openids.get(binding)? {
             let unflushed = self.commit.track(id_bytes(&id)?);
-            let updated = self.update(&id, |record| {
-                let last = record.last_login_at()?;
-                let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
-                    return Ok(false);
-                };
-                let keys = self.keys(&id);
-                let changes = returning_changes(last, None, keys.open(identity)?.as_ref(), session, now);
-                if let Some(key) = &changes.session_key {
-                    identity.session_key = Some(keys.seal(appid, key)?);
-                }
-                if let Some(at) = changes.last_login_at {
-                    record.last_login_at = at.unix_timestamp_nanos();
-                }
-                Ok(true)
-            });
+            // The unionid, if new, is linked below (it needs the index, hence this path).
+            let updated =
+                self.update(&id, |record| Ok(self.apply_returning(&id, record, appid, session, now)?.is_some()));
             match updated {
                 Ok((user, true)) => {
                     let user = self.learn_unionid(user, session.unionid.as_deref())?;

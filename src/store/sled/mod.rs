@@ -250,16 +250,8 @@ impl SledStore {
         }
         if let Some(owner) = self.unionid_owner(session.unionid.as_deref())? {
             let unflushed = self.commit.track(id_bytes(&owner)?);
-            let joined = self.update(&owner, |record| {
-                if record.identity(appid).is_some() {
-                    // Another openid of the same app: not the same person after all.
-                    return Ok(false);
-                }
-                let sealed = self.keys(&owner).seal(appid, &key)?;
-                record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
-                record.last_login_at = now.unix_timestamp_nanos();
-                Ok(true)
-            });
+            // `false`: another openid of the same app, so not the same person after all.
+            let joined = self.attach(&owner, appid, &session.openid, &key, now);
             match joined {
                 Ok((user, true)) => {
                     self.openids.insert(binding, &owner)?;
@@ -287,6 +279,27 @@ impl SledStore {
         self.openids.insert(binding, &id.as_bytes()[..])?;
         let user = self.learn_unionid(record.user(id)?, session.unionid.as_deref())?;
         Ok(Some((LoginRecord { user, created: true }, unflushed)))
+    }
+
+    /// Adds the identity `openid` of `appid`, with its session key, to the user stored
+    /// under `id`, unless the user already has an identity of that app (`false`).
+    fn attach(
+        &self,
+        id: &[u8],
+        appid: &str,
+        openid: &str,
+        key: &StoredSessionKey,
+        now: OffsetDateTime,
+    ) -> Result<(User, bool), StoreError> {
+        self.update(id, |record| {
+            if record.identity(appid).is_some() {
+                return Ok(false);
+            }
+            let sealed = self.keys(id).seal(appid, key)?;
+            record.identities.push(IdentityRecord::new(appid, openid, Some(sealed)));
+            record.last_login_at = now.unix_timestamp_nanos();
+            Ok(true)
+        })
     }
 
     /// Gives `user` its first unionid, and links the unionid to it unless another user
@@ -401,15 +414,7 @@ impl SledStore {
             {
                 (record, unflushed)
             } else {
-                let (user, attached) = self.update(&owner, |record| {
-                    if record.identity(appid).is_some() {
-                        return Ok(false);
-                    }
-                    let sealed = self.keys(&owner).seal(appid, &key)?;
-                    record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
-                    record.last_login_at = now.unix_timestamp_nanos();
-                    Ok(true)
-                })?;
+                let (user, attached) = self.attach(&owner, appid, &session.openid, &key, now)?;
                 if !attached {
                     return Err(StoreError::AccountAlreadyBound);
                 }

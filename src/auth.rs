@@ -156,6 +156,7 @@ impl From<StoreError> for BindFailure {
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt(_)
             | StoreError::AccountExists
+            | StoreError::NoSuchUser
             | StoreError::NotCreated) => Self::Internal(e.into()),
         }
     }

@@ -189,6 +189,57 @@ impl User {
     }
 }
 
+/// A phone number WeChat vouched for, through either phone API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber {
+    /// With the country code, e.g. `+8613800138000` (WeChat's `phoneNumber`).
+    pub phone_number: String,
+    /// Without it, e.g. `13800138000` (`purePhoneNumber`).
+    pub pure_phone_number: String,
+    /// e.g. `86` (`countryCode`, a string or a number in practice).
+    pub country_code: String,
+}
+
+/// A WeChat profile from decrypted `getUserInfo` data. Since 2022 WeChat often sends
+/// placeholders (nickname `微信用户`, a grey avatar, gender 0, empty region): they are stored
+/// as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Profile {
+    /// `nickName`.
+    pub nickname: String,
+    /// `avatarUrl`.
+    pub avatar_url: String,
+    /// `gender`: 0 unknown, 1 male, 2 female.
+    pub gender: u8,
+    /// `country`.
+    pub country: String,
+    /// `province`.
+    pub province: String,
+    /// `city`.
+    pub city: String,
+    /// `language` of the region names, e.g. `zh_CN`.
+    pub language: String,
+}
+
+/// A value with the time it was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dated<T> {
+    /// The value.
+    pub value: T,
+    /// When wxauth received it from WeChat.
+    pub at: OffsetDateTime,
+}
+
+/// What a user shared through WeChat's open data: kept apart from the user record, which
+/// every login rewrites, because it changes rarely and is personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Details {
+    /// The phone number, with when it was verified.
+    pub phone: Option<Dated<PhoneNumber>>,
+    /// The profile, with when it was received.
+    pub profile: Option<Dated<Profile>>,
+}
+
 /// A username of an account: 1 to 64 characters, letters, digits and `._@-`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);

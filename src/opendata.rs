@@ -11,6 +11,8 @@ use aws_lc_rs::digest;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Map, Value};
 
+use crate::domain::{PhoneNumber, Profile};
+
 type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
 
 /// Why open data could not be used.
@@ -81,6 +83,43 @@ pub fn decrypt(
         // Decrypted, but not WeChat's envelope: garbage under the wrong key, as likely as not.
         None => Err(OpenDataError::Stale),
     }
+}
+
+/// The phone number in decrypted `getPhoneNumber` data, or in the `phone_info` of
+/// `getuserphonenumber`: `phoneNumber`, `purePhoneNumber` and `countryCode` (a string or a
+/// number in practice). `None` when the object holds no phone number.
+pub fn phone(object: &Map<String, Value>) -> Option<PhoneNumber> {
+    let text = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
+    let country_code = match object.get("countryCode")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(PhoneNumber { phone_number: text("phoneNumber")?, pure_phone_number: text("purePhoneNumber")?, country_code })
+}
+
+/// The profile in decrypted `getUserInfo` data. Missing fields are empty (WeChat sends
+/// placeholders since 2022); `None` when the object has neither `nickName` nor
+/// `avatarUrl`, i.e. is not a profile at all.
+pub fn profile(object: &Map<String, Value>) -> Option<Profile> {
+    if !object.contains_key("nickName") && !object.contains_key("avatarUrl") {
+        return None;
+    }
+    let text = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let gender = match object.get("gender") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    Some(Profile {
+        nickname: text("nickName"),
+        avatar_url: text("avatarUrl"),
+        gender: gender.filter(|g| *g <= 2).and_then(|g| u8::try_from(g).ok()).unwrap_or(0),
+        country: text("country"),
+        province: text("province"),
+        city: text("city"),
+        language: text("language"),
+    })
 }
 
 /// Whether `signature` is `hex(sha1(raw_data + session_key))`, compared in constant time.
@@ -155,6 +194,27 @@ mod tests {
             (IV, "", "empty data"),
         ] {
             assert!(matches!(decrypt(KEY, iv, data, APPID), Err(OpenDataError::Malformed(_))), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_official_vector_holds_a_profile_and_no_phone_number() {
+        let object = decrypt(KEY, IV, DATA, APPID).unwrap();
+        let profile = profile(&object).unwrap();
+        assert_eq!((profile.nickname.as_str(), profile.gender, profile.city.as_str()), ("Band", 1, "Guangzhou"));
+        assert!(profile.avatar_url.starts_with("http://wx.qlogo.cn/"));
+        assert_eq!(phone(&object), None);
+    }
+
+    #[test]
+    fn a_country_code_may_be_a_string_or_a_number() {
+        for code in [serde_json::json!("86"), serde_json::json!(86)] {
+            let object = serde_json::json!({
+                "phoneNumber": "+8613800138000", "purePhoneNumber": "13800138000", "countryCode": code
+            });
+            let phone = phone(object.as_object().unwrap()).unwrap();
+            assert_eq!(phone.country_code, "86");
+            assert_eq!(profile(object.as_object().unwrap()), None);
         }
     }
 

@@ -24,7 +24,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     config::StoreSettings,
-    domain::{Identity, SessionKey, User, UserId, WechatSession},
+    domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId, WechatSession},
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
@@ -64,6 +64,9 @@ pub enum StoreError {
     /// The bind ticket is unknown, spent or expired.
     #[error("the bind ticket is unknown, already used or expired")]
     TicketNotFound,
+    /// No user has this id (it was removed meanwhile).
+    #[error("no such user")]
+    NoSuchUser,
     /// A login that may create users did not create one (a backend bug).
     #[error("the store did not create a user for a first login")]
     NotCreated,
@@ -218,6 +221,29 @@ impl Store {
     pub async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         match &self.backend {
             Backend::Sled(s) => s.session_key(id, appid),
+        }
+    }
+
+    /// What the user shared through open data; empty when nothing (or no such user).
+    pub async fn details(&self, id: &UserId) -> Result<Details, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.details(id),
+        }
+    }
+
+    /// Keeps a verified phone number on a user, replacing any earlier one. Durable when it
+    /// returns; [`StoreError::NoSuchUser`] when the user is gone.
+    pub async fn set_phone(&self, id: &UserId, phone: Dated<PhoneNumber>) -> Result<Details, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.change_details(id, |d| d.phone = Some(phone)).await,
+        }
+    }
+
+    /// Keeps a user's WeChat profile, replacing any earlier one. Durable when it returns;
+    /// [`StoreError::NoSuchUser`] when the user is gone.
+    pub async fn set_profile(&self, id: &UserId, profile: Dated<Profile>) -> Result<Details, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.change_details(id, |d| d.profile = Some(profile)).await,
         }
     }
 

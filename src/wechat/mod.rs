@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::{
     config::{Secret, WechatApp, WechatSettings},
-    domain::{JsCode, SessionKey, WechatSession},
+    domain::{JsCode, PhoneNumber, SessionKey, WechatSession},
 };
 use access_token::AccessToken;
 use singleflight::SingleFlight;
@@ -111,17 +111,6 @@ struct Inner {
     inflight: SingleFlight<Result<WechatSession, WechatError>>,
     access_token: AccessToken,
     phone_url: Url,
-}
-
-/// A phone number as WeChat reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhoneNumber {
-    /// With the country code, e.g. `+8613800138000` (`phoneNumber`).
-    pub phone_number: String,
-    /// Without it (`purePhoneNumber`).
-    pub pure_phone_number: String,
-    /// e.g. `86` (`countryCode`, a string or a number in practice).
-    pub country_code: String,
 }
 
 impl WechatClient {
@@ -356,14 +345,7 @@ fn interpret_phone(body: &[u8]) -> Result<PhoneNumber, WechatError> {
         #[serde(default)]
         errmsg: Option<String>,
         #[serde(default)]
-        phone_info: Option<PhoneInfo>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct PhoneInfo {
-        phone_number: String,
-        pure_phone_number: String,
-        country_code: serde_json::Value,
+        phone_info: Option<serde_json::Map<String, serde_json::Value>>,
     }
     let reply: Reply = serde_json::from_slice(body)
         .map_err(|e| WechatError::Upstream(format!("getuserphonenumber: WeChat sent a malformed answer ({e})")))?;
@@ -381,15 +363,11 @@ fn interpret_phone(body: &[u8]) -> Result<PhoneNumber, WechatError> {
             )));
         }
     }
-    let info = reply
+    reply
         .phone_info
-        .ok_or_else(|| WechatError::Upstream("getuserphonenumber: success without phone_info".into()))?;
-    let country_code = match info.country_code {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
-        other => return Err(WechatError::Upstream(format!("getuserphonenumber: unreadable countryCode {other}"))),
-    };
-    Ok(PhoneNumber { phone_number: info.phone_number, pure_phone_number: info.pure_phone_number, country_code })
+        .as_ref()
+        .and_then(crate::opendata::phone)
+        .ok_or_else(|| WechatError::Upstream("getuserphonenumber: success without a readable phone_info".into()))
 }
 
 /// Pulls the request id out of `errmsg` (`..., rid: 626d...` or `hints: [ req_id: Aij... ]`).

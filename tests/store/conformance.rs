@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use time::OffsetDateTime;
+
 use wxauth::{
-    domain::{Identity, SessionKey, UserId, WechatSession},
+    domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, UserId, WechatSession},
     store::{BindTicket, LAST_LOGIN_GRANULARITY, SCHEMA_VERSION, Store, StoreError},
 };
 
@@ -341,4 +343,56 @@ pub async fn unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the
     assert!(store.login_if_bound("wxA", &person("oa", "u1")).await.unwrap().is_none());
     assert!(store.login_if_bound("wxB", &person("ob", "u1")).await.unwrap().is_none(), "the unionid still linked");
     assert!(store.unbind(&UserId::new()).await.unwrap().is_empty());
+}
+
+fn phone(number: &str) -> Dated<PhoneNumber> {
+    Dated {
+        value: PhoneNumber {
+            phone_number: format!("+86{number}"),
+            pure_phone_number: number.into(),
+            country_code: "86".into(),
+        },
+        at: OffsetDateTime::now_utc(),
+    }
+}
+
+pub async fn a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let user = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user;
+    assert_eq!(store.details(&user.id).await.unwrap(), Details::default());
+
+    store.set_phone(&user.id, phone("13800138000")).await.unwrap();
+    let profile = Dated {
+        value: Profile { nickname: "Band".into(), gender: 1, ..Profile::default() },
+        at: OffsetDateTime::now_utc(),
+    };
+    let both = store.set_profile(&user.id, profile.clone()).await.unwrap();
+    store.record_login("wx1", &session("o1", "k2")).await.unwrap();
+    let newer = store.set_phone(&user.id, phone("13900139000")).await.unwrap();
+    drop(store);
+
+    let store = open(&settings).await.unwrap();
+    let details = store.details(&user.id).await.unwrap();
+    assert_eq!(details, newer, "the acknowledged details are not what was reopened");
+    assert_eq!(
+        details.phone.unwrap().value.pure_phone_number,
+        "13900139000",
+        "the newer phone did not replace the older"
+    );
+    assert_eq!(details.profile, Some(profile), "setting the phone lost the profile");
+    assert_eq!(both.phone.unwrap().value.pure_phone_number, "13800138000");
+}
+
+pub async fn details_are_refused_for_a_missing_user_and_removed_with_its_account(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let nobody = UserId::new();
+    assert!(matches!(store.set_phone(&nobody, phone("13800138000")).await, Err(StoreError::NoSuchUser)));
+    assert_eq!(store.details(&nobody).await.unwrap(), Details::default());
+
+    let user = store.add_account("alice", HASH).await.unwrap();
+    store.set_phone(&user.id, phone("13800138000")).await.unwrap();
+    store.remove_account("alice").await.unwrap();
+    assert_eq!(store.details(&user.id).await.unwrap(), Details::default(), "details outlived their user");
 }

@@ -105,5 +105,7 @@ conformance_suite!(
         racing_binds_of_one_account_bind_exactly_one_openid,
         a_ticket_works_until_it_is_spent_or_expires,
         unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
+        a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
+        details_are_refused_for_a_missing_user_and_removed_with_its_account,
     ]
 );

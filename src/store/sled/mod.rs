@@ -7,6 +7,8 @@
 //! - `unionids`: unionid → user id; how a login from another app finds the same person
 //! - `accounts`: username → user id and argon2id password hash ([`record::AccountRecord`])
 //! - `bind_tickets`: SHA-256 of a ticket → what it stands for ([`record::TicketRecord`])
+//! - `details`: user id → the phone number and profile the user shared, sealed
+//!   ([`record::DetailsRecord`]); apart from the user record, which every login rewrites
 //! - `meta`: `schema_version` → u32 big-endian
 //!
 //! Earlier layouts are migrated once at open ([`migrate_from_v1`], [`migrate_from_v2`]).
@@ -44,14 +46,15 @@ use super::{
 };
 use crate::{
     config::SledSettings,
-    domain::{Identity, SessionKey, User, UserId, WechatSession},
+    domain::{Details, Identity, SessionKey, User, UserId, WechatSession},
 };
 use commit::GroupCommit;
-use record::{AccountRecord, IdentityRecord, Keys, TicketRecord, UserRecord};
+use record::{AccountRecord, DetailsRecord, IdentityRecord, Keys, TicketRecord, UserRecord};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const RECORDS: &str = "users";
 const UNIONIDS: &str = "unionids";
+const DETAILS: &str = "details";
 /// Schema 2's records, migrated into [`RECORDS`].
 const V2_RECORDS: &str = "user_records";
 /// Expired tickets are swept at most this often, by whoever stores a ticket.
@@ -71,6 +74,7 @@ pub(super) struct SledStore {
     unionids: ::sled::Tree,
     accounts: ::sled::Tree,
     tickets: ::sled::Tree,
+    details: ::sled::Tree,
     meta: ::sled::Tree,
     commit: GroupCommit,
     /// Held while bindings, unionid links or accounts change (see the module comment).
@@ -117,6 +121,7 @@ impl SledStore {
             unionids: db.open_tree(UNIONIDS)?,
             accounts: db.open_tree("accounts")?,
             tickets: db.open_tree("bind_tickets")?,
+            details: db.open_tree(DETAILS)?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,
             meta,
             links: Arc::default(),
@@ -531,6 +536,34 @@ impl SledStore {
         }
     }
 
+    pub(super) fn details(&self, id: &UserId) -> Result<Details, StoreError> {
+        match self.details.get(id.as_bytes())? {
+            Some(bytes) => DetailsRecord::open(&bytes, &self.sealer, id.as_bytes()),
+            None => Ok(Details::default()),
+        }
+    }
+
+    /// Changes a user's details under the lock, so that the user cannot be removed between
+    /// the check and the write (which would leave details without a user).
+    pub(super) async fn change_details(
+        &self,
+        id: &UserId,
+        change: impl FnOnce(&mut Details),
+    ) -> Result<Details, StoreError> {
+        let details = {
+            let _links = self.lock();
+            if !self.records.contains_key(id.as_bytes())? {
+                return Err(StoreError::NoSuchUser);
+            }
+            let mut details = self.details(id)?;
+            change(&mut details);
+            self.details.insert(id.as_bytes(), DetailsRecord::seal(&details, &self.sealer, id.as_bytes())?)?;
+            details
+        };
+        self.commit.wait().await?;
+        Ok(details)
+    }
+
     pub(super) async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
         let now = OffsetDateTime::now_utc();
         let user = {
@@ -589,6 +622,7 @@ impl SledStore {
             // that running the command again finishes (the user may already be gone).
             let user = self.user(&id)?;
             self.unbind_locked(&id)?;
+            self.details.remove(id.as_bytes())?;
             self.records.remove(id.as_bytes())?;
             self.accounts.remove(username)?;
             let gone = || {

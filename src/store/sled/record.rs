@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    domain::{Identity, SessionKey, User, UserId},
+    domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId},
     store::{StoreError, StoredSessionKey, sealed::Sealer},
 };
 
@@ -174,6 +174,111 @@ impl TicketRecord {
 
     pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
         postcard::to_stdvec(self).map_err(|e| StoreError::Corrupt(format!("ticket record: {e}")))
+    }
+}
+
+/// What a user shared through open data ([`crate::domain::Details`]), as stored: JSON,
+/// sealed as a whole (it is personal data), bound to the user id. Times are Unix
+/// nanoseconds.
+#[derive(Default, Serialize, Deserialize)]
+pub(super) struct DetailsRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phone: Option<PhoneRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<ProfileRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PhoneRecord {
+    phone_number: String,
+    pure_phone_number: String,
+    country_code: String,
+    at: i128,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProfileRecord {
+    nickname: String,
+    avatar_url: String,
+    gender: u8,
+    country: String,
+    province: String,
+    city: String,
+    language: String,
+    at: i128,
+}
+
+impl DetailsRecord {
+    fn context(user: &[u8]) -> Vec<u8> {
+        [b"details:".as_slice(), user].concat()
+    }
+
+    /// The stored form of `details` for the user `user`.
+    pub(super) fn seal(details: &Details, sealer: &Sealer, user: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let record = Self {
+            phone: details.phone.as_ref().map(|p| PhoneRecord {
+                phone_number: p.value.phone_number.clone(),
+                pure_phone_number: p.value.pure_phone_number.clone(),
+                country_code: p.value.country_code.clone(),
+                at: p.at.unix_timestamp_nanos(),
+            }),
+            profile: details.profile.as_ref().map(|p| ProfileRecord {
+                nickname: p.value.nickname.clone(),
+                avatar_url: p.value.avatar_url.clone(),
+                gender: p.value.gender,
+                country: p.value.country.clone(),
+                province: p.value.province.clone(),
+                city: p.value.city.clone(),
+                language: p.value.language.clone(),
+                at: p.at.unix_timestamp_nanos(),
+            }),
+        };
+        let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(format!("details: {e}")))?;
+        let sealed = sealer.seal(&json, &Self::context(user)).map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(sealed.into_bytes())
+    }
+
+    /// The details stored for `user`. Empty when they do not open (the key file was lost
+    /// or replaced): unreadable is as good as absent, and the person can share them again.
+    pub(super) fn open(bytes: &[u8], sealer: &Sealer, user: &[u8]) -> Result<Details, StoreError> {
+        let Some(json) = std::str::from_utf8(bytes).ok().and_then(|text| sealer.open(text, &Self::context(user)))
+        else {
+            tracing::warn!("a user's stored details do not open with this key file; treating them as absent");
+            return Ok(Details::default());
+        };
+        let record: Self = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("details: {e}")))?;
+        Ok(Details {
+            phone: record
+                .phone
+                .map(|p| -> Result<_, StoreError> {
+                    Ok(Dated {
+                        value: PhoneNumber {
+                            phone_number: p.phone_number,
+                            pure_phone_number: p.pure_phone_number,
+                            country_code: p.country_code,
+                        },
+                        at: time(p.at)?,
+                    })
+                })
+                .transpose()?,
+            profile: record
+                .profile
+                .map(|p| -> Result<_, StoreError> {
+                    Ok(Dated {
+                        value: Profile {
+                            nickname: p.nickname,
+                            avatar_url: p.avatar_url,
+                            gender: p.gender,
+                            country: p.country,
+                            province: p.province,
+                            city: p.city,
+                            language: p.language,
+                        },
+                        at: time(p.at)?,
+                    })
+                })
+                .transpose()?,
+        })
     }
 }
 

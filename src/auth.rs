@@ -11,7 +11,7 @@ use tracing::field::Empty;
 
 use crate::{
     config::Registration,
-    domain::{DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
+    domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
     limits::BindAttempts,
     password::{PasswordError, Verifier},
     store::{BindTicket, LoginRecord, Store, StoreError, TicketId},
@@ -129,7 +129,7 @@ macro_rules! internal_from {
         }
     )*};
 }
-internal_from!(LoginFailure, BearerFailure);
+internal_from!(LoginFailure, BearerFailure, OpenDataFailure);
 
 impl From<PasswordError> for BindFailure {
     fn from(e: PasswordError) -> Self {
@@ -182,6 +182,14 @@ pub struct Me {
     pub user: User,
     /// The app and openid named in the token.
     pub identity: Identity,
+    /// What the user shared through open data.
+    pub details: Details,
+}
+
+/// The caller of a bearer-protected operation.
+struct Caller {
+    user: User,
+    identity: Identity,
 }
 
 /// What `POST /v1/bind` received, unchecked.
@@ -216,6 +224,9 @@ pub struct Parts {
     /// How long a bind ticket works.
     pub ticket_ttl: std::time::Duration,
 }
+
+mod open_data;
+pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 
 /// The service behind the HTTP API.
 pub struct Auth {
@@ -305,14 +316,21 @@ impl Auth {
     /// Removes the WeChat identities of the bearer's user: the account stays, and the next
     /// login with those openids behaves as unbound.
     pub async fn unbind(&self, bearer: &str) -> Result<Vec<Identity>, BearerFailure> {
-        let me = self.me(bearer).await?;
+        let me = self.caller(bearer).await?;
         let removed = self.parts.store.unbind(&me.user.id).await?;
         tracing::info!(user_id = %me.user.id, identities = removed.len(), "WeChat identities unbound");
         Ok(removed)
     }
 
-    /// The user a bearer token belongs to.
+    /// The user a bearer token belongs to, with what it shared through open data.
     pub async fn me(&self, bearer: &str) -> Result<Me, BearerFailure> {
+        let Caller { user, identity } = self.caller(bearer).await?;
+        let details = self.parts.store.details(&user.id).await?;
+        Ok(Me { user, identity, details })
+    }
+
+    /// The user a bearer token belongs to, and the identity it names.
+    async fn caller(&self, bearer: &str) -> Result<Caller, BearerFailure> {
         let claims: Claims = self.parts.tokens.verify(bearer).map_err(|e| match e {
             TokenError::Rejected(r) => BearerFailure::Rejected(r),
             other => other.into(),
@@ -320,7 +338,7 @@ impl Auth {
         let gone = || BearerFailure::Rejected(Rejection::Invalid);
         let id = UserId::parse(&claims.sub).ok_or_else(gone)?;
         let user = self.parts.store.user(&id).await?.ok_or_else(gone)?;
-        Ok(Me { user, identity: Identity { appid: claims.appid, openid: claims.openid } })
+        Ok(Caller { user, identity: Identity { appid: claims.appid, openid: claims.openid } })
     }
 
     /// The token service (for JWKS and discovery).

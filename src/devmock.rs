@@ -1,8 +1,10 @@
 //! Dev mode's stand-in for WeChat: a real HTTP server on loopback, called through the
 //! same client as production, answering `GET /sns/jscode2session` like WeChat does
-//! (HTTP 200 and `text/plain` JSON for successes and errors alike).
+//! (HTTP 200 and `text/plain` JSON for successes and errors alike), and the phone API with
+//! its access token (`POST /cgi-bin/stable_token`, `POST /wxa/business/getuserphonenumber`).
 //!
-//! Deterministic: the same code text always gives the same openid. Reserved codes return
+//! Deterministic: the same code text always gives the same openid, and so does the same
+//! text after an `@` (`1@alice`, `2@alice`), with a fresh session key each time. Reserved codes return
 //! WeChat's errors so mini-program developers can exercise their error handling.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -16,7 +18,8 @@ use poem::{
     EndpointExt, Response, Route, Server, get, handler,
     http::header,
     listener::{Acceptor, Listener, TcpListener},
-    web::{Data, Query},
+    post,
+    web::{Data, Json, Query},
 };
 use url::Url;
 
@@ -33,6 +36,18 @@ pub const RESERVED_CODES: &[(&str, &str)] = &[
     ("slow", "answers after the timeout -> 504 wechat_timeout"),
     ("garbled", "a body that is not JSON -> 502 wechat_error"),
     ("union-*", "any code starting with `union` also returns a unionid, the same in every app"),
+    ("*@name", "logs in as the same person as `name` with a new session key, like a later wx.login"),
+];
+
+/// Reserved codes of the phone API (`POST /v1/me/phone` with `code`); any other code gives
+/// the person's fake number.
+pub const RESERVED_PHONE_CODES: &[(&str, &str)] = &[
+    ("invalid", "errcode 40029 (invalid code) -> 400 invalid_code"),
+    ("limited", "errcode 45011 (minute quota) -> 429 rate_limited"),
+    ("busy", "errcode -1 (WeChat busy) -> 503 wechat_unavailable"),
+    ("slow", "answers after the timeout -> 504 wechat_timeout"),
+    ("garbled", "a body that is not JSON -> 502 wechat_error"),
+    ("token-expired", "errcode 42001 (access token expired): wxauth refreshes the token and retries once -> 200"),
 ];
 
 struct MockState {
@@ -40,6 +55,11 @@ struct MockState {
     apps: HashMap<String, String>,
     slow: Duration,
     busy_once_seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// AppID → the access token `stable_token` hands out until it expires.
+    tokens: std::sync::Mutex<HashMap<String, String>>,
+    /// `appid:openid` → the token a `token-expired` phone call expired: the retry, with
+    /// another token, succeeds.
+    expired_for: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Starts the mock on `127.0.0.1:<random port>` for `apps` and returns its base URL.
@@ -55,8 +75,14 @@ pub async fn spawn(apps: &[WechatApp], slow: Duration) -> std::io::Result<Url> {
         apps: apps.iter().map(|a| (a.appid.clone(), a.secret.expose().to_owned())).collect(),
         slow,
         busy_once_seen: Default::default(),
+        tokens: Default::default(),
+        expired_for: Default::default(),
     });
-    let app = Route::new().at("/sns/jscode2session", get(jscode2session)).data(state);
+    let app = Route::new()
+        .at("/sns/jscode2session", get(jscode2session))
+        .at("/cgi-bin/stable_token", post(stable_token))
+        .at("/wxa/business/getuserphonenumber", post(phone_number))
+        .data(state);
     tokio::spawn(async move {
         if let Err(e) = Server::new_with_acceptor(acceptor).run(app).await {
             tracing::error!(error = %e, "dev WeChat mock stopped");
@@ -98,6 +124,85 @@ async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&A
     Response::builder().header(header::CONTENT_TYPE, "text/plain").body(reply)
 }
 
+/// `POST /cgi-bin/stable_token`: the app's current token, a new one once it expired.
+#[handler]
+fn stable_token(Json(body): Json<serde_json::Value>, state: Data<&Arc<MockState>>) -> Response {
+    let field = |name: &str| body.get(name).and_then(serde_json::Value::as_str).unwrap_or_default();
+    let appid = field("appid");
+    let reply = if !state.apps.contains_key(appid) {
+        error(40013, "invalid appid")
+    } else if state.apps.get(appid).map(String::as_str) != Some(field("secret")) {
+        error(40125, "invalid appsecret")
+    } else if field("grant_type") != "client_credential" {
+        error(40002, "invalid grant_type")
+    } else {
+        let mut tokens = state.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let token = tokens.entry(appid.to_owned()).or_insert_with(|| format!("dev-access-token-{:08x}", rand_u32()));
+        serde_json::json!({ "access_token": token, "expires_in": 7200 }).to_string()
+    };
+    Response::builder().header(header::CONTENT_TYPE, "application/json; charset=UTF-8").body(reply)
+}
+
+/// `POST /wxa/business/getuserphonenumber`: the person's fake number, or a reserved code's
+/// error.
+#[handler]
+async fn phone_number(
+    Query(q): Query<HashMap<String, String>>,
+    Json(body): Json<serde_json::Value>,
+    state: Data<&Arc<MockState>>,
+) -> Response {
+    let token = q.get("access_token").map(String::as_str).unwrap_or_default();
+    let field = |name: &str| body.get(name).and_then(serde_json::Value::as_str).unwrap_or_default();
+    let (code, openid) = (field("code"), field("openid"));
+    let appid = {
+        let tokens = state.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.iter().find(|(_, t)| t.as_str() == token).map(|(appid, _)| appid.clone())
+    };
+    let reply = match (appid, code) {
+        (None, _) => error(40001, "invalid credential, access_token is invalid or not latest"),
+        (Some(_), "") => error(41008, "missing code"),
+        (Some(_), "invalid") => error(40029, "invalid code"),
+        (Some(_), "limited") => error(45011, "api minute-quota reach limit, must slower, retry next minute"),
+        (Some(_), "busy") => error(-1, "system error"),
+        (Some(_), "garbled") => "<html>502 Bad Gateway</html>".to_owned(),
+        (Some(appid), "token-expired") if expire_once(&state, &appid, openid, token) => {
+            error(42001, "access_token expired")
+        }
+        (Some(appid), code) => {
+            if code == "slow" {
+                tokio::time::sleep(state.slow).await;
+            }
+            let pure = fake_phone_number(openid);
+            serde_json::json!({
+                "errcode": 0,
+                "errmsg": "ok",
+                "phone_info": {
+                    "phoneNumber": format!("+86{pure}"),
+                    "purePhoneNumber": pure,
+                    "countryCode": "86",
+                    "watermark": { "timestamp": time::OffsetDateTime::now_utc().unix_timestamp(), "appid": appid },
+                },
+            })
+            .to_string()
+        }
+    };
+    Response::builder().header(header::CONTENT_TYPE, "application/json; charset=UTF-8").body(reply)
+}
+
+/// Expires the app's token for a `token-expired` call, unless this is the retry (it comes
+/// with another token than the one expired for this person).
+fn expire_once(state: &MockState, appid: &str, openid: &str, token: &str) -> bool {
+    let key = format!("{appid}:{openid}");
+    let mut expired = state.expired_for.lock().unwrap_or_else(|e| e.into_inner());
+    if expired.get(&key).is_some_and(|t| t != token) {
+        expired.remove(&key);
+        return false;
+    }
+    expired.insert(key, token.to_owned());
+    state.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(appid);
+    true
+}
+
 fn first_time(state: &MockState, code: &str) -> bool {
     state.busy_once_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(code.to_owned())
 }
@@ -108,16 +213,18 @@ fn error(errcode: i64, errmsg: &str) -> String {
 }
 
 fn success(appid: &str, code: &str) -> String {
+    // `2@alice` is alice again: a later `wx.login` of the same person.
+    let person = code.rsplit('@').next().unwrap_or(code);
     let mut key = [0u8; 16];
     // A fresh session_key each login, as WeChat does.
     let _ = aws_lc_rs::rand::fill(&mut key);
     let mut reply = serde_json::json!({
-        "openid": derived_id("o", "openid", appid, code),
+        "openid": derived_id("o", "openid", appid, person),
         "session_key": STANDARD.encode(key),
     });
-    if code.starts_with("union") {
-        // One person across apps: the unionid depends on the code alone.
-        reply["unionid"] = derived_id("u", "unionid", "", code).into();
+    if person.starts_with("union") {
+        // One person across apps: the unionid depends on the person alone.
+        reply["unionid"] = derived_id("u", "unionid", "", person).into();
     }
     reply.to_string()
 }
@@ -135,4 +242,79 @@ fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = aws_lc_rs::rand::fill(&mut b);
     u32::from_le_bytes(b)
+}
+
+/// What the dev-only `POST /v1/dev/open-data` fakes.
+#[derive(Debug, Clone)]
+pub enum FakeData {
+    /// What `getPhoneNumber` gives in older base libraries, for this number (digits, no
+    /// country code).
+    Phone {
+        /// e.g. `13800138000`.
+        pure_phone_number: String,
+    },
+    /// What legacy `getUserInfo` gives.
+    Profile,
+}
+
+/// Fake open data, encrypted as WeChat would for the mini-program.
+#[derive(Debug, Clone)]
+pub struct FakeOpenData {
+    /// `encryptedData`.
+    pub encrypted_data: String,
+    /// `iv`.
+    pub iv: String,
+    /// `rawData` (profiles only).
+    pub raw_data: Option<String>,
+    /// `signature` (profiles only).
+    pub signature: Option<String>,
+}
+
+/// A phone number for `openid`, the same every time, so a developer sees one person keep
+/// one number.
+pub fn fake_phone_number(openid: &str) -> String {
+    let digest = digest::digest(&digest::SHA256, format!("wxauth-dev:phone:{openid}").as_bytes());
+    let tail: String = digest.as_ref().iter().take(8).map(|b| char::from(b'0' + b % 10)).collect();
+    format!("138{tail}")
+}
+
+/// Encrypts fake open data for the person `openid` of `appid` with `session_key`, the key
+/// the mock gave at their latest login: what WeChat hands the mini-program.
+pub fn fake_open_data(
+    session_key: &str,
+    appid: &str,
+    openid: &str,
+    data: FakeData,
+) -> Result<FakeOpenData, crate::opendata::OpenDataError> {
+    let watermark =
+        serde_json::json!({ "timestamp": time::OffsetDateTime::now_utc().unix_timestamp(), "appid": appid });
+    let (plain, raw) = match data {
+        FakeData::Phone { pure_phone_number } => (
+            serde_json::json!({
+                "phoneNumber": format!("+86{pure_phone_number}"),
+                "purePhoneNumber": pure_phone_number,
+                "countryCode": "86",
+                "watermark": watermark,
+            }),
+            None,
+        ),
+        FakeData::Profile => {
+            let mut profile = serde_json::json!({
+                "nickName": "开发者",
+                "gender": 0,
+                "language": "zh_CN",
+                "city": "Shenzhen",
+                "province": "Guangdong",
+                "country": "China",
+                "avatarUrl": "https://thirdwx.qlogo.cn/mmopen/vi_32/dev/132",
+            });
+            let raw = profile.to_string();
+            profile["openId"] = openid.into();
+            profile["watermark"] = watermark;
+            (profile, Some(raw))
+        }
+    };
+    let (encrypted_data, iv) = crate::opendata::encrypt(session_key, &plain.to_string())?;
+    let signature = raw.as_deref().map(|raw| crate::opendata::raw_data_signature(raw, session_key));
+    Ok(FakeOpenData { encrypted_data, iv, raw_data: raw, signature })
 }

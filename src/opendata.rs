@@ -6,7 +6,7 @@
 //! instead of an error, and a wrong key is the usual case in the field (a newer `wx.login`
 //! replaced the session_key).
 
-use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
 use aws_lc_rs::digest;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Map, Value};
@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::domain::{PhoneNumber, Profile};
 
 type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
+type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 
 /// Why open data could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,18 +123,35 @@ pub fn profile(object: &Map<String, Value>) -> Option<Profile> {
     })
 }
 
-/// Whether `signature` is `hex(sha1(raw_data + session_key))`, compared in constant time.
-pub fn raw_data_signature_matches(raw_data: &str, session_key: &str, signature: &str) -> bool {
+/// `hex(sha1(raw_data + session_key))`: the signature WeChat puts beside legacy `rawData`.
+pub fn raw_data_signature(raw_data: &str, session_key: &str) -> String {
     let mut input = String::with_capacity(raw_data.len() + session_key.len());
     input.push_str(raw_data);
     input.push_str(session_key);
     let digest = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, input.as_bytes());
-    let expected: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `signature` is [`raw_data_signature`] of `raw_data`, compared in constant time.
+pub fn raw_data_signature_matches(raw_data: &str, session_key: &str, signature: &str) -> bool {
+    let expected = raw_data_signature(raw_data, session_key);
     let equal = aws_lc_rs::constant_time::verify_slices_are_equal(
         expected.as_bytes(),
         signature.trim().to_ascii_lowercase().as_bytes(),
     );
     equal.is_ok()
+}
+
+/// Encrypts `plaintext` as WeChat does, with a random iv: `(encryptedData, iv)` in base64.
+/// Only dev mode's mock uses it; production only ever decrypts.
+pub fn encrypt(session_key: &str, plaintext: &str) -> Result<(String, String), OpenDataError> {
+    let key = base64("session_key", session_key)?;
+    let mut iv = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut iv).map_err(|_| OpenDataError::Malformed("no randomness".into()))?;
+    let cipher = Aes128CbcEnc::new_from_slices(&key, &iv)
+        .map_err(|_| OpenDataError::Malformed("session_key must decode to 16 bytes".into()))?;
+    let data = cipher.encrypt_padded_vec_mut::<Pkcs7>(plaintext.as_bytes());
+    Ok((STANDARD.encode(data), STANDARD.encode(iv)))
 }
 
 #[cfg(test)]
@@ -168,6 +186,15 @@ mod tests {
         );
         // The official data under another user's key is stale too.
         assert_eq!(decrypt("AAAAAAAAAAAAAAAAAAAAAA==", IV, DATA, APPID), Err(OpenDataError::Stale));
+    }
+
+    #[test]
+    fn what_encrypt_produces_decrypts_and_fresh_ivs_differ() {
+        let plain = r#"{"purePhoneNumber":"13800138000","watermark":{"appid":"wx4f4bc4dec97d474b"}}"#;
+        let (data, iv) = encrypt(KEY, plain).unwrap();
+        let (again, other_iv) = encrypt(KEY, plain).unwrap();
+        assert_ne!((&data, &iv), (&again, &other_iv));
+        assert_eq!(decrypt(KEY, &iv, &data, APPID).unwrap()["purePhoneNumber"], "13800138000");
     }
 
     #[test]

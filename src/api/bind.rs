@@ -108,7 +108,7 @@ impl BindApi {
             headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
         let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
         let outcome = self.auth.bind(request, peer, forwarded_for.as_deref()).await?;
-        Ok(BindResponse::Ok(Json(outcome.into()), "no-store".into()))
+        Ok(BindResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
     }
 
     /// Unbind WeChat from the account

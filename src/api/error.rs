@@ -2,7 +2,7 @@
 //!
 //! Every error body is `{"error": "...", "error_description": "..."}` with RFC 6749-style
 //! codes, including the errors poem and poem-openapi raise before a handler runs. Each
-//! operation has its own response enum ([`LoginError`], [`BindError`], [`MeError`]), so the
+//! operation has its own response enum ([`LoginError`], [`BindError`], [`MeError`], ...), so the
 //! OpenAPI document lists only the statuses it can return, and each is built from its use
 //! case's failure type by a `match` without a catch-all: a new kind of failure does not
 //! compile until it has an answer.
@@ -10,8 +10,11 @@
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, error::AuthorizationError, payload::Json};
 
+use super::NO_STORE;
+
 use crate::{
-    auth::{BearerFailure, BindFailure, Internal, LoginFailure},
+    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure},
+    opendata::OpenDataError,
     token::Rejection,
     wechat::WechatError,
 };
@@ -130,8 +133,6 @@ pub enum LoginError {
     #[oai(status = 504)]
     GatewayTimeout(Json<ErrorBody>),
 }
-
-const NO_STORE: &str = "no-store";
 
 impl From<WechatAnswer> for LoginError {
     fn from(answer: WechatAnswer) -> Self {
@@ -315,4 +316,190 @@ pub async fn envelope(err: poem::Error) -> Response {
         s => (s, body("invalid_request", err.to_string())),
     };
     (status, answer).into_response()
+}
+
+/// Errors of `POST /v1/me/phone`.
+#[derive(Debug, ApiResponse)]
+pub enum PhoneError {
+    /// `invalid_request`: a malformed body, neither or both of `code` and
+    /// `encrypted_data`, bad base64 or lengths, or data that holds no phone number.
+    /// `invalid_code`: WeChat rejected the phone code (errcode 40029); it is single use and
+    /// valid 5 minutes, so ask for the number again.
+    /// `watermark_mismatch`: the data was encrypted for another mini-program.
+    /// `unknown_app`: the token names an app this server no longer serves.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// RFC 6750 challenge.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `session_key_stale`: the data does not decrypt with the session key of the latest
+    /// login, or none is stored. Call `wx.login`, `POST /v1/login`, fetch the data again
+    /// and retry.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `rate_limited`: WeChat's minute quota was reached (errcode 45011).
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// `wechat_error`: WeChat could not be reached, gave an unusable answer, or refused the
+    /// server's access token even after a refresh.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
+    /// `wechat_unavailable`: WeChat was busy (errcode -1); retry shortly.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// `wechat_timeout`: WeChat did not answer within the configured timeout.
+    #[oai(status = 504)]
+    GatewayTimeout(Json<ErrorBody>),
+}
+
+/// Errors of `POST /v1/me/profile`.
+#[derive(Debug, ApiResponse)]
+pub enum ProfileError {
+    /// `invalid_request`: a malformed body, bad base64 or lengths, `raw_data` without
+    /// `signature` (or the reverse), or data that holds no profile.
+    /// `watermark_mismatch`: the data was encrypted for another mini-program.
+    /// `invalid_signature`: `signature` is not `sha1(raw_data + session_key)`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// RFC 6750 challenge.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `session_key_stale`: the data does not decrypt with the session key of the latest
+    /// login, or none is stored. Call `wx.login`, `POST /v1/login`, fetch the data again
+    /// and retry.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+/// How an open-data failure is answered, before it is fitted to one operation's statuses.
+enum OpenDataAnswer {
+    BadRequest(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody>, String),
+    Conflict(Json<ErrorBody>),
+    Internal(Json<ErrorBody>),
+    Wechat(WechatAnswer),
+}
+
+fn open_data_answer(failure: OpenDataFailure) -> OpenDataAnswer {
+    let text = failure.to_string();
+    match failure {
+        OpenDataFailure::Rejected(r) => match rejected(r) {
+            MeError::Unauthorized(b, challenge) => OpenDataAnswer::Unauthorized(b, challenge),
+            MeError::Internal(b) => OpenDataAnswer::Internal(b),
+        },
+        OpenDataFailure::InvalidRequest(_)
+        | OpenDataFailure::InvalidCode(_)
+        | OpenDataFailure::Data(OpenDataError::Malformed(_)) => {
+            OpenDataAnswer::BadRequest(body("invalid_request", text))
+        }
+        OpenDataFailure::Data(OpenDataError::WatermarkMismatch { .. }) => {
+            OpenDataAnswer::BadRequest(body("watermark_mismatch", text))
+        }
+        OpenDataFailure::BadSignature => OpenDataAnswer::BadRequest(body("invalid_signature", text)),
+        OpenDataFailure::UnknownApp(_) => OpenDataAnswer::BadRequest(body("unknown_app", text)),
+        OpenDataFailure::Data(OpenDataError::Stale) | OpenDataFailure::NoSessionKey => {
+            OpenDataAnswer::Conflict(body("session_key_stale", text))
+        }
+        OpenDataFailure::Wechat(e @ (WechatError::InvalidCode { .. } | WechatError::CodeUsed { .. })) => {
+            OpenDataAnswer::BadRequest(body(
+                "invalid_code",
+                e.to_string() + "; a phone code works once and for 5 minutes: ask for the number again",
+            ))
+        }
+        // The phone API never blocks a user; an errcode it should not send is WeChat's fault.
+        OpenDataFailure::Wechat(WechatError::UserBlocked { rid }) => OpenDataAnswer::Wechat(WechatAnswer::BadGateway(
+            body("wechat_error", WechatError::UserBlocked { rid }.to_string()),
+        )),
+        OpenDataFailure::Wechat(e) => OpenDataAnswer::Wechat(wechat_answer(e)),
+        OpenDataFailure::Internal(e) => OpenDataAnswer::Internal(internal(e)),
+    }
+}
+
+impl From<OpenDataFailure> for PhoneError {
+    fn from(failure: OpenDataFailure) -> Self {
+        match open_data_answer(failure) {
+            OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
+            OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+            OpenDataAnswer::Conflict(b) => Self::Conflict(b),
+            OpenDataAnswer::Internal(b) => Self::Internal(b),
+            OpenDataAnswer::Wechat(WechatAnswer::BadRequest(b)) => Self::BadRequest(b),
+            OpenDataAnswer::Wechat(WechatAnswer::Forbidden(b) | WechatAnswer::BadGateway(b)) => Self::BadGateway(b),
+            OpenDataAnswer::Wechat(WechatAnswer::TooManyRequests(b, secs)) => Self::TooManyRequests(b, secs),
+            OpenDataAnswer::Wechat(WechatAnswer::Unavailable(b, secs)) => Self::Unavailable(b, secs),
+            OpenDataAnswer::Wechat(WechatAnswer::GatewayTimeout(b)) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<OpenDataFailure> for ProfileError {
+    fn from(failure: OpenDataFailure) -> Self {
+        match open_data_answer(failure) {
+            OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
+            OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+            OpenDataAnswer::Conflict(b) => Self::Conflict(b),
+            OpenDataAnswer::Internal(b) => Self::Internal(b),
+            // The profile operation never calls WeChat.
+            OpenDataAnswer::Wechat(_) => Self::Internal(body("server_error", "internal error; see the server log")),
+        }
+    }
+}
+
+/// Errors of `POST /v1/dev/open-data`.
+#[derive(Debug, ApiResponse)]
+pub enum DevError {
+    /// `invalid_request`: a malformed body or phone number.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `invalid_token`: the bearer token is missing, malformed, expired or not ours.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// RFC 6750 challenge.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `session_key_stale`: no session key is stored for the token's login; log in again.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl From<OpenDataFailure> for DevError {
+    fn from(failure: OpenDataFailure) -> Self {
+        match open_data_answer(failure) {
+            OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
+            OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+            OpenDataAnswer::Conflict(b) => Self::Conflict(b),
+            OpenDataAnswer::Internal(b) => Self::Internal(b),
+            OpenDataAnswer::Wechat(_) => Self::Internal(body("server_error", "internal error; see the server log")),
+        }
+    }
 }

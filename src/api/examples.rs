@@ -6,10 +6,11 @@
 use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
-use super::error::{BindError, ErrorBody, LoginError, MeError};
+use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError};
 use crate::{
-    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, LoginFailure},
+    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, LoginFailure, OpenDataFailure},
     domain::DomainError,
+    opendata::OpenDataError,
     token::Rejection,
     wechat::WechatError,
 };
@@ -33,6 +34,9 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/bind", "post", bind()),
         ("/v1/me", "get", bearer()),
         ("/v1/me/binding", "delete", bearer()),
+        ("/v1/me/phone", "post", phone()),
+        ("/v1/me/profile", "post", profile()),
+        ("/v1/dev/open-data", "post", dev()),
     ] {
         let mut by_status: Vec<(u16, Vec<(&'static str, Value)>)> = Vec::new();
         for (name, status, body) in examples {
@@ -145,6 +149,95 @@ fn bearer() -> Vec<(&'static str, u16, Value)> {
         MeError::Internal(b) => (name, 500, json(b)),
     })
     .collect();
+    out.push(server_error());
+    out
+}
+
+/// Failures every open-data operation shares.
+fn open_data_failures() -> Vec<(&'static str, OpenDataFailure)> {
+    vec![
+        (
+            "invalid_request",
+            OpenDataFailure::Data(OpenDataError::Malformed("iv must decode to 16 bytes, got 3".into())),
+        ),
+        ("expired", OpenDataFailure::Rejected(Rejection::Expired)),
+        ("session_key_stale", OpenDataFailure::Data(OpenDataError::Stale)),
+        (
+            "watermark_mismatch",
+            OpenDataFailure::Data(OpenDataError::WatermarkMismatch {
+                expected: APPID.into(),
+                found: "wx0000000000000000".into(),
+            }),
+        ),
+    ]
+}
+
+fn phone() -> Vec<(&'static str, u16, Value)> {
+    let mut failures = open_data_failures();
+    failures.extend([
+        ("invalid_code", OpenDataFailure::Wechat(WechatError::InvalidCode { rid: rid() })),
+        ("rate_limited", OpenDataFailure::Wechat(WechatError::RateLimited { rid: rid() })),
+        ("wechat_error", OpenDataFailure::Wechat(WechatError::AccessTokenRejected { errcode: 40001, rid: rid() })),
+        ("wechat_unavailable", OpenDataFailure::Wechat(WechatError::Busy { rid: rid() })),
+        ("wechat_timeout", OpenDataFailure::Wechat(WechatError::Timeout)),
+    ]);
+    let mut out: Vec<_> = failures
+        .into_iter()
+        .map(|(name, f)| {
+            let (status, body) = match PhoneError::from(f) {
+                PhoneError::BadRequest(b) => (400, b),
+                PhoneError::Unauthorized(b, _) => (401, b),
+                PhoneError::Conflict(b) => (409, b),
+                PhoneError::TooManyRequests(b, _) => (429, b),
+                PhoneError::Internal(b) => (500, b),
+                PhoneError::BadGateway(b) => (502, b),
+                PhoneError::Unavailable(b, _) => (503, b),
+                PhoneError::GatewayTimeout(b) => (504, b),
+            };
+            (name, status, json(body))
+        })
+        .collect();
+    out.push(server_error());
+    out
+}
+
+fn profile() -> Vec<(&'static str, u16, Value)> {
+    let mut failures = open_data_failures();
+    failures.push(("invalid_signature", OpenDataFailure::BadSignature));
+    let mut out: Vec<_> = failures
+        .into_iter()
+        .map(|(name, f)| {
+            let (status, body) = match ProfileError::from(f) {
+                ProfileError::BadRequest(b) => (400, b),
+                ProfileError::Unauthorized(b, _) => (401, b),
+                ProfileError::Conflict(b) => (409, b),
+                ProfileError::Internal(b) => (500, b),
+            };
+            (name, status, json(body))
+        })
+        .collect();
+    out.push(server_error());
+    out
+}
+
+fn dev() -> Vec<(&'static str, u16, Value)> {
+    let failures = [
+        ("invalid_request", OpenDataFailure::InvalidRequest("pure_phone_number must be 5 to 20 digits".into())),
+        ("expired", OpenDataFailure::Rejected(Rejection::Expired)),
+        ("session_key_stale", OpenDataFailure::NoSessionKey),
+    ];
+    let mut out: Vec<_> = failures
+        .into_iter()
+        .map(|(name, f)| {
+            let (status, body) = match DevError::from(f) {
+                DevError::BadRequest(b) => (400, b),
+                DevError::Unauthorized(b, _) => (401, b),
+                DevError::Conflict(b) => (409, b),
+                DevError::Internal(b) => (500, b),
+            };
+            (name, status, json(body))
+        })
+        .collect();
     out.push(server_error());
     out
 }

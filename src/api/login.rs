@@ -168,6 +168,6 @@ impl LoginApi {
     #[oai(path = "/v1/login", method = "post", operation_id = "login")]
     async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
         let outcome = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await?;
-        Ok(LoginResponse::Ok(Json(outcome.into()), "no-store".into()))
+        Ok(LoginResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
     }
 }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{ApiTags, error::MeError};
 use crate::{
     auth::{Auth, Me},
-    domain::Identity,
+    domain::{Dated, Identity},
 };
 
 /// The `access_token` from `POST /v1/login` or `POST /v1/bind`. In the Authorize dialog,
@@ -49,6 +49,46 @@ pub struct UserBody {
     /// Most recent login (RFC 3339), to within 5 minutes: a returning login rewrites it only
     /// when the stored value is at least 5 minutes old.
     pub last_login_at: OffsetDateTime,
+    /// The phone number verified through `POST /v1/me/phone`, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub phone: Option<VerifiedPhone>,
+    /// The WeChat profile decrypted through `POST /v1/me/profile`, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub profile: Option<ProfileBody>,
+}
+
+/// A phone number WeChat vouched for, and when.
+#[derive(Debug, Object)]
+pub struct VerifiedPhone {
+    /// With the country code, e.g. `+8613800138000`.
+    pub phone_number: String,
+    /// Without it, e.g. `13800138000`.
+    pub pure_phone_number: String,
+    /// e.g. `86`.
+    pub country_code: String,
+    /// When it was verified (RFC 3339).
+    pub verified_at: OffsetDateTime,
+}
+
+/// A WeChat profile as kept on the user.
+#[derive(Debug, Object)]
+pub struct ProfileBody {
+    /// Nickname.
+    pub nickname: String,
+    /// Avatar URL.
+    pub avatar_url: String,
+    /// 0 unknown, 1 male, 2 female.
+    pub gender: u8,
+    /// Country.
+    pub country: String,
+    /// Province.
+    pub province: String,
+    /// City.
+    pub city: String,
+    /// Language of the region names, e.g. `zh_CN`.
+    pub language: String,
+    /// When it was received (RFC 3339).
+    pub updated_at: OffsetDateTime,
 }
 
 impl From<Me> for UserBody {
@@ -63,6 +103,22 @@ impl From<Me> for UserBody {
             unionid: u.unionid,
             created_at: u.created_at,
             last_login_at: u.last_login_at,
+            phone: me.details.phone.map(|Dated { value: p, at }| VerifiedPhone {
+                phone_number: p.phone_number,
+                pure_phone_number: p.pure_phone_number,
+                country_code: p.country_code,
+                verified_at: at,
+            }),
+            profile: me.details.profile.map(|Dated { value: p, at }| ProfileBody {
+                nickname: p.nickname,
+                avatar_url: p.avatar_url,
+                gender: p.gender,
+                country: p.country,
+                province: p.province,
+                city: p.city,
+                language: p.language,
+                updated_at: at,
+            }),
         }
     }
 }

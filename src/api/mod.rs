@@ -1,12 +1,14 @@
 //! The HTTP API: one `#[OpenApi]` struct per tag, combined into one service with Swagger UI.
 
 pub mod bind;
+pub mod dev;
 pub mod error;
 mod examples;
 pub mod health;
 pub mod keys;
 pub mod login;
 pub mod me;
+pub mod open_data;
 
 use std::sync::Arc;
 
@@ -19,6 +21,9 @@ use serde_json::Value;
 
 use crate::{auth::Auth, devmock};
 
+/// `Cache-Control` of answers that carry credentials or personal data.
+const NO_STORE: &str = "no-store";
+
 /// Largest request body accepted; a login body is a few dozen bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -29,19 +34,24 @@ pub enum ApiTags {
     Login,
     /// The logged-in user.
     User,
+    /// The phone number and profile the person shares through WeChat's open data.
+    OpenData,
     /// Bind a WeChat identity to an existing account (registration `bind`), or unbind it.
     Binding,
     /// Public keys for verifying tokens offline.
     Keys,
     /// Service health.
     Health,
+    /// Dev mode only: fakes what the mini-program would get from WeChat.
+    Dev,
 }
 
 /// Every operation group, in display order. poem-openapi sorts tags by name; Swagger UI
 /// shows them in the document's order, which [`spec`] restores from this list.
-const TAG_ORDER: &[&str] = &["Login", "User", "Binding", "Keys", "Health"];
+const TAG_ORDER: &[&str] = &["Login", "User", "OpenData", "Binding", "Keys", "Health", "Dev"];
 
-type Apis = (login::LoginApi, me::MeApi, bind::BindApi, keys::KeysApi, health::HealthApi);
+type Apis =
+    (login::LoginApi, me::MeApi, open_data::OpenDataApi, bind::BindApi, keys::KeysApi, health::HealthApi, dev::DevApi);
 
 const DESCRIPTION: &str = "Logs WeChat mini-program users in with a `wx.login` code and issues signed JWTs. \
      Verify tokens offline with the keys at `/.well-known/jwks.json`.\n\n\
@@ -59,14 +69,28 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
         for (code, effect) in devmock::RESERVED_CODES {
             description.push_str(&format!("\n- `{code}`: {effect}"));
         }
+        description.push_str(
+            "\n\nPhone codes (`POST /v1/me/phone` with `code`): any code gives the person's fake \
+             number, except:\n",
+        );
+        for (code, effect) in devmock::RESERVED_PHONE_CODES {
+            description.push_str(&format!("\n- `{code}`: {effect}"));
+        }
+        description.push_str(
+            "\n\nEncrypted open data: log in, authorize, then `POST /v1/dev/open-data` gives the \
+             `encrypted_data` and `iv` WeChat would give the mini-program; send them to \
+             `POST /v1/me/phone` or `POST /v1/me/profile`.",
+        );
     }
     OpenApiService::new(
         (
             login::LoginApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
+            open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },
-            health::HealthApi { auth },
+            health::HealthApi { auth: auth.clone() },
+            dev::DevApi { auth },
         ),
         "wxauth",
         env!("CARGO_PKG_VERSION"),
@@ -74,10 +98,23 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
     .description(description)
 }
 
-/// The published OpenAPI document: the generated one with the tags in [`TAG_ORDER`] and a
-/// real example body for every error answer (see [`examples`]).
-pub fn spec(api: &OpenApiService<Apis, ()>) -> String {
+/// The published OpenAPI document: the generated one with the tags in [`TAG_ORDER`], a
+/// real example body for every error answer (see [`examples`]), and the dev-only
+/// operations only in dev mode.
+pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
     let Ok(mut doc) = serde_json::from_str::<Value>(&api.spec()) else { return api.spec() };
+    if !dev {
+        // Dev-only operations answer 404 in production; the document does not show them.
+        if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+            paths.retain(|path, _| !path.starts_with("/v1/dev/"));
+        }
+        if let Some(Value::Array(tags)) = doc.get_mut("tags") {
+            tags.retain(|t| t["name"] != "Dev");
+        }
+        if let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") {
+            schemas.retain(|name, _| !name.starts_with("Dev"));
+        }
+    }
     if let Some(Value::Array(tags)) = doc.get_mut("tags") {
         tags.sort_by_key(|t| TAG_ORDER.iter().position(|n| t["name"] == *n).unwrap_or(usize::MAX));
     }
@@ -98,20 +135,30 @@ pub fn spec(api: &OpenApiService<Apis, ()>) -> String {
 /// Every route: the API, Swagger UI at `/docs` and the spec at `/openapi.json`.
 pub fn routes(auth: Arc<Auth>, dev: bool) -> impl Endpoint {
     let api = service(auth, dev);
-    let document = spec(&api);
+    let document = spec(&api, dev);
     // Swagger UI embeds the document it is given; give it the published one.
     let html = api.swagger_ui_html().replace(&api.spec(), &document);
     let docs = Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())));
     let served = poem::endpoint::make_sync(move |_| {
         Response::builder().header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(document.clone())
     });
-    Route::new()
-        .nest("/", api)
+    let mut route = Route::new().nest("/", api);
+    if !dev {
+        // Absent in production: 404 before authentication or body parsing can answer.
+        route = route.nest("/v1/dev", absent);
+    }
+    route
         .nest("/docs", docs)
         .at("/openapi.json", served)
         .around(limit_body)
         .catch_all_error(error::envelope)
         .around(access_log)
+}
+
+/// A 404 like that of any unknown path.
+#[poem::handler]
+fn absent() -> poem::Result<()> {
+    Err(poem::Error::from_status(StatusCode::NOT_FOUND))
 }
 
 /// One line per request: method, path (never the query, where a client might put a code

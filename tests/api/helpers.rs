@@ -4,7 +4,10 @@
 use std::{
     collections::{HashMap, VecDeque},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -12,7 +15,8 @@ use poem::{
     EndpointExt, Response, Route, Server, get, handler,
     http::header,
     listener::{Acceptor, Listener, TcpListener},
-    web::{Data, Query},
+    post,
+    web::{Data, Json, Query},
 };
 use serde_json::{Value, json};
 use wxauth::{
@@ -59,11 +63,25 @@ impl Reply {
 struct MockState {
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     calls: Mutex<Vec<HashMap<String, String>>>,
+    /// Scripted answers of `stable_token`, used in order before the default.
+    token_scripts: Mutex<VecDeque<Reply>>,
+    /// Access tokens handed out, in order; WeChat accepts those not revoked.
+    tokens: Mutex<Vec<String>>,
+    /// Tokens up to this index are revoked (expired early at WeChat).
+    revoked: AtomicUsize,
+    /// `expires_in` of the next tokens.
+    token_lifetime: AtomicU64,
+    /// Calls of `stable_token`, whatever it answered.
+    token_calls: AtomicUsize,
+    /// Scripted answers of the phone API, by phone code.
+    phone_scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// Every phone API call: its access token and JSON body.
+    phone_calls: Mutex<Vec<(String, Value)>>,
 }
 
 /// A mock WeChat API on loopback for [`APPID`] and [`APPID2`]. Unscripted codes succeed:
 /// code `x@bob` (or `bob`) logs in as openid `o_bob` (`o_bob_2` in the second app) with
-/// session key `session-key-bob==`; codes starting with `union` also get the unionid
+/// session key [`default_session_key`]; codes starting with `union` also get the unionid
 /// `u_bob`, the same in both apps.
 #[derive(Clone)]
 pub struct MockWechat {
@@ -75,10 +93,12 @@ impl MockWechat {
     pub async fn start() -> Self {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
         let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
-        let state = Arc::new(MockState::default());
+        let state = Arc::new(MockState { token_lifetime: AtomicU64::new(7200), ..MockState::default() });
         let app = Route::new()
             .at("/sns/jscode2session", get(jscode2session))
             .at("/elsewhere", get(jscode2session))
+            .at("/cgi-bin/stable_token", post(stable_token))
+            .at("/wxa/business/getuserphonenumber", post(phone_api))
             .data(state.clone());
         tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
         Self { base_url: format!("http://{addr}"), state }
@@ -98,6 +118,94 @@ impl MockWechat {
     pub fn calls(&self) -> Vec<HashMap<String, String>> {
         self.state.calls.lock().unwrap().clone()
     }
+
+    /// Answers of `stable_token`, used in order; after them it hands out tokens.
+    pub fn script_token(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.token_scripts.lock().unwrap().extend(replies);
+    }
+
+    /// How many times `stable_token` was called.
+    pub fn token_fetches(&self) -> usize {
+        self.state.token_calls.load(Ordering::SeqCst)
+    }
+
+    /// `expires_in` of the tokens handed out from now on.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.state.token_lifetime.store(secs, Ordering::SeqCst);
+    }
+
+    /// Makes WeChat refuse every token handed out so far (errcode 40001), as when a
+    /// token expires early or another process forced a refresh.
+    pub fn revoke_tokens(&self) {
+        let issued = self.state.tokens.lock().unwrap().len();
+        self.state.revoked.store(issued, Ordering::SeqCst);
+    }
+
+    /// Answers of the phone API for `code`, used in order; after them it succeeds.
+    pub fn script_phone(&self, code: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.state.phone_scripts.lock().unwrap().entry(code.into()).or_default().extend(replies);
+    }
+
+    /// Every phone API call: the access token it carried and its JSON body.
+    pub fn phone_calls(&self) -> Vec<(String, Value)> {
+        self.state.phone_calls.lock().unwrap().clone()
+    }
+}
+
+/// The number the mock's phone API gives for any unscripted code.
+pub const PHONE: &str = "13800138000";
+
+#[handler]
+async fn stable_token(Json(body): Json<Value>, state: Data<&Arc<MockState>>) -> Response {
+    state.token_calls.fetch_add(1, Ordering::SeqCst);
+    let scripted = state.token_scripts.lock().unwrap().pop_front();
+    let reply = scripted.unwrap_or_else(|| {
+        let credentials = (body["appid"].as_str(), body["secret"].as_str());
+        if credentials != (Some(APPID), Some(SECRET)) && credentials != (Some(APPID2), Some(SECRET2)) {
+            return Reply::errcode(40125);
+        }
+        if body["grant_type"] != "client_credential" {
+            return Reply::errcode(40002);
+        }
+        let mut tokens = state.tokens.lock().unwrap();
+        let token = format!("T{}", tokens.len() + 1);
+        tokens.push(token.clone());
+        let expires_in = state.token_lifetime.load(Ordering::SeqCst);
+        Reply::Body(json!({"access_token": token, "expires_in": expires_in}).to_string())
+    });
+    // Slow enough that concurrent callers pile up behind one refresh.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    answer(reply, &HashMap::new()).await
+}
+
+#[handler]
+async fn phone_api(
+    Query(q): Query<HashMap<String, String>>,
+    Json(body): Json<Value>,
+    state: Data<&Arc<MockState>>,
+) -> Response {
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    state.phone_calls.lock().unwrap().push((token.clone(), body.clone()));
+    let valid = {
+        let tokens = state.tokens.lock().unwrap();
+        tokens.iter().skip(state.revoked.load(Ordering::SeqCst)).any(|t| *t == token)
+    };
+    let code = body["code"].as_str().unwrap_or_default().to_owned();
+    let reply = if !valid {
+        Reply::errcode(40001)
+    } else {
+        let scripted = state.phone_scripts.lock().unwrap().get_mut(&code).and_then(VecDeque::pop_front);
+        scripted.unwrap_or_else(|| {
+            Reply::Body(
+                json!({"errcode": 0, "errmsg": "ok", "phone_info": {
+                    "phoneNumber": format!("+86{PHONE}"), "purePhoneNumber": PHONE, "countryCode": "86",
+                    "watermark": {"timestamp": 1637744274, "appid": APPID}
+                }})
+                .to_string(),
+            )
+        })
+    };
+    answer(reply, &q).await
 }
 
 pub fn default_openid(code: &str) -> String {
@@ -109,8 +217,15 @@ pub fn second_app_openid(code: &str) -> String {
     default_openid(code) + "_2"
 }
 
+/// A real 16-byte key in base64, derived from the name after `@`.
 pub fn default_session_key(code: &str) -> String {
-    format!("session-key-{}==", code.rsplit('@').next().unwrap())
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let name = code.rsplit('@').next().unwrap();
+    let mut key = [b'_'; 16];
+    for (slot, byte) in key.iter_mut().zip(name.bytes()) {
+        *slot = byte;
+    }
+    STANDARD.encode(key)
 }
 
 #[handler]
@@ -236,6 +351,27 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     TestApp { address, admin_socket, client: reqwest::Client::new(), wechat, dir }
 }
 
+/// An app in dev mode (`serve --dev`): WeChat is the built-in mock. `wechat` is an unused
+/// scripted mock, there only to fill the struct.
+pub async fn spawn_dev_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let vars: HashMap<String, String> = [
+        ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),
+        ("WXAUTH_DATA_DIR", dir.path().join("data").display().to_string()),
+        ("WXAUTH_KEYS_DIR", dir.path().join("keys").display().to_string()),
+        ("WXAUTH_WECHAT_TIMEOUT_MS", "500".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let settings = Settings::load_from(None, Mode::Dev, |name| vars.get(name).cloned()).unwrap();
+    let admin_socket = settings.admin_socket.clone();
+    let app = Application::build(settings).await.unwrap();
+    let address = format!("http://{}", app.addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp { address, admin_socket, client: reqwest::Client::new(), wechat: MockWechat::start().await, dir }
+}
+
 pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("keys")
 }
@@ -271,6 +407,31 @@ impl TestApp {
 
     pub async fn bind(&self, body: &Value) -> reqwest::Response {
         self.client.post(format!("{}/v1/bind", self.address)).json(body).send().await.unwrap()
+    }
+
+    /// `POST path` with a bearer token and a JSON body.
+    pub async fn post_with(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.address)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    /// Every file under the data directory holding `needle`.
+    pub fn data_files_holding(&self, needle: &[u8]) -> Vec<PathBuf> {
+        let mut files = vec![self.dir.path().join("data")];
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            scanned += bytes.len();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+        assert!(scanned > 0, "the data directory is empty");
+        found
     }
 
     pub async fn unbind(&self, token: &str) -> reqwest::Response {

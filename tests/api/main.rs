@@ -7,6 +7,7 @@ mod input;
 mod keys;
 mod login;
 mod me;
+mod open_data;
 mod process;
 mod spec;
 mod tls;

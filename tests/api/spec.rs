@@ -37,6 +37,8 @@ async fn swagger_ui_is_served_and_documents_the_bearer_scheme() {
         "/v1/bind",
         "/v1/me",
         "/v1/me/binding",
+        "/v1/me/phone",
+        "/v1/me/profile",
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
         "/healthz",
@@ -53,7 +55,7 @@ async fn swagger_ui_groups_operations_in_the_order_a_newcomer_needs() {
     let app = spawn_app().await;
     let spec = app.get_json("/openapi.json").await;
     let tags: Vec<_> = spec["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(tags, ["Login", "User", "Binding", "Keys", "Health"]);
+    assert_eq!(tags, ["Login", "User", "OpenData", "Binding", "Keys", "Health"]);
     for (path, operations) in spec["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
             assert_eq!(operation["tags"].as_array().unwrap().len(), 1, "{method} {path} is listed under several tags");
@@ -95,6 +97,12 @@ async fn every_error_answer_shows_real_example_bodies() {
         "post /v1/bind 409 account_already_bound",
         "post /v1/bind 429 rate_limited",
         "delete /v1/me/binding 401 invalid_token",
+        "post /v1/me/phone 400 invalid_code",
+        "post /v1/me/phone 400 watermark_mismatch",
+        "post /v1/me/phone 409 session_key_stale",
+        "post /v1/me/phone 429 rate_limited",
+        "post /v1/me/profile 400 invalid_signature",
+        "post /v1/me/profile 409 session_key_stale",
     ] {
         assert!(seen.iter().any(|s| s == expected), "no example for {expected}: {seen:?}");
     }

@@ -86,6 +86,12 @@ pub struct UserView {
     /// Most recent login (RFC 3339, to within 5 minutes).
     #[serde(with = "time::serde::rfc3339")]
     pub last_login_at: OffsetDateTime,
+    /// The verified phone number (`users show` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    /// The WeChat nickname from a decrypted profile (`users show` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
 }
 
 impl From<User> for UserView {
@@ -98,6 +104,8 @@ impl From<User> for UserView {
             unionid_shared_with: u.unionid_shared_with.iter().map(ToString::to_string).collect(),
             created_at: u.created_at,
             last_login_at: u.last_login_at,
+            phone_number: None,
+            nickname: None,
         }
     }
 }
@@ -200,6 +208,13 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             for user in found.into_iter().flatten() {
                 if !users.iter().any(|u| u.id == user.id.to_string()) {
                     users.push(user.into());
+                }
+            }
+            for user in &mut users {
+                if let Some(id) = UserId::parse(&user.id) {
+                    let details = store.details(&id).await?;
+                    user.phone_number = details.phone.map(|p| p.value.phone_number);
+                    user.nickname = details.profile.map(|p| p.value.nickname);
                 }
             }
             if users.is_empty() {

@@ -266,6 +266,8 @@ fn show_user(user: &UserView) {
     println!("account     {}", user.username.as_deref().unwrap_or("-"));
     println!("unionid     {}", user.unionid.as_deref().unwrap_or("-"));
     println!("identities  {}", identities(user));
+    println!("phone       {}", user.phone_number.as_deref().unwrap_or("-"));
+    println!("nickname    {}", user.nickname.as_deref().unwrap_or("-"));
     for other in &user.unionid_shared_with {
         println!("shared      user {other} has the same unionid (reported, not merged)");
     }

@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{APPID, PHONE, Reply, TestApp, assert_error, default_session_key, spawn_app};
 
-const IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
+pub const IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
 
 /// Encrypts like WeChat, independently of the code under test.
-fn encrypt(session_key: &str, plaintext: &Value) -> String {
+pub fn encrypt(session_key: &str, plaintext: &Value) -> String {
     let key = STANDARD.decode(session_key).unwrap();
     let iv = STANDARD.decode(IV).unwrap();
     let data = cbc::Encryptor::<aes::Aes128>::new_from_slices(&key, &iv)
@@ -19,7 +19,7 @@ fn encrypt(session_key: &str, plaintext: &Value) -> String {
     STANDARD.encode(data)
 }
 
-fn phone_plaintext(appid: &str) -> Value {
+pub fn phone_plaintext(appid: &str) -> Value {
     json!({
         "phoneNumber": "+8613912345678", "purePhoneNumber": "13912345678", "countryCode": "86",
         "watermark": {"timestamp": 1637744274, "appid": appid}

@@ -468,8 +468,12 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     let bind = json!({"bind_ticket": unbound["bind_ticket"], "username": "alice", "password": "correct horse battery"});
     let bound = client.post(format!("{}/v1/bind", server.address)).json(&bind).send().await.unwrap();
     assert_eq!(bound.status(), 200);
+    let token = bound.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let phone = client.post(format!("{}/v1/me/phone", server.address)).bearer_auth(&token);
+    assert_eq!(phone.json(&json!({"code": "c"})).send().await.unwrap().status(), 200);
     let (ok, stdout, _) = run_with_stdin(&vars, &["users", "show", "o_dora"], "");
     assert!(ok && stdout.contains("account     alice") && stdout.contains("o_dora"), "{stdout}");
+    assert!(stdout.contains(&format!("phone       +86{}", crate::helpers::PHONE)), "{stdout}");
     let (ok, by_name, _) = run_with_stdin(&vars, &["users", "show", "alice"], "");
     assert!(ok && by_name == stdout, "{by_name}");
     let (ok, _, stderr) = run_with_stdin(&vars, &["users", "show", "o_nobody"], "");
@@ -507,4 +511,41 @@ async fn accounts_are_managed_through_the_running_server_and_directly_when_it_is
     let bound = client.post(format!("{}/v1/bind", server.address)).json(&bind).send().await.unwrap();
     assert_eq!(bound.status(), 200);
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_encryption_key_makes_stored_session_keys_stale_not_a_server_error() {
+    use crate::open_data::{IV, encrypt, phone_plaintext};
+    let dir = tempfile::tempdir().unwrap();
+    let (wechat, vars) = production(dir.path()).await;
+    let key = default_session_key("lost");
+    let data = encrypt(&key, &phone_plaintext(crate::helpers::APPID));
+    let body = json!({"encrypted_data": data, "iv": IV});
+    let post_phone = |server: &Server, token: &str| {
+        let request = reqwest::Client::new().post(format!("{}/v1/me/phone", server.address)).bearer_auth(token);
+        request.json(&body).send()
+    };
+
+    let server = Server::start(&vars, &["serve"]);
+    let (_, login) = server.login("lost").await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(post_phone(&server, &token).await.unwrap().status(), 200);
+    server.stop();
+
+    std::fs::remove_file(dir.path().join("keys").join(wxauth::store::sealed::KEY_FILE)).unwrap();
+    let server = Server::start(&vars, &["serve"]);
+    // The person's stored key and phone number no longer open: stale, and absent.
+    let resp = post_phone(&server, &token).await.unwrap();
+    assert_eq!(resp.status(), 409);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "session_key_stale");
+    let (status, me) = server.get("/v1/me", Some(&token)).await;
+    assert_eq!(status, 200, "{me}");
+    assert!(!me.contains("phone"), "{me}");
+    // Logging in again stores the key under the new encryption key: the client recovers.
+    wechat.script("again@lost", [Reply::success("o_lost", &key)]);
+    let (status, _) = server.login("again@lost").await;
+    assert_eq!(status, 200);
+    assert_eq!(post_phone(&server, &token).await.unwrap().status(), 200);
+    let log = server.stop();
+    assert!(!log.contains("panicked") && !log.contains("server_error"), "{log}");
 }

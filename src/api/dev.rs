@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json, types::Example};
 
 use super::{ApiTags, error::DevError, me::BearerToken};
 use crate::{
@@ -25,12 +25,19 @@ pub enum DevDataKind {
 
 /// What to fake.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct DevOpenDataRequest {
     /// `phone` or `profile`.
     pub kind: DevDataKind,
     /// With `phone`: the number, digits only and without country code (default: one
     /// derived from the openid, the same every time).
     pub pure_phone_number: Option<String>,
+}
+
+impl Example for DevOpenDataRequest {
+    fn example() -> Self {
+        Self { kind: DevDataKind::Phone, pure_phone_number: Some("13912345678".into()) }
+    }
 }
 
 /// Fake open data, as the mini-program would receive it.

@@ -14,7 +14,7 @@ use crate::{
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
     limits::BindAttempts,
     password::{PasswordError, Verifier},
-    store::{BindTicket, LoginRecord, Store, StoreError, TicketId},
+    store::{BindTicket, LoginRecord, RefreshGrant, Store, StoreError, TicketId},
     token::{Claims, IssuedToken, Rejection, TokenError, Tokens},
     wechat::{WechatClient, WechatError},
 };
@@ -23,6 +23,8 @@ use crate::{
 pub const BIND_TICKET_SECS: u64 = 300;
 /// The prefix of every bind ticket, so that people (and logs) can tell one from a JWT.
 pub const BIND_TICKET_PREFIX: &str = "bt_";
+/// The prefix of every refresh token.
+pub const REFRESH_TOKEN_PREFIX: &str = "rt_";
 
 /// A failure that is never the client's fault: logged by the API layer, answered with 500.
 #[derive(Debug, thiserror::Error)]
@@ -162,11 +164,28 @@ impl From<StoreError> for BindFailure {
     }
 }
 
-/// A successful login or bind.
+/// A refresh token as handed to the client. `Debug` leaves the token out.
+#[derive(Clone)]
+pub struct IssuedRefresh {
+    /// `rt_` + 256 random bits; only its hash is stored.
+    pub token: String,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for IssuedRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedRefresh").field("token", &"<redacted>").field("expires_in", &self.expires_in).finish()
+    }
+}
+
+/// A successful login, bind or refresh.
 #[derive(Debug)]
 pub struct LoginOutcome {
     /// The signed access token.
     pub token: IssuedToken,
+    /// The refresh token that continues this login.
+    pub refresh: IssuedRefresh,
     /// The user it was issued for.
     pub user: User,
     /// The identity the person logged in with.
@@ -223,10 +242,16 @@ pub struct Parts {
     pub passwords: Verifier,
     /// How long a bind ticket works.
     pub ticket_ttl: std::time::Duration,
+    /// How long a refresh token works.
+    pub refresh_ttl: std::time::Duration,
+    /// The time, for refresh-token expiry.
+    pub clock: crate::clock::Clock,
 }
 
 mod open_data;
+mod refresh;
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
+pub use refresh::RefreshFailure;
 
 /// The service behind the HTTP API.
 pub struct Auth {
@@ -264,7 +289,7 @@ impl Auth {
             tracing::info!("login of an unbound openid; bind ticket issued");
             return Err(LoginFailure::NotBound { ticket, expires_in });
         };
-        Ok(self.outcome(record, app.appid(), session.openid, "login succeeded")?)
+        Ok(self.outcome(record, app.appid(), session.openid, "login succeeded").await?)
     }
 
     /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
@@ -280,7 +305,7 @@ impl Auth {
         let username = Username::parse(req.username)?;
         let password = Password::presented(req.password)?;
         let proof = match (req.ticket, req.code) {
-            (Some(ticket), None) => Proof::Ticket(ticket_id(ticket)),
+            (Some(ticket), None) => Proof::Ticket(secret_id(ticket)),
             (None, Some(code)) => Proof::Code(JsCode::parse(code)?),
             _ => return Err(DomainError::TicketOrCode.into()),
         };
@@ -310,7 +335,7 @@ impl Auth {
             return Err(BindFailure::InvalidCredentials);
         }
         let record = self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref()).await?;
-        Ok(self.outcome(record, &appid, session.openid, "bind succeeded")?)
+        Ok(self.outcome(record, &appid, session.openid, "bind succeeded").await?)
     }
 
     /// Removes the WeChat identities of the bearer's user: the account stays, and the next
@@ -331,10 +356,7 @@ impl Auth {
 
     /// The user a bearer token belongs to, and the identity it names.
     async fn caller(&self, bearer: &str) -> Result<Caller, BearerFailure> {
-        let claims: Claims = self.parts.tokens.verify(bearer).map_err(|e| match e {
-            TokenError::Rejected(r) => BearerFailure::Rejected(r),
-            other => other.into(),
-        })?;
+        let claims: Claims = self.parts.tokens.verify(bearer).map_err(BearerFailure::Rejected)?;
         let gone = || BearerFailure::Rejected(Rejection::Invalid);
         let id = UserId::parse(&claims.sub).ok_or_else(gone)?;
         let user = self.parts.store.user(&id).await?.ok_or_else(gone)?;
@@ -371,30 +393,34 @@ impl Auth {
     /// Issues a bind ticket: 256 random bits the client holds, stored under their hash with
     /// the session (and its key), for the configured lifetime.
     async fn ticket(&self, appid: &str, session: WechatSession) -> Result<(String, u64), LoginFailure> {
-        let mut bytes = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Internal::Store(StoreError::Database("no randomness".into())))?;
-        let text = format!("{BIND_TICKET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let (text, id) = secret(BIND_TICKET_PREFIX).map_err(Internal::Store)?;
         let ttl = self.parts.ticket_ttl;
         let expires_at = OffsetDateTime::now_utc() + ttl;
         let ticket = BindTicket { appid: appid.to_owned(), session, expires_at };
-        self.parts.store.put_ticket(&ticket_id(&text), &ticket).await?;
+        self.parts.store.put_ticket(&id, &ticket).await?;
         Ok((text, ttl.as_secs()))
     }
 
-    fn outcome(
+    /// Signs the access token and starts a refresh family for a login or bind.
+    async fn outcome(
         &self,
         record: LoginRecord,
         appid: &str,
         openid: String,
         what: &str,
-    ) -> Result<LoginOutcome, TokenError> {
+    ) -> Result<LoginOutcome, Internal> {
         let identity = Identity { appid: appid.to_owned(), openid };
         let span = tracing::Span::current();
         span.record("user_id", tracing::field::display(record.user.id));
         span.record("created", record.created);
         let token = self.parts.tokens.issue(&record.user, &identity)?;
+        let (text, id) = secret(REFRESH_TOKEN_PREFIX).map_err(Internal::Store)?;
+        let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
+        let expires_at = self.parts.clock.now() + self.parts.refresh_ttl;
+        self.parts.store.start_refresh(&id, &grant, expires_at).await?;
         tracing::info!("{what}");
-        Ok(LoginOutcome { token, user: record.user, identity, created: record.created })
+        let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
+        Ok(LoginOutcome { token, refresh, user: record.user, identity, created: record.created })
     }
 }
 
@@ -408,10 +434,19 @@ enum Proof {
     Code(JsCode),
 }
 
-/// Where a ticket is stored: the SHA-256 of its text. Any text works as input, so a forged
-/// or mistyped ticket (an access token included) is simply not found.
-fn ticket_id(text: &str) -> TicketId {
+/// Where a ticket or refresh token is stored: the SHA-256 of its text. Any text works as
+/// input, so a forged or mistyped one (an access token included) is simply not found.
+fn secret_id(text: &str) -> [u8; 32] {
     let mut id = [0u8; 32];
     id.copy_from_slice(digest::digest(&digest::SHA256, text.as_bytes()).as_ref());
     id
+}
+
+/// A new opaque secret for the client: `prefix` + 256 random bits, and where it is stored.
+fn secret(prefix: &str) -> Result<(String, [u8; 32]), StoreError> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| StoreError::Database("no randomness".into()))?;
+    let text = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let id = secret_id(&text);
+    Ok((text, id))
 }

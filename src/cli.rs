@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     admin::{self, Command as AdminCommand, Reply, UserView},
     config::{Mode, Settings, StoreSettings},
-    domain::Password,
+    domain::{KeyMode, Password},
     password,
     startup::Application,
     store::{Store, sealed::Sealer},
@@ -114,8 +114,8 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Keys(KeysCommand::Rotate { dev }) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
-            let key = token::rotate(&settings.keys_dir, settings.token.signing_alg, dev)?;
-            let mode = if key.dev { "dev-mode " } else { "" };
+            let key = token::rotate(&settings.keys_dir, settings.token.signing_alg, KeyMode::of(dev))?;
+            let mode = if key.mode == KeyMode::Dev { "dev-mode " } else { "" };
             println!("added {mode}{} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
             println!("restart wxauth or send it SIGHUP to sign with it");
         }
@@ -131,7 +131,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 let created =
                     key.created.replace_nanosecond(0)?.format(&time::format_description::well_known::Rfc3339)?;
                 let mark = if Some(i) == signer { "*" } else { "" };
-                let mode = if key.dev { "dev" } else { "production" };
+                let mode = key.mode.as_str();
                 println!("{:<43}  {:<5}  {:<20}  {mode:<10}  {mark}", key.kid, key.alg.to_string(), created);
             }
         }

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromS
 
 use url::Url;
 
-use crate::token::SigningAlg;
+use crate::domain::SigningAlg;
 
 /// Why settings could not be loaded. Each message names the setting to fix.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +172,8 @@ pub struct TokenSettings {
     pub audience: String,
     /// Access-token lifetime.
     pub access_token_ttl: Duration,
+    /// Refresh-token lifetime (each refresh gets a fresh one).
+    pub refresh_token_ttl: Duration,
     /// Algorithm of new signing keys, and of the key that signs.
     pub signing_alg: SigningAlg,
 }
@@ -212,6 +214,7 @@ pub const KEYS: &[&str] = &[
     "issuer",
     "audience",
     "access_token_ttl",
+    "refresh_token_ttl",
     "signing_alg",
     "wechat_appid",
     "wechat_secret",
@@ -369,6 +372,12 @@ impl Settings {
                     "access_token_ttl",
                     900,
                     60..=86_400,
+                    "seconds",
+                )?),
+                refresh_token_ttl: Duration::from_secs(layers.ranged(
+                    "refresh_token_ttl",
+                    2_592_000,
+                    300..=31_536_000,
                     "seconds",
                 )?),
                 signing_alg,

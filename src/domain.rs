@@ -3,7 +3,7 @@
 //! Anything built through `parse` has been checked once, at the edge, so the rest of the
 //! code never re-validates.
 
-use std::fmt;
+use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -330,5 +330,79 @@ mod tests {
         let key = SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into());
         assert!(!format!("{code:?}{key:?}").contains("secret-code"));
         assert!(!format!("{key:?}").contains("tiiht"));
+    }
+}
+
+/// Algorithms wxauth signs with. HMAC is deliberately absent: a shared secret would have
+/// to be handed to every verifier, and HS* is the classic algorithm-confusion vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA P-256 with SHA-256 (default: small keys, small signatures).
+    ES256,
+    /// Ed25519.
+    EdDSA,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 and 2048-bit keys, for verifiers without EC support.
+    RS256,
+}
+
+impl FromStr for SigningAlg {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "ES256" => Ok(Self::ES256),
+            "EdDSA" => Ok(Self::EdDSA),
+            "RS256" => Ok(Self::RS256),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Whether a key (or a server) belongs to dev mode or to production. Dev mode signs tokens
+/// for any code, so the two never share a key ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    /// `serve --dev`.
+    Dev,
+    /// Everything else.
+    Production,
+}
+
+impl KeyMode {
+    /// `Dev` when `dev`.
+    pub fn of(dev: bool) -> Self {
+        if dev { Self::Dev } else { Self::Production }
+    }
+
+    /// How a key file records it: `dev` or `production`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Production => "production",
+        }
+    }
+
+    /// Reads [`KeyMode::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "dev" => Some(Self::Dev),
+            "production" => Some(Self::Production),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyMode {
+    /// `dev-mode` or `production`, as in "a dev-mode key".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Dev => "dev-mode",
+            Self::Production => "production",
+        })
     }
 }

@@ -10,8 +10,10 @@ use poem::{
 use crate::{
     admin, api,
     auth::{Auth, Parts},
+    clock::Clock,
     config::{Settings, StoreSettings},
     devmock,
+    domain::KeyMode,
     limits::BindAttempts,
     password::{PasswordError, Verifier},
     store::{
@@ -84,7 +86,12 @@ pub struct Application {
 impl Application {
     /// Binds the listener and opens keys, store and WeChat client. In dev mode it first
     /// starts the WeChat mock and points the client at it.
-    pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`Application::build`] with a clock of the caller's (tests move time with it).
+    pub async fn build_with_clock(mut settings: Settings, clock: Clock) -> Result<Self, StartupError> {
         if settings.dev {
             let slow = settings.wechat.timeout + Duration::from_secs(1);
             settings.wechat.base_url =
@@ -114,7 +121,7 @@ impl Application {
                 format!("http://{addr}")
             }
         };
-        let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, settings.dev)?;
+        let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, KeyMode::of(settings.dev))?;
         let sealer = Sealer::load_or_create(&settings.keys_dir)?;
         let store = Store::open(&settings.store, sealer).await.map_err(|source| StartupError::Store {
             location: match &settings.store {
@@ -134,6 +141,8 @@ impl Application {
             attempts: BindAttempts::new(settings.bind_limits),
             passwords: Verifier::new()?,
             ticket_ttl: settings.bind_ticket_ttl,
+            refresh_ttl: settings.token.refresh_token_ttl,
+            clock,
         };
         Ok(Self { acceptor, addr, dev: settings.dev, admin, auth: Arc::new(Auth::new(parts)) })
     }
@@ -167,6 +176,7 @@ impl Application {
         let auth = self.auth.clone();
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
+        let purger = tokio::spawn(purge_refresh_tokens(auth.clone()));
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
         let admin = tokio::spawn(self.admin.serve(auth.store().clone(), appids));
@@ -176,12 +186,28 @@ impl Application {
             .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
             .await;
         reloader.abort();
+        purger.abort();
         admin.abort();
         let _ = std::fs::remove_file(&admin_path);
         if let Err(e) = auth.store().close().await {
             tracing::error!(error = %e, "final flush failed");
         }
         served
+    }
+}
+
+/// How often dead refresh records are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Purges dead refresh records now and then, for as long as the server runs.
+async fn purge_refresh_tokens(auth: Arc<Auth>) {
+    loop {
+        match auth.purge_refresh().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "purged expired and revoked refresh tokens"),
+            Err(e) => tracing::warn!(error = %e, "purging refresh tokens failed; will retry"),
+        }
+        tokio::time::sleep(PURGE_EVERY).await;
     }
 }
 

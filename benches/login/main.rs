@@ -27,8 +27,9 @@ use time::OffsetDateTime;
 use wxauth::{
     config::{SledSettings, StoreSettings, TokenSettings},
     domain::{Identity, SessionKey, User, UserId, WechatSession},
+    domain::{KeyMode, SigningAlg},
     store::Store,
-    token::{SigningAlg, Tokens},
+    token::Tokens,
 };
 
 /// Longer than wxauth's replay window (10 s), so that runs measure the steady state.
@@ -300,9 +301,10 @@ fn tokens() {
             issuer: None,
             audience: "wxbench".into(),
             access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(3600),
             signing_alg: alg,
         };
-        let tokens = Tokens::open(&settings, "https://auth.example.com".into(), dir.path(), true).unwrap();
+        let tokens = Tokens::open(&settings, "https://auth.example.com".into(), dir.path(), KeyMode::Dev).unwrap();
         let now = OffsetDateTime::now_utc();
         let identity = Identity { appid: "wxbench".into(), openid: "o_bench".into() };
         let user = User {

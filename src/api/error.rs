@@ -13,7 +13,7 @@ use poem_openapi::{ApiResponse, Object, error::AuthorizationError, payload::Json
 use super::NO_STORE;
 
 use crate::{
-    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure},
+    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
     opendata::OpenDataError,
     token::Rejection,
     wechat::WechatError,
@@ -501,5 +501,48 @@ impl From<OpenDataFailure> for DevError {
             OpenDataAnswer::Internal(b) => Self::Internal(b),
             OpenDataAnswer::Wechat(_) => Self::Internal(body("server_error", "internal error; see the server log")),
         }
+    }
+}
+
+/// Errors of `POST /v1/token/refresh`.
+#[derive(Debug, ApiResponse)]
+pub enum RefreshError {
+    /// `invalid_request`: a malformed body, or an empty or oversized `refresh_token`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `invalid_grant`: the refresh token is unknown, expired, revoked (logout, or a reuse
+    /// of a spent token, which revokes its whole login), or its user's WeChat binding was
+    /// removed. Log in again with `wx.login`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl From<RefreshFailure> for RefreshError {
+    fn from(failure: RefreshFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            RefreshFailure::InvalidGrant(_) => Self::Unauthorized(body("invalid_grant", text)),
+            RefreshFailure::Internal(e) => Self::Internal(internal(e)),
+        }
+    }
+}
+
+/// Errors of `POST /v1/logout`.
+#[derive(Debug, ApiResponse)]
+pub enum LogoutError {
+    /// `invalid_request`: a malformed body, or an empty or oversized `refresh_token`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `server_error`: an internal failure (details are in the server log).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl From<Internal> for LogoutError {
+    fn from(e: Internal) -> Self {
+        Self::Internal(internal(e))
     }
 }

@@ -6,9 +6,9 @@
 use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
-use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError};
+use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError, RefreshError};
 use crate::{
-    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, LoginFailure, OpenDataFailure},
+    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, LoginFailure, OpenDataFailure, RefreshFailure},
     domain::DomainError,
     opendata::OpenDataError,
     token::Rejection,
@@ -34,6 +34,9 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/bind", "post", bind()),
         ("/v1/me", "get", bearer()),
         ("/v1/me/binding", "delete", bearer()),
+        ("/v1/token/refresh", "post", refresh()),
+        ("/v1/logout", "post", logout()),
+        ("/v1/me/logout-all", "post", bearer()),
         ("/v1/me/phone", "post", phone()),
         ("/v1/me/profile", "post", profile()),
         ("/v1/dev/open-data", "post", dev()),
@@ -240,4 +243,28 @@ fn dev() -> Vec<(&'static str, u16, Value)> {
         .collect();
     out.push(server_error());
     out
+}
+
+fn malformed_refresh() -> (&'static str, u16, Value) {
+    ("invalid_request", 400, json(super::refresh::malformed()))
+}
+
+fn refresh() -> Vec<(&'static str, u16, Value)> {
+    let mut out = vec![malformed_refresh()];
+    for (name, reason) in [
+        ("reused", "the refresh token was already used, so every token of this login is revoked"),
+        ("expired", "the refresh token has expired"),
+    ] {
+        match RefreshError::from(RefreshFailure::InvalidGrant(reason)) {
+            RefreshError::BadRequest(b) => out.push((name, 400, json(b))),
+            RefreshError::Unauthorized(b) => out.push((name, 401, json(b))),
+            RefreshError::Internal(b) => out.push((name, 500, json(b))),
+        }
+    }
+    out.push(server_error());
+    out
+}
+
+fn logout() -> Vec<(&'static str, u16, Value)> {
+    vec![malformed_refresh(), server_error()]
 }

@@ -114,8 +114,12 @@ pub struct LoginBody {
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
-    /// Seconds until the token expires; log in again with a new `wx.login` code before then.
+    /// Seconds until the token expires; refresh it (or log in again) before then.
     pub expires_in: u64,
+    /// Opaque, single-use token for `POST /v1/token/refresh`. Keep it like a password.
+    pub refresh_token: String,
+    /// Seconds until `refresh_token` expires (`WXAUTH_REFRESH_TOKEN_TTL`).
+    pub refresh_expires_in: u64,
     /// Who logged in.
     pub user: LoginUser,
 }
@@ -126,6 +130,8 @@ impl From<LoginOutcome> for LoginBody {
             access_token: o.token.token,
             token_type: "Bearer".into(),
             expires_in: o.token.expires_in,
+            refresh_token: o.refresh.token,
+            refresh_expires_in: o.refresh.expires_in,
             user: LoginUser {
                 id: o.user.id.to_string(),
                 appid: o.identity.appid,
@@ -169,5 +175,46 @@ impl LoginApi {
     async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
         let outcome = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await?;
         Ok(LoginResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
+    }
+}
+
+/// A JSON string, and only a string (see [`CodeText`]), for opaque tokens.
+#[derive(Debug)]
+pub struct TokenText(pub String);
+
+impl Type for TokenText {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema { min_length: Some(1), ..MetaSchema::new("string") }))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for TokenText {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(Self(s)),
+            other => Err(ParseError::custom(format!("must be a JSON string, got {}", json_kind(other.as_ref())))),
+        }
+    }
+}
+
+impl ToJSON for TokenText {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
     }
 }

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod login;
 pub mod me;
 pub mod open_data;
+pub mod refresh;
 
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Operation groups in Swagger UI, in the order a newcomer needs them.
 #[derive(Tags)]
 pub enum ApiTags {
-    /// Log mini-program users in.
+    /// Log mini-program users in, refresh their tokens, log them out.
     Login,
     /// The logged-in user.
     User,
@@ -50,8 +51,16 @@ pub enum ApiTags {
 /// shows them in the document's order, which [`spec`] restores from this list.
 const TAG_ORDER: &[&str] = &["Login", "User", "OpenData", "Binding", "Keys", "Health", "Dev"];
 
-type Apis =
-    (login::LoginApi, me::MeApi, open_data::OpenDataApi, bind::BindApi, keys::KeysApi, health::HealthApi, dev::DevApi);
+type Apis = (
+    login::LoginApi,
+    refresh::RefreshApi,
+    me::MeApi,
+    open_data::OpenDataApi,
+    bind::BindApi,
+    keys::KeysApi,
+    health::HealthApi,
+    dev::DevApi,
+);
 
 const DESCRIPTION: &str = "Logs WeChat mini-program users in with a `wx.login` code and issues signed JWTs. \
      Verify tokens offline with the keys at `/.well-known/jwks.json`.\n\n\
@@ -85,6 +94,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             login::LoginApi { auth: auth.clone() },
+            refresh::RefreshApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
             open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },

@@ -120,6 +120,43 @@ pub struct BindTicket {
 /// copy of the store alone yields no usable ticket.
 pub type TicketId = [u8; 32];
 
+/// The key a refresh token is stored under: the SHA-256 of its text.
+pub type RefreshId = [u8; 32];
+
+/// What a refresh token stands for: the login it continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshGrant {
+    /// The user.
+    pub user: UserId,
+    /// The identity the family's first login came through.
+    pub identity: Identity,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The token was spent and its successor stored, in the same family.
+    Rotated(RefreshGrant),
+    /// No such token: never issued, or purged after it expired or its family was revoked.
+    Unknown,
+    /// The token had been spent already: someone replayed it, so its family (the newest
+    /// token included) is now revoked.
+    Reused,
+    /// The family was revoked before (logout, logout-all, an earlier reuse).
+    Revoked,
+    /// The token expired.
+    Expired,
+}
+
+/// One batch of the purge of dead refresh tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeBatch {
+    /// Records removed by this batch.
+    pub removed: usize,
+    /// Whether this batch finished a pass over every record; the next starts over.
+    pub done: bool,
+}
+
 /// Handle to the configured backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -244,6 +281,59 @@ impl Store {
     pub async fn set_profile(&self, id: &UserId, profile: Dated<Profile>) -> Result<Details, StoreError> {
         match &self.backend {
             Backend::Sled(s) => s.change_details(id, |d| d.profile = Some(profile)).await,
+        }
+    }
+
+    /// Starts a refresh-token family (a login) with its first token, `id`, valid until
+    /// `expires_at`. Not waited for: a token lost in a crash costs the client a `wx.login`.
+    pub async fn start_refresh(
+        &self,
+        id: &RefreshId,
+        grant: &RefreshGrant,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.start_refresh(id, grant, expires_at),
+        }
+    }
+
+    /// Spends refresh token `old` and stores `new` in its family, valid until
+    /// `expires_at`, atomically: of two requests presenting one token, one rotates and the
+    /// other finds it spent, which revokes the family. Durable when it returns.
+    pub async fn rotate_refresh(
+        &self,
+        old: &RefreshId,
+        new: &RefreshId,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<Refreshed, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.rotate_refresh(old, new, now, expires_at).await,
+        }
+    }
+
+    /// Revokes the family of refresh token `id`; nothing happens for an unknown token.
+    /// Durable when it returns.
+    pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.revoke_refresh(id).await,
+        }
+    }
+
+    /// Revokes every refresh family of a user; returns how many were live. Durable when it
+    /// returns.
+    pub async fn revoke_user_refresh(&self, user: &UserId) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.revoke_user_refresh(user).await,
+        }
+    }
+
+    /// Looks at up to `limit` refresh records, continuing where the previous batch stopped,
+    /// and removes those that can no longer be used at `now` (expired, or of a revoked
+    /// family). Bounded, so that a purge never holds the store for long.
+    pub async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.purge_refresh(now, limit),
         }
     }
 

@@ -31,9 +31,10 @@ use jsonwebtoken::{
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
-    SigningAlg, TokenError,
+    TokenError,
     signer::{KeyPair as ParsedPair, Signer},
 };
+use crate::domain::{KeyMode, SigningAlg};
 
 const PEM_TAG: &str = "PRIVATE KEY";
 
@@ -45,8 +46,9 @@ pub struct RingKey {
     pub alg: SigningAlg,
     /// When the key file was written.
     pub created: OffsetDateTime,
-    /// Made by dev mode: such a key must never sign production tokens, and vice versa.
-    pub dev: bool,
+    /// Made by dev mode or not: a dev-mode key must never sign production tokens, and vice
+    /// versa.
+    pub mode: KeyMode,
     /// Public JWK as published.
     pub jwk: Jwk,
     pub(super) signer: Signer,
@@ -108,7 +110,7 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
         tracing::warn!(path = %path.display(), %kid, "key file name differs from its kid; the kid is the thumbprint");
     }
     let signer = Signer::new(pair, alg, &kid)?;
-    Ok(RingKey { kid, alg, created, dev: preamble.dev, jwk, signer, decoding })
+    Ok(RingKey { kid, alg, created, mode: preamble.mode, jwk, signer, decoding })
 }
 
 /// The `key: value` lines before the PEM block.
@@ -116,14 +118,14 @@ struct Preamble {
     /// File times are not trusted for age: copies, checkouts and secret mounts rewrite
     /// them, which could let a retired key sign again.
     created: Option<OffsetDateTime>,
-    dev: bool,
+    mode: KeyMode,
 }
 
 impl Preamble {
     fn parse(text: &[u8]) -> Result<Self, String> {
         let text = std::str::from_utf8(text).map_err(|_| "not UTF-8 text".to_owned())?;
         let head = &text[..text.find("-----BEGIN").unwrap_or(0)];
-        let mut preamble = Preamble { created: None, dev: false };
+        let mut preamble = Preamble { created: None, mode: KeyMode::Production };
         for line in head.lines() {
             if let Some(value) = line.trim().strip_prefix("created:") {
                 let created = OffsetDateTime::parse(value.trim(), &Rfc3339)
@@ -134,11 +136,8 @@ impl Preamble {
                 }
                 preamble.created = Some(created);
             } else if let Some(value) = line.trim().strip_prefix("mode:") {
-                preamble.dev = match value.trim() {
-                    "dev" => true,
-                    "production" => false,
-                    other => return Err(format!("mode: {other:?} is neither dev nor production")),
-                };
+                preamble.mode = KeyMode::parse(value.trim())
+                    .ok_or_else(|| format!("mode: {:?} is neither dev nor production", value.trim()))?;
             }
         }
         Ok(preamble)
@@ -188,9 +187,9 @@ fn parse_key(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters, ParsedPair)
     None
 }
 
-/// Generates a new key of `alg` (a dev-mode key with `dev`), writes it to `dir` (file
-/// mode 0600) and returns it loaded.
-pub fn generate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<RingKey, TokenError> {
+/// Generates a new key of `alg` and `mode`, writes it to `dir` (file mode 0600) and returns
+/// it loaded.
+pub fn generate(dir: &Path, alg: SigningAlg, mode: KeyMode) -> Result<RingKey, TokenError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| TokenError::io(dir, e))?;
     let der = pkcs8_for(alg)?;
     let (_, params, _) = parse_key(&der).ok_or(TokenError::KeyGeneration)?;
@@ -199,7 +198,7 @@ pub fn generate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<RingKey, Token
         .map_err(|_| TokenError::KeyGeneration)?;
     let path: PathBuf = dir.join(format!("{kid}.pem"));
     let created = OffsetDateTime::now_utc().format(&Rfc3339).map_err(|_| TokenError::KeyGeneration)?;
-    let mode = if dev { "dev" } else { "production" };
+    let mode = mode.as_str();
     let text = format!(
         "wxauth signing key\nkid: {kid}\nalg: {alg}\ncreated: {created}\nmode: {mode}\n{}",
         pem::encode(&pem::Pem::new(PEM_TAG, der))

@@ -1,58 +1,34 @@
 //! Access tokens: claims, signing with the key ring, verification, and the JWKS document.
 
 pub mod keys;
+mod ring;
 mod signer;
+
+pub use ring::{KeyInfo, list_keys, rotate};
 
 use std::{
     fmt,
     path::{Path, PathBuf},
-    str::FromStr,
     sync::{Arc, RwLock},
 };
 
 use bytes::Bytes;
-use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
+use jsonwebtoken::{Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
     config::TokenSettings,
-    domain::{Identity, User},
+    domain::{Identity, KeyMode, SigningAlg, User},
 };
-use keys::RingKey;
+use ring::Ring;
+
+/// The JOSE `typ` of access tokens (RFC 9068). Verification requires it, so nothing else
+/// wxauth signs can pass as an access token.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;
-
-/// Algorithms wxauth signs with. HMAC is deliberately absent: a shared secret would have
-/// to be handed to every verifier, and HS* is the classic algorithm-confusion vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SigningAlg {
-    /// ECDSA P-256 with SHA-256 (default: small keys, small signatures).
-    ES256,
-    /// Ed25519.
-    EdDSA,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 and 2048-bit keys, for verifiers without EC support.
-    RS256,
-}
-
-impl FromStr for SigningAlg {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "ES256" => Ok(Self::ES256),
-            "EdDSA" => Ok(Self::EdDSA),
-            "RS256" => Ok(Self::RS256),
-            _ => Err(()),
-        }
-    }
-}
-
-impl fmt::Display for SigningAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
 
 /// Why a presented token was refused. The client's fault, never the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +43,8 @@ pub enum Rejection {
     Invalid,
     /// The token itself starts with `Bearer `: the header said `Bearer Bearer ...`.
     DoubledPrefix,
+    /// Signed by this issuer but not an access token: its `typ` is not `at+jwt`.
+    NotAccessToken,
 }
 
 impl fmt::Display for Rejection {
@@ -76,6 +54,7 @@ impl fmt::Display for Rejection {
             Self::UnknownKey => "the token was not signed by a key of this issuer",
             Self::Expired => "the token has expired; log in again",
             Self::Invalid => "the token failed verification",
+            Self::NotAccessToken => "the token is not an access token (its typ is not at+jwt); log in again",
             Self::DoubledPrefix => {
                 "the Authorization header says 'Bearer Bearer ...': send the token after a single 'Bearer ' \
                  (in Swagger UI's Authorize dialog, paste the token alone)"
@@ -87,9 +66,6 @@ impl fmt::Display for Rejection {
 /// Errors of the token module.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// A presented token is not acceptable.
-    #[error("{0}")]
-    Rejected(Rejection),
     /// The keys directory or a key file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -127,8 +103,8 @@ pub enum TokenError {
         dir: PathBuf,
         /// The offending key.
         kid: String,
-        /// `dev-mode` or `production`.
-        key_mode: &'static str,
+        /// The key's mode.
+        key_mode: KeyMode,
         /// `serve --dev` or `production`.
         run_mode: &'static str,
     },
@@ -187,18 +163,11 @@ impl fmt::Debug for IssuedToken {
     }
 }
 
-/// One immutable view of the keys directory, with the JWKS serialized once for it.
-struct Ring {
-    keys: Vec<RingKey>,
-    signer: usize,
-    jwks: Bytes,
-}
-
 /// Issues and verifies access tokens; owns the key ring.
 pub struct Tokens {
     settings: TokenSettings,
     issuer: String,
-    dev: bool,
+    mode: KeyMode,
     keys_dir: PathBuf,
     ring: RwLock<Arc<Ring>>,
 }
@@ -207,21 +176,21 @@ impl Tokens {
     /// Loads the key ring from `keys_dir`. In dev mode a missing signing key of the
     /// configured algorithm is created; in production its absence is an error. Either mode
     /// refuses keys made by the other.
-    pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, dev: bool) -> Result<Self, TokenError> {
+    pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, mode: KeyMode) -> Result<Self, TokenError> {
         // Pin the crypto backend explicitly: feature unification could otherwise leave
         // jsonwebtoken with none or two, which panics at the first signature.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
         let mut keys = keys::load_dir(keys_dir)?;
-        if dev && !keys.iter().any(|k| k.alg == settings.signing_alg) {
-            let key = keys::generate(keys_dir, settings.signing_alg, true)?;
+        if mode == KeyMode::Dev && !keys.iter().any(|k| k.alg == settings.signing_alg) {
+            let key = keys::generate(keys_dir, settings.signing_alg, KeyMode::Dev)?;
             tracing::info!(kid = %key.kid, alg = %key.alg, dir = %keys_dir.display(), "generated a signing key");
             keys.push(key);
         }
-        let ring = Ring::new(keys, settings.signing_alg, keys_dir, dev)?;
+        let ring = Ring::new(keys, settings.signing_alg, keys_dir, mode)?;
         Ok(Self {
             settings: settings.clone(),
             issuer,
-            dev,
+            mode,
             keys_dir: keys_dir.into(),
             ring: RwLock::new(Arc::new(ring)),
         })
@@ -229,7 +198,7 @@ impl Tokens {
 
     /// Re-reads the keys directory (after `wxauth keys rotate`). On error the old ring stays.
     pub fn reload(&self) -> Result<(), TokenError> {
-        let ring = Ring::new(keys::load_dir(&self.keys_dir)?, self.settings.signing_alg, &self.keys_dir, self.dev)?;
+        let ring = Ring::new(keys::load_dir(&self.keys_dir)?, self.settings.signing_alg, &self.keys_dir, self.mode)?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
@@ -262,21 +231,26 @@ impl Tokens {
 
     /// Verifies a token: the algorithm is pinned by the key its `kid` names (never by the
     /// header), and `iss`, `aud`, `sub` and `exp` must be present and right.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let reject = |r| TokenError::Rejected(r);
+    pub fn verify(&self, token: &str) -> Result<Claims, Rejection> {
         if token.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) {
-            return Err(reject(Rejection::DoubledPrefix));
+            return Err(Rejection::DoubledPrefix);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| reject(Rejection::Malformed))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         let ring = self.ring();
-        let key =
-            header.kid.and_then(|kid| ring.keys.iter().find(|k| k.kid == kid)).ok_or(reject(Rejection::UnknownKey))?;
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation(key.alg)).map(|data| data.claims).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => reject(Rejection::Expired),
-                _ => reject(Rejection::Invalid),
-            },
-        )
+        let key = header.kid.and_then(|kid| ring.keys.iter().find(|k| k.kid == kid)).ok_or(Rejection::UnknownKey)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation(key.alg))
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => Rejection::Expired,
+                _ => Rejection::Invalid,
+            })?;
+        // RFC 9068 section 4: `at+jwt`, or the same with the `application/` prefix. Checked
+        // after the signature, so that the answer names the real problem of a forgery.
+        let typ = header.typ.as_deref().map(|t| t.strip_prefix("application/").unwrap_or(t));
+        if !typ.is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)) {
+            return Err(Rejection::NotAccessToken);
+        }
+        Ok(claims)
     }
 
     /// Checks for one key. `set_issuer`/`set_audience` alone would accept a token without
@@ -314,67 +288,6 @@ impl Tokens {
     }
 }
 
-impl Ring {
-    fn new(keys: Vec<RingKey>, alg: SigningAlg, dir: &Path, dev: bool) -> Result<Self, TokenError> {
-        if let Some(key) = keys.iter().find(|k| k.dev != dev) {
-            let mode = |dev| if dev { "dev-mode" } else { "production" };
-            return Err(TokenError::ModeMismatch {
-                dir: dir.into(),
-                kid: key.kid.clone(),
-                key_mode: mode(key.dev),
-                run_mode: if dev { "serve --dev" } else { "production" },
-            });
-        }
-        let signer =
-            keys.iter().rposition(|k| k.alg == alg).ok_or_else(|| TokenError::NoSigningKey { dir: dir.into(), alg })?;
-        let set = JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() };
-        let jwks = serde_json::to_vec(&set).map_err(|e| TokenError::Sign(e.to_string()))?;
-        Ok(Self { keys, signer, jwks: Bytes::from(jwks) })
-    }
-}
-
-/// A key as shown by `wxauth keys list`.
-#[derive(Debug, Clone)]
-pub struct KeyInfo {
-    /// RFC 7638 thumbprint.
-    pub kid: String,
-    /// Algorithm.
-    pub alg: SigningAlg,
-    /// When the key file was written.
-    pub created: OffsetDateTime,
-    /// A dev-mode key.
-    pub dev: bool,
-}
-
-/// Lists the keys in `dir`, oldest first.
-pub fn list_keys(dir: &Path) -> Result<Vec<KeyInfo>, TokenError> {
-    Ok(keys::load_dir(dir)?
-        .into_iter()
-        .map(|k| KeyInfo { kid: k.kid, alg: k.alg, created: k.created, dev: k.dev })
-        .collect())
-}
-
-/// Adds a new key of `alg` to the ring in `dir`; it signs from the next start (or reload).
-/// The key takes the mode of the keys already there (so `serve --dev` followed by
-/// `keys rotate` keeps working); an empty ring gets a production key unless `dev`.
-pub fn rotate(dir: &Path, alg: SigningAlg, dev: bool) -> Result<KeyInfo, TokenError> {
-    let existing = keys::load_dir(dir)?;
-    let dev = match existing.first() {
-        Some(key) if dev && !key.dev => {
-            return Err(TokenError::ModeMismatch {
-                dir: dir.into(),
-                kid: key.kid.clone(),
-                key_mode: "production",
-                run_mode: "keys rotate --dev",
-            });
-        }
-        Some(key) => key.dev,
-        None => dev,
-    };
-    let k = keys::generate(dir, alg, dev)?;
-    Ok(KeyInfo { kid: k.kid, alg: k.alg, created: k.created, dev: k.dev })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -387,6 +300,7 @@ mod tests {
             issuer: None,
             audience: "wx123".into(),
             access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(3600),
             signing_alg: alg,
         }
     }
@@ -412,7 +326,8 @@ mod tests {
     fn tokens_round_trip_with_every_algorithm() {
         for alg in [SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256] {
             let dir = tempfile::tempdir().unwrap();
-            let tokens = Tokens::open(&settings(alg), "https://auth.example.com".into(), dir.path(), true).unwrap();
+            let tokens =
+                Tokens::open(&settings(alg), "https://auth.example.com".into(), dir.path(), KeyMode::Dev).unwrap();
             let user = user();
             let issued = tokens.issue(&user, &identity()).unwrap();
             let claims = tokens.verify(&issued.token).unwrap();
@@ -423,10 +338,38 @@ mod tests {
     }
 
     #[test]
+    fn only_tokens_typed_as_access_tokens_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens =
+            Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), KeyMode::Dev)
+                .unwrap();
+        let issued = tokens.issue(&user(), &identity()).unwrap();
+        let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        let claims = tokens.verify(&issued.token).unwrap();
+
+        // The same claims, signed by the same key, under other types.
+        let kid = header.kid.unwrap();
+        let pem = std::fs::read(dir.path().join(format!("{kid}.pem"))).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
+        let sign = |typ: Option<&str>| {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+            header.kid = Some(kid.clone());
+            header.typ = typ.map(str::to_owned);
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        for typ in [Some("JWT"), None, Some("bt+jwt")] {
+            assert_eq!(tokens.verify(&sign(typ)), Err(Rejection::NotAccessToken), "{typ:?}");
+        }
+        assert!(tokens.verify(&sign(Some("application/at+jwt"))).is_ok());
+        assert!(tokens.verify(&sign(Some("AT+JWT"))).is_ok());
+    }
+
+    #[test]
     fn key_files_are_private_and_named_by_kid() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let info = rotate(dir.path(), SigningAlg::EdDSA, false).unwrap();
+        let info = rotate(dir.path(), SigningAlg::EdDSA, KeyMode::Production).unwrap();
         let meta = std::fs::metadata(dir.path().join(format!("{}.pem", info.kid))).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(list_keys(dir.path()).unwrap()[0].kid, info.kid);
@@ -438,7 +381,8 @@ mod tests {
         // picture, so only the validation stands between a token and acceptance.
         let dir = tempfile::tempdir().unwrap();
         let tokens =
-            Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), true).unwrap();
+            Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), KeyMode::Dev)
+                .unwrap();
         let ring = tokens.ring();
         let key = &ring.keys[0];
         let full = serde_json::json!({
@@ -459,9 +403,9 @@ mod tests {
     #[test]
     fn the_newest_key_by_recorded_creation_signs_whatever_the_file_times() {
         let dir = tempfile::tempdir().unwrap();
-        let old = rotate(dir.path(), SigningAlg::ES256, false).unwrap();
+        let old = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        let new = rotate(dir.path(), SigningAlg::ES256, false).unwrap();
+        let new = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
         // A copy without -p, or a touch, makes the old file look newest.
         let future = std::time::SystemTime::now() + Duration::from_secs(3600);
         std::fs::File::options()
@@ -470,8 +414,13 @@ mod tests {
             .unwrap()
             .set_modified(future)
             .unwrap();
-        let tokens =
-            Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), false).unwrap();
+        let tokens = Tokens::open(
+            &settings(SigningAlg::ES256),
+            "https://auth.example.com".into(),
+            dir.path(),
+            KeyMode::Production,
+        )
+        .unwrap();
         let issued = tokens.issue(&user(), &identity()).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), new.kid);
     }
@@ -482,7 +431,7 @@ mod tests {
             [("created: 2026-11-22T00:23:03", "RFC 3339"), ("created: 2999-01-01T00:00:00Z", "future")]
         {
             let dir = tempfile::tempdir().unwrap();
-            let info = rotate(dir.path(), SigningAlg::ES256, false).unwrap();
+            let info = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
             let path = dir.path().join(format!("{}.pem", info.kid));
             let text = std::fs::read_to_string(&path).unwrap();
             let edited: String = text
@@ -500,32 +449,44 @@ mod tests {
     fn dev_and_production_keys_never_share_a_ring() {
         let issuer = || "https://auth.example.com".to_string();
         let dir = tempfile::tempdir().unwrap();
-        rotate(dir.path(), SigningAlg::ES256, true).unwrap();
-        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), false).err().unwrap().to_string();
+        rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev).unwrap();
+        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Production)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("dev-mode key"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
-        rotate(dir.path(), SigningAlg::ES256, false).unwrap();
-        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), true).err().unwrap().to_string();
+        rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
+        let err =
+            Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Dev).err().unwrap().to_string();
         assert!(err.contains("production key"), "{err}");
     }
 
     #[test]
     fn rotation_keeps_the_mode_of_the_ring() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(rotate(dir.path(), SigningAlg::ES256, true).unwrap().dev);
-        assert!(rotate(dir.path(), SigningAlg::ES256, false).unwrap().dev, "a dev ring got a production key");
+        assert!(rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev).unwrap().mode == KeyMode::Dev);
+        assert!(
+            rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap().mode == KeyMode::Dev,
+            "a dev ring got a production key"
+        );
         let dir = tempfile::tempdir().unwrap();
-        assert!(!rotate(dir.path(), SigningAlg::ES256, false).unwrap().dev);
-        assert!(rotate(dir.path(), SigningAlg::ES256, true).is_err(), "a production ring got a dev key");
+        assert_eq!(rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap().mode, KeyMode::Production);
+        assert!(rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev).is_err(), "a production ring got a dev key");
     }
 
     #[test]
     fn production_refuses_an_empty_ring() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), false)
-            .err()
-            .unwrap();
+        let err = Tokens::open(
+            &settings(SigningAlg::ES256),
+            "https://auth.example.com".into(),
+            dir.path(),
+            KeyMode::Production,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("wxauth keys rotate"), "{err}");
     }
 }

@@ -15,7 +15,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::Header;
 use serde::Serialize;
 
-use super::{SigningAlg, TokenError};
+use super::TokenError;
+use crate::domain::SigningAlg;
 
 /// A private key, parsed.
 pub(super) enum KeyPair {
@@ -40,6 +41,7 @@ impl Signer {
     pub(super) fn new(pair: KeyPair, alg: SigningAlg, kid: &str) -> Result<Self, TokenError> {
         let mut header = Header::new(alg.into());
         header.kid = Some(kid.to_owned());
+        header.typ = Some(super::ACCESS_TOKEN_TYP.to_owned());
         let json = serde_json::to_vec(&header).map_err(|e| TokenError::Sign(e.to_string()))?;
         let mut header = URL_SAFE_NO_PAD.encode(json);
         header.push('.');

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -21,8 +21,8 @@ use poem::{
 use serde_json::{Value, json};
 use wxauth::{
     config::{Mode, Settings},
+    domain::{KeyMode, SigningAlg},
     startup::Application,
-    token::SigningAlg,
 };
 
 pub const APPID: &str = "wx4f4bc4dec97d474b";
@@ -300,6 +300,8 @@ impl TestConfig {
 /// A running app with its own mock WeChat, data and keys directories.
 pub struct TestApp {
     pub address: String,
+    /// Seconds the app's clock runs ahead of the system clock ([`TestApp::advance`]).
+    clock_offset: Arc<AtomicI64>,
     admin_socket: PathBuf,
     pub client: reqwest::Client,
     pub wechat: MockWechat,
@@ -341,14 +343,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     });
     let alg = config.vars.get("WXAUTH_SIGNING_ALG").map(|a| a.parse().unwrap()).unwrap_or(config.alg);
     // Production mode refuses an empty key ring, as an operator would first run `keys rotate`.
-    wxauth::token::rotate(&keys_dir(&dir), alg, false).unwrap();
+    wxauth::token::rotate(&keys_dir(&dir), alg, KeyMode::Production).unwrap();
     let vars = config.vars;
     let settings = Settings::load_from(file.as_deref(), Mode::Serve, |name| vars.get(name).cloned()).unwrap();
     let admin_socket = settings.admin_socket.clone();
-    let app = Application::build(settings).await.unwrap();
+    let clock_offset = Arc::new(AtomicI64::new(0));
+    let offset = clock_offset.clone();
+    let clock = wxauth::clock::Clock::from_fn(move || {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(offset.load(Ordering::SeqCst))
+    });
+    let app = Application::build_with_clock(settings, clock).await.unwrap();
     let address = format!("http://{}", app.addr());
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { address, admin_socket, client: reqwest::Client::new(), wechat, dir }
+    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir }
 }
 
 /// An app in dev mode (`serve --dev`): WeChat is the built-in mock. `wechat` is an unused
@@ -369,7 +376,15 @@ pub async fn spawn_dev_app() -> TestApp {
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://{}", app.addr());
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { address, admin_socket, client: reqwest::Client::new(), wechat: MockWechat::start().await, dir }
+    let clock_offset = Arc::new(AtomicI64::new(0));
+    TestApp {
+        address,
+        clock_offset,
+        admin_socket,
+        client: reqwest::Client::new(),
+        wechat: MockWechat::start().await,
+        dir,
+    }
 }
 
 pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
@@ -377,6 +392,20 @@ pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 impl TestApp {
+    /// Moves the app's clock forward (refresh-token expiry; access tokens keep real time).
+    pub fn advance(&self, secs: i64) {
+        self.clock_offset.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// `POST path` with a JSON body and no token.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.address)).json(body).send().await.unwrap()
+    }
+
+    /// `POST /v1/token/refresh`.
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post("/v1/token/refresh", &json!({ "refresh_token": refresh_token })).await
+    }
     pub async fn post_login(&self, body: &Value) -> reqwest::Response {
         self.client.post(format!("{}/v1/login", self.address)).json(body).send().await.unwrap()
     }

@@ -9,6 +9,7 @@ mod login;
 mod me;
 mod open_data;
 mod process;
+mod refresh;
 mod spec;
 mod tls;
 mod wechat_errors;

@@ -22,13 +22,39 @@ async fn real_claims(app: &TestApp) -> (Value, String) {
     (serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap(), token)
 }
 
-/// Signs `claims` with the app's own private key, as a buggy issuer would.
+/// Signs `claims` as an access token with the app's own private key, as a buggy issuer
+/// would.
 fn sign_with_ring_key(app: &TestApp, claims: &Value) -> String {
+    sign_typed(app, claims, Some("at+jwt"))
+}
+
+/// Signs `claims` with the app's own private key and this JOSE `typ`.
+fn sign_typed(app: &TestApp, claims: &Value, typ: Option<&str>) -> String {
     crypto();
     let (kid, pem) = app.signing_key_pem();
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(kid);
+    header.typ = typ.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_pem(&pem).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn access_tokens_carry_typ_at_jwt_and_nothing_else_passes_as_one() {
+    let app = spawn_app().await;
+    let (claims, token) = real_claims(&app).await;
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().typ.as_deref(), Some("at+jwt"));
+    for typ in [Some("JWT"), None, Some("bt+jwt")] {
+        let resp = app.me(&sign_typed(&app, &claims, typ)).await;
+        let body = assert_error(resp, 401, "invalid_token").await;
+        assert!(body["error_description"].as_str().unwrap().contains("not an access token"), "{typ:?}: {body}");
+    }
+    // Neither a refresh token nor a bind ticket is a bearer token, and no access token is a
+    // refresh token.
+    let login = app.login_ok("code@mallory").await;
+    assert_rejected(&app, login["refresh_token"].as_str().unwrap(), "refresh token as bearer").await;
+    let refresh = json!({"refresh_token": login["access_token"]});
+    let resp = app.client.post(format!("{}/v1/token/refresh", app.address)).json(&refresh).send().await.unwrap();
+    assert_error(resp, 401, "invalid_grant").await;
 }
 
 fn now() -> i64 {
@@ -139,7 +165,9 @@ async fn token_from_a_key_outside_the_ring_is_rejected() {
     let (claims, _) = real_claims(&app).await;
     let (kid, _) = app.signing_key_pem();
     let stranger = tempfile::tempdir().unwrap();
-    let foreign = wxauth::token::rotate(stranger.path(), wxauth::token::SigningAlg::ES256, false).unwrap();
+    let foreign =
+        wxauth::token::rotate(stranger.path(), wxauth::domain::SigningAlg::ES256, wxauth::domain::KeyMode::Production)
+            .unwrap();
     let pem = std::fs::read(stranger.path().join(format!("{}.pem", foreign.kid))).unwrap();
     let key = EncodingKey::from_ec_pem(&pem).unwrap();
     for (case, header_kid) in

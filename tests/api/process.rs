@@ -143,7 +143,12 @@ async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("wxauth keys rotate"));
 
     vars.insert("WXAUTH_LISTEN".into(), "0.0.0.0:0".into());
-    wxauth::token::rotate(&dir.path().join("keys"), wxauth::token::SigningAlg::ES256, false).unwrap();
+    wxauth::token::rotate(
+        &dir.path().join("keys"),
+        wxauth::domain::SigningAlg::ES256,
+        wxauth::domain::KeyMode::Production,
+    )
+    .unwrap();
     let out = run(&vars, &["serve"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WXAUTH_ISSUER"), "issuer not required on 0.0.0.0");

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 
 use wxauth::{
     domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, UserId, WechatSession},
-    store::{BindTicket, LAST_LOGIN_GRANULARITY, SCHEMA_VERSION, Store, StoreError},
+    store::{
+        BindTicket, LAST_LOGIN_GRANULARITY, RefreshGrant, RefreshId, Refreshed, SCHEMA_VERSION, Store, StoreError,
+    },
 };
 
 use crate::{Backend, open};
@@ -395,4 +397,92 @@ pub async fn details_are_refused_for_a_missing_user_and_removed_with_its_account
     store.set_phone(&user.id, phone("13800138000")).await.unwrap();
     store.remove_account("alice").await.unwrap();
     assert_eq!(store.details(&user.id).await.unwrap(), Details::default(), "details outlived their user");
+}
+
+fn grant(user: UserId) -> RefreshGrant {
+    RefreshGrant { user, identity: Identity { appid: "wx1".into(), openid: "o1".into() } }
+}
+
+fn rid(n: u8) -> RefreshId {
+    [n; 32]
+}
+
+pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let user = UserId::new();
+    store.start_refresh(&rid(1), &grant(user), later).await.unwrap();
+    store.start_refresh(&rid(9), &grant(user), later).await.unwrap();
+
+    assert_eq!(store.rotate_refresh(&rid(1), &rid(2), now, later).await.unwrap(), Refreshed::Rotated(grant(user)));
+    assert_eq!(store.rotate_refresh(&rid(2), &rid(3), now, later).await.unwrap(), Refreshed::Rotated(grant(user)));
+    assert_eq!(store.rotate_refresh(&rid(1), &rid(4), now, later).await.unwrap(), Refreshed::Reused);
+    assert_eq!(store.rotate_refresh(&rid(3), &rid(5), now, later).await.unwrap(), Refreshed::Revoked);
+    assert_eq!(store.rotate_refresh(&rid(4), &rid(6), now, later).await.unwrap(), Refreshed::Unknown);
+    assert_eq!(store.rotate_refresh(&rid(9), &rid(10), later, later).await.unwrap(), Refreshed::Expired);
+    assert_eq!(store.rotate_refresh(&rid(9), &rid(10), now, later).await.unwrap(), Refreshed::Rotated(grant(user)));
+}
+
+pub async fn refresh_families_are_revoked_by_token_and_by_user(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let (alice, bob) = (UserId::new(), UserId::new());
+    for (id, user) in [(1, alice), (2, alice), (3, alice), (4, bob)] {
+        store.start_refresh(&rid(id), &grant(user), later).await.unwrap();
+    }
+    store.revoke_refresh(&rid(1)).await.unwrap();
+    store.revoke_refresh(&rid(1)).await.unwrap();
+    store.revoke_refresh(&rid(99)).await.unwrap();
+    assert_eq!(store.rotate_refresh(&rid(1), &rid(11), now, later).await.unwrap(), Refreshed::Revoked);
+    assert_eq!(store.revoke_user_refresh(&alice).await.unwrap(), 2, "the already revoked family counted");
+    for id in [2, 3] {
+        assert_eq!(store.rotate_refresh(&rid(id), &rid(20 + id), now, later).await.unwrap(), Refreshed::Revoked);
+    }
+    assert!(matches!(store.rotate_refresh(&rid(4), &rid(24), now, later).await.unwrap(), Refreshed::Rotated(_)));
+}
+
+pub async fn the_purge_removes_dead_refresh_records_in_batches_and_keeps_live_ones(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    let (soon, later) = (now + time::Duration::minutes(1), now + time::Duration::hours(1));
+    let user = UserId::new();
+    // 10 live families, 10 that expire soon, 10 revoked, and a spent token in a live one.
+    for i in 0..30u8 {
+        store.start_refresh(&rid(i), &grant(user), if i < 20 { later } else { soon }).await.unwrap();
+    }
+    for i in 10..20u8 {
+        store.revoke_refresh(&rid(i)).await.unwrap();
+    }
+    assert!(matches!(store.rotate_refresh(&rid(0), &rid(100), now, later).await.unwrap(), Refreshed::Rotated(_)));
+
+    let purge_at = now + time::Duration::minutes(2);
+    let (mut removed, mut batches) = (0, 0);
+    loop {
+        let batch = store.purge_refresh(purge_at, 7).await.unwrap();
+        removed += batch.removed;
+        batches += 1;
+        if batch.done {
+            break;
+        }
+    }
+    assert!(batches > 3, "one batch did everything: {batches}");
+    // 20 dead tokens and their 20 families.
+    assert_eq!(removed, 40);
+    for i in 10..30u8 {
+        assert_eq!(store.rotate_refresh(&rid(i), &rid(200), now, later).await.unwrap(), Refreshed::Unknown, "{i}");
+    }
+    // Live ones still work, and the spent token still trips reuse detection.
+    for i in 1..10u8 {
+        assert!(matches!(
+            store.rotate_refresh(&rid(i), &rid(100 + i), now, later).await.unwrap(),
+            Refreshed::Rotated(_)
+        ));
+    }
+    assert_eq!(store.rotate_refresh(&rid(0), &rid(210), now, later).await.unwrap(), Refreshed::Reused);
+    // A second pass over what is left removes nothing live.
+    let batch = store.purge_refresh(now, 1000).await.unwrap();
+    assert!(batch.done);
 }

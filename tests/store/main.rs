@@ -107,5 +107,8 @@ conformance_suite!(
         unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
         a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
         details_are_refused_for_a_missing_user_and_removed_with_its_account,
+        a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,
+        refresh_families_are_revoked_by_token_and_by_user,
+        the_purge_removes_dead_refresh_records_in_batches_and_keeps_live_ones,
     ]
 );

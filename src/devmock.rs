@@ -19,7 +19,7 @@ use poem::{
     http::header,
     listener::{Acceptor, Listener, TcpListener},
     post,
-    web::{Data, Json, Query},
+    web::{Data, Query},
 };
 use url::Url;
 
@@ -126,7 +126,9 @@ async fn jscode2session(Query(q): Query<HashMap<String, String>>, state: Data<&A
 
 /// `POST /cgi-bin/stable_token`: the app's current token, a new one once it expired.
 #[handler]
-fn stable_token(Json(body): Json<serde_json::Value>, state: Data<&Arc<MockState>>) -> Response {
+fn stable_token(body: String, state: Data<&Arc<MockState>>) -> Response {
+    // Like WeChat, whatever the Content-Type says.
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let field = |name: &str| body.get(name).and_then(serde_json::Value::as_str).unwrap_or_default();
     let appid = field("appid");
     let reply = if !state.apps.contains_key(appid) {
@@ -148,9 +150,10 @@ fn stable_token(Json(body): Json<serde_json::Value>, state: Data<&Arc<MockState>
 #[handler]
 async fn phone_number(
     Query(q): Query<HashMap<String, String>>,
-    Json(body): Json<serde_json::Value>,
+    body: String,
     state: Data<&Arc<MockState>>,
 ) -> Response {
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let token = q.get("access_token").map(String::as_str).unwrap_or_default();
     let field = |name: &str| body.get(name).and_then(serde_json::Value::as_str).unwrap_or_default();
     let (code, openid) = (field("code"), field("openid"));
@@ -317,4 +320,35 @@ pub fn fake_open_data(
     let (encrypted_data, iv) = crate::opendata::encrypt(session_key, &plain.to_string())?;
     let signature = raw.as_deref().map(|raw| crate::opendata::raw_data_signature(raw, session_key));
     Ok(FakeOpenData { encrypted_data, iv, raw_data: raw, signature })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[tokio::test]
+    async fn token_expired_refuses_a_token_once_and_the_retry_with_a_new_token_succeeds() {
+        let app = WechatApp { appid: "wxdev".into(), secret: Secret::new("s") };
+        let base = spawn(std::slice::from_ref(&app), Duration::from_secs(1)).await.unwrap();
+        let http = reqwest::Client::new();
+        let token = async || {
+            let body = serde_json::json!({"grant_type": "client_credential", "appid": "wxdev", "secret": "s"});
+            let reply = http.post(format!("{base}cgi-bin/stable_token")).body(body.to_string()).send().await.unwrap();
+            reply.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        };
+        let phone = async |token: &str| {
+            let body = serde_json::json!({"code": "token-expired", "openid": "o1"});
+            let url = format!("{base}wxa/business/getuserphonenumber?access_token={token}");
+            let reply = http.post(url).body(body.to_string()).send().await.unwrap();
+            reply.json::<serde_json::Value>().await.unwrap()
+        };
+        let first = token().await;
+        assert_eq!(token().await, first, "stable_token changed a token that had not expired");
+        assert_eq!(phone(&first).await["errcode"], 42001);
+        let second = token().await;
+        assert_ne!(second, first, "the expired token was handed out again");
+        assert_eq!(phone(&second).await["errcode"], 0);
+        assert_eq!(phone(&first).await["errcode"], 40001, "the expired token still works");
+    }
 }

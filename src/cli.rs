@@ -13,6 +13,7 @@ use crate::{
     startup::Application,
     store::{Store, sealed::Sealer},
     telemetry, token,
+    token::Activation,
 };
 
 /// Logs WeChat mini-program users in and issues signed JWTs.
@@ -84,16 +85,24 @@ pub enum UsersCommand {
 /// Key ring subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a new signing key (algorithm: WXAUTH_SIGNING_ALG). It signs after the server
-    /// restarts or gets SIGHUP; older keys stay published so their tokens still verify.
+    /// Add a new signing key (algorithm: WXAUTH_SIGNING_ALG). It is published at once and
+    /// signs after WXAUTH_KEY_ACTIVATION_SECS (the first key of an empty ring signs at
+    /// once); older keys stay published while their tokens may be alive.
     Rotate {
         /// Make a dev-mode key in an empty keys directory (a non-empty one keeps its
         /// mode). Dev and production keys never share a directory.
         #[arg(long)]
         dev: bool,
+        /// Sign with the new key at once, for a compromised key. Verifiers that cached the
+        /// JWKS refuse its tokens until they refetch it (up to 5 minutes).
+        #[arg(long)]
+        now: bool,
     },
-    /// Show every key: kid, algorithm, creation time, and which one signs.
+    /// Show every key: kid, algorithm, creation and activation times, and its state (next,
+    /// active, retired).
     List,
+    /// Remove retired keys whose tokens have all expired.
+    Prune,
 }
 
 /// Runs a parsed command line.
@@ -112,27 +121,54 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             Application::build(settings).await?.run_until_stopped().await?;
         }
-        Command::Keys(KeysCommand::Rotate { dev }) => {
+        Command::Keys(KeysCommand::Rotate { dev, now }) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
-            let key = token::rotate(&settings.keys_dir, settings.token.signing_alg, KeyMode::of(dev))?;
+            let activation = if now { Activation::Now } else { Activation::After(settings.token.key_activation) };
+            let (key, bad) =
+                token::rotate(&settings.keys_dir, settings.token.signing_alg, KeyMode::of(dev), activation)?;
+            report_bad_files(&bad);
             let mode = if key.mode == KeyMode::Dev { "dev-mode " } else { "" };
             println!("added {mode}{} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
-            println!("restart wxauth or send it SIGHUP to sign with it");
+            if key.activates <= key.created {
+                println!("it signs now: running servers switch to it within a minute (or at once on SIGHUP)");
+            } else {
+                println!(
+                    "it is published at once and signs from {} (WXAUTH_KEY_ACTIVATION_SECS), when verifiers \
+                     that cache the JWKS hold it",
+                    rfc3339(key.activates)
+                );
+            }
         }
         Command::Keys(KeysCommand::List) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
-            let keys = token::list_keys(&settings.keys_dir)?;
-            if keys.is_empty() {
+            let listing =
+                token::list_keys(&settings.keys_dir, settings.token.signing_alg, settings.token.access_token_ttl)?;
+            report_bad_files(&listing.bad);
+            if listing.keys.is_empty() {
                 println!("no keys in {}; create one with `wxauth keys rotate`", settings.keys_dir.display());
             }
-            let signer = keys.iter().rposition(|k| k.alg == settings.token.signing_alg);
-            println!("{:<43}  {:<5}  {:<20}  {:<10}  signs", "kid", "alg", "created", "mode");
-            for (i, key) in keys.iter().enumerate() {
-                let created =
-                    key.created.replace_nanosecond(0)?.format(&time::format_description::well_known::Rfc3339)?;
-                let mark = if Some(i) == signer { "*" } else { "" };
-                let mode = key.mode.as_str();
-                println!("{:<43}  {:<5}  {:<20}  {mode:<10}  {mark}", key.kid, key.alg.to_string(), created);
+            println!("{:<43}  {:<5}  {:<20}  {:<20}  {:<10}  state", "kid", "alg", "created", "activates", "mode");
+            for (key, state) in &listing.keys {
+                println!(
+                    "{:<43}  {:<5}  {:<20}  {:<20}  {:<10}  {state}",
+                    key.kid,
+                    key.alg.to_string(),
+                    rfc3339(key.created),
+                    rfc3339(key.activates),
+                    key.mode.as_str()
+                );
+            }
+        }
+        Command::Keys(KeysCommand::Prune) => {
+            let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
+            let (removed, bad) =
+                token::prune(&settings.keys_dir, settings.token.signing_alg, settings.token.access_token_ttl)?;
+            report_bad_files(&bad);
+            if removed.is_empty() {
+                println!("nothing to prune: every retired key may still have live tokens");
+            }
+            for key in removed {
+                println!("removed retired key {} ({})", key.kid, key.alg);
             }
         }
         Command::Accounts(command) => {
@@ -287,4 +323,11 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
+}
+
+/// Files in the keys directory that are not usable keys: reported, and the command goes on.
+fn report_bad_files(bad: &[token::TokenError]) {
+    for e in bad {
+        eprintln!("wxauth: skipping {e}");
+    }
 }

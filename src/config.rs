@@ -176,6 +176,11 @@ pub struct TokenSettings {
     pub refresh_token_ttl: Duration,
     /// Algorithm of new signing keys, and of the key that signs.
     pub signing_alg: SigningAlg,
+    /// How long after `keys rotate` a new key starts signing (`WXAUTH_KEY_ACTIVATION_SECS`).
+    pub key_activation: Duration,
+    /// How often the server creates the next key itself (`WXAUTH_KEY_ROTATION_DAYS`);
+    /// `None`: manual rotation only.
+    pub key_rotation: Option<Duration>,
 }
 
 /// How to reach WeChat.
@@ -216,6 +221,8 @@ pub const KEYS: &[&str] = &[
     "access_token_ttl",
     "refresh_token_ttl",
     "signing_alg",
+    "key_activation_secs",
+    "key_rotation_days",
     "wechat_appid",
     "wechat_secret",
     "wechat_base_url",
@@ -381,6 +388,16 @@ impl Settings {
                     "seconds",
                 )?),
                 signing_alg,
+                key_activation: Duration::from_secs(layers.ranged(
+                    "key_activation_secs",
+                    600,
+                    0..=604_800,
+                    "seconds",
+                )?),
+                key_rotation: match layers.ranged("key_rotation_days", 0, 0..=3650, "days")? {
+                    0 => None,
+                    days => Some(Duration::from_secs(days * 86_400)),
+                },
             },
             wechat,
         })

@@ -177,6 +177,7 @@ impl Application {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
         let purger = tokio::spawn(purge_refresh_tokens(auth.clone()));
+        let watcher = tokio::spawn(watch_keys(auth.clone()));
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
         let admin = tokio::spawn(self.admin.serve(auth.store().clone(), appids));
@@ -187,12 +188,41 @@ impl Application {
             .await;
         reloader.abort();
         purger.abort();
+        watcher.abort();
         admin.abort();
         let _ = std::fs::remove_file(&admin_path);
         if let Err(e) = auth.store().close().await {
             tracing::error!(error = %e, "final flush failed");
         }
         served
+    }
+}
+
+/// How often the keys directory is read again without SIGHUP.
+const KEYS_EVERY: Duration = Duration::from_secs(60);
+
+/// Picks up key files added by `keys rotate` (or another process sharing the directory)
+/// within a minute, and creates the next key when `WXAUTH_KEY_ROTATION_DAYS` says so. A
+/// failure keeps the current ring and is logged once until it changes.
+async fn watch_keys(auth: Arc<Auth>) {
+    let mut last_error = String::new();
+    loop {
+        tokio::time::sleep(KEYS_EVERY).await;
+        let tokens = auth.tokens();
+        let outcome = tokens.rotate_if_due().and_then(|made| {
+            if let Some(key) = made {
+                tracing::info!(kid = %key.kid, alg = %key.alg, "created the next signing key (WXAUTH_KEY_ROTATION_DAYS)");
+            }
+            tokens.reload()
+        });
+        match outcome {
+            Ok(()) => last_error.clear(),
+            Err(e) if e.to_string() != last_error => {
+                last_error = e.to_string();
+                tracing::error!(error = %e, "reading the keys directory failed; keeping the current ring");
+            }
+            Err(_) => {}
+        }
     }
 }
 

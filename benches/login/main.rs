@@ -303,6 +303,8 @@ fn tokens() {
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(3600),
             signing_alg: alg,
+            key_activation: Duration::from_secs(600),
+            key_rotation: None,
         };
         let tokens = Tokens::open(&settings, "https://auth.example.com".into(), dir.path(), KeyMode::Dev).unwrap();
         let now = OffsetDateTime::now_utc();

@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(again.open(&sealed, b"u1:wx1").as_deref(), Some("tiihtNczf5v6AKRyjwEUhQ=="));
         let meta = fs::metadata(keys.join(KEY_FILE)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert!(crate::token::list_keys(&keys).unwrap().is_empty(), "the key ring took it for a signing key");
+        let listing =
+            crate::token::list_keys(&keys, crate::domain::SigningAlg::ES256, std::time::Duration::from_secs(900))
+                .unwrap();
+        assert!(listing.keys.is_empty() && listing.bad.is_empty(), "the key ring took it for a signing key");
         assert_eq!(fs::read_dir(&keys).unwrap().count(), 1, "a temporary file was left behind");
     }
 

@@ -2,10 +2,16 @@
 //!
 //! A file is named `<kid>.pem`, where the kid is the RFC 7638 SHA-256 thumbprint of its
 //! public JWK, so a kid can never point at two different keys. Text before `-----BEGIN`
-//! (which PEM readers, OpenSSL included, skip) records `created: <RFC 3339>` and
-//! `mode: dev|production`; the newest key of the configured algorithm signs, and every key
-//! is published. Keys imported without a `created:` line fall back to the file's
-//! modification time; without a `mode:` line they count as production keys.
+//! (which PEM readers, OpenSSL included, skip) records `created: <RFC 3339>`,
+//! `activates: <RFC 3339>` (when the key starts signing; see [`super::ring`]) and
+//! `mode: dev|production`. Keys imported without a `created:` line fall back to the file's
+//! modification time; without `activates:` they sign from their creation; without a
+//! `mode:` line they count as production keys.
+//!
+//! A key file is a credential, so loading checks it: a regular file (opened with
+//! `O_NOFOLLOW`, so a symlink is refused), owned by the running user, with no group or
+//! other permission bits, and no two files with one kid. Writing is atomic: a temporary
+//! file, fsynced, renamed, and the directory fsynced, so a crash never leaves half a key.
 
 use std::{
     fs,
@@ -46,6 +52,8 @@ pub struct RingKey {
     pub alg: SigningAlg,
     /// When the key file was written.
     pub created: OffsetDateTime,
+    /// When the key starts signing.
+    pub activates: OffsetDateTime,
     /// Made by dev mode or not: a dev-mode key must never sign production tokens, and vice
     /// versa.
     pub mode: KeyMode,
@@ -55,26 +63,96 @@ pub struct RingKey {
     pub(super) decoding: DecodingKey,
 }
 
-/// Reads every `*.pem` key in `dir`, oldest first.
-pub fn load_dir(dir: &Path) -> Result<Vec<RingKey>, TokenError> {
+/// What a keys directory holds: the usable keys, oldest activation first, and the files
+/// that are not usable keys, each with why.
+pub struct Loaded {
+    /// The keys.
+    pub keys: Vec<RingKey>,
+    /// Files named `*.pem` that could not be used ([`TokenError::BadKeyFile`] or I/O).
+    pub bad: Vec<TokenError>,
+}
+
+impl Loaded {
+    /// The keys, or the first bad file as the error: what `serve` needs, since a key it
+    /// skipped could be the one that signs.
+    pub fn strict(self) -> Result<Vec<RingKey>, TokenError> {
+        match self.bad.into_iter().next() {
+            Some(bad) => Err(bad),
+            None => Ok(self.keys),
+        }
+    }
+}
+
+/// Reads every `*.pem` key in `dir`. A file that is not a usable key is reported in
+/// [`Loaded::bad`] and the others still load, so that the `keys` commands can recover a
+/// ring with a stray file in it.
+pub fn load_dir(dir: &Path) -> Result<Loaded, TokenError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { keys: Vec::new(), bad: Vec::new() }),
         Err(e) => return Err(TokenError::io(dir, e)),
     };
-    let mut keys = Vec::new();
+    let mut paths: Vec<PathBuf> = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| TokenError::io(dir, e))?.path();
         if path.extension().is_some_and(|ext| ext == "pem") {
-            keys.push(load_file(&path)?);
+            paths.push(path);
         }
     }
-    keys.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.kid.cmp(&b.kid)));
-    Ok(keys)
+    paths.sort();
+    let (mut keys, mut bad): (Vec<RingKey>, Vec<TokenError>) = (Vec::new(), Vec::new());
+    for path in paths {
+        match load_file(&path) {
+            Ok(key) => match keys.iter().find(|k| k.kid == key.kid) {
+                Some(_) => bad.push(TokenError::BadKeyFile {
+                    path,
+                    reason: format!("holds key {}, which another file holds too", key.kid),
+                }),
+                None => keys.push(key),
+            },
+            Err(e) => bad.push(e),
+        }
+    }
+    keys.sort_by(|a, b| (a.activates, a.created, &a.kid).cmp(&(b.activates, b.created, &b.kid)));
+    Ok(Loaded { keys, bad })
+}
+
+/// Reads a key file after checking that it may be trusted with a private key.
+fn read_checked(path: &Path) -> Result<Vec<u8>, TokenError> {
+    use std::{io::Read, os::unix::fs::MetadataExt};
+    let bad = |reason: String| TokenError::BadKeyFile { path: path.into(), reason };
+    let mut file =
+        fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path).map_err(
+            |e| match e.raw_os_error() {
+                Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                    bad("is a symbolic link; key files must be regular files".into())
+                }
+                _ => TokenError::io(path, e),
+            },
+        )?;
+    // Checked on the opened file, so that it cannot be swapped between check and read.
+    let meta = file.metadata().map_err(|e| TokenError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(bad("is not a regular file".into()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(bad(format!("is owned by uid {}, not by the user running wxauth (uid {me})", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "has mode {:04o}: other users may read it; run `chmod 600 {}`",
+            meta.mode() & 0o7777,
+            path.display()
+        )));
+    }
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(|e| TokenError::io(path, e))?;
+    Ok(text)
 }
 
 fn load_file(path: &Path) -> Result<RingKey, TokenError> {
-    let text = fs::read(path).map_err(|e| TokenError::io(path, e))?;
+    let text = read_checked(path)?;
     let bad = |reason: &str| TokenError::BadKeyFile { path: path.into(), reason: reason.into() };
     let pem = pem::parse(&text).map_err(|_| bad("not a PEM file"))?;
     if pem.tag() != PEM_TAG {
@@ -110,7 +188,8 @@ fn load_file(path: &Path) -> Result<RingKey, TokenError> {
         tracing::warn!(path = %path.display(), %kid, "key file name differs from its kid; the kid is the thumbprint");
     }
     let signer = Signer::new(pair, alg, &kid)?;
-    Ok(RingKey { kid, alg, created, mode: preamble.mode, jwk, signer, decoding })
+    let activates = preamble.activates.unwrap_or(created);
+    Ok(RingKey { kid, alg, created, activates, mode: preamble.mode, jwk, signer, decoding })
 }
 
 /// The `key: value` lines before the PEM block.
@@ -118,6 +197,8 @@ struct Preamble {
     /// File times are not trusted for age: copies, checkouts and secret mounts rewrite
     /// them, which could let a retired key sign again.
     created: Option<OffsetDateTime>,
+    /// May lie in the future: that is what staging a key means.
+    activates: Option<OffsetDateTime>,
     mode: KeyMode,
 }
 
@@ -125,7 +206,7 @@ impl Preamble {
     fn parse(text: &[u8]) -> Result<Self, String> {
         let text = std::str::from_utf8(text).map_err(|_| "not UTF-8 text".to_owned())?;
         let head = &text[..text.find("-----BEGIN").unwrap_or(0)];
-        let mut preamble = Preamble { created: None, mode: KeyMode::Production };
+        let mut preamble = Preamble { created: None, activates: None, mode: KeyMode::Production };
         for line in head.lines() {
             if let Some(value) = line.trim().strip_prefix("created:") {
                 let created = OffsetDateTime::parse(value.trim(), &Rfc3339)
@@ -135,6 +216,10 @@ impl Preamble {
                     return Err(format!("created: {} is in the future", value.trim()));
                 }
                 preamble.created = Some(created);
+            } else if let Some(value) = line.trim().strip_prefix("activates:") {
+                let activates = OffsetDateTime::parse(value.trim(), &Rfc3339)
+                    .map_err(|_| format!("activates: {:?} is not an RFC 3339 time with offset", value.trim()))?;
+                preamble.activates = Some(activates);
             } else if let Some(value) = line.trim().strip_prefix("mode:") {
                 preamble.mode = KeyMode::parse(value.trim())
                     .ok_or_else(|| format!("mode: {:?} is neither dev nor production", value.trim()))?;
@@ -187,9 +272,9 @@ fn parse_key(der: &[u8]) -> Option<(SigningAlg, AlgorithmParameters, ParsedPair)
     None
 }
 
-/// Generates a new key of `alg` and `mode`, writes it to `dir` (file mode 0600) and returns
-/// it loaded.
-pub fn generate(dir: &Path, alg: SigningAlg, mode: KeyMode) -> Result<RingKey, TokenError> {
+/// Generates a new key of `alg` and `mode` that signs from `activates`, writes it to `dir`
+/// (file mode 0600, atomically) and returns it loaded.
+pub fn generate(dir: &Path, alg: SigningAlg, mode: KeyMode, activates: OffsetDateTime) -> Result<RingKey, TokenError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| TokenError::io(dir, e))?;
     let der = pkcs8_for(alg)?;
     let (_, params, _) = parse_key(&der).ok_or(TokenError::KeyGeneration)?;
@@ -197,21 +282,39 @@ pub fn generate(dir: &Path, alg: SigningAlg, mode: KeyMode) -> Result<RingKey, T
         .thumbprint(ThumbprintHash::SHA256)
         .map_err(|_| TokenError::KeyGeneration)?;
     let path: PathBuf = dir.join(format!("{kid}.pem"));
-    let created = OffsetDateTime::now_utc().format(&Rfc3339).map_err(|_| TokenError::KeyGeneration)?;
+    let now = OffsetDateTime::now_utc();
+    let format = |t: OffsetDateTime| t.format(&Rfc3339).ok();
+    let (created, activates) =
+        (format(now).ok_or(TokenError::KeyGeneration)?, format(activates.max(now)).ok_or(TokenError::KeyGeneration)?);
     let mode = mode.as_str();
     let text = format!(
-        "wxauth signing key\nkid: {kid}\nalg: {alg}\ncreated: {created}\nmode: {mode}\n{}",
+        "wxauth signing key\nkid: {kid}\nalg: {alg}\ncreated: {created}\nactivates: {activates}\nmode: {mode}\n{}",
         pem::encode(&pem::Pem::new(PEM_TAG, der))
     );
-    // create_new + 0600: never overwrite a key, never let another user read one.
+    write_atomically(dir, &path, text.as_bytes())?;
+    load_file(&path)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either nothing or the whole file: a
+/// temporary file (mode 0600, never an existing one), fsync, rename, fsync of the directory.
+/// An existing key file is never replaced.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), TokenError> {
+    if path.exists() {
+        return Err(TokenError::io(path, std::io::ErrorKind::AlreadyExists.into()));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Not `*.pem`: a leftover from a crash is ignored by the ring.
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let _ = fs::remove_file(&temporary);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(|e| TokenError::io(&path, e))?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| TokenError::io(&path, e))?;
-    load_file(&path)
+        .open(&temporary)
+        .map_err(|e| TokenError::io(&temporary, e))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| TokenError::io(&temporary, e))?;
+    fs::rename(&temporary, path).map_err(|e| TokenError::io(path, e))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| TokenError::io(dir, e))
 }
 
 fn pkcs8_for(alg: SigningAlg) -> Result<Vec<u8>, TokenError> {
@@ -236,6 +339,86 @@ impl From<SigningAlg> for Algorithm {
             SigningAlg::ES256 => Algorithm::ES256,
             SigningAlg::EdDSA => Algorithm::EdDSA,
             SigningAlg::RS256 => Algorithm::RS256,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn key_in(dir: &Path) -> RingKey {
+        generate(dir, SigningAlg::ES256, KeyMode::Production, OffsetDateTime::now_utc()).unwrap()
+    }
+
+    #[test]
+    fn keys_are_written_atomically_into_a_private_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("keys");
+        let key = key_in(&dir);
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let names: Vec<String> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, [format!("{}.pem", key.kid)], "a temporary file was left behind");
+        assert_eq!(fs::metadata(dir.join(&names[0])).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn untrustworthy_key_files_are_reported_and_the_others_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = key_in(dir.path());
+        let good_path = dir.path().join(format!("{}.pem", good.kid));
+        let other = tempfile::tempdir().unwrap();
+        let outside = key_in(other.path());
+        type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: Vec<(&str, Make, &str)> = vec![
+            (
+                "readable.pem",
+                Box::new(|p| {
+                    fs::copy(other.path().join(format!("{}.pem", outside.kid)), p).unwrap();
+                    fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+                }),
+                "mode 0644",
+            ),
+            (
+                "link.pem",
+                Box::new(|p| symlink(other.path().join(format!("{}.pem", outside.kid)), p).unwrap()),
+                "symbolic link",
+            ),
+            (
+                "~copy.pem",
+                Box::new(|p| {
+                    fs::copy(&good_path, p).unwrap();
+                }),
+                "another file holds too",
+            ),
+            (
+                "junk.pem",
+                Box::new(|p| {
+                    fs::write(p, "not a key").unwrap();
+                    fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
+                }),
+                "not a PEM file",
+            ),
+            ("dir.pem", Box::new(|p| fs::create_dir(p).unwrap()), "not a regular file"),
+        ];
+        for (name, make, expected) in cases {
+            let path = dir.path().join(name);
+            make(&path);
+            let loaded = load_dir(dir.path()).unwrap();
+            assert_eq!(loaded.keys.len(), 1, "{name}: the good key did not load");
+            assert_eq!(loaded.bad.len(), 1, "{name}");
+            let reason = loaded.bad[0].to_string();
+            assert!(reason.contains(expected) && reason.contains(name), "{name}: {reason}");
+            let strict = load_dir(dir.path()).unwrap().strict().err().unwrap().to_string();
+            assert!(strict.contains(name), "{name}: serve would not name the file: {strict}");
+            if path.is_dir() {
+                fs::remove_dir(&path).unwrap();
+            } else {
+                fs::remove_file(&path).unwrap();
+            }
         }
     }
 }

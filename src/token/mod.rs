@@ -4,7 +4,7 @@ pub mod keys;
 mod ring;
 mod signer;
 
-pub use ring::{KeyInfo, list_keys, rotate};
+pub use ring::{Activation, KeyInfo, KeyState, Listing, list_keys, prune, rotate};
 
 use std::{
     fmt,
@@ -175,42 +175,88 @@ pub struct Tokens {
 impl Tokens {
     /// Loads the key ring from `keys_dir`. In dev mode a missing signing key of the
     /// configured algorithm is created; in production its absence is an error. Either mode
-    /// refuses keys made by the other.
+    /// refuses keys made by the other, and any file that is not a usable key.
     pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, mode: KeyMode) -> Result<Self, TokenError> {
         // Pin the crypto backend explicitly: feature unification could otherwise leave
         // jsonwebtoken with none or two, which panics at the first signature.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
-        let mut keys = keys::load_dir(keys_dir)?;
+        let mut keys = keys::load_dir(keys_dir)?.strict()?;
         if mode == KeyMode::Dev && !keys.iter().any(|k| k.alg == settings.signing_alg) {
-            let key = keys::generate(keys_dir, settings.signing_alg, KeyMode::Dev)?;
+            let key = keys::generate(keys_dir, settings.signing_alg, KeyMode::Dev, OffsetDateTime::now_utc())?;
             tracing::info!(kid = %key.kid, alg = %key.alg, dir = %keys_dir.display(), "generated a signing key");
             keys.push(key);
         }
-        let ring = Ring::new(keys, settings.signing_alg, keys_dir, mode)?;
-        Ok(Self {
+        let tokens = Self {
             settings: settings.clone(),
             issuer,
             mode,
             keys_dir: keys_dir.into(),
-            ring: RwLock::new(Arc::new(ring)),
-        })
+            ring: RwLock::new(Arc::new(Self::evaluate(settings, keys_dir, mode, Arc::new(keys))?)),
+        };
+        Ok(tokens)
     }
 
-    /// Re-reads the keys directory (after `wxauth keys rotate`). On error the old ring stays.
+    fn evaluate(
+        settings: &TokenSettings,
+        dir: &Path,
+        mode: KeyMode,
+        keys: Arc<Vec<keys::RingKey>>,
+    ) -> Result<Ring, TokenError> {
+        let now = OffsetDateTime::now_utc();
+        Ring::new(keys, settings.signing_alg, dir, mode, now, settings.access_token_ttl)
+    }
+
+    /// Re-reads the keys directory (after `wxauth keys rotate`; the server also does it
+    /// every minute). On error the old ring stays.
     pub fn reload(&self) -> Result<(), TokenError> {
-        let ring = Ring::new(keys::load_dir(&self.keys_dir)?, self.settings.signing_alg, &self.keys_dir, self.mode)?;
+        let keys = keys::load_dir(&self.keys_dir)?.strict()?;
+        let ring = Self::evaluate(&self.settings, &self.keys_dir, self.mode, Arc::new(keys))?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
 
+    /// Creates the next key ahead of time when `WXAUTH_KEY_ROTATION_DAYS` says the active
+    /// one is due, staged like `keys rotate`. Returns the new key, if one was made.
+    pub fn rotate_if_due(&self) -> Result<Option<KeyInfo>, TokenError> {
+        let Some(every) = self.settings.key_rotation else { return Ok(None) };
+        let ring = self.ring();
+        let now = OffsetDateTime::now_utc();
+        let alg = self.settings.signing_alg;
+        if ring.all.iter().any(|k| k.alg == alg && k.activates > now) {
+            return Ok(None);
+        }
+        let due = ring.signer().activates + every;
+        if now + self.settings.key_activation < due {
+            return Ok(None);
+        }
+        let key = keys::generate(&self.keys_dir, alg, self.mode, due.max(now + self.settings.key_activation))?;
+        self.reload()?;
+        Ok(Some(KeyInfo::from(&key)))
+    }
+
+    /// The ring as of now: re-evaluated (without reading the directory) once a staged key
+    /// activates or a retired one expires.
     fn ring(&self) -> Arc<Ring> {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if ring.changes_at.is_none_or(|t| OffsetDateTime::now_utc() < t) {
+            return ring;
+        }
+        let Ok(fresh) = Self::evaluate(&self.settings, &self.keys_dir, self.mode, ring.all.clone()) else {
+            return ring;
+        };
+        let fresh = Arc::new(fresh);
+        let mut current = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        if Arc::ptr_eq(&current, &ring) {
+            tracing::info!(kid = %fresh.signer().kid, "key ring re-evaluated: a staged key activated or a retired one expired");
+            *current = fresh.clone();
+        }
+        fresh
     }
 
     /// Signs an access token for `user`, logged in through `identity`, with the newest key.
     pub fn issue(&self, user: &User, identity: &Identity) -> Result<IssuedToken, TokenError> {
         let ring = self.ring();
-        let key = &ring.keys[ring.signer];
+        let key = ring.signer();
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let ttl = self.settings.access_token_ttl.as_secs();
         let claims = Claims {
@@ -237,7 +283,7 @@ impl Tokens {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         let ring = self.ring();
-        let key = header.kid.and_then(|kid| ring.keys.iter().find(|k| k.kid == kid)).ok_or(Rejection::UnknownKey)?;
+        let key = header.kid.and_then(|kid| ring.keys().find(|k| k.kid == kid)).ok_or(Rejection::UnknownKey)?;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation(key.alg))
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
@@ -273,8 +319,8 @@ impl Tokens {
     /// Algorithms of the published keys, signing algorithm first.
     pub fn algorithms(&self) -> Vec<SigningAlg> {
         let ring = self.ring();
-        let mut algs = vec![ring.keys[ring.signer].alg];
-        for key in &ring.keys {
+        let mut algs = vec![ring.signer().alg];
+        for key in ring.keys() {
             if !algs.contains(&key.alg) {
                 algs.push(key.alg);
             }
@@ -295,6 +341,11 @@ mod tests {
     use super::*;
     use crate::domain::UserId;
 
+    /// Adds a key that signs at once.
+    fn add(dir: &Path, alg: SigningAlg, mode: KeyMode) -> KeyInfo {
+        rotate(dir, alg, mode, Activation::Now).unwrap().0
+    }
+
     fn settings(alg: SigningAlg) -> TokenSettings {
         TokenSettings {
             issuer: None,
@@ -302,6 +353,8 @@ mod tests {
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(3600),
             signing_alg: alg,
+            key_activation: Duration::from_secs(600),
+            key_rotation: None,
         }
     }
 
@@ -369,10 +422,10 @@ mod tests {
     fn key_files_are_private_and_named_by_kid() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let info = rotate(dir.path(), SigningAlg::EdDSA, KeyMode::Production).unwrap();
+        let info = add(dir.path(), SigningAlg::EdDSA, KeyMode::Production);
         let meta = std::fs::metadata(dir.path().join(format!("{}.pem", info.kid))).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(list_keys(dir.path()).unwrap()[0].kid, info.kid);
+        assert_eq!(list_keys(dir.path(), SigningAlg::EdDSA, Duration::from_secs(900)).unwrap().keys[0].0.kid, info.kid);
     }
 
     #[test]
@@ -384,7 +437,7 @@ mod tests {
             Tokens::open(&settings(SigningAlg::ES256), "https://auth.example.com".into(), dir.path(), KeyMode::Dev)
                 .unwrap();
         let ring = tokens.ring();
-        let key = &ring.keys[0];
+        let key = ring.signer();
         let full = serde_json::json!({
             "iss": "https://auth.example.com", "aud": "wx123", "sub": "u1",
             "exp": OffsetDateTime::now_utc().unix_timestamp() + 600,
@@ -403,9 +456,9 @@ mod tests {
     #[test]
     fn the_newest_key_by_recorded_creation_signs_whatever_the_file_times() {
         let dir = tempfile::tempdir().unwrap();
-        let old = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
+        let old = add(dir.path(), SigningAlg::ES256, KeyMode::Production);
         std::thread::sleep(Duration::from_millis(20));
-        let new = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
+        let new = add(dir.path(), SigningAlg::ES256, KeyMode::Production);
         // A copy without -p, or a touch, makes the old file look newest.
         let future = std::time::SystemTime::now() + Duration::from_secs(3600);
         std::fs::File::options()
@@ -431,7 +484,7 @@ mod tests {
             [("created: 2026-11-22T00:23:03", "RFC 3339"), ("created: 2999-01-01T00:00:00Z", "future")]
         {
             let dir = tempfile::tempdir().unwrap();
-            let info = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
+            let info = add(dir.path(), SigningAlg::ES256, KeyMode::Production);
             let path = dir.path().join(format!("{}.pem", info.kid));
             let text = std::fs::read_to_string(&path).unwrap();
             let edited: String = text
@@ -440,7 +493,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n");
             std::fs::write(&path, edited).unwrap();
-            let err = list_keys(dir.path()).err().unwrap().to_string();
+            let err = list_keys(dir.path(), SigningAlg::ES256, Duration::from_secs(900)).unwrap().bad[0].to_string();
             assert!(err.contains(expected), "{line}: {err}");
         }
     }
@@ -449,7 +502,7 @@ mod tests {
     fn dev_and_production_keys_never_share_a_ring() {
         let issuer = || "https://auth.example.com".to_string();
         let dir = tempfile::tempdir().unwrap();
-        rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev).unwrap();
+        add(dir.path(), SigningAlg::ES256, KeyMode::Dev);
         let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Production)
             .err()
             .unwrap()
@@ -457,7 +510,7 @@ mod tests {
         assert!(err.contains("dev-mode key"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
-        rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap();
+        add(dir.path(), SigningAlg::ES256, KeyMode::Production);
         let err =
             Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Dev).err().unwrap().to_string();
         assert!(err.contains("production key"), "{err}");
@@ -466,14 +519,52 @@ mod tests {
     #[test]
     fn rotation_keeps_the_mode_of_the_ring() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev).unwrap().mode == KeyMode::Dev);
+        assert!(add(dir.path(), SigningAlg::ES256, KeyMode::Dev).mode == KeyMode::Dev);
         assert!(
-            rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap().mode == KeyMode::Dev,
+            add(dir.path(), SigningAlg::ES256, KeyMode::Production).mode == KeyMode::Dev,
             "a dev ring got a production key"
         );
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(rotate(dir.path(), SigningAlg::ES256, KeyMode::Production).unwrap().mode, KeyMode::Production);
-        assert!(rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev).is_err(), "a production ring got a dev key");
+        assert_eq!(add(dir.path(), SigningAlg::ES256, KeyMode::Production).mode, KeyMode::Production);
+        assert!(
+            rotate(dir.path(), SigningAlg::ES256, KeyMode::Dev, Activation::Now).is_err(),
+            "a production ring got a dev key"
+        );
+    }
+
+    #[test]
+    fn the_server_stages_the_next_key_when_rotation_is_due_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = add(dir.path(), SigningAlg::ES256, KeyMode::Production);
+        // Activated two days ago.
+        let path = dir.path().join(format!("{}.pem", key.kid));
+        let when = (OffsetDateTime::now_utc() - time::Duration::days(2))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let text: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| if l.starts_with("activates:") { format!("activates: {when}") } else { l.to_owned() })
+            .collect();
+        std::fs::write(&path, text.join("\n") + "\n").unwrap();
+        let mut settings = settings(SigningAlg::ES256);
+        let issuer = || "https://auth.example.com".to_string();
+
+        settings.key_rotation = Some(Duration::from_secs(3 * 86_400));
+        let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
+        assert!(tokens.rotate_if_due().unwrap().is_none(), "rotated a key a day early");
+
+        settings.key_rotation = Some(Duration::from_secs(86_400));
+        let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
+        let next = tokens.rotate_if_due().unwrap().expect("no key staged although one was due");
+        assert!(next.activates >= OffsetDateTime::now_utc() + Duration::from_secs(590), "not staged");
+        assert!(tokens.rotate_if_due().unwrap().is_none(), "a second next key");
+        let issued = tokens.issue(&user(), &identity()).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), key.kid);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&tokens.jwks()).unwrap()["keys"].as_array().unwrap().len(),
+            2
+        );
     }
 
     #[test]

@@ -343,7 +343,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     });
     let alg = config.vars.get("WXAUTH_SIGNING_ALG").map(|a| a.parse().unwrap()).unwrap_or(config.alg);
     // Production mode refuses an empty key ring, as an operator would first run `keys rotate`.
-    wxauth::token::rotate(&keys_dir(&dir), alg, KeyMode::Production).unwrap();
+    wxauth::token::rotate(&keys_dir(&dir), alg, KeyMode::Production, wxauth::token::Activation::Now).unwrap();
     let vars = config.vars;
     let settings = Settings::load_from(file.as_deref(), Mode::Serve, |name| vars.get(name).cloned()).unwrap();
     let admin_socket = settings.admin_socket.clone();

@@ -165,9 +165,13 @@ async fn token_from_a_key_outside_the_ring_is_rejected() {
     let (claims, _) = real_claims(&app).await;
     let (kid, _) = app.signing_key_pem();
     let stranger = tempfile::tempdir().unwrap();
-    let foreign =
-        wxauth::token::rotate(stranger.path(), wxauth::domain::SigningAlg::ES256, wxauth::domain::KeyMode::Production)
-            .unwrap();
+    let (foreign, _) = wxauth::token::rotate(
+        stranger.path(),
+        wxauth::domain::SigningAlg::ES256,
+        wxauth::domain::KeyMode::Production,
+        wxauth::token::Activation::Now,
+    )
+    .unwrap();
     let pem = std::fs::read(stranger.path().join(format!("{}.pem", foreign.kid))).unwrap();
     let key = EncodingKey::from_ec_pem(&pem).unwrap();
     for (case, header_kid) in

@@ -147,6 +147,7 @@ async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
         &dir.path().join("keys"),
         wxauth::domain::SigningAlg::ES256,
         wxauth::domain::KeyMode::Production,
+        wxauth::token::Activation::Now,
     )
     .unwrap();
     let out = run(&vars, &["serve"]);
@@ -231,7 +232,7 @@ async fn dev_mode_runs_on_defaults_with_its_mock_and_says_so() {
     assert!(log.contains("DEV MODE: WeChat is a local mock and any code logs in"), "{log}");
 
     // Trying rotation in dev mode: `keys rotate` on the dev ring adds a dev key.
-    let out = run(&vars, &["keys", "rotate"]);
+    let out = run(&vars, &["keys", "rotate", "--now"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("dev-mode"));
     let server = Server::start(&vars, &["serve", "--dev"]);
@@ -298,38 +299,72 @@ async fn acknowledged_logins_survive_sigkill() {
     server.kill();
 }
 
+async fn jwks(server: &Server) -> JwkSet {
+    serde_json::from_str(&server.get("/.well-known/jwks.json", None).await.1).unwrap()
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_signed_before_a_key_rotation_still_verify() {
+async fn a_rotated_key_is_published_first_and_signs_once_its_activation_time_comes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_wechat, vars) = production(dir.path()).await;
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.insert("WXAUTH_KEY_ACTIVATION_SECS".into(), "2".into());
     let server = Server::start(&vars, &["serve"]);
     let (_, before) = server.login("c@rotor").await;
     let old_token = before["access_token"].as_str().unwrap().to_owned();
-    let old_kid = jsonwebtoken::decode_header(&old_token).unwrap().kid.unwrap();
+    let old_kid = kid(&old_token);
 
     let out = run(&vars, &["keys", "rotate"]);
     assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signs from"), "{}", String::from_utf8_lossy(&out.stdout));
     let listing = String::from_utf8_lossy(&run(&vars, &["keys", "list"]).stdout).into_owned();
-    assert!(listing.contains(&old_kid) && listing.lines().count() == 3, "{listing}");
+    assert!(listing.contains(&old_kid) && listing.contains("active") && listing.contains("next"), "{listing}");
 
-    // SIGHUP: the running server picks the new key up.
+    // SIGHUP picks the file up at once (the server also rereads the directory every minute).
     server.signal("HUP");
-    let mut keys = 0;
+    let mut snapshot = jwks(&server).await;
     for _ in 0..50 {
-        let set: JwkSet = serde_json::from_str(&server.get("/.well-known/jwks.json", None).await.1).unwrap();
-        keys = set.keys.len();
-        if keys == 2 {
+        if snapshot.keys.len() == 2 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        snapshot = jwks(&server).await;
     }
-    assert_eq!(keys, 2, "SIGHUP did not reload the ring");
+    assert_eq!(snapshot.keys.len(), 2, "the staged key is not published");
+    let (_, staged) = server.login("c1@rotor").await;
+    let staged_token = staged["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(kid(&staged_token), old_kid, "the staged key signed before its activation");
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let (_, after) = server.login("c2@rotor").await;
     let new_token = after["access_token"].as_str().unwrap().to_owned();
-    let new_kid = jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap();
-    assert_ne!(old_kid, new_kid, "the new key does not sign");
+    let new_kid = kid(&new_token);
+    assert_ne!(old_kid, new_kid, "the new key does not sign after its activation, without SIGHUP");
     assert!(listing.contains(&new_kid));
+    // A verifier that fetched the JWKS at rotation time accepts tokens of both keys.
+    for token in [&old_token, &staged_token, &new_token] {
+        verify_with_jwks(&snapshot, token, "https://auth.example.com");
+    }
     assert_eq!(server.get("/v1/me", Some(&old_token)).await.0, 200);
+
+    // --now: a compromised key is replaced at once.
+    let out = run(&vars, &["keys", "rotate", "--now"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signs now"), "{}", String::from_utf8_lossy(&out.stdout));
+    server.signal("HUP");
+    let mut now_kid = new_kid.clone();
+    for _ in 0..50 {
+        let (_, body) = server.login("c3@rotor").await;
+        now_kid = kid(body["access_token"].as_str().unwrap());
+        if now_kid != new_kid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(now_kid, new_kid, "--now did not sign at once");
+    assert_eq!(jwks(&server).await.keys.len(), 3);
     server.stop();
 
     // And after a restart.
@@ -553,4 +588,27 @@ async fn a_lost_encryption_key_makes_stored_session_keys_stale_not_a_server_erro
     assert_eq!(post_phone(&server, &token).await.unwrap().status(), 200);
     let log = server.stop();
     assert!(!log.contains("panicked") && !log.contains("server_error"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_file_in_the_keys_directory_is_reported_and_blocks_only_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let stray = dir.path().join("keys").join("stray.pem");
+    std::fs::write(&stray, "half a key, left by a crash").unwrap();
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let out = run(&vars, &["keys", "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stray.pem"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("active"));
+    let out = run(&vars, &["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stray.pem"));
+
+    let out = run(&vars, &["serve"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stray.pem") && stderr.contains("not a PEM file"), "{stderr}");
 }

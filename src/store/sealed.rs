@@ -80,7 +80,10 @@ impl Sealer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 aws_lc_rs::rand::fill(&mut key).map_err(|_| SealError::Random)?;
-                fs::create_dir_all(keys_dir).map_err(io(keys_dir))?;
+                // Private like the signing keys beside it.
+                std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                    .create(keys_dir)
+                    .map_err(io(keys_dir))?;
                 write_atomically(&path, format!("{}\n", STANDARD.encode(key)).as_bytes()).map_err(io(&path))?;
                 tracing::info!(file = %path.display(), "created the session-key encryption key");
                 Self::from_key(&key).ok_or(SealError::Malformed(path))
@@ -163,6 +166,7 @@ mod tests {
         assert_eq!(again.open(&sealed, b"u1:wx1").as_deref(), Some("tiihtNczf5v6AKRyjwEUhQ=="));
         let meta = fs::metadata(keys.join(KEY_FILE)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700, "keys directory");
         let listing =
             crate::token::list_keys(&keys, crate::domain::SigningAlg::ES256, std::time::Duration::from_secs(900))
                 .unwrap();

@@ -306,6 +306,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub wechat: MockWechat,
     pub dir: tempfile::TempDir,
+    /// The running service (to reload its key ring, as SIGHUP would).
+    pub auth: Arc<wxauth::auth::Auth>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -354,15 +356,21 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     });
     let app = Application::build_with_clock(settings, clock).await.unwrap();
     let address = format!("http://{}", app.addr());
+    let auth = app.auth();
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir }
+    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth }
 }
 
 /// An app in dev mode (`serve --dev`): WeChat is the built-in mock. `wechat` is an unused
 /// scripted mock, there only to fill the struct.
 pub async fn spawn_dev_app() -> TestApp {
+    spawn_dev_app_with(&[]).await
+}
+
+/// [`spawn_dev_app`] with more settings.
+pub async fn spawn_dev_app_with(extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let vars: HashMap<String, String> = [
+    let mut vars: HashMap<String, String> = [
         ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),
         ("WXAUTH_DATA_DIR", dir.path().join("data").display().to_string()),
         ("WXAUTH_KEYS_DIR", dir.path().join("keys").display().to_string()),
@@ -371,20 +379,16 @@ pub async fn spawn_dev_app() -> TestApp {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::load_from(None, Mode::Dev, |name| vars.get(name).cloned()).unwrap();
     let admin_socket = settings.admin_socket.clone();
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://{}", app.addr());
+    let auth = app.auth();
     tokio::spawn(app.run_until(std::future::pending()));
     let clock_offset = Arc::new(AtomicI64::new(0));
-    TestApp {
-        address,
-        clock_offset,
-        admin_socket,
-        client: reqwest::Client::new(),
-        wechat: MockWechat::start().await,
-        dir,
-    }
+    let wechat = MockWechat::start().await;
+    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth }
 }
 
 pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {

@@ -2,6 +2,7 @@
 
 mod apps;
 mod binding;
+mod clients;
 mod helpers;
 mod input;
 mod keys;

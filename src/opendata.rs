@@ -234,6 +234,17 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_needs_a_nickname_or_an_avatar_and_reads_gender_as_number_or_string() {
+        let read = |value: serde_json::Value| profile(value.as_object().unwrap());
+        let nickname_only = read(serde_json::json!({"nickName": "微信用户", "gender": "2"})).unwrap();
+        assert_eq!((nickname_only.nickname.as_str(), nickname_only.gender), ("微信用户", 2));
+        assert_eq!(nickname_only.avatar_url, "");
+        let avatar_only = read(serde_json::json!({"avatarUrl": "https://thirdwx.qlogo.cn/x", "gender": 7})).unwrap();
+        assert_eq!(avatar_only.gender, 0, "a gender WeChat does not define");
+        assert_eq!(read(serde_json::json!({"gender": 1, "city": "Guangzhou"})), None);
+    }
+
+    #[test]
     fn a_country_code_may_be_a_string_or_a_number() {
         for code in [serde_json::json!("86"), serde_json::json!(86)] {
             let object = serde_json::json!({

@@ -388,7 +388,9 @@ async fn in_dev_mode_the_whole_open_data_flow_runs_against_the_mock() {
 
     // The code API through the mock's stable_token and getuserphonenumber.
     let by_code: Value = phone(&app, &token, json!({"code": "any"})).await.json().await.unwrap();
-    assert!(by_code["pure_phone_number"].as_str().is_some_and(|n| n.len() == 11), "{by_code}");
+    let number = by_code["pure_phone_number"].as_str().unwrap();
+    assert!(number.len() == 11 && number.bytes().all(|b| b.is_ascii_digit()), "{by_code}");
+    assert_eq!(by_code["phone_number"], format!("+86{number}"));
     assert_eq!(phone(&app, &token, json!({"code": "token-expired"})).await.status(), 200, "no refresh and retry");
     for (code, status, error) in [
         ("invalid", 400, "invalid_code"),
@@ -414,4 +416,7 @@ async fn in_dev_mode_the_whole_open_data_flow_runs_against_the_mock() {
     let spec = app.get_json("/openapi.json").await;
     assert!(spec["paths"].get("/v1/dev/open-data").is_some(), "the dev helper is not in the dev document");
     assert!(spec["info"]["description"].as_str().unwrap().contains("`token-expired`"));
+    let stale =
+        &spec["paths"]["/v1/dev/open-data"]["post"]["responses"]["409"]["content"]["application/json; charset=utf-8"];
+    assert!(stale["examples"].to_string().contains("session_key_stale"), "{stale}");
 }

@@ -380,6 +380,11 @@ async fn in_dev_mode_the_whole_open_data_flow_runs_against_the_mock() {
         }
     };
 
+    for bad in ["1234", "1391234567a", "139123456789012345678"] {
+        let resp =
+            app.post_with("/v1/dev/open-data", &token, &json!({"kind": "phone", "pure_phone_number": bad})).await;
+        assert_error(resp, 400, "invalid_request").await;
+    }
     // Legacy phone data, encrypted with the key the mock gave at this login.
     let data = fake(json!({"kind": "phone", "pure_phone_number": "13912345678"})).await;
     let resp = phone(&app, &token, data.clone()).await;

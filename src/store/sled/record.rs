@@ -287,6 +287,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn details_open_only_for_the_user_they_were_sealed_for() {
+        let sealer = Sealer::ephemeral().unwrap();
+        let (alice, bob) = (UserId::new(), UserId::new());
+        let phone = PhoneNumber {
+            phone_number: "+8613800138000".into(),
+            pure_phone_number: "13800138000".into(),
+            country_code: "86".into(),
+        };
+        let details = Details { phone: Some(Dated { value: phone, at: OffsetDateTime::now_utc() }), profile: None };
+        let sealed = DetailsRecord::seal(&details, &sealer, alice.as_bytes()).unwrap();
+        assert!(!sealed.windows(11).any(|w| w == b"13800138000"), "stored in plaintext");
+        assert_eq!(DetailsRecord::open(&sealed, &sealer, alice.as_bytes()).unwrap().phone, details.phone);
+        // Copied onto another user's record, they do not open.
+        assert_eq!(DetailsRecord::open(&sealed, &sealer, bob.as_bytes()).unwrap(), Details::default());
+    }
+
+    #[test]
     fn a_record_round_trips_and_is_compact() {
         let now = OffsetDateTime::now_utc();
         let key = StoredSessionKey { session_key: SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into()), issued_at: now };

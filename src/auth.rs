@@ -167,7 +167,7 @@ impl From<StoreError> for BindFailure {
 /// A refresh token as handed to the client. `Debug` leaves the token out.
 #[derive(Clone)]
 pub struct IssuedRefresh {
-    /// `rt_` + 256 random bits; only its hash is stored.
+    /// `rt_` + a selector and 256 random bits; only the hash of those bits is stored.
     pub token: String,
     /// Lifetime in seconds.
     pub expires_in: u64,
@@ -414,10 +414,10 @@ impl Auth {
         span.record("user_id", tracing::field::display(record.user.id));
         span.record("created", record.created);
         let token = self.parts.tokens.issue(&record.user, &identity)?;
-        let (text, id) = secret(REFRESH_TOKEN_PREFIX).map_err(Internal::Store)?;
+        let (text, id) = refresh::new_token().map_err(Internal::Store)?;
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
-        let expires_at = self.parts.clock.now() + self.parts.refresh_ttl;
-        self.parts.store.start_refresh(&id, &grant, expires_at).await?;
+        let now = self.parts.clock.now();
+        self.parts.store.start_refresh(&id, &grant, now, now + self.parts.refresh_ttl).await?;
         tracing::info!("{what}");
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user: record.user, identity, created: record.created })

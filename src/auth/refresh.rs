@@ -7,8 +7,11 @@
 //! answer: it gets `invalid_grant` and logs in again with `wx.login`, which costs the person
 //! nothing and keeps reuse detection exact.
 
-use super::{Auth, Internal, IssuedRefresh, LoginOutcome, REFRESH_TOKEN_PREFIX, secret, secret_id};
-use crate::store::{PurgeBatch, Refreshed, StoreError};
+use aws_lc_rs::digest;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use super::{Auth, Internal, IssuedRefresh, LoginOutcome, REFRESH_TOKEN_PREFIX};
+use crate::store::{PurgeBatch, RefreshId, Refreshed, StoreError};
 
 /// Records looked at per purge batch: a few milliseconds of sled work.
 pub const PURGE_BATCH: usize = 1000;
@@ -30,14 +33,42 @@ impl From<StoreError> for RefreshFailure {
     }
 }
 
+/// A new refresh token, `rt_` + base64url(selector ‖ verifier): the selector (a UUID v7)
+/// says where its record is, the verifier (256 random bits) proves it, and only the
+/// verifier's SHA-256 is stored.
+pub(super) fn new_token() -> Result<(String, RefreshId), StoreError> {
+    let selector = *uuid::Uuid::now_v7().as_bytes();
+    let mut verifier = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut verifier).map_err(|_| StoreError::Database("no randomness".into()))?;
+    let text = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode([selector.as_slice(), &verifier].concat()));
+    Ok((text, RefreshId { selector, verifier_hash: hash(&verifier) }))
+}
+
+/// Where a presented refresh token's record would be; `None` for text that is not one.
+fn parse_token(text: &str) -> Option<RefreshId> {
+    let bytes = URL_SAFE_NO_PAD.decode(text.strip_prefix(REFRESH_TOKEN_PREFIX)?).ok()?;
+    let (selector, verifier) = bytes.split_first_chunk::<16>()?;
+    (verifier.len() == 32).then(|| RefreshId { selector: *selector, verifier_hash: hash(verifier) })
+}
+
+fn hash(verifier: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, verifier).as_ref());
+    out
+}
+
 impl Auth {
     /// Spends a refresh token and answers a new access token with the token's successor.
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn refresh(&self, presented: &str) -> Result<LoginOutcome, RefreshFailure> {
         let store = &self.parts.store;
-        let (text, id) = secret(REFRESH_TOKEN_PREFIX)?;
+        let Some(old) = parse_token(presented) else {
+            return Err(RefreshFailure::InvalidGrant("the refresh token is not known"));
+        };
+        let (text, id) = new_token()?;
         let now = self.parts.clock.now();
-        let grant = match store.rotate_refresh(&secret_id(presented), &id, now, now + self.parts.refresh_ttl).await? {
+        let keep_until = now + self.parts.refresh_ttl;
+        let grant = match store.rotate_refresh(&old, &id, now, keep_until).await? {
             Refreshed::Rotated(grant) => grant,
             Refreshed::Unknown => return Err(RefreshFailure::InvalidGrant("the refresh token is not known")),
             Refreshed::Expired => return Err(RefreshFailure::InvalidGrant("the refresh token has expired")),
@@ -54,7 +85,7 @@ impl Auth {
         let Some(user) = user.filter(|u| u.openid_in(&grant.identity.appid) == Some(grant.identity.openid.as_str()))
         else {
             // Unbound (or removed) since the login: the family ends here.
-            store.revoke_refresh(&id).await?;
+            store.revoke_refresh(&id, keep_until).await?;
             return Err(RefreshFailure::InvalidGrant("the WeChat identity of this login is no longer bound"));
         };
         let token = self.parts.tokens.issue(&user, &grant.identity).map_err(Internal::from)?;
@@ -66,17 +97,21 @@ impl Auth {
     /// Revokes the family of a refresh token. Unknown tokens are fine: logging out twice,
     /// or after expiry, succeeds the same.
     pub async fn logout(&self, presented: &str) -> Result<(), Internal> {
-        self.parts.store.revoke_refresh(&secret_id(presented)).await?;
+        if let Some(id) = parse_token(presented) {
+            let keep_until = self.parts.clock.now() + self.parts.refresh_ttl;
+            self.parts.store.revoke_refresh(&id, keep_until).await?;
+        }
         Ok(())
     }
 
     /// Revokes every refresh family of the bearer's user (a lost phone). Access tokens
     /// already issued stay valid until they expire.
-    pub async fn logout_all(&self, bearer: &str) -> Result<usize, super::BearerFailure> {
+    pub async fn logout_all(&self, bearer: &str) -> Result<(), super::BearerFailure> {
         let caller = self.caller(bearer).await?;
-        let revoked = self.parts.store.revoke_user_refresh(&caller.user.id).await?;
-        tracing::info!(user_id = %caller.user.id, families = revoked, "every refresh token of the user revoked");
-        Ok(revoked)
+        let now = self.parts.clock.now();
+        self.parts.store.revoke_user_refresh(&caller.user.id, now, now + self.parts.refresh_ttl).await?;
+        tracing::info!(user_id = %caller.user.id, "every refresh token of the user revoked");
+        Ok(())
     }
 
     /// One pass of the purge of dead refresh records, in bounded batches with a pause
@@ -92,5 +127,28 @@ impl Auth {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_token_names_its_record_and_proves_itself() {
+        let (text, id) = new_token().unwrap();
+        assert!(text.starts_with("rt_") && text.len() == 3 + 64, "{text}");
+        assert_eq!(parse_token(&text), Some(id));
+        let (other, _) = new_token().unwrap();
+        assert_ne!(parse_token(&other), Some(id));
+        for junk in ["", "rt_", "rt_AAAA", "bt_x", &text[3..], &text[..text.len() - 1]] {
+            assert!(parse_token(junk).is_none_or(|p| p != id), "{junk:?}");
+        }
+        // Another verifier under the same selector is another token.
+        let mut forged = URL_SAFE_NO_PAD.decode(&text[3..]).unwrap();
+        forged[40] ^= 1;
+        let forged = parse_token(&format!("rt_{}", URL_SAFE_NO_PAD.encode(forged))).unwrap();
+        assert_eq!(forged.selector, id.selector);
+        assert_ne!(forged.verifier_hash, id.verifier_hash);
     }
 }

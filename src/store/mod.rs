@@ -120,8 +120,16 @@ pub struct BindTicket {
 /// copy of the store alone yields no usable ticket.
 pub type TicketId = [u8; 32];
 
-/// The key a refresh token is stored under: the SHA-256 of its text.
-pub type RefreshId = [u8; 32];
+/// How a refresh token is found and checked: the token is `selector ‖ verifier`, the
+/// record is stored under the selector (a UUID v7, so new records append to the tree rather
+/// than land all over it) and holds only the SHA-256 of the verifier (256 random bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshId {
+    /// Where the record is.
+    pub selector: [u8; 16],
+    /// SHA-256 of the token's secret part.
+    pub verifier_hash: [u8; 32],
+}
 
 /// What a refresh token stands for: the login it continues.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,21 +293,25 @@ impl Store {
     }
 
     /// Starts a refresh-token family (a login) with its first token, `id`, valid until
-    /// `expires_at`. Not waited for: a token lost in a crash costs the client a `wx.login`.
+    /// `expires_at`. One record, not waited for: a token lost in a crash costs the client a
+    /// `wx.login`, and logins stay free of flushes.
     pub async fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
+        now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.start_refresh(id, grant, expires_at),
+            Backend::Sled(s) => s.start_refresh(id, grant, now, expires_at),
         }
     }
 
     /// Spends refresh token `old` and stores `new` in its family, valid until
     /// `expires_at`, atomically: of two requests presenting one token, one rotates and the
-    /// other finds it spent, which revokes the family. Durable when it returns.
+    /// other finds it spent, which revokes the family. A reuse keeps the family's
+    /// revocation until `keep_until`, when every token of it has expired. Durable when it
+    /// returns.
     pub async fn rotate_refresh(
         &self,
         old: &RefreshId,
@@ -312,19 +324,24 @@ impl Store {
         }
     }
 
-    /// Revokes the family of refresh token `id`; nothing happens for an unknown token.
-    /// Durable when it returns.
-    pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+    /// Revokes the family of refresh token `id` until `keep_until` (when all its tokens
+    /// have expired); nothing happens for an unknown token. Durable when it returns.
+    pub async fn revoke_refresh(&self, id: &RefreshId, keep_until: OffsetDateTime) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.revoke_refresh(id).await,
+            Backend::Sled(s) => s.revoke_refresh(id, keep_until).await,
         }
     }
 
-    /// Revokes every refresh family of a user; returns how many were live. Durable when it
-    /// returns.
-    pub async fn revoke_user_refresh(&self, user: &UserId) -> Result<usize, StoreError> {
+    /// Revokes every refresh family a user started up to `now`, until `keep_until`.
+    /// Durable when it returns.
+    pub async fn revoke_user_refresh(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.revoke_user_refresh(user).await,
+            Backend::Sled(s) => s.revoke_user_refresh(user, now, keep_until).await,
         }
     }
 

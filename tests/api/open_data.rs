@@ -380,6 +380,11 @@ async fn in_dev_mode_the_whole_open_data_flow_runs_against_the_mock() {
         }
     };
 
+    // Without a number, the person's own fake one: the one the code API gives too.
+    let own = fake(json!({"kind": "phone"})).await;
+    let own: Value = phone(&app, &token, own).await.json().await.unwrap();
+    let by_code: Value = phone(&app, &token, json!({"code": "any"})).await.json().await.unwrap();
+    assert_eq!(own["pure_phone_number"], by_code["pure_phone_number"], "{own}");
     for bad in ["1234", "1391234567a", "139123456789012345678"] {
         let resp =
             app.post_with("/v1/dev/open-data", &token, &json!({"kind": "phone", "pure_phone_number": bad})).await;

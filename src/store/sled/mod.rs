@@ -7,7 +7,7 @@
 //! - `unionids`: unionid → user id; how a login from another app finds the same person
 //! - `accounts`: username → user id and argon2id password hash ([`record::AccountRecord`])
 //! - `bind_tickets`: SHA-256 of a ticket → what it stands for ([`record::TicketRecord`])
-//! - `refresh_tokens`, `refresh_families`, `user_refresh`: refresh tokens ([`refresh`])
+//! - `refresh_tokens`, `refresh_revoked`, `refresh_cutoffs`: refresh tokens ([`refresh`])
 //! - `details`: user id → the phone number and profile the user shared, sealed
 //!   ([`record::DetailsRecord`]); apart from the user record, which every login rewrites
 //! - `meta`: `schema_version` → u32 big-endian
@@ -86,8 +86,8 @@ pub(super) struct SledStore {
     /// Seals the session keys at rest.
     sealer: Sealer,
     refresh_tokens: ::sled::Tree,
-    refresh_families: ::sled::Tree,
-    user_refresh: ::sled::Tree,
+    refresh_revoked: ::sled::Tree,
+    refresh_cutoffs: ::sled::Tree,
     /// Held while a refresh token is spent or a family revoked ([`refresh`]).
     refresh: Arc<Mutex<()>>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
@@ -123,8 +123,8 @@ impl SledStore {
         }
         // Left behind if a migration from schema 2 stopped right after its last step.
         db.drop_tree(V2_RECORDS)?;
-        let (refresh_tokens, refresh_families, user_refresh) =
-            (db.open_tree("refresh_tokens")?, db.open_tree("refresh_families")?, db.open_tree("user_refresh")?);
+        let (refresh_tokens, refresh_revoked, refresh_cutoffs) =
+            (db.open_tree("refresh_tokens")?, db.open_tree("refresh_revoked")?, db.open_tree("refresh_cutoffs")?);
         Ok(Self {
             records: db.open_tree(RECORDS)?,
             openids: db.open_tree("openids")?,
@@ -138,8 +138,8 @@ impl SledStore {
             swept_at: Arc::default(),
             sealer,
             refresh_tokens,
-            refresh_families,
-            user_refresh,
+            refresh_revoked,
+            refresh_cutoffs,
             refresh: Arc::default(),
             purge_cursor: Arc::default(),
         })

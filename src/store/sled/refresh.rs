@@ -1,20 +1,22 @@
 //! Refresh tokens: families of single-use tokens with reuse detection.
 //!
-//! Trees:
-//! - `refresh_tokens`: SHA-256 of a token → [`TokenRecord`]: its family, user, identity,
-//!   expiry, and whether it was spent
-//! - `refresh_families`: family id → [`FamilyRecord`]: user, revoked, newest expiry
-//! - `user_refresh`: user id ‖ family id → nothing; the index logout-all walks
+//! A login writes one record, nothing else, because logins are the hot path:
+//! - `refresh_tokens`: selector (UUID v7) → [`TokenRecord`]: the verifier's SHA-256, the
+//!   family (the selector of its first token) and when it started, user, identity, expiry,
+//!   and whether the token was spent.
 //!
-//! Writes are ordered so that a crash leaves no token without its family: family, index,
-//! then token. Rotations and revocations run under [`SledStore::refresh`], a lock of their
-//! own (they never touch bindings), so that one presented token is spent exactly once.
+//! Revocations are rare and written apart, each kept until every token it covers expired:
+//! - `refresh_revoked`: family → keep-until; a logout, or a spent token presented again;
+//! - `refresh_cutoffs`: user id → (cutoff, keep-until); logout-all revokes every family
+//!   the user started up to the cutoff, without having to find them.
+//!
+//! Rotations and revocations run under [`SledStore::refresh`], a lock of their own (they
+//! never touch bindings), so that one presented token is spent exactly once.
 
-use ::sled::IVec;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{SledStore, id_bytes};
+use super::SledStore;
 use crate::{
     domain::{Identity, UserId},
     store::{PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError},
@@ -22,20 +24,14 @@ use crate::{
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct TokenRecord {
+    verifier_hash: [u8; 32],
     family: [u8; 16],
+    family_started: i128,
     user: [u8; 16],
     appid: String,
     openid: String,
     expires_at: i128,
     spent: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-pub(super) struct FamilyRecord {
-    user: [u8; 16],
-    revoked: bool,
-    /// The newest token's expiry: after it, the family is dead.
-    expires_at: i128,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
@@ -46,31 +42,44 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn index_key(user: &[u8; 16], family: &[u8; 16]) -> Vec<u8> {
-    [user.as_slice(), family.as_slice()].concat()
-}
-
 impl SledStore {
+    /// The record of `id`, if the verifier matches.
+    fn refresh_record(&self, id: &RefreshId) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(bytes) = self.refresh_tokens.get(id.selector)? else { return Ok(None) };
+        let token: TokenRecord = decode(&bytes, "refresh token")?;
+        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(&token.verifier_hash, &id.verifier_hash);
+        Ok(matches.is_ok().then_some(token))
+    }
+
+    /// Whether the family of `token` was revoked, alone or by a logout-all.
+    fn refresh_revoked(&self, token: &TokenRecord) -> Result<bool, StoreError> {
+        if self.refresh_revoked.contains_key(token.family)? {
+            return Ok(true);
+        }
+        Ok(match self.refresh_cutoffs.get(token.user)? {
+            Some(bytes) => decode::<(i128, i128)>(&bytes, "cutoff")?.0 >= token.family_started,
+            None => false,
+        })
+    }
+
     pub(in crate::store) fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
+        now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let family = *uuid::Uuid::new_v4().as_bytes();
-        let user = *grant.user.as_bytes();
-        let expires_at = expires_at.unix_timestamp_nanos();
-        self.refresh_families.insert(family, encode(&FamilyRecord { user, revoked: false, expires_at }, "family")?)?;
-        self.user_refresh.insert(index_key(&user, &family), IVec::default())?;
         let token = TokenRecord {
-            family,
-            user,
+            verifier_hash: id.verifier_hash,
+            family: id.selector,
+            family_started: now.unix_timestamp_nanos(),
+            user: *grant.user.as_bytes(),
             appid: grant.identity.appid.clone(),
             openid: grant.identity.openid.clone(),
-            expires_at,
+            expires_at: expires_at.unix_timestamp_nanos(),
             spent: false,
         };
-        self.refresh_tokens.insert(id, encode(&token, "refresh token")?)?;
+        self.refresh_tokens.insert(id.selector, encode(&token, "refresh token")?)?;
         Ok(())
     }
 
@@ -83,33 +92,28 @@ impl SledStore {
     ) -> Result<Refreshed, StoreError> {
         let outcome = {
             let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(bytes) = self.refresh_tokens.get(old)? else { return Ok(Refreshed::Unknown) };
-            let mut token: TokenRecord = decode(&bytes, "refresh token")?;
-            let Some(bytes) = self.refresh_families.get(token.family)? else { return Ok(Refreshed::Unknown) };
-            let mut family: FamilyRecord = decode(&bytes, "family")?;
-            if family.revoked {
+            let Some(mut token) = self.refresh_record(old)? else { return Ok(Refreshed::Unknown) };
+            if self.refresh_revoked(&token)? {
                 return Ok(Refreshed::Revoked);
             }
             if token.spent {
-                family.revoked = true;
-                self.refresh_families.insert(token.family, encode(&family, "family")?)?;
+                // Every token of the family expires by the newest one's expiry, which is at
+                // most a lifetime after the newest rotation: `expires_at` (now + lifetime).
+                self.refresh_revoked.insert(token.family, &expires_at.unix_timestamp_nanos().to_be_bytes())?;
                 Refreshed::Reused
             } else if token.expires_at <= now.unix_timestamp_nanos() {
                 return Ok(Refreshed::Expired);
             } else {
-                let expires_at = expires_at.unix_timestamp_nanos();
                 let next = TokenRecord {
-                    expires_at,
-                    spent: false,
+                    verifier_hash: new.verifier_hash,
+                    expires_at: expires_at.unix_timestamp_nanos(),
                     appid: token.appid.clone(),
                     openid: token.openid.clone(),
                     ..token
                 };
-                self.refresh_tokens.insert(new, encode(&next, "refresh token")?)?;
-                family.expires_at = family.expires_at.max(expires_at);
-                self.refresh_families.insert(token.family, encode(&family, "family")?)?;
+                self.refresh_tokens.insert(new.selector, encode(&next, "refresh token")?)?;
                 token.spent = true;
-                self.refresh_tokens.insert(old, encode(&token, "refresh token")?)?;
+                self.refresh_tokens.insert(old.selector, encode(&token, "refresh token")?)?;
                 Refreshed::Rotated(RefreshGrant {
                     user: UserId::from_bytes(token.user),
                     identity: Identity { appid: token.appid, openid: token.openid },
@@ -120,63 +124,65 @@ impl SledStore {
         Ok(outcome)
     }
 
-    pub(in crate::store) async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+    pub(in crate::store) async fn revoke_refresh(
+        &self,
+        id: &RefreshId,
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         {
             let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(bytes) = self.refresh_tokens.get(id)? else { return Ok(()) };
-            let token: TokenRecord = decode(&bytes, "refresh token")?;
-            self.revoke_family(&token.family)?;
+            let Some(token) = self.refresh_record(id)? else { return Ok(()) };
+            self.refresh_revoked.insert(token.family, &keep_until.unix_timestamp_nanos().to_be_bytes())?;
         }
         self.commit.wait().await
     }
 
-    pub(in crate::store) async fn revoke_user_refresh(&self, user: &UserId) -> Result<usize, StoreError> {
-        let revoked = {
+    pub(in crate::store) async fn revoke_user_refresh(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        {
             let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let mut revoked = 0;
-            for entry in self.user_refresh.scan_prefix(user.as_bytes()) {
-                let (key, _) = entry?;
-                let family = id_bytes(&key[16..])?;
-                if self.revoke_family(&family)? {
-                    revoked += 1;
-                }
-            }
-            revoked
-        };
-        self.commit.wait().await?;
-        Ok(revoked)
-    }
-
-    /// Marks a family revoked; whether it was live.
-    fn revoke_family(&self, family: &[u8; 16]) -> Result<bool, StoreError> {
-        let Some(bytes) = self.refresh_families.get(family)? else { return Ok(false) };
-        let mut record: FamilyRecord = decode(&bytes, "family")?;
-        if record.revoked {
-            return Ok(false);
+            let cutoff = (now.unix_timestamp_nanos(), keep_until.unix_timestamp_nanos());
+            self.refresh_cutoffs.insert(user.as_bytes(), encode(&cutoff, "cutoff")?)?;
         }
-        record.revoked = true;
-        self.refresh_families.insert(family, encode(&record, "family")?)?;
-        Ok(true)
+        self.commit.wait().await
     }
 
-    /// Tokens first, then families (a family outlives its tokens, never the reverse), each
-    /// pass resuming after the last key looked at.
+    /// Tokens first, then the revocations that no live token needs any more, each pass
+    /// resuming after the last key looked at.
     pub(in crate::store) fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         let now = now.unix_timestamp_nanos();
         let mut cursor = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner());
         let (mut removed, mut seen) = (0, 0);
-        if !cursor.families {
+        loop {
+            let tree = match cursor.tree {
+                0 => &self.refresh_tokens,
+                1 => &self.refresh_revoked,
+                2 => &self.refresh_cutoffs,
+                _ => {
+                    cursor.tree = 0;
+                    return Ok(PurgeBatch { removed, done: true });
+                }
+            };
             let start = cursor.after.take();
-            for entry in self.refresh_tokens.range(after(start.as_deref())) {
+            for entry in tree.range(after(start.as_deref())) {
                 let (key, bytes) = entry?;
                 seen += 1;
-                let token: TokenRecord = decode(&bytes, "refresh token")?;
-                let family = self.refresh_families.get(token.family)?.map(|f| decode::<FamilyRecord>(&f, "family"));
-                let live = matches!(family, Some(Ok(ref f)) if !f.revoked) && token.expires_at > now;
-                if !live {
-                    // Under the lock: a rotation must not resurrect what is being removed.
-                    let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-                    self.refresh_tokens.remove(&key)?;
+                // Under the lock: a rotation must not resurrect what is being removed.
+                let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
+                let dead = match cursor.tree {
+                    0 => {
+                        let token: TokenRecord = decode(&bytes, "refresh token")?;
+                        token.expires_at <= now || self.refresh_revoked(&token)?
+                    }
+                    1 => i128::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default()) <= now,
+                    _ => decode::<(i128, i128)>(&bytes, "cutoff")?.1 <= now,
+                };
+                if dead {
+                    tree.remove(&key)?;
                     removed += 1;
                 }
                 if seen == limit {
@@ -184,34 +190,16 @@ impl SledStore {
                     return Ok(PurgeBatch { removed, done: false });
                 }
             }
-            cursor.families = true;
+            cursor.tree += 1;
         }
-        let start = cursor.after.take();
-        for entry in self.refresh_families.range(after(start.as_deref())) {
-            let (key, bytes) = entry?;
-            seen += 1;
-            let family: FamilyRecord = decode(&bytes, "family")?;
-            if family.revoked || family.expires_at <= now {
-                let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-                self.user_refresh.remove(index_key(&family.user, &id_bytes(&key)?))?;
-                self.refresh_families.remove(&key)?;
-                removed += 1;
-            }
-            if seen == limit {
-                cursor.after = Some(key.to_vec());
-                return Ok(PurgeBatch { removed, done: false });
-            }
-        }
-        cursor.families = false;
-        Ok(PurgeBatch { removed, done: true })
     }
 }
 
 /// Where a purge pass stands.
 #[derive(Default)]
 pub(super) struct PurgeCursor {
-    /// Past the tokens, walking the families.
-    families: bool,
+    /// 0: tokens, 1: revoked families, 2: cutoffs.
+    tree: u8,
     /// The last key looked at in the current tree.
     after: Option<Vec<u8>>,
 }

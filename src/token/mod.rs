@@ -536,9 +536,9 @@ mod tests {
     fn the_server_stages_the_next_key_when_rotation_is_due_and_only_once() {
         let dir = tempfile::tempdir().unwrap();
         let key = add(dir.path(), SigningAlg::ES256, KeyMode::Production);
-        // Activated two days ago.
+        // Activated a day minus 5 minutes ago.
         let path = dir.path().join(format!("{}.pem", key.kid));
-        let when = (OffsetDateTime::now_utc() - time::Duration::days(2))
+        let when = (OffsetDateTime::now_utc() - time::Duration::seconds(86_400 - 300))
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         let text: Vec<String> = std::fs::read_to_string(&path)
@@ -550,10 +550,12 @@ mod tests {
         let mut settings = settings(SigningAlg::ES256);
         let issuer = || "https://auth.example.com".to_string();
 
-        settings.key_rotation = Some(Duration::from_secs(3 * 86_400));
+        // Due in 11 minutes: more than the 10-minute activation delay away, so not yet.
+        settings.key_rotation = Some(Duration::from_secs(86_400 + 360));
         let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
-        assert!(tokens.rotate_if_due().unwrap().is_none(), "rotated a key a day early");
+        assert!(tokens.rotate_if_due().unwrap().is_none(), "rotated a key early");
 
+        // Due in 5 minutes: staged now, to activate after the full delay.
         settings.key_rotation = Some(Duration::from_secs(86_400));
         let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
         let next = tokens.rotate_if_due().unwrap().expect("no key staged although one was due");
@@ -565,6 +567,19 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&tokens.jwks()).unwrap()["keys"].as_array().unwrap().len(),
             2
         );
+    }
+
+    #[test]
+    fn dev_mode_generates_a_key_only_when_the_ring_has_none_of_the_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let open =
+            |alg| Tokens::open(&settings(alg), "http://127.0.0.1:8080".into(), dir.path(), KeyMode::Dev).unwrap();
+        let count = || std::fs::read_dir(dir.path()).unwrap().count();
+        open(SigningAlg::ES256);
+        open(SigningAlg::ES256);
+        assert_eq!(count(), 1, "a second key although one of the algorithm was there");
+        open(SigningAlg::EdDSA);
+        assert_eq!(count(), 2);
     }
 
     #[test]

@@ -209,11 +209,13 @@ async fn watch_keys(auth: Arc<Auth>) {
     loop {
         tokio::time::sleep(KEYS_EVERY).await;
         let tokens = auth.tokens();
-        let outcome = tokens.rotate_if_due().and_then(|made| {
-            if let Some(key) = made {
+        // A rotation rereads the directory itself.
+        let outcome = tokens.rotate_if_due().and_then(|made| match made {
+            Some(key) => {
                 tracing::info!(kid = %key.kid, alg = %key.alg, "created the next signing key (WXAUTH_KEY_ROTATION_DAYS)");
+                Ok(())
             }
-            tokens.reload()
+            None => tokens.reload(),
         });
         match outcome {
             Ok(()) => last_error.clear(),

@@ -457,18 +457,26 @@ impl From<OpenDataFailure> for PhoneError {
     }
 }
 
-impl From<OpenDataFailure> for ProfileError {
-    fn from(failure: OpenDataFailure) -> Self {
-        match open_data_answer(failure) {
-            OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
-            OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
-            OpenDataAnswer::Conflict(b) => Self::Conflict(b),
-            OpenDataAnswer::Internal(b) => Self::Internal(b),
-            // The profile operation never calls WeChat.
-            OpenDataAnswer::Wechat(_) => Self::Internal(body("server_error", "internal error; see the server log")),
+/// The answers of an open-data operation that never calls WeChat: a WeChat failure there
+/// would be a bug, answered as one.
+macro_rules! from_open_data_without_wechat {
+    ($($error:ident),*) => {$(
+        impl From<OpenDataFailure> for $error {
+            fn from(failure: OpenDataFailure) -> Self {
+                match open_data_answer(failure) {
+                    OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
+                    OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+                    OpenDataAnswer::Conflict(b) => Self::Conflict(b),
+                    OpenDataAnswer::Internal(b) => Self::Internal(b),
+                    OpenDataAnswer::Wechat(_) => {
+                        Self::Internal(body("server_error", "internal error; see the server log"))
+                    }
+                }
+            }
         }
-    }
+    )*};
 }
+from_open_data_without_wechat!(ProfileError, DevError);
 
 /// Errors of `POST /v1/dev/open-data`.
 #[derive(Debug, ApiResponse)]
@@ -490,18 +498,6 @@ pub enum DevError {
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-}
-
-impl From<OpenDataFailure> for DevError {
-    fn from(failure: OpenDataFailure) -> Self {
-        match open_data_answer(failure) {
-            OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
-            OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
-            OpenDataAnswer::Conflict(b) => Self::Conflict(b),
-            OpenDataAnswer::Internal(b) => Self::Internal(b),
-            OpenDataAnswer::Wechat(_) => Self::Internal(body("server_error", "internal error; see the server log")),
-        }
-    }
 }
 
 /// Errors of `POST /v1/token/refresh`.

@@ -32,53 +32,74 @@ impl Example for LoginRequest {
     }
 }
 
-/// A JSON string, and only a string: poem-openapi's `String` would turn `123` or `true`
-/// into text and send it to WeChat. Length and characters are checked by
-/// [`crate::domain::JsCode`]; the schema repeats the rules for Swagger UI users.
+/// Implements poem-openapi's traits for a newtype over `String` that accepts a JSON string
+/// and nothing else: poem-openapi's `String` would turn `123` or `true` into text.
+macro_rules! strict_string {
+    ($name:ident, $what:literal, $schema:expr) => {
+        impl Type for $name {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = String;
+            type RawElementValueType = String;
+
+            fn name() -> Cow<'static, str> {
+                "string".into()
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                MetaSchemaRef::Inline(Box::new($schema))
+            }
+
+            fn as_raw_value(&self) -> Option<&String> {
+                Some(&self.0)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+                Box::new(std::iter::once(&self.0))
+            }
+        }
+
+        impl ParseFromJSON for $name {
+            fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                match value {
+                    Some(Value::String(s)) => Ok(Self(s)),
+                    other => Err(ParseError::custom(format!(
+                        concat!($what, " must be a JSON string, got {}"),
+                        json_kind(other.as_ref())
+                    ))),
+                }
+            }
+        }
+
+        impl ToJSON for $name {
+            fn to_json(&self) -> Option<Value> {
+                Some(Value::String(self.0.clone()))
+            }
+        }
+    };
+}
+
+/// A `wx.login` (or phone) code: a JSON string (see [`strict_string`]) sent on to WeChat.
+/// Length and characters are checked by [`crate::domain::JsCode`]; the schema repeats the
+/// rules for Swagger UI users.
 #[derive(Debug)]
 pub struct CodeText(pub String);
 
-impl Type for CodeText {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
+strict_string!(
+    CodeText,
+    "code",
+    MetaSchema {
+        min_length: Some(1),
+        max_length: Some(crate::domain::JsCode::MAX_LEN),
+        pattern: Some("^[!-~]+$".into()),
+        ..MetaSchema::new("string")
     }
+);
 
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            min_length: Some(1),
-            max_length: Some(crate::domain::JsCode::MAX_LEN),
-            pattern: Some("^[!-~]+$".into()),
-            ..MetaSchema::new("string")
-        }))
-    }
+/// An opaque token: a JSON string, and only a string (see [`strict_string`]).
+#[derive(Debug)]
+pub struct TokenText(pub String);
 
-    fn as_raw_value(&self) -> Option<&String> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
-        Box::new(std::iter::once(&self.0))
-    }
-}
-
-impl ParseFromJSON for CodeText {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            Some(Value::String(s)) => Ok(Self(s)),
-            other => Err(ParseError::custom(format!("code must be a JSON string, got {}", json_kind(other.as_ref())))),
-        }
-    }
-}
-
-impl ToJSON for CodeText {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
-    }
-}
+strict_string!(TokenText, "the token", MetaSchema { min_length: Some(1), ..MetaSchema::new("string") });
 
 fn json_kind(value: Option<&Value>) -> &'static str {
     match value {
@@ -175,46 +196,5 @@ impl LoginApi {
     async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
         let outcome = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await?;
         Ok(LoginResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
-    }
-}
-
-/// A JSON string, and only a string (see [`CodeText`]), for opaque tokens.
-#[derive(Debug)]
-pub struct TokenText(pub String);
-
-impl Type for TokenText {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema { min_length: Some(1), ..MetaSchema::new("string") }))
-    }
-
-    fn as_raw_value(&self) -> Option<&String> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
-        Box::new(std::iter::once(&self.0))
-    }
-}
-
-impl ParseFromJSON for TokenText {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            Some(Value::String(s)) => Ok(Self(s)),
-            other => Err(ParseError::custom(format!("must be a JSON string, got {}", json_kind(other.as_ref())))),
-        }
-    }
-}
-
-impl ToJSON for TokenText {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
     }
 }

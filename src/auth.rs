@@ -12,7 +12,7 @@ use tracing::field::Empty;
 use crate::{
     config::Registration,
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
-    limits::BindAttempts,
+    limits::Attempts,
     password::{PasswordError, Verifier},
     store::{BindTicket, LoginRecord, RefreshGrant, Store, StoreError, TicketId},
     token::{Claims, IssuedToken, Rejection, TokenError, Tokens},
@@ -236,8 +236,8 @@ pub struct Parts {
     pub tokens: Tokens,
     /// What a login of an unbound openid does.
     pub registration: Registration,
-    /// Attempt limits of binds.
-    pub attempts: BindAttempts,
+    /// Attempt limits of logins and binds.
+    pub attempts: Attempts,
     /// Password checks.
     pub passwords: Verifier,
     /// How long a bind ticket works.
@@ -246,6 +246,8 @@ pub struct Parts {
     pub refresh_ttl: std::time::Duration,
     /// The time, for refresh-token expiry.
     pub clock: crate::clock::Clock,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 mod open_data;
@@ -368,6 +370,24 @@ impl Auth {
         &self.parts.tokens
     }
 
+    /// Counts a request to `POST /v1/login` or `POST /v1/bind` against its client's limit
+    /// (`WXAUTH_RATE_LIMIT_PER_MINUTE`); `Err` is how long the client must wait. `peer` is
+    /// the TCP peer, `forwarded_for` its `X-Forwarded-For` (trusted proxies only).
+    pub fn check_request(&self, peer: IpAddr, forwarded_for: Option<&str>) -> Result<(), std::time::Duration> {
+        let attempts = &self.parts.attempts;
+        attempts.check_request(attempts.client_ip(peer, forwarded_for))
+    }
+
+    /// The metrics `/metrics` shows.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.parts.metrics
+    }
+
+    /// Whether WeChat is reachable: no app's circuit breaker is open (`/readyz`).
+    pub fn wechat_reachable(&self) -> bool {
+        self.parts.apps.iter().all(WechatClient::reachable)
+    }
+
     /// The store (for health checks and the admin channel).
     pub fn store(&self) -> &Store {
         &self.parts.store
@@ -414,6 +434,7 @@ impl Auth {
         span.record("user_id", tracing::field::display(record.user.id));
         span.record("created", record.created);
         let token = self.parts.tokens.issue(&record.user, &identity)?;
+        self.parts.metrics.token_issued(token.alg.as_str());
         let (text, id) = refresh::new_token().map_err(Internal::Store)?;
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
         let now = self.parts.clock.now();

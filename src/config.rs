@@ -118,12 +118,16 @@ pub struct Settings {
     pub wechat: WechatSettings,
     /// Whether an unknown openid gets a new user or must be bound to an account.
     pub registration: Registration,
-    /// Attempt limits of `POST /v1/bind`.
-    pub bind_limits: BindLimits,
+    /// Attempt limits of `POST /v1/login` and `POST /v1/bind`.
+    pub attempt_limits: AttemptLimits,
     /// How long a bind ticket works (`WXAUTH_BIND_TICKET_TTL`, at most 5 minutes).
     pub bind_ticket_ttl: Duration,
     /// The Unix socket the CLI's `accounts` and `users` commands reach the server through.
     pub admin_socket: PathBuf,
+    /// Whether `/metrics` is served (`WXAUTH_METRICS`).
+    pub metrics: bool,
+    /// Open client connections at most (`WXAUTH_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 /// What a login with an openid that is bound to no user does (`WXAUTH_REGISTRATION`).
@@ -135,9 +139,12 @@ pub enum Registration {
     Bind,
 }
 
-/// Attempts of `POST /v1/bind` allowed per minute; 0 turns a limit off.
+/// Attempts allowed per minute; 0 turns a limit off.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindLimits {
+pub struct AttemptLimits {
+    /// `POST /v1/login` and `POST /v1/bind` together, per client IP address
+    /// (`WXAUTH_RATE_LIMIT_PER_MINUTE`; off by default, see the README on shared IPs).
+    pub requests_per_ip: u32,
     /// Per username (`WXAUTH_BIND_ATTEMPTS_PER_USERNAME`).
     pub per_username: u32,
     /// Per client IP address (`WXAUTH_BIND_ATTEMPTS_PER_IP`).
@@ -191,8 +198,13 @@ pub struct WechatSettings {
     pub apps: Vec<WechatApp>,
     /// Base URL of the WeChat API.
     pub base_url: Url,
-    /// Total time allowed for one WeChat call.
+    /// The deadline of one login's exchange with WeChat, the retry after -1 included
+    /// (`WXAUTH_WECHAT_TIMEOUT_MS`).
     pub timeout: Duration,
+    /// The bound on requests in flight and the circuit breaker
+    /// (`WXAUTH_WECHAT_MAX_INFLIGHT`, `WXAUTH_WECHAT_BREAKER_FAILURES`,
+    /// `WXAUTH_WECHAT_BREAKER_OPEN_SECS`).
+    pub limits: crate::wechat::Limits,
 }
 
 /// One mini-program's credentials.
@@ -227,6 +239,9 @@ pub const KEYS: &[&str] = &[
     "wechat_secret",
     "wechat_base_url",
     "wechat_timeout_ms",
+    "wechat_max_inflight",
+    "wechat_breaker_failures",
+    "wechat_breaker_open_secs",
     "store_cache_mb",
     "log_format",
     "registration",
@@ -235,6 +250,9 @@ pub const KEYS: &[&str] = &[
     "admin_socket",
     "bind_ticket_ttl",
     "trusted_proxies",
+    "rate_limit_per_minute",
+    "metrics",
+    "max_connections",
 ];
 
 /// The TOML key of the list of apps (`[[wechat_apps]]`); it has no environment variable.
@@ -350,7 +368,8 @@ impl Settings {
             Some(_) => path_setting(layers, "admin_socket", "")?,
         };
         let limit = |key| layers.ranged(key, 0, 0..=1_000_000, "attempts per minute").map(|n| n as u32);
-        let bind_limits = BindLimits {
+        let attempt_limits = AttemptLimits {
+            requests_per_ip: limit("rate_limit_per_minute")?,
             per_username: if layers.get("bind_attempts_per_username").is_some() {
                 limit("bind_attempts_per_username")?
             } else {
@@ -359,12 +378,19 @@ impl Settings {
             per_ip: if layers.get("bind_attempts_per_ip").is_some() { limit("bind_attempts_per_ip")? } else { 20 },
             trusted_proxies: trusted_proxies(layers.get("trusted_proxies").unwrap_or_default())?,
         };
+        let metrics = match layers.get("metrics").map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(invalid("metrics", format!("expected on or off, got {other:?}"))),
+        };
         Ok(Settings {
             dev,
             listen,
+            metrics,
+            max_connections: layers.ranged("max_connections", 10_000, 1..=1_000_000, "connections")? as usize,
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
             registration,
-            bind_limits,
+            attempt_limits,
             bind_ticket_ttl: Duration::from_secs(layers.ranged("bind_ticket_ttl", 300, 1..=300, "seconds")?),
             admin_socket,
             store: StoreSettings::Sled(SledSettings {
@@ -410,6 +436,11 @@ fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, Config
         apps: if layers.apps.is_empty() { vec![single_app(layers, mode)?] } else { app_list(layers, mode)? },
         base_url: parse_base_url(raw_url)?,
         timeout: Duration::from_millis(layers.ranged("wechat_timeout_ms", 5_000, 100..=60_000, "milliseconds")?),
+        limits: crate::wechat::Limits {
+            max_inflight: layers.ranged("wechat_max_inflight", 2048, 1..=1_000_000, "requests")? as usize,
+            breaker_failures: layers.ranged("wechat_breaker_failures", 20, 1..=1_000_000, "failures")? as u32,
+            breaker_open: Duration::from_secs(layers.ranged("wechat_breaker_open_secs", 5, 1..=3_600, "seconds")?),
+        },
     })
 }
 
@@ -731,12 +762,15 @@ mod tests {
     fn registration_limits_and_admin_socket_have_defaults_and_are_checked() {
         let s = load(Mode::Dev, &[]).unwrap();
         assert_eq!(s.registration, Registration::Auto);
-        assert_eq!(s.bind_limits, BindLimits { per_username: 5, per_ip: 20, trusted_proxies: Vec::new() });
+        assert_eq!(
+            s.attempt_limits,
+            AttemptLimits { requests_per_ip: 0, per_username: 5, per_ip: 20, trusted_proxies: Vec::new() }
+        );
         assert_eq!(s.admin_socket, PathBuf::from("./data/admin.sock"));
         let s = load(Mode::Dev, &[("WXAUTH_REGISTRATION", "bind"), ("WXAUTH_BIND_ATTEMPTS_PER_IP", "0")]).unwrap();
-        assert_eq!((s.registration, s.bind_limits.per_ip), (Registration::Bind, 0));
+        assert_eq!((s.registration, s.attempt_limits.per_ip), (Registration::Bind, 0));
         let s = load(Mode::Dev, &[("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
-        assert_eq!(s.bind_limits.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        assert_eq!(s.attempt_limits.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
         for (var, value) in [
             ("WXAUTH_REGISTRATION", "manual"),
             ("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "-1"),

@@ -1,5 +1,6 @@
-//! Attempt limits of `POST /v1/bind`, per username and per client IP (`governor`), and who
-//! the client is behind a reverse proxy.
+//! Attempt limits (`governor`): requests to `POST /v1/login` and `POST /v1/bind` per
+//! client IP, bind attempts per username and per client IP; and who the client is behind a
+//! reverse proxy.
 //!
 //! A keyed limiter keeps one entry per key until told to forget idle ones, and keys here
 //! come from clients: every [`SWEEP_EVERY`] checks, entries whose quota has fully
@@ -14,26 +15,28 @@ use std::{
 
 use governor::{Quota, RateLimiter, clock::Clock, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
 
-use crate::config::BindLimits;
+use crate::config::AttemptLimits;
 
 /// Checks between two sweeps of idle entries.
 const SWEEP_EVERY: u64 = 1024;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
-/// The two limits of bind attempts.
-pub struct BindAttempts {
+/// The limits of login and bind attempts.
+pub struct Attempts {
+    requests_per_ip: Option<Keyed<IpAddr>>,
     per_username: Option<Keyed<String>>,
     per_ip: Option<Keyed<IpAddr>>,
     trusted_proxies: Vec<ipnet::IpNet>,
     checks: AtomicU64,
 }
 
-impl BindAttempts {
+impl Attempts {
     /// Limits from the settings; a limit of 0 is off.
-    pub fn new(limits: BindLimits) -> Self {
+    pub fn new(limits: AttemptLimits) -> Self {
         let quota = |n| NonZeroU32::new(n).map(Quota::per_minute);
         Self {
+            requests_per_ip: quota(limits.requests_per_ip).map(RateLimiter::keyed),
             per_username: quota(limits.per_username).map(RateLimiter::keyed),
             per_ip: quota(limits.per_ip).map(RateLimiter::keyed),
             trusted_proxies: limits.trusted_proxies,
@@ -62,7 +65,18 @@ impl BindAttempts {
         client
     }
 
-    /// Counts one attempt from `ip`. `Err` carries how long to wait before the next one is
+    /// Counts one request to `POST /v1/login` or `POST /v1/bind` from `ip`
+    /// (`WXAUTH_RATE_LIMIT_PER_MINUTE`). `Err` carries how long to wait. Counted before the
+    /// body is read.
+    pub fn check_request(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.maybe_sweep();
+        match &self.requests_per_ip {
+            Some(limiter) => check(limiter, &network(ip)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one bind attempt from `ip`. `Err` carries how long to wait before the next one is
     /// allowed. Counted before anything else, so that garbage costs the sender too.
     pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
         self.maybe_sweep();
@@ -94,6 +108,9 @@ impl BindAttempts {
         if let Some(l) = &self.per_ip {
             l.retain_recent();
         }
+        if let Some(l) = &self.requests_per_ip {
+            l.retain_recent();
+        }
     }
 }
 
@@ -119,7 +136,12 @@ mod tests {
 
     #[test]
     fn a_username_over_its_limit_waits_and_others_do_not() {
-        let attempts = BindAttempts::new(BindLimits { per_username: 2, per_ip: 0, trusted_proxies: Vec::new() });
+        let attempts = Attempts::new(AttemptLimits {
+            requests_per_ip: 0,
+            per_username: 2,
+            per_ip: 0,
+            trusted_proxies: Vec::new(),
+        });
         assert!(attempts.check_username("alice").is_ok() && attempts.check_username("alice").is_ok());
         let wait = attempts.check_username("alice").unwrap_err();
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30), "{wait:?}");
@@ -129,8 +151,12 @@ mod tests {
     #[test]
     fn idle_addresses_are_forgotten_every_so_many_checks() {
         // A quota that refills in microseconds: an address is idle almost at once.
-        let attempts =
-            BindAttempts::new(BindLimits { per_username: 0, per_ip: 1_000_000, trusted_proxies: Vec::new() });
+        let attempts = Attempts::new(AttemptLimits {
+            requests_per_ip: 0,
+            per_username: 0,
+            per_ip: 1_000_000,
+            trusted_proxies: Vec::new(),
+        });
         let ip = |i: u32| Some(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
         let tracked = || attempts.per_ip.as_ref().unwrap().len();
         for i in 0..SWEEP_EVERY as u32 - 1 {
@@ -146,15 +172,16 @@ mod tests {
 
     #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {
-        let limits = |proxies: &str| BindLimits {
+        let limits = |proxies: &str| AttemptLimits {
+            requests_per_ip: 0,
             per_username: 0,
             per_ip: 0,
             trusted_proxies: proxies.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect(),
         };
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let none = BindAttempts::new(limits(""));
+        let none = Attempts::new(limits(""));
         assert_eq!(none.client_ip(ip("10.0.0.1"), Some("1.2.3.4")), ip("10.0.0.1"));
-        let proxied = BindAttempts::new(limits("10.0.0.0/8"));
+        let proxied = Attempts::new(limits("10.0.0.0/8"));
         for (peer, header, expected) in [
             ("10.0.0.1", Some("1.2.3.4"), "1.2.3.4"),
             ("10.0.0.1", Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), "1.2.3.4"),
@@ -168,7 +195,12 @@ mod tests {
 
     #[test]
     fn an_ip_over_its_limit_waits_whatever_the_username() {
-        let attempts = BindAttempts::new(BindLimits { per_username: 0, per_ip: 1, trusted_proxies: Vec::new() });
+        let attempts = Attempts::new(AttemptLimits {
+            requests_per_ip: 0,
+            per_username: 0,
+            per_ip: 1,
+            trusted_proxies: Vec::new(),
+        });
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         assert!(attempts.check_ip(ip("10.0.0.1")).is_ok());
         assert!(attempts.check_ip(ip("10.0.0.1")).is_err());

@@ -2,10 +2,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use poem::{
-    EndpointExt as _, Server,
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-};
+use poem::EndpointExt as _;
+use tokio::net::TcpListener;
 
 use crate::{
     admin, api,
@@ -14,8 +12,10 @@ use crate::{
     config::{Settings, StoreSettings},
     devmock,
     domain::KeyMode,
-    limits::BindAttempts,
+    limits::Attempts,
+    metrics::Metrics,
     password::{PasswordError, Verifier},
+    server,
     store::{
         Store, StoreError,
         sealed::{SealError, Sealer},
@@ -76,9 +76,11 @@ pub enum StartupError {
 
 /// A bound, ready-to-run server.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     addr: SocketAddr,
     dev: bool,
+    metrics: bool,
+    max_connections: usize,
     admin: admin::Listener,
     auth: Arc<Auth>,
 }
@@ -104,11 +106,10 @@ impl Application {
                  Never let real users reach this server."
             );
         }
-        let acceptor = TcpListener::bind(settings.listen)
-            .into_acceptor()
+        let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
-        let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(settings.listen);
+        let addr = listener.local_addr().unwrap_or(settings.listen);
         let issuer = match &settings.token.issuer {
             Some(issuer) => issuer.clone(),
             // 0.0.0.0 is no address a verifier can fetch keys from.
@@ -133,18 +134,28 @@ impl Application {
         let admin = admin::Listener::bind(&settings.admin_socket)
             .await
             .map_err(|source| StartupError::AdminSocket { path: settings.admin_socket.clone(), source })?;
+        let metrics = Metrics::new();
         let parts = Parts {
-            apps: WechatClient::for_apps(&settings.wechat)?,
+            apps: WechatClient::for_apps(&settings.wechat, &metrics)?,
+            metrics,
             store,
             tokens,
             registration: settings.registration,
-            attempts: BindAttempts::new(settings.bind_limits),
+            attempts: Attempts::new(settings.attempt_limits),
             passwords: Verifier::new()?,
             ticket_ttl: settings.bind_ticket_ttl,
             refresh_ttl: settings.token.refresh_token_ttl,
             clock,
         };
-        Ok(Self { acceptor, addr, dev: settings.dev, admin, auth: Arc::new(Auth::new(parts)) })
+        Ok(Self {
+            listener,
+            addr,
+            dev: settings.dev,
+            metrics: settings.metrics,
+            max_connections: connection_cap(settings.max_connections),
+            admin,
+            auth: Arc::new(Auth::new(parts)),
+        })
     }
 
     /// The bound port (useful with `WXAUTH_LISTEN=127.0.0.1:0`).
@@ -182,10 +193,8 @@ impl Application {
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
         let admin = tokio::spawn(self.admin.serve(auth.store().clone(), appids));
         tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
-        let app = api::routes(self.auth, self.dev).map_to_response();
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(10)))
-            .await;
+        let app = api::routes(self.auth, self.dev, self.metrics).map_to_response();
+        let served = server::serve(self.listener, app, self.max_connections, stop, Duration::from_secs(10)).await;
         reloader.abort();
         purger.abort();
         watcher.abort();
@@ -196,6 +205,33 @@ impl Application {
         }
         served
     }
+}
+
+/// File descriptors kept free of connections: the store, keys, admin socket, WeChat.
+const SPARE_FDS: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one, and lowers `WXAUTH_MAX_CONNECTIONS` to
+/// what the limit allows: past it, `accept` fails with EMFILE instead of waiting.
+fn connection_cap(wanted: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let allowed =
+        limit.current.map_or(usize::MAX, |n| usize::try_from(n.saturating_sub(SPARE_FDS)).unwrap_or(usize::MAX));
+    if wanted > allowed {
+        tracing::warn!(
+            wanted,
+            allowed,
+            "WXAUTH_MAX_CONNECTIONS is above what the open-file limit (ulimit -n) allows; using the lower value"
+        );
+    }
+    wanted.min(allowed).max(1)
 }
 
 /// How often the keys directory is read again without SIGHUP.

@@ -72,8 +72,12 @@ fn wechat_answer(err: WechatError) -> WechatAnswer {
             WechatAnswer::TooManyRequests(body("rate_limited", text + "; retry next minute"), RATE_LIMIT_RETRY_SECS)
         }
         WechatError::Busy { .. } => WechatAnswer::Unavailable(body("wechat_unavailable", text), BUSY_RETRY_SECS),
+        WechatError::Unavailable { retry_after, .. } => WechatAnswer::Unavailable(
+            body("wechat_unavailable", text + "; retry after the time in Retry-After"),
+            retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        ),
         WechatError::Timeout => WechatAnswer::GatewayTimeout(body("wechat_timeout", text)),
-        WechatError::Upstream(_) | WechatError::AccessTokenRejected { .. } => {
+        WechatError::Upstream(_) | WechatError::Transport(_) | WechatError::AccessTokenRejected { .. } => {
             WechatAnswer::BadGateway(body("wechat_error", text))
         }
     }
@@ -107,7 +111,8 @@ pub enum LoginError {
         #[oai(header = "Cache-Control")]
         String,
     ),
-    /// `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011).
+    /// `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011), or this
+    /// client address sent more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests.
     #[oai(status = 429)]
     TooManyRequests(
         Json<ErrorBody>,
@@ -121,7 +126,9 @@ pub enum LoginError {
     /// `wechat_error`: WeChat could not be reached or gave an unusable answer.
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
-    /// `wechat_unavailable`: WeChat was busy twice in a row (errcode -1); retry shortly.
+    /// `wechat_unavailable`: WeChat was busy twice in a row (errcode -1), too many requests
+    /// to WeChat are in flight, or WeChat failed repeatedly and the circuit breaker is
+    /// open. Nothing was sent to WeChat in the last two cases; retry after `Retry-After`.
     #[oai(status = 503)]
     Unavailable(
         Json<ErrorBody>,
@@ -132,6 +139,20 @@ pub enum LoginError {
     /// `wechat_timeout`: WeChat did not answer within the configured timeout.
     #[oai(status = 504)]
     GatewayTimeout(Json<ErrorBody>),
+}
+
+impl LoginError {
+    /// The `error` code answered (the `outcome` label of `wxauth_logins_total`).
+    pub fn code(&self) -> &str {
+        let (Self::BadRequest(b)
+        | Self::Forbidden(b, _)
+        | Self::TooManyRequests(b, _)
+        | Self::Internal(b)
+        | Self::BadGateway(b)
+        | Self::Unavailable(b, _)
+        | Self::GatewayTimeout(b)) = self;
+        &b.0.error
+    }
 }
 
 impl From<WechatAnswer> for LoginError {
@@ -283,6 +304,20 @@ fn rejected(rejection: Rejection) -> MeError {
     MeError::Unauthorized(body("invalid_token", description.clone()), challenge(&description))
 }
 
+/// 429 `rate_limited` for a client over `WXAUTH_RATE_LIMIT_PER_MINUTE`, answered before
+/// the request is read.
+pub fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, rate_limited_body(secs)).into_response();
+    resp.headers_mut().insert(poem::http::header::RETRY_AFTER, secs.into());
+    resp
+}
+
+/// The body of [`rate_limited`].
+pub(super) fn rate_limited_body(secs: u64) -> Json<ErrorBody> {
+    body("rate_limited", format!("too many login attempts from this address; retry in {secs} s"))
+}
+
 /// Turns errors raised outside handlers (parse failures, missing auth, unknown routes,
 /// oversized bodies) into the JSON envelope. Typed handler errors pass through untouched.
 pub async fn envelope(err: poem::Error) -> Response {
@@ -307,6 +342,13 @@ pub async fn envelope(err: poem::Error) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => {
             (StatusCode::BAD_REQUEST, body("invalid_request", "request body too large (max 16 KiB)"))
         }
+        StatusCode::REQUEST_TIMEOUT => (
+            status,
+            body(
+                "request_timeout",
+                format!("the request body did not arrive within {} s", super::BODY_DEADLINE.as_secs()),
+            ),
+        ),
         StatusCode::NOT_FOUND => (status, body("not_found", "no such endpoint; see /docs")),
         StatusCode::METHOD_NOT_ALLOWED => (status, body("method_not_allowed", "method not allowed; see /docs")),
         s if s.is_server_error() => {

@@ -40,6 +40,7 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/me/phone", "post", phone()),
         ("/v1/me/profile", "post", profile()),
         ("/v1/dev/open-data", "post", dev()),
+        ("/readyz", "get", ready()),
     ] {
         let mut by_status: Vec<(u16, Vec<(&'static str, Value)>)> = Vec::new();
         for (name, status, body) in examples {
@@ -66,6 +67,13 @@ fn wechat_failures() -> Vec<(&'static str, WechatError)> {
         ("rate_limited", WechatError::RateLimited { rid: rid() }),
         ("wechat_error", WechatError::Upstream(format!("WeChat errcode 40013, rid {RID}"))),
         ("wechat_unavailable", WechatError::Busy { rid: rid() }),
+        (
+            "wechat_unavailable (circuit breaker open)",
+            WechatError::Unavailable {
+                reason: "WeChat failed repeatedly; requests are paused (circuit breaker open)",
+                retry_after: std::time::Duration::from_secs(4),
+            },
+        ),
         ("wechat_timeout", WechatError::Timeout),
     ]
 }
@@ -92,8 +100,17 @@ fn login() -> Vec<(&'static str, u16, Value)> {
     ];
     failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, LoginFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(name, f)| login_answer(name, f.into())).collect();
+    out.push(("rate_limited (WXAUTH_RATE_LIMIT_PER_MINUTE)", 429, json(super::error::rate_limited_body(12))));
     out.push(server_error());
     out
+}
+
+fn ready() -> Vec<(&'static str, u16, Value)> {
+    vec![(
+        "not_ready",
+        503,
+        json(super::error::body("not_ready", "not ready: wechat: the circuit breaker is open after repeated failures")),
+    )]
 }
 
 fn login_answer(name: &'static str, answer: LoginError) -> (&'static str, u16, Value) {

@@ -194,7 +194,18 @@ impl LoginApi {
     /// user.
     #[oai(path = "/v1/login", method = "post", operation_id = "login")]
     async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
-        let outcome = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await?;
-        Ok(LoginResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
+        let result = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await;
+        let metrics = self.auth.metrics();
+        match result {
+            Ok(outcome) => {
+                metrics.login_succeeded();
+                Ok(LoginResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
+            }
+            Err(failure) => {
+                let error = LoginError::from(failure);
+                metrics.login_failed(error.code());
+                Err(error)
+            }
+        }
     }
 }

@@ -28,6 +28,16 @@ const NO_STORE: &str = "no-store";
 /// Largest request body accepted; a login body is a few dozen bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// How long a client may take to send its body once the headers are in. A body is at most
+/// [`MAX_BODY_BYTES`]; one that trickles in holds a connection for nothing.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Longest request path written to the access log.
+const MAX_LOGGED_PATH: usize = 200;
+
+/// The operations counted against `WXAUTH_RATE_LIMIT_PER_MINUTE`.
+const RATE_LIMITED: &[&str] = &["/v1/login", "/v1/bind"];
+
 /// Operation groups in Swagger UI, in the order a newcomer needs them.
 #[derive(Tags)]
 pub enum ApiTags {
@@ -142,9 +152,10 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
     serde_json::to_string(&doc).unwrap_or_else(|_| api.spec())
 }
 
-/// Every route: the API, Swagger UI at `/docs` and the spec at `/openapi.json`.
-pub fn routes(auth: Arc<Auth>, dev: bool) -> impl Endpoint {
-    let api = service(auth, dev);
+/// Every route: the API, Swagger UI at `/docs`, the spec at `/openapi.json` and, with
+/// `metrics`, the Prometheus metrics at `/metrics`.
+pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool) -> impl Endpoint {
+    let api = service(auth.clone(), dev);
     let document = spec(&api, dev);
     // Swagger UI embeds the document it is given; give it the published one.
     let html = api.swagger_ui_html().replace(&api.spec(), &document);
@@ -157,12 +168,45 @@ pub fn routes(auth: Arc<Auth>, dev: bool) -> impl Endpoint {
         // Absent in production: 404 before authentication or body parsing can answer.
         route = route.nest("/v1/dev", absent);
     }
+    if metrics {
+        let registry = auth.metrics().clone();
+        route = route.at(
+            "/metrics",
+            poem::endpoint::make_sync(move |_| {
+                Response::builder().header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE).body(registry.render())
+            }),
+        );
+    }
+    let (counted, limited) = (auth.clone(), auth);
     route
         .nest("/docs", docs)
         .at("/openapi.json", served)
         .around(limit_body)
+        .around(move |ep, req| rate_limit(limited.clone(), ep, req))
         .catch_all_error(error::envelope)
         .around(access_log)
+        .around(move |ep, req| count_in_flight(counted.clone(), ep, req))
+}
+
+/// Counts requests being answered (`wxauth_http_requests_in_flight`).
+async fn count_in_flight<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let _in_flight = auth.metrics().request_started();
+    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// `WXAUTH_RATE_LIMIT_PER_MINUTE`: counted per client before the body is read, so that
+/// malformed requests cost their sender too.
+async fn rate_limit<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let limited = req.method() == poem::http::Method::POST && RATE_LIMITED.contains(&req.uri().path());
+    if let Some(peer) = req.remote_addr().as_socket_addr().map(|a| a.ip()).filter(|_| limited) {
+        let forwarded_for: Vec<&str> =
+            req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
+        if let Err(wait) = auth.check_request(peer, forwarded_for.as_deref()) {
+            return Ok(error::rate_limited(wait));
+        }
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
 }
 
 /// A 404 like that of any unknown path.
@@ -172,9 +216,15 @@ fn absent() -> poem::Result<()> {
 }
 
 /// One line per request: method, path (never the query, where a client might put a code
-/// or a token), status and duration.
+/// or a token; cut at [`MAX_LOGGED_PATH`] bytes), status and duration.
 async fn access_log<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::Result<Response> {
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let method = req.method().clone();
+    let path = req.uri().path();
+    // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
+    let path = match path.get(..MAX_LOGGED_PATH) {
+        Some(head) if head.len() < path.len() => format!("{head}…"),
+        _ => path.to_owned(),
+    };
     let started = std::time::Instant::now();
     let resp = ep.call(req).await.map(IntoResponse::into_response)?;
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -183,12 +233,12 @@ async fn access_log<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::R
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's
-/// `SizeLimit` refuses requests without one, which includes every GET).
+/// `SizeLimit` refuses requests without one, which includes every GET), within
+/// [`BODY_DEADLINE`].
 async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poem::Result<Response> {
-    let body = req
-        .take_body()
-        .into_bytes_limit(MAX_BODY_BYTES)
+    let body = tokio::time::timeout(BODY_DEADLINE, req.take_body().into_bytes_limit(MAX_BODY_BYTES))
         .await
+        .map_err(|_| poem::Error::from_status(StatusCode::REQUEST_TIMEOUT))?
         .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
     req.set_body(body);
     ep.call(req).await.map(IntoResponse::into_response)

@@ -89,6 +89,7 @@ impl Auth {
             return Err(RefreshFailure::InvalidGrant("the WeChat identity of this login is no longer bound"));
         };
         let token = self.parts.tokens.issue(&user, &grant.identity).map_err(Internal::from)?;
+        self.parts.metrics.token_issued(token.alg.as_str());
         tracing::info!("refreshed");
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user, identity: grant.identity, created: false })

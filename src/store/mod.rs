@@ -397,6 +397,13 @@ impl Store {
         }
     }
 
+    /// Writes a probe and waits until it is durable (`/readyz`).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.check_writable().await,
+        }
+    }
+
     /// Makes everything written so far durable and logs the store's statistics (shutdown).
     pub async fn close(&self) -> Result<(), StoreError> {
         match &self.backend {

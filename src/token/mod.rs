@@ -155,6 +155,8 @@ pub struct IssuedToken {
     pub token: String,
     /// Lifetime in seconds.
     pub expires_in: u64,
+    /// The algorithm it was signed with.
+    pub alg: SigningAlg,
 }
 
 impl fmt::Debug for IssuedToken {
@@ -272,7 +274,7 @@ impl Tokens {
             unionid: user.unionid.clone(),
         };
         let token = key.signer.sign(&claims)?;
-        Ok(IssuedToken { token, expires_in: ttl })
+        Ok(IssuedToken { token, expires_in: ttl, alg: key.alg })
     }
 
     /// Verifies a token: the algorithm is pinned by the key its `kid` names (never by the

@@ -17,7 +17,7 @@ use std::{
 use serde::Deserialize;
 use url::Url;
 
-use super::{WechatError, errcode, request_id, rid_suffix, transport_error};
+use super::{Upstream, WechatError, errcode, malformed, request_id, rid_suffix};
 use crate::config::{Secret, WechatApp};
 
 /// A token is refreshed this long before WeChat says it expires, so that no request sets
@@ -32,7 +32,6 @@ struct Cached {
 
 /// One app's access token.
 pub(super) struct AccessToken {
-    http: reqwest::Client,
     url: Url,
     /// The request body; it holds the AppSecret.
     body: Secret,
@@ -55,7 +54,7 @@ struct Reply {
 }
 
 impl AccessToken {
-    pub(super) fn new(http: reqwest::Client, base: &Url, app: &WechatApp) -> Result<Self, WechatError> {
+    pub(super) fn new(base: &Url, app: &WechatApp) -> Result<Self, WechatError> {
         let mut url = base.clone();
         url.path_segments_mut()
             .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
@@ -68,7 +67,6 @@ impl AccessToken {
             "force_refresh": false,
         });
         Ok(Self {
-            http,
             url,
             body: Secret::new(body.to_string()),
             current: Mutex::new(None),
@@ -82,8 +80,9 @@ impl AccessToken {
         current.as_ref().filter(|c| Instant::now() < c.good_until).map(|c| c.token.clone())
     }
 
-    /// A token that is good for at least [`MARGIN`] more.
-    pub(super) async fn get(&self) -> Result<Secret, WechatError> {
+    /// A token that is good for at least [`MARGIN`] more, fetched before `deadline` if
+    /// none is cached.
+    pub(super) async fn get(&self, upstream: &Upstream, deadline: Instant) -> Result<Secret, WechatError> {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
@@ -92,7 +91,7 @@ impl AccessToken {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
-        let (token, expires_in) = self.fetch().await?;
+        let (token, expires_in) = self.fetch(upstream, deadline).await?;
         let good_until = Instant::now() + Duration::from_secs(expires_in).saturating_sub(MARGIN);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached { token: token.clone(), good_until });
         Ok(token)
@@ -112,29 +111,20 @@ impl AccessToken {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    async fn fetch(&self) -> Result<(Secret, u64), WechatError> {
+    async fn fetch(&self, upstream: &Upstream, deadline: Instant) -> Result<(Secret, u64), WechatError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let response = self
-            .http
+        let request = upstream
+            .http()
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body.expose().to_owned())
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport_error)?;
-        if status != reqwest::StatusCode::OK {
-            return Err(WechatError::Upstream(format!("stable_token: WeChat answered HTTP {}", status.as_u16())));
-        }
-        interpret(&body)
+            .body(self.body.expose().to_owned());
+        upstream.call("stable_token", request, deadline, interpret).await
     }
 }
 
 /// Turns `stable_token`'s body into a token and its lifetime in seconds.
 fn interpret(body: &[u8]) -> Result<(Secret, u64), WechatError> {
-    let reply: Reply = serde_json::from_slice(body)
-        .map_err(|e| WechatError::Upstream(format!("stable_token: WeChat sent a malformed answer ({e})")))?;
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("stable_token", &e))?;
     let rid = reply.errmsg.as_deref().and_then(request_id);
     match errcode(reply.errcode.as_ref())? {
         0 => {}
@@ -169,6 +159,6 @@ mod tests {
             matches!(interpret(br#"{"errcode":40125,"errmsg":"invalid appsecret"}"#), Err(WechatError::Upstream(m)) if m.contains("40125"))
         );
         assert!(matches!(interpret(br#"{"access_token":""}"#), Err(WechatError::Upstream(_))));
-        assert!(matches!(interpret(b"<html>"), Err(WechatError::Upstream(_))));
+        assert!(matches!(interpret(b"<html>"), Err(WechatError::Transport(_))));
     }
 }

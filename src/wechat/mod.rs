@@ -6,8 +6,12 @@
 
 mod access_token;
 mod singleflight;
+mod upstream;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Deserialize;
 use url::Url;
@@ -15,12 +19,20 @@ use url::Url;
 use crate::{
     config::{Secret, WechatApp, WechatSettings},
     domain::{JsCode, PhoneNumber, SessionKey, WechatSession},
+    metrics::Metrics,
 };
 use access_token::AccessToken;
 use singleflight::SingleFlight;
+pub use upstream::{Limits, MAX_ANSWER_BYTES, Upstream};
 
 /// Delay before the single retry after errcode -1 (WeChat busy).
 const BUSY_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The retry after -1 is sent only if, after the delay, at least this share of the login's
+/// deadline remains: a retry that can only time out would just hold the client longer.
+const RETRY_NEEDS_SHARE: u32 = 4;
+/// Longest text taken from WeChat's answer (an errmsg, an errcode sent as a string) into an
+/// error description or a log line.
+const MAX_QUOTED_CHARS: usize = 120;
 /// How long a code's successful answer is reused. WeChat usually answers before a second
 /// tap arrives, so sharing only in-flight calls would still turn a double tap (or a client
 /// retrying after a lost response) into 40163. Short, because a replayed code gets a token.
@@ -70,9 +82,64 @@ pub enum WechatError {
     /// No complete answer within the configured timeout.
     #[error("WeChat did not answer in time")]
     Timeout,
-    /// Anything else: connection failure, non-200, malformed body, unknown errcode.
+    /// WeChat could not be reached or sent no usable answer: connection refused or reset,
+    /// HTTP 5xx, a body that is not JSON or is too large. Counts against the breaker.
+    #[error("{0}")]
+    Transport(String),
+    /// Not sent: too many requests in flight, or the circuit breaker is open.
+    #[error("WeChat is unavailable: {reason}")]
+    Unavailable {
+        /// Why the request was not sent.
+        reason: &'static str,
+        /// When trying again makes sense.
+        retry_after: Duration,
+    },
+    /// Anything else WeChat answered: another HTTP status, an unknown errcode, a success
+    /// without its fields.
     #[error("{0}")]
     Upstream(String),
+}
+
+impl WechatError {
+    /// The `errcode` label of `wxauth_wechat_errors_total`.
+    pub fn errcode_label(&self) -> String {
+        match self {
+            Self::InvalidCode { .. } => "40029".into(),
+            Self::CodeUsed { .. } => "40163".into(),
+            Self::RateLimited { .. } => "45011".into(),
+            Self::UserBlocked { .. } => "40226".into(),
+            Self::Busy { .. } => "-1".into(),
+            Self::AccessTokenRejected { errcode, .. } => errcode.to_string(),
+            Self::Timeout => "timeout".into(),
+            Self::Transport(_) => "transport".into(),
+            Self::Unavailable { .. } => "unavailable".into(),
+            Self::Upstream(message) => message
+                .split("errcode ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !(c == '-' || c.is_ascii_digit())).next())
+                .filter(|code| !code.is_empty())
+                .unwrap_or("other")
+                .to_owned(),
+        }
+    }
+}
+
+/// Text from WeChat made safe to quote: control characters escaped (a CR/LF would split a
+/// log line), and at most [`MAX_QUOTED_CHARS`] characters.
+pub(crate) fn clean(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_QUOTED_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn rid_suffix(rid: &Option<String>) -> String {
@@ -101,7 +168,9 @@ pub struct WechatClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    upstream: Arc<Upstream>,
+    /// The deadline of one login (or phone-number request), retries included.
+    timeout: Duration,
     code2session_url: Url,
     /// `code2session_url` with every parameter but `js_code`, ending in `&js_code=`: the
     /// per-call work is then encoding the code and one URL parse, where `.query()` cost a
@@ -114,16 +183,18 @@ struct Inner {
 }
 
 impl WechatClient {
-    /// One client per configured app, sharing one connection pool, in the settings' order.
-    pub fn for_apps(settings: &WechatSettings) -> Result<Vec<Self>, WechatError> {
-        let http = Self::http(settings)?;
-        settings.apps.iter().map(|app| Self::with_http(settings, app, http.clone())).collect()
+    /// One client per configured app, in the settings' order, sharing one connection pool,
+    /// one bound on requests in flight and one circuit breaker: they all reach one WeChat.
+    pub fn for_apps(settings: &WechatSettings, metrics: &Metrics) -> Result<Vec<Self>, WechatError> {
+        let upstream = Arc::new(Upstream::new(Self::http(settings)?, settings.limits, metrics.clone()));
+        settings.apps.iter().map(|app| Self::with_upstream(settings, app, upstream.clone())).collect()
     }
 
     /// Builds the client of one app: rustls with certificate verification, timeouts,
     /// keep-alive.
     pub fn new(settings: &WechatSettings, app: &WechatApp) -> Result<Self, WechatError> {
-        Self::with_http(settings, app, Self::http(settings)?)
+        let upstream = Upstream::new(Self::http(settings)?, settings.limits, Metrics::new());
+        Self::with_upstream(settings, app, Arc::new(upstream))
     }
 
     fn http(settings: &WechatSettings) -> Result<reqwest::Client, WechatError> {
@@ -138,7 +209,7 @@ impl WechatClient {
             .map_err(|e| WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url())))
     }
 
-    fn with_http(settings: &WechatSettings, app: &WechatApp, http: reqwest::Client) -> Result<Self, WechatError> {
+    fn with_upstream(settings: &WechatSettings, app: &WechatApp, upstream: Arc<Upstream>) -> Result<Self, WechatError> {
         let mut code2session_url = settings.base_url.clone();
         code2session_url
             .path_segments_mut()
@@ -153,9 +224,10 @@ impl WechatClient {
             .extend(["wxa", "business", "getuserphonenumber"]);
         Ok(Self {
             inner: Arc::new(Inner {
-                access_token: AccessToken::new(http.clone(), &settings.base_url, app)?,
+                access_token: AccessToken::new(&settings.base_url, app)?,
                 phone_url,
-                http,
+                upstream,
+                timeout: settings.timeout,
                 code2session_prefix: Secret::new(query_prefix(&code2session_url, &app.appid, app.secret.expose())),
                 code2session_url,
                 appid: app.appid.clone(),
@@ -182,35 +254,27 @@ impl WechatClient {
 
     /// `getuserphonenumber`: the phone number behind a code from the mini-program's
     /// `getPhoneNumber` button. When WeChat refuses the access token (40001, 40014,
-    /// 42001), it is refreshed and the call retried once, never in a loop.
+    /// 42001), it is refreshed and the call retried once, never in a loop. The token fetch
+    /// and the retry share one deadline.
     pub async fn phone_number(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.timeout;
         let body = serde_json::json!({ "code": code.as_str(), "openid": openid }).to_string();
         let mut refused = None;
         for _ in 0..2 {
-            let token = self.inner.access_token.get().await?;
-            let mut url = self.inner.phone_url.clone();
+            let token = inner.access_token.get(&inner.upstream, deadline).await?;
+            let mut url = inner.phone_url.clone();
             url.query_pairs_mut().append_pair("access_token", token.expose());
-            let response = self
-                .inner
-                .http
+            let request = inner
+                .upstream
+                .http()
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(transport_error)?;
-            let status = response.status();
-            let answer = response.bytes().await.map_err(transport_error)?;
-            if status != reqwest::StatusCode::OK {
-                return Err(WechatError::Upstream(format!(
-                    "getuserphonenumber: WeChat answered HTTP {}",
-                    status.as_u16()
-                )));
-            }
-            match interpret_phone(&answer) {
+                .body(body.clone());
+            match inner.upstream.call("getuserphonenumber", request, deadline, interpret_phone).await {
                 Err(e @ WechatError::AccessTokenRejected { .. }) => {
                     tracing::warn!(error = %e, "access token refused; refreshing it and retrying once");
-                    self.inner.access_token.invalidate(&token);
+                    inner.access_token.invalidate(&token);
                     refused = Some(e);
                 }
                 other => return other,
@@ -224,12 +288,23 @@ impl WechatClient {
         self.inner.access_token.fetches()
     }
 
+    /// Whether requests reach WeChat (the circuit breaker is closed).
+    pub fn reachable(&self) -> bool {
+        self.inner.upstream.is_closed()
+    }
+
+    /// One login's exchange, within one deadline. -1 is transient, but retrying re-sends
+    /// the same code, so only once, and only when enough of the deadline remains for it.
     async fn code2session_with_retry(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
-        match self.code2session_once(code).await {
-            // -1 is transient; retrying re-sends the same code, so only once.
-            Err(WechatError::Busy { .. }) => {
+        let deadline = Instant::now() + self.inner.timeout;
+        match self.code2session_once(code, deadline).await {
+            Err(WechatError::Busy { rid })
+                if deadline.saturating_duration_since(Instant::now())
+                    >= BUSY_RETRY_DELAY + self.inner.timeout / RETRY_NEEDS_SHARE =>
+            {
+                tracing::info!(rid = rid.as_deref().unwrap_or_default(), "WeChat busy (-1); retrying once");
                 tokio::time::sleep(BUSY_RETRY_DELAY).await;
-                self.code2session_once(code).await
+                self.code2session_once(code, deadline).await
             }
             other => other,
         }
@@ -237,9 +312,9 @@ impl WechatClient {
 
     /// One call, logged once with its outcome (never with the query: it carries the
     /// AppSecret and the code).
-    async fn code2session_once(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
-        let started = std::time::Instant::now();
-        let result = self.fetch_session(code).await;
+    async fn code2session_once(&self, code: &JsCode, deadline: Instant) -> Result<WechatSession, WechatError> {
+        let started = Instant::now();
+        let result = self.fetch_session(code, deadline).await;
         let endpoint = self.inner.code2session_url.as_str();
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
@@ -249,18 +324,12 @@ impl WechatClient {
         result
     }
 
-    async fn fetch_session(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
+    async fn fetch_session(&self, code: &JsCode, deadline: Instant) -> Result<WechatSession, WechatError> {
         let inner = &self.inner;
         let mut url = inner.code2session_prefix.expose().to_owned();
         url.extend(url::form_urlencoded::byte_serialize(code.as_str().as_bytes()));
         let url = Url::parse(&url).map_err(|_| WechatError::Upstream("cannot build the code2Session URL".into()))?;
-        let response = inner.http.get(url).send().await.map_err(transport_error)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport_error)?;
-        if status != reqwest::StatusCode::OK {
-            return Err(WechatError::Upstream(format!("WeChat answered HTTP {}", status.as_u16())));
-        }
-        interpret(&body)
+        inner.upstream.call("code2session", inner.upstream.http().get(url), deadline, interpret).await
     }
 }
 
@@ -276,19 +345,9 @@ fn query_prefix(url: &Url, appid: &str, secret: &str) -> String {
     prefix
 }
 
-fn transport_error(err: reqwest::Error) -> WechatError {
-    if err.is_timeout() {
-        WechatError::Timeout
-    } else {
-        // `without_url`: the URL holds the AppSecret.
-        WechatError::Upstream(format!("cannot reach WeChat: {}", err.without_url()))
-    }
-}
-
 /// Turns WeChat's body into a session or an error, whatever the Content-Type said.
 fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
-    let reply: Reply = serde_json::from_slice(body)
-        .map_err(|e| WechatError::Upstream(format!("WeChat sent a malformed answer ({e})")))?;
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("code2Session", &e))?;
     let rid = reply.errmsg.as_deref().and_then(request_id);
     let errcode = errcode(reply.errcode.as_ref())?;
     match errcode {
@@ -333,7 +392,12 @@ fn errcode(value: Option<&serde_json::Value>) -> Result<i64, WechatError> {
 }
 
 fn bad_errcode(value: impl std::fmt::Display) -> WechatError {
-    WechatError::Upstream(format!("WeChat sent an unreadable errcode: {value}"))
+    WechatError::Upstream(format!("WeChat sent an unreadable errcode: {}", clean(&value.to_string())))
+}
+
+/// A body that is not the JSON an API answers: not WeChat speaking, so a transport failure.
+fn malformed(api: &str, err: &serde_json::Error) -> WechatError {
+    WechatError::Transport(format!("{api}: WeChat sent a malformed answer ({})", clean(&err.to_string())))
 }
 
 /// `getuserphonenumber`'s answer.
@@ -347,8 +411,7 @@ fn interpret_phone(body: &[u8]) -> Result<PhoneNumber, WechatError> {
         #[serde(default)]
         phone_info: Option<serde_json::Map<String, serde_json::Value>>,
     }
-    let reply: Reply = serde_json::from_slice(body)
-        .map_err(|e| WechatError::Upstream(format!("getuserphonenumber: WeChat sent a malformed answer ({e})")))?;
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("getuserphonenumber", &e))?;
     let rid = reply.errmsg.as_deref().and_then(request_id);
     match errcode(reply.errcode.as_ref())? {
         0 => {}
@@ -405,7 +468,7 @@ mod tests {
             matches!(interpret(br#"{"errcode":99999,"errmsg":"new"}"#), Err(WechatError::Upstream(m)) if m.contains("99999"))
         );
         assert!(matches!(interpret(br#"{"openid":"o"}"#), Err(WechatError::Upstream(_))));
-        assert!(matches!(interpret(b"<html>"), Err(WechatError::Upstream(_))));
+        assert!(matches!(interpret(b"<html>"), Err(WechatError::Transport(_))));
     }
 }
 

@@ -59,6 +59,7 @@ async fn client(mock: Arc<Mock>) -> WechatClient {
         apps: vec![WechatApp { appid: "wx1".into(), secret: crate::config::Secret::new("s") }],
         base_url: Url::parse(&format!("http://{addr}")).unwrap(),
         timeout: Duration::from_secs(5),
+        limits: crate::wechat::Limits { max_inflight: 100, breaker_failures: 20, breaker_open: Duration::from_secs(5) },
     };
     WechatClient::new(&settings, &settings.apps[0]).unwrap()
 }

@@ -664,6 +664,13 @@ impl SledStore {
         decode_version(self.meta.get(SCHEMA_KEY)?.as_deref()).map(|_| ())
     }
 
+    /// Writes a probe record and waits until it is durable: proof that writes work now.
+    pub(super) async fn check_writable(&self) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp().to_be_bytes();
+        self.meta.insert(WRITE_PROBE_KEY, &now)?;
+        self.commit.wait().await
+    }
+
     pub(super) async fn close(&self) -> Result<(), StoreError> {
         self.commit.wait().await?;
         let stats = self.commit.stats();
@@ -676,6 +683,9 @@ impl SledStore {
         Ok(())
     }
 }
+
+/// The meta key `/readyz` writes to.
+const WRITE_PROBE_KEY: &[u8] = b"write_probe";
 
 const MISSING: &str = "a binding or account points at a missing user";
 

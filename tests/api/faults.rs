@@ -235,3 +235,40 @@ async fn behind_a_trusted_proxy_the_rate_limit_counts_each_forwarded_client() {
         .unwrap();
     assert_error(bind, 429, "rate_limited").await;
 }
+
+/// The value of one sample line of `/metrics`, e.g. `wxauth_logins_total{outcome="success"}`.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_logins_wechat_requests_and_tokens_after_a_known_sequence() {
+    let app = app_with(&[]).await;
+    app.login_ok("one@ann").await;
+    app.login_ok("two@ann").await;
+    app.wechat.script("wrong", [Reply::errcode(40029)]);
+    assert_eq!(app.login("wrong").await.status(), 400);
+
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = resp.text().await.unwrap();
+    for (name, value) in [
+        (r#"wxauth_logins_total{outcome="success"}"#, 2.0),
+        (r#"wxauth_logins_total{outcome="invalid_code"}"#, 1.0),
+        (r#"wxauth_tokens_issued_total{alg="ES256"}"#, 2.0),
+        (r#"wxauth_wechat_errors_total{api="code2session",errcode="40029"}"#, 1.0),
+        (r#"wxauth_wechat_request_duration_seconds_count{api="code2session"}"#, 3.0),
+        ("wxauth_wechat_breaker_state", 0.0),
+        // This request itself.
+        ("wxauth_http_requests_in_flight", 1.0),
+    ] {
+        assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let app = app_with(&[("WXAUTH_METRICS", "off")]).await;
+    assert_error(app.get("/metrics").await, 404, "not_found").await;
+}

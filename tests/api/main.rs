@@ -3,6 +3,7 @@
 mod apps;
 mod binding;
 mod clients;
+mod connections;
 mod faults;
 mod helpers;
 mod input;

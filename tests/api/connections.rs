@@ -1,0 +1,98 @@
+//! Connection limits: slow clients are cut off, open connections are capped, and health
+//! checks keep answering meanwhile.
+
+use std::time::{Duration, Instant};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use wxauth::{api::BODY_DEADLINE, server::HEADER_DEADLINE};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap()
+}
+
+/// Reads until the server closes the connection; what it sent on the way.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> String {
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {within:?}");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A client without a connection pool: every request opens a new connection.
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
+}
+
+#[tokio::test]
+async fn slow_clients_that_never_finish_their_headers_are_cut_off_while_health_keeps_answering() {
+    let app = spawn_app().await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = connect(&app).await;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: wxauth\r\nX-Slow: ").await.unwrap();
+        slow.push(stream);
+    }
+
+    let client = fresh_client();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let resp = client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(500), "healthz took {:?}", started.elapsed());
+    }
+    // One more byte now and then does not buy more time: the deadline covers the whole head.
+    tokio::time::sleep(HEADER_DEADLINE / 2).await;
+    for stream in &mut slow {
+        stream.write_all(b"x").await.unwrap();
+    }
+    for stream in &mut slow {
+        until_closed(stream, HEADER_DEADLINE / 2 + Duration::from_secs(3)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let app = spawn_app().await;
+    let mut stream = connect(&app).await;
+    let head = "POST /v1/login HTTP/1.1\r\nHost: wxauth\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"code\":";
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    let answer = until_closed(&mut stream, BODY_DEADLINE + Duration::from_secs(3)).await;
+
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
+    assert!(app.wechat.calls().is_empty());
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_wait_until_one_closes() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_MAX_CONNECTIONS", "4");
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect(&app).await);
+    }
+    let client = fresh_client();
+    let healthz = || client.get(format!("{}/healthz", app.address)).timeout(Duration::from_millis(500)).send();
+    assert!(healthz().await.is_err(), "a fifth connection was served");
+
+    drop(held.pop());
+
+    assert_eq!(healthz().await.unwrap().status(), 200);
+}

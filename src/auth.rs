@@ -159,6 +159,7 @@ impl From<StoreError> for BindFailure {
             | StoreError::Corrupt(_)
             | StoreError::AccountExists
             | StoreError::NoSuchUser
+            | StoreError::WrongMode { .. }
             | StoreError::NotCreated) => Self::Internal(e.into()),
         }
     }

@@ -340,6 +340,16 @@ impl Settings {
         let dev = mode == Mode::Dev;
         let listen: SocketAddr =
             layers.parse("listen", SocketAddr::from(([127, 0, 0, 1], 8080)), "HOST:PORT such as 127.0.0.1:8080")?;
+        if dev && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "dev mode listens on loopback only, because it signs tokens for any code; \
+                     got {listen}: use 127.0.0.1:{port}, or run without --dev",
+                    port = listen.port()
+                ),
+            ));
+        }
         let signing_alg = layers.parse("signing_alg", SigningAlg::ES256, "one of ES256, EdDSA, RS256")?;
         let log_format = match layers.get("log_format").map(str::trim) {
             None if dev => LogFormat::Text,
@@ -351,7 +361,7 @@ impl Settings {
             }
         };
         let wechat = wechat_settings(layers, mode)?;
-        let issuer = layers.get("issuer").map(parse_issuer).transpose()?;
+        let issuer = layers.get("issuer").map(|raw| parse_issuer(raw, dev)).transpose()?;
         let audience = match layers.get("audience").map(str::trim) {
             Some("") => return Err(invalid("audience", "must not be empty".into())),
             Some(aud) => aud.to_owned(),
@@ -559,10 +569,27 @@ fn trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         .collect()
 }
 
-fn parse_issuer(raw: &str) -> Result<String, ConfigError> {
+/// The issuer URL. Outside dev mode, plain `http://` only for a loopback host: verifiers
+/// fetch the keys from it, and over plain HTTP anyone on the way could hand them others.
+fn parse_issuer(raw: &str, dev: bool) -> Result<String, ConfigError> {
     let url = Url::parse(raw.trim()).map_err(|e| invalid("issuer", format!("not a URL ({e}): {raw:?}")))?;
     if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("issuer", format!("expected an http(s) URL without query or fragment, got {raw:?}")));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback && !dev {
+        return Err(invalid(
+            "issuer",
+            format!(
+                "plain http:// is refused for a public host ({raw:?}): verifiers fetch the signing keys \
+                 from the issuer, so use https://"
+            ),
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -672,10 +699,59 @@ mod tests {
             ("WXAUTH_WECHAT_BASE_URL", "http://api.weixin.qq.com"),
             ("WXAUTH_ISSUER", "not a url"),
             ("WXAUTH_DATA_DIR", ""),
+            ("WXAUTH_LISTEN", "0.0.0.0:8080"),
+            ("WXAUTH_LISTEN", "192.0.2.7:8080"),
+            ("WXAUTH_WECHAT_MAX_INFLIGHT", "0"),
+            ("WXAUTH_WECHAT_BREAKER_FAILURES", "0"),
+            ("WXAUTH_WECHAT_BREAKER_OPEN_SECS", "0"),
+            ("WXAUTH_RATE_LIMIT_PER_MINUTE", "-1"),
+            ("WXAUTH_METRICS", "yes"),
+            ("WXAUTH_MAX_CONNECTIONS", "0"),
         ] {
             let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{var}={value:?} gave: {err}");
         }
+    }
+
+    #[test]
+    fn production_takes_plain_http_issuers_only_for_loopback_hosts() {
+        let prod = |issuer: &str| {
+            load(
+                Mode::Serve,
+                &[("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s"), ("WXAUTH_ISSUER", issuer)],
+            )
+        };
+        for public in ["http://auth.example.com", "http://192.0.2.7:8080", "http://[2001:db8::1]/"] {
+            let err = prod(public).unwrap_err().to_string();
+            assert!(err.contains("WXAUTH_ISSUER") && err.contains("https://"), "{public}: {err}");
+        }
+        for fine in ["https://auth.example.com", "http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]
+        {
+            assert!(prod(fine).is_ok(), "{fine} refused");
+        }
+        assert!(load(Mode::Dev, &[("WXAUTH_ISSUER", "http://auth.example.com")]).is_ok(), "dev mode refused it");
+    }
+
+    #[test]
+    fn dev_mode_listens_on_loopback_only_and_production_anywhere() {
+        assert!(load(Mode::Dev, &[("WXAUTH_LISTEN", "[::1]:8080")]).is_ok());
+        let err = load(Mode::Dev, &[("WXAUTH_LISTEN", "0.0.0.0:8080")]).unwrap_err().to_string();
+        assert!(err.contains("loopback") && err.contains("--dev"), "{err}");
+        let prod = [("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s"), ("WXAUTH_LISTEN", "0.0.0.0:8080")];
+        assert!(load(Mode::Serve, &prod).is_ok());
+    }
+
+    #[test]
+    fn reliability_settings_have_their_documented_defaults() {
+        let s = load(Mode::Dev, &[]).unwrap();
+        assert_eq!(s.wechat.limits.max_inflight, 2048);
+        assert_eq!(s.wechat.limits.breaker_failures, 20);
+        assert_eq!(s.wechat.limits.breaker_open, Duration::from_secs(5));
+        assert_eq!(s.attempt_limits.requests_per_ip, 0);
+        assert!(s.metrics);
+        assert_eq!(s.max_connections, 10_000);
+        let s = load(Mode::Dev, &[("WXAUTH_RATE_LIMIT_PER_MINUTE", "30"), ("WXAUTH_METRICS", "off")]).unwrap();
+        assert_eq!((s.attempt_limits.requests_per_ip, s.metrics), (30, false));
     }
 
     #[test]

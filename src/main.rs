@@ -7,6 +7,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Everything wxauth writes (database, keys, admin socket) is for its own user only.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = wxauth::cli::Cli::parse();
     match wxauth::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,6 +64,20 @@ pub enum StartupError {
     /// The password checker could not start.
     #[error("password hashing: {0}")]
     Password(#[from] PasswordError),
+    /// The data or keys directory is open to other users.
+    #[error(
+        "{setting}={path} is accessible to other users (mode {mode:04o}) and holds secrets: \
+         run `chmod 700 {path}`",
+        path = .path.display()
+    )]
+    Exposed {
+        /// The setting naming the directory.
+        setting: &'static str,
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The admin socket could not be created.
     #[error("cannot create the admin socket {path} (WXAUTH_ADMIN_SOCKET): {source}")]
     AdminSocket {
@@ -122,14 +136,19 @@ impl Application {
                 format!("http://{addr}")
             }
         };
+        private_dir(&settings.keys_dir, "WXAUTH_KEYS_DIR", settings.dev)?;
+        let StoreSettings::Sled(sled) = &settings.store;
+        private_dir(&sled.data_dir, "WXAUTH_DATA_DIR", settings.dev)?;
         let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, KeyMode::of(settings.dev))?;
         let sealer = Sealer::load_or_create(&settings.keys_dir)?;
-        let store = Store::open(&settings.store, sealer).await.map_err(|source| StartupError::Store {
-            location: match &settings.store {
-                StoreSettings::Sled(s) => format!("WXAUTH_DATA_DIR={}", s.data_dir.display()),
-            },
-            source,
-        })?;
+        let location = match &settings.store {
+            StoreSettings::Sled(s) => format!("WXAUTH_DATA_DIR={}", s.data_dir.display()),
+        };
+        let store = Store::open(&settings.store, sealer)
+            .await
+            .map_err(|source| StartupError::Store { location: location.clone(), source })?;
+        // Dev mode logs anyone in as anyone: its users must never meet production's.
+        store.claim_mode(KeyMode::of(settings.dev)).await.map_err(|source| StartupError::Store { location, source })?;
         // After the store: its lock proves no other server uses this data directory.
         let admin = admin::Listener::bind(&settings.admin_socket)
             .await
@@ -205,6 +224,24 @@ impl Application {
         }
         served
     }
+}
+
+/// Refuses (dev mode: warns about) a directory that other users can read or enter: the data
+/// directory holds session keys and phone numbers, the keys directory the signing keys. A
+/// missing one is fine: it is created 0700.
+fn private_dir(path: &std::path::Path, setting: &'static str, dev: bool) -> Result<(), StartupError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let exposed = StartupError::Exposed { setting, path: path.to_owned(), mode };
+    if dev {
+        tracing::warn!("{exposed} (refused outside dev mode)");
+        return Ok(());
+    }
+    Err(exposed)
 }
 
 /// File descriptors kept free of connections: the store, keys, admin socket, WeChat.

@@ -64,6 +64,17 @@ pub enum StoreError {
     /// The bind ticket is unknown, spent or expired.
     #[error("the bind ticket is unknown, already used or expired")]
     TicketNotFound,
+    /// The store was created by a server in the other mode (dev or production).
+    #[error(
+        "this data directory was created in {recorded} mode and this server runs in {running} mode; \
+         dev mode logs anyone in as anyone, so the two never share users: use another WXAUTH_DATA_DIR"
+    )]
+    WrongMode {
+        /// The mode the store was created in.
+        recorded: &'static str,
+        /// The mode of this server.
+        running: &'static str,
+    },
     /// No user has this id (it was removed meanwhile).
     #[error("no such user")]
     NoSuchUser,
@@ -394,6 +405,14 @@ impl Store {
     pub async fn check(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(s) => s.check().await,
+        }
+    }
+
+    /// Records the mode (dev or production) a new store is created in, and refuses one
+    /// created in the other mode.
+    pub async fn claim_mode(&self, mode: crate::domain::KeyMode) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(s) => s.claim_mode(mode).await,
         }
     }
 

@@ -48,7 +48,7 @@ use super::{
 };
 use crate::{
     config::SledSettings,
-    domain::{Details, Identity, SessionKey, User, UserId, WechatSession},
+    domain::{Details, Identity, KeyMode, SessionKey, User, UserId, WechatSession},
 };
 use commit::GroupCommit;
 use record::{AccountRecord, DetailsRecord, IdentityRecord, Keys, TicketRecord, UserRecord};
@@ -103,6 +103,10 @@ enum Fast {
 
 impl SledStore {
     pub(super) async fn open(settings: &SledSettings, sealer: Sealer) -> Result<Self, StoreError> {
+        // Before sled creates it with the process umask: it holds session keys.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&settings.data_dir)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", settings.data_dir.display())))?;
         let db = ::sled::Config::new().path(&settings.data_dir).cache_capacity(settings.cache_bytes).open()?;
         let meta = db.open_tree("meta")?;
         let version = match meta.compare_and_swap(SCHEMA_KEY, None::<&[u8]>, Some(&SCHEMA_VERSION.to_be_bytes()[..]))? {
@@ -664,6 +668,19 @@ impl SledStore {
         decode_version(self.meta.get(SCHEMA_KEY)?.as_deref()).map(|_| ())
     }
 
+    pub(super) async fn claim_mode(&self, mode: KeyMode) -> Result<(), StoreError> {
+        let name = |mode| if mode == KeyMode::Dev { "dev" } else { "production" };
+        let running = name(mode);
+        match self.meta.compare_and_swap(MODE_KEY, None::<&[u8]>, Some(running.as_bytes()))? {
+            Ok(()) => self.commit.wait().await,
+            Err(found) if found.current.as_deref() == Some(running.as_bytes()) => Ok(()),
+            Err(found) => {
+                let recorded = if found.current.as_deref() == Some(b"dev") { "dev" } else { "production" };
+                Err(StoreError::WrongMode { recorded, running })
+            }
+        }
+    }
+
     /// Writes a probe record and waits until it is durable: proof that writes work now.
     pub(super) async fn check_writable(&self) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc().unix_timestamp().to_be_bytes();
@@ -683,6 +700,9 @@ impl SledStore {
         Ok(())
     }
 }
+
+/// The meta key of the mode the store was created in.
+const MODE_KEY: &[u8] = b"mode";
 
 /// The meta key `/readyz` writes to.
 const WRITE_PROBE_KEY: &[u8] = b"write_probe";

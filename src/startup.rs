@@ -41,6 +41,9 @@ pub enum StartupError {
          e.g. https://auth.example.com"
     )]
     IssuerRequired(SocketAddr),
+    /// A signal handler could not be installed.
+    #[error("cannot install a signal handler: {0}")]
+    Signal(std::io::Error),
     /// The dev-mode WeChat mock could not start.
     #[error("cannot start the dev-mode WeChat mock: {0}")]
     DevMock(std::io::Error),
@@ -97,6 +100,10 @@ pub struct Application {
     max_connections: usize,
     admin: admin::Listener,
     auth: Arc<Auth>,
+    /// Held for its handler: past `RLIMIT_FSIZE` the kernel sends SIGXFSZ, whose default
+    /// action kills the process. Handled, the write fails with EFBIG instead, and the
+    /// request gets a 503 like on a full disk.
+    _file_too_large: tokio::signal::unix::Signal,
 }
 
 impl Application {
@@ -108,6 +115,10 @@ impl Application {
 
     /// [`Application::build`] with a clock of the caller's (tests move time with it).
     pub async fn build_with_clock(mut settings: Settings, clock: Clock) -> Result<Self, StartupError> {
+        let file_too_large = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+            rustix::process::Signal::XFSZ.as_raw(),
+        ))
+        .map_err(StartupError::Signal)?;
         if settings.dev {
             let slow = settings.wechat.timeout + Duration::from_secs(1);
             settings.wechat.base_url =
@@ -174,6 +185,7 @@ impl Application {
             max_connections: connection_cap(settings.max_connections),
             admin,
             auth: Arc::new(Auth::new(parts)),
+            _file_too_large: file_too_large,
         })
     }
 

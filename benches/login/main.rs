@@ -139,6 +139,13 @@ async fn http() {
     knobs.delay_ms.store(0, Ordering::Relaxed);
     server.stop();
 
+    // Overload: returning logins from ten times the connections of the runs above, each
+    // sending again as soon as it is answered, while one more connection probes /healthz.
+    let server = Server::start(dir.path(), &wechat);
+    let (logins, health) = (returning(&server.addr), get(&server.addr, "/healthz"));
+    let (flood, probe) = tokio::join!(drive(&logins, 10 * c, dur), drive(&health, 1, dur));
+    server.stop();
+
     // A large store, built through the store API.
     let big = tempfile::tempdir().unwrap();
     let big_dir = std::env::var_os("WXAUTH_BENCH_BIG_DIR").map_or_else(|| big.path().to_owned(), Into::into);
@@ -209,6 +216,16 @@ async fn http() {
             run: Some(&hidden),
             extra: format!("{:.3} × the ideal 10000/s", hidden.rate() / 10_000.0),
         },
+        Row {
+            figure: format!("8a. overload: returning logins from {} connections", 10 * c),
+            run: Some(&flood),
+            extra: format!("{:.3} × the rate from {c}", flood.rate() / same.rate()),
+        },
+        Row {
+            figure: "8b. `GET /healthz` during that overload, one connection".into(),
+            run: Some(&probe),
+            extra: "the liveness probe of an overloaded server".into(),
+        },
     ]);
     println!(
         "\nStore with {users} users: built in {:.1} s through the store API ({:.0} first logins/s), \
@@ -246,6 +263,7 @@ async fn http() {
         ),
         ("RSS MB at 1M users", rss_big, "< 200", rss_big < 200.0),
         ("hidden latency / ideal", hidden.rate() / 10_000.0, "≥ 0.8", hidden.rate() / 10_000.0 >= 0.8),
+        ("healthz p99 ms under 10× login load", probe.ms(0.99), "< 50", probe.ms(0.99) < 50.0),
     ];
     for (figure, value, target, met) in targets {
         println!("| {figure} | {value:.3} | {target} | {} |", if met { "yes" } else { "NO" });

@@ -15,6 +15,7 @@ use super::NO_STORE;
 use crate::{
     auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
     opendata::OpenDataError,
+    store::StoreError,
     token::Rejection,
     wechat::WechatError,
 };
@@ -23,6 +24,8 @@ use crate::{
 const RATE_LIMIT_RETRY_SECS: u64 = 60;
 /// Seconds a client should wait after WeChat said it was busy.
 const BUSY_RETRY_SECS: u64 = 2;
+/// Retry-After of `temporarily_unavailable`: reopening the database takes a moment.
+const STORE_RETRY_SECS: u64 = 1;
 const REALM: &str = "Bearer realm=\"wxauth\"";
 
 /// Error body.
@@ -46,10 +49,42 @@ pub fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {
 }
 
 /// Logs a server-side failure once and answers without its details.
-fn internal(err: Internal) -> Json<ErrorBody> {
+fn internal(err: Internal) -> InternalAnswer {
     tracing::error!(error = %err, "request failed");
-    body("server_error", "internal error; see the server log")
+    match err {
+        Internal::Store(StoreError::Database(_)) => InternalAnswer::Unavailable(
+            body(
+                "temporarily_unavailable",
+                "the database cannot write right now (full disk or I/O error); retry shortly",
+            ),
+            STORE_RETRY_SECS,
+        ),
+        _ => InternalAnswer::Failed(body("server_error", "internal error; see the server log")),
+    }
 }
+
+/// How a failure that is not the client's fault is answered.
+enum InternalAnswer {
+    /// 500: a bug or a corrupt record.
+    Failed(Json<ErrorBody>),
+    /// 503: the database failed to read or write; it is opened again by itself.
+    Unavailable(Json<ErrorBody>, u64),
+}
+
+/// Every operation answers an internal failure the same way.
+macro_rules! from_internal_answer {
+    ($($error:ident),*) => {$(
+        impl From<InternalAnswer> for $error {
+            fn from(answer: InternalAnswer) -> Self {
+                match answer {
+                    InternalAnswer::Failed(b) => Self::Internal(b),
+                    InternalAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+                }
+            }
+        }
+    )*};
+}
+from_internal_answer!(LoginError, BindError, MeError, PhoneError, ProfileError, DevError, RefreshError, LogoutError);
 
 /// How a WeChat failure is answered, by every operation that calls WeChat.
 enum WechatAnswer {
@@ -129,6 +164,8 @@ pub enum LoginError {
     /// `wechat_unavailable`: WeChat was busy twice in a row (errcode -1), too many requests
     /// to WeChat are in flight, or WeChat failed repeatedly and the circuit breaker is
     /// open. Nothing was sent to WeChat in the last two cases; retry after `Retry-After`.
+    /// `temporarily_unavailable`: the database cannot write right now (a full disk, an I/O
+    /// error); the server opens it again by itself.
     #[oai(status = 503)]
     Unavailable(
         Json<ErrorBody>,
@@ -185,7 +222,7 @@ impl From<LoginFailure> for LoginError {
                 }),
                 NO_STORE.into(),
             ),
-            LoginFailure::Internal(e) => Self::Internal(internal(e)),
+            LoginFailure::Internal(e) => internal(e).into(),
         }
     }
 }
@@ -268,7 +305,7 @@ impl From<BindFailure> for BindError {
             BindFailure::TooManyAttempts { retry_after } => {
                 Self::TooManyRequests(body("rate_limited", text), retry_after)
             }
-            BindFailure::Internal(e) => Self::Internal(internal(e)),
+            BindFailure::Internal(e) => internal(e).into(),
         }
     }
 }
@@ -288,13 +325,22 @@ pub enum MeError {
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `temporarily_unavailable`: the database cannot write right now (a full disk, an
+    /// I/O error); the server opens it again by itself. Retry after `Retry-After`.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 impl From<BearerFailure> for MeError {
     fn from(failure: BearerFailure) -> Self {
         match failure {
             BearerFailure::Rejected(r) => rejected(r),
-            BearerFailure::Internal(e) => Self::Internal(internal(e)),
+            BearerFailure::Internal(e) => internal(e).into(),
         }
     }
 }
@@ -437,6 +483,15 @@ pub enum ProfileError {
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `temporarily_unavailable`: the database cannot write right now (a full disk, an
+    /// I/O error); the server opens it again by itself. Retry after `Retry-After`.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 /// How an open-data failure is answered, before it is fitted to one operation's statuses.
@@ -444,7 +499,7 @@ enum OpenDataAnswer {
     BadRequest(Json<ErrorBody>),
     Unauthorized(Json<ErrorBody>, String),
     Conflict(Json<ErrorBody>),
-    Internal(Json<ErrorBody>),
+    Internal(InternalAnswer),
     Wechat(WechatAnswer),
 }
 
@@ -453,7 +508,8 @@ fn open_data_answer(failure: OpenDataFailure) -> OpenDataAnswer {
     match failure {
         OpenDataFailure::Rejected(r) => match rejected(r) {
             MeError::Unauthorized(b, challenge) => OpenDataAnswer::Unauthorized(b, challenge),
-            MeError::Internal(b) => OpenDataAnswer::Internal(b),
+            MeError::Internal(b) => OpenDataAnswer::Internal(InternalAnswer::Failed(b)),
+            MeError::Unavailable(b, secs) => OpenDataAnswer::Internal(InternalAnswer::Unavailable(b, secs)),
         },
         OpenDataFailure::InvalidRequest(_)
         | OpenDataFailure::InvalidCode(_)
@@ -489,7 +545,7 @@ impl From<OpenDataFailure> for PhoneError {
             OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
             OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
             OpenDataAnswer::Conflict(b) => Self::Conflict(b),
-            OpenDataAnswer::Internal(b) => Self::Internal(b),
+            OpenDataAnswer::Internal(answer) => answer.into(),
             OpenDataAnswer::Wechat(WechatAnswer::BadRequest(b)) => Self::BadRequest(b),
             OpenDataAnswer::Wechat(WechatAnswer::Forbidden(b) | WechatAnswer::BadGateway(b)) => Self::BadGateway(b),
             OpenDataAnswer::Wechat(WechatAnswer::TooManyRequests(b, secs)) => Self::TooManyRequests(b, secs),
@@ -509,7 +565,7 @@ macro_rules! from_open_data_without_wechat {
                     OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
                     OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
                     OpenDataAnswer::Conflict(b) => Self::Conflict(b),
-                    OpenDataAnswer::Internal(b) => Self::Internal(b),
+                    OpenDataAnswer::Internal(answer) => answer.into(),
                     OpenDataAnswer::Wechat(_) => {
                         Self::Internal(body("server_error", "internal error; see the server log"))
                     }
@@ -540,6 +596,15 @@ pub enum DevError {
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `temporarily_unavailable`: the database cannot write right now (a full disk, an
+    /// I/O error); the server opens it again by itself. Retry after `Retry-After`.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 /// Errors of `POST /v1/token/refresh`.
@@ -556,6 +621,15 @@ pub enum RefreshError {
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `temporarily_unavailable`: the database cannot write right now (a full disk, an
+    /// I/O error); the server opens it again by itself. Retry after `Retry-After`.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 impl From<RefreshFailure> for RefreshError {
@@ -563,7 +637,7 @@ impl From<RefreshFailure> for RefreshError {
         let text = failure.to_string();
         match failure {
             RefreshFailure::InvalidGrant(_) => Self::Unauthorized(body("invalid_grant", text)),
-            RefreshFailure::Internal(e) => Self::Internal(internal(e)),
+            RefreshFailure::Internal(e) => internal(e).into(),
         }
     }
 }
@@ -577,10 +651,19 @@ pub enum LogoutError {
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `temporarily_unavailable`: the database cannot write right now (a full disk, an
+    /// I/O error); the server opens it again by itself. Retry after `Retry-After`.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 impl From<Internal> for LogoutError {
     fn from(e: Internal) -> Self {
-        Self::Internal(internal(e))
+        internal(e).into()
     }
 }

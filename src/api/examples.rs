@@ -6,11 +6,14 @@
 use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
-use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError, RefreshError};
+use super::error::{
+    BindError, DevError, ErrorBody, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError,
+};
 use crate::{
-    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, LoginFailure, OpenDataFailure, RefreshFailure},
+    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
     domain::DomainError,
     opendata::OpenDataError,
+    store::StoreError,
     token::Rejection,
     wechat::WechatError,
 };
@@ -78,8 +81,18 @@ fn wechat_failures() -> Vec<(&'static str, WechatError)> {
     ]
 }
 
-fn server_error() -> (&'static str, u16, Value) {
-    ("server_error", 500, json(super::error::body("server_error", "internal error; see the server log")))
+/// The answers of failures that are not the client's fault, shared by every operation.
+fn server_errors() -> Vec<(&'static str, u16, Value)> {
+    let disk = Internal::Store(StoreError::Database("IO error: No space left on device (os error 28)".into()));
+    let bug = Internal::Store(StoreError::Corrupt("malformed user id".into()));
+    [("temporarily_unavailable", disk), ("server_error", bug)]
+        .into_iter()
+        .map(|(name, failure)| match LogoutError::from(failure) {
+            LogoutError::BadRequest(b) => (name, 400, json(b)),
+            LogoutError::Internal(b) => (name, 500, json(b)),
+            LogoutError::Unavailable(b, _) => (name, 503, json(b)),
+        })
+        .collect()
 }
 
 fn json(body: Json<ErrorBody>) -> Value {
@@ -101,7 +114,7 @@ fn login() -> Vec<(&'static str, u16, Value)> {
     failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, LoginFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(name, f)| login_answer(name, f.into())).collect();
     out.push(("rate_limited (WXAUTH_RATE_LIMIT_PER_MINUTE)", 429, json(super::error::rate_limited_body(12))));
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
@@ -138,7 +151,7 @@ fn bind() -> Vec<(&'static str, u16, Value)> {
     ];
     failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, BindFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(name, f)| bind_answer(name, f.into())).collect();
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
@@ -167,9 +180,10 @@ fn bearer() -> Vec<(&'static str, u16, Value)> {
     .map(|(name, r)| match MeError::from(BearerFailure::Rejected(r)) {
         MeError::Unauthorized(b, _) => (name, 401, json(b)),
         MeError::Internal(b) => (name, 500, json(b)),
+        MeError::Unavailable(b, _) => (name, 503, json(b)),
     })
     .collect();
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
@@ -217,7 +231,7 @@ fn phone() -> Vec<(&'static str, u16, Value)> {
             (name, status, json(body))
         })
         .collect();
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
@@ -232,11 +246,12 @@ fn profile() -> Vec<(&'static str, u16, Value)> {
                 ProfileError::Unauthorized(b, _) => (401, b),
                 ProfileError::Conflict(b) => (409, b),
                 ProfileError::Internal(b) => (500, b),
+                ProfileError::Unavailable(b, _) => (503, b),
             };
             (name, status, json(body))
         })
         .collect();
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
@@ -254,11 +269,12 @@ fn dev() -> Vec<(&'static str, u16, Value)> {
                 DevError::Unauthorized(b, _) => (401, b),
                 DevError::Conflict(b) => (409, b),
                 DevError::Internal(b) => (500, b),
+                DevError::Unavailable(b, _) => (503, b),
             };
             (name, status, json(body))
         })
         .collect();
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
@@ -276,12 +292,15 @@ fn refresh() -> Vec<(&'static str, u16, Value)> {
             RefreshError::BadRequest(b) => out.push((name, 400, json(b))),
             RefreshError::Unauthorized(b) => out.push((name, 401, json(b))),
             RefreshError::Internal(b) => out.push((name, 500, json(b))),
+            RefreshError::Unavailable(b, _) => out.push((name, 503, json(b))),
         }
     }
-    out.push(server_error());
+    out.extend(server_errors());
     out
 }
 
 fn logout() -> Vec<(&'static str, u16, Value)> {
-    vec![malformed_refresh(), server_error()]
+    let mut out = vec![malformed_refresh()];
+    out.extend(server_errors());
+    out
 }

@@ -184,7 +184,7 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Backend {
-    Sled(sled::SledStore),
+    Sled(std::sync::Arc<sled::Reopening>),
 }
 
 impl Store {
@@ -192,7 +192,7 @@ impl Store {
     /// Must run inside a tokio runtime.
     pub async fn open(settings: &StoreSettings, sealer: sealed::Sealer) -> Result<Self, StoreError> {
         let backend = match settings {
-            StoreSettings::Sled(s) => Backend::Sled(sled::SledStore::open(s, sealer).await?),
+            StoreSettings::Sled(s) => Backend::Sled(sled::Reopening::open(s, sealer).await?),
         };
         Ok(Self { backend })
     }
@@ -205,7 +205,7 @@ impl Store {
     /// older than [`LAST_LOGIN_GRANULARITY`]) and do not wait for the disk.
     pub async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.login(appid, session, true).await?.ok_or(StoreError::NotCreated),
+            Backend::Sled(r) => r.note(r.get()?.login(appid, session, true).await)?.ok_or(StoreError::NotCreated),
         }
     }
 
@@ -217,7 +217,7 @@ impl Store {
         session: &WechatSession,
     ) -> Result<Option<LoginRecord>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.login(appid, session, false).await,
+            Backend::Sled(r) => r.note(r.get()?.login(appid, session, false).await),
         }
     }
 
@@ -232,7 +232,7 @@ impl Store {
         ticket: Option<&TicketId>,
     ) -> Result<LoginRecord, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.bind(appid, session, username, ticket).await,
+            Backend::Sled(r) => r.note(r.get()?.bind(appid, session, username, ticket).await),
         }
     }
 
@@ -240,35 +240,35 @@ impl Store {
     /// account stay. Returns the identities that were removed.
     pub async fn unbind(&self, id: &UserId) -> Result<Vec<Identity>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.unbind(id).await,
+            Backend::Sled(r) => r.note(r.get()?.unbind(id).await),
         }
     }
 
     /// Keeps a bind ticket until it expires or is spent.
     pub async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.put_ticket(id, ticket),
+            Backend::Sled(r) => r.note(r.get()?.put_ticket(id, ticket)),
         }
     }
 
     /// A bind ticket that is neither spent nor expired.
     pub async fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.ticket(id),
+            Backend::Sled(r) => r.note(r.get()?.ticket(id)),
         }
     }
 
     /// The user with `id`, if any.
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.user(id),
+            Backend::Sled(r) => r.note(r.get()?.user(id)),
         }
     }
 
     /// The user bound to `openid` of `appid`, if any.
     pub async fn user_by_openid(&self, appid: &str, openid: &str) -> Result<Option<User>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.user_by_openid(appid, openid),
+            Backend::Sled(r) => r.note(r.get()?.user_by_openid(appid, openid)),
         }
     }
 
@@ -276,14 +276,14 @@ impl Store {
     /// open data.
     pub async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.session_key(id, appid),
+            Backend::Sled(r) => r.note(r.get()?.session_key(id, appid)),
         }
     }
 
     /// What the user shared through open data; empty when nothing (or no such user).
     pub async fn details(&self, id: &UserId) -> Result<Details, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.details(id),
+            Backend::Sled(r) => r.note(r.get()?.details(id)),
         }
     }
 
@@ -291,7 +291,7 @@ impl Store {
     /// returns; [`StoreError::NoSuchUser`] when the user is gone.
     pub async fn set_phone(&self, id: &UserId, phone: Dated<PhoneNumber>) -> Result<Details, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.change_details(id, |d| d.phone = Some(phone)).await,
+            Backend::Sled(r) => r.note(r.get()?.change_details(id, |d| d.phone = Some(phone)).await),
         }
     }
 
@@ -299,7 +299,7 @@ impl Store {
     /// [`StoreError::NoSuchUser`] when the user is gone.
     pub async fn set_profile(&self, id: &UserId, profile: Dated<Profile>) -> Result<Details, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.change_details(id, |d| d.profile = Some(profile)).await,
+            Backend::Sled(r) => r.note(r.get()?.change_details(id, |d| d.profile = Some(profile)).await),
         }
     }
 
@@ -314,7 +314,7 @@ impl Store {
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.start_refresh(id, grant, now, expires_at),
+            Backend::Sled(r) => r.note(r.get()?.start_refresh(id, grant, now, expires_at)),
         }
     }
 
@@ -331,7 +331,7 @@ impl Store {
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.rotate_refresh(old, new, now, expires_at).await,
+            Backend::Sled(r) => r.note(r.get()?.rotate_refresh(old, new, now, expires_at).await),
         }
     }
 
@@ -339,7 +339,7 @@ impl Store {
     /// have expired); nothing happens for an unknown token. Durable when it returns.
     pub async fn revoke_refresh(&self, id: &RefreshId, keep_until: OffsetDateTime) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.revoke_refresh(id, keep_until).await,
+            Backend::Sled(r) => r.note(r.get()?.revoke_refresh(id, keep_until).await),
         }
     }
 
@@ -352,7 +352,7 @@ impl Store {
         keep_until: OffsetDateTime,
     ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.revoke_user_refresh(user, now, keep_until).await,
+            Backend::Sled(r) => r.note(r.get()?.revoke_user_refresh(user, now, keep_until).await),
         }
     }
 
@@ -361,35 +361,35 @@ impl Store {
     /// family). Bounded, so that a purge never holds the store for long.
     pub async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.purge_refresh(now, limit),
+            Backend::Sled(r) => r.note(r.get()?.purge_refresh(now, limit)),
         }
     }
 
     /// Adds an account with a new user of its own. Durable when it returns.
     pub async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.add_account(username, password_hash).await,
+            Backend::Sled(r) => r.note(r.get()?.add_account(username, password_hash).await),
         }
     }
 
     /// The account named `username`, if any.
     pub async fn account(&self, username: &str) -> Result<Option<Account>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.account(username),
+            Backend::Sled(r) => r.note(r.get()?.account(username)),
         }
     }
 
     /// Every account, by username.
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.accounts(),
+            Backend::Sled(r) => r.note(r.get()?.accounts()),
         }
     }
 
     /// Replaces an account's password hash. Durable when it returns.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.set_password(username, password_hash).await,
+            Backend::Sled(r) => r.note(r.get()?.set_password(username, password_hash).await),
         }
     }
 
@@ -397,14 +397,14 @@ impl Store {
     /// issued to the user stop working at `/v1/me`. Returns the removed user.
     pub async fn remove_account(&self, username: &str) -> Result<User, StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.remove_account(username).await,
+            Backend::Sled(r) => r.note(r.get()?.remove_account(username).await),
         }
     }
 
     /// Checks that the store answers and that its writes reach durable storage.
     pub async fn check(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.check().await,
+            Backend::Sled(r) => r.note(r.get()?.check().await),
         }
     }
 
@@ -412,21 +412,21 @@ impl Store {
     /// created in the other mode.
     pub async fn claim_mode(&self, mode: crate::domain::KeyMode) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.claim_mode(mode).await,
+            Backend::Sled(r) => r.note(r.get()?.claim_mode(mode).await),
         }
     }
 
     /// Writes a probe and waits until it is durable (`/readyz`).
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.check_writable().await,
+            Backend::Sled(r) => r.note(r.get()?.check_writable().await),
         }
     }
 
     /// Makes everything written so far durable and logs the store's statistics (shutdown).
     pub async fn close(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(s) => s.close().await,
+            Backend::Sled(r) => r.get()?.close().await,
         }
     }
 }

@@ -706,3 +706,57 @@ async fn a_data_directory_keeps_the_mode_it_was_created_in() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("created in dev mode"), "{stderr}");
 }
+
+/// Caps the size of files `server` may write to `bytes` (`None`: no cap), as a full disk
+/// would: writes past it fail with EFBIG.
+fn cap_file_size(server: &Server, bytes: Option<u64>) {
+    use rustix::process::{Resource, Rlimit, prlimit};
+    let pid = rustix::process::Pid::from_child(&server.child);
+    prlimit(Some(pid), Resource::Fsize, Rlimit { current: bytes, maximum: None }).unwrap();
+}
+
+fn size_of(file: &Path) -> u64 {
+    std::fs::metadata(file).unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_gets_503_and_the_server_recovers_once_writes_work_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let server = Server::start(&vars, &["serve"]);
+    let (_, before) = server.login("c@before").await;
+
+    cap_file_size(&server, Some(size_of(&dir.path().join("data/db"))));
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let resp = client
+            .post(format!("{}/v1/login", server.address))
+            .json(&json!({ "code": format!("c@during{i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503, "login {i} while the disk fails");
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    }
+    let (status, readiness) = server.get("/readyz", None).await;
+    assert!(status == 503 && readiness.contains("store"), "{status} {readiness}");
+    assert_eq!(server.get("/healthz", None).await.0, 503);
+
+    cap_file_size(&server, None);
+    let started = std::time::Instant::now();
+    let after = loop {
+        let (status, body) = server.login("c@during0").await;
+        if status == 200 {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never recovered: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after["user"]["created"], true, "{after}");
+    assert_eq!(server.get("/readyz", None).await.0, 200);
+    assert_eq!(server.login("again@before").await.1["user"]["id"], before["user"]["id"]);
+    let log = server.stop();
+    assert!(log.contains("database opened again"), "{log}");
+}

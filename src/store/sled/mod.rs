@@ -33,6 +33,8 @@ mod commit;
 mod legacy;
 mod record;
 mod refresh;
+mod reopen;
+pub(super) use reopen::Reopening;
 
 use std::sync::{
     Arc, Mutex, MutexGuard,
@@ -671,8 +673,9 @@ impl SledStore {
     pub(super) async fn claim_mode(&self, mode: KeyMode) -> Result<(), StoreError> {
         let name = |mode| if mode == KeyMode::Dev { "dev" } else { "production" };
         let running = name(mode);
+        // Not waited for: lost in a crash right after start, it is claimed again at the next.
         match self.meta.compare_and_swap(MODE_KEY, None::<&[u8]>, Some(running.as_bytes()))? {
-            Ok(()) => self.commit.wait().await,
+            Ok(()) => Ok(()),
             Err(found) if found.current.as_deref() == Some(running.as_bytes()) => Ok(()),
             Err(found) => {
                 let recorded = if found.current.as_deref() == Some(b"dev") { "dev" } else { "production" };

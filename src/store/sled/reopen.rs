@@ -1,0 +1,92 @@
+//! sled stops for good after an I/O error: once a write to its log fails (a full disk,
+//! EIO, a file-size limit), every later operation returns that first error until the
+//! database is opened again. [`Reopening`] opens it again by itself, so that the server
+//! recovers once the disk does, without a restart.
+//!
+//! After a database error, new operations are refused (503) while the old handle drains:
+//! sled holds an exclusive lock on its file, so the new one opens only when every operation
+//! that still holds the old one has finished and its flusher has stopped. Retried every
+//! [`RETRY`] for as long as opening fails (the disk may still be full).
+
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use super::SledStore;
+use crate::{
+    config::SledSettings,
+    store::{StoreError, sealed::Sealer},
+};
+
+/// Pause between attempts to open the database again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// A sled store that is opened again after a database error.
+pub(in crate::store) struct Reopening {
+    /// `None` while the database is being opened again.
+    current: RwLock<Option<Arc<SledStore>>>,
+    settings: SledSettings,
+    sealer: Sealer,
+    reopening: AtomicBool,
+}
+
+impl Reopening {
+    /// Opens the database.
+    pub(in crate::store) async fn open(settings: &SledSettings, sealer: Sealer) -> Result<Arc<Self>, StoreError> {
+        let store = SledStore::open(settings, sealer.clone()).await?;
+        Ok(Arc::new(Self {
+            current: RwLock::new(Some(Arc::new(store))),
+            settings: settings.clone(),
+            sealer,
+            reopening: AtomicBool::new(false),
+        }))
+    }
+
+    /// The open database, or an error while it is being opened again.
+    pub(in crate::store) fn get(&self) -> Result<Arc<SledStore>, StoreError> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Database("the database is being opened again after a write failure".into()))
+    }
+
+    /// Passes `result` on; a database error starts opening the database again.
+    pub(in crate::store) fn note<T>(self: &Arc<Self>, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Database(e)) = &result
+            && !self.reopening.swap(true, Ordering::AcqRel)
+        {
+            tracing::error!(error = %e, "database error; opening the database again");
+            tokio::spawn(self.clone().reopen());
+        }
+        result
+    }
+
+    async fn reopen(self: Arc<Self>) {
+        let old = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+        let mut attempts = 0u32;
+        loop {
+            // Fails with a lock error until the last operation on the old handle is done.
+            match SledStore::open(&self.settings, self.sealer.clone()).await {
+                Ok(store) => {
+                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(store));
+                    tracing::info!(attempts, "database opened again; writes work");
+                    break;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    if attempts % 50 == 1 {
+                        tracing::warn!(error = %e, attempts, "cannot open the database again yet; retrying");
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+        self.reopening.store(false, Ordering::Release);
+    }
+}

@@ -452,6 +452,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_failure_has_its_errcode_label() {
+        let rid = || Some("r".to_owned());
+        for (error, label) in [
+            (WechatError::InvalidCode { rid: rid() }, "40029"),
+            (WechatError::CodeUsed { rid: rid() }, "40163"),
+            (WechatError::RateLimited { rid: rid() }, "45011"),
+            (WechatError::UserBlocked { rid: rid() }, "40226"),
+            (WechatError::Busy { rid: rid() }, "-1"),
+            (WechatError::AccessTokenRejected { errcode: 42001, rid: rid() }, "42001"),
+            (WechatError::Timeout, "timeout"),
+            (WechatError::Transport("refused".into()), "transport"),
+            (WechatError::Unavailable { reason: "open", retry_after: Duration::from_secs(1) }, "unavailable"),
+            (interpret(br#"{"errcode":40125,"errmsg":"invalid appsecret, rid: x"}"#).unwrap_err(), "40125"),
+            (interpret(br#"{"errcode":-1001,"errmsg":"new"}"#).unwrap_err(), "-1001"),
+            (interpret(br#"{"openid":""}"#).unwrap_err(), "other"),
+        ] {
+            assert_eq!(error.errcode_label(), label, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_text_is_cut_and_its_control_characters_escaped() {
+        assert_eq!(clean("ok\r\nX-Injected: 1\u{0}"), "ok\\r\\nX-Injected: 1\\u{0}");
+        let long = "界".repeat(500);
+        let cut = clean(&long);
+        assert_eq!(cut.chars().count(), MAX_QUOTED_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(clean(&"a".repeat(MAX_QUOTED_CHARS)), "a".repeat(MAX_QUOTED_CHARS));
+    }
+
+    #[test]
     fn official_answers_are_interpreted() {
         let ok = interpret(br#"{"openid":"o6_bmjrPTlm6_2sgVt7hMZOPfL2M","session_key":"tiihtNczf5v6AKRyjwEUhQ==","unionid":"o6_bmasdasdsad6_2sgVt7hMZOPfL"}"#).unwrap();
         assert_eq!(ok.openid, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M");

@@ -424,7 +424,12 @@ async fn secrets_never_appear_in_logs_or_responses() {
     assert_eq!(resp.status(), 400);
     let (status, _) = server.get(&format!("/v1/me?access_token={}", tokens[0]), None).await;
     assert_eq!(status, 401);
+    // A path holding a token: the access log keeps only its first 200 bytes.
+    let long_path = format!("/{}/{}", "p".repeat(300), tokens[0]);
+    assert_eq!(server.get(&long_path, None).await.0, 404);
     let log = server.stop();
+    let logged = log.lines().find(|l| l.contains("\"/pppp")).unwrap_or_else(|| panic!("not logged:\n{log}"));
+    assert!(!logged.contains(&"p".repeat(300)), "the path was not cut: {logged}");
 
     assert!(log.contains("code2Session"), "the test captured no WeChat log lines:\n{log}");
     assert!(log.contains("did not answer in time"), "the WeChat timeout was not logged:\n{log}");

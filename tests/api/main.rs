@@ -12,5 +12,6 @@ mod open_data;
 mod process;
 mod refresh;
 mod spec;
+mod startup;
 mod tls;
 mod wechat_errors;

@@ -204,3 +204,38 @@ async fn stored_session_keys_are_not_in_the_data_directory_in_plaintext() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_login_does_not_cancel_the_wechat_call_others_wait_for() {
+    use crate::helpers::Reply;
+    use std::time::Duration;
+    let app = std::sync::Arc::new(spawn_app().await);
+    let code = "hang-up@hana";
+    app.wechat.script(
+        code,
+        [Reply::Delay(Duration::from_millis(800), Box::new(Reply::success("o_hana", "aGFuYWhhbmFoYW5haGFuYQ==")))],
+    );
+    // A second call would get 40163, as the code was used by the first.
+    app.wechat.script(code, [Reply::errcode(40163)]);
+
+    let leaver = tokio::spawn({
+        let app = app.clone();
+        async move { app.login(code).await }
+    });
+    for _ in 0..500 {
+        if app.wechat.calls_for(code) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.wechat.calls_for(code), 1, "the first client's call never reached WeChat");
+    leaver.abort();
+    assert!(leaver.await.unwrap_err().is_cancelled());
+    // Time for the server to see the connection close while WeChat is still answering.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stayer = app.login_ok(code).await;
+
+    assert_eq!(stayer["user"]["openid"], "o_hana");
+    assert_eq!(app.wechat.calls_for(code), 1, "the hang-up cancelled the shared WeChat call");
+}

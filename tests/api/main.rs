@@ -3,6 +3,7 @@
 mod apps;
 mod binding;
 mod clients;
+mod dev_mock;
 mod helpers;
 mod input;
 mod keys;

@@ -5,6 +5,7 @@ mod binding;
 mod clients;
 mod dev_mock;
 mod helpers;
+mod hostile;
 mod input;
 mod keys;
 mod login;

@@ -858,3 +858,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn the_wechat_base_url_is_https_and_plain_http_only_on_this_machine() {
+        // The AppSecret travels in its query string.
+        for accepted in [
+            "https://api.weixin.qq.com",
+            "https://10.1.2.3:8443",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://localhost:8080",
+            "http://[::1]:9",
+        ] {
+            assert!(parse_base_url(accepted).is_ok(), "{accepted} was refused");
+        }
+        for refused in [
+            "http://api.weixin.qq.com",
+            "http://10.1.2.3",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "ftp://127.0.0.1",
+            "https://api.weixin.qq.com/?appid=x",
+            "https://api.weixin.qq.com/#x",
+        ] {
+            let err = parse_base_url(refused).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("wechat_base_url")), "{refused}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_issuer_is_an_http_or_https_url_without_query_or_fragment() {
+        assert_eq!(parse_issuer("https://auth.example.com/", false).unwrap(), "https://auth.example.com");
+        assert_eq!(parse_issuer("http://127.0.0.1:8080", false).unwrap(), "http://127.0.0.1:8080");
+        for refused in
+            ["ftp://auth.example.com", "urn:wxauth", "https://auth.example.com/?a=b", "https://auth.example.com/#top"]
+        {
+            let err = parse_issuer(refused, false).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("issuer")), "{refused}: {err:?}");
+        }
+    }
+}

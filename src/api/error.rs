@@ -667,3 +667,49 @@ impl From<Internal> for LogoutError {
         internal(e).into()
     }
 }
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+
+    async fn answer(err: poem::Error) -> (u16, serde_json::Value) {
+        let resp = envelope(err).await;
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(content_type.starts_with("application/json"), "{status}: {content_type:?}");
+        (status, resp.into_body().into_json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_raised_outside_handlers_get_the_json_envelope_whatever_their_status() {
+        let from = |status: u16| poem::Error::from_status(StatusCode::from_u16(status).unwrap());
+        let cases = [
+            (from(400), 400, "invalid_request"),
+            (from(404), 404, "not_found"),
+            (from(405), 405, "method_not_allowed"),
+            (from(413), 400, "invalid_request"),
+            (from(415), 400, "invalid_request"),
+            (from(408), 408, "request_timeout"),
+            (from(418), 418, "invalid_request"),
+            (from(500), 500, "server_error"),
+            (from(502), 500, "server_error"),
+            (
+                poem::Error::from_string("sled: /srv/wxauth/data/db: I/O error", StatusCode::SERVICE_UNAVAILABLE),
+                500,
+                "server_error",
+            ),
+        ];
+        for (err, status, error) in cases {
+            let raised = err.status();
+
+            let (got, body) = answer(err).await;
+
+            assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{raised}: {body}");
+            let description = body["error_description"].as_str().unwrap_or_default();
+            assert!(!description.is_empty(), "{raised}: {body}");
+            assert!(!description.contains("/srv/wxauth"), "a server error's details reached the client: {body}");
+        }
+        let (_, too_large) = answer(from(413)).await;
+        assert!(too_large["error_description"].as_str().unwrap().contains("too large"), "{too_large}");
+    }
+}

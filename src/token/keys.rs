@@ -421,4 +421,60 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_keys_directory_that_cannot_be_read_is_an_error_not_an_empty_ring() {
+        let parent = tempfile::tempdir().unwrap();
+        // A file where the directory should be: unreadable as a directory, whoever runs.
+        let file = parent.path().join("keys");
+        fs::write(&file, "not a directory").unwrap();
+        let err = load_dir(&file).err().expect("a file was read as an empty key ring");
+        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+
+        if rustix::process::geteuid().is_root() {
+            eprintln!("skipped the mode-000 keys directory: running as root, mode bits do not block reads");
+        } else {
+            let locked = parent.path().join("locked");
+            key_in(&locked);
+            fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+            let loaded = load_dir(&locked);
+            fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+            assert!(loaded.is_err(), "a mode-000 keys directory was read as an empty key ring");
+        }
+
+        // Only a missing directory is an empty ring (dev mode creates its first key there).
+        let missing = load_dir(&parent.path().join("missing")).unwrap();
+        assert!(missing.keys.is_empty() && missing.bad.is_empty());
+    }
+
+    #[test]
+    fn a_key_created_more_than_five_minutes_ahead_is_refused() {
+        // A created time in the future would keep the key from ever counting as old.
+        let dir = tempfile::tempdir().unwrap();
+        let key = key_in(dir.path());
+        let path = dir.path().join(format!("{}.pem", key.kid));
+        let text = fs::read_to_string(&path).unwrap();
+        let line = text.lines().find(|l| l.starts_with("created:")).unwrap().to_owned();
+        let now = OffsetDateTime::now_utc();
+        for (offset, accepted) in [
+            (time::Duration::days(-1), true),
+            (time::Duration::minutes(2), true),
+            (time::Duration::minutes(10), false),
+            (time::Duration::days(365), false),
+        ] {
+            let created = (now + offset).format(&Rfc3339).unwrap();
+            // Rewriting the existing file keeps its mode 0600.
+            fs::write(&path, text.replace(&line, &format!("created: {created}"))).unwrap();
+
+            let loaded = load_dir(dir.path()).unwrap();
+
+            let reasons: Vec<String> = loaded.bad.iter().map(ToString::to_string).collect();
+            if accepted {
+                assert_eq!((loaded.keys.len(), reasons.len()), (1, 0), "created {offset} was refused: {reasons:?}");
+            } else {
+                assert!(loaded.keys.is_empty(), "created {offset} ahead was accepted");
+                assert!(reasons.len() == 1 && reasons[0].contains("in the future"), "{offset}: {reasons:?}");
+            }
+        }
+    }
 }

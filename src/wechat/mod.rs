@@ -501,6 +501,34 @@ mod tests {
         assert!(matches!(interpret(br#"{"openid":"o"}"#), Err(WechatError::Upstream(_))));
         assert!(matches!(interpret(b"<html>"), Err(WechatError::Transport(_))));
     }
+
+    #[test]
+    fn a_success_without_a_usable_openid_or_session_key_is_not_a_login() {
+        // Accepted, each would log its person in as the one user keyed `"{appid}:"`.
+        for body in [
+            r#"{"openid":"","session_key":"k"}"#,
+            r#"{"openid":"o","session_key":""}"#,
+            r#"{"openid":"","session_key":""}"#,
+            r#"{"errcode":0,"errmsg":"ok","openid":"","session_key":"k"}"#,
+            r#"{"session_key":"k"}"#,
+            r#"{"openid":null,"session_key":"k"}"#,
+        ] {
+            let answer = interpret(body.as_bytes());
+            assert!(
+                matches!(&answer, Err(WechatError::Upstream(m)) if m.contains("without openid or session_key")),
+                "{body}: {:?}",
+                answer.map(|s| s.openid)
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_unionid_from_wechat_is_dropped_and_a_real_one_kept() {
+        let session = |body: &str| interpret(body.as_bytes()).unwrap();
+        assert_eq!(session(r#"{"openid":"o","session_key":"k","unionid":""}"#).unionid, None);
+        assert_eq!(session(r#"{"openid":"o","session_key":"k","unionid":null}"#).unionid, None);
+        assert_eq!(session(r#"{"openid":"o","session_key":"k","unionid":"u1"}"#).unionid.as_deref(), Some("u1"));
+    }
 }
 
 #[cfg(test)]

@@ -139,6 +139,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_first_caller_going_away_does_not_cancel_the_work_another_waits_for() {
+        // A client hanging up mid-login must not fail the others sharing its WeChat call.
+        let sf = Arc::new(SingleFlight::<usize>::new(Duration::from_secs(60), |_| true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let first = tokio::spawn({
+            let (sf, work) = (sf.clone(), counting(&runs, 200));
+            async move { sf.run("k", work).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = tokio::spawn({
+            let (sf, work) = (sf.clone(), counting(&runs, 0));
+            async move { sf.run("k", work).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        first.abort();
+
+        assert_eq!(second.await.unwrap(), 0, "the second caller did not get the shared result");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn rejected_results_are_not_reused() {
         let sf = SingleFlight::<usize>::new(Duration::from_secs(60), |n| *n > 0);
         let runs = Arc::new(AtomicUsize::new(0));

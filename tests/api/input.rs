@@ -64,3 +64,25 @@ async fn unknown_paths_and_methods_get_the_json_envelope() {
     assert_error(app.get("/v1/nope").await, 404, "not_found").await;
     assert_error(app.get("/v1/login").await, 405, "method_not_allowed").await;
 }
+
+#[tokio::test]
+async fn the_body_limit_is_16_kib() {
+    let app = spawn_app().await;
+    let login = r#"{"code":"c@padded"}"#;
+    // Valid JSON of the given size: the login followed by whitespace.
+    let padded = |size: usize| format!("{login}{}", " ".repeat(size - login.len()));
+    let post = |body: String| {
+        app.client
+            .post(format!("{}/v1/login", app.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let under = post(padded(16 * 1024 - 16)).await.unwrap();
+    assert_eq!(under.status(), 200, "a body just under 16 KiB: {}", under.text().await.unwrap());
+
+    let over = assert_error(post(padded(16 * 1024 + 16)).await.unwrap(), 400, "invalid_request").await;
+    assert!(over["error_description"].as_str().unwrap().contains("too large"), "{over}");
+    assert_eq!(app.wechat.calls().len(), 1, "WeChat was called for the oversized body");
+}

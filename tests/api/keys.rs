@@ -7,7 +7,7 @@ use jsonwebtoken::{
 };
 use serde_json::Value;
 
-use crate::helpers::{APPID, TestApp, crypto, spawn_app, spawn_app_with};
+use crate::helpers::{APPID, TestApp, crypto, spawn_app, spawn_app_with, spawn_dev_app, spawn_dev_app_with};
 
 /// Verifies `token` the way a third-party service would: with the JWKS document alone.
 pub fn verify_with_jwks(jwks: &JwkSet, token: &str, issuer: &str) -> Value {
@@ -131,4 +131,49 @@ async fn configured_issuer_audience_and_lifetime_are_used() {
     assert_eq!(app.me(login["access_token"].as_str().unwrap()).await.status(), 200);
     let discovery = app.get_json("/.well-known/openid-configuration").await;
     assert_eq!(discovery["jwks_uri"], "https://auth.example.com/.well-known/jwks.json");
+}
+
+#[tokio::test]
+async fn discovery_lists_every_algorithm_of_the_published_keys_signing_one_first() {
+    // An RS256 key from before the switch to ES256 stays published while its tokens live.
+    let app = spawn_app_with(|c| {
+        let keys = std::path::PathBuf::from(&c.vars["WXAUTH_KEYS_DIR"]);
+        let (rs256, _) = wxauth::token::rotate(
+            &keys,
+            wxauth::domain::SigningAlg::RS256,
+            wxauth::domain::KeyMode::Production,
+            wxauth::token::Activation::Now,
+        )
+        .unwrap();
+        assert_eq!(rs256.alg, wxauth::domain::SigningAlg::RS256);
+        c.set("WXAUTH_SIGNING_ALG", "ES256");
+    })
+    .await;
+
+    let discovery = app.get_json("/.well-known/openid-configuration").await;
+
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], serde_json::json!(["ES256", "RS256"]));
+    assert_eq!(jwks(&app).await.keys.len(), 2);
+}
+
+#[tokio::test]
+async fn a_restarted_dev_server_signs_with_the_key_it_generated_before() {
+    // Otherwise every restart would invalidate the tokens a developer holds.
+    let first = spawn_dev_app().await;
+    let keys_dir = crate::helpers::keys_dir(&first.dir);
+    let first_kid = kid_of(&first.login_ok("dev-reuse").await);
+
+    // A second server on the same keys directory, as after a restart.
+    let restarted = spawn_dev_app_with(&[("WXAUTH_KEYS_DIR", keys_dir.to_str().unwrap())]).await;
+    let restarted_kid = kid_of(&restarted.login_ok("dev-reuse").await);
+
+    assert_eq!(restarted_kid, first_kid, "the restarted dev server made a new key");
+    let pem_files = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("pem".as_ref()));
+    assert_eq!(pem_files.count(), 1);
+}
+
+fn kid_of(login: &Value) -> String {
+    jsonwebtoken::decode_header(login["access_token"].as_str().unwrap()).unwrap().kid.unwrap()
 }

@@ -204,3 +204,44 @@ async fn stored_session_keys_are_not_in_the_data_directory_in_plaintext() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_login_does_not_cancel_the_wechat_call_others_wait_for() {
+    use crate::helpers::Reply;
+    use std::time::Duration;
+    let app = std::sync::Arc::new(spawn_app().await);
+    let code = "hang-up@hana";
+    app.wechat.script(
+        code,
+        [Reply::Delay(Duration::from_millis(800), Box::new(Reply::success("o_hana", "aGFuYWhhbmFoYW5haGFuYQ==")))],
+    );
+    // A second call would get 40163, as the code was used by the first.
+    app.wechat.script(code, [Reply::errcode(40163)]);
+
+    // A raw connection, so that hanging up closes the socket for sure. (Today the server
+    // lets the handler of a closed connection run on; the singleflight unit tests cover a
+    // caller that does go away.)
+    let address = app.address.trim_start_matches("http://");
+    let mut leaver = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = json!({ "code": code }).to_string();
+    let request = format!(
+        "POST /v1/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut leaver, request.as_bytes()).await.unwrap();
+    for _ in 0..500 {
+        if app.wechat.calls_for(code) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.wechat.calls_for(code), 1, "the first client's call never reached WeChat");
+    drop(leaver);
+    // Time for the server to see the connection close while WeChat is still answering.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stayer = app.login_ok(code).await;
+
+    assert_eq!(stayer["user"]["openid"], "o_hana");
+    assert_eq!(app.wechat.calls_for(code), 1, "the hang-up cancelled the shared WeChat call");
+}

@@ -430,3 +430,65 @@ async fn in_dev_mode_the_whole_open_data_flow_runs_against_the_mock() {
         &spec["paths"]["/v1/dev/open-data"]["post"]["responses"]["409"]["content"]["application/json; charset=utf-8"];
     assert!(stale["examples"].to_string().contains("session_key_stale"), "{stale}");
 }
+
+/// The status of decrypting phone data that WeChat encrypted with `key` for `appid`: 200
+/// only if `key` is the session key stored for the token's identity.
+async fn status_with_key(app: &TestApp, token: &str, key: &str, appid: &str) -> u16 {
+    let data = encrypt(key, &phone_plaintext(appid));
+    phone(app, token, json!({"encrypted_data": data, "iv": IV})).await.status().as_u16()
+}
+
+#[tokio::test]
+async fn every_kind_of_login_stores_the_session_key_wechat_sent() {
+    let app = crate::helpers::spawn_app_with(|c| c.toml = Some(crate::helpers::TWO_APPS.into())).await;
+    let (first_key, newer_key, other_app_key) =
+        ("EREREREREREREREREREREQ==", "IiIiIiIiIiIiIiIiIiIiIg==", "MzMzMzMzMzMzMzMzMzMzMw==");
+    let answer = |openid: &str, key: &str| {
+        Reply::Body(json!({"openid": openid, "session_key": key, "unionid": "u_kim"}).to_string())
+    };
+    app.wechat.script("first@kim", [answer("o_kim", first_key)]);
+    app.wechat.script("second@kim", [answer("o_kim", newer_key)]);
+    app.wechat.script("third@kim", [answer("o_kim_2", other_app_key)]);
+    let login = |code: &'static str, appid: &'static str| {
+        let app = &app;
+        async move {
+            let resp = app.post_login(&json!({"code": code, "appid": appid})).await;
+            assert_eq!(resp.status(), 200, "{code}");
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+
+    let first = login("first@kim", APPID).await;
+    let token = first["access_token"].as_str().unwrap();
+    assert_eq!(status_with_key(&app, token, first_key, APPID).await, 200, "a first login's key");
+
+    login("second@kim", APPID).await;
+    assert_eq!(status_with_key(&app, token, newer_key, APPID).await, 200, "a returning login's new key");
+
+    let joined = login("third@kim", crate::helpers::APPID2).await;
+    assert_eq!(joined["user"]["id"], first["user"]["id"], "the unionid did not join the user");
+    let other_token = joined["access_token"].as_str().unwrap();
+    assert_eq!(
+        status_with_key(&app, other_token, other_app_key, crate::helpers::APPID2).await,
+        200,
+        "the key of a login that joined its unionid's user"
+    );
+    assert_eq!(status_with_key(&app, token, newer_key, APPID).await, 200, "the other app's key replaced this one");
+}
+
+#[tokio::test]
+async fn a_bind_stores_the_session_key_of_the_login_it_completes() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.set("WXAUTH_REGISTRATION", "bind");
+    })
+    .await;
+    app.add_account("lena", "correct horse battery").await;
+    let ticket = app.ticket("code@lena").await;
+
+    let resp = app.bind(&json!({"bind_ticket": ticket, "username": "lena", "password": "correct horse battery"})).await;
+    assert_eq!(resp.status(), 200);
+    let bound: Value = resp.json().await.unwrap();
+
+    let token = bound["access_token"].as_str().unwrap();
+    assert_eq!(status_with_key(&app, token, &default_session_key("code@lena"), APPID).await, 200);
+}

@@ -765,3 +765,90 @@ async fn a_failing_disk_gets_503_and_the_server_recovers_once_writes_work_again(
     let log = server.stop();
     assert!(log.contains("database opened again"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_acknowledged_just_before_sigterm_survives_the_restart() {
+    use crate::open_data::{IV, encrypt, phone_plaintext};
+    let dir = tempfile::tempdir().unwrap();
+    let (wechat, vars) = production(dir.path()).await;
+    // A returning login with a new session key is acknowledged before any flush: only the
+    // flush at shutdown (or sled's, every 500 ms) makes it durable.
+    let newest = "RERERERERERERERERERERA==";
+    wechat.script("again@term", [Reply::success("o_term", newest)]);
+    let server = Server::start(&vars, &["serve"]);
+    let (_, first) = server.login("first@term").await;
+    let token = first["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(server.login("again@term").await.0, 200);
+
+    let log = server.stop();
+
+    // sled also flushes when the process drops it, so the survival below cannot tell the
+    // final flush from that one: the shutdown line counts it (the first login's, the final).
+    let closed = log.lines().find(|l| l.contains("store closed")).unwrap_or_else(|| panic!("no store line:\n{log}"));
+    let event: Value = serde_json::from_str(closed).unwrap();
+    assert_eq!(event["group_commits"], 2, "no final flush at shutdown: {closed}");
+    let server = Server::start(&vars, &["serve"]);
+    let data = encrypt(newest, &phone_plaintext(crate::helpers::APPID));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/me/phone", server.address))
+        .bearer_auth(&token)
+        .json(&json!({"encrypted_data": data, "iv": IV}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the newest session key was lost: {}", resp.text().await.unwrap());
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_writes_keys_only_their_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let out = run(&vars, &["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let keys = dir.path().join("keys");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&keys), 0o700, "keys directory");
+    let pems: Vec<_> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+        .collect();
+    assert_eq!(pems.len(), 2);
+    for pem in pems {
+        assert_eq!(mode(&pem), 0o600, "{}", pem.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logging_leaves_out_the_http_crates_and_every_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.insert("RUST_LOG".into(), "debug".into());
+    let server = Server::start(&vars, &["serve"]);
+    let code = "CODE-debug-31337@pia";
+    let (status, login) = server.login(code).await;
+    assert_eq!(status, 200);
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(server.get("/v1/me", Some(&token)).await.0, 200);
+
+    let log = server.stop();
+
+    assert!(log.contains("code2Session succeeded"), "debug lines of wxauth itself are missing:\n{log}");
+    let chatty = ["hyper", "hyper_util", "reqwest", "h2", "rustls", "poem"];
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let level = event["level"].as_str().unwrap_or_default();
+        if matches!(level, "DEBUG" | "TRACE") {
+            for target in [&event["target"], &event["log.target"]].into_iter().filter_map(Value::as_str) {
+                let krate = target.split("::").next().unwrap();
+                assert!(!chatty.contains(&krate), "a {level} line of {target} got through the cap: {line}");
+            }
+        }
+    }
+    for secret in [SECRET, "secret=", code, &code.replace('@', "%40"), &default_session_key(code), &token] {
+        assert!(!log.contains(secret), "the debug log holds {secret:?}:\n{log}");
+    }
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::helpers::{Reply, TestApp, assert_error, spawn_app, spawn_app_with};
 
 async fn assert_nothing_stored(app: &TestApp, openid_name: &str) {
@@ -143,4 +145,62 @@ async fn unreachable_wechat_gives_502() {
     })
     .await;
     assert_error(app.login("c@x").await, 502, "wechat_error").await;
+}
+
+#[tokio::test]
+async fn an_empty_openid_or_session_key_from_wechat_is_not_a_login() {
+    // Accepted, every such login would land on one user keyed `"{appid}:"`.
+    let app = spawn_app().await;
+    let cases = [
+        ("c@empty-openid-1", Reply::success("", "a2V5")),
+        ("c@empty-openid-2", Reply::success("", "b3RoZXI=")),
+        ("c@empty-key", Reply::success("o_empty-key", "")),
+    ];
+    for (code, reply) in cases {
+        app.wechat.script(code, [reply]);
+
+        assert_error(app.login(code).await, 502, "wechat_error").await;
+    }
+    assert_nothing_stored(&app, "empty-key").await;
+}
+
+#[tokio::test]
+async fn an_empty_unionid_from_wechat_links_nobody() {
+    // Kept as Some(""), the second person would join the first: both "share" unionid "".
+    let app = spawn_app_with(|c| c.toml = Some(crate::helpers::TWO_APPS.into())).await;
+    let with_empty_unionid =
+        |openid: &str| Reply::Body(json!({"openid": openid, "session_key": "a2V5", "unionid": ""}).to_string());
+    app.wechat.script("c@first", [with_empty_unionid("o_first")]);
+    app.wechat.script("c@second", [with_empty_unionid("o_second")]);
+    let login = |code: &'static str, appid: &'static str| {
+        let app = &app;
+        async move {
+            let resp = app.post_login(&json!({"code": code, "appid": appid})).await;
+            assert_eq!(resp.status(), 200, "{code}");
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+
+    let first = login("c@first", crate::helpers::APPID).await;
+    let second = login("c@second", crate::helpers::APPID2).await;
+
+    assert_ne!(first["user"]["id"], second["user"]["id"], "two people merged over an empty unionid");
+    assert_eq!(second["user"]["created"], true);
+    for body in [&first, &second] {
+        assert!(body["user"].get("unionid").is_none_or(Value::is_null), "an empty unionid was kept: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_retry_after_busy_waits_before_calling_wechat_again() {
+    let app = spawn_app().await;
+    app.wechat.script("c@patient", [Reply::errcode(-1)]);
+
+    let started = std::time::Instant::now();
+    app.login_ok("c@patient").await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(app.wechat.calls_for("c@patient"), 2);
+    // The mock answers at once, so the login's time is the delay between the two calls.
+    assert!(elapsed >= Duration::from_millis(150), "retried after only {elapsed:?}");
 }

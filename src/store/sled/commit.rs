@@ -45,6 +45,9 @@ struct Shared {
     /// Tests hold this to keep flushes from starting.
     #[cfg(test)]
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// Tests set this to make flushes fail, as a full or failing disk would.
+    #[cfg(test)]
+    fail: AtomicBool,
 }
 
 /// Handle to the flusher task. Cheap to clone.
@@ -105,6 +108,12 @@ impl GroupCommit {
     pub(super) fn pause(&self) -> Pause {
         self.shared.gate.clone().try_lock_owned().expect("already paused")
     }
+
+    /// Makes every flush from now on fail (`true`) or work again (`false`).
+    #[cfg(test)]
+    pub(super) fn fail_flushes(&self, fail: bool) {
+        self.shared.fail.store(fail, Ordering::Relaxed);
+    }
 }
 
 /// A creation that is not yet durable; dropping it says it is (or that the wait failed,
@@ -164,6 +173,10 @@ async fn run(db: ::sled::Db, file: Arc<File>, mut rx: mpsc::UnboundedReceiver<Wa
 }
 
 async fn flush(db: &::sled::Db, file: &Arc<File>, shared: &Shared) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if shared.fail.load(Ordering::Relaxed) {
+        return Err(StoreError::Database("fdatasync: injected failure".into()));
+    }
     db.flush_async().await?;
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     let file = file.clone();

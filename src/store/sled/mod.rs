@@ -864,4 +864,8 @@ impl SledStore {
     fn pause_commits(&self) -> commit::Pause {
         self.commit.pause()
     }
+
+    fn fail_commits(&self, fail: bool) {
+        self.commit.fail_flushes(fail);
+    }
 }

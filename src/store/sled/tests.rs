@@ -291,3 +291,57 @@ async fn a_schema_3_store_gets_its_session_keys_sealed_and_a_lost_key_only_loses
     assert_eq!(again.user.id, id);
     assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "k2");
 }
+
+#[test]
+fn a_schema_version_is_four_big_endian_bytes_and_anything_else_is_corrupt() {
+    assert_eq!(decode_version(Some(&5u32.to_be_bytes())).unwrap(), 5);
+    assert_eq!(decode_version(Some(&[0, 0, 1, 0])).unwrap(), 256);
+    for raw in [None, Some(&b""[..]), Some(&[0, 0, 4][..]), Some(&[0, 0, 0, 4, 0][..]), Some(&b"4"[..])] {
+        assert!(matches!(decode_version(raw), Err(StoreError::Corrupt(_))), "{raw:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_data_directory_of_a_newer_or_unreadable_schema_is_refused_at_open() {
+    // (case, the stored version, whether it reads as a newer schema rather than corrupt)
+    let cases = [
+        ("newer", (SCHEMA_VERSION + 1).to_be_bytes().to_vec(), true),
+        ("three bytes", vec![0, 0, 4], false),
+        ("text", b"4".to_vec(), false),
+        ("empty", Vec::new(), false),
+    ];
+    for (case, version, newer) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+        {
+            let db = ::sled::open(&settings.data_dir).unwrap();
+            db.open_tree("meta").unwrap().insert(SCHEMA_KEY, version).unwrap();
+            db.flush().unwrap();
+        }
+
+        let refused = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.err();
+
+        let refused = refused.unwrap_or_else(|| panic!("{case}: the store opened"));
+        let expected = match &refused {
+            StoreError::SchemaTooNew { found } => newer && *found == SCHEMA_VERSION + 1,
+            StoreError::Corrupt(what) => !newer && what == "schema_version",
+            _ => false,
+        };
+        assert!(expected, "{case}: {refused}");
+    }
+}
+
+#[tokio::test]
+async fn the_health_check_fails_while_flushes_fail_and_recovers_by_itself() {
+    let (_dir, store) = open().await;
+    store.check().await.unwrap();
+    store.fail_commits(true);
+
+    assert!(store.record_login("wx1", &session("o1", "k1")).await.is_err(), "answered without its flush");
+    assert!(store.check().await.is_err(), "healthy while flushes fail");
+    assert!(store.check().await.is_err(), "healthy at the second look");
+
+    store.fail_commits(false);
+    store.check().await.expect("the check did not flush again to see the disk recover");
+    assert!(store.commit.healthy());
+}

@@ -43,6 +43,8 @@ use tokio::{
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a connection may carry no bytes at all.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times per [`IDLE_TIMEOUT`] a connection is checked for idleness.
+const IDLE_CHECKS: u32 = 4;
 /// Concurrent HTTP/2 streams per connection.
 pub const MAX_STREAMS: u32 = 100;
 /// Largest request head (request line and headers) an HTTP/1.1 client may send.
@@ -121,8 +123,7 @@ async fn serve_connection<E>(
     E: Endpoint<Output = Response> + 'static,
 {
     let activity = Arc::new(AtomicU64::new(0));
-    let born = Instant::now();
-    let io = Tracked { inner: stream, activity: activity.clone(), born };
+    let io = Tracked { inner: stream, activity: activity.clone() };
     // Requests being answered: a slow answer (WeChat may take seconds) is not idleness.
     let answering = Arc::new(AtomicUsize::new(0));
     let busy = answering.clone();
@@ -152,8 +153,10 @@ async fn serve_connection<E>(
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
+    // Idle: no bytes moved and nothing being answered at IDLE_CHECKS checks in a row.
+    let (mut seen, mut quiet) = (0, 0);
     loop {
-        let idle_check = tokio::time::sleep(IDLE_TIMEOUT / 4);
+        let idle_check = tokio::time::sleep(IDLE_TIMEOUT / IDLE_CHECKS);
         tokio::select! {
             _ = conn.as_mut() => return,
             changed = stopped.changed(), if !closing => {
@@ -163,10 +166,15 @@ async fn serve_connection<E>(
                 }
             }
             () = idle_check => {
-                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                if answering.load(Ordering::Relaxed) == 0 && born.elapsed().saturating_sub(last) >= IDLE_TIMEOUT {
-                    // Nothing moved: no request is being read or answered. Drop it.
-                    return;
+                let now = activity.load(Ordering::Relaxed);
+                if now != seen || answering.load(Ordering::Relaxed) > 0 {
+                    (seen, quiet) = (now, 0);
+                } else {
+                    quiet += 1;
+                    if quiet >= IDLE_CHECKS {
+                        // Nothing moved: no request is being read or answered. Drop it.
+                        return;
+                    }
                 }
             }
         }
@@ -190,17 +198,16 @@ impl Drop for Answering {
     }
 }
 
-/// A stream that records when bytes last moved, in milliseconds since `born`.
+/// A stream that counts the reads and writes that moved bytes: a counter, not a clock
+/// reading, because it is touched on every read and write of every request.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<AtomicU64>,
-    born: Instant,
 }
 
 impl Tracked {
     fn touch(&self) {
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.activity.store(now, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 

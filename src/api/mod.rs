@@ -177,47 +177,21 @@ pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool) -> impl Endpoint {
             }),
         );
     }
-    let (counted, limited) = (auth.clone(), auth);
     route
         .nest("/docs", docs)
         .at("/openapi.json", served)
         .around(limit_body)
-        .around(move |ep, req| rate_limit(limited.clone(), ep, req))
         .catch_all_error(error::envelope)
-        .around(access_log)
-        .around(move |ep, req| count_in_flight(counted.clone(), ep, req))
+        .around(move |ep, req| observe(auth.clone(), ep, req))
 }
 
-/// Counts requests being answered (`wxauth_http_requests_in_flight`).
-async fn count_in_flight<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem::Result<Response> {
+/// Every request: counted while in flight (`wxauth_http_requests_in_flight`), held to
+/// `WXAUTH_RATE_LIMIT_PER_MINUTE` before its body is read, and logged in one line: method,
+/// path (never the query, where a client might put a code or a token; cut at
+/// [`MAX_LOGGED_PATH`] bytes), status and duration. One layer for the three: each layer
+/// wraps the future of the rest, and a request's future is moved whole.
+async fn observe<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem::Result<Response> {
     let _in_flight = auth.metrics().request_started();
-    ep.call(req).await.map(IntoResponse::into_response)
-}
-
-/// `WXAUTH_RATE_LIMIT_PER_MINUTE`: counted per client before the body is read, so that
-/// malformed requests cost their sender too.
-async fn rate_limit<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    let limited = req.method() == poem::http::Method::POST && RATE_LIMITED.contains(&req.uri().path());
-    if let Some(peer) = req.remote_addr().as_socket_addr().map(|a| a.ip()).filter(|_| limited) {
-        let forwarded_for: Vec<&str> =
-            req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
-        if let Err(wait) = auth.check_request(peer, forwarded_for.as_deref()) {
-            return Ok(error::rate_limited(wait));
-        }
-    }
-    ep.call(req).await.map(IntoResponse::into_response)
-}
-
-/// A 404 like that of any unknown path.
-#[poem::handler]
-fn absent() -> poem::Result<()> {
-    Err(poem::Error::from_status(StatusCode::NOT_FOUND))
-}
-
-/// One line per request: method, path (never the query, where a client might put a code
-/// or a token; cut at [`MAX_LOGGED_PATH`] bytes), status and duration.
-async fn access_log<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::Result<Response> {
     let method = req.method().clone();
     let path = req.uri().path();
     // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
@@ -226,10 +200,32 @@ async fn access_log<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::R
         _ => path.to_owned(),
     };
     let started = std::time::Instant::now();
-    let resp = ep.call(req).await.map(IntoResponse::into_response)?;
+    let resp = match over_rate_limit(&auth, &req) {
+        Some(refused) => refused,
+        None => ep.call(req).await.map(IntoResponse::into_response)?,
+    };
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(target: "wxauth::access", %method, %path, status = resp.status().as_u16(), elapsed_ms, "request");
     Ok(resp)
+}
+
+/// The 429 of a client over `WXAUTH_RATE_LIMIT_PER_MINUTE` on the limited operations.
+/// Counted before the body is read, so that malformed requests cost their sender too.
+fn over_rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
+    if req.method() != poem::http::Method::POST || !RATE_LIMITED.contains(&req.uri().path()) {
+        return None;
+    }
+    let peer = req.remote_addr().as_socket_addr()?.ip();
+    let forwarded_for: Vec<&str> =
+        req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
+    auth.check_request(peer, forwarded_for.as_deref()).err().map(error::rate_limited)
+}
+
+/// A 404 like that of any unknown path.
+#[poem::handler]
+fn absent() -> poem::Result<()> {
+    Err(poem::Error::from_status(StatusCode::NOT_FOUND))
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's

@@ -96,3 +96,14 @@ async fn past_the_connection_cap_new_connections_wait_until_one_closes() {
 
     assert_eq!(healthz().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn http2_connections_may_carry_a_hundred_streams_at_once() {
+    let app = spawn_app().await;
+    let (_client, mut connection) = h2::client::handshake(connect(&app).await).await.unwrap();
+    // Drive the connection until the server's SETTINGS have arrived.
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+
+    assert_eq!(connection.max_concurrent_send_streams(), wxauth::server::MAX_STREAMS as usize);
+    assert_eq!(wxauth::server::MAX_STREAMS, 100);
+}

@@ -3,16 +3,19 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        mpsc,
     },
     time::Duration,
 };
 
 use poem::{
-    EndpointExt, Response, Route, Server, get, handler,
+    EndpointExt, Response, Route, get, handler,
     http::header,
     listener::{Acceptor, Listener, TcpListener},
     post,
@@ -100,7 +103,7 @@ impl MockWechat {
             .at("/cgi-bin/stable_token", post(stable_token))
             .at("/wxa/business/getuserphonenumber", post(phone_api))
             .data(state.clone());
-        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
         Self { base_url: format!("http://{addr}"), state }
     }
 
@@ -528,4 +531,114 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, error: &str) -> 
 /// Installs jsonwebtoken's crypto provider for tokens the tests sign themselves.
 pub fn crypto() {
     let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
+}
+
+// The real binary, for tests of start-up, signals, crashes and logs (`process.rs`).
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wxauth");
+
+pub fn command(vars: &HashMap<String, String>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("WXAUTH_") || n == "RUST_LOG") {
+        cmd.env_remove(name);
+    }
+    cmd.envs(vars);
+    cmd
+}
+
+pub fn run(vars: &HashMap<String, String>, args: &[&str]) -> Output {
+    command(vars, args).output().unwrap()
+}
+
+/// A `wxauth serve` child process with its combined log output captured.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(vars: &HashMap<String, String>, args: &[&str]) -> Server {
+        let mut child = command(vars, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (log, tx) = (log.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr: String =
+                            rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+                        let _ = tx.send(format!("http://{addr}"));
+                    }
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
+        Server { child, address, log }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, wait for exit, and return everything it logged.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        assert!(self.child.wait().unwrap().success(), "unclean exit:\n{}", self.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn login(&self, code: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/login", self.address))
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.address));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+pub async fn production(dir: &Path) -> (MockWechat, HashMap<String, String>) {
+    let wechat = MockWechat::start().await;
+    let mut vars = base_vars(dir, &wechat);
+    // Fixed: the default issuer names the bound address, and port 0 changes on restart.
+    vars.insert("WXAUTH_ISSUER".into(), "https://auth.example.com".into());
+    let out = run(&vars, &["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (wechat, vars)
+}
+
+/// Runs `wxauth <args>` with `stdin` as its standard input; returns status, stdout, stderr.
+pub fn run_with_stdin(vars: &HashMap<String, String>, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child =
+        command(vars, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }

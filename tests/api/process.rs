@@ -1,119 +1,14 @@
 //! Tests of the real binary: start-up rules, crash durability, key rotation, log hygiene.
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{MockWechat, Reply, SECRET, base_vars, default_session_key},
+    helpers::{MockWechat, Reply, SECRET, Server, base_vars, default_session_key, production, run, run_with_stdin},
     keys::verify_with_jwks,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_wxauth");
-
-fn command(vars: &HashMap<String, String>, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("WXAUTH_") || n == "RUST_LOG") {
-        cmd.env_remove(name);
-    }
-    cmd.envs(vars);
-    cmd
-}
-
-fn run(vars: &HashMap<String, String>, args: &[&str]) -> Output {
-    command(vars, args).output().unwrap()
-}
-
-/// A `wxauth serve` child process with its combined log output captured.
-struct Server {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(vars: &HashMap<String, String>, args: &[&str]) -> Server {
-        let mut child = command(vars, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (log, tx) = (log.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr: String =
-                            rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-                        let _ = tx.send(format!("http://{addr}"));
-                    }
-                    log.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let address = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
-        Server { child, address, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, wait for exit, and return everything it logged.
-    fn stop(mut self) -> String {
-        self.signal("TERM");
-        assert!(self.child.wait().unwrap().success(), "unclean exit:\n{}", self.log.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-        self.log.lock().unwrap().clone()
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn login(&self, code: &str) -> (u16, Value) {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/v1/login", self.address))
-            .json(&json!({"code": code}))
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let mut req = reqwest::Client::new().get(format!("{}{path}", self.address));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-}
-
-async fn production(dir: &Path) -> (MockWechat, HashMap<String, String>) {
-    let wechat = MockWechat::start().await;
-    let mut vars = base_vars(dir, &wechat);
-    // Fixed: the default issuer names the bound address, and port 0 changes on restart.
-    vars.insert("WXAUTH_ISSUER".into(), "https://auth.example.com".into());
-    let out = run(&vars, &["keys", "rotate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (wechat, vars)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_refuses_to_start_without_wechat_credentials() {
@@ -477,16 +372,6 @@ async fn returning_logins_answer_without_waiting_for_a_flush() {
     let event: Value = serde_json::from_str(closed).unwrap();
     assert_eq!(event["group_commits"], 2, "returning logins waited for flushes: {closed}");
     assert_eq!(event["fsyncs"], 2, "{closed}");
-}
-
-/// Runs `wxauth <args>` with `stdin` as its standard input; returns status, stdout, stderr.
-fn run_with_stdin(vars: &HashMap<String, String>, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child =
-        command(vars, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

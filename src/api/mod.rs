@@ -11,7 +11,7 @@ pub mod me;
 pub mod open_data;
 pub mod refresh;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
@@ -157,6 +157,7 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
 pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool) -> impl Endpoint {
     let api = service(auth.clone(), dev);
     let document = spec(&api, dev);
+    let allowed = Arc::new(allowed_methods(&document));
     // Swagger UI embeds the document it is given; give it the published one.
     let html = api.swagger_ui_html().replace(&api.spec(), &document);
     let docs = Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())));
@@ -182,15 +183,39 @@ pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool) -> impl Endpoint {
         .at("/openapi.json", served)
         .around(limit_body)
         .catch_all_error(error::envelope)
-        .around(move |ep, req| observe(auth.clone(), ep, req))
+        .around(move |ep, req| observe(auth.clone(), allowed.clone(), ep, req))
+}
+
+/// The methods each operation's path answers, from the document: a 405 names them in
+/// `Allow` (RFC 9110, section 15.5.6). HEAD goes with GET, as poem answers it.
+fn allowed_methods(document: &str) -> HashMap<String, String> {
+    let Ok(doc) = serde_json::from_str::<Value>(document) else { return HashMap::new() };
+    let paths = doc.get("paths").and_then(Value::as_object).into_iter().flatten();
+    paths
+        .map(|(path, operations)| {
+            let mut methods: Vec<String> =
+                operations.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
+            if methods.iter().any(|m| m == "GET") {
+                methods.push("HEAD".into());
+            }
+            methods.sort();
+            (path.clone(), methods.join(", "))
+        })
+        .collect()
 }
 
 /// Every request: counted while in flight (`wxauth_http_requests_in_flight`), held to
 /// `WXAUTH_RATE_LIMIT_PER_MINUTE` before its body is read, and logged in one line: method,
 /// path (never the query, where a client might put a code or a token; cut at
 /// [`MAX_LOGGED_PATH`] bytes), status and duration. One layer for the three: each layer
-/// wraps the future of the rest, and a request's future is moved whole.
-async fn observe<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem::Result<Response> {
+/// wraps the future of the rest, and a request's future is moved whole. A 405 gets its
+/// `Allow` header here too.
+async fn observe<E: Endpoint>(
+    auth: Arc<Auth>,
+    allowed: Arc<HashMap<String, String>>,
+    ep: Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
     let _in_flight = auth.metrics().request_started();
     let method = req.method().clone();
     let path = req.uri().path();
@@ -200,10 +225,15 @@ async fn observe<E: Endpoint>(auth: Arc<Auth>, ep: Arc<E>, req: Request) -> poem
         _ => path.to_owned(),
     };
     let started = std::time::Instant::now();
-    let resp = match over_rate_limit(&auth, &req) {
+    let mut resp = match over_rate_limit(&auth, &req) {
         Some(refused) => refused,
         None => ep.call(req).await.map(IntoResponse::into_response)?,
     };
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = allowed.get(&path).and_then(|m| header::HeaderValue::from_str(m).ok())
+    {
+        resp.headers_mut().insert(header::ALLOW, methods);
+    }
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(target: "wxauth::access", %method, %path, status = resp.status().as_u16(), elapsed_ms, "request");
     Ok(resp)

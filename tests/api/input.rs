@@ -86,3 +86,24 @@ async fn the_body_limit_is_16_kib() {
     assert!(over["error_description"].as_str().unwrap().contains("too large"), "{over}");
     assert_eq!(app.wechat.calls().len(), 1, "WeChat was called for the oversized body");
 }
+
+#[tokio::test]
+async fn an_unsupported_method_gets_405_with_the_methods_the_path_allows() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("DELETE", "/v1/login", "POST"),
+        ("GET", "/v1/login", "POST"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("PUT", "/.well-known/jwks.json", "GET, HEAD"),
+        ("PATCH", "/v1/me", "GET, HEAD"),
+        ("GET", "/v1/me/binding", "DELETE"),
+        ("DELETE", "/readyz", "GET, HEAD"),
+    ] {
+        let resp = app.client.request(method.parse().unwrap(), format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(resp.headers().get("allow").map(|v| v.to_str().unwrap()), Some(allow), "{method} {path}");
+        assert_error(resp, 405, "method_not_allowed").await;
+    }
+    // HEAD, which Allow promises, is answered.
+    let head = app.client.head(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+}

@@ -19,11 +19,14 @@ use crate::auth::{Auth, BindRequest};
 pub struct BindBody {
     /// The `bind_ticket` from a 403 `not_bound` login answer (valid 5 minutes, spent by a
     /// successful bind; a wrong password does not spend it).
+    #[oai(nullable)]
     pub bind_ticket: Option<String>,
     /// Or a fresh code from `wx.login`, when there is no ticket.
+    #[oai(nullable)]
     pub code: Option<CodeText>,
     /// With `code`: the AppID the code comes from (required when the server serves several
     /// apps). Ignored with a ticket, which names its app.
+    #[oai(nullable)]
     pub appid: Option<String>,
     /// The account's username.
     pub username: String,

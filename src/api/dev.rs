@@ -31,6 +31,7 @@ pub struct DevOpenDataRequest {
     pub kind: DevDataKind,
     /// With `phone`: the number, digits only and without country code (default: one
     /// derived from the openid, the same every time).
+    #[oai(nullable)]
     pub pure_phone_number: Option<String>,
 }
 

@@ -51,6 +51,11 @@ pub fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {
 /// Logs a server-side failure once and answers without its details.
 fn internal(err: Internal) -> InternalAnswer {
     tracing::error!(error = %err, "request failed");
+    internal_answer(err)
+}
+
+/// [`internal`] without the log line (for the document's examples).
+fn internal_answer(err: Internal) -> InternalAnswer {
     match err {
         Internal::Store(StoreError::Database(_)) => InternalAnswer::Unavailable(
             body(
@@ -60,6 +65,15 @@ fn internal(err: Internal) -> InternalAnswer {
             STORE_RETRY_SECS,
         ),
         _ => InternalAnswer::Failed(body("server_error", "internal error; see the server log")),
+    }
+}
+
+/// The status and body of an internal failure, as every operation answers it (for the
+/// document's examples: nothing is logged).
+pub(super) fn internal_example(err: Internal) -> (u16, Json<ErrorBody>) {
+    match internal_answer(err) {
+        InternalAnswer::Failed(b) => (500, b),
+        InternalAnswer::Unavailable(b, _) => (503, b),
     }
 }
 

@@ -6,9 +6,7 @@
 use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
-use super::error::{
-    BindError, DevError, ErrorBody, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError,
-};
+use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError, RefreshError};
 use crate::{
     auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
     domain::DomainError,
@@ -87,10 +85,9 @@ fn server_errors() -> Vec<(&'static str, u16, Value)> {
     let bug = Internal::Store(StoreError::Corrupt("malformed user id".into()));
     [("temporarily_unavailable", disk), ("server_error", bug)]
         .into_iter()
-        .map(|(name, failure)| match LogoutError::from(failure) {
-            LogoutError::BadRequest(b) => (name, 400, json(b)),
-            LogoutError::Internal(b) => (name, 500, json(b)),
-            LogoutError::Unavailable(b, _) => (name, 503, json(b)),
+        .map(|(name, failure)| {
+            let (status, body) = super::error::internal_example(failure);
+            (name, status, json(body))
         })
         .collect()
 }

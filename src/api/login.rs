@@ -23,6 +23,7 @@ pub struct LoginRequest {
     pub code: CodeText,
     /// The AppID of the mini-program the code comes from. Optional when the server serves
     /// one app; required when it serves several.
+    #[oai(nullable)]
     pub appid: Option<String>,
 }
 

@@ -22,11 +22,14 @@ use crate::{
 pub struct PhoneRequest {
     /// The code from `<button open-type="getPhoneNumber">` (`e.detail.code`; single use,
     /// valid 5 minutes; not a `wx.login` code). The server asks WeChat for the number.
+    #[oai(nullable)]
     pub code: Option<CodeText>,
     /// Or, from the same button in older base libraries, `e.detail.encryptedData`: decrypted
     /// with the session key of the person's latest login.
+    #[oai(nullable)]
     pub encrypted_data: Option<String>,
     /// With `encrypted_data`: `e.detail.iv`.
+    #[oai(nullable)]
     pub iv: Option<String>,
 }
 
@@ -78,8 +81,10 @@ pub struct ProfileRequestBody {
     /// `iv`.
     pub iv: String,
     /// `rawData`: checked against `signature` when given (send both or neither).
+    #[oai(nullable)]
     pub raw_data: Option<String>,
     /// `signature`: `sha1(rawData + session_key)` in hex.
+    #[oai(nullable)]
     pub signature: Option<String>,
 }
 

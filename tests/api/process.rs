@@ -766,6 +766,44 @@ async fn a_failing_disk_gets_503_and_the_server_recovers_once_writes_work_again(
     assert!(log.contains("database opened again"), "{log}");
 }
 
+/// Sets the soft limit on the child's open files; returns the one it replaced.
+fn cap_open_files(server: &Server, files: Option<u64>) -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, prlimit};
+    let pid = rustix::process::Pid::from_child(&server.child);
+    // The child inherited this process's hard limit; only root could raise it.
+    let maximum = getrlimit(Resource::Nofile).maximum;
+    prlimit(Some(pid), Resource::Nofile, Rlimit { current: files, maximum }).unwrap().current
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_logs_once_pauses_and_serves_again_once_some_free_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let server = Server::start(&vars, &["serve"]);
+    let address = server.address.trim_start_matches("http://").to_owned();
+    let open = std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).unwrap().count() as u64;
+    // Room for two more connections: the third and fourth wait in the backlog, unaccepted.
+    let limit = cap_open_files(&server, Some(open + 2));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+
+    // With a retry every 100 ms, a loop that logged each failure would have logged ~20 times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures = server.log.lock().unwrap().matches("accepting a connection failed").count();
+    assert_eq!(failures, 1, "one line per 10 s of failing accepts:\n{}", server.log.lock().unwrap());
+
+    cap_open_files(&server, limit);
+    drop(held);
+    let started = std::time::Instant::now();
+    while server.get("/healthz", None).await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_acknowledged_just_before_sigterm_survives_the_restart() {
     use crate::open_data::{IV, encrypt, phone_plaintext};

@@ -219,17 +219,21 @@ fn absent() -> poem::Result<()> {
 /// or a token; cut at [`MAX_LOGGED_PATH`] bytes), status and duration.
 async fn access_log<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::Result<Response> {
     let method = req.method().clone();
-    let path = req.uri().path();
-    // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
-    let path = match path.get(..MAX_LOGGED_PATH) {
-        Some(head) if head.len() < path.len() => format!("{head}…"),
-        _ => path.to_owned(),
-    };
+    let path = logged_path(req.uri().path());
     let started = std::time::Instant::now();
     let resp = ep.call(req).await.map(IntoResponse::into_response)?;
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(target: "wxauth::access", %method, %path, status = resp.status().as_u16(), elapsed_ms, "request");
     Ok(resp)
+}
+
+/// `path` as the access log shows it: at most [`MAX_LOGGED_PATH`] bytes, `…` when cut.
+fn logged_path(path: &str) -> String {
+    // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
+    match path.get(..MAX_LOGGED_PATH) {
+        Some(head) if head.len() < path.len() => format!("{head}…"),
+        _ => path.to_owned(),
+    }
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's
@@ -242,4 +246,18 @@ async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poe
         .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
     req.set_body(body);
     ep.call(req).await.map(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_path_is_cut_only_past_its_limit() {
+        let at_limit = format!("/{}", "p".repeat(MAX_LOGGED_PATH - 1));
+        assert_eq!(logged_path(&at_limit), at_limit, "a path of exactly the limit was marked as cut");
+        let over = format!("{at_limit}x");
+        assert_eq!(logged_path(&over), format!("{at_limit}…"));
+        assert_eq!(logged_path("/healthz"), "/healthz");
+    }
 }

@@ -22,6 +22,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_wxauth");
 fn command(vars: &HashMap<String, String>, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    with_settings(cmd, vars)
+}
+
+/// `cmd` with `vars` as its only `WXAUTH_` settings.
+fn with_settings(mut cmd: Command, vars: &HashMap<String, String>) -> Command {
     for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("WXAUTH_") || n == "RUST_LOG") {
         cmd.env_remove(name);
     }
@@ -42,7 +47,11 @@ struct Server {
 
 impl Server {
     fn start(vars: &HashMap<String, String>, args: &[&str]) -> Server {
-        let mut child = command(vars, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        Server::spawn(command(vars, args))
+    }
+
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         for stream in [
@@ -802,6 +811,40 @@ async fn out_of_file_descriptors_the_accept_loop_logs_once_pauses_and_serves_aga
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop();
+}
+
+/// The soft and hard limits on open files of a running process, from `/proc`.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_raises_its_open_file_limit_and_warns_only_of_a_connection_cap_above_it() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.expect("a finite hard limit");
+    assert!(hard > 1024, "this test needs a hard limit on open files above 1024, not {hard}");
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    // Started with a low soft limit, as many init systems do.
+    let start = |vars: &HashMap<String, String>| {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", r#"ulimit -Sn 512 && exec "$0" "$@""#, BIN, "serve"]);
+        Server::spawn(with_settings(sh, vars))
+    };
+    let warning = "above what the open-file limit";
+
+    // 256 descriptors are kept spare: a cap of exactly what remains fits.
+    vars.insert("WXAUTH_MAX_CONNECTIONS".into(), (hard - 256).to_string());
+    let server = start(&vars);
+    assert_eq!(open_file_limits(server.child.id()), (hard, hard), "the soft limit was not raised");
+    let log = server.stop();
+    assert!(!log.contains(warning), "{log}");
+
+    vars.insert("WXAUTH_MAX_CONNECTIONS".into(), (hard - 255).to_string());
+    let log = start(&vars).stop();
+    assert!(log.contains(warning), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -785,7 +785,7 @@ fn cap_open_files(server: &Server, files: Option<u64>) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_file_descriptors_the_accept_loop_logs_once_pauses_and_serves_again_once_some_free_up() {
+async fn out_of_file_descriptors_the_accept_loop_pauses_logs_once_per_10_s_and_serves_again_once_some_free_up() {
     let dir = tempfile::tempdir().unwrap();
     let (_wechat, vars) = production(dir.path()).await;
     let server = Server::start(&vars, &["serve"]);
@@ -802,6 +802,10 @@ async fn out_of_file_descriptors_the_accept_loop_logs_once_pauses_and_serves_aga
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failures = server.log.lock().unwrap().matches("accepting a connection failed").count();
     assert_eq!(failures, 1, "one line per 10 s of failing accepts:\n{}", server.log.lock().unwrap());
+    // Still failing 10 s later: one more line, so that the log shows it lasts.
+    tokio::time::sleep(Duration::from_millis(9_500)).await;
+    let failures = server.log.lock().unwrap().matches("accepting a connection failed").count();
+    assert_eq!(failures, 2, "no second line after 10 s of failing accepts:\n{}", server.log.lock().unwrap());
 
     cap_open_files(&server, limit);
     drop(held);

@@ -255,3 +255,65 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    /// A tracked server side and its plain client side.
+    async fn pair() -> (Tracked, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Tracked { inner: server, activity: Arc::new(AtomicU64::new(0)) }, client)
+    }
+
+    fn moved(tracked: &Tracked) -> bool {
+        tracked.activity.swap(0, Ordering::Relaxed) > 0
+    }
+
+    async fn receive(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(PATIENCE, client.read_exact(&mut buf)).await.expect("nothing arrived").unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn bytes_read_or_written_count_as_activity_and_the_end_of_the_stream_does_not() {
+        let (mut tracked, mut client) = pair().await;
+
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        tracked.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        assert!(moved(&tracked), "bytes read were not activity");
+
+        tracked.write_all(b"pong").await.unwrap();
+        assert_eq!(receive(&mut client, 4).await, b"pong");
+        assert!(moved(&tracked), "bytes written were not activity");
+
+        let written = tracked.write_vectored(&[io::IoSlice::new(b"po"), io::IoSlice::new(b"ng")]).await.unwrap();
+        assert_eq!(written, 4);
+        assert_eq!(receive(&mut client, 4).await, b"pong");
+        assert!(moved(&tracked), "bytes written in slices were not activity");
+
+        client.shutdown().await.unwrap();
+        assert_eq!(tracked.read(&mut buf).await.unwrap(), 0);
+        assert!(!moved(&tracked), "the end of the stream counted as activity");
+    }
+
+    #[tokio::test]
+    async fn shutting_a_tracked_stream_down_ends_the_peer_s_stream() {
+        let (mut tracked, mut client) = pair().await;
+
+        tracked.shutdown().await.unwrap();
+
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(PATIENCE, client.read(&mut buf)).await.expect("no end of stream");
+        assert_eq!(read.unwrap(), 0);
+    }
+}

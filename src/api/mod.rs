@@ -218,12 +218,7 @@ async fn observe<E: Endpoint>(
 ) -> poem::Result<Response> {
     let _in_flight = auth.metrics().request_started();
     let method = req.method().clone();
-    let path = req.uri().path();
-    // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
-    let path = match path.get(..MAX_LOGGED_PATH) {
-        Some(head) if head.len() < path.len() => format!("{head}…"),
-        _ => path.to_owned(),
-    };
+    let path = logged_path(req.uri().path());
     let started = std::time::Instant::now();
     let mut resp = match over_rate_limit(&auth, &req) {
         Some(refused) => refused,
@@ -258,6 +253,15 @@ fn absent() -> poem::Result<()> {
     Err(poem::Error::from_status(StatusCode::NOT_FOUND))
 }
 
+/// `path` as the access log shows it: at most [`MAX_LOGGED_PATH`] bytes, `…` when cut.
+fn logged_path(path: &str) -> String {
+    // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
+    match path.get(..MAX_LOGGED_PATH) {
+        Some(head) if head.len() < path.len() => format!("{head}…"),
+        _ => path.to_owned(),
+    }
+}
+
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's
 /// `SizeLimit` refuses requests without one, which includes every GET), within
 /// [`BODY_DEADLINE`].
@@ -268,4 +272,18 @@ async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poe
         .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
     req.set_body(body);
     ep.call(req).await.map(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_path_is_cut_only_past_its_limit() {
+        let at_limit = format!("/{}", "p".repeat(MAX_LOGGED_PATH - 1));
+        assert_eq!(logged_path(&at_limit), at_limit, "a path of exactly the limit was marked as cut");
+        let over = format!("{at_limit}x");
+        assert_eq!(logged_path(&over), format!("{at_limit}…"));
+        assert_eq!(logged_path("/healthz"), "/healthz");
+    }
 }

@@ -293,6 +293,46 @@ mod tests {
     }
 
     #[test]
+    fn an_open_breaker_tells_callers_how_long_until_its_probe() {
+        let b = Breaker::new(1, Duration::from_secs(10), Metrics::new());
+        // Some time on the breaker's clock, so that the arithmetic cannot hide behind a zero.
+        std::thread::sleep(Duration::from_millis(30));
+        b.admit().unwrap().settle(false);
+        std::thread::sleep(Duration::from_millis(30));
+        match b.admit() {
+            Err(WechatError::Unavailable { retry_after, .. }) => assert!(
+                (Duration::from_secs(9)..Duration::from_secs(10)).contains(&retry_after),
+                "Retry-After {retry_after:?} for a breaker open 10 s"
+            ),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_breaker_open_for_no_time_lets_the_very_next_caller_probe() {
+        let b = Breaker::new(1, Duration::ZERO, Metrics::new());
+        b.admit().unwrap().settle(false);
+        assert_eq!(b.state(), BreakerState::Open);
+        let probe = b.admit();
+        assert!(probe.as_ref().is_ok_and(|p| p.probe), "refused at the moment the probe is due");
+    }
+
+    #[test]
+    fn the_breaker_state_metric_follows_open_and_close() {
+        let metrics = Metrics::new();
+        let b = Breaker::new(1, Duration::ZERO, metrics.clone());
+        let state =
+            || metrics.render().lines().find_map(|l| l.strip_prefix("wxauth_wechat_breaker_state ").map(str::to_owned));
+        assert_eq!(state().as_deref(), Some("0"));
+        b.admit().unwrap().settle(false);
+        assert_eq!(state().as_deref(), Some("1"));
+        let probe = b.admit().unwrap();
+        assert_eq!(state().as_deref(), Some("2"));
+        probe.settle(true);
+        assert_eq!(state().as_deref(), Some("0"), "closed, but the metric says otherwise");
+    }
+
+    #[test]
     fn a_probe_whose_caller_went_away_lets_the_next_caller_probe() {
         let b = breaker(1);
         b.admit().unwrap().settle(false);
@@ -300,5 +340,62 @@ mod tests {
         drop(b.admit().unwrap());
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.admit().is_ok(), "nobody may probe any more");
+    }
+
+    /// Answers one request on loopback with `len` bytes, announced by `Content-Length` or
+    /// sent chunked in 1 KiB pieces, and returns what [`exchange`] made of it.
+    async fn exchange_answer(len: usize, chunked: bool) -> Result<Vec<u8>, WechatError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = vec![b'x'; len];
+            let mut answer = Vec::new();
+            if chunked {
+                answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+                for piece in body.chunks(1024) {
+                    answer.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                    answer.extend_from_slice(piece);
+                    answer.extend_from_slice(b"\r\n");
+                }
+                answer.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                answer.extend_from_slice(
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n").as_bytes(),
+                );
+                answer.extend_from_slice(&body);
+            }
+            // The client may hang up early on an answer it refuses.
+            let _ = socket.write_all(&answer).await;
+        });
+        let result = exchange(reqwest::Client::new().get(url)).await;
+        server.abort();
+        result
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_exactly_64_kib_is_read_whole_with_or_without_a_length() {
+        for chunked in [false, true] {
+            let body = exchange_answer(MAX_ANSWER_BYTES, chunked).await;
+            assert_eq!(body.map(|b| b.len()).map_err(|e| e.to_string()), Ok(64 * 1024), "chunked: {chunked}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_one_byte_over_64_kib_is_refused_with_or_without_a_length() {
+        for (len, chunked) in [(MAX_ANSWER_BYTES + 1, false), (MAX_ANSWER_BYTES + 1, true), (1 << 20, true)] {
+            match exchange_answer(len, chunked).await {
+                Err(WechatError::Transport(text)) => assert!(text.contains("larger than"), "{text}"),
+                other => panic!("{len} bytes, chunked: {chunked}: {:?}", other.map(|b| b.len())),
+            }
+        }
     }
 }

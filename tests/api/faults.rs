@@ -208,8 +208,9 @@ async fn the_rate_limit_counts_login_attempts_per_client_address() {
         .await
         .unwrap();
     assert_error(spoofed, 429, "rate_limited").await;
-    // Other operations are not limited.
+    // Other operations are not limited, POSTs included.
     assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_ne!(app.post("/v1/refresh", &json!({})).await.status(), 429);
 }
 
 #[tokio::test]

@@ -540,6 +540,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wxauth");
 pub fn command(vars: &HashMap<String, String>, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    with_settings(cmd, vars)
+}
+
+/// `cmd` with `vars` as its only `WXAUTH_` settings.
+pub fn with_settings(mut cmd: Command, vars: &HashMap<String, String>) -> Command {
     for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("WXAUTH_") || n == "RUST_LOG") {
         cmd.env_remove(name);
     }
@@ -555,12 +560,17 @@ pub fn run(vars: &HashMap<String, String>, args: &[&str]) -> Output {
 pub struct Server {
     pub child: Child,
     pub address: String,
-    log: Arc<Mutex<String>>,
+    pub log: Arc<Mutex<String>>,
 }
 
 impl Server {
     pub fn start(vars: &HashMap<String, String>, args: &[&str]) -> Server {
-        let mut child = command(vars, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        Server::spawn(command(vars, args))
+    }
+
+    /// Runs `command`, which must start a server, and waits for its "listening" line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         for stream in [

@@ -90,3 +90,67 @@ impl Reopening {
         self.reopening.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::Mutex,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// Log lines, captured in memory.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+        type Writer = Logs;
+
+        fn make_writer(&'a self) -> Logs {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_again_waits_for_the_old_handle_warns_once_and_recovers_when_it_is_released() {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+        // The test runs on one thread, the reopening task included.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+        let store = Reopening::open(&settings, Sealer::ephemeral().unwrap()).await.unwrap();
+        let old = store.get().unwrap();
+
+        let noted: Result<(), _> = store.note(Err(StoreError::Database("disk full".into())));
+        assert!(noted.is_err(), "the error was not passed on");
+        // An operation still holding the old handle keeps sled's lock: opening fails meanwhile.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(store.get().is_err(), "opened again while the old handle held the lock");
+        drop(old);
+        let started = Instant::now();
+        while store.get().is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never opened again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("cannot open the database again yet")).collect();
+        assert_eq!(warnings.len(), 1, "one warning per 50 attempts:\n{text}");
+        assert!(warnings[0].contains("attempts=1"), "no warning at the first failure:\n{text}");
+        assert!(text.contains("database opened again"), "{text}");
+    }
+}

@@ -563,6 +563,14 @@ pub struct Server {
     pub log: Arc<Mutex<String>>,
 }
 
+/// A test that fails or times out must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     pub fn start(vars: &HashMap<String, String>, args: &[&str]) -> Server {
         Server::spawn(command(vars, args))

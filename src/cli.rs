@@ -204,39 +204,10 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
         eprintln!("wxauth: done by the running server (admin socket {})", socket.display());
         return Ok(reply);
     }
-    // Run from the wrong directory, the default `./data` would silently be a new, empty
-    // store: only an existing one is opened (create the directory to start one).
-    let StoreSettings::Sled(sled) = &settings.store;
-    if !sled.data_dir.exists() {
-        return Err(format!(
-            "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and there is no store in {} \
-             (WXAUTH_DATA_DIR). Give this command the server's settings; to start a new store, create the \
-             directory first",
-            socket.display(),
-            sled.data_dir.display()
-        )
-        .into());
-    }
-    // The server's key seals session keys (and migrates plaintext ones at open): a key made
-    // here by mistake, in the wrong keys directory, would make every stored key unreadable.
-    // Only a brand-new, empty store may get a new key.
-    let new_store = std::fs::read_dir(&sled.data_dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-    let sealer = match Sealer::load(&settings.keys_dir)? {
-        Some(sealer) => sealer,
-        None if new_store => Sealer::load_or_create(&settings.keys_dir)?,
-        None => {
-            return Err(format!(
-                "no session-key encryption key ({}) in {} (WXAUTH_KEYS_DIR): give this command the server's settings",
-                crate::store::sealed::KEY_FILE,
-                settings.keys_dir.display()
-            )
-            .into());
-        }
-    };
-    let store = Store::open(&settings.store, sealer).await.map_err(|e| {
+    let store = open_store(settings).await.map_err(|e| {
         format!(
-            "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and the store cannot be opened: {e}. \
-             If a server is running, give this command the same WXAUTH_ADMIN_SOCKET and WXAUTH_DATA_DIR",
+            "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and {e}. If a server is running, \
+             give this command the same WXAUTH_ADMIN_SOCKET and store settings",
             socket.display()
         )
     })?;
@@ -245,6 +216,45 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
     store.close().await?;
     eprintln!("wxauth: no server running (no answer on {}); changed the store directly", socket.display());
     Ok(reply?)
+}
+
+/// Opens the store the settings name, as the server would, for a command run without a
+/// server. Refuses what is most likely a mistake in the settings: a sled directory that
+/// does not exist, or a store with data but no session-key encryption key.
+async fn open_store(settings: &Settings) -> Result<Store, String> {
+    let new_store = match &settings.store {
+        StoreSettings::Sled(sled) => {
+            // Run from the wrong directory, the default `./data` would silently be a new,
+            // empty store: only an existing one is opened (create the directory to start one).
+            if !sled.data_dir.exists() {
+                return Err(format!(
+                    "there is no store in {} (WXAUTH_DATA_DIR). Give this command the server's settings; to \
+                     start a new store, create the directory first",
+                    sled.data_dir.display()
+                ));
+            }
+            std::fs::read_dir(&sled.data_dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+        }
+        // Shared by every replica: the key must come from them, never be made here.
+        StoreSettings::Postgres(_) => false,
+    };
+    // The server's key seals session keys (and migrates plaintext ones at open): a key made
+    // here by mistake, in the wrong keys directory, would make every stored key unreadable.
+    // Only a brand-new, empty store may get a new key.
+    let loaded = Sealer::load(&settings.keys_dir).map_err(|e| e.to_string())?;
+    let sealer = match loaded {
+        Some(sealer) => sealer,
+        None if new_store => Sealer::load_or_create(&settings.keys_dir).map_err(|e| e.to_string())?,
+        None => {
+            return Err(format!(
+                "there is no session-key encryption key ({}) in {} (WXAUTH_KEYS_DIR): give this command the \
+                 server's settings",
+                crate::store::sealed::KEY_FILE,
+                settings.keys_dir.display()
+            ));
+        }
+    };
+    Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))
 }
 
 /// Reads a new password (prompt twice on a terminal, else one line of stdin) and hashes it.

@@ -158,6 +158,79 @@ pub struct AttemptLimits {
 pub enum StoreSettings {
     /// The embedded sled database (one process per data directory).
     Sled(SledSettings),
+    /// A PostgreSQL database, which several replicas may share.
+    Postgres(PostgresSettings),
+}
+
+/// Settings of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// Where the database is (`WXAUTH_DATABASE_URL`).
+    pub url: DatabaseUrl,
+    /// Connections each replica keeps at most (`WXAUTH_DATABASE_POOL_SIZE`).
+    pub pool_size: u32,
+    /// How long one statement, or the wait for a free connection, may take
+    /// (`WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS`).
+    pub statement_timeout: Duration,
+}
+
+/// A `postgres://` URL. It usually holds a password, so it prints only redacted: in
+/// `Debug`, in `Display` and therefore in every log line and error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(url::Url);
+
+impl DatabaseUrl {
+    /// Checks the scheme; the error never repeats the value (it may hold a password).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = url::Url::parse(raw.trim())
+            .map_err(|e| format!("not a URL ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "expected a postgres:// URL such as postgres://USER:PASSWORD@HOST:PORT/DATABASE, got scheme {:?}",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the URL names no host; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE".into());
+        }
+        Ok(Self(url))
+    }
+
+    /// The URL with its password: only for connecting.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with the password (in the authority or as a query parameter) replaced.
+    pub fn redacted(&self) -> String {
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("REDACTED"));
+        }
+        if url.query().is_some() {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = k.to_ascii_lowercase().contains("password");
+                    (k.into_owned(), if secret { "REDACTED".to_owned() } else { v.into_owned() })
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// Settings of the embedded sled store.
@@ -243,6 +316,10 @@ pub const KEYS: &[&str] = &[
     "wechat_breaker_failures",
     "wechat_breaker_open_secs",
     "store_cache_mb",
+    "store",
+    "database_url",
+    "database_pool_size",
+    "database_statement_timeout_ms",
     "log_format",
     "registration",
     "bind_attempts_per_username",
@@ -403,10 +480,7 @@ impl Settings {
             attempt_limits,
             bind_ticket_ttl: Duration::from_secs(layers.ranged("bind_ticket_ttl", 300, 1..=300, "seconds")?),
             admin_socket,
-            store: StoreSettings::Sled(SledSettings {
-                data_dir,
-                cache_bytes: layers.ranged("store_cache_mb", 16, 1..=65_536, "MiB")? * 1024 * 1024,
-            }),
+            store: store_settings(layers, data_dir)?,
             log_format,
             token: TokenSettings {
                 issuer,
@@ -437,6 +511,45 @@ impl Settings {
             },
             wechat,
         })
+    }
+}
+
+fn store_settings(layers: &Layers, data_dir: PathBuf) -> Result<StoreSettings, ConfigError> {
+    let url = layers.get("database_url").filter(|u| !u.trim().is_empty());
+    match layers.get("store").map(str::trim) {
+        None | Some("sled") => {
+            if url.is_some() {
+                return Err(invalid(
+                    "database_url",
+                    "is set, but WXAUTH_STORE is sled (the default): set WXAUTH_STORE=postgres to use the database, \
+                     or unset WXAUTH_DATABASE_URL"
+                        .into(),
+                ));
+            }
+            Ok(StoreSettings::Sled(SledSettings {
+                data_dir,
+                cache_bytes: layers.ranged("store_cache_mb", 16, 1..=65_536, "MiB")? * 1024 * 1024,
+            }))
+        }
+        Some("postgres") => {
+            let Some(url) = url else {
+                return Err(invalid(
+                    "database_url",
+                    "is required with WXAUTH_STORE=postgres: postgres://USER:PASSWORD@HOST:PORT/DATABASE".into(),
+                ));
+            };
+            Ok(StoreSettings::Postgres(PostgresSettings {
+                url: DatabaseUrl::parse(url).map_err(|reason| invalid("database_url", reason))?,
+                pool_size: layers.ranged("database_pool_size", 16, 1..=1_000, "connections")? as u32,
+                statement_timeout: Duration::from_millis(layers.ranged(
+                    "database_statement_timeout_ms",
+                    5_000,
+                    100..=600_000,
+                    "milliseconds",
+                )?),
+            }))
+        }
+        Some(other) => Err(invalid("store", format!("expected sled or postgres, got {other:?}"))),
     }
 }
 
@@ -711,6 +824,53 @@ mod tests {
             let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{var}={value:?} gave: {err}");
         }
+    }
+
+    #[test]
+    fn bad_store_settings_name_the_variable_and_never_echo_a_password() {
+        let pg = ("WXAUTH_STORE", "postgres");
+        for (settings, var) in [
+            (vec![("WXAUTH_STORE", "mysql")], "WXAUTH_STORE"),
+            (vec![pg], "WXAUTH_DATABASE_URL"),
+            (vec![pg, ("WXAUTH_DATABASE_URL", "  ")], "WXAUTH_DATABASE_URL"),
+            (vec![pg, ("WXAUTH_DATABASE_URL", "mysql://u:hunter2@db/x")], "WXAUTH_DATABASE_URL"),
+            (vec![pg, ("WXAUTH_DATABASE_URL", "hunter2 is no url")], "WXAUTH_DATABASE_URL"),
+            (vec![pg, ("WXAUTH_DATABASE_URL", "postgres:///x?password=hunter2")], "WXAUTH_DATABASE_URL"),
+            (vec![("WXAUTH_DATABASE_URL", "postgres://u:hunter2@db/x")], "WXAUTH_DATABASE_URL"),
+            (vec![pg, ("WXAUTH_DATABASE_URL", "postgres://db/x"), ("WXAUTH_DATABASE_POOL_SIZE", "0")], "POOL_SIZE"),
+            (
+                vec![pg, ("WXAUTH_DATABASE_URL", "postgres://db/x"), ("WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS", "5")],
+                "WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS",
+            ),
+        ] {
+            let err = load(Mode::Dev, &settings).unwrap_err().to_string();
+            assert!(err.contains(var), "{settings:?} gave: {err}");
+            assert!(!err.contains("hunter2"), "{settings:?} echoed the password: {err}");
+        }
+    }
+
+    #[test]
+    fn a_database_url_prints_without_its_password() {
+        let settings = load(
+            Mode::Dev,
+            &[
+                ("WXAUTH_STORE", "postgres"),
+                (
+                    "WXAUTH_DATABASE_URL",
+                    "postgres://wx:hunter2@db.internal:5432/wxauth?sslmode=require&password=hunter3",
+                ),
+                ("WXAUTH_DATABASE_POOL_SIZE", "7"),
+            ],
+        )
+        .unwrap();
+        let StoreSettings::Postgres(pg) = &settings.store else { panic!("not postgres: {:?}", settings.store) };
+        assert_eq!(pg.pool_size, 7);
+        assert_eq!(pg.statement_timeout, Duration::from_secs(5));
+        assert!(pg.url.expose().contains("hunter2"));
+        let shown = format!("{settings:?} {}", pg.url);
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(shown.contains("postgres://wx:REDACTED@db.internal:5432/wxauth?sslmode=require"), "{shown}");
+        assert!(matches!(load(Mode::Dev, &[]).unwrap().store, StoreSettings::Sled(_)), "sled is not the default");
     }
 
     #[test]

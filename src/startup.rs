@@ -148,12 +148,14 @@ impl Application {
             }
         };
         private_dir(&settings.keys_dir, "WXAUTH_KEYS_DIR", settings.dev)?;
-        let StoreSettings::Sled(sled) = &settings.store;
-        private_dir(&sled.data_dir, "WXAUTH_DATA_DIR", settings.dev)?;
+        if let StoreSettings::Sled(sled) = &settings.store {
+            private_dir(&sled.data_dir, "WXAUTH_DATA_DIR", settings.dev)?;
+        }
         let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, KeyMode::of(settings.dev))?;
         let sealer = Sealer::load_or_create(&settings.keys_dir)?;
         let location = match &settings.store {
             StoreSettings::Sled(s) => format!("WXAUTH_DATA_DIR={}", s.data_dir.display()),
+            StoreSettings::Postgres(s) => format!("WXAUTH_DATABASE_URL={}", s.url.redacted()),
         };
         let store = Store::open(&settings.store, sealer)
             .await

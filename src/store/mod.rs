@@ -16,6 +16,8 @@
 //!   included), writes only what changed, and does not wait for durability;
 //! - a layout newer than this build is refused at open.
 
+mod codec;
+mod postgres;
 pub mod sealed;
 mod sled;
 
@@ -41,10 +43,12 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
     /// The data was written by a newer wxauth.
-    #[error("the store has schema version {found}; this build understands up to {SCHEMA_VERSION}")]
+    #[error("the store has schema version {found}; this build understands up to {supported}")]
     SchemaTooNew {
         /// Version found.
         found: u32,
+        /// The newest version this build understands (per backend).
+        supported: u32,
     },
     /// A record could not be decoded, or a binding points at a missing user.
     #[error("corrupt record: {0}")]
@@ -185,6 +189,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sled(std::sync::Arc<sled::Reopening>),
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
@@ -193,6 +198,7 @@ impl Store {
     pub async fn open(settings: &StoreSettings, sealer: sealed::Sealer) -> Result<Self, StoreError> {
         let backend = match settings {
             StoreSettings::Sled(s) => Backend::Sled(sled::Reopening::open(s, sealer).await?),
+            StoreSettings::Postgres(s) => Backend::Postgres(postgres::PgStore::open(s, sealer).await?),
         };
         Ok(Self { backend })
     }
@@ -206,6 +212,7 @@ impl Store {
     pub async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.login(appid, session, true).await)?.ok_or(StoreError::NotCreated),
+            Backend::Postgres(p) => p.login(appid, session, true).await?.ok_or(StoreError::NotCreated),
         }
     }
 
@@ -218,6 +225,7 @@ impl Store {
     ) -> Result<Option<LoginRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.login(appid, session, false).await),
+            Backend::Postgres(p) => p.login(appid, session, false).await,
         }
     }
 
@@ -233,6 +241,7 @@ impl Store {
     ) -> Result<LoginRecord, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.bind(appid, session, username, ticket).await),
+            Backend::Postgres(p) => p.bind(appid, session, username, ticket).await,
         }
     }
 
@@ -241,6 +250,7 @@ impl Store {
     pub async fn unbind(&self, id: &UserId) -> Result<Vec<Identity>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.unbind(id).await),
+            Backend::Postgres(p) => p.unbind(id).await,
         }
     }
 
@@ -248,6 +258,7 @@ impl Store {
     pub async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.put_ticket(id, ticket)),
+            Backend::Postgres(p) => p.put_ticket(id, ticket).await,
         }
     }
 
@@ -255,6 +266,7 @@ impl Store {
     pub async fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.ticket(id)),
+            Backend::Postgres(p) => p.ticket(id).await,
         }
     }
 
@@ -262,6 +274,7 @@ impl Store {
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.user(id)),
+            Backend::Postgres(p) => p.user(id).await,
         }
     }
 
@@ -269,6 +282,7 @@ impl Store {
     pub async fn user_by_openid(&self, appid: &str, openid: &str) -> Result<Option<User>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.user_by_openid(appid, openid)),
+            Backend::Postgres(p) => p.user_by_openid(appid, openid).await,
         }
     }
 
@@ -277,6 +291,7 @@ impl Store {
     pub async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.session_key(id, appid)),
+            Backend::Postgres(p) => p.session_key(id, appid).await,
         }
     }
 
@@ -284,6 +299,7 @@ impl Store {
     pub async fn details(&self, id: &UserId) -> Result<Details, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.details(id)),
+            Backend::Postgres(p) => p.details(id).await,
         }
     }
 
@@ -292,6 +308,7 @@ impl Store {
     pub async fn set_phone(&self, id: &UserId, phone: Dated<PhoneNumber>) -> Result<Details, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.change_details(id, |d| d.phone = Some(phone)).await),
+            Backend::Postgres(p) => p.change_details(id, |d| d.phone = Some(phone.clone())).await,
         }
     }
 
@@ -300,6 +317,7 @@ impl Store {
     pub async fn set_profile(&self, id: &UserId, profile: Dated<Profile>) -> Result<Details, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.change_details(id, |d| d.profile = Some(profile)).await),
+            Backend::Postgres(p) => p.change_details(id, |d| d.profile = Some(profile.clone())).await,
         }
     }
 
@@ -315,6 +333,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.start_refresh(id, grant, now, expires_at)),
+            Backend::Postgres(p) => p.start_refresh(id, grant, now, expires_at).await,
         }
     }
 
@@ -332,6 +351,7 @@ impl Store {
     ) -> Result<Refreshed, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.rotate_refresh(old, new, now, expires_at).await),
+            Backend::Postgres(p) => p.rotate_refresh(old, new, now, expires_at).await,
         }
     }
 
@@ -340,6 +360,7 @@ impl Store {
     pub async fn revoke_refresh(&self, id: &RefreshId, keep_until: OffsetDateTime) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.revoke_refresh(id, keep_until).await),
+            Backend::Postgres(p) => p.revoke_refresh(id, keep_until).await,
         }
     }
 
@@ -353,6 +374,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.revoke_user_refresh(user, now, keep_until).await),
+            Backend::Postgres(p) => p.revoke_user_refresh(user, now, keep_until).await,
         }
     }
 
@@ -362,6 +384,7 @@ impl Store {
     pub async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.purge_refresh(now, limit)),
+            Backend::Postgres(p) => p.purge_refresh(now, limit).await,
         }
     }
 
@@ -369,6 +392,7 @@ impl Store {
     pub async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.add_account(username, password_hash).await),
+            Backend::Postgres(p) => p.add_account(username, password_hash).await,
         }
     }
 
@@ -376,6 +400,7 @@ impl Store {
     pub async fn account(&self, username: &str) -> Result<Option<Account>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.account(username)),
+            Backend::Postgres(p) => p.account(username).await,
         }
     }
 
@@ -383,6 +408,7 @@ impl Store {
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.accounts()),
+            Backend::Postgres(p) => p.accounts().await,
         }
     }
 
@@ -390,6 +416,7 @@ impl Store {
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.set_password(username, password_hash).await),
+            Backend::Postgres(p) => p.set_password(username, password_hash).await,
         }
     }
 
@@ -398,6 +425,7 @@ impl Store {
     pub async fn remove_account(&self, username: &str) -> Result<User, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.remove_account(username).await),
+            Backend::Postgres(p) => p.remove_account(username).await,
         }
     }
 
@@ -405,6 +433,7 @@ impl Store {
     pub async fn check(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.check().await),
+            Backend::Postgres(p) => p.check().await,
         }
     }
 
@@ -413,6 +442,7 @@ impl Store {
     pub async fn claim_mode(&self, mode: crate::domain::KeyMode) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.claim_mode(mode).await),
+            Backend::Postgres(p) => p.claim_mode(mode).await,
         }
     }
 
@@ -420,6 +450,7 @@ impl Store {
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.check_writable().await),
+            Backend::Postgres(p) => p.check_writable().await,
         }
     }
 
@@ -427,6 +458,7 @@ impl Store {
     pub async fn close(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.get()?.close().await,
+            Backend::Postgres(p) => p.close().await,
         }
     }
 }

@@ -2,11 +2,13 @@
 //! in `conformance.rs` and run against each backend by `conformance_suite!`.
 
 mod conformance;
+#[path = "../support/postgres.rs"]
+mod postgres;
 
 use std::any::Any;
 
 use wxauth::{
-    config::{SledSettings, StoreSettings},
+    config::{DatabaseUrl, PostgresSettings, SledSettings, StoreSettings},
     store::{SCHEMA_VERSION, Store},
 };
 
@@ -14,8 +16,8 @@ use wxauth::{
 pub trait Backend {
     /// Settings for a new, empty store, and whatever must live as long as it (a directory).
     fn fresh(&self) -> (StoreSettings, Box<dyn Any + Send>);
-    /// Marks the (closed) store as written by a newer build.
-    fn set_schema_version(&self, settings: &StoreSettings, version: u32);
+    /// Marks the (closed) store as written by a newer build; returns the version written.
+    fn set_newer_schema(&self, settings: &StoreSettings) -> u32;
 }
 
 /// The embedded sled backend.
@@ -28,8 +30,9 @@ impl Backend for SledBackend {
         (settings, Box::new(dir))
     }
 
-    fn set_schema_version(&self, settings: &StoreSettings, version: u32) {
-        let StoreSettings::Sled(s) = settings;
+    fn set_newer_schema(&self, settings: &StoreSettings) -> u32 {
+        let StoreSettings::Sled(s) = settings else { unreachable!() };
+        let version = SCHEMA_VERSION + 1;
         // The store's lock goes a moment after its last handle.
         let db = (0..100)
             .find_map(|_| {
@@ -40,9 +43,56 @@ impl Backend for SledBackend {
                 db
             })
             .expect("the closed store kept its lock");
-        assert!(version > SCHEMA_VERSION);
         db.open_tree("meta").unwrap().insert("schema_version", &version.to_be_bytes()[..]).unwrap();
         db.flush().unwrap();
+        version
+    }
+}
+
+/// PostgreSQL: a new database per store, on the server `WXAUTH_TEST_DATABASE_URL` names.
+pub struct PgBackend;
+
+impl PgBackend {
+    /// `None` (the tests skip, or fail under CI) without a test server.
+    pub fn from_env() -> Option<Self> {
+        postgres::server_url().map(|_| Self)
+    }
+}
+
+impl Backend for PgBackend {
+    fn fresh(&self) -> (StoreSettings, Box<dyn Any + Send>) {
+        let url = postgres::fresh_database().expect("no test server");
+        let settings = StoreSettings::Postgres(PostgresSettings {
+            url: DatabaseUrl::parse(&url).unwrap(),
+            pool_size: 8,
+            statement_timeout: std::time::Duration::from_secs(10),
+        });
+        (settings, Box::new(()))
+    }
+
+    fn set_newer_schema(&self, settings: &StoreSettings) -> u32 {
+        let StoreSettings::Postgres(s) = settings else { unreachable!() };
+        let url = s.url.expose().to_owned();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                let newest: i64 =
+                    sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations").fetch_one(&mut conn).await.unwrap();
+                sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES ($1, 'from a newer wxauth', true, '\\x00', 0)",
+                )
+                .bind(newest + 1)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                (newest + 1) as u32
+            })
+        })
+        .join()
+        .unwrap()
     }
 }
 
@@ -67,14 +117,19 @@ pub async fn open(settings: &StoreSettings) -> Result<Store, wxauth::store::Stor
     Err(last.unwrap())
 }
 
-/// One `#[tokio::test]` per conformance case, for one backend.
+/// One `#[tokio::test]` per conformance case, for each backend (an `Option`: `None`
+/// skips).
 macro_rules! conformance_suite {
-    ($module:ident, $backend:expr, [$($case:ident),* $(,)?]) => {
+    ([$($module:ident: $backend:expr),*], $cases:tt) => {
+        $(conformance_suite!(@one $module, $backend, $cases);)*
+    };
+    (@one $module:ident, $backend:expr, [$($case:ident),* $(,)?]) => {
         mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    crate::conformance::$case(&$backend).await;
+                    let Some(backend) = $backend else { return };
+                    crate::conformance::$case(&backend).await;
                 }
             )*
         }
@@ -82,8 +137,7 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(
-    sled_store,
-    crate::SledBackend,
+    [sled_store: Some(crate::SledBackend), postgres_store: crate::PgBackend::from_env()],
     [
         racing_first_logins_create_exactly_one_user,
         a_returning_login_finds_the_same_user_and_is_not_created,

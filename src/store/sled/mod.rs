@@ -116,7 +116,7 @@ impl SledStore {
             Err(current) => decode_version(current.current.as_deref())?,
         };
         if version > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew { found: version });
+            return Err(StoreError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
         }
         if version == 1 {
             migrate_from_v1(&db, &meta)?;
@@ -233,7 +233,13 @@ impl SledStore {
         let Some(identity) = record.identity_mut(appid).filter(|i| i.openid == session.openid) else {
             return Ok(None);
         };
-        let changes = returning_changes(last_login_at, unionid.as_deref(), keys.open(identity)?.as_ref(), session, now);
+        let changes = returning_changes(
+            last_login_at,
+            unionid.as_deref(),
+            keys.open(appid, identity.session_key.as_ref())?.as_ref(),
+            session,
+            now,
+        );
         if let Some(key) = &changes.session_key {
             identity.session_key = Some(keys.seal(appid, key)?);
         }
@@ -550,7 +556,7 @@ impl SledStore {
     pub(super) fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         match self.records.get(id.as_bytes())? {
             Some(bytes) => match UserRecord::decode(&bytes)?.identity(appid) {
-                Some(identity) => self.keys(id.as_bytes()).open(identity),
+                Some(identity) => self.keys(id.as_bytes()).open(appid, identity.session_key.as_ref()),
                 None => Ok(None),
             },
             None => Ok(None),

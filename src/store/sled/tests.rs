@@ -323,7 +323,7 @@ async fn a_data_directory_of_a_newer_or_unreadable_schema_is_refused_at_open() {
 
         let refused = refused.unwrap_or_else(|| panic!("{case}: the store opened"));
         let expected = match &refused {
-            StoreError::SchemaTooNew { found } => newer && *found == SCHEMA_VERSION + 1,
+            StoreError::SchemaTooNew { found, .. } => newer && *found == SCHEMA_VERSION + 1,
             StoreError::Corrupt(what) => !newer && what == "schema_version",
             _ => false,
         };

@@ -161,7 +161,11 @@ impl Application {
             .await
             .map_err(|source| StartupError::Store { location: location.clone(), source })?;
         // Dev mode logs anyone in as anyone: its users must never meet production's.
-        store.claim_mode(KeyMode::of(settings.dev)).await.map_err(|source| StartupError::Store { location, source })?;
+        store
+            .claim_mode(KeyMode::of(settings.dev))
+            .await
+            .map_err(|source| StartupError::Store { location: location.clone(), source })?;
+        tracing::info!(store = %location, "store opened");
         // After the store: its lock proves no other server uses this data directory.
         let admin = admin::Listener::bind(&settings.admin_socket)
             .await

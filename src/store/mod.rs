@@ -70,14 +70,16 @@ pub enum StoreError {
     TicketNotFound,
     /// The store was created by a server in the other mode (dev or production).
     #[error(
-        "this data directory was created in {recorded} mode and this server runs in {running} mode; \
-         dev mode logs anyone in as anyone, so the two never share users: use another WXAUTH_DATA_DIR"
+        "this store was created in {recorded} mode and this server runs in {running} mode; dev mode logs \
+         anyone in as anyone, so the two never share users: use another {setting}"
     )]
     WrongMode {
         /// The mode the store was created in.
         recorded: &'static str,
         /// The mode of this server.
         running: &'static str,
+        /// The setting that names the store (`WXAUTH_DATA_DIR`, `WXAUTH_DATABASE_URL`).
+        setting: &'static str,
     },
     /// No user has this id (it was removed meanwhile).
     #[error("no such user")]

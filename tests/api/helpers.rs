@@ -28,6 +28,36 @@ use wxauth::{
     startup::Application,
 };
 
+/// Whether the suite runs on PostgreSQL (`WXAUTH_TEST_STORE=postgres`, with
+/// `WXAUTH_TEST_DATABASE_URL`) rather than sled (the default). `.ci/run` runs it on both.
+pub fn on_postgres() -> bool {
+    match std::env::var("WXAUTH_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Err(_) => false,
+        Ok(other) => panic!("WXAUTH_TEST_STORE={other:?}: expected sled or postgres"),
+    }
+}
+
+/// Says that a test checks something only the sled backend has, and whether to skip it.
+pub fn skip_on_postgres(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on postgres: {what} is sled's");
+    }
+    on_postgres()
+}
+
+/// The store settings of a new app: a fresh database on PostgreSQL; nothing for sled,
+/// whose data directory every app gets anyway.
+pub fn store_vars() -> Vec<(String, String)> {
+    if !on_postgres() {
+        return Vec::new();
+    }
+    let url = crate::postgres::fresh_database().unwrap_or_else(|| {
+        panic!("WXAUTH_TEST_STORE=postgres needs {}", crate::postgres::VARIABLE);
+    });
+    vec![("WXAUTH_STORE".into(), "postgres".into()), ("WXAUTH_DATABASE_URL".into(), url)]
+}
+
 pub const APPID: &str = "wx4f4bc4dec97d474b";
 pub const SECRET: &str = "AppSecret-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
 /// A second mini-program of the same Open Platform account.
@@ -311,6 +341,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The running service (to reload its key ring, as SIGHUP would).
     pub auth: Arc<wxauth::auth::Auth>,
+    /// The app's database, on PostgreSQL.
+    pub database_url: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -330,6 +362,7 @@ pub fn base_vars(dir: &Path, wechat: &MockWechat) -> HashMap<String, String> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(store_vars())
     .collect()
 }
 
@@ -346,6 +379,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
         std::fs::write(&path, text).unwrap();
         path
     });
+    let database_url = config.vars.get("WXAUTH_DATABASE_URL").cloned();
     let alg = config.vars.get("WXAUTH_SIGNING_ALG").map(|a| a.parse().unwrap()).unwrap_or(config.alg);
     // Production mode refuses an empty key ring, as an operator would first run `keys rotate`.
     wxauth::token::rotate(&keys_dir(&dir), alg, KeyMode::Production, wxauth::token::Activation::Now).unwrap();
@@ -361,7 +395,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     let address = format!("http://{}", app.addr());
     let auth = app.auth();
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth }
+    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth, database_url }
 }
 
 /// An app in dev mode (`serve --dev`): WeChat is the built-in mock. `wechat` is an unused
@@ -381,8 +415,10 @@ pub async fn spawn_dev_app_with(extra: &[(&str, &str)]) -> TestApp {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(store_vars())
     .collect();
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let database_url = vars.get("WXAUTH_DATABASE_URL").cloned();
     let settings = Settings::load_from(None, Mode::Dev, |name| vars.get(name).cloned()).unwrap();
     let admin_socket = settings.admin_socket.clone();
     let app = Application::build(settings).await.unwrap();
@@ -391,7 +427,7 @@ pub async fn spawn_dev_app_with(extra: &[(&str, &str)]) -> TestApp {
     tokio::spawn(app.run_until(std::future::pending()));
     let clock_offset = Arc::new(AtomicI64::new(0));
     let wechat = MockWechat::start().await;
-    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth }
+    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth, database_url }
 }
 
 pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
@@ -451,7 +487,16 @@ impl TestApp {
     }
 
     /// Every file under the data directory holding `needle`.
-    pub fn data_files_holding(&self, needle: &[u8]) -> Vec<PathBuf> {
+    /// Where the store keeps `needle`: files of the data directory (sled), or tables whose
+    /// rows hold it as text (PostgreSQL). Empty is what a secret stored sealed gives.
+    pub async fn stored_places_holding(&self, needle: &[u8]) -> Vec<String> {
+        match &self.database_url {
+            Some(url) => tables_holding(url, needle).await,
+            None => self.data_files_holding(needle).into_iter().map(|p| p.display().to_string()).collect(),
+        }
+    }
+
+    fn data_files_holding(&self, needle: &[u8]) -> Vec<PathBuf> {
         let mut files = vec![self.dir.path().join("data")];
         let mut found = Vec::new();
         let mut scanned = 0;
@@ -639,6 +684,35 @@ impl Server {
         let resp = req.send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
+}
+
+/// The tables of the database at `url` with a row whose text (bytea as hex and as bytes)
+/// holds `needle`.
+async fn tables_holding(url: &str, needle: &[u8]) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert!(tables.len() > 5, "the database has no wxauth tables: {tables:?}");
+    let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+    let mut found = Vec::new();
+    for table in tables {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text AS row FROM \"{table}\" t")))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let holds = rows.iter().any(|r| {
+            let text: String = r.get("row");
+            text.as_bytes().windows(needle.len()).any(|w| w == needle) || text.contains(&hex)
+        });
+        if holds {
+            found.push(table);
+        }
+    }
+    found
 }
 
 pub async fn production(dir: &Path) -> (MockWechat, HashMap<String, String>) {

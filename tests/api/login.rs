@@ -198,7 +198,7 @@ async fn stored_session_keys_are_not_in_the_data_directory_in_plaintext() {
     app.login_ok("code2@kay").await;
 
     for needle in [key.as_bytes().to_vec(), STANDARD.decode(key).unwrap()] {
-        assert_eq!(app.data_files_holding(&needle), Vec::<std::path::PathBuf>::new(), "files hold a session key");
+        assert_eq!(app.stored_places_holding(&needle).await, Vec::<String>::new(), "the store holds a session key");
     }
     let key_file = app.dir.path().join("keys").join(wxauth::store::sealed::KEY_FILE);
     use std::os::unix::fs::PermissionsExt;

@@ -13,6 +13,8 @@ mod keys;
 mod login;
 mod me;
 mod open_data;
+#[path = "../support/postgres.rs"]
+mod postgres;
 mod process;
 mod refresh;
 mod spec;

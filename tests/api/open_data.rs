@@ -350,7 +350,7 @@ async fn phone_numbers_and_profiles_are_not_in_the_data_directory_in_plaintext()
     let profile = json!({"encrypted_data": encrypt(&default_session_key("mia"), &profile_plaintext()), "iv": IV});
     assert_eq!(app.post_with("/v1/me/profile", &token, &profile).await.status(), 200);
     for needle in [PHONE, "Guangzhou"] {
-        assert_eq!(app.data_files_holding(needle.as_bytes()), Vec::<std::path::PathBuf>::new(), "{needle}");
+        assert_eq!(app.stored_places_holding(needle.as_bytes()).await, Vec::<String>::new(), "{needle}");
     }
 }
 

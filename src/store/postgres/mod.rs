@@ -851,7 +851,7 @@ impl PgStore {
             return Ok(());
         }
         let recorded = if recorded == "dev" { "dev" } else { "production" };
-        Err(StoreError::WrongMode { recorded, running })
+        Err(StoreError::WrongMode { recorded, running, setting: "WXAUTH_DATABASE_URL" })
     }
 
     /// A committed write is a durable write: this proves the database takes writes now.
@@ -865,8 +865,10 @@ impl PgStore {
         Ok(())
     }
 
+    /// Every acknowledged write is committed already: closing only ends the connections.
     pub(super) async fn close(&self) -> Result<(), StoreError> {
         self.pool.close().await;
+        tracing::info!(target: "wxauth::store", "store closed");
         Ok(())
     }
 }

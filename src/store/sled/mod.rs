@@ -685,7 +685,7 @@ impl SledStore {
             Err(found) if found.current.as_deref() == Some(running.as_bytes()) => Ok(()),
             Err(found) => {
                 let recorded = if found.current.as_deref() == Some(b"dev") { "dev" } else { "production" };
-                Err(StoreError::WrongMode { recorded, running })
+                Err(StoreError::WrongMode { recorded, running, setting: "WXAUTH_DATA_DIR" })
             }
         }
     }

@@ -11,7 +11,7 @@ use crate::{
     domain::{KeyMode, Password},
     password,
     startup::Application,
-    store::{Store, sealed::Sealer},
+    store::{Store, StoreError, export::Record, sealed::Sealer},
     telemetry, token,
     token::Activation,
 };
@@ -47,6 +47,23 @@ pub enum Command {
     /// Look users up (through the admin socket, or the store when no server runs).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Move a store between backends (WXAUTH_STORE): export it as JSON lines, import them
+    /// into an empty store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// Store subcommands. Both open the store the settings name, as `serve` would: run them
+/// with the server stopped on sled (it admits one process); on PostgreSQL an export may
+/// run while replicas serve. Sealed values (session keys, shared details) move as they
+/// are, so the importing side needs the same WXAUTH_KEYS_DIR (its session-keys.secret).
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write every record (users, bindings, unionids, accounts, details, tickets, refresh
+    /// tokens) to stdout, one JSON object per line.
+    Export,
+    /// Read an export from stdin into an empty store: all of it, or nothing.
+    Import,
 }
 
 /// Account subcommands. Passwords are read from a prompt, or from stdin when it is not a
@@ -187,6 +204,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             print_reply(&command, administer(&settings, command.clone()).await?);
         }
+        Command::Store(command) => {
+            let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
+            match command {
+                StoreCommand::Export => export(&settings).await?,
+                StoreCommand::Import => import(&settings).await?,
+            }
+        }
         Command::Users(UsersCommand::Show { user }) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             let command = AdminCommand::ShowUser { query: user };
@@ -204,7 +228,7 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
         eprintln!("wxauth: done by the running server (admin socket {})", socket.display());
         return Ok(reply);
     }
-    let store = open_store(settings).await.map_err(|e| {
+    let store = open_store(settings, Purpose::Administer).await.map_err(|e| {
         format!(
             "no server answers on the admin socket {} (WXAUTH_ADMIN_SOCKET), and {e}. If a server is running, \
              give this command the same WXAUTH_ADMIN_SOCKET and store settings",
@@ -218,11 +242,23 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
     Ok(reply?)
 }
 
+/// What a command opens the store for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Accounts and users: a new, empty store may start here, with a new sealing key.
+    Administer,
+    /// Reading every record: the store and its key must exist.
+    Export,
+    /// Filling a new store: it may not exist yet, but its key must (the exporter's).
+    Import,
+}
+
 /// Opens the store the settings name, as the server would, for a command run without a
 /// server. Refuses what is most likely a mistake in the settings: a sled directory that
 /// does not exist, or a store with data but no session-key encryption key.
-async fn open_store(settings: &Settings) -> Result<Store, String> {
+async fn open_store(settings: &Settings, purpose: Purpose) -> Result<Store, String> {
     let new_store = match &settings.store {
+        StoreSettings::Sled(_) if purpose == Purpose::Import => false,
         StoreSettings::Sled(sled) => {
             // Run from the wrong directory, the default `./data` would silently be a new,
             // empty store: only an existing one is opened (create the directory to start one).
@@ -244,7 +280,18 @@ async fn open_store(settings: &Settings) -> Result<Store, String> {
     let loaded = Sealer::load(&settings.keys_dir).map_err(|e| e.to_string())?;
     let sealer = match loaded {
         Some(sealer) => sealer,
-        None if new_store => Sealer::load_or_create(&settings.keys_dir).map_err(|e| e.to_string())?,
+        None if new_store && purpose == Purpose::Administer => {
+            Sealer::load_or_create(&settings.keys_dir).map_err(|e| e.to_string())?
+        }
+        None if purpose == Purpose::Import => {
+            return Err(format!(
+                "there is no session-key encryption key ({}) in {} (WXAUTH_KEYS_DIR): an import needs the \
+                 exporting server's, so that the session keys and details it holds open here. Copy it from the \
+                 exporting server's keys directory",
+                crate::store::sealed::KEY_FILE,
+                settings.keys_dir.display()
+            ));
+        }
         None => {
             return Err(format!(
                 "there is no session-key encryption key ({}) in {} (WXAUTH_KEYS_DIR): give this command the \
@@ -255,6 +302,39 @@ async fn open_store(settings: &Settings) -> Result<Store, String> {
         }
     };
     Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))
+}
+
+/// `wxauth store export`: the store, as JSON lines on stdout.
+async fn export(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let store = open_store(settings, Purpose::Export).await?;
+    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+    let mut lines = 0usize;
+    let mut write = |record: Record| -> Result<(), StoreError> {
+        lines += 1;
+        let line = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        writeln!(stdout, "{line}").map_err(|e| StoreError::Database(format!("writing to stdout: {e}")))
+    };
+    let exported = store.export(&mut write).await;
+    store.close().await?;
+    exported?;
+    stdout.flush()?;
+    eprintln!("wxauth: exported {lines} records");
+    Ok(())
+}
+
+/// `wxauth store import`: JSON lines from stdin into an empty store.
+async fn import(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    let store = open_store(settings, Purpose::Import).await?;
+    let mut records = std::io::BufReader::new(std::io::stdin()).lines().map(|line| {
+        let line = line.map_err(|e| StoreError::Database(format!("reading stdin: {e}")))?;
+        serde_json::from_str::<Record>(&line).map_err(|e| StoreError::Corrupt(format!("not a record: {e}")))
+    });
+    let imported = store.import(&mut records).await;
+    store.close().await?;
+    eprintln!("wxauth: imported {} records", imported?);
+    Ok(())
 }
 
 /// Reads a new password (prompt twice on a terminal, else one line of stdin) and hashes it.

@@ -17,6 +17,7 @@
 //! - a layout newer than this build is refused at open.
 
 mod codec;
+pub mod export;
 mod postgres;
 pub mod sealed;
 mod sled;
@@ -24,6 +25,7 @@ mod sled;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use self::export::Record;
 use crate::{
     config::StoreSettings,
     domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId, WechatSession},
@@ -84,6 +86,9 @@ pub enum StoreError {
     /// No user has this id (it was removed meanwhile).
     #[error("no such user")]
     NoSuchUser,
+    /// `wxauth store import` was given a store that holds data.
+    #[error("the store already holds data: import only into an empty store (a new WXAUTH_DATA_DIR or database)")]
+    NotEmpty,
     /// A login that may create users did not create one (a backend bug).
     #[error("the store did not create a user for a first login")]
     NotCreated,
@@ -453,6 +458,45 @@ impl Store {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.check_writable().await),
             Backend::Postgres(p) => p.check_writable().await,
+        }
+    }
+
+    /// Writes every record of the store to `out`, in the fixed order of [`export`]: the
+    /// same data gives the same records on every backend. On PostgreSQL it reads one
+    /// snapshot, so replicas may go on serving; sled admits no server meanwhile.
+    pub async fn export(
+        &self,
+        out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(r) => r.get()?.export(out),
+            Backend::Postgres(p) => p.export(out).await,
+        }
+    }
+
+    /// Reads an export into this store, which must hold no data; returns how many records
+    /// (the header included) it read. All or nothing: a bad record leaves the store empty,
+    /// and its error names its line (records are numbered as lines, the header line 1).
+    /// Durable when it returns.
+    pub async fn import(
+        &self,
+        records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
+    ) -> Result<usize, StoreError> {
+        let header = records.next().transpose().map_err(|e| StoreError::Corrupt(format!("line 1: {e}")))?;
+        let (key_id, empty) = match &self.backend {
+            Backend::Sled(r) => {
+                let store = r.get()?;
+                (store.sealer.key_id().to_owned(), store.is_empty())
+            }
+            Backend::Postgres(p) => (p.sealer.key_id().to_owned(), p.is_empty().await?),
+        };
+        export::check_header(header.as_ref(), &key_id).map_err(|e| StoreError::Corrupt(format!("line 1: {e}")))?;
+        if !empty {
+            return Err(StoreError::NotEmpty);
+        }
+        match &self.backend {
+            Backend::Sled(r) => r.get()?.import(records).await,
+            Backend::Postgres(p) => p.import(records).await,
         }
     }
 

@@ -51,6 +51,8 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Arc<Aes256Gcm>,
+    /// Names the key without revealing it ([`Sealer::key_id`]).
+    id: Arc<str>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -100,7 +102,17 @@ impl Sealer {
     }
 
     fn from_key(key: &[u8]) -> Option<Self> {
-        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self { cipher: Arc::new(cipher) })
+        // A hash of 256 random bits reveals nothing of them; the prefix keeps it from
+        // matching a hash of the key made for any other purpose.
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[b"wxauth sealing key id:", key].concat());
+        let id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self { cipher: Arc::new(cipher), id: id.into() })
+    }
+
+    /// Names the key (16 hex digits of a hash of it), so that `wxauth store import` can tell
+    /// that an export was sealed with the same key file without seeing either key.
+    pub fn key_id(&self) -> &str {
+        &self.id
     }
 
     /// Seals `plain` for the record `context` names.

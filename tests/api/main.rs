@@ -5,6 +5,7 @@ mod binding;
 mod clients;
 mod connections;
 mod dev_mock;
+mod export;
 mod faults;
 mod helpers;
 mod hostile;

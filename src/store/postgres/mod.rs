@@ -60,7 +60,7 @@ pub(super) fn latest_version() -> u32 {
 #[derive(Clone)]
 pub(super) struct PgStore {
     pool: PgPool,
-    sealer: Sealer,
+    pub(super) sealer: Sealer,
     /// Unix seconds of this replica's last sweep of expired tickets.
     swept_at: Arc<AtomicI64>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
@@ -139,6 +139,7 @@ macro_rules! transact {
     }};
 }
 
+mod export;
 mod refresh;
 
 /// Unix nanoseconds, as stored.

@@ -30,6 +30,7 @@
 //! lazily.
 
 mod commit;
+mod export;
 mod legacy;
 mod record;
 mod refresh;
@@ -86,7 +87,7 @@ pub(super) struct SledStore {
     /// Unix seconds of the last sweep of expired tickets.
     swept_at: Arc<AtomicI64>,
     /// Seals the session keys at rest.
-    sealer: Sealer,
+    pub(in crate::store) sealer: Sealer,
     refresh_tokens: ::sled::Tree,
     refresh_revoked: ::sled::Tree,
     refresh_cutoffs: ::sled::Tree,

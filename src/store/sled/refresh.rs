@@ -34,6 +34,54 @@ pub(super) struct TokenRecord {
     spent: bool,
 }
 
+impl TokenRecord {
+    /// The record as exported.
+    pub(super) fn export(self, selector: uuid::Uuid) -> Result<crate::store::export::Record, StoreError> {
+        use crate::store::{codec::time, export::hex};
+        Ok(crate::store::export::Record::RefreshToken {
+            selector,
+            verifier_hash: hex(&self.verifier_hash),
+            family: uuid::Uuid::from_bytes(self.family),
+            family_started: time(self.family_started)?,
+            user: uuid::Uuid::from_bytes(self.user),
+            appid: self.appid,
+            openid: self.openid,
+            expires_at: time(self.expires_at)?,
+            spent: self.spent,
+        })
+    }
+
+    /// The record of an exported refresh token, with its selector.
+    pub(super) fn import(record: crate::store::export::Record) -> Result<(uuid::Uuid, Self), StoreError> {
+        use crate::store::export::{Record, unhex};
+        let Record::RefreshToken {
+            selector,
+            verifier_hash,
+            family,
+            family_started,
+            user,
+            appid,
+            openid,
+            expires_at,
+            spent,
+        } = record
+        else {
+            return Err(StoreError::Corrupt("not a refresh token".into()));
+        };
+        let token = Self {
+            verifier_hash: unhex::<32>(&verifier_hash, "a verifier hash")?,
+            family: family.into_bytes(),
+            family_started: family_started.unix_timestamp_nanos(),
+            user: user.into_bytes(),
+            appid,
+            openid,
+            expires_at: expires_at.unix_timestamp_nanos(),
+            spent,
+        };
+        Ok((selector, token))
+    }
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

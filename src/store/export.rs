@@ -1,0 +1,262 @@
+//! The backend-neutral form of a store, for `wxauth store export` and `import`: one JSON
+//! object per line, each a [`Record`] tagged by its `record` field.
+//!
+//! Both backends keep the same values (times in Unix nanoseconds, session keys, tickets'
+//! keys and shared details sealed as in [`super::codec`], bound to user ids rather than to
+//! a backend's keys), so a record moves between them unchanged, sealed values included:
+//! nothing is decrypted on the way, and the receiving store needs the same
+//! `session-keys.secret`, which the header's `sealing_key` names (a hash, not the key).
+//!
+//! Order is fixed, so that two exports of the same data are equal byte for byte: the
+//! header, the mode, users (by id, each with its identities in binding order), then
+//! unionids, accounts, details, bind tickets and refresh records, each by key (bytes, as
+//! sled orders them).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// The version of the format. An import refuses another one.
+pub const FORMAT: u32 = 1;
+
+/// One line of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// The first line.
+    Header {
+        /// [`FORMAT`].
+        format: u32,
+        /// Which `session-keys.secret` sealed the values ([`super::sealed::Sealer::key_id`]).
+        sealing_key: String,
+    },
+    /// Whether the store serves dev mode or production (absent in a store never served).
+    Mode {
+        /// `dev` or `production`.
+        mode: String,
+    },
+    /// A user with its WeChat identities.
+    User {
+        /// The user id.
+        id: Uuid,
+        /// The unionid WeChat gave the user, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unionid: Option<String>,
+        /// Users that turned out to share the unionid (reported, never merged).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unionid_shared_with: Vec<Uuid>,
+        /// When the user was created.
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+        /// The last login (to [`super::LAST_LOGIN_GRANULARITY`]).
+        #[serde(with = "time::serde::rfc3339")]
+        last_login_at: OffsetDateTime,
+        /// The user's identities, in binding order.
+        identities: Vec<IdentityLine>,
+    },
+    /// Which user a unionid leads to.
+    Unionid {
+        /// The unionid.
+        unionid: String,
+        /// The user.
+        user: Uuid,
+    },
+    /// An account.
+    Account {
+        /// The username.
+        username: String,
+        /// Its user.
+        user: Uuid,
+        /// The argon2id PHC string.
+        password_hash: String,
+        /// When it was added.
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+    },
+    /// The phone number and profile a user shared, sealed as a whole.
+    Details {
+        /// The user.
+        user: Uuid,
+        /// The sealed value.
+        sealed: String,
+    },
+    /// A bind ticket.
+    Ticket {
+        /// SHA-256 of the ticket's text, in hex.
+        id: String,
+        /// The app of the login.
+        appid: String,
+        /// The openid of the login.
+        openid: String,
+        /// The unionid of the login.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unionid: Option<String>,
+        /// The session key, sealed to the ticket's id.
+        session_key: String,
+        /// When the ticket stops working.
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
+    /// A refresh token (only its verifier's hash).
+    RefreshToken {
+        /// Where it is found.
+        selector: Uuid,
+        /// SHA-256 of its secret part, in hex.
+        verifier_hash: String,
+        /// Its family (the selector of the family's first token).
+        family: Uuid,
+        /// When the family started.
+        #[serde(with = "time::serde::rfc3339")]
+        family_started: OffsetDateTime,
+        /// The user.
+        user: Uuid,
+        /// The app of the family's first login.
+        appid: String,
+        /// The openid of the family's first login.
+        openid: String,
+        /// When it expires.
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+        /// Whether it was spent (presenting it again revokes the family).
+        spent: bool,
+    },
+    /// A revoked refresh family.
+    RefreshRevoked {
+        /// The family.
+        family: Uuid,
+        /// When the revocation may be forgotten.
+        #[serde(with = "time::serde::rfc3339")]
+        keep_until: OffsetDateTime,
+    },
+    /// A logout-all: every family a user started up to `cutoff` is revoked.
+    RefreshCutoff {
+        /// The user.
+        user: Uuid,
+        /// Families started up to this time are revoked.
+        #[serde(with = "time::serde::rfc3339")]
+        cutoff: OffsetDateTime,
+        /// When the cutoff may be forgotten.
+        #[serde(with = "time::serde::rfc3339")]
+        keep_until: OffsetDateTime,
+    },
+}
+
+/// One WeChat identity of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityLine {
+    /// The app.
+    pub appid: String,
+    /// The openid in that app.
+    pub openid: String,
+    /// The newest session key, sealed to the user and app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    /// When wxauth first received that key.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub session_key_issued_at: Option<OffsetDateTime>,
+}
+
+impl IdentityLine {
+    /// The stored form of the session key: sealed, with its issue time in nanoseconds.
+    pub(super) fn stored_key(&self) -> Result<Option<(String, i128)>, StoreError> {
+        match (&self.session_key, self.session_key_issued_at) {
+            (Some(key), Some(at)) => Ok(Some((key.clone(), at.unix_timestamp_nanos()))),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt("a session key needs session_key_issued_at, and only it".into())),
+        }
+    }
+
+    /// From the stored form.
+    pub(super) fn new(appid: String, openid: String, key: Option<(String, i128)>) -> Result<Self, StoreError> {
+        let (session_key, issued) = key.unzip();
+        Ok(Self { appid, openid, session_key, session_key_issued_at: issued.map(super::codec::time).transpose()? })
+    }
+}
+
+/// Bytes as lowercase hex.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exactly `N` bytes from lowercase or uppercase hex.
+pub(super) fn unhex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], StoreError> {
+    let bad = || StoreError::Corrupt(format!("{what}: expected {} hex digits", 2 * N));
+    if text.len() != 2 * N || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// What an import was given and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// Users imported.
+    pub users: usize,
+    /// Records imported, every kind (the header excluded).
+    pub records: usize,
+}
+
+/// Checks the header of an import against the receiving store's sealer.
+pub(super) fn check_header(record: Option<&Record>, key_id: &str) -> Result<(), StoreError> {
+    match record {
+        Some(Record::Header { format, sealing_key }) => {
+            if *format != FORMAT {
+                return Err(StoreError::Corrupt(format!(
+                    "the export has format {format}; this build reads format {FORMAT}"
+                )));
+            }
+            if sealing_key != key_id {
+                return Err(StoreError::Corrupt(format!(
+                    "the export was sealed with session-key encryption key {sealing_key}, and this store's \
+                     (WXAUTH_KEYS_DIR) is {key_id}: its session keys and details would not open. Copy \
+                     session-keys.secret from the exporting server's keys directory"
+                )));
+            }
+            Ok(())
+        }
+        _ => Err(StoreError::Corrupt("an export starts with its header line".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_the_wrong_length_or_digits() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "0001abff");
+        assert_eq!(unhex::<4>("0001ABff", "x").unwrap(), bytes);
+        for bad in ["0001abf", "0001abff00", "0001abfg", "00é1abf"] {
+            assert!(unhex::<4>(bad, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_one_tagged_json_object_with_exact_times() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let record = Record::RefreshRevoked { family: Uuid::nil(), keep_until: at };
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            line,
+            r#"{"record":"refresh_revoked","family":"00000000-0000-0000-0000-000000000000","keep_until":"2023-11-14T22:13:20.123456789Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
+    }
+
+    #[test]
+    fn an_import_needs_a_header_of_this_format_and_this_sealing_key() {
+        let header = |format, key: &str| Record::Header { format, sealing_key: key.into() };
+        assert!(check_header(Some(&header(FORMAT, "k1")), "k1").is_ok());
+        assert!(check_header(Some(&header(FORMAT + 1, "k1")), "k1").unwrap_err().to_string().contains("format"));
+        assert!(check_header(Some(&header(FORMAT, "k2")), "k1").unwrap_err().to_string().contains("session-keys"));
+        assert!(check_header(None, "k1").is_err());
+        assert!(check_header(Some(&Record::Mode { mode: "dev".into() }), "k1").is_err());
+    }
+}

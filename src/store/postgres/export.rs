@@ -1,0 +1,327 @@
+//! `wxauth store export` and `import` on PostgreSQL. An export reads one snapshot
+//! (`REPEATABLE READ`), so replicas may go on serving while it runs; an import is one
+//! transaction, all or nothing. Neither is bound by the statement timeout, which is meant
+//! for the requests of a serving replica.
+
+use futures_util::TryStreamExt;
+use sqlx::{PgConnection, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::store::{
+    StoreError,
+    codec::time,
+    export::{FORMAT, IdentityLine, Record, hex, unhex},
+};
+
+/// A time as stored (Unix nanoseconds).
+fn at(row: &PgRow, column: &str) -> Result<time::OffsetDateTime, StoreError> {
+    time(row.try_get::<i64, _>(column)?.into())
+}
+
+fn ns(t: time::OffsetDateTime) -> Result<i64, StoreError> {
+    super::ns(t)
+}
+
+/// Rows of `query`, one at a time, to `each`.
+async fn each_row(
+    tx: &mut PgConnection,
+    query: &'static str,
+    mut each: impl FnMut(PgRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut rows = sqlx::query(query).fetch(&mut *tx);
+    while let Some(row) = rows.try_next().await? {
+        each(row)?;
+    }
+    Ok(())
+}
+
+impl PgStore {
+    pub(in crate::store) async fn export(
+        &self,
+        out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+        out(Record::Header { format: FORMAT, sealing_key: self.sealer.key_id().to_owned() })?;
+        let mode: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'mode'").fetch_optional(&mut *tx).await?;
+        if let Some(mode) = mode {
+            out(Record::Mode { mode })?;
+        }
+        // One row per identity (or one for a user without any), a user's rows together.
+        let mut user: Option<Record> = None;
+        each_row(
+            &mut tx,
+            "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
+             i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
+             FROM users u LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.id, i.seq",
+            |row| {
+                let id: Uuid = row.try_get("id")?;
+                if !matches!(&user, Some(Record::User { id: current, .. }) if *current == id) {
+                    if let Some(done) = user.take() {
+                        out(done)?;
+                    }
+                    user = Some(Record::User {
+                        id,
+                        unionid: row.try_get("unionid")?,
+                        unionid_shared_with: row.try_get("unionid_shared_with")?,
+                        created_at: at(&row, "created_at_ns")?,
+                        last_login_at: at(&row, "last_login_at_ns")?,
+                        identities: Vec::new(),
+                    });
+                }
+                if let (Some(appid), Some(Record::User { identities, .. })) =
+                    (row.try_get::<Option<String>, _>("appid")?, user.as_mut())
+                {
+                    let key: Option<String> = row.try_get("session_key")?;
+                    let issued: Option<i64> = row.try_get("session_key_issued_at_ns")?;
+                    let stored = key.zip(issued).map(|(k, t)| (k, i128::from(t)));
+                    identities.push(IdentityLine::new(appid, row.try_get("openid")?, stored)?);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if let Some(done) = user.take() {
+            out(done)?;
+        }
+        each_row(&mut tx, r#"SELECT unionid, user_id FROM unionids ORDER BY unionid COLLATE "C""#, |row| {
+            out(Record::Unionid { unionid: row.try_get("unionid")?, user: row.try_get("user_id")? })
+        })
+        .await?;
+        each_row(
+            &mut tx,
+            r#"SELECT username, user_id, password_hash, created_at_ns FROM accounts ORDER BY username COLLATE "C""#,
+            |row| {
+                out(Record::Account {
+                    username: row.try_get("username")?,
+                    user: row.try_get("user_id")?,
+                    password_hash: row.try_get("password_hash")?,
+                    created_at: at(&row, "created_at_ns")?,
+                })
+            },
+        )
+        .await?;
+        each_row(&mut tx, "SELECT user_id, sealed FROM details ORDER BY user_id", |row| {
+            out(Record::Details { user: row.try_get("user_id")?, sealed: row.try_get("sealed")? })
+        })
+        .await?;
+        each_row(
+            &mut tx,
+            "SELECT id, appid, openid, unionid, session_key, expires_at_ns FROM bind_tickets ORDER BY id",
+            |row| {
+                out(Record::Ticket {
+                    id: hex(row.try_get::<&[u8], _>("id")?),
+                    appid: row.try_get("appid")?,
+                    openid: row.try_get("openid")?,
+                    unionid: row.try_get("unionid")?,
+                    session_key: row.try_get("session_key")?,
+                    expires_at: at(&row, "expires_at_ns")?,
+                })
+            },
+        )
+        .await?;
+        each_row(
+            &mut tx,
+            "SELECT selector, verifier_hash, family, family_started_ns, user_id, appid, openid, expires_at_ns, spent \
+             FROM refresh_tokens ORDER BY selector",
+            |row| {
+                out(Record::RefreshToken {
+                    selector: row.try_get("selector")?,
+                    verifier_hash: hex(row.try_get::<&[u8], _>("verifier_hash")?),
+                    family: row.try_get("family")?,
+                    family_started: at(&row, "family_started_ns")?,
+                    user: row.try_get("user_id")?,
+                    appid: row.try_get("appid")?,
+                    openid: row.try_get("openid")?,
+                    expires_at: at(&row, "expires_at_ns")?,
+                    spent: row.try_get("spent")?,
+                })
+            },
+        )
+        .await?;
+        each_row(&mut tx, "SELECT family, keep_until_ns FROM refresh_revoked ORDER BY family", |row| {
+            out(Record::RefreshRevoked { family: row.try_get("family")?, keep_until: at(&row, "keep_until_ns")? })
+        })
+        .await?;
+        each_row(&mut tx, "SELECT user_id, cutoff_ns, keep_until_ns FROM refresh_cutoffs ORDER BY user_id", |row| {
+            out(Record::RefreshCutoff {
+                user: row.try_get("user_id")?,
+                cutoff: at(&row, "cutoff_ns")?,
+                keep_until: at(&row, "keep_until_ns")?,
+            })
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether the database holds no data (a mode aside). Every other table hangs off
+    /// `users`, except tickets and refresh records.
+    pub(in crate::store) async fn is_empty(&self) -> Result<bool, StoreError> {
+        let any: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets) \
+             OR EXISTS (SELECT 1 FROM refresh_tokens) OR EXISTS (SELECT 1 FROM refresh_revoked) \
+             OR EXISTS (SELECT 1 FROM refresh_cutoffs)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(!any)
+    }
+
+    /// Imports `records` (the header already checked) in one transaction.
+    pub(in crate::store) async fn import(
+        &self,
+        records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+        // Serving replicas wait rather than write into a half-imported store.
+        sqlx::query("LOCK TABLE users, bind_tickets, refresh_tokens IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        // The header was line 1.
+        let mut count = 1;
+        for record in records {
+            count += 1;
+            let line = |e| StoreError::Corrupt(format!("line {count}: {e}"));
+            import_one(&mut tx, record.map_err(line)?).await.map_err(line)?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreError> {
+    match record {
+        Record::Header { .. } => return Err(StoreError::Corrupt("a second header".into())),
+        Record::Mode { mode } => {
+            if !matches!(mode.as_str(), "dev" | "production") {
+                return Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production")));
+            }
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('mode', $1) ON CONFLICT DO NOTHING")
+                .bind(&mode)
+                .execute(&mut *tx)
+                .await?;
+            let recorded: String =
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'mode'").fetch_one(&mut *tx).await?;
+            if recorded != mode {
+                return Err(StoreError::Corrupt(format!(
+                    "the export is of a {mode}-mode store and this store was created in the other mode"
+                )));
+            }
+        }
+        Record::User { id, unionid, unionid_shared_with, created_at, last_login_at, identities } => {
+            sqlx::query(
+                "INSERT INTO users (id, unionid, unionid_shared_with, created_at_ns, last_login_at_ns) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(unionid)
+            .bind(unionid_shared_with)
+            .bind(ns(created_at)?)
+            .bind(ns(last_login_at)?)
+            .execute(&mut *tx)
+            .await?;
+            // In binding order: `seq` keeps it.
+            for line in identities {
+                let key = line.stored_key()?;
+                let issued = key.as_ref().map(|(_, t)| i64::try_from(*t)).transpose();
+                let issued = issued.map_err(|_| StoreError::Corrupt("session_key_issued_at out of range".into()))?;
+                sqlx::query(
+                    "INSERT INTO identities (appid, openid, user_id, session_key, session_key_issued_at_ns) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&line.appid)
+                .bind(&line.openid)
+                .bind(id)
+                .bind(key.map(|(k, _)| k))
+                .bind(issued)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Record::Unionid { unionid, user } => {
+            sqlx::query("INSERT INTO unionids (unionid, user_id) VALUES ($1, $2)")
+                .bind(unionid)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::Account { username, user, password_hash, created_at } => {
+            sqlx::query(
+                "INSERT INTO accounts (username, user_id, password_hash, created_at_ns) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(username)
+            .bind(user)
+            .bind(password_hash)
+            .bind(ns(created_at)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Record::Details { user, sealed } => {
+            sqlx::query("INSERT INTO details (user_id, sealed) VALUES ($1, $2)")
+                .bind(user)
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::Ticket { id, appid, openid, unionid, session_key, expires_at } => {
+            sqlx::query(
+                "INSERT INTO bind_tickets (id, appid, openid, unionid, session_key, expires_at_ns) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&unhex::<32>(&id, "a ticket id")?[..])
+            .bind(appid)
+            .bind(openid)
+            .bind(unionid)
+            .bind(session_key)
+            .bind(ns(expires_at)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Record::RefreshToken {
+            selector,
+            verifier_hash,
+            family,
+            family_started,
+            user,
+            appid,
+            openid,
+            expires_at,
+            spent,
+        } => {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (selector, verifier_hash, family, family_started_ns, user_id, appid, \
+                 openid, expires_at_ns, spent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(selector)
+            .bind(&unhex::<32>(&verifier_hash, "a verifier hash")?[..])
+            .bind(family)
+            .bind(ns(family_started)?)
+            .bind(user)
+            .bind(appid)
+            .bind(openid)
+            .bind(ns(expires_at)?)
+            .bind(spent)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Record::RefreshRevoked { family, keep_until } => {
+            sqlx::query("INSERT INTO refresh_revoked (family, keep_until_ns) VALUES ($1, $2)")
+                .bind(family)
+                .bind(ns(keep_until)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::RefreshCutoff { user, cutoff, keep_until } => {
+            sqlx::query("INSERT INTO refresh_cutoffs (user_id, cutoff_ns, keep_until_ns) VALUES ($1, $2, $3)")
+                .bind(user)
+                .bind(ns(cutoff)?)
+                .bind(ns(keep_until)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}

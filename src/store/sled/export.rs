@@ -1,0 +1,266 @@
+//! `wxauth store export` and `import` on sled: every tree, in key order, as
+//! [`Record`]s. sled admits one process, so both run with the server stopped and nothing
+//! else writes meanwhile.
+
+use ::sled::Tree;
+use uuid::Uuid;
+
+use super::{
+    MODE_KEY, SledStore, binding_key, id_bytes,
+    record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, time},
+    refresh::TokenRecord,
+};
+use crate::store::{
+    StoreError,
+    export::{FORMAT, IdentityLine, Record, hex, unhex},
+};
+
+fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
+    Ok(Uuid::from_bytes(id_bytes(bytes)?))
+}
+
+fn text(bytes: &[u8], what: &str) -> Result<String, StoreError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt(format!("{what} is not UTF-8")))
+}
+
+fn postcard<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    ::postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
+    ::postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Inserts a new key; a key already there means the export holds it twice.
+fn insert_new(tree: &Tree, key: &[u8], value: Vec<u8>, what: &str) -> Result<(), StoreError> {
+    match tree.compare_and_swap(key, None::<&[u8]>, Some(value))? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(StoreError::Corrupt(format!("{what} appears twice"))),
+    }
+}
+
+impl SledStore {
+    fn data_trees(&self) -> [&Tree; 9] {
+        [
+            &self.records,
+            &self.openids,
+            &self.unionids,
+            &self.accounts,
+            &self.tickets,
+            &self.details,
+            &self.refresh_tokens,
+            &self.refresh_revoked,
+            &self.refresh_cutoffs,
+        ]
+    }
+
+    pub(in crate::store) fn export(
+        &self,
+        out: &mut dyn FnMut(Record) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        out(Record::Header { format: FORMAT, sealing_key: self.sealer.key_id().to_owned() })?;
+        if let Some(mode) = self.meta.get(MODE_KEY)? {
+            out(Record::Mode { mode: text(&mode, "the mode")? })?;
+        }
+        for entry in self.records.iter() {
+            let (id, bytes) = entry?;
+            let user = UserRecord::decode(&bytes)?;
+            out(Record::User {
+                id: uuid(&id)?,
+                unionid: user.unionid,
+                unionid_shared_with: user.unionid_shared_with.into_iter().map(Uuid::from_bytes).collect(),
+                created_at: time(user.created_at)?,
+                last_login_at: time(user.last_login_at)?,
+                identities: user
+                    .identities
+                    .into_iter()
+                    .map(|i| IdentityLine::new(i.appid, i.openid, i.session_key))
+                    .collect::<Result<_, _>>()?,
+            })?;
+        }
+        for entry in self.unionids.iter() {
+            let (unionid, user) = entry?;
+            out(Record::Unionid { unionid: text(&unionid, "a unionid")?, user: uuid(&user)? })?;
+        }
+        for entry in self.accounts.iter() {
+            let (username, bytes) = entry?;
+            let account = AccountRecord::decode(&bytes)?;
+            out(Record::Account {
+                username: text(&username, "a username")?,
+                user: Uuid::from_bytes(account.user),
+                password_hash: account.password_hash,
+                created_at: time(account.created_at)?,
+            })?;
+        }
+        for entry in self.details.iter() {
+            let (user, sealed) = entry?;
+            out(Record::Details { user: uuid(&user)?, sealed: text(&sealed, "details")? })?;
+        }
+        for entry in self.tickets.iter() {
+            let (id, bytes) = entry?;
+            let ticket = TicketRecord::decode(&bytes)?;
+            out(Record::Ticket {
+                id: hex(&id),
+                appid: ticket.appid,
+                openid: ticket.openid,
+                unionid: ticket.unionid,
+                session_key: ticket.session_key,
+                expires_at: time(ticket.expires_at)?,
+            })?;
+        }
+        for entry in self.refresh_tokens.iter() {
+            let (selector, bytes) = entry?;
+            out(postcard::<TokenRecord>(&bytes, "refresh token")?.export(uuid(&selector)?)?)?;
+        }
+        for entry in self.refresh_revoked.iter() {
+            let (family, keep_until) = entry?;
+            let keep_until = <[u8; 16]>::try_from(&keep_until[..])
+                .map_err(|_| StoreError::Corrupt("a revoked family's time".into()))?;
+            out(Record::RefreshRevoked { family: uuid(&family)?, keep_until: time(i128::from_be_bytes(keep_until))? })?;
+        }
+        for entry in self.refresh_cutoffs.iter() {
+            let (user, bytes) = entry?;
+            let (cutoff, keep_until) = postcard::<(i128, i128)>(&bytes, "cutoff")?;
+            out(Record::RefreshCutoff { user: uuid(&user)?, cutoff: time(cutoff)?, keep_until: time(keep_until)? })?;
+        }
+        Ok(())
+    }
+
+    /// Whether the store holds no data (a mode and the schema version aside).
+    pub(in crate::store) fn is_empty(&self) -> bool {
+        self.data_trees().iter().all(|t| t.is_empty())
+    }
+
+    /// Imports `records` (the header already checked) into this empty store, durably; on
+    /// failure the store is emptied again, so a corrected export can be imported next.
+    pub(in crate::store) async fn import(
+        &self,
+        records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
+    ) -> Result<usize, StoreError> {
+        let mode_before = self.meta.get(MODE_KEY)?;
+        // The header was line 1.
+        let mut count = 1;
+        let mut outcome = Ok(());
+        for record in records {
+            count += 1;
+            outcome =
+                record.and_then(|r| self.import_one(r)).map_err(|e| StoreError::Corrupt(format!("line {count}: {e}")));
+            if outcome.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = outcome {
+            for tree in self.data_trees() {
+                tree.clear()?;
+            }
+            match mode_before {
+                Some(mode) => self.meta.insert(MODE_KEY, mode)?,
+                None => self.meta.remove(MODE_KEY)?,
+            };
+            self.commit.wait().await?;
+            return Err(e);
+        }
+        self.commit.wait().await?;
+        Ok(count)
+    }
+
+    fn user_exists(&self, user: &Uuid) -> Result<(), StoreError> {
+        match self.records.contains_key(user.as_bytes())? {
+            true => Ok(()),
+            false => Err(StoreError::Corrupt(format!("user {user} is not in the export before this record"))),
+        }
+    }
+
+    fn import_one(&self, record: Record) -> Result<(), StoreError> {
+        match record {
+            Record::Header { .. } => return Err(StoreError::Corrupt("a second header".into())),
+            Record::Mode { mode } => {
+                if !matches!(mode.as_str(), "dev" | "production") {
+                    return Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production")));
+                }
+                if let Err(found) = self.meta.compare_and_swap(MODE_KEY, None::<&[u8]>, Some(mode.as_bytes()))?
+                    && found.current.as_deref() != Some(mode.as_bytes())
+                {
+                    return Err(StoreError::Corrupt(format!(
+                        "the export is of a {mode}-mode store and this store was created in the other mode"
+                    )));
+                }
+            }
+            Record::User { id, unionid, unionid_shared_with, created_at, last_login_at, identities } => {
+                if self.records.contains_key(id.as_bytes())? {
+                    return Err(StoreError::Corrupt(format!("user {id} appears twice")));
+                }
+                let mut record = UserRecord::empty(created_at);
+                record.last_login_at = last_login_at.unix_timestamp_nanos();
+                record.unionid = unionid;
+                record.unionid_shared_with = unionid_shared_with.into_iter().map(Uuid::into_bytes).collect();
+                for line in identities {
+                    if record.identity(&line.appid).is_some() {
+                        return Err(StoreError::Corrupt(format!("user {id} has two identities in {}", line.appid)));
+                    }
+                    let key = line.stored_key()?;
+                    insert_new(
+                        &self.openids,
+                        &binding_key(&line.appid, &line.openid),
+                        id.as_bytes().to_vec(),
+                        &format!("openid {} of {}", line.openid, line.appid),
+                    )?;
+                    record.identities.push(IdentityRecord::new(&line.appid, &line.openid, key));
+                }
+                insert_new(&self.records, id.as_bytes(), record.encode()?, &format!("user {id}"))?;
+            }
+            Record::Unionid { unionid, user } => {
+                self.user_exists(&user)?;
+                insert_new(
+                    &self.unionids,
+                    unionid.as_bytes(),
+                    user.as_bytes().to_vec(),
+                    &format!("unionid {unionid}"),
+                )?;
+            }
+            Record::Account { username, user, password_hash, created_at } => {
+                self.user_exists(&user)?;
+                let account = AccountRecord {
+                    user: user.into_bytes(),
+                    password_hash,
+                    created_at: created_at.unix_timestamp_nanos(),
+                };
+                insert_new(&self.accounts, username.as_bytes(), account.encode()?, &format!("account {username}"))?;
+                let bytes = self.records.get(user.as_bytes())?.ok_or(StoreError::NoSuchUser)?;
+                let mut record = UserRecord::decode(&bytes)?;
+                if let Some(other) = record.account.replace(username) {
+                    return Err(StoreError::Corrupt(format!("user {user} has two accounts ({other} and another)")));
+                }
+                self.records.insert(user.as_bytes(), record.encode()?)?;
+            }
+            Record::Details { user, sealed } => {
+                self.user_exists(&user)?;
+                insert_new(&self.details, user.as_bytes(), sealed.into_bytes(), &format!("details of {user}"))?;
+            }
+            Record::Ticket { id, appid, openid, unionid, session_key, expires_at } => {
+                let key = unhex::<32>(&id, "a ticket id")?;
+                let ticket =
+                    TicketRecord { appid, openid, unionid, session_key, expires_at: expires_at.unix_timestamp_nanos() };
+                insert_new(&self.tickets, &key, ticket.encode()?, "a bind ticket")?;
+            }
+            record @ Record::RefreshToken { .. } => {
+                let (selector, token) = TokenRecord::import(record)?;
+                insert_new(
+                    &self.refresh_tokens,
+                    selector.as_bytes(),
+                    encode(&token, "refresh token")?,
+                    "a refresh token",
+                )?;
+            }
+            Record::RefreshRevoked { family, keep_until } => {
+                let value = keep_until.unix_timestamp_nanos().to_be_bytes().to_vec();
+                insert_new(&self.refresh_revoked, family.as_bytes(), value, &format!("revoked family {family}"))?;
+            }
+            Record::RefreshCutoff { user, cutoff, keep_until } => {
+                let value = encode(&(cutoff.unix_timestamp_nanos(), keep_until.unix_timestamp_nanos()), "cutoff")?;
+                insert_new(&self.refresh_cutoffs, user.as_bytes(), value, &format!("cutoff of {user}"))?;
+            }
+        }
+        Ok(())
+    }
+}

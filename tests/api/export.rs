@@ -1,0 +1,192 @@
+//! `wxauth store export` and `import`: a store moves sled → PostgreSQL → sled through the
+//! real binary, and nothing is lost.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{PHONE, Server, production, run_with_stdin};
+
+/// Runs `wxauth store export`; its stdout.
+fn export(vars: &HashMap<String, String>) -> String {
+    let (ok, stdout, stderr) = run_with_stdin(vars, &["store", "export"], "");
+    assert!(ok, "export failed: {stderr}");
+    stdout
+}
+
+fn import(vars: &HashMap<String, String>, lines: &str) -> (bool, String) {
+    let (ok, _, stderr) = run_with_stdin(vars, &["store", "import"], lines);
+    (ok, stderr)
+}
+
+fn on_sled(vars: &HashMap<String, String>, data_dir: &std::path::Path) -> HashMap<String, String> {
+    let mut vars = vars.clone();
+    vars.remove("WXAUTH_DATABASE_URL");
+    vars.insert("WXAUTH_STORE".into(), "sled".into());
+    vars.insert("WXAUTH_DATA_DIR".into(), data_dir.display().to_string());
+    vars
+}
+
+fn on_postgres(vars: &HashMap<String, String>, url: &str) -> HashMap<String, String> {
+    let mut vars = vars.clone();
+    vars.remove("WXAUTH_DATA_DIR");
+    vars.insert("WXAUTH_STORE".into(), "postgres".into());
+    vars.insert("WXAUTH_DATABASE_URL".into(), url.into());
+    vars
+}
+
+async fn post(server: &Server, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(format!("{}{path}", server.address)).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn text(v: &Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}")).to_owned()
+}
+
+/// A sled store holding every kind of record: users with session keys, a unionid, an
+/// account, a phone number, a bind ticket, live and revoked refresh tokens, a logout-all.
+/// Returns the bind ticket.
+async fn a_full_store(vars: &HashMap<String, String>) -> String {
+    let server = Server::start(vars, &["serve"]);
+    let (status, ann) = server.login("c@ann").await;
+    assert_eq!(status, 200, "{ann}");
+    let (_, union) = server.login("union@una").await;
+    let token = text(&ann, "access_token");
+    assert_eq!(post(&server, "/v1/me/phone", Some(&token), json!({"code": "c"})).await.0, 200);
+    // A rotation (the old token spent), then a logout (the family revoked).
+    let (status, rotated) =
+        post(&server, "/v1/token/refresh", None, json!({"refresh_token": ann["refresh_token"]})).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(post(&server, "/v1/logout", None, json!({"refresh_token": rotated["refresh_token"]})).await.0, 204);
+    assert_eq!(post(&server, "/v1/me/logout-all", Some(&text(&union, "access_token")), json!({})).await.0, 204);
+    // A live refresh token: the others are dead, and purged.
+    assert_eq!(server.login("c@ben").await.0, 200);
+    let (ok, _, stderr) = run_with_stdin(vars, &["accounts", "add", "alice"], "correct horse battery\n");
+    assert!(ok, "{stderr}");
+    server.stop();
+
+    // Bind mode leaves a ticket for an unbound person.
+    let mut bind = vars.clone();
+    bind.insert("WXAUTH_REGISTRATION".into(), "bind".into());
+    let server = Server::start(&bind, &["serve"]);
+    let (status, unbound) = server.login("c@tess").await;
+    assert_eq!(status, 403, "{unbound}");
+    server.stop();
+    text(&unbound, "bind_ticket")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
+    let Some(database) = crate::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let sled = on_sled(&vars, &dir.path().join("data"));
+    let pg = on_postgres(&vars, &database);
+    let ticket = a_full_store(&sled).await;
+
+    let from_sled = export(&sled);
+    let kinds: BTreeSet<String> = from_sled
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].as_str().unwrap().to_owned())
+        .collect();
+    let expected = [
+        "header",
+        "mode",
+        "user",
+        "unionid",
+        "account",
+        "details",
+        "ticket",
+        "refresh_token",
+        "refresh_revoked",
+        "refresh_cutoff",
+    ];
+    assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect(), "{from_sled}");
+    for secret in [PHONE, &crate::helpers::default_session_key("c@ann"), "correct horse"] {
+        assert!(!from_sled.contains(secret), "the export holds {secret:?} in plaintext");
+    }
+
+    let (ok, stderr) = import(&pg, &from_sled);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&format!("imported {} records", from_sled.lines().count())), "{stderr}");
+    let from_postgres = export(&pg);
+    assert_eq!(from_postgres, from_sled, "PostgreSQL gave back something else");
+
+    let back = on_sled(&vars, &dir.path().join("data-again"));
+    let (ok, stderr) = import(&back, &from_postgres);
+    assert!(ok, "{stderr}");
+    assert_eq!(export(&back), from_sled, "sled gave back something else");
+
+    // The moved store serves the same people, with what they shared and their ticket.
+    let mut bind = pg.clone();
+    bind.insert("WXAUTH_REGISTRATION".into(), "bind".into());
+    let server = Server::start(&bind, &["serve"]);
+    let (status, ann) = server.login("again@ann").await;
+    assert_eq!((status, &ann["user"]["created"]), (200, &json!(false)), "{ann}");
+    let (_, me) = server.get("/v1/me", Some(&text(&ann, "access_token"))).await;
+    let me: Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["phone"]["pure_phone_number"], PHONE, "{me}");
+    let body = json!({"bind_ticket": ticket, "username": "alice", "password": "correct horse battery"});
+    let (status, bound) = post(&server, "/v1/bind", None, body).await;
+    assert_eq!(status, 200, "{bound}");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let source = on_sled(&vars, &dir.path().join("data"));
+    let server = Server::start(&source, &["serve"]);
+    assert_eq!(server.login("c@ann").await.0, 200);
+    assert_eq!(server.login("c@ben").await.0, 200);
+    server.stop();
+    let good = export(&source);
+    let lines: Vec<&str> = good.lines().collect();
+    let with = |i: usize, line: &str| {
+        let mut l = lines.clone();
+        l[i] = line;
+        l.join("\n") + "\n"
+    };
+    let mut twice = lines.clone();
+    twice.push(lines[2]);
+    let last = format!("line {}", twice.len());
+    let bad = [
+        (with(3, "{not json"), "line 4"),
+        (with(3, r#"{"record":"unknown"}"#), "line 4"),
+        (with(0, lines[1]), "header"),
+        (with(0, &lines[0].replace(r#""format":1"#, r#""format":2"#)), "format 2"),
+        (with(0, &lines[0].replace(r#""sealing_key":""#, r#""sealing_key":"0"#)), "session-keys.secret"),
+        (twice.join("\n") + "\n", last.as_str()),
+        (String::new(), "header"),
+    ];
+    let mut targets = vec![on_sled(&vars, &dir.path().join("target"))];
+    targets.extend(crate::postgres::fresh_database().map(|url| on_postgres(&vars, &url)));
+    for target in &targets {
+        for (input, expected) in &bad {
+            let (ok, stderr) = import(target, input);
+            assert!(!ok && stderr.contains(expected), "{expected}: {stderr}");
+            // Nothing stayed behind: the good export goes in afterwards.
+            assert_eq!(export(target).lines().count(), 1, "{expected}: the failed import left records");
+        }
+        let (ok, stderr) = import(target, &good);
+        assert!(ok, "{stderr}");
+        assert_eq!(export(target), good);
+        // Only into an empty store.
+        let (ok, stderr) = import(target, &good);
+        assert!(!ok && stderr.contains("already holds data"), "{stderr}");
+    }
+
+    // Another keys directory: its key does not open the export's session keys.
+    let mut elsewhere = on_sled(&vars, &dir.path().join("elsewhere"));
+    elsewhere.insert("WXAUTH_KEYS_DIR".into(), dir.path().join("other-keys").display().to_string());
+    let (ok, stderr) = import(&elsewhere, &good);
+    assert!(!ok && stderr.contains("session-keys.secret") && stderr.contains("WXAUTH_KEYS_DIR"), "{stderr}");
+    assert!(!dir.path().join("other-keys").exists(), "the import made a key of its own");
+}

@@ -18,6 +18,7 @@ mod open_data;
 mod postgres;
 mod process;
 mod refresh;
+mod replicas;
 mod spec;
 mod startup;
 mod tls;

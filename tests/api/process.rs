@@ -67,6 +67,31 @@ async fn invalid_settings_and_a_missing_key_stop_start_up_with_a_named_cause() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_reached_or_read_stops_start_up_naming_the_setting_and_never_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.insert("WXAUTH_STORE".into(), "postgres".into());
+    vars.insert("WXAUTH_DATABASE_POOL_SIZE".into(), "2".into());
+    vars.insert("WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS".into(), "1000".into());
+    let password = "hunter2-db-secret";
+    // Nothing listens on port 1; the second is no URL at all, the third a MySQL one.
+    for url in [
+        format!("postgres://wxauth:{password}@127.0.0.1:1/wxauth"),
+        format!("postgres//wxauth:{password}@127.0.0.1/wxauth"),
+        format!("mysql://wxauth:{password}@127.0.0.1/wxauth"),
+    ] {
+        vars.insert("WXAUTH_DATABASE_URL".into(), url.clone());
+        let started = std::time::Instant::now();
+        let out = run(&vars, &["serve"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: started");
+        assert!(stderr.contains("WXAUTH_DATABASE_URL"), "{url}: {stderr}");
+        assert!(!stderr.contains(password), "{url}: the password is in: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{url}: took {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_has_help() {
     for args in [
         &["--help"][..],

@@ -1,0 +1,147 @@
+//! Two replicas of the real binary on one PostgreSQL database, sharing one keys directory,
+//! as the README's two-replica deployment runs them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use jsonwebtoken::jwk::JwkSet;
+use serde_json::Value;
+
+use crate::helpers::{MockWechat, Server, production};
+
+/// Two replicas on a fresh database; `None` (after saying why) when there is no server.
+async fn two_replicas(dir: &std::path::Path) -> Option<(MockWechat, [Server; 2])> {
+    let database = crate::postgres::fresh_database()?;
+    let (wechat, mut vars) = production(dir).await;
+    vars.insert("WXAUTH_STORE".into(), "postgres".into());
+    vars.insert("WXAUTH_DATABASE_URL".into(), database);
+    vars.remove("WXAUTH_DATA_DIR");
+    // One machine here: each replica needs an admin socket of its own.
+    let replica = |name: &str| {
+        let mut vars = vars.clone();
+        vars.insert("WXAUTH_ADMIN_SOCKET".into(), dir.join(format!("{name}.sock")).display().to_string());
+        Server::start(&vars, &["serve"])
+    };
+    Some((wechat, [replica("a"), replica("b")]))
+}
+
+/// A login at `server`: status and body, or `None` when the connection failed.
+async fn login(client: &reqwest::Client, server: &str, code: &str) -> Option<(u16, Value)> {
+    let resp =
+        client.post(format!("{server}/v1/login")).json(&serde_json::json!({ "code": code })).send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_first_logins_of_one_openid_across_two_replicas_make_one_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_wechat, replicas)) = two_replicas(dir.path()).await else { return };
+    let client = reqwest::Client::new();
+    let addresses: Vec<String> = replicas.iter().map(|r| r.address.clone()).collect();
+
+    let answers = futures_util::future::join_all((0..50).map(|i| {
+        let (client, server) = (client.clone(), addresses[i % 2].clone());
+        async move { login(&client, &server, &format!("c{i}@same")).await.expect("a replica did not answer") }
+    }))
+    .await;
+
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        ids.insert(body["user"]["id"].as_str().unwrap().to_owned());
+        created += usize::from(body["user"]["created"] == true);
+    }
+    assert_eq!(ids.len(), 1, "one openid became several users: {ids:?}");
+    assert_eq!(created, 1, "{created} logins say they created the user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_replicas_publish_the_same_jwks_and_accept_each_others_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_wechat, [a, b])) = two_replicas(dir.path()).await else { return };
+    let jwks = |server: &Server| {
+        let url = format!("{}/.well-known/jwks.json", server.address);
+        async move { reqwest::get(url).await.unwrap().json::<JwkSet>().await.unwrap() }
+    };
+    let (from_a, from_b) = (jwks(&a).await, jwks(&b).await);
+    assert!(!from_a.keys.is_empty());
+    assert_eq!(serde_json::to_value(&from_a).unwrap(), serde_json::to_value(&from_b).unwrap());
+
+    let (status, body) = a.login("c@ann").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let (status, me) = b.get("/v1/me", Some(token)).await;
+    assert_eq!(status, 200, "replica b refused replica a's token: {me}");
+    // And a refresh token of one replica rotates at the other.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/token/refresh", b.address))
+        .json(&serde_json::json!({"refresh_token": body["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_load_loses_no_acknowledged_binding_and_the_other_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_wechat, [a, b])) = two_replicas(dir.path()).await else { return };
+    let client = reqwest::Client::new();
+    // Code → user id, for every first login a replica acknowledged.
+    let acknowledged: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    // Answers that were not a success, and failures at the surviving replica.
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, acknowledged, failures, stop) =
+                (client.clone(), acknowledged.clone(), failures.clone(), stop_rx.clone());
+            let servers = [a.address.clone(), b.address.clone()];
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !*stop.borrow() {
+                    n += 1;
+                    let (server, code) = (&servers[(w + n) % 2], format!("first@w{w}n{n}"));
+                    match login(&client, server, &code).await {
+                        Some((200, body)) => {
+                            let id = body["user"]["id"].as_str().unwrap().to_owned();
+                            acknowledged.lock().unwrap().insert(code, id);
+                        }
+                        // The killed replica: connection refused or reset, never an answer
+                        // that is not a success.
+                        None if *server == servers[0] => {}
+                        other => failures.lock().unwrap().push(format!("{server} {code}: {other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = acknowledged.lock().unwrap().len();
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop_tx.send(true).unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "the surviving replica failed: {failures:?}");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(before > 10 && acknowledged.len() > before + 10, "too little load: {before} then {}", acknowledged.len());
+    // Every acknowledged first login is bound: logging in again finds the same user.
+    for (code, id) in &acknowledged {
+        let again = code.replace("first@", "again@");
+        let (status, body) = login(&client, &b.address, &again).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!((body["user"]["id"].as_str(), &body["user"]["created"]), (Some(id.as_str()), &Value::Bool(false)));
+    }
+    b.stop();
+}

@@ -28,7 +28,7 @@ pub struct StoreStats {
     pub fsyncs: u64,
 }
 
-fn command(dir: &Path, wechat: &str, args: &[&str]) -> Command {
+fn command(dir: &Path, wechat: &str, args: &[&str], extra: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
     for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("WXAUTH_") || n == "RUST_LOG") {
@@ -50,19 +50,25 @@ fn command(dir: &Path, wechat: &str, args: &[&str]) -> Command {
     if let Ok(mb) = std::env::var("WXAUTH_STORE_CACHE_MB") {
         cmd.env("WXAUTH_STORE_CACHE_MB", mb);
     }
+    cmd.envs(extra.iter().copied());
     cmd
 }
 
 impl Server {
     /// Creates a key if `dir` has none, starts the server on `dir/data` and waits until it listens.
     pub fn start(dir: &Path, wechat: &str) -> Server {
+        Self::start_with(dir, wechat, &[])
+    }
+
+    /// Like [`Server::start`], with more settings (another store, another admin socket).
+    pub fn start_with(dir: &Path, wechat: &str, extra: &[(&str, &str)]) -> Server {
         let keys = std::fs::read_dir(dir.join("keys"));
         let has_key = keys.is_ok_and(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "pem")));
         if !has_key {
-            let out = command(dir, wechat, &["keys", "rotate"]).output().unwrap();
+            let out = command(dir, wechat, &["keys", "rotate"], extra).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
-        let mut child = command(dir, wechat, &["serve"]).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = command(dir, wechat, &["serve"], extra).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();

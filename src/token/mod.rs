@@ -30,6 +30,10 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;
 
+/// The file in the keys directory that replicas lock while one of them stages a key. Not a
+/// key file (`*.pem`), so the ring ignores it.
+const ROTATION_LOCK: &str = "rotation.lock";
+
 /// Why a presented token was refused. The client's fault, never the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -219,21 +223,51 @@ impl Tokens {
 
     /// Creates the next key ahead of time when `WXAUTH_KEY_ROTATION_DAYS` says the active
     /// one is due, staged like `keys rotate`. Returns the new key, if one was made.
+    ///
+    /// Replicas sharing the keys directory take turns under a lock file in it, each first
+    /// reading what the others staged: one of them makes the key, and all sign with it.
     pub fn rotate_if_due(&self) -> Result<Option<KeyInfo>, TokenError> {
         let Some(every) = self.settings.key_rotation else { return Ok(None) };
+        if !self.due(every) {
+            return Ok(None);
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.keys_dir.join(ROTATION_LOCK))
+            .map_err(|e| TokenError::io(&self.keys_dir, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| TokenError::io(&self.keys_dir, e.into()))?;
+        self.reload()?;
+        if !self.due(every) {
+            return Ok(None);
+        }
+        let now = OffsetDateTime::now_utc();
+        let due = self.ring().signer().activates + every;
+        let key = keys::generate(
+            &self.keys_dir,
+            self.settings.signing_alg,
+            self.mode,
+            due.max(now + self.settings.key_activation),
+        )?;
+        self.reload()?;
+        // Closing the file releases the lock.
+        drop(lock);
+        Ok(Some(KeyInfo::from(&key)))
+    }
+
+    /// Whether the ring as this replica knows it needs a next key now.
+    fn due(&self, every: std::time::Duration) -> bool {
         let ring = self.ring();
         let now = OffsetDateTime::now_utc();
         let alg = self.settings.signing_alg;
         if ring.all.iter().any(|k| k.alg == alg && k.activates > now) {
-            return Ok(None);
+            return false;
         }
-        let due = ring.signer().activates + every;
-        if now + self.settings.key_activation < due {
-            return Ok(None);
-        }
-        let key = keys::generate(&self.keys_dir, alg, self.mode, due.max(now + self.settings.key_activation))?;
-        self.reload()?;
-        Ok(Some(KeyInfo::from(&key)))
+        now + self.settings.key_activation >= ring.signer().activates + every
     }
 
     /// The ring as of now: re-evaluated (without reading the directory) once a staged key
@@ -560,9 +594,18 @@ mod tests {
         // Due in 5 minutes: staged now, to activate after the full delay.
         settings.key_rotation = Some(Duration::from_secs(86_400));
         let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
+        let replica = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
         let next = tokens.rotate_if_due().unwrap().expect("no key staged although one was due");
         assert!(next.activates >= OffsetDateTime::now_utc() + Duration::from_secs(590), "not staged");
         assert!(tokens.rotate_if_due().unwrap().is_none(), "a second next key");
+        // Another replica on the same directory, whose ring predates the staged key: it
+        // finds that key instead of making one of its own.
+        assert!(replica.rotate_if_due().unwrap().is_none(), "a second replica staged a key of its own");
+        let pems = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pem"));
+        assert_eq!(pems.count(), 2);
         let issued = tokens.issue(&user(), &identity()).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), key.kid);
         assert_eq!(

@@ -436,7 +436,9 @@ impl Store {
         }
     }
 
-    /// Checks that the store answers and that its writes reach durable storage.
+    /// The liveness check (`/healthz`): on sled, that the store answers and its writes reach
+    /// the disk (a failed disk is the process's to recover from); on PostgreSQL, that the
+    /// replica's pool is open (a database outage is not cured by restarting replicas).
     pub async fn check(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.check().await),

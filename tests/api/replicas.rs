@@ -145,3 +145,53 @@ async fn a_replica_killed_mid_load_loses_no_acknowledged_binding_and_the_other_k
     }
     b.stop();
 }
+
+/// Runs `sql` on the test server's maintenance database.
+async fn on_server(sql: String) {
+    use sqlx::Connection;
+    let url = crate::postgres::server_url().unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_requests_get_503_in_time_and_the_replica_recovers_without_a_restart() {
+    let Some(database) = crate::postgres::fresh_database() else { return };
+    let name = url::Url::parse(&database).unwrap().path().trim_start_matches('/').to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.insert("WXAUTH_STORE".into(), "postgres".into());
+    vars.insert("WXAUTH_DATABASE_URL".into(), database);
+    vars.insert("WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS".into(), "1000".into());
+    let server = Server::start(&vars, &["serve"]);
+    let (status, before) = server.login("c@ann").await;
+    assert_eq!(status, 200, "{before}");
+
+    // The database goes away: no new connections, and the replica's are cut.
+    on_server(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+    on_server(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).await;
+    for code in ["c@ben", "again@ann"] {
+        let started = std::time::Instant::now();
+        let (status, body) = server.login(code).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{code}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{code}: answered after {:?}", started.elapsed());
+    }
+    assert_eq!(server.get("/readyz", None).await.0, 503);
+    // Liveness: restarting the replica would not bring the database back.
+    assert_eq!(server.get("/healthz", None).await.0, 200);
+
+    on_server(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+    let started = std::time::Instant::now();
+    let after = loop {
+        let (status, body) = server.login("back@ann").await;
+        if status == 200 {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never recovered: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(after["user"]["id"], before["user"]["id"]);
+    assert_eq!(server.get("/readyz", None).await.0, 200);
+    server.stop();
+}

@@ -19,13 +19,15 @@ async fn two_replicas(dir: &std::path::Path) -> Option<(MockWechat, [Server; 2])
     vars.insert("WXAUTH_STORE".into(), "postgres".into());
     vars.insert("WXAUTH_DATABASE_URL".into(), database);
     vars.remove("WXAUTH_DATA_DIR");
-    // One machine here: each replica needs an admin socket of its own.
+    // One machine here: each replica needs an admin socket of its own. Started together on
+    // the empty database, they race to migrate it (the migrator's lock orders them).
     let replica = |name: &str| {
         let mut vars = vars.clone();
         vars.insert("WXAUTH_ADMIN_SOCKET".into(), dir.join(format!("{name}.sock")).display().to_string());
-        Server::start(&vars, &["serve"])
+        std::thread::spawn(move || Server::start(&vars, &["serve"]))
     };
-    Some((wechat, [replica("a"), replica("b")]))
+    let (a, b) = (replica("a"), replica("b"));
+    Some((wechat, [a.join().unwrap(), b.join().unwrap()]))
 }
 
 /// A login at `server`: status and body, or `None` when the connection failed.

@@ -309,17 +309,22 @@ async fn export(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::Write;
     let store = open_store(settings, Purpose::Export).await?;
     let mut stdout = std::io::BufWriter::new(std::io::stdout());
-    let mut lines = 0usize;
     let mut write = |record: Record| -> Result<(), StoreError> {
-        lines += 1;
         let line = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         writeln!(stdout, "{line}").map_err(|e| StoreError::Database(format!("writing to stdout: {e}")))
     };
     let exported = store.export(&mut write).await;
     store.close().await?;
-    exported?;
+    let exported = exported?;
     stdout.flush()?;
-    eprintln!("wxauth: exported {lines} records");
+    eprintln!("wxauth: exported {} records", exported.records);
+    if exported.skipped > 0 {
+        eprintln!(
+            "wxauth: left out {} unionid links, accounts or details of users that are gone (left behind by a \
+             crash during a removal; nothing used them)",
+            exported.skipped
+        );
+    }
     Ok(())
 }
 

@@ -300,14 +300,16 @@ async fn watch_keys(auth: Arc<Auth>) {
     loop {
         tokio::time::sleep(KEYS_EVERY).await;
         let tokens = auth.tokens();
-        // A rotation rereads the directory itself.
-        let outcome = tokens.rotate_if_due().and_then(|made| match made {
-            Some(key) => {
+        // A rotation rereads the directory itself; a failed one (a read-only directory)
+        // must not stop this replica from seeing keys made elsewhere.
+        let outcome = match tokens.rotate_if_due() {
+            Ok(Some(key)) => {
                 tracing::info!(kid = %key.kid, alg = %key.alg, "created the next signing key (WXAUTH_KEY_ROTATION_DAYS)");
                 Ok(())
             }
-            None => tokens.reload(),
-        });
+            Ok(None) => tokens.reload(),
+            Err(e) => tokens.reload().and(Err(e)),
+        };
         match outcome {
             Ok(()) => last_error.clear(),
             Err(e) if e.to_string() != last_error => {

@@ -130,6 +130,12 @@ pub enum Record {
         #[serde(with = "time::serde::rfc3339")]
         keep_until: OffsetDateTime,
     },
+    /// The last line: how many records came before it (the header included). An export
+    /// without it was cut short.
+    End {
+        /// Records before this one.
+        records: usize,
+    },
     /// A logout-all: every family a user started up to `cutoff` is revoked.
     RefreshCutoff {
         /// The user.
@@ -193,13 +199,63 @@ pub(super) fn unhex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], S
     Ok(out)
 }
 
-/// What an import was given and did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Imported {
-    /// Users imported.
-    pub users: usize,
-    /// Records imported, every kind (the header excluded).
+/// What an export wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    /// Lines written, the first and last included.
     pub records: usize,
+    /// Records left out because the user they belong to is gone.
+    pub skipped: usize,
+}
+
+/// The records of an import after its header, up to its last line ([`Record::End`]),
+/// which it checks and does not yield. An export that ends without one, or goes on after
+/// it, yields an error instead, so that the import fails before it commits.
+pub(super) struct UntilEnd<'a> {
+    records: &'a mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
+    /// Records read so far, the header included.
+    read: usize,
+    done: bool,
+}
+
+impl<'a> UntilEnd<'a> {
+    pub(super) fn new(records: &'a mut (dyn Iterator<Item = Result<Record, StoreError>> + Send)) -> Self {
+        Self { records, read: 1, done: false }
+    }
+}
+
+impl Iterator for UntilEnd<'_> {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.records.next();
+        let (done, item) = match next {
+            Some(Ok(Record::End { records })) if records == self.read => match self.records.next() {
+                None => (true, None),
+                Some(_) => (true, Some(Err(StoreError::Corrupt("lines after the last line".into())))),
+            },
+            Some(Ok(Record::End { records })) => (
+                true,
+                Some(Err(StoreError::Corrupt(format!(
+                    "the last line counts {records} records before it, and there were {}",
+                    self.read
+                )))),
+            ),
+            Some(item) => (false, Some(item)),
+            None => (
+                true,
+                Some(Err(StoreError::Corrupt(
+                    "the export ends without its last line (`end`): it was cut short".into(),
+                ))),
+            ),
+        };
+        self.read += 1;
+        self.done = done;
+        item
+    }
 }
 
 /// Checks the header of an import against the receiving store's sealer.

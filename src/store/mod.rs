@@ -466,40 +466,52 @@ impl Store {
     /// Writes every record of the store to `out`, in the fixed order of [`export`]: the
     /// same data gives the same records on every backend. On PostgreSQL it reads one
     /// snapshot, so replicas may go on serving; sled admits no server meanwhile.
+    ///
+    /// The last record says how many came before it, so that an import can tell a whole
+    /// export from one cut short. Returns the records written and those left out: on sled,
+    /// unionid links, accounts and details of a user that is gone (left behind by a crash
+    /// in the middle of a removal, and never used).
     pub async fn export(
         &self,
         out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sled(r) => r.get()?.export(out),
-            Backend::Postgres(p) => p.export(out).await,
-        }
+    ) -> Result<export::Exported, StoreError> {
+        let mut records = 0;
+        let mut counted = |record: Record| {
+            records += 1;
+            out(record)
+        };
+        let skipped = match &self.backend {
+            Backend::Sled(r) => r.get()?.export(&mut counted)?,
+            Backend::Postgres(p) => {
+                p.export(&mut counted).await?;
+                0
+            }
+        };
+        out(Record::End { records })?;
+        Ok(export::Exported { records: records + 1, skipped })
     }
 
-    /// Reads an export into this store, which must hold no data; returns how many records
-    /// (the header included) it read. All or nothing: a bad record leaves the store empty,
-    /// and its error names its line (records are numbered as lines, the header line 1).
-    /// Durable when it returns.
+    /// Reads an export into this store, which must hold no data ([`StoreError::NotEmpty`]);
+    /// returns how many records it read, the first and last lines included. All or nothing:
+    /// a bad record, or an export cut short (no last line), leaves the store empty, and the
+    /// error names the line (records are numbered as lines, the header line 1). Durable
+    /// when it returns.
     pub async fn import(
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
     ) -> Result<usize, StoreError> {
         let header = records.next().transpose().map_err(|e| StoreError::Corrupt(format!("line 1: {e}")))?;
-        let (key_id, empty) = match &self.backend {
-            Backend::Sled(r) => {
-                let store = r.get()?;
-                (store.sealer.key_id().to_owned(), store.is_empty())
-            }
-            Backend::Postgres(p) => (p.sealer.key_id().to_owned(), p.is_empty().await?),
+        let key_id = match &self.backend {
+            Backend::Sled(r) => r.get()?.sealer.key_id().to_owned(),
+            Backend::Postgres(p) => p.sealer.key_id().to_owned(),
         };
         export::check_header(header.as_ref(), &key_id).map_err(|e| StoreError::Corrupt(format!("line 1: {e}")))?;
-        if !empty {
-            return Err(StoreError::NotEmpty);
-        }
-        match &self.backend {
-            Backend::Sled(r) => r.get()?.import(records).await,
-            Backend::Postgres(p) => p.import(records).await,
-        }
+        let mut body = export::UntilEnd::new(records);
+        let imported = match &self.backend {
+            Backend::Sled(r) => r.get()?.import(&mut body).await?,
+            Backend::Postgres(p) => p.import(&mut body).await?,
+        };
+        Ok(imported + 1)
     }
 
     /// Makes everything written so far durable and logs the store's statistics (shutdown).

@@ -225,7 +225,9 @@ impl Tokens {
     /// one is due, staged like `keys rotate`. Returns the new key, if one was made.
     ///
     /// Replicas sharing the keys directory take turns under a lock file in it, each first
-    /// reading what the others staged: one of them makes the key, and all sign with it.
+    /// reading what the others staged: one of them makes the key, and all sign with it. A
+    /// replica that finds the lock taken does not wait (this runs on the server's runtime):
+    /// it looks again at its next round, and finds the key the holder made.
     pub fn rotate_if_due(&self) -> Result<Option<KeyInfo>, TokenError> {
         let Some(every) = self.settings.key_rotation else { return Ok(None) };
         if !self.due(every) {
@@ -239,8 +241,11 @@ impl Tokens {
             .mode(0o600)
             .open(self.keys_dir.join(ROTATION_LOCK))
             .map_err(|e| TokenError::io(&self.keys_dir, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| TokenError::io(&self.keys_dir, e.into()))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(TokenError::io(&self.keys_dir, e.into())),
+        }
         self.reload()?;
         if !self.due(every) {
             return Ok(None);

@@ -106,6 +106,7 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
         "refresh_token",
         "refresh_revoked",
         "refresh_cutoff",
+        "end",
     ];
     assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect(), "{from_sled}");
     for secret in [PHONE, &crate::helpers::default_session_key("c@ann"), "correct horse"] {
@@ -154,17 +155,26 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
         l[i] = line;
         l.join("\n") + "\n"
     };
+    // A user twice, just before the last line.
     let mut twice = lines.clone();
-    twice.push(lines[2]);
-    let last = format!("line {}", twice.len());
+    twice.insert(lines.len() - 1, lines[2]);
+    let duplicate = format!("line {}", lines.len());
+    let join = |lines: &[&str]| lines.join("\n") + "\n";
+    let end = *lines.last().unwrap();
+    assert!(end.starts_with(r#"{"record":"end""#), "{end}");
     let bad = [
         (with(3, "{not json"), "line 4"),
         (with(3, r#"{"record":"unknown"}"#), "line 4"),
         (with(0, lines[1]), "header"),
         (with(0, &lines[0].replace(r#""format":1"#, r#""format":2"#)), "format 2"),
         (with(0, &lines[0].replace(r#""sealing_key":""#, r#""sealing_key":"0"#)), "session-keys.secret"),
-        (twice.join("\n") + "\n", last.as_str()),
+        (join(&twice), duplicate.as_str()),
         (String::new(), "header"),
+        // Cut short: every line but the last, or a last line that miscounts.
+        (join(&lines[..lines.len() - 1]), "cut short"),
+        (join(&lines[..lines.len() - 2]), "cut short"),
+        (with(lines.len() - 1, &end.replace(&format!("{}", lines.len() - 1), "2")), "counts 2 records"),
+        (join(&[&lines[..], &[lines[1]]].concat()), "after the last line"),
     ];
     let mut targets = vec![on_sled(&vars, &dir.path().join("target"))];
     targets.extend(crate::postgres::fresh_database().map(|url| on_postgres(&vars, &url)));
@@ -173,7 +183,7 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
             let (ok, stderr) = import(target, input);
             assert!(!ok && stderr.contains(expected), "{expected}: {stderr}");
             // Nothing stayed behind: the good export goes in afterwards.
-            assert_eq!(export(target).lines().count(), 1, "{expected}: the failed import left records");
+            assert_eq!(export(target).lines().count(), 2, "{expected}: the failed import left records");
         }
         let (ok, stderr) = import(target, &good);
         assert!(ok, "{stderr}");

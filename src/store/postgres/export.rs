@@ -158,28 +158,33 @@ impl PgStore {
         Ok(())
     }
 
-    /// Whether the database holds no data (a mode aside). Every other table hangs off
-    /// `users`, except tickets and refresh records.
-    pub(in crate::store) async fn is_empty(&self) -> Result<bool, StoreError> {
-        let any: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets) \
-             OR EXISTS (SELECT 1 FROM refresh_tokens) OR EXISTS (SELECT 1 FROM refresh_revoked) \
-             OR EXISTS (SELECT 1 FROM refresh_cutoffs)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(!any)
-    }
-
-    /// Imports `records` (the header already checked) in one transaction.
+    /// Imports `records` (the header already checked) in one transaction, into a database
+    /// that holds no data (a mode aside).
     pub(in crate::store) async fn import(
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
     ) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-        // Serving replicas wait rather than write into a half-imported store.
-        sqlx::query("LOCK TABLE users, bind_tickets, refresh_tokens IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        // Serving replicas wait rather than write into a half-imported store, and none can
+        // write between the check that the store is empty and the import.
+        sqlx::query(
+            "LOCK TABLE users, identities, unionids, accounts, details, bind_tickets, refresh_tokens, \
+             refresh_revoked, refresh_cutoffs IN EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
+        // Every other table hangs off `users`.
+        let holds_data: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets) \
+             OR EXISTS (SELECT 1 FROM refresh_tokens) OR EXISTS (SELECT 1 FROM refresh_revoked) \
+             OR EXISTS (SELECT 1 FROM refresh_cutoffs)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if holds_data {
+            return Err(StoreError::NotEmpty);
+        }
         // The header was line 1.
         let mut count = 1;
         for record in records {
@@ -194,7 +199,9 @@ impl PgStore {
 
 async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreError> {
     match record {
-        Record::Header { .. } => return Err(StoreError::Corrupt("a second header".into())),
+        Record::Header { .. } | Record::End { .. } => {
+            return Err(StoreError::Corrupt("a first or last line in the middle".into()));
+        }
         Record::Mode { mode } => {
             if !matches!(mode.as_str(), "dev" | "production") {
                 return Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production")));

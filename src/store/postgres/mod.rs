@@ -25,7 +25,7 @@ use std::{
 };
 
 use sqlx::{
-    AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row,
+    AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Row,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 use time::OffsetDateTime;
@@ -71,6 +71,8 @@ pub(super) struct PgStore {
 pub(super) enum Failure {
     Sql(sqlx::Error),
     Store(StoreError),
+    /// A user the transaction read was removed by a racer meanwhile: look again.
+    Vanished,
 }
 
 impl From<sqlx::Error> for Failure {
@@ -109,9 +111,11 @@ enum Race {
     Retry,
 }
 
-/// Serialization failures and deadlocks are settled by running the transaction again.
+/// Serialization failures and deadlocks are settled by running the transaction again, and
+/// so is a foreign-key violation: the user a login was joining (through its unionid) was
+/// removed by a racer after the transaction read it, and the next attempt no longer finds it.
 pub(super) fn retryable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01" | "23503")))
 }
 
 /// Runs `$attempt` (an expression using the transaction `$tx`) in a transaction until it
@@ -131,6 +135,7 @@ macro_rules! transact {
                 Err($crate::store::postgres::Failure::Sql(e)) if $crate::store::postgres::retryable(&e) => {
                     $tx.rollback().await?
                 }
+                Err(Failure::Vanished) => $tx.rollback().await?,
                 Err(Failure::Sql(e)) => return Err(e.into()),
                 Err(Failure::Store(e)) => return Err(e),
             }
@@ -221,9 +226,9 @@ async fn load_by_binding<'e>(
     loaded(&rows)
 }
 
-/// The user `id`, which the transaction just changed and therefore exists.
+/// The user `id`, which the transaction just changed; a racer may have removed it since.
 async fn reload(conn: &mut PgConnection, id: Uuid) -> Result<User, Failure> {
-    Ok(load(conn, id).await?.ok_or_else(|| StoreError::Corrupt("a user vanished inside a transaction".into()))?.user)
+    Ok(load(conn, id).await?.ok_or(Failure::Vanished)?.user)
 }
 
 impl PgStore {
@@ -231,15 +236,22 @@ impl PgStore {
         let redacted = settings.url.redacted();
         let options = PgConnectOptions::from_str(settings.url.expose())
             .map_err(|e| StoreError::Database(format!("WXAUTH_DATABASE_URL ({redacted}): {e}")))?
-            .application_name("wxauth")
-            .options([("statement_timeout", settings.statement_timeout.as_millis().to_string())]);
+            .application_name("wxauth");
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .acquire_timeout(settings.statement_timeout)
-            .connect_with(options)
+            .connect_with(
+                options.clone().options([("statement_timeout", settings.statement_timeout.as_millis().to_string())]),
+            )
             .await
             .map_err(|e| StoreError::Database(format!("cannot connect to {redacted}: {e}")))?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
+        // On a connection of its own, without the statement timeout: a replica waits on the
+        // migrator's lock for as long as another replica takes to migrate.
+        let mut conn =
+            options.connect().await.map_err(|e| StoreError::Database(format!("cannot connect to {redacted}: {e}")))?;
+        let migrated = MIGRATOR.run(&mut conn).await;
+        conn.close().await?;
+        migrated.map_err(|e| match e {
             sqlx::migrate::MigrateError::VersionMissing(found) => {
                 StoreError::SchemaTooNew { found: found as u32, supported: latest_version() }
             }

@@ -6,7 +6,7 @@ use ::sled::Tree;
 use uuid::Uuid;
 
 use super::{
-    MODE_KEY, SledStore, binding_key, id_bytes,
+    IMPORTING_KEY, MODE_KEY, SledStore, binding_key, id_bytes,
     record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, time},
     refresh::TokenRecord,
 };
@@ -54,10 +54,19 @@ impl SledStore {
         ]
     }
 
+    /// Returns how many records it left out: links, accounts and details of a user that is
+    /// gone, which a crash in the middle of a removal may leave behind (sled has no
+    /// transactions across trees), which nothing reads, and which an import would refuse.
     pub(in crate::store) fn export(
         &self,
         out: &mut dyn FnMut(Record) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
+        let mut skipped = 0;
+        let mut of_a_user = |user: &Uuid| -> Result<bool, StoreError> {
+            let exists = self.records.contains_key(user.as_bytes())?;
+            skipped += usize::from(!exists);
+            Ok(exists)
+        };
         out(Record::Header { format: FORMAT, sealing_key: self.sealer.key_id().to_owned() })?;
         if let Some(mode) = self.meta.get(MODE_KEY)? {
             out(Record::Mode { mode: text(&mode, "the mode")? })?;
@@ -80,11 +89,17 @@ impl SledStore {
         }
         for entry in self.unionids.iter() {
             let (unionid, user) = entry?;
-            out(Record::Unionid { unionid: text(&unionid, "a unionid")?, user: uuid(&user)? })?;
+            let user = uuid(&user)?;
+            if of_a_user(&user)? {
+                out(Record::Unionid { unionid: text(&unionid, "a unionid")?, user })?;
+            }
         }
         for entry in self.accounts.iter() {
             let (username, bytes) = entry?;
             let account = AccountRecord::decode(&bytes)?;
+            if !of_a_user(&Uuid::from_bytes(account.user))? {
+                continue;
+            }
             out(Record::Account {
                 username: text(&username, "a username")?,
                 user: Uuid::from_bytes(account.user),
@@ -94,7 +109,10 @@ impl SledStore {
         }
         for entry in self.details.iter() {
             let (user, sealed) = entry?;
-            out(Record::Details { user: uuid(&user)?, sealed: text(&sealed, "details")? })?;
+            let user = uuid(&user)?;
+            if of_a_user(&user)? {
+                out(Record::Details { user, sealed: text(&sealed, "details")? })?;
+            }
         }
         for entry in self.tickets.iter() {
             let (id, bytes) = entry?;
@@ -123,20 +141,22 @@ impl SledStore {
             let (cutoff, keep_until) = postcard::<(i128, i128)>(&bytes, "cutoff")?;
             out(Record::RefreshCutoff { user: uuid(&user)?, cutoff: time(cutoff)?, keep_until: time(keep_until)? })?;
         }
-        Ok(())
+        Ok(skipped)
     }
 
-    /// Whether the store holds no data (a mode and the schema version aside).
-    pub(in crate::store) fn is_empty(&self) -> bool {
-        self.data_trees().iter().all(|t| t.is_empty())
-    }
-
-    /// Imports `records` (the header already checked) into this empty store, durably; on
-    /// failure the store is emptied again, so a corrected export can be imported next.
+    /// Imports `records` (the header already checked) into this store, which must hold no
+    /// data (a mode aside), durably. On failure the store is emptied again, so a corrected
+    /// export can be imported next. Until it ends, a marker in `meta` says an import is
+    /// under way: a store whose import a crash interrupted is refused at open.
     pub(in crate::store) async fn import(
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
     ) -> Result<usize, StoreError> {
+        if !self.data_trees().iter().all(|t| t.is_empty()) {
+            return Err(StoreError::NotEmpty);
+        }
+        self.meta.insert(IMPORTING_KEY, &[1u8][..])?;
+        self.commit.wait().await?;
         let mode_before = self.meta.get(MODE_KEY)?;
         // The header was line 1.
         let mut count = 1;
@@ -157,9 +177,13 @@ impl SledStore {
                 Some(mode) => self.meta.insert(MODE_KEY, mode)?,
                 None => self.meta.remove(MODE_KEY)?,
             };
+            self.meta.remove(IMPORTING_KEY)?;
             self.commit.wait().await?;
             return Err(e);
         }
+        // Everything first, then the marker's removal: sled recovers a prefix of its log.
+        self.commit.wait().await?;
+        self.meta.remove(IMPORTING_KEY)?;
         self.commit.wait().await?;
         Ok(count)
     }
@@ -173,7 +197,9 @@ impl SledStore {
 
     fn import_one(&self, record: Record) -> Result<(), StoreError> {
         match record {
-            Record::Header { .. } => return Err(StoreError::Corrupt("a second header".into())),
+            Record::Header { .. } | Record::End { .. } => {
+                return Err(StoreError::Corrupt("a first or last line in the middle".into()));
+            }
             Record::Mode { mode } => {
                 if !matches!(mode.as_str(), "dev" | "production") {
                     return Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production")));

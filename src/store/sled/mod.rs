@@ -119,6 +119,13 @@ impl SledStore {
         if version > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
         }
+        if meta.contains_key(IMPORTING_KEY)? {
+            return Err(StoreError::Corrupt(format!(
+                "an import into {} did not finish, so it holds part of an export: remove the directory and \
+                 run `wxauth store import` again",
+                settings.data_dir.display()
+            )));
+        }
         if version == 1 {
             migrate_from_v1(&db, &meta)?;
         }
@@ -713,6 +720,9 @@ impl SledStore {
 
 /// The meta key of the mode the store was created in.
 const MODE_KEY: &[u8] = b"mode";
+
+/// The meta key present while `wxauth store import` fills the store.
+const IMPORTING_KEY: &[u8] = b"importing";
 
 /// The meta key `/readyz` writes to.
 const WRITE_PROBE_KEY: &[u8] = b"write_probe";

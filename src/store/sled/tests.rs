@@ -5,7 +5,7 @@ use std::time::Duration as StdDuration;
 
 use super::*;
 use crate::domain::SessionKey;
-use crate::store::sealed::Sealer;
+use crate::store::{export::Record, sealed::Sealer};
 
 impl SledStore {
     async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
@@ -25,6 +25,20 @@ fn session(openid: &str, key: &str) -> WechatSession {
 }
 
 const PATIENCE: StdDuration = StdDuration::from_millis(300);
+
+/// Opens a store a test has just written with `::sled` directly: sled releases its file
+/// lock from a background thread some time after the last handle is dropped.
+async fn open_once_released(settings: &SledSettings) -> Result<SledStore, StoreError> {
+    for _ in 0..100 {
+        match SledStore::open(settings, Sealer::ephemeral().unwrap()).await {
+            Err(StoreError::Database(e)) if e.contains("could not acquire lock") => {
+                tokio::time::sleep(StdDuration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+    SledStore::open(settings, Sealer::ephemeral().unwrap()).await
+}
 
 #[tokio::test]
 async fn a_returning_login_answers_while_flushes_are_stalled_and_a_first_login_does_not() {
@@ -319,7 +333,7 @@ async fn a_data_directory_of_a_newer_or_unreadable_schema_is_refused_at_open() {
             db.flush().unwrap();
         }
 
-        let refused = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.err();
+        let refused = open_once_released(&settings).await.err();
 
         let refused = refused.unwrap_or_else(|| panic!("{case}: the store opened"));
         let expected = match &refused {
@@ -344,4 +358,65 @@ async fn the_health_check_fails_while_flushes_fail_and_recovers_by_itself() {
     store.fail_commits(false);
     store.check().await.expect("the check did not flush again to see the disk recover");
     assert!(store.commit.healthy());
+}
+
+#[tokio::test]
+async fn an_export_leaves_out_what_an_interrupted_removal_left_behind() {
+    let (_dir, store) = open().await;
+    let kept = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user;
+    // What a crash between the steps of a removal leaves: links to a user that is gone.
+    let gone = [7u8; 16];
+    store.unionids.insert("u_gone", &gone).unwrap();
+    let account = AccountRecord { user: gone, password_hash: "$argon2id$x".into(), created_at: 0 };
+    store.accounts.insert("ghost", account.encode().unwrap()).unwrap();
+    store.details.insert(gone, &b"s1.sealed"[..]).unwrap();
+
+    let mut records = Vec::new();
+    let skipped = store
+        .export(&mut |r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap();
+
+    assert_eq!(skipped, 3);
+    let users: Vec<_> = records.iter().filter(|r| matches!(r, Record::User { .. })).collect::<Vec<_>>();
+    assert_eq!(users.len(), 1, "{records:?}");
+    assert!(matches!(users[0], Record::User { id, .. } if id.as_bytes() == kept.id.as_bytes()));
+    assert!(
+        !records.iter().any(|r| matches!(r, Record::Unionid { .. } | Record::Account { .. } | Record::Details { .. })),
+        "{records:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_whose_import_did_not_finish_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    {
+        // As `import` leaves it when the process dies before its end.
+        let db = ::sled::open(&settings.data_dir).unwrap();
+        db.open_tree("meta").unwrap().insert(IMPORTING_KEY, &[1u8][..]).unwrap();
+        db.flush().unwrap();
+    }
+
+    let refused = open_once_released(&settings).await.err().unwrap();
+    assert!(
+        refused.to_string().contains("did not finish") && refused.to_string().contains("store import"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn an_import_is_marked_under_way_until_it_ends() {
+    let (_dir, store) = open().await;
+    let watcher = store.clone();
+    let mut records = (0..2).map(|i| {
+        // Read between records, as a crash would find the store.
+        assert!(watcher.meta.contains_key(IMPORTING_KEY).unwrap(), "record {i}: no marker");
+        Ok(Record::Mode { mode: "production".into() })
+    });
+
+    assert_eq!(store.import(&mut records).await.unwrap(), 3);
+    assert!(!store.meta.contains_key(IMPORTING_KEY).unwrap(), "the marker outlived the import");
 }

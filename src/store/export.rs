@@ -307,6 +307,23 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_has_a_session_key_with_its_issue_time_or_neither() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_000_000_001).unwrap();
+        let line = |key: Option<&str>, issued: Option<OffsetDateTime>| IdentityLine {
+            appid: "wx1".into(),
+            openid: "o1".into(),
+            session_key: key.map(str::to_owned),
+            session_key_issued_at: issued,
+        };
+        assert_eq!(line(None, None).stored_key().unwrap(), None);
+        let stored = line(Some("s1.k"), Some(at)).stored_key().unwrap();
+        assert_eq!(stored, Some(("s1.k".to_owned(), at.unix_timestamp_nanos())));
+        assert_eq!(IdentityLine::new("wx1".into(), "o1".into(), stored).unwrap(), line(Some("s1.k"), Some(at)));
+        assert!(line(Some("s1.k"), None).stored_key().is_err());
+        assert!(line(None, Some(at)).stored_key().is_err());
+    }
+
+    #[test]
     fn an_import_needs_a_header_of_this_format_and_this_sealing_key() {
         let header = |format, key: &str| Record::Header { format, sealing_key: key.into() };
         assert!(check_header(Some(&header(FORMAT, "k1")), "k1").is_ok());

@@ -181,6 +181,14 @@ impl IdentityLine {
     }
 }
 
+/// `e`, said of line `line` of the import.
+pub(super) fn at_line(line: usize, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Corrupt(what) => StoreError::Corrupt(format!("line {line}: {what}")),
+        e => StoreError::Corrupt(format!("line {line}: {e}")),
+    }
+}
+
 /// Bytes as lowercase hex.
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

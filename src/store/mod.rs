@@ -500,12 +500,12 @@ impl Store {
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
     ) -> Result<usize, StoreError> {
-        let header = records.next().transpose().map_err(|e| StoreError::Corrupt(format!("line 1: {e}")))?;
+        let header = records.next().transpose().map_err(|e| export::at_line(1, e))?;
         let key_id = match &self.backend {
             Backend::Sled(r) => r.get()?.sealer.key_id().to_owned(),
             Backend::Postgres(p) => p.sealer.key_id().to_owned(),
         };
-        export::check_header(header.as_ref(), &key_id).map_err(|e| StoreError::Corrupt(format!("line 1: {e}")))?;
+        export::check_header(header.as_ref(), &key_id).map_err(|e| export::at_line(1, e))?;
         let mut body = export::UntilEnd::new(records);
         let imported = match &self.backend {
             Backend::Sled(r) => r.get()?.import(&mut body).await?,

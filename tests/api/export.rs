@@ -160,6 +160,12 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
     twice.insert(lines.len() - 1, lines[2]);
     let duplicate = format!("line {}", lines.len());
     let join = |lines: &[&str]| lines.join("\n") + "\n";
+    // A unionid of a user the export does not hold, just before the last line.
+    let mut orphan = lines.clone();
+    orphan.insert(
+        lines.len() - 1,
+        r#"{"record":"unionid","unionid":"u_orphan","user":"00000000-0000-0000-0000-000000000001"}"#,
+    );
     let end = *lines.last().unwrap();
     assert!(end.starts_with(r#"{"record":"end""#), "{end}");
     let bad = [
@@ -169,6 +175,7 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
         (with(0, &lines[0].replace(r#""format":1"#, r#""format":2"#)), "format 2"),
         (with(0, &lines[0].replace(r#""sealing_key":""#, r#""sealing_key":"0"#)), "session-keys.secret"),
         (join(&twice), duplicate.as_str()),
+        (join(&orphan), duplicate.as_str()),
         (String::new(), "header"),
         // Cut short: every line but the last, or a last line that miscounts.
         (join(&lines[..lines.len() - 1]), "cut short"),

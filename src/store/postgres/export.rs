@@ -11,7 +11,7 @@ use super::PgStore;
 use crate::store::{
     StoreError,
     codec::time,
-    export::{FORMAT, IdentityLine, Record, hex, unhex},
+    export::{FORMAT, IdentityLine, Record, at_line, hex, unhex},
 };
 
 /// A time as stored (Unix nanoseconds).
@@ -189,7 +189,7 @@ impl PgStore {
         let mut count = 1;
         for record in records {
             count += 1;
-            let line = |e| StoreError::Corrupt(format!("line {count}: {e}"));
+            let line = |e| at_line(count, e);
             import_one(&mut tx, record.map_err(line)?).await.map_err(line)?;
         }
         tx.commit().await?;

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::store::{
     StoreError,
-    export::{FORMAT, IdentityLine, Record, hex, unhex},
+    export::{FORMAT, IdentityLine, Record, at_line, hex, unhex},
 };
 
 fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
@@ -163,8 +163,7 @@ impl SledStore {
         let mut outcome = Ok(());
         for record in records {
             count += 1;
-            outcome =
-                record.and_then(|r| self.import_one(r)).map_err(|e| StoreError::Corrupt(format!("line {count}: {e}")));
+            outcome = record.and_then(|r| self.import_one(r)).map_err(|e| at_line(count, e));
             if outcome.is_err() {
                 break;
             }

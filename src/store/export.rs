@@ -181,6 +181,19 @@ impl IdentityLine {
     }
 }
 
+/// Checks the mode a `mode` line names (as [`crate::domain::KeyMode::as_str`] writes it).
+pub(super) fn check_mode(mode: &str) -> Result<(), StoreError> {
+    match crate::domain::KeyMode::parse(mode) {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production"))),
+    }
+}
+
+/// The refusal of an export of `mode` into a store created in the other mode.
+pub(super) fn other_mode(mode: &str) -> StoreError {
+    StoreError::Corrupt(format!("the export is of a {mode}-mode store and this store was created in the other mode"))
+}
+
 /// `e`, said of line `line` of the import.
 pub(super) fn at_line(line: usize, e: StoreError) -> StoreError {
     match e {

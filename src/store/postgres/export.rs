@@ -11,7 +11,7 @@ use super::PgStore;
 use crate::store::{
     StoreError,
     codec::time,
-    export::{FORMAT, IdentityLine, Record, at_line, hex, unhex},
+    export::{FORMAT, IdentityLine, Record, at_line, check_mode, hex, other_mode, unhex},
 };
 
 /// A time as stored (Unix nanoseconds).
@@ -203,9 +203,7 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             return Err(StoreError::Corrupt("a first or last line in the middle".into()));
         }
         Record::Mode { mode } => {
-            if !matches!(mode.as_str(), "dev" | "production") {
-                return Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production")));
-            }
+            check_mode(&mode)?;
             sqlx::query("INSERT INTO meta (key, value) VALUES ('mode', $1) ON CONFLICT DO NOTHING")
                 .bind(&mode)
                 .execute(&mut *tx)
@@ -213,9 +211,7 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             let recorded: String =
                 sqlx::query_scalar("SELECT value FROM meta WHERE key = 'mode'").fetch_one(&mut *tx).await?;
             if recorded != mode {
-                return Err(StoreError::Corrupt(format!(
-                    "the export is of a {mode}-mode store and this store was created in the other mode"
-                )));
+                return Err(other_mode(&mode));
             }
         }
         Record::User { id, unionid, unionid_shared_with, created_at, last_login_at, identities } => {

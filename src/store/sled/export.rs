@@ -12,7 +12,7 @@ use super::{
 };
 use crate::store::{
     StoreError,
-    export::{FORMAT, IdentityLine, Record, at_line, hex, unhex},
+    export::{FORMAT, IdentityLine, Record, at_line, check_mode, hex, other_mode, unhex},
 };
 
 fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
@@ -200,15 +200,11 @@ impl SledStore {
                 return Err(StoreError::Corrupt("a first or last line in the middle".into()));
             }
             Record::Mode { mode } => {
-                if !matches!(mode.as_str(), "dev" | "production") {
-                    return Err(StoreError::Corrupt(format!("mode {mode:?}: expected dev or production")));
-                }
+                check_mode(&mode)?;
                 if let Err(found) = self.meta.compare_and_swap(MODE_KEY, None::<&[u8]>, Some(mode.as_bytes()))?
                     && found.current.as_deref() != Some(mode.as_bytes())
                 {
-                    return Err(StoreError::Corrupt(format!(
-                        "the export is of a {mode}-mode store and this store was created in the other mode"
-                    )));
+                    return Err(other_mode(&mode));
                 }
             }
             Record::User { id, unionid, unionid_shared_with, created_at, last_login_at, identities } => {

@@ -169,7 +169,8 @@ impl From<StoreError> for BindFailure {
 /// A refresh token as handed to the client. `Debug` leaves the token out.
 #[derive(Clone)]
 pub struct IssuedRefresh {
-    /// `rt_` + a selector and 256 random bits; only the hash of those bits is stored.
+    /// `rt_` + the family, the generation and 256 random bits; only the hash of those bits
+    /// is stored.
     pub token: String,
     /// Lifetime in seconds.
     pub expires_in: u64,
@@ -246,6 +247,8 @@ pub struct Parts {
     pub ticket_ttl: std::time::Duration,
     /// How long a refresh token works.
     pub refresh_ttl: std::time::Duration,
+    /// Refresh families a user keeps at most.
+    pub refresh_families_per_user: usize,
     /// The time, for refresh-token expiry.
     pub clock: crate::clock::Clock,
     /// What `/metrics` shows.
@@ -298,13 +301,18 @@ impl Auth {
 
     /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
     /// after checking its password, and logs in as the account's user. `peer` is the TCP
-    /// peer, `forwarded_for` its `X-Forwarded-For` (honoured from trusted proxies only).
+    /// peer, `forwarded_for` the lines of its `X-Forwarded-For` (honoured from trusted
+    /// proxies only).
+    ///
+    /// Guesses cost the guesser: the per-username budget is counted per WeChat identity, and
+    /// each wrong password makes the identity's next attempt wait longer, while the owner,
+    /// who comes with another identity, is not slowed down.
     #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
     pub async fn bind(
         &self,
         req: BindRequest<'_>,
         peer: Option<IpAddr>,
-        forwarded_for: Option<&str>,
+        forwarded_for: &[&[u8]],
     ) -> Result<LoginOutcome, BindFailure> {
         let username = Username::parse(req.username)?;
         let password = Password::presented(req.password)?;
@@ -314,7 +322,9 @@ impl Auth {
             _ => return Err(DomainError::TicketOrCode.into()),
         };
         let attempts = &self.parts.attempts;
-        let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) };
+        let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts {
+            retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
+        };
         attempts.check_ip(peer.map(|peer| attempts.client_ip(peer, forwarded_for))).map_err(too_many)?;
         let (appid, session, ticket) = match proof {
             Proof::Ticket(id) => {
@@ -329,15 +339,19 @@ impl Auth {
                 (app.appid().to_owned(), app.code2session(&code).await?, None)
             }
         };
-        attempts.check_username(username.as_str()).map_err(too_many)?;
+        let guesser = format!("{appid}:{}", session.openid);
+        attempts.check_backoff(&guesser).map_err(too_many)?;
+        attempts.check_username(username.as_str(), &guesser).map_err(too_many)?;
         let span = tracing::Span::current();
         span.record("appid", appid.as_str());
         span.record("openid", session.openid.as_str());
         let account = self.parts.store.account(username.as_str()).await?;
         if !self.parts.passwords.verify(password, account.map(|a| a.password_hash)).await? {
-            tracing::info!("bind refused: wrong username or password");
+            let wait = attempts.note_wrong_password(&guesser);
+            tracing::info!(wait_secs = wait.as_secs(), "bind refused: wrong username or password");
             return Err(BindFailure::InvalidCredentials);
         }
+        attempts.note_right_password(&guesser);
         let record = self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref()).await?;
         Ok(self.outcome(record, &appid, session.openid, "bind succeeded").await?)
     }
@@ -374,10 +388,18 @@ impl Auth {
 
     /// Counts a request to `POST /v1/login` or `POST /v1/bind` against its client's limit
     /// (`WXAUTH_RATE_LIMIT_PER_MINUTE`); `Err` is how long the client must wait. `peer` is
-    /// the TCP peer, `forwarded_for` its `X-Forwarded-For` (trusted proxies only).
-    pub fn check_request(&self, peer: IpAddr, forwarded_for: Option<&str>) -> Result<(), std::time::Duration> {
+    /// the TCP peer, `forwarded_for` the lines of its `X-Forwarded-For` (trusted proxies
+    /// only).
+    pub fn check_request(&self, peer: IpAddr, forwarded_for: &[&[u8]]) -> Result<(), std::time::Duration> {
         let attempts = &self.parts.attempts;
         attempts.check_request(attempts.client_ip(peer, forwarded_for))
+    }
+
+    /// Counts a request to `POST /v1/token/refresh` against its client's limit
+    /// (`WXAUTH_REFRESH_ATTEMPTS_PER_IP`), like [`Auth::check_request`].
+    pub fn check_refresh_request(&self, peer: IpAddr, forwarded_for: &[&[u8]]) -> Result<(), std::time::Duration> {
+        let attempts = &self.parts.attempts;
+        attempts.check_refresh_ip(attempts.client_ip(peer, forwarded_for))
     }
 
     /// The metrics `/metrics` shows.
@@ -437,10 +459,11 @@ impl Auth {
         span.record("created", record.created);
         let token = self.parts.tokens.issue(&record.user, &identity)?;
         self.parts.metrics.token_issued(token.alg.as_str());
-        let (text, id) = refresh::new_token().map_err(Internal::Store)?;
+        let (text, id) = refresh::first_token().map_err(Internal::Store)?;
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
         let now = self.parts.clock.now();
-        self.parts.store.start_refresh(&id, &grant, now, now + self.parts.refresh_ttl).await?;
+        let (expires_at, keep) = (now + self.parts.refresh_ttl, self.parts.refresh_families_per_user);
+        self.parts.store.start_refresh(&id, &grant, now, expires_at, keep).await?;
         tracing::info!("{what}");
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user: record.user, identity, created: record.created })

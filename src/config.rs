@@ -149,6 +149,10 @@ pub struct AttemptLimits {
     pub per_username: u32,
     /// Per client IP address (`WXAUTH_BIND_ATTEMPTS_PER_IP`).
     pub per_ip: u32,
+    /// `POST /v1/token/refresh` per refresh family (`WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY`).
+    pub refresh_per_family: u32,
+    /// `POST /v1/token/refresh` per client IP address (`WXAUTH_REFRESH_ATTEMPTS_PER_IP`).
+    pub refresh_per_ip: u32,
     /// Reverse proxies whose `X-Forwarded-For` names the client (`WXAUTH_TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -254,6 +258,9 @@ pub struct TokenSettings {
     pub access_token_ttl: Duration,
     /// Refresh-token lifetime (each refresh gets a fresh one).
     pub refresh_token_ttl: Duration,
+    /// Refresh families (logins) a user keeps at most; the oldest beyond go
+    /// (`WXAUTH_REFRESH_FAMILIES_PER_USER`).
+    pub refresh_families_per_user: usize,
     /// Algorithm of new signing keys, and of the key that signs.
     pub signing_alg: SigningAlg,
     /// How long after `keys rotate` a new key starts signing (`WXAUTH_KEY_ACTIVATION_SECS`).
@@ -305,6 +312,9 @@ pub const KEYS: &[&str] = &[
     "audience",
     "access_token_ttl",
     "refresh_token_ttl",
+    "refresh_families_per_user",
+    "refresh_attempts_per_family",
+    "refresh_attempts_per_ip",
     "signing_alg",
     "key_activation_secs",
     "key_rotation_days",
@@ -463,6 +473,13 @@ impl Settings {
                 5
             },
             per_ip: if layers.get("bind_attempts_per_ip").is_some() { limit("bind_attempts_per_ip")? } else { 20 },
+            refresh_per_family: layers.ranged(
+                "refresh_attempts_per_family",
+                10,
+                0..=1_000_000,
+                "attempts per minute",
+            )? as u32,
+            refresh_per_ip: layers.ranged("refresh_attempts_per_ip", 600, 0..=1_000_000, "attempts per minute")? as u32,
             trusted_proxies: trusted_proxies(layers.get("trusted_proxies").unwrap_or_default())?,
         };
         let metrics = match layers.get("metrics").map(str::trim) {
@@ -497,6 +514,8 @@ impl Settings {
                     300..=31_536_000,
                     "seconds",
                 )?),
+                refresh_families_per_user: layers.ranged("refresh_families_per_user", 20, 1..=1000, "families")?
+                    as usize,
                 signing_alg,
                 key_activation: Duration::from_secs(layers.ranged(
                     "key_activation_secs",
@@ -1000,7 +1019,14 @@ mod tests {
         assert_eq!(s.registration, Registration::Auto);
         assert_eq!(
             s.attempt_limits,
-            AttemptLimits { requests_per_ip: 0, per_username: 5, per_ip: 20, trusted_proxies: Vec::new() }
+            AttemptLimits {
+                requests_per_ip: 0,
+                per_username: 5,
+                per_ip: 20,
+                refresh_per_family: 10,
+                refresh_per_ip: 600,
+                trusted_proxies: Vec::new()
+            }
         );
         assert_eq!(s.admin_socket, PathBuf::from("./data/admin.sock"));
         let s = load(Mode::Dev, &[("WXAUTH_REGISTRATION", "bind"), ("WXAUTH_BIND_ATTEMPTS_PER_IP", "0")]).unwrap();

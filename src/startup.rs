@@ -181,6 +181,7 @@ impl Application {
             passwords: Verifier::new()?,
             ticket_ttl: settings.bind_ticket_ttl,
             refresh_ttl: settings.token.refresh_token_ttl,
+            refresh_families_per_user: settings.token.refresh_families_per_user,
             clock,
         };
         Ok(Self {

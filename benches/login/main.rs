@@ -327,6 +327,7 @@ fn tokens() {
             audience: "wxbench".into(),
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(3600),
+            refresh_families_per_user: 20,
             signing_alg: alg,
             key_activation: Duration::from_secs(600),
             key_rotation: None,

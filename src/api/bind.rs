@@ -106,11 +106,7 @@ impl BindApi {
             password: &b.password,
         };
         let peer = remote.as_socket_addr().map(|a| a.ip());
-        // Proxies may add a header line of their own rather than append to the client's.
-        let forwarded_for: Vec<&str> =
-            headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
-        let outcome = self.auth.bind(request, peer, forwarded_for.as_deref()).await?;
+        let outcome = self.auth.bind(request, peer, &super::forwarded_for(headers)).await?;
         Ok(BindResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
     }
 

@@ -364,18 +364,19 @@ fn rejected(rejection: Rejection) -> MeError {
     MeError::Unauthorized(body("invalid_token", description.clone()), challenge(&description))
 }
 
-/// 429 `rate_limited` for a client over `WXAUTH_RATE_LIMIT_PER_MINUTE`, answered before
-/// the request is read.
-pub fn rate_limited(wait: std::time::Duration) -> Response {
+/// 429 `rate_limited` for a client over `WXAUTH_RATE_LIMIT_PER_MINUTE` (or
+/// `WXAUTH_REFRESH_ATTEMPTS_PER_IP`), answered before the request is read. `what` names
+/// what was counted: `login attempts`, `refreshes`.
+pub fn rate_limited(wait: std::time::Duration, what: &str) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, rate_limited_body(secs)).into_response();
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, rate_limited_body(secs, what)).into_response();
     resp.headers_mut().insert(poem::http::header::RETRY_AFTER, secs.into());
     resp
 }
 
 /// The body of [`rate_limited`].
-pub(super) fn rate_limited_body(secs: u64) -> Json<ErrorBody> {
-    body("rate_limited", format!("too many login attempts from this address; retry in {secs} s"))
+pub(super) fn rate_limited_body(secs: u64, what: &str) -> Json<ErrorBody> {
+    body("rate_limited", format!("too many {what} from this address; retry in {secs} s"))
 }
 
 /// Turns errors raised outside handlers (parse failures, missing auth, unknown routes,
@@ -632,6 +633,16 @@ pub enum RefreshError {
     /// removed. Log in again with `wx.login`.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// `rate_limited`: too many refreshes of this login
+    /// (`WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY`) or from this address
+    /// (`WXAUTH_REFRESH_ATTEMPTS_PER_IP`). Retry after `Retry-After`.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// `server_error`: an internal failure (details are in the server log).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -651,6 +662,9 @@ impl From<RefreshFailure> for RefreshError {
         let text = failure.to_string();
         match failure {
             RefreshFailure::InvalidGrant(_) => Self::Unauthorized(body("invalid_grant", text)),
+            RefreshFailure::TooManyAttempts { retry_after } => {
+                Self::TooManyRequests(body("rate_limited", text), retry_after)
+            }
             RefreshFailure::Internal(e) => internal(e).into(),
         }
     }

@@ -110,7 +110,11 @@ fn login() -> Vec<(&'static str, u16, Value)> {
     ];
     failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, LoginFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(name, f)| login_answer(name, f.into())).collect();
-    out.push(("rate_limited (WXAUTH_RATE_LIMIT_PER_MINUTE)", 429, json(super::error::rate_limited_body(12))));
+    out.push((
+        "rate_limited (WXAUTH_RATE_LIMIT_PER_MINUTE)",
+        429,
+        json(super::error::rate_limited_body(12, "login attempts")),
+    ));
     out.extend(server_errors());
     out
 }
@@ -281,13 +285,18 @@ fn malformed_refresh() -> (&'static str, u16, Value) {
 
 fn refresh() -> Vec<(&'static str, u16, Value)> {
     let mut out = vec![malformed_refresh()];
-    for (name, reason) in [
-        ("reused", "the refresh token was already used, so every token of this login is revoked"),
-        ("expired", "the refresh token has expired"),
+    for (name, failure) in [
+        (
+            "reused",
+            RefreshFailure::InvalidGrant("the refresh token was already used, so every token of this login is revoked"),
+        ),
+        ("expired", RefreshFailure::InvalidGrant("the refresh token has expired")),
+        ("rate_limited (WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY)", RefreshFailure::TooManyAttempts { retry_after: 6 }),
     ] {
-        match RefreshError::from(RefreshFailure::InvalidGrant(reason)) {
+        match RefreshError::from(failure) {
             RefreshError::BadRequest(b) => out.push((name, 400, json(b))),
             RefreshError::Unauthorized(b) => out.push((name, 401, json(b))),
+            RefreshError::TooManyRequests(b, _) => out.push((name, 429, json(b))),
             RefreshError::Internal(b) => out.push((name, 500, json(b))),
             RefreshError::Unavailable(b, _) => out.push((name, 503, json(b))),
         }

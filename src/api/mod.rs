@@ -37,6 +37,8 @@ const MAX_LOGGED_PATH: usize = 200;
 
 /// The operations counted against `WXAUTH_RATE_LIMIT_PER_MINUTE`.
 const RATE_LIMITED: &[&str] = &["/v1/login", "/v1/bind"];
+/// Refreshes are counted per client address by a limit of their own.
+const REFRESH_PATH: &str = "/v1/token/refresh";
 
 /// Operation groups in Swagger UI, in the order a newcomer needs them.
 #[derive(Tags)]
@@ -234,17 +236,32 @@ async fn observe<E: Endpoint>(
     Ok(resp)
 }
 
-/// The 429 of a client over `WXAUTH_RATE_LIMIT_PER_MINUTE` on the limited operations.
-/// Counted before the body is read, so that malformed requests cost their sender too.
+/// The 429 of a client over `WXAUTH_RATE_LIMIT_PER_MINUTE` on the limited operations, or
+/// over `WXAUTH_REFRESH_ATTEMPTS_PER_IP` on refreshes. Counted before the body is read, so
+/// that malformed requests cost their sender too.
 fn over_rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
-    if req.method() != poem::http::Method::POST || !RATE_LIMITED.contains(&req.uri().path()) {
+    if req.method() != poem::http::Method::POST {
+        return None;
+    }
+    let path = req.uri().path();
+    let refresh = path == REFRESH_PATH;
+    if !refresh && !RATE_LIMITED.contains(&path) {
         return None;
     }
     let peer = req.remote_addr().as_socket_addr()?.ip();
-    let forwarded_for: Vec<&str> =
-        req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
-    auth.check_request(peer, forwarded_for.as_deref()).err().map(error::rate_limited)
+    let forwarded_for = forwarded_for(req.headers());
+    let (checked, what) = match refresh {
+        true => (auth.check_refresh_request(peer, &forwarded_for), "refreshes"),
+        false => (auth.check_request(peer, &forwarded_for), "login attempts"),
+    };
+    checked.err().map(|wait| error::rate_limited(wait, what))
+}
+
+/// The lines of `X-Forwarded-For`, in order, as bytes. Proxies may add a line of their own
+/// rather than append to the client's, and a line need not be ASCII: each entry is read on
+/// its own ([`crate::limits::Attempts::client_ip`]).
+fn forwarded_for(headers: &header::HeaderMap) -> Vec<&[u8]> {
+    headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()).collect()
 }
 
 /// A 404 like that of any unknown path.

@@ -22,6 +22,12 @@ pub enum RefreshFailure {
     /// The refresh token cannot be used; the client logs in again.
     #[error("{0}; log in again with wx.login")]
     InvalidGrant(&'static str),
+    /// Too many refreshes of this family, or from this address.
+    #[error("too many refreshes of this login; retry in {retry_after} s")]
+    TooManyAttempts {
+        /// Seconds until the next attempt is allowed.
+        retry_after: u64,
+    },
     /// The server failed.
     #[error(transparent)]
     Internal(#[from] Internal),
@@ -33,22 +39,33 @@ impl From<StoreError> for RefreshFailure {
     }
 }
 
-/// A new refresh token, `rt_` + base64url(selector ‖ verifier): the selector (a UUID v7)
-/// says where its record is, the verifier (256 random bits) proves it, and only the
-/// verifier's SHA-256 is stored.
-pub(super) fn new_token() -> Result<(String, RefreshId), StoreError> {
-    let selector = *uuid::Uuid::now_v7().as_bytes();
-    let mut verifier = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut verifier).map_err(|_| StoreError::Database("no randomness".into()))?;
-    let text = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode([selector.as_slice(), &verifier].concat()));
-    Ok((text, RefreshId { selector, verifier_hash: hash(&verifier) }))
+/// Bytes of a refresh token after its prefix: family, generation, verifier.
+const TOKEN_BYTES: usize = 16 + 4 + 32;
+
+/// The first token of a new family: `rt_` + base64url(family ‖ generation 0 ‖ verifier).
+/// The family is a UUID v7 (its records append to the store's tree), the verifier 256
+/// random bits of which only the SHA-256 is stored.
+pub(super) fn first_token() -> Result<(String, RefreshId), StoreError> {
+    token(*uuid::Uuid::now_v7().as_bytes(), 0)
 }
 
-/// Where a presented refresh token's record would be; `None` for text that is not one.
+/// The token of `generation` in `family`, with a new verifier.
+fn token(family: [u8; 16], generation: u32) -> Result<(String, RefreshId), StoreError> {
+    let mut verifier = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut verifier).map_err(|_| StoreError::Database("no randomness".into()))?;
+    let bytes = [&family[..], &generation.to_be_bytes(), &verifier].concat();
+    let text = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    Ok((text, RefreshId { family, generation, verifier_hash: hash(&verifier) }))
+}
+
+/// Which family, generation and verifier a presented token names; `None` for text that is
+/// not a refresh token.
 fn parse_token(text: &str) -> Option<RefreshId> {
     let bytes = URL_SAFE_NO_PAD.decode(text.strip_prefix(REFRESH_TOKEN_PREFIX)?).ok()?;
-    let (selector, verifier) = bytes.split_first_chunk::<16>()?;
-    (verifier.len() == 32).then(|| RefreshId { selector: *selector, verifier_hash: hash(verifier) })
+    let bytes: &[u8; TOKEN_BYTES] = bytes.as_slice().try_into().ok()?;
+    let (family, rest) = bytes.split_first_chunk::<16>()?;
+    let (generation, verifier) = rest.split_first_chunk::<4>()?;
+    Some(RefreshId { family: *family, generation: u32::from_be_bytes(*generation), verifier_hash: hash(verifier) })
 }
 
 fn hash(verifier: &[u8]) -> [u8; 32] {
@@ -59,16 +76,22 @@ fn hash(verifier: &[u8]) -> [u8; 32] {
 
 impl Auth {
     /// Spends a refresh token and answers a new access token with the token's successor.
+    /// Each family may refresh `WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY` times a minute.
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn refresh(&self, presented: &str) -> Result<LoginOutcome, RefreshFailure> {
         let store = &self.parts.store;
         let Some(old) = parse_token(presented) else {
             return Err(RefreshFailure::InvalidGrant("the refresh token is not known"));
         };
-        let (text, id) = new_token()?;
+        self.parts
+            .attempts
+            .check_refresh_family(old.family)
+            .map_err(|wait| RefreshFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) })?;
+        // A generation past u32::MAX is never rotated into (the store answers Expired).
+        let (text, id) = token(old.family, old.generation.wrapping_add(1))?;
         let now = self.parts.clock.now();
-        let keep_until = now + self.parts.refresh_ttl;
-        let grant = match store.rotate_refresh(&old, &id, now, keep_until).await? {
+        let expires_at = now + self.parts.refresh_ttl;
+        let grant = match store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await? {
             Refreshed::Rotated(grant) => grant,
             Refreshed::Unknown => return Err(RefreshFailure::InvalidGrant("the refresh token is not known")),
             Refreshed::Expired => return Err(RefreshFailure::InvalidGrant("the refresh token has expired")),
@@ -85,7 +108,7 @@ impl Auth {
         let Some(user) = user.filter(|u| u.openid_in(&grant.identity.appid) == Some(grant.identity.openid.as_str()))
         else {
             // Unbound (or removed) since the login: the family ends here.
-            store.revoke_refresh(&id, keep_until).await?;
+            store.revoke_refresh(&id).await?;
             return Err(RefreshFailure::InvalidGrant("the WeChat identity of this login is no longer bound"));
         };
         let token = self.parts.tokens.issue(&user, &grant.identity).map_err(Internal::from)?;
@@ -99,8 +122,7 @@ impl Auth {
     /// or after expiry, succeeds the same.
     pub async fn logout(&self, presented: &str) -> Result<(), Internal> {
         if let Some(id) = parse_token(presented) {
-            let keep_until = self.parts.clock.now() + self.parts.refresh_ttl;
-            self.parts.store.revoke_refresh(&id, keep_until).await?;
+            self.parts.store.revoke_refresh(&id).await?;
         }
         Ok(())
     }
@@ -109,8 +131,7 @@ impl Auth {
     /// already issued stay valid until they expire.
     pub async fn logout_all(&self, bearer: &str) -> Result<(), super::BearerFailure> {
         let caller = self.caller(bearer).await?;
-        let now = self.parts.clock.now();
-        self.parts.store.revoke_user_refresh(&caller.user.id, now, now + self.parts.refresh_ttl).await?;
+        self.parts.store.revoke_user_refresh(&caller.user.id).await?;
         tracing::info!(user_id = %caller.user.id, "every refresh token of the user revoked");
         Ok(())
     }
@@ -136,20 +157,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refresh_token_names_its_record_and_proves_itself() {
-        let (text, id) = new_token().unwrap();
-        assert!(text.starts_with("rt_") && text.len() == 3 + 64, "{text}");
+    fn a_refresh_token_names_its_family_and_generation_and_proves_itself() {
+        let (text, id) = first_token().unwrap();
+        assert!(text.starts_with("rt_") && text.len() == 3 + 70, "{text}");
+        assert_eq!(id.generation, 0);
         assert_eq!(parse_token(&text), Some(id));
-        let (other, _) = new_token().unwrap();
-        assert_ne!(parse_token(&other), Some(id));
-        for junk in ["", "rt_", "rt_AAAA", "bt_x", &text[3..], &text[..text.len() - 1]] {
+        let (next, next_id) = token(id.family, 1).unwrap();
+        assert_eq!(parse_token(&next), Some(next_id));
+        assert_eq!((next_id.family, next_id.generation), (id.family, 1));
+        assert_ne!(next_id.verifier_hash, id.verifier_hash);
+        let (other, _) = first_token().unwrap();
+        assert_ne!(parse_token(&other).unwrap().family, id.family);
+        for junk in ["", "rt_", "rt_AAAA", "bt_x", &text[3..], &text[..text.len() - 1], &format!("{text}A")] {
             assert!(parse_token(junk).is_none_or(|p| p != id), "{junk:?}");
         }
-        // Another verifier under the same selector is another token.
+        // Another verifier under the same family and generation is another token.
         let mut forged = URL_SAFE_NO_PAD.decode(&text[3..]).unwrap();
         forged[40] ^= 1;
         let forged = parse_token(&format!("rt_{}", URL_SAFE_NO_PAD.encode(forged))).unwrap();
-        assert_eq!(forged.selector, id.selector);
+        assert_eq!((forged.family, forged.generation), (id.family, id.generation));
         assert_ne!(forged.verifier_hash, id.verifier_hash);
     }
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// The version of the format. An import refuses another one.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// One line of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,53 +99,34 @@ pub enum Record {
         #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
-    /// A refresh token (only its verifier's hash).
-    RefreshToken {
-        /// Where it is found.
-        selector: Uuid,
-        /// SHA-256 of its secret part, in hex.
-        verifier_hash: String,
-        /// Its family (the selector of the family's first token).
+    /// A refresh family: one login and its current token (only its verifier's hash).
+    RefreshFamily {
+        /// The family id.
         family: Uuid,
-        /// When the family started.
+        /// The current token's generation (0 until the first refresh).
+        generation: u32,
+        /// SHA-256 of the current token's secret part, in hex.
+        verifier_hash: String,
+        /// When the family started (the login).
         #[serde(with = "time::serde::rfc3339")]
-        family_started: OffsetDateTime,
+        started: OffsetDateTime,
         /// The user.
         user: Uuid,
-        /// The app of the family's first login.
+        /// The app of the login.
         appid: String,
-        /// The openid of the family's first login.
+        /// The openid of the login.
         openid: String,
-        /// When it expires.
+        /// When the current token expires.
         #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
-        /// Whether it was spent (presenting it again revokes the family).
-        spent: bool,
-    },
-    /// A revoked refresh family.
-    RefreshRevoked {
-        /// The family.
-        family: Uuid,
-        /// When the revocation may be forgotten.
-        #[serde(with = "time::serde::rfc3339")]
-        keep_until: OffsetDateTime,
+        /// Whether the family was revoked.
+        revoked: bool,
     },
     /// The last line: how many records came before it (the header included). An export
     /// without it was cut short.
     End {
         /// Records before this one.
         records: usize,
-    },
-    /// A logout-all: every family a user started up to `cutoff` is revoked.
-    RefreshCutoff {
-        /// The user.
-        user: Uuid,
-        /// Families started up to this time are revoked.
-        #[serde(with = "time::serde::rfc3339")]
-        cutoff: OffsetDateTime,
-        /// When the cutoff may be forgotten.
-        #[serde(with = "time::serde::rfc3339")]
-        keep_until: OffsetDateTime,
     },
 }
 
@@ -318,12 +299,19 @@ mod tests {
     #[test]
     fn a_record_is_one_tagged_json_object_with_exact_times() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
-        let record = Record::RefreshRevoked { family: Uuid::nil(), keep_until: at };
+        let record = Record::Unionid { unionid: "u1".into(), user: Uuid::nil() };
         let line = serde_json::to_string(&record).unwrap();
-        assert_eq!(
-            line,
-            r#"{"record":"refresh_revoked","family":"00000000-0000-0000-0000-000000000000","keep_until":"2023-11-14T22:13:20.123456789Z"}"#
-        );
+        assert_eq!(line, r#"{"record":"unionid","unionid":"u1","user":"00000000-0000-0000-0000-000000000000"}"#);
+        let record = Record::Ticket {
+            id: "00".into(),
+            appid: "wx1".into(),
+            openid: "o1".into(),
+            unionid: None,
+            session_key: "s".into(),
+            expires_at: at,
+        };
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(line.ends_with(r#""expires_at":"2023-11-14T22:13:20.123456789Z"}"#), "{line}");
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
     }
 

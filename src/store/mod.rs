@@ -19,6 +19,7 @@
 mod codec;
 pub mod export;
 mod postgres;
+mod refresh;
 pub mod sealed;
 mod sled;
 
@@ -32,7 +33,7 @@ use crate::{
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.
@@ -142,13 +143,16 @@ pub struct BindTicket {
 /// copy of the store alone yields no usable ticket.
 pub type TicketId = [u8; 32];
 
-/// How a refresh token is found and checked: the token is `selector ‖ verifier`, the
-/// record is stored under the selector (a UUID v7, so new records append to the tree rather
-/// than land all over it) and holds only the SHA-256 of the verifier (256 random bits).
+/// A refresh token as the store sees it: the token is `family ‖ generation ‖ verifier`;
+/// the family's one record is stored under the family id (a UUID v7, so new records append
+/// to the tree rather than land all over it) and holds the current generation and only the
+/// SHA-256 of its verifier (256 random bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshId {
-    /// Where the record is.
-    pub selector: [u8; 16],
+    /// The family: where the record is.
+    pub family: [u8; 16],
+    /// Which token of the family: 0 for the login's, one more for each refresh.
+    pub generation: u32,
     /// SHA-256 of the token's secret part.
     pub verifier_hash: [u8; 32],
 }
@@ -165,20 +169,21 @@ pub struct RefreshGrant {
 /// What presenting a refresh token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refreshed {
-    /// The token was spent and its successor stored, in the same family.
+    /// The token was spent and its successor (the next generation) stored in its place.
     Rotated(RefreshGrant),
-    /// No such token: never issued, or purged after it expired or its family was revoked.
+    /// No such token: never issued, or purged after it expired.
     Unknown,
-    /// The token had been spent already: someone replayed it, so its family (the newest
-    /// token included) is now revoked.
+    /// The token had been spent already (an older generation): someone replayed it, so its
+    /// family (the newest token included) is now revoked.
     Reused,
-    /// The family was revoked before (logout, logout-all, an earlier reuse).
+    /// The family was revoked before (logout, logout-all, an earlier reuse, an unbind, a
+    /// password change).
     Revoked,
     /// The token expired.
     Expired,
 }
 
-/// One batch of the purge of dead refresh tokens.
+/// One batch of the purge of dead refresh families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeBatch {
     /// Records removed by this batch.
@@ -252,9 +257,12 @@ impl Store {
         }
     }
 
-    /// Removes every WeChat identity (and the unionid link) of a user. The user and its
-    /// account stay. Returns the identities that were removed.
+    /// Removes every WeChat identity (and the unionid link) of a user, and revokes the
+    /// user's refresh families first: binding the same identity again later must not bring
+    /// an old session back. The user and its account stay. Returns the identities that
+    /// were removed.
     pub async fn unbind(&self, id: &UserId) -> Result<Vec<Identity>, StoreError> {
+        self.revoke_user_refresh(id).await?;
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.unbind(id).await),
             Backend::Postgres(p) => p.unbind(id).await,
@@ -328,66 +336,63 @@ impl Store {
         }
     }
 
-    /// Starts a refresh-token family (a login) with its first token, `id`, valid until
-    /// `expires_at`. One record, not waited for: a token lost in a crash costs the client a
-    /// `wx.login`, and logins stay free of flushes.
+    /// Starts a refresh-token family (a login) with its first token, `id` (generation 0),
+    /// valid until `expires_at`. One record (and, on sled, its entry in the user's index),
+    /// not waited for: a token lost in a crash costs the client a `wx.login`, and logins
+    /// stay free of flushes. The user keeps at most `keep` families: the oldest beyond that
+    /// are removed, so that logins repeated without end cannot grow the store.
     pub async fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        keep: usize,
     ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(r) => r.note(r.get()?.start_refresh(id, grant, now, expires_at)),
-            Backend::Postgres(p) => p.start_refresh(id, grant, now, expires_at).await,
+            Backend::Sled(r) => r.note(r.get()?.start_refresh(id, grant, now, expires_at, keep)),
+            Backend::Postgres(p) => p.start_refresh(id, grant, now, expires_at, keep).await,
         }
     }
 
-    /// Spends refresh token `old` and stores `new` in its family, valid until
-    /// `expires_at`, atomically: of two requests presenting one token, one rotates and the
-    /// other finds it spent, which revokes the family. A reuse keeps the family's
-    /// revocation until `keep_until`, when every token of it has expired. Durable when it
-    /// returns.
+    /// Spends refresh token `old` and makes `next_verifier_hash` its family's next
+    /// generation, valid until `expires_at`, atomically: of two requests presenting one
+    /// token, one rotates and the other presents an older generation, which revokes the
+    /// family. Durable when it returns.
     pub async fn rotate_refresh(
         &self,
         old: &RefreshId,
-        new: &RefreshId,
+        next_verifier_hash: &[u8; 32],
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
         match &self.backend {
-            Backend::Sled(r) => r.note(r.get()?.rotate_refresh(old, new, now, expires_at).await),
-            Backend::Postgres(p) => p.rotate_refresh(old, new, now, expires_at).await,
+            Backend::Sled(r) => r.note(r.get()?.rotate_refresh(old, next_verifier_hash, now, expires_at).await),
+            Backend::Postgres(p) => p.rotate_refresh(old, next_verifier_hash, now, expires_at).await,
         }
     }
 
-    /// Revokes the family of refresh token `id` until `keep_until` (when all its tokens
-    /// have expired); nothing happens for an unknown token. Durable when it returns.
-    pub async fn revoke_refresh(&self, id: &RefreshId, keep_until: OffsetDateTime) -> Result<(), StoreError> {
+    /// Revokes the family of refresh token `id`; nothing happens for a token that is not
+    /// one of its family's. Durable when it returns.
+    pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(r) => r.note(r.get()?.revoke_refresh(id, keep_until).await),
-            Backend::Postgres(p) => p.revoke_refresh(id, keep_until).await,
+            Backend::Sled(r) => r.note(r.get()?.revoke_refresh(id).await),
+            Backend::Postgres(p) => p.revoke_refresh(id).await,
         }
     }
 
-    /// Revokes every refresh family a user started up to `now`, until `keep_until`.
-    /// Durable when it returns.
-    pub async fn revoke_user_refresh(
-        &self,
-        user: &UserId,
-        now: OffsetDateTime,
-        keep_until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    /// Revokes every refresh family of a user. Durable when it returns.
+    pub async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sled(r) => r.note(r.get()?.revoke_user_refresh(user, now, keep_until).await),
-            Backend::Postgres(p) => p.revoke_user_refresh(user, now, keep_until).await,
+            Backend::Sled(r) => r.note(r.get()?.revoke_user_refresh(user).await),
+            Backend::Postgres(p) => p.revoke_user_refresh(user).await,
         }
     }
 
-    /// Looks at up to `limit` refresh records, continuing where the previous batch stopped,
-    /// and removes those that can no longer be used at `now` (expired, or of a revoked
-    /// family). Bounded, so that a purge never holds the store for long.
+    /// Looks at up to `limit` refresh families, continuing where the previous batch
+    /// stopped, and removes those that can no longer be used at `now`: expired (revoked
+    /// ones included, which answer "revoked" until then), or of a user that is gone.
+    /// Bounded, so that a purge never holds the store for long.
     pub async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.purge_refresh(now, limit)),
@@ -419,17 +424,25 @@ impl Store {
         }
     }
 
-    /// Replaces an account's password hash. Durable when it returns.
+    /// Replaces an account's password hash, after revoking the refresh families of its
+    /// user (a password is changed because someone else may know it). Durable when it
+    /// returns.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<(), StoreError> {
+        let account = self.account(username).await?.ok_or(StoreError::NoSuchAccount)?;
+        self.revoke_user_refresh(&account.user).await?;
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.set_password(username, password_hash).await),
             Backend::Postgres(p) => p.set_password(username, password_hash).await,
         }
     }
 
-    /// Removes an account and its user, with the user's WeChat bindings. Tokens already
-    /// issued to the user stop working at `/v1/me`. Returns the removed user.
+    /// Removes an account and its user, with the user's WeChat bindings and refresh
+    /// families (revoked first, removed by the purge). Tokens already issued to the user
+    /// stop working at `/v1/me`. Returns the removed user.
     pub async fn remove_account(&self, username: &str) -> Result<User, StoreError> {
+        if let Some(account) = self.account(username).await? {
+            self.revoke_user_refresh(&account.user).await?;
+        }
         match &self.backend {
             Backend::Sled(r) => r.note(r.get()?.remove_account(username).await),
             Backend::Postgres(p) => p.remove_account(username).await,

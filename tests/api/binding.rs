@@ -97,10 +97,11 @@ async fn wrong_password_and_unknown_username_get_the_same_401_and_keep_the_ticke
 #[tokio::test]
 async fn unknown_usernames_cost_about_as_much_time_as_wrong_passwords() {
     let app = bind_mode(None).await;
-    let ticket = app.ticket("code1@dora").await;
     let mut fastest = [std::time::Duration::MAX; 2];
-    // Interleaved, and the fastest of each kind: noise from other tests only adds time.
-    for _ in 0..6 {
+    // Interleaved, and the fastest of each kind: noise from other tests only adds time. A
+    // ticket of another person each round: one person's wrong passwords make them wait.
+    for round in 0..6 {
+        let ticket = app.ticket(&format!("code{round}@dora{round}")).await;
         for (i, username) in ["alice", "nobody"].into_iter().enumerate() {
             let body = json!({"bind_ticket": ticket, "username": username, "password": "wrong password"});
             let started = std::time::Instant::now();
@@ -250,6 +251,47 @@ async fn too_many_attempts_for_one_username_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_guesser_cannot_use_up_the_attempts_of_the_usernames_owner() {
+    let app = bind_mode(Some(("3", "0"))).await;
+    let guesser = app.ticket("code1@mallory").await;
+    let guess = json!({"bind_ticket": guesser, "username": "alice", "password": "a guess"});
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.bind(&guess).await.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "the guesser's budget for the username");
+
+    // The owner comes with their own WeChat identity, and is let in at once.
+    let owner = app.ticket("code1@alice").await;
+    bind_ok(&app, json!({"bind_ticket": owner, "username": "alice", "password": PASSWORD})).await;
+}
+
+#[tokio::test]
+async fn after_three_wrong_passwords_each_one_makes_the_guessers_next_attempt_wait_longer() {
+    let app = bind_mode(Some(("0", "0"))).await;
+    let guesser = app.ticket("code1@mallory").await;
+    let guess = |username: &str| json!({"bind_ticket": guesser, "username": username, "password": "a guess"});
+    for username in ["a1", "a2", "a3", "a4"] {
+        assert_eq!(app.bind(&guess(username)).await.status(), 401, "{username}");
+    }
+
+    // Whatever the username, and with the right password too: the identity waits.
+    let resp = app.bind(&json!({"bind_ticket": guesser, "username": "alice", "password": PASSWORD})).await;
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_error(resp, 429, "rate_limited").await;
+    // A new code of the same person does not start over; another person is not slowed.
+    let again = app.bind(&json!({"code": "code2@mallory", "username": "a5", "password": "a guess"})).await;
+    assert_error(again, 429, "rate_limited").await;
+    let other = app.ticket("code1@olga").await;
+    assert_eq!(app.bind(&json!({"bind_ticket": other, "username": "a5", "password": "x"})).await.status(), 401);
+    // Once the wait is over, the next wrong password doubles it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.bind(&guess("a5")).await.status(), 401);
+    let resp = app.bind(&guess("a6")).await;
+    assert_eq!(resp.headers()["retry-after"], "2");
+}
+
+#[tokio::test]
 async fn junk_tickets_do_not_use_up_a_usernames_attempts() {
     let app = bind_mode(Some(("2", "0"))).await;
     for _ in 0..5 {
@@ -380,6 +422,34 @@ async fn a_forged_x_forwarded_for_line_does_not_hide_the_client_behind_a_proxy_t
         statuses.push(resp.status().as_u16());
     }
     assert_eq!(statuses, [401, 429]);
+}
+
+#[tokio::test]
+async fn an_x_forwarded_for_entry_with_a_port_or_a_stray_byte_does_not_count_as_the_proxy() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_RATE_LIMIT_PER_MINUTE", "1").set("WXAUTH_TRUSTED_PROXIES", "127.0.0.1");
+    })
+    .await;
+    let login = |lines: &'static [&'static [u8]]| {
+        let mut req = app.client.post(format!("{}/v1/login", app.address)).body("{}");
+        for line in lines {
+            req = req.header("x-forwarded-for", reqwest::header::HeaderValue::from_bytes(line).unwrap());
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let cases: [(&str, &[&[u8]]); 4] = [
+        ("an address with a port", &[b"1.1.1.1:5555"]),
+        ("an IPv6 address with a port", &[b"[2001:db8::1]:443"]),
+        ("a stray byte left of the client", &[b"caf\xe9, 2.2.2.2"]),
+        ("a line of stray bytes before the proxy's", &[b"\xff\xfe", b"3.3.3.3"]),
+    ];
+    for (what, lines) in cases {
+        // Each its own client, each within its limit: none lands in the proxy's bucket.
+        assert_eq!(login(lines).await, 400, "{what}");
+    }
+    assert_eq!(login(&[]).await, 400, "the proxy's own first request");
+    assert_eq!(login(&[]).await, 429, "the proxy's own second request");
+    assert_eq!(login(&[b"1.1.1.1:6666"]).await, 429, "the same client with another port");
 }
 
 #[tokio::test]

@@ -134,7 +134,112 @@ async fn a_refresh_after_the_binding_was_removed_fails() {
     let login = app.login_ok("ivy").await;
     assert_eq!(app.unbind(&text(&login, "access_token")).await.status(), 200);
     let body = assert_error(app.refresh(&text(&login, "refresh_token")).await, 401, "invalid_grant").await;
-    assert!(body["error_description"].as_str().unwrap().contains("no longer bound"), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("revoked"), "{body}");
+}
+
+/// Binds `code`'s person to alice (bind mode) and returns the answer.
+async fn bind_alice(app: &TestApp, code: &str) -> Value {
+    let resp = app.bind(&json!({"code": code, "username": "alice", "password": "alices password"})).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn bind_mode() -> TestApp {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_REGISTRATION", "bind");
+    })
+    .await;
+    app.add_account("alice", "alices password").await;
+    app
+}
+
+#[tokio::test]
+async fn binding_the_same_identity_again_after_an_unbind_does_not_revive_an_old_refresh_token() {
+    let app = bind_mode().await;
+    let first = bind_alice(&app, "c1@kim").await;
+    let spent = text(&first, "refresh_token");
+    let live = text(&refreshed(&app, &spent).await, "refresh_token");
+    assert_eq!(app.unbind(&text(&first, "access_token")).await.status(), 200);
+
+    let again = bind_alice(&app, "c2@kim").await;
+
+    assert_eq!(again["user"]["id"], first["user"]["id"]);
+    for token in [live, spent] {
+        let body = assert_error(app.refresh(&token).await, 401, "invalid_grant").await;
+        assert!(body["error_description"].as_str().unwrap().contains("revoked"), "{body}");
+    }
+    refreshed(&app, &text(&again, "refresh_token")).await;
+}
+
+#[tokio::test]
+async fn changing_or_removing_an_account_ends_every_session_of_its_user() {
+    let app = bind_mode().await;
+    let bound = bind_alice(&app, "c1@lin").await;
+    let hash = wxauth::password::hash(&wxauth::domain::Password::new_for_account("a new password").unwrap()).unwrap();
+    let command = wxauth::admin::Command::SetPassword { username: "alice".into(), password_hash: hash };
+    wxauth::admin::send(&app.admin_socket(), &command).await.unwrap().unwrap();
+
+    let body = assert_error(app.refresh(&text(&bound, "refresh_token")).await, 401, "invalid_grant").await;
+    assert!(body["error_description"].as_str().unwrap().contains("revoked"), "{body}");
+
+    let resp = app.bind(&json!({"code": "c2@lin", "username": "alice", "password": "a new password"})).await;
+    let rebound: Value = resp.json().await.unwrap();
+    let command = wxauth::admin::Command::RemoveAccount { username: "alice".into() };
+    wxauth::admin::send(&app.admin_socket(), &command).await.unwrap().unwrap();
+    assert_error(app.refresh(&text(&rebound, "refresh_token")).await, 401, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn a_user_keeps_only_its_newest_logins_so_repeated_logins_cannot_grow_the_store() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_REFRESH_FAMILIES_PER_USER", "2");
+    })
+    .await;
+    let logins = [app.login_ok("c1@max").await, app.login_ok("c2@max").await, app.login_ok("c3@max").await];
+    let other = app.login_ok("c1@ned").await;
+
+    assert_error(app.refresh(&text(&logins[0], "refresh_token")).await, 401, "invalid_grant").await;
+    for login in &logins[1..] {
+        refreshed(&app, &text(login, "refresh_token")).await;
+    }
+    refreshed(&app, &text(&other, "refresh_token")).await;
+}
+
+#[tokio::test]
+async fn refreshes_of_one_login_are_limited_per_minute_by_default() {
+    let app = spawn_app().await;
+    let login = app.login_ok("olga").await;
+    let other = app.login_ok("pia").await;
+    let mut token = text(&login, "refresh_token");
+    for _ in 0..10 {
+        token = text(&refreshed(&app, &token).await, "refresh_token");
+    }
+
+    let resp = app.refresh(&token).await;
+
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body = assert_error(resp, 429, "rate_limited").await;
+    assert!(body["error_description"].as_str().unwrap().contains("refreshes"), "{body}");
+    // Another login is not slowed down.
+    refreshed(&app, &text(&other, "refresh_token")).await;
+}
+
+#[tokio::test]
+async fn refreshes_from_one_address_are_limited_before_the_body_is_read() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_REFRESH_ATTEMPTS_PER_IP", "2");
+    })
+    .await;
+    for _ in 0..2 {
+        assert_error(app.refresh("rt_forged").await, 401, "invalid_grant").await;
+    }
+
+    let resp = app.client.post(format!("{}/v1/token/refresh", app.address)).body("not even json").send().await.unwrap();
+
+    assert!(resp.headers().contains_key("retry-after"));
+    let body = assert_error(resp, 429, "rate_limited").await;
+    assert!(body["error_description"].as_str().unwrap().contains("refreshes"), "{body}");
 }
 
 #[tokio::test]

@@ -404,89 +404,150 @@ fn grant(user: UserId) -> RefreshGrant {
     RefreshGrant { user, identity: Identity { appid: "wx1".into(), openid: "o1".into() } }
 }
 
-fn rid(n: u8) -> RefreshId {
-    RefreshId { selector: [n; 16], verifier_hash: [n; 32] }
+/// Token `generation` of family `family`, with verifier hash `verifier` repeated.
+fn rid(family: u8, generation: u32, verifier: u8) -> RefreshId {
+    RefreshId { family: [family; 16], generation, verifier_hash: [verifier; 32] }
+}
+
+/// Families a user may keep in the tests that are not about the cap.
+const KEEP: usize = 1000;
+
+async fn user(store: &Store, name: &str) -> UserId {
+    store.add_account(name, HASH).await.unwrap().id
 }
 
 pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let user = UserId::new();
-    store.start_refresh(&rid(1), &grant(user), now, later).await.unwrap();
-    store.start_refresh(&rid(9), &grant(user), now, later).await.unwrap();
+    let user = user(&store, "alice").await;
+    store.start_refresh(&rid(1, 0, 1), &grant(user), now, later, KEEP).await.unwrap();
+    store.start_refresh(&rid(9, 0, 9), &grant(user), now, later, KEEP).await.unwrap();
 
-    let wrong_verifier = RefreshId { verifier_hash: [7; 32], ..rid(1) };
-    assert_eq!(store.rotate_refresh(&wrong_verifier, &rid(2), now, later).await.unwrap(), Refreshed::Unknown);
-    assert_eq!(store.rotate_refresh(&rid(1), &rid(2), now, later).await.unwrap(), Refreshed::Rotated(grant(user)));
-    assert_eq!(store.rotate_refresh(&rid(2), &rid(3), now, later).await.unwrap(), Refreshed::Rotated(grant(user)));
-    assert_eq!(store.rotate_refresh(&rid(1), &rid(4), now, later).await.unwrap(), Refreshed::Reused);
-    assert_eq!(store.rotate_refresh(&rid(3), &rid(5), now, later).await.unwrap(), Refreshed::Revoked);
-    assert_eq!(store.rotate_refresh(&rid(4), &rid(6), now, later).await.unwrap(), Refreshed::Unknown);
-    assert_eq!(store.rotate_refresh(&rid(9), &rid(10), later, later).await.unwrap(), Refreshed::Expired);
-    assert_eq!(store.rotate_refresh(&rid(9), &rid(10), now, later).await.unwrap(), Refreshed::Rotated(grant(user)));
+    let rotate = |old, next: u8, at| {
+        let store = &store;
+        async move { store.rotate_refresh(&old, &[next; 32], at, later).await.unwrap() }
+    };
+    assert_eq!(rotate(rid(1, 0, 7), 2, now).await, Refreshed::Unknown, "a wrong verifier");
+    assert_eq!(rotate(rid(1, 1, 1), 2, now).await, Refreshed::Unknown, "a generation never issued");
+    assert_eq!(rotate(rid(5, 0, 5), 2, now).await, Refreshed::Unknown, "a family never started");
+    assert_eq!(rotate(rid(1, 0, 1), 2, now).await, Refreshed::Rotated(grant(user)));
+    assert_eq!(rotate(rid(1, 1, 2), 3, now).await, Refreshed::Rotated(grant(user)));
+    assert_eq!(rotate(rid(1, 0, 1), 4, now).await, Refreshed::Reused, "the spent first token");
+    assert_eq!(rotate(rid(1, 2, 3), 5, now).await, Refreshed::Revoked, "the newest token after the reuse");
+    assert_eq!(rotate(rid(9, 0, 9), 10, later).await, Refreshed::Expired);
+    assert_eq!(rotate(rid(9, 0, 9), 10, now).await, Refreshed::Rotated(grant(user)));
 }
 
-pub async fn refresh_families_are_revoked_by_token_and_by_user(backend: &dyn Backend) {
+pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_changes(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let (alice, bob) = (UserId::new(), UserId::new());
-    for (id, user) in [(1, alice), (2, alice), (3, alice), (4, bob)] {
-        store.start_refresh(&rid(id), &grant(user), now, later).await.unwrap();
+    let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+    for (family, user) in [(1, alice), (2, alice), (3, alice), (4, bob)] {
+        store.start_refresh(&rid(family, 0, family), &grant(user), now, later, KEEP).await.unwrap();
     }
-    store.revoke_refresh(&rid(1), later).await.unwrap();
-    store.revoke_refresh(&rid(1), later).await.unwrap();
-    store.revoke_refresh(&rid(99), later).await.unwrap();
-    assert_eq!(store.rotate_refresh(&rid(1), &rid(11), now, later).await.unwrap(), Refreshed::Revoked);
-    assert!(matches!(store.rotate_refresh(&rid(2), &rid(12), now, later).await.unwrap(), Refreshed::Rotated(_)));
+    let rotate = |old, next: u8| {
+        let store = &store;
+        async move { store.rotate_refresh(&old, &[next; 32], now, later).await.unwrap() }
+    };
+    store.revoke_refresh(&rid(1, 0, 1)).await.unwrap();
+    store.revoke_refresh(&rid(1, 0, 1)).await.unwrap();
+    store.revoke_refresh(&rid(99, 0, 99)).await.unwrap();
+    store.revoke_refresh(&rid(2, 0, 77)).await.unwrap();
+    assert_eq!(rotate(rid(1, 0, 1), 11).await, Refreshed::Revoked);
+    assert!(matches!(rotate(rid(2, 0, 2), 12).await, Refreshed::Rotated(_)), "a forged token revoked a family");
 
-    store.revoke_user_refresh(&alice, now, later).await.unwrap();
-    // Every family alice started up to then, refreshed or not; not bob's, not a later one.
-    for id in [12, 3] {
-        assert_eq!(store.rotate_refresh(&rid(id), &rid(20 + id), now, later).await.unwrap(), Refreshed::Revoked);
-    }
-    assert!(matches!(store.rotate_refresh(&rid(4), &rid(24), now, later).await.unwrap(), Refreshed::Rotated(_)));
-    let after = now + time::Duration::seconds(1);
-    store.start_refresh(&rid(5), &grant(alice), after, later).await.unwrap();
-    assert!(matches!(store.rotate_refresh(&rid(5), &rid(25), after, later).await.unwrap(), Refreshed::Rotated(_)));
+    store.revoke_user_refresh(&alice).await.unwrap();
+    // Every family of alice, refreshed or not; not bob's, not a later one.
+    assert_eq!(rotate(rid(2, 1, 12), 22).await, Refreshed::Revoked);
+    assert_eq!(rotate(rid(3, 0, 3), 23).await, Refreshed::Revoked);
+    assert!(matches!(rotate(rid(4, 0, 4), 24).await, Refreshed::Rotated(_)));
+    store.start_refresh(&rid(5, 0, 5), &grant(alice), now, later, KEEP).await.unwrap();
+    assert!(matches!(rotate(rid(5, 0, 5), 25).await, Refreshed::Rotated(_)));
+
+    // A password change and an unbind end every session of the user.
+    store.set_password("alice", HASH).await.unwrap();
+    assert_eq!(rotate(rid(5, 1, 25), 26).await, Refreshed::Revoked, "a password change kept a session");
+    store.start_refresh(&rid(6, 0, 6), &grant(bob), now, later, KEEP).await.unwrap();
+    store.unbind(&bob).await.unwrap();
+    assert_eq!(rotate(rid(6, 0, 6), 26).await, Refreshed::Revoked, "an unbind kept a session");
+    assert_eq!(rotate(rid(4, 1, 24), 27).await, Refreshed::Revoked, "an unbind kept a refreshed session");
 }
 
-pub async fn the_purge_removes_dead_refresh_records_in_batches_and_keeps_live_ones(backend: &dyn Backend) {
+pub async fn a_user_keeps_at_most_the_newest_families(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+    store.start_refresh(&rid(1, 0, 1), &grant(bob), now, later, 3).await.unwrap();
+    // Family ids are UUID v7 in wxauth, so their order is their age.
+    for family in 2..=6 {
+        store.start_refresh(&rid(family, 0, family), &grant(alice), now, later, 3).await.unwrap();
+    }
+    for (family, kept) in [(2, false), (3, false), (4, true), (5, true), (6, true), (1, true)] {
+        let rotated = store.rotate_refresh(&rid(family, 0, family), &[100; 32], now, later).await.unwrap();
+        assert_eq!(matches!(rotated, Refreshed::Rotated(_)), kept, "family {family}: {rotated:?}");
+    }
+}
+
+pub async fn the_purge_removes_expired_families_and_those_of_removed_users_in_batches(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     let now = OffsetDateTime::now_utc();
     let (soon, later) = (now + time::Duration::minutes(1), now + time::Duration::hours(1));
-    let user = UserId::new();
-    // 10 live families, 10 revoked ones, 10 that expire soon, and a spent token in a live one.
+    let (user, gone) = (user(&store, "alice").await, user(&store, "bob").await);
+    // 10 live families, 10 revoked ones, 10 that expire soon, a refreshed one, and 5 of a
+    // user about to be removed.
     for i in 0..30u8 {
-        store.start_refresh(&rid(i), &grant(user), now, if i < 20 { later } else { soon }).await.unwrap();
+        store.start_refresh(&rid(i, 0, i), &grant(user), now, if i < 20 { later } else { soon }, KEEP).await.unwrap();
+    }
+    for i in 30..35u8 {
+        store.start_refresh(&rid(i, 0, i), &grant(gone), now, later, KEEP).await.unwrap();
     }
     for i in 10..20u8 {
-        store.revoke_refresh(&rid(i), soon).await.unwrap();
+        store.revoke_refresh(&rid(i, 0, i)).await.unwrap();
     }
-    assert!(matches!(store.rotate_refresh(&rid(0), &rid(100), now, later).await.unwrap(), Refreshed::Rotated(_)));
+    assert!(matches!(
+        store.rotate_refresh(&rid(0, 0, 0), &[100; 32], now, later).await.unwrap(),
+        Refreshed::Rotated(_)
+    ));
+    store.remove_account("bob").await.unwrap();
 
-    let purge_at = now + time::Duration::minutes(2);
-    let (mut removed, mut batches) = (0, 0);
-    loop {
-        let batch = store.purge_refresh(purge_at, 7).await.unwrap();
-        removed += batch.removed;
-        batches += 1;
-        if batch.done {
-            break;
+    let purge = |at| {
+        let store = &store;
+        async move {
+            let (mut removed, mut batches) = (0, 0);
+            loop {
+                let batch = store.purge_refresh(at, 7).await.unwrap();
+                removed += batch.removed;
+                batches += 1;
+                if batch.done {
+                    return (removed, batches);
+                }
+            }
         }
-    }
+    };
+    let (removed, batches) = purge(now + time::Duration::minutes(2)).await;
     assert!(batches > 3, "one batch did everything: {batches}");
-    // 20 dead tokens, and the 10 revocations that outlived them.
-    assert_eq!(removed, 30);
-    for i in 10..30u8 {
-        assert_eq!(store.rotate_refresh(&rid(i), &rid(200), now, later).await.unwrap(), Refreshed::Unknown, "{i}");
+    // The 10 expired families, and on sled the 5 of the removed user (PostgreSQL removed
+    // those with the user).
+    assert!(removed == 10 || removed == 15, "{removed} removed");
+    for i in (20..35u8).chain([99]) {
+        let rotated = store.rotate_refresh(&rid(i, 0, i), &[200; 32], now, later).await.unwrap();
+        assert_eq!(rotated, Refreshed::Unknown, "{i}");
     }
-    // Live ones still work, and the spent token still trips reuse detection.
+    // Revoked ones say so until they expire; live ones still work, and the spent token of
+    // the refreshed one still trips reuse detection.
+    for i in 10..20u8 {
+        assert_eq!(store.rotate_refresh(&rid(i, 0, i), &[200; 32], now, later).await.unwrap(), Refreshed::Revoked);
+    }
     for i in 1..10u8 {
-        let rotated = store.rotate_refresh(&rid(i), &rid(100 + i), now, later).await.unwrap();
+        let rotated = store.rotate_refresh(&rid(i, 0, i), &[100 + i; 32], now, later).await.unwrap();
         assert!(matches!(rotated, Refreshed::Rotated(_)), "{i}");
     }
-    assert_eq!(store.rotate_refresh(&rid(0), &rid(210), now, later).await.unwrap(), Refreshed::Reused);
+    assert_eq!(store.rotate_refresh(&rid(0, 0, 0), &[210; 32], now, later).await.unwrap(), Refreshed::Reused);
+
+    let (removed, _) = purge(later).await;
+    assert_eq!(removed, 20, "every family expired");
 }

@@ -162,7 +162,8 @@ conformance_suite!(
         a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
         details_are_refused_for_a_missing_user_and_removed_with_its_account,
         a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,
-        refresh_families_are_revoked_by_token_and_by_user,
-        the_purge_removes_dead_refresh_records_in_batches_and_keeps_live_ones,
+        refresh_families_are_revoked_by_token_by_user_and_by_account_changes,
+        a_user_keeps_at_most_the_newest_families,
+        the_purge_removes_expired_families_and_those_of_removed_users_in_batches,
     ]
 );

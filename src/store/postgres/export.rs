@@ -125,34 +125,24 @@ impl PgStore {
         .await?;
         each_row(
             &mut tx,
-            "SELECT selector, verifier_hash, family, family_started_ns, user_id, appid, openid, expires_at_ns, spent \
-             FROM refresh_tokens ORDER BY selector",
+            "SELECT family, generation, verifier_hash, started_ns, user_id, appid, openid, expires_at_ns, revoked \
+             FROM refresh_families ORDER BY family",
             |row| {
-                out(Record::RefreshToken {
-                    selector: row.try_get("selector")?,
-                    verifier_hash: hex(row.try_get::<&[u8], _>("verifier_hash")?),
+                let generation: i64 = row.try_get("generation")?;
+                out(Record::RefreshFamily {
                     family: row.try_get("family")?,
-                    family_started: at(&row, "family_started_ns")?,
+                    generation: u32::try_from(generation)
+                        .map_err(|_| StoreError::Corrupt(format!("refresh generation {generation}")))?,
+                    verifier_hash: hex(row.try_get::<&[u8], _>("verifier_hash")?),
+                    started: at(&row, "started_ns")?,
                     user: row.try_get("user_id")?,
                     appid: row.try_get("appid")?,
                     openid: row.try_get("openid")?,
                     expires_at: at(&row, "expires_at_ns")?,
-                    spent: row.try_get("spent")?,
+                    revoked: row.try_get("revoked")?,
                 })
             },
         )
-        .await?;
-        each_row(&mut tx, "SELECT family, keep_until_ns FROM refresh_revoked ORDER BY family", |row| {
-            out(Record::RefreshRevoked { family: row.try_get("family")?, keep_until: at(&row, "keep_until_ns")? })
-        })
-        .await?;
-        each_row(&mut tx, "SELECT user_id, cutoff_ns, keep_until_ns FROM refresh_cutoffs ORDER BY user_id", |row| {
-            out(Record::RefreshCutoff {
-                user: row.try_get("user_id")?,
-                cutoff: at(&row, "cutoff_ns")?,
-                keep_until: at(&row, "keep_until_ns")?,
-            })
-        })
         .await?;
         tx.commit().await?;
         Ok(())
@@ -169,19 +159,16 @@ impl PgStore {
         // Serving replicas wait rather than write into a half-imported store, and none can
         // write between the check that the store is empty and the import.
         sqlx::query(
-            "LOCK TABLE users, identities, unionids, accounts, details, bind_tickets, refresh_tokens, \
-             refresh_revoked, refresh_cutoffs IN EXCLUSIVE MODE",
+            "LOCK TABLE users, identities, unionids, accounts, details, bind_tickets, refresh_families \
+             IN EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
         .await?;
         // Every other table hangs off `users`.
-        let holds_data: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets) \
-             OR EXISTS (SELECT 1 FROM refresh_tokens) OR EXISTS (SELECT 1 FROM refresh_revoked) \
-             OR EXISTS (SELECT 1 FROM refresh_cutoffs)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let holds_data: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets)")
+                .fetch_one(&mut *tx)
+                .await?;
         if holds_data {
             return Err(StoreError::NotEmpty);
         }
@@ -283,47 +270,32 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             .execute(&mut *tx)
             .await?;
         }
-        Record::RefreshToken {
-            selector,
-            verifier_hash,
+        Record::RefreshFamily {
             family,
-            family_started,
+            generation,
+            verifier_hash,
+            started,
             user,
             appid,
             openid,
             expires_at,
-            spent,
+            revoked,
         } => {
             sqlx::query(
-                "INSERT INTO refresh_tokens (selector, verifier_hash, family, family_started_ns, user_id, appid, \
-                 openid, expires_at_ns, spent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, openid, \
+                 expires_at_ns, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
-            .bind(selector)
-            .bind(&unhex::<32>(&verifier_hash, "a verifier hash")?[..])
             .bind(family)
-            .bind(ns(family_started)?)
+            .bind(i64::from(generation))
+            .bind(&unhex::<32>(&verifier_hash, "a verifier hash")?[..])
+            .bind(ns(started)?)
             .bind(user)
             .bind(appid)
             .bind(openid)
             .bind(ns(expires_at)?)
-            .bind(spent)
+            .bind(revoked)
             .execute(&mut *tx)
             .await?;
-        }
-        Record::RefreshRevoked { family, keep_until } => {
-            sqlx::query("INSERT INTO refresh_revoked (family, keep_until_ns) VALUES ($1, $2)")
-                .bind(family)
-                .bind(ns(keep_until)?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        Record::RefreshCutoff { user, cutoff, keep_until } => {
-            sqlx::query("INSERT INTO refresh_cutoffs (user_id, cutoff_ns, keep_until_ns) VALUES ($1, $2, $3)")
-                .bind(user)
-                .bind(ns(cutoff)?)
-                .bind(ns(keep_until)?)
-                .execute(&mut *tx)
-                .await?;
         }
     }
     Ok(())

@@ -1,264 +1,217 @@
-//! Refresh tokens on PostgreSQL: the same families, single use and reuse detection as on
-//! sled ([`crate::store`]), made atomic across replicas by the database. A rotation locks
-//! the presented token's row (`FOR UPDATE`): of two replicas presenting one token, the
-//! second waits for the first to commit, then sees it spent, which revokes the family.
-//! Revocations name a family (or a user's cutoff), so a token rotated into a family while
-//! it is being revoked is revoked with it.
+//! Refresh tokens on PostgreSQL: one row per family, judged by the same policy as on sled
+//! ([`crate::store::refresh::judge`]), made atomic across replicas by the database. A
+//! rotation locks its family's row (`FOR UPDATE`): of two replicas presenting one token,
+//! the second waits for the first to commit, then presents an older generation, which
+//! revokes the family. Removing a user removes its families (a foreign key with cascade).
 
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Failure, PgStore, Step, ns, user_id, uuid};
 use crate::{
     domain::{Identity, UserId},
-    store::{PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError},
+    store::{
+        PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError,
+        refresh::{Family, Verdict, judge, next_generation},
+    },
 };
 
-/// Where a purge pass stands.
+/// Where a purge pass stands: the last family looked at.
 #[derive(Default)]
 pub(super) struct PurgeCursor {
-    /// 0: tokens, 1: revoked families, 2: cutoffs.
-    table: u8,
-    /// The last key looked at in the current table.
     after: Option<Uuid>,
 }
 
-/// The tables a purge pass goes through, each with its key and what makes a row dead at `$2`.
-const PURGED: [(&str, &str, &str); 3] = [
-    (
-        "refresh_tokens",
-        "selector",
-        "t.expires_at_ns <= $2 \
-         OR EXISTS (SELECT 1 FROM refresh_revoked r WHERE r.family = t.family) \
-         OR EXISTS (SELECT 1 FROM refresh_cutoffs c WHERE c.user_id = t.user_id AND c.cutoff_ns >= t.family_started_ns)",
-    ),
-    ("refresh_revoked", "family", "t.keep_until_ns <= $2"),
-    ("refresh_cutoffs", "user_id", "t.keep_until_ns <= $2"),
-];
-
-struct Token {
-    family: Uuid,
-    family_started: i64,
+struct StoredFamily {
+    generation: u32,
+    verifier_hash: Vec<u8>,
     user: Uuid,
     appid: String,
     openid: String,
     expires_at: i64,
-    spent: bool,
+    revoked: bool,
+}
+
+impl StoredFamily {
+    fn family(&self) -> Family<'_> {
+        Family {
+            generation: self.generation,
+            verifier_hash: &self.verifier_hash,
+            revoked: self.revoked,
+            expires_at: i128::from(self.expires_at),
+        }
+    }
 }
 
 impl PgStore {
-    /// The token `id`, locked until the transaction ends, if the verifier matches.
-    async fn locked_token(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Option<Token>, Failure> {
+    /// The family of `id`, locked until the transaction ends.
+    async fn locked_family(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Option<StoredFamily>, Failure> {
         let Some(row) = sqlx::query(
-            "SELECT verifier_hash, family, family_started_ns, user_id, appid, openid, expires_at_ns, spent \
-             FROM refresh_tokens WHERE selector = $1 FOR UPDATE",
+            "SELECT generation, verifier_hash, user_id, appid, openid, expires_at_ns, revoked \
+             FROM refresh_families WHERE family = $1 FOR UPDATE",
         )
-        .bind(Uuid::from_bytes(id.selector))
+        .bind(Uuid::from_bytes(id.family))
         .fetch_optional(&mut *tx)
         .await?
         else {
             return Ok(None);
         };
-        let hash: Vec<u8> = row.try_get("verifier_hash")?;
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, &id.verifier_hash).is_err() {
-            return Ok(None);
-        }
-        Ok(Some(Token {
-            family: row.try_get("family")?,
-            family_started: row.try_get("family_started_ns")?,
+        let generation: i64 = row.try_get("generation")?;
+        Ok(Some(StoredFamily {
+            generation: u32::try_from(generation)
+                .map_err(|_| StoreError::Corrupt(format!("refresh generation {generation}")))?,
+            verifier_hash: row.try_get("verifier_hash")?,
             user: row.try_get("user_id")?,
             appid: row.try_get("appid")?,
             openid: row.try_get("openid")?,
             expires_at: row.try_get("expires_at_ns")?,
-            spent: row.try_get("spent")?,
+            revoked: row.try_get("revoked")?,
         }))
     }
 
-    async fn revoked(&self, tx: &mut PgConnection, token: &Token) -> Result<bool, Failure> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM refresh_revoked WHERE family = $1) \
-             OR EXISTS (SELECT 1 FROM refresh_cutoffs WHERE user_id = $2 AND cutoff_ns >= $3)",
-        )
-        .bind(token.family)
-        .bind(token.user)
-        .bind(token.family_started)
-        .fetch_one(&mut *tx)
-        .await?)
-    }
-
-    /// Revokes `family` until `keep_until`, or longer if it was revoked for longer.
-    async fn revoke_family(&self, tx: &mut PgConnection, family: Uuid, keep_until: i64) -> Result<(), Failure> {
-        sqlx::query(
-            "INSERT INTO refresh_revoked (family, keep_until_ns) VALUES ($1, $2) \
-             ON CONFLICT (family) DO UPDATE SET keep_until_ns = GREATEST(refresh_revoked.keep_until_ns, $2)",
-        )
-        .bind(family)
-        .bind(keep_until)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-
+    /// One statement: the user's oldest families beyond `keep - 1` go, and the new one
+    /// comes in (a data-modifying `WITH` runs whether or not it is referenced).
     pub(in crate::store) async fn start_refresh(
         &self,
         id: &RefreshId,
-        grant: &crate::store::RefreshGrant,
+        grant: &RefreshGrant,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        keep: usize,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (selector, verifier_hash, family, family_started_ns, user_id, appid, openid, \
-             expires_at_ns) VALUES ($1, $2, $1, $3, $4, $5, $6, $7)",
+        let started = sqlx::query(
+            "WITH evicted AS (DELETE FROM refresh_families WHERE family IN \
+             (SELECT family FROM refresh_families WHERE user_id = $5 ORDER BY family DESC OFFSET $9)) \
+             INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, openid, \
+             expires_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(Uuid::from_bytes(id.selector))
+        .bind(Uuid::from_bytes(id.family))
+        .bind(i64::from(id.generation))
         .bind(&id.verifier_hash[..])
         .bind(ns(now)?)
         .bind(uuid(&grant.user))
         .bind(&grant.identity.appid)
         .bind(&grant.identity.openid)
         .bind(ns(expires_at)?)
+        .bind(i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await;
+        match started {
+            Ok(_) => Ok(()),
+            // The user was removed since the login read it: its token would be refused at
+            // its first use anyway, so there is nothing to keep.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(in crate::store) async fn rotate_refresh(
         &self,
         old: &RefreshId,
-        new: &RefreshId,
+        next_verifier_hash: &[u8; 32],
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
-        transact!(self, tx => self.rotate_in(&mut tx, old, new, now, expires_at))
+        transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))
     }
 
     async fn rotate_in(
         &self,
         tx: &mut PgConnection,
         old: &RefreshId,
-        new: &RefreshId,
+        next_verifier_hash: &[u8; 32],
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Step<Refreshed>, Failure> {
-        let Some(token) = self.locked_token(tx, old).await? else { return Ok(Step::Done(Refreshed::Unknown)) };
-        if self.revoked(tx, &token).await? {
-            return Ok(Step::Done(Refreshed::Revoked));
-        }
-        if token.spent {
-            // Every token of the family expires by the newest one's expiry, which is at
-            // most a lifetime after the newest rotation: `expires_at` (now + lifetime).
-            self.revoke_family(tx, token.family, ns(expires_at)?).await?;
-            return Ok(Step::Done(Refreshed::Reused));
-        }
-        if token.expires_at <= ns(now)? {
-            return Ok(Step::Done(Refreshed::Expired));
-        }
-        sqlx::query(
-            "INSERT INTO refresh_tokens (selector, verifier_hash, family, family_started_ns, user_id, appid, openid, \
-             expires_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(Uuid::from_bytes(new.selector))
-        .bind(&new.verifier_hash[..])
-        .bind(token.family)
-        .bind(token.family_started)
-        .bind(token.user)
-        .bind(&token.appid)
-        .bind(&token.openid)
-        .bind(ns(expires_at)?)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE refresh_tokens SET spent = true WHERE selector = $1")
-            .bind(Uuid::from_bytes(old.selector))
-            .execute(&mut *tx)
-            .await?;
-        Ok(Step::Done(Refreshed::Rotated(RefreshGrant {
-            user: user_id(token.user),
-            identity: Identity { appid: token.appid, openid: token.openid },
-        })))
+        let Some(row) = self.locked_family(tx, old).await? else { return Ok(Step::Done(Refreshed::Unknown)) };
+        let family = Uuid::from_bytes(old.family);
+        let outcome = match judge(&row.family(), old, i128::from(ns(now)?)) {
+            Verdict::Unknown => Refreshed::Unknown,
+            Verdict::Revoked => Refreshed::Revoked,
+            Verdict::Expired => Refreshed::Expired,
+            Verdict::Reuse => {
+                sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
+                    .bind(family)
+                    .execute(&mut *tx)
+                    .await?;
+                Refreshed::Reused
+            }
+            Verdict::Rotate => match next_generation(row.generation) {
+                None => Refreshed::Expired,
+                Some(generation) => {
+                    sqlx::query(
+                        "UPDATE refresh_families SET generation = $2, verifier_hash = $3, expires_at_ns = $4 \
+                         WHERE family = $1",
+                    )
+                    .bind(family)
+                    .bind(i64::from(generation))
+                    .bind(&next_verifier_hash[..])
+                    .bind(ns(expires_at)?)
+                    .execute(&mut *tx)
+                    .await?;
+                    Refreshed::Rotated(RefreshGrant {
+                        user: user_id(row.user),
+                        identity: Identity { appid: row.appid, openid: row.openid },
+                    })
+                }
+            },
+        };
+        Ok(Step::Done(outcome))
     }
 
-    pub(in crate::store) async fn revoke_refresh(
-        &self,
-        id: &RefreshId,
-        keep_until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        transact!(self, tx => self.revoke_in(&mut tx, id, keep_until))
+    pub(in crate::store) async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+        transact!(self, tx => self.revoke_in(&mut tx, id))
     }
 
-    async fn revoke_in(
-        &self,
-        tx: &mut PgConnection,
-        id: &RefreshId,
-        keep_until: OffsetDateTime,
-    ) -> Result<Step<()>, Failure> {
-        if let Some(token) = self.locked_token(tx, id).await? {
-            self.revoke_family(tx, token.family, ns(keep_until)?).await?;
+    async fn revoke_in(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Step<()>, Failure> {
+        let Some(row) = self.locked_family(tx, id).await? else { return Ok(Step::Done(())) };
+        // Any token of the family revokes it (a spent one too); a forged one does not.
+        if judge(&row.family(), id, i128::MIN) != Verdict::Unknown {
+            sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
+                .bind(Uuid::from_bytes(id.family))
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(Step::Done(()))
     }
 
-    pub(in crate::store) async fn revoke_user_refresh(
-        &self,
-        user: &UserId,
-        now: OffsetDateTime,
-        keep_until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO refresh_cutoffs (user_id, cutoff_ns, keep_until_ns) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id) DO UPDATE SET cutoff_ns = GREATEST(refresh_cutoffs.cutoff_ns, $2), \
-             keep_until_ns = GREATEST(refresh_cutoffs.keep_until_ns, $3)",
-        )
-        .bind(uuid(user))
-        .bind(ns(now)?)
-        .bind(ns(keep_until)?)
-        .execute(&self.pool)
-        .await?;
+    pub(in crate::store) async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_families SET revoked = true WHERE user_id = $1 AND NOT revoked")
+            .bind(uuid(user))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    /// Tokens first, then the revocations that no live token needs any more, each batch
-    /// resuming after the last key looked at. Each replica keeps its own cursor: two
-    /// replicas purging at once only repeat each other's work.
+    /// Expired families, in batches by family id, resuming after the last one looked at.
+    /// Families of removed users are already gone (the foreign key). Each replica keeps its
+    /// own cursor: two replicas purging at once only repeat each other's work.
     pub(in crate::store) async fn purge_refresh(
         &self,
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<PurgeBatch, StoreError> {
-        let now = ns(now)?;
-        let (table, after) = {
-            let cursor = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner());
-            (cursor.table, cursor.after)
-        };
-        let (mut table, mut after, mut removed, mut seen) = (table, after, 0usize, 0usize);
-        while let Some((name, key, dead)) = PURGED.get(usize::from(table)) {
-            let want = i64::try_from(limit.saturating_sub(seen)).unwrap_or(i64::MAX);
-            // Only the constants of [`PURGED`] are formatted in.
-            let row = sqlx::query(AssertSqlSafe(format!(
-                "WITH batch AS (SELECT {key} AS k FROM {name} WHERE $1::uuid IS NULL OR {key} > $1 \
-                 ORDER BY {key} LIMIT $3), \
-                 gone AS (DELETE FROM {name} t USING batch b WHERE t.{key} = b.k AND ({dead}) RETURNING 1) \
-                 SELECT (SELECT count(*) FROM batch) AS seen, \
-                 (SELECT k FROM batch ORDER BY k DESC LIMIT 1) AS last, \
-                 (SELECT count(*) FROM gone) AS removed"
-            )))
-            .bind(after)
-            .bind(now)
-            .bind(want)
-            .fetch_one(&self.pool)
-            .await?;
-            let batch_seen = row.try_get::<i64, _>("seen")? as usize;
-            removed += row.try_get::<i64, _>("removed")? as usize;
-            seen += batch_seen;
-            if seen >= limit {
-                after = row.try_get("last")?;
-                *self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()) = PurgeCursor { table, after };
-                return Ok(PurgeBatch { removed, done: false });
-            }
-            table += 1;
-            after = None;
-        }
-        *self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()) = PurgeCursor::default();
-        Ok(PurgeBatch { removed, done: true })
+        let after = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()).after;
+        let row = sqlx::query(
+            "WITH batch AS (SELECT family FROM refresh_families WHERE $1::uuid IS NULL OR family > $1 \
+             ORDER BY family LIMIT $3), \
+             gone AS (DELETE FROM refresh_families t USING batch b WHERE t.family = b.family \
+             AND t.expires_at_ns <= $2 RETURNING 1) \
+             SELECT (SELECT count(*) FROM batch) AS seen, \
+             (SELECT family FROM batch ORDER BY family DESC LIMIT 1) AS last, \
+             (SELECT count(*) FROM gone) AS removed",
+        )
+        .bind(after)
+        .bind(ns(now)?)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await?;
+        let seen = row.try_get::<i64, _>("seen")? as usize;
+        let removed = row.try_get::<i64, _>("removed")? as usize;
+        let done = seen < limit;
+        let after = if done { None } else { row.try_get("last")? };
+        *self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()) = PurgeCursor { after };
+        Ok(PurgeBatch { removed, done })
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{
     IMPORTING_KEY, MODE_KEY, SledStore, binding_key, id_bytes,
     record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, time},
-    refresh::TokenRecord,
+    refresh::FamilyRecord,
 };
 use crate::store::{
     StoreError,
@@ -27,10 +27,6 @@ fn postcard<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8], what: &str) -> Re
     ::postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn encode<T: serde::Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
-    ::postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
 /// Inserts a new key; a key already there means the export holds it twice.
 fn insert_new(tree: &Tree, key: &[u8], value: Vec<u8>, what: &str) -> Result<(), StoreError> {
     match tree.compare_and_swap(key, None::<&[u8]>, Some(value))? {
@@ -40,7 +36,7 @@ fn insert_new(tree: &Tree, key: &[u8], value: Vec<u8>, what: &str) -> Result<(),
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 9] {
+    fn data_trees(&self) -> [&Tree; 8] {
         [
             &self.records,
             &self.openids,
@@ -48,9 +44,8 @@ impl SledStore {
             &self.accounts,
             &self.tickets,
             &self.details,
-            &self.refresh_tokens,
-            &self.refresh_revoked,
-            &self.refresh_cutoffs,
+            &self.refresh_families,
+            &self.refresh_by_user,
         ]
     }
 
@@ -126,20 +121,13 @@ impl SledStore {
                 expires_at: time(ticket.expires_at)?,
             })?;
         }
-        for entry in self.refresh_tokens.iter() {
-            let (selector, bytes) = entry?;
-            out(postcard::<TokenRecord>(&bytes, "refresh token")?.export(uuid(&selector)?)?)?;
-        }
-        for entry in self.refresh_revoked.iter() {
-            let (family, keep_until) = entry?;
-            let keep_until = <[u8; 16]>::try_from(&keep_until[..])
-                .map_err(|_| StoreError::Corrupt("a revoked family's time".into()))?;
-            out(Record::RefreshRevoked { family: uuid(&family)?, keep_until: time(i128::from_be_bytes(keep_until))? })?;
-        }
-        for entry in self.refresh_cutoffs.iter() {
-            let (user, bytes) = entry?;
-            let (cutoff, keep_until) = postcard::<(i128, i128)>(&bytes, "cutoff")?;
-            out(Record::RefreshCutoff { user: uuid(&user)?, cutoff: time(cutoff)?, keep_until: time(keep_until)? })?;
+        for entry in self.refresh_families.iter() {
+            let (family, bytes) = entry?;
+            let record = postcard::<FamilyRecord>(&bytes, "refresh family")?;
+            // A removed user's families wait for the purge; nothing can use them.
+            if of_a_user(&record.user())? {
+                out(record.export(uuid(&family)?)?)?;
+            }
         }
         Ok(skipped)
     }
@@ -264,22 +252,16 @@ impl SledStore {
                     TicketRecord { appid, openid, unionid, session_key, expires_at: expires_at.unix_timestamp_nanos() };
                 insert_new(&self.tickets, &key, ticket.encode()?, "a bind ticket")?;
             }
-            record @ Record::RefreshToken { .. } => {
-                let (selector, token) = TokenRecord::import(record)?;
-                insert_new(
-                    &self.refresh_tokens,
-                    selector.as_bytes(),
-                    encode(&token, "refresh token")?,
-                    "a refresh token",
-                )?;
-            }
-            Record::RefreshRevoked { family, keep_until } => {
-                let value = keep_until.unix_timestamp_nanos().to_be_bytes().to_vec();
-                insert_new(&self.refresh_revoked, family.as_bytes(), value, &format!("revoked family {family}"))?;
-            }
-            Record::RefreshCutoff { user, cutoff, keep_until } => {
-                let value = encode(&(cutoff.unix_timestamp_nanos(), keep_until.unix_timestamp_nanos()), "cutoff")?;
-                insert_new(&self.refresh_cutoffs, user.as_bytes(), value, &format!("cutoff of {user}"))?;
+            record @ Record::RefreshFamily { .. } => {
+                let (family, record) = FamilyRecord::import(record)?;
+                self.user_exists(&record.user())?;
+                if self.refresh_families.contains_key(family)? {
+                    return Err(StoreError::Corrupt(format!(
+                        "refresh family {} appears twice",
+                        Uuid::from_bytes(family)
+                    )));
+                }
+                self.put_family(&family, &record)?;
             }
         }
         Ok(())

@@ -1,18 +1,19 @@
 //! The embedded backend: one sled database in `WXAUTH_DATA_DIR`, one process.
 //!
-//! Trees (schema 3):
+//! Trees (schema 5):
 //! - `user_records`: user id (16 bytes) → the user, its WeChat identities and each one's
 //!   newest session key, one compact record ([`record::UserRecord`], postcard)
 //! - `openids`: `"{appid}:{openid}"` → user id; the binding a login looks up
 //! - `unionids`: unionid → user id; how a login from another app finds the same person
 //! - `accounts`: username → user id and argon2id password hash ([`record::AccountRecord`])
 //! - `bind_tickets`: SHA-256 of a ticket → what it stands for ([`record::TicketRecord`])
-//! - `refresh_tokens`, `refresh_revoked`, `refresh_cutoffs`: refresh tokens ([`refresh`])
+//! - `refresh_families`, `refresh_by_user`: refresh tokens, one record per login ([`refresh`])
 //! - `details`: user id → the phone number and profile the user shared, sealed
 //!   ([`record::DetailsRecord`]); apart from the user record, which every login rewrites
 //! - `meta`: `schema_version` → u32 big-endian
 //!
-//! Earlier layouts are migrated once at open ([`migrate_from_v1`], [`migrate_from_v2`]).
+//! Earlier layouts are migrated once at open ([`migrate_from_v1`], [`migrate_from_v2`],
+//! [`migrate_from_v3`], [`migrate_from_v4`]).
 //!
 //! Concurrency: sled admits one process per directory, so everything that changes who is
 //! bound to whom (first logins, unionid links, binds, unbinds, accounts) runs under one
@@ -88,10 +89,9 @@ pub(super) struct SledStore {
     swept_at: Arc<AtomicI64>,
     /// Seals the session keys at rest.
     pub(in crate::store) sealer: Sealer,
-    refresh_tokens: ::sled::Tree,
-    refresh_revoked: ::sled::Tree,
-    refresh_cutoffs: ::sled::Tree,
-    /// Held while a refresh token is spent or a family revoked ([`refresh`]).
+    refresh_families: ::sled::Tree,
+    refresh_by_user: ::sled::Tree,
+    /// Held while a refresh family starts, rotates or is revoked ([`refresh`]).
     refresh: Arc<Mutex<()>>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
 }
@@ -135,10 +135,12 @@ impl SledStore {
         if version <= 3 {
             migrate_from_v3(&db, &meta, &sealer)?;
         }
+        if version <= 4 {
+            migrate_from_v4(&db, &meta)?;
+        }
         // Left behind if a migration from schema 2 stopped right after its last step.
         db.drop_tree(V2_RECORDS)?;
-        let (refresh_tokens, refresh_revoked, refresh_cutoffs) =
-            (db.open_tree("refresh_tokens")?, db.open_tree("refresh_revoked")?, db.open_tree("refresh_cutoffs")?);
+        let (refresh_families, refresh_by_user) = (db.open_tree("refresh_families")?, db.open_tree("refresh_by_user")?);
         Ok(Self {
             records: db.open_tree(RECORDS)?,
             openids: db.open_tree("openids")?,
@@ -151,9 +153,8 @@ impl SledStore {
             links: Arc::default(),
             swept_at: Arc::default(),
             sealer,
-            refresh_tokens,
-            refresh_revoked,
-            refresh_cutoffs,
+            refresh_families,
+            refresh_by_user,
             refresh: Arc::default(),
             purge_cursor: Arc::default(),
         })
@@ -870,6 +871,27 @@ fn migrate_from_v3(db: &::sled::Db, meta: &::sled::Tree, sealer: &Sealer) -> Res
     meta.insert(SCHEMA_KEY, &4u32.to_be_bytes()[..])?;
     db.flush()?;
     tracing::info!(target: "wxauth::store", session_keys = sealed, "migrated the store from schema 3 to 4 (session keys sealed)");
+    Ok(())
+}
+
+/// Schema 5 keeps one record per refresh family instead of one per token, with a
+/// revocation flag instead of separate revocation trees. The old records are dropped, not
+/// converted: a refresh token stands for a login that `wx.login` repeats for free, so each
+/// client logs in again once, and no revocation can be lost on the way.
+fn migrate_from_v4(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreError> {
+    let mut dropped = 0;
+    for tree in ["refresh_tokens", "refresh_revoked", "refresh_cutoffs"] {
+        dropped += db.open_tree(tree)?.len();
+        db.drop_tree(tree)?;
+    }
+    db.flush()?;
+    meta.insert(SCHEMA_KEY, &5u32.to_be_bytes()[..])?;
+    db.flush()?;
+    tracing::info!(
+        target: "wxauth::store",
+        dropped,
+        "migrated the store from schema 4 to 5 (one record per refresh family; clients log in again once)"
+    );
     Ok(())
 }
 

@@ -1,17 +1,17 @@
-//! Refresh tokens: families of single-use tokens with reuse detection.
+//! Refresh tokens on sled: one record per family, whatever the number of refreshes.
 //!
-//! A login writes one record, nothing else, because logins are the hot path:
-//! - `refresh_tokens`: selector (UUID v7) → [`TokenRecord`]: the verifier's SHA-256, the
-//!   family (the selector of its first token) and when it started, user, identity, expiry,
-//!   and whether the token was spent.
+//! - `refresh_families`: family id (UUID v7) → [`FamilyRecord`]: the current generation and
+//!   its verifier's SHA-256, when the family started, user, identity, the current token's
+//!   expiry, and whether the family was revoked;
+//! - `refresh_by_user`: user id ‖ family id → nothing; a user's families oldest first, for
+//!   the per-user cap, logout-all and revocations.
 //!
-//! Revocations are rare and written apart, each kept until every token it covers expired:
-//! - `refresh_revoked`: family → keep-until; a logout, or a spent token presented again;
-//! - `refresh_cutoffs`: user id → (cutoff, keep-until); logout-all revokes every family
-//!   the user started up to the cutoff, without having to find them.
-//!
-//! Rotations and revocations run under [`SledStore::refresh`], a lock of their own (they
-//! never touch bindings), so that one presented token is spent exactly once.
+//! What presenting a token does is decided by [`crate::store::refresh::judge`], shared with
+//! PostgreSQL. Starts, rotations and revocations run under [`SledStore::refresh`], a lock of
+//! their own (they never touch bindings), so that one presented token is spent exactly once.
+//! The two trees are written family first: a crash in between leaves a family the index
+//! does not list, which the purge removes when it expires, never an index entry that a
+//! later family could be confused with.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -19,66 +19,88 @@ use time::OffsetDateTime;
 use super::SledStore;
 use crate::{
     domain::{Identity, UserId},
-    store::{PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError},
+    store::{
+        PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError,
+        refresh::{Family, Verdict, judge, next_generation},
+    },
 };
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct TokenRecord {
+pub(super) struct FamilyRecord {
     verifier_hash: [u8; 32],
-    family: [u8; 16],
-    family_started: i128,
+    generation: u32,
+    started: i128,
     user: [u8; 16],
     appid: String,
     openid: String,
     expires_at: i128,
-    spent: bool,
+    revoked: bool,
 }
 
-impl TokenRecord {
+impl FamilyRecord {
+    fn family(&self) -> Family<'_> {
+        Family {
+            generation: self.generation,
+            verifier_hash: &self.verifier_hash,
+            revoked: self.revoked,
+            expires_at: self.expires_at,
+        }
+    }
+
     /// The record as exported.
-    pub(super) fn export(self, selector: uuid::Uuid) -> Result<crate::store::export::Record, StoreError> {
+    pub(super) fn export(self, family: uuid::Uuid) -> Result<crate::store::export::Record, StoreError> {
         use crate::store::{codec::time, export::hex};
-        Ok(crate::store::export::Record::RefreshToken {
-            selector,
+        Ok(crate::store::export::Record::RefreshFamily {
+            family,
+            generation: self.generation,
             verifier_hash: hex(&self.verifier_hash),
-            family: uuid::Uuid::from_bytes(self.family),
-            family_started: time(self.family_started)?,
+            started: time(self.started)?,
             user: uuid::Uuid::from_bytes(self.user),
             appid: self.appid,
             openid: self.openid,
             expires_at: time(self.expires_at)?,
-            spent: self.spent,
+            revoked: self.revoked,
         })
     }
 
-    /// The record of an exported refresh token, with its selector.
-    pub(super) fn import(record: crate::store::export::Record) -> Result<(uuid::Uuid, Self), StoreError> {
+    /// The record of an exported family, with its id.
+    pub(super) fn import(record: crate::store::export::Record) -> Result<([u8; 16], Self), StoreError> {
         use crate::store::export::{Record, unhex};
-        let Record::RefreshToken {
-            selector,
-            verifier_hash,
+        let Record::RefreshFamily {
             family,
-            family_started,
+            generation,
+            verifier_hash,
+            started,
             user,
             appid,
             openid,
             expires_at,
-            spent,
+            revoked,
         } = record
         else {
-            return Err(StoreError::Corrupt("not a refresh token".into()));
+            return Err(StoreError::Corrupt("not a refresh family".into()));
         };
-        let token = Self {
+        let record = Self {
             verifier_hash: unhex::<32>(&verifier_hash, "a verifier hash")?,
-            family: family.into_bytes(),
-            family_started: family_started.unix_timestamp_nanos(),
+            generation,
+            started: started.unix_timestamp_nanos(),
             user: user.into_bytes(),
             appid,
             openid,
             expires_at: expires_at.unix_timestamp_nanos(),
-            spent,
+            revoked,
         };
-        Ok((selector, token))
+        Ok((family.into_bytes(), record))
+    }
+
+    /// The family's user.
+    pub(super) fn user(&self) -> uuid::Uuid {
+        uuid::Uuid::from_bytes(self.user)
+    }
+
+    /// Its key in `refresh_by_user`.
+    fn index_key(&self, family: &[u8]) -> Vec<u8> {
+        [&self.user[..], family].concat()
     }
 }
 
@@ -91,23 +113,19 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
 }
 
 impl SledStore {
-    /// The record of `id`, if the verifier matches.
-    fn refresh_record(&self, id: &RefreshId) -> Result<Option<TokenRecord>, StoreError> {
-        let Some(bytes) = self.refresh_tokens.get(id.selector)? else { return Ok(None) };
-        let token: TokenRecord = decode(&bytes, "refresh token")?;
-        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(&token.verifier_hash, &id.verifier_hash);
-        Ok(matches.is_ok().then_some(token))
+    fn refresh_turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.refresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the family of `token` was revoked, alone or by a logout-all.
-    fn refresh_revoked(&self, token: &TokenRecord) -> Result<bool, StoreError> {
-        if self.refresh_revoked.contains_key(token.family)? {
-            return Ok(true);
-        }
-        Ok(match self.refresh_cutoffs.get(token.user)? {
-            Some(bytes) => decode::<(i128, i128)>(&bytes, "cutoff")?.0 >= token.family_started,
-            None => false,
-        })
+    fn family_record(&self, family: &[u8]) -> Result<Option<FamilyRecord>, StoreError> {
+        self.refresh_families.get(family)?.map(|bytes| decode(&bytes, "refresh family")).transpose()
+    }
+
+    /// Writes a family and its index entry (family first, see the module comment).
+    pub(super) fn put_family(&self, family: &[u8], record: &FamilyRecord) -> Result<(), StoreError> {
+        self.refresh_families.insert(family, encode(record, "refresh family")?)?;
+        self.refresh_by_user.insert(record.index_key(family), &[])?;
+        Ok(())
     }
 
     pub(in crate::store) fn start_refresh(
@@ -116,100 +134,111 @@ impl SledStore {
         grant: &RefreshGrant,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        keep: usize,
     ) -> Result<(), StoreError> {
-        let token = TokenRecord {
+        let record = FamilyRecord {
             verifier_hash: id.verifier_hash,
-            family: id.selector,
-            family_started: now.unix_timestamp_nanos(),
+            generation: id.generation,
+            started: now.unix_timestamp_nanos(),
             user: *grant.user.as_bytes(),
             appid: grant.identity.appid.clone(),
             openid: grant.identity.openid.clone(),
             expires_at: expires_at.unix_timestamp_nanos(),
-            spent: false,
+            revoked: false,
         };
-        self.refresh_tokens.insert(id.selector, encode(&token, "refresh token")?)?;
+        let _turn = self.refresh_turn();
+        self.put_family(&id.family, &record)?;
+        // Family ids are UUID v7, so the user's index lists the oldest first.
+        let held = self.refresh_by_user.scan_prefix(grant.user.as_bytes()).keys().collect::<Result<Vec<_>, _>>()?;
+        for key in held.iter().take(held.len().saturating_sub(keep.max(1))) {
+            self.refresh_families.remove(&key[16..])?;
+            self.refresh_by_user.remove(key)?;
+        }
         Ok(())
     }
 
     pub(in crate::store) async fn rotate_refresh(
         &self,
         old: &RefreshId,
-        new: &RefreshId,
+        next_verifier_hash: &[u8; 32],
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
         let outcome = {
-            let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(mut token) = self.refresh_record(old)? else { return Ok(Refreshed::Unknown) };
-            if self.refresh_revoked(&token)? {
-                return Ok(Refreshed::Revoked);
-            }
-            if token.spent {
-                // Every token of the family expires by the newest one's expiry, which is at
-                // most a lifetime after the newest rotation: `expires_at` (now + lifetime).
-                self.refresh_revoked.insert(token.family, &expires_at.unix_timestamp_nanos().to_be_bytes())?;
-                Refreshed::Reused
-            } else if token.expires_at <= now.unix_timestamp_nanos() {
-                return Ok(Refreshed::Expired);
-            } else {
-                let next = TokenRecord {
-                    verifier_hash: new.verifier_hash,
-                    expires_at: expires_at.unix_timestamp_nanos(),
-                    appid: token.appid.clone(),
-                    openid: token.openid.clone(),
-                    ..token
-                };
-                self.refresh_tokens.insert(new.selector, encode(&next, "refresh token")?)?;
-                token.spent = true;
-                self.refresh_tokens.insert(old.selector, encode(&token, "refresh token")?)?;
-                Refreshed::Rotated(RefreshGrant {
-                    user: UserId::from_bytes(token.user),
-                    identity: Identity { appid: token.appid, openid: token.openid },
-                })
+            let _turn = self.refresh_turn();
+            let Some(mut record) = self.family_record(&old.family)? else { return Ok(Refreshed::Unknown) };
+            match judge(&record.family(), old, now.unix_timestamp_nanos()) {
+                Verdict::Unknown => return Ok(Refreshed::Unknown),
+                Verdict::Revoked => return Ok(Refreshed::Revoked),
+                Verdict::Expired => return Ok(Refreshed::Expired),
+                Verdict::Reuse => {
+                    record.revoked = true;
+                    self.refresh_families.insert(old.family, encode(&record, "refresh family")?)?;
+                    Refreshed::Reused
+                }
+                Verdict::Rotate => {
+                    let Some(generation) = next_generation(record.generation) else { return Ok(Refreshed::Expired) };
+                    record.generation = generation;
+                    record.verifier_hash = *next_verifier_hash;
+                    record.expires_at = expires_at.unix_timestamp_nanos();
+                    self.refresh_families.insert(old.family, encode(&record, "refresh family")?)?;
+                    Refreshed::Rotated(RefreshGrant {
+                        user: UserId::from_bytes(record.user),
+                        identity: Identity { appid: record.appid, openid: record.openid },
+                    })
+                }
             }
         };
         self.commit.wait().await?;
         Ok(outcome)
     }
 
-    pub(in crate::store) async fn revoke_refresh(
-        &self,
-        id: &RefreshId,
-        keep_until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    /// Marks a family revoked; `false` when it is gone.
+    fn revoke_family(&self, family: &[u8]) -> Result<bool, StoreError> {
+        let Some(mut record) = self.family_record(family)? else { return Ok(false) };
+        if !record.revoked {
+            record.revoked = true;
+            self.refresh_families.insert(family, encode(&record, "refresh family")?)?;
+        }
+        Ok(true)
+    }
+
+    pub(in crate::store) async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
         {
-            let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(token) = self.refresh_record(id)? else { return Ok(()) };
-            self.refresh_revoked.insert(token.family, &keep_until.unix_timestamp_nanos().to_be_bytes())?;
+            let _turn = self.refresh_turn();
+            let Some(record) = self.family_record(&id.family)? else { return Ok(()) };
+            // Any token of the family revokes it (a spent one too); a forged one does not.
+            if judge(&record.family(), id, i128::MIN) == Verdict::Unknown {
+                return Ok(());
+            }
+            self.revoke_family(&id.family)?;
         }
         self.commit.wait().await
     }
 
-    pub(in crate::store) async fn revoke_user_refresh(
-        &self,
-        user: &UserId,
-        now: OffsetDateTime,
-        keep_until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    pub(in crate::store) async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
         {
-            let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let cutoff = (now.unix_timestamp_nanos(), keep_until.unix_timestamp_nanos());
-            self.refresh_cutoffs.insert(user.as_bytes(), encode(&cutoff, "cutoff")?)?;
+            let _turn = self.refresh_turn();
+            for key in self.refresh_by_user.scan_prefix(user.as_bytes()).keys() {
+                let key = key?;
+                if !self.revoke_family(&key[16..])? {
+                    self.refresh_by_user.remove(&key)?;
+                }
+            }
         }
         self.commit.wait().await
     }
 
-    /// Tokens first, then the revocations that no live token needs any more, each pass
-    /// resuming after the last key looked at.
+    /// Families first, then index entries whose family is gone, each pass resuming after the
+    /// last key looked at.
     pub(in crate::store) fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         let now = now.unix_timestamp_nanos();
         let mut cursor = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner());
         let (mut removed, mut seen) = (0, 0);
         loop {
             let tree = match cursor.tree {
-                0 => &self.refresh_tokens,
-                1 => &self.refresh_revoked,
-                2 => &self.refresh_cutoffs,
+                0 => &self.refresh_families,
+                1 => &self.refresh_by_user,
                 _ => {
                     cursor.tree = 0;
                     return Ok(PurgeBatch { removed, done: true });
@@ -220,18 +249,16 @@ impl SledStore {
                 let (key, bytes) = entry?;
                 seen += 1;
                 // Under the lock: a rotation must not resurrect what is being removed.
-                let _turn = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-                let dead = match cursor.tree {
-                    0 => {
-                        let token: TokenRecord = decode(&bytes, "refresh token")?;
-                        token.expires_at <= now || self.refresh_revoked(&token)?
+                let _turn = self.refresh_turn();
+                if cursor.tree == 0 {
+                    let record: FamilyRecord = decode(&bytes, "refresh family")?;
+                    if record.expires_at <= now || !self.records.contains_key(record.user)? {
+                        tree.remove(&key)?;
+                        self.refresh_by_user.remove(record.index_key(&key))?;
+                        removed += 1;
                     }
-                    1 => i128::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default()) <= now,
-                    _ => decode::<(i128, i128)>(&bytes, "cutoff")?.1 <= now,
-                };
-                if dead {
+                } else if !self.refresh_families.contains_key(key.get(16..).unwrap_or_default())? {
                     tree.remove(&key)?;
-                    removed += 1;
                 }
                 if seen == limit {
                     cursor.after = Some(key.to_vec());
@@ -246,7 +273,7 @@ impl SledStore {
 /// Where a purge pass stands.
 #[derive(Default)]
 pub(super) struct PurgeCursor {
-    /// 0: tokens, 1: revoked families, 2: cutoffs.
+    /// 0: families, 1: the user index.
     tree: u8,
     /// The last key looked at in the current tree.
     after: Option<Vec<u8>>,

@@ -5,7 +5,8 @@
 //!
 //! A keyed limiter keeps one entry per key until told to forget idle ones, and keys here
 //! come from clients: every [`SWEEP_EVERY`] checks, entries whose quota has fully
-//! refilled are dropped, so memory follows the keys active within the last minute.
+//! refilled are dropped, so memory follows the keys active within the last minute (and the
+//! wrong-password backoff of identities seen within the last hour).
 
 use std::{
     collections::HashMap,
@@ -153,9 +154,6 @@ impl Attempts {
     pub fn note_wrong_password(&self, identity: &str) -> Duration {
         let now = Instant::now();
         let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        if backoff.len() >= SWEEP_EVERY as usize {
-            backoff.retain(|_, b| b.until + BACKOFF_MEMORY > now);
-        }
         let entry = backoff.entry(identity.to_owned()).or_insert(Backoff { failures: 0, until: now });
         if entry.until + BACKOFF_MEMORY <= now {
             entry.failures = 0;
@@ -211,6 +209,8 @@ impl Attempts {
         if let Some(l) = &self.refresh_per_ip {
             l.retain_recent();
         }
+        let now = Instant::now();
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, b| b.until + BACKOFF_MEMORY > now);
     }
 }
 

@@ -261,7 +261,8 @@ impl SledStore {
                         Uuid::from_bytes(family)
                     )));
                 }
-                self.put_family(&family, &record)?;
+                // An export holds what the exporting store kept: nothing beyond its cap.
+                self.put_family(family, &record, usize::MAX)?;
             }
         }
         Ok(())

@@ -3,15 +3,16 @@
 //! - `refresh_families`: family id (UUID v7) → [`FamilyRecord`]: the current generation and
 //!   its verifier's SHA-256, when the family started, user, identity, the current token's
 //!   expiry, and whether the family was revoked;
-//! - `refresh_by_user`: user id ‖ family id → nothing; a user's families oldest first, for
-//!   the per-user cap, logout-all and revocations.
+//! - `refresh_by_user`: user id → the user's family ids, oldest first (postcard), for the
+//!   per-user cap, logout-all and revocations. One value rather than a key per family: a
+//!   login reads and writes it once instead of scanning a range of keys.
 //!
 //! What presenting a token does is decided by [`crate::store::refresh::judge`], shared with
 //! PostgreSQL. Starts, rotations and revocations run under [`SledStore::refresh`], a lock of
 //! their own (they never touch bindings), so that one presented token is spent exactly once.
 //! The two trees are written family first: a crash in between leaves a family the index
-//! does not list, which the purge removes when it expires, never an index entry that a
-//! later family could be confused with.
+//! does not list, which the purge removes when it expires; an index entry whose family is
+//! gone is dropped by the next change of the list, or by the purge.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -98,10 +99,6 @@ impl FamilyRecord {
         uuid::Uuid::from_bytes(self.user)
     }
 
-    /// Its key in `refresh_by_user`.
-    fn index_key(&self, family: &[u8]) -> Vec<u8> {
-        [&self.user[..], family].concat()
-    }
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
@@ -121,11 +118,39 @@ impl SledStore {
         self.refresh_families.get(family)?.map(|bytes| decode(&bytes, "refresh family")).transpose()
     }
 
-    /// Writes a family and its index entry (family first, see the module comment).
-    pub(super) fn put_family(&self, family: &[u8], record: &FamilyRecord) -> Result<(), StoreError> {
-        self.refresh_families.insert(family, encode(record, "refresh family")?)?;
-        self.refresh_by_user.insert(record.index_key(family), &[])?;
+    /// The family ids of a user, oldest first.
+    fn families_of(&self, user: &[u8]) -> Result<Vec<[u8; 16]>, StoreError> {
+        Ok(match self.refresh_by_user.get(user)? {
+            Some(bytes) => decode(&bytes, "a user's refresh families")?,
+            None => Vec::new(),
+        })
+    }
+
+    fn set_families_of(&self, user: &[u8], families: &[[u8; 16]]) -> Result<(), StoreError> {
+        if families.is_empty() {
+            self.refresh_by_user.remove(user)?;
+        } else {
+            self.refresh_by_user.insert(user, encode(&families, "a user's refresh families")?)?;
+        }
         Ok(())
+    }
+
+    /// Writes a family (an import's, or a login's) and adds it to its user's list, family
+    /// first (see the module comment); the user keeps the newest `keep`. Under the refresh
+    /// lock.
+    pub(super) fn put_family(&self, family: [u8; 16], record: &FamilyRecord, keep: usize) -> Result<(), StoreError> {
+        self.refresh_families.insert(family, encode(record, "refresh family")?)?;
+        let mut families = self.families_of(&record.user)?;
+        // Family ids are UUID v7: the order of the list is their age, imports included.
+        let at = families.partition_point(|f| *f < family);
+        if families.get(at) != Some(&family) {
+            families.insert(at, family);
+        }
+        let evicted = families.len().saturating_sub(keep.max(1));
+        for old in families.drain(..evicted) {
+            self.refresh_families.remove(old)?;
+        }
+        self.set_families_of(&record.user, &families)
     }
 
     pub(in crate::store) fn start_refresh(
@@ -147,14 +172,7 @@ impl SledStore {
             revoked: false,
         };
         let _turn = self.refresh_turn();
-        self.put_family(&id.family, &record)?;
-        // Family ids are UUID v7, so the user's index lists the oldest first.
-        let held = self.refresh_by_user.scan_prefix(grant.user.as_bytes()).keys().collect::<Result<Vec<_>, _>>()?;
-        for key in held.iter().take(held.len().saturating_sub(keep.max(1))) {
-            self.refresh_families.remove(&key[16..])?;
-            self.refresh_by_user.remove(key)?;
-        }
-        Ok(())
+        self.put_family(id.family, &record, keep)
     }
 
     pub(in crate::store) async fn rotate_refresh(
@@ -219,18 +237,23 @@ impl SledStore {
     pub(in crate::store) async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
         {
             let _turn = self.refresh_turn();
-            for key in self.refresh_by_user.scan_prefix(user.as_bytes()).keys() {
-                let key = key?;
-                if !self.revoke_family(&key[16..])? {
-                    self.refresh_by_user.remove(&key)?;
+            let mut families = self.families_of(user.as_bytes())?;
+            let before = families.len();
+            let mut kept = Vec::with_capacity(before);
+            for family in families.drain(..) {
+                if self.revoke_family(&family)? {
+                    kept.push(family);
                 }
+            }
+            if kept.len() != before {
+                self.set_families_of(user.as_bytes(), &kept)?;
             }
         }
         self.commit.wait().await
     }
 
-    /// Families first, then index entries whose family is gone, each pass resuming after the
-    /// last key looked at.
+    /// Families first, then the users' lists (dropping ids whose family is gone), each pass
+    /// resuming after the last key looked at.
     pub(in crate::store) fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         let now = now.unix_timestamp_nanos();
         let mut cursor = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner());
@@ -254,11 +277,18 @@ impl SledStore {
                     let record: FamilyRecord = decode(&bytes, "refresh family")?;
                     if record.expires_at <= now || !self.records.contains_key(record.user)? {
                         tree.remove(&key)?;
-                        self.refresh_by_user.remove(record.index_key(&key))?;
+                        let mut families = self.families_of(&record.user)?;
+                        families.retain(|f| f[..] != key[..]);
+                        self.set_families_of(&record.user, &families)?;
                         removed += 1;
                     }
-                } else if !self.refresh_families.contains_key(key.get(16..).unwrap_or_default())? {
-                    tree.remove(&key)?;
+                } else {
+                    let mut families: Vec<[u8; 16]> = decode(&bytes, "a user's refresh families")?;
+                    let before = families.len();
+                    families.retain(|f| self.refresh_families.contains_key(f).unwrap_or(true));
+                    if families.len() != before {
+                        self.set_families_of(&key, &families)?;
+                    }
                 }
                 if seen == limit {
                     cursor.after = Some(key.to_vec());
@@ -273,7 +303,7 @@ impl SledStore {
 /// Where a purge pass stands.
 #[derive(Default)]
 pub(super) struct PurgeCursor {
-    /// 0: families, 1: the user index.
+    /// 0: families, 1: the users' lists.
     tree: u8,
     /// The last key looked at in the current tree.
     after: Option<Vec<u8>>,

@@ -104,7 +104,8 @@ pub enum UsersCommand {
 pub enum KeysCommand {
     /// Add a new signing key (algorithm: WXAUTH_SIGNING_ALG). It is published at once and
     /// signs after WXAUTH_KEY_ACTIVATION_SECS (the first key of an empty ring signs at
-    /// once); older keys stay published while their tokens may be alive.
+    /// once); older keys stay published while their tokens may be alive. Also creates the
+    /// session-key encryption key (session-keys.secret) when the directory has none.
     Rotate {
         /// Make a dev-mode key in an empty keys directory (a non-empty one keeps its
         /// mode). Dev and production keys never share a directory.
@@ -146,6 +147,12 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             report_bad_files(&bad);
             let mode = if key.mode == KeyMode::Dev { "dev-mode " } else { "" };
             println!("added {mode}{} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
+            // Made here, before any server starts, it is in the directory every replica is
+            // given, rather than made by each replica on its own.
+            if Sealer::load(&settings.keys_dir)?.is_none() {
+                Sealer::load_or_create(&settings.keys_dir)?;
+                println!("created the session-key encryption key {}", crate::store::sealed::KEY_FILE);
+            }
             if key.activates <= key.created {
                 println!("it signs now: running servers switch to it within a minute (or at once on SIGHUP)");
             } else {
@@ -301,7 +308,11 @@ async fn open_store(settings: &Settings, purpose: Purpose) -> Result<Store, Stri
             ));
         }
     };
-    Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))
+    let store = Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))?;
+    // Like every replica: an export with another key would name a key that did not seal
+    // its values, and an account added with it would be made next to data it cannot open.
+    store.claim_sealing_key().await.map_err(|e| format!("the store cannot be opened: {e}"))?;
+    Ok(store)
 }
 
 /// `wxauth store export`: the store, as JSON lines on stdout.

@@ -502,6 +502,13 @@ async fn a_lost_encryption_key_makes_stored_session_keys_stale_not_a_server_erro
     server.stop();
 
     std::fs::remove_file(dir.path().join("keys").join(wxauth::store::sealed::KEY_FILE)).unwrap();
+    if on_postgres() {
+        // A database records its key, so that no replica seals with another; a key lost
+        // for good is given up by removing the record, as the README says.
+        let stderr = crate::helpers::refused_start(&vars, &["serve"]);
+        assert!(stderr.contains("session-keys.secret"), "{stderr}");
+        forget_sealing_key(&vars["WXAUTH_DATABASE_URL"]).await;
+    }
     let server = Server::start(&vars, &["serve"]);
     // The person's stored key and phone number no longer open: stale, and absent.
     let resp = post_phone(&server, &token).await.unwrap();
@@ -517,6 +524,14 @@ async fn a_lost_encryption_key_makes_stored_session_keys_stale_not_a_server_erro
     assert_eq!(post_phone(&server, &token).await.unwrap().status(), 200);
     let log = server.stop();
     assert!(!log.contains("panicked") && !log.contains("server_error"), "{log}");
+}
+
+/// What the README says to run when `session-keys.secret` is lost for good.
+async fn forget_sealing_key(database: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(database).await.unwrap();
+    sqlx::query("DELETE FROM meta WHERE key = 'sealing_key'").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,11 @@
 //! beside the signing keys, so that a copied data directory alone does not reveal them.
 //!
 //! The key file is `session-keys.secret` in the keys directory: 32 random bytes in base64,
-//! mode 0600, created on first start (or by `wxauth keys rotate`) and never replaced: a
-//! temporary file, fsync, a hard link into place, fsync of the directory. Replicas started
-//! together on a keys directory without it thus end up with one key, not one each. The key
-//! ring reads only `*.pem`, so it is never taken for a signing key.
+//! mode 0600, checked like the signing keys when loaded ([`crate::keyfile`]). It is created
+//! on first start (or by `wxauth keys rotate`) and never replaced: a temporary file, fsync,
+//! a hard link into place, fsync of the directory. Replicas started together on a keys
+//! directory without it thus end up with one key, not one each. The key ring reads only
+//! `*.pem`, so it is never taken for a signing key.
 //!
 //! A sealed value is `s1.` + base64(nonce ‖ ciphertext ‖ tag). The associated data names
 //! what the value belongs to (a user and an app, or a ticket), so a sealed key moved to
@@ -44,6 +45,10 @@ pub enum SealError {
     /// The key file does not hold a key.
     #[error("{0}: expected 32 bytes in base64 (the session-key encryption key)")]
     Malformed(PathBuf),
+    /// The key file may not be trusted (a symlink, another owner, readable by others), or
+    /// could not be read.
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfile::KeyFileError),
     /// No randomness for a new key or nonce.
     #[error("no randomness available")]
     Random,
@@ -66,7 +71,13 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Loads the key from `keys_dir`; `None` when there is no key file.
     pub fn load(keys_dir: &Path) -> Result<Option<Self>, SealError> {
-        if keys_dir.join(KEY_FILE).exists() { Self::load_or_create(keys_dir).map(Some) } else { Ok(None) }
+        // Not `exists()`, which follows a symlink: a dangling one must be refused, not
+        // taken for no key.
+        match fs::symlink_metadata(keys_dir.join(KEY_FILE)) {
+            Ok(_) => Self::load_or_create(keys_dir).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SealError::Io { path: keys_dir.join(KEY_FILE), source }),
+        }
     }
 
     /// Loads the key from `keys_dir`, creating it (and the directory) on first start.
@@ -80,9 +91,9 @@ impl Sealer {
             let path = path.to_owned();
             move |source| SealError::Io { path, source }
         };
-        match fs::read_to_string(&path) {
+        match crate::keyfile::read(&path) {
             Ok(text) => Self::parse(&text, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 let mut key = [0u8; 32];
                 aws_lc_rs::rand::fill(&mut key).map_err(|_| SealError::Random)?;
                 // Private like the signing keys beside it.
@@ -96,17 +107,17 @@ impl Sealer {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         tracing::info!(file = %path.display(), "another process created the session-key encryption key first; using it");
-                        Self::parse(&fs::read_to_string(&path).map_err(io(&path))?, &path)
+                        Self::parse(&crate::keyfile::read(&path)?, &path)
                     }
                     Err(e) => Err(io(&path)(e)),
                 }
             }
-            Err(e) => Err(io(&path)(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
-    fn parse(text: &str, path: &Path) -> Result<Self, SealError> {
-        let key = STANDARD.decode(text.trim()).map_err(|_| SealError::Malformed(path.to_owned()))?;
+    fn parse(text: &[u8], path: &Path) -> Result<Self, SealError> {
+        let key = STANDARD.decode(text.trim_ascii()).map_err(|_| SealError::Malformed(path.to_owned()))?;
         Self::from_key(&key).ok_or_else(|| SealError::Malformed(path.to_owned()))
     }
 
@@ -251,6 +262,7 @@ mod tests {
     fn a_malformed_key_file_is_refused_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), "not a key\n").unwrap();
+        fs::set_permissions(dir.path().join(KEY_FILE), fs::Permissions::from_mode(0o600)).unwrap();
         let err = Sealer::load_or_create(dir.path()).unwrap_err().to_string();
         assert!(err.contains(KEY_FILE) && err.contains("32 bytes"), "{err}");
     }

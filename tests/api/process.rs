@@ -557,6 +557,59 @@ async fn a_stray_file_in_the_keys_directory_is_reported_and_blocks_only_serve() 
     assert!(stderr.contains("stray.pem") && stderr.contains("not a PEM file"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_key_file_others_could_read_or_swap_stops_start_up_naming_the_file() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let key_file = wxauth::store::sealed::KEY_FILE;
+    type Spoil = fn(&Path, &Path);
+    let mut cases: Vec<(&str, Spoil, &str)> = vec![
+        (
+            "readable by others",
+            |f, _| std::fs::set_permissions(f, PermissionsExt::from_mode(0o644)).unwrap(),
+            "mode 0644",
+        ),
+        (
+            "readable by the group",
+            |f, _| std::fs::set_permissions(f, PermissionsExt::from_mode(0o640)).unwrap(),
+            "mode 0640",
+        ),
+        (
+            "a symbolic link",
+            |f, outside| {
+                std::fs::rename(f, outside).unwrap();
+                symlink(outside, f).unwrap();
+            },
+            "symbolic link",
+        ),
+        (
+            "a directory",
+            |f, _| {
+                std::fs::remove_file(f).unwrap();
+                std::fs::create_dir(f).unwrap();
+            },
+            "not a regular file",
+        ),
+    ];
+    if rustix::process::geteuid().is_root() {
+        cases.push((
+            "another user's",
+            |f, _| std::os::unix::fs::chown(f, Some(65534), None).unwrap(),
+            "owned by uid 65534",
+        ));
+    } else {
+        eprintln!("skipped the file of another owner: only root can give a file away");
+    }
+    for (case, spoil, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (_wechat, vars) = production(dir.path()).await;
+        spoil(&dir.path().join("keys").join(key_file), &dir.path().join("elsewhere"));
+
+        let stderr = crate::helpers::refused_start(&vars, &["serve"]);
+
+        assert!(stderr.contains(key_file) && stderr.contains(reason), "{case}: {stderr}");
+    }
+}
+
 /// Permission bits of `path`.
 fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

@@ -610,6 +610,67 @@ async fn a_session_key_file_others_could_read_or_swap_stops_start_up_naming_the_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_an_admin_socket_directory_another_user_could_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    let mut cases: Vec<(u32, Option<u32>, &str)> =
+        vec![(0o777, None, "mode 0777"), (0o770, None, "mode 0770"), (0o1777, None, "mode 1777")];
+    if rustix::process::geteuid().is_root() {
+        cases.push((0o755, Some(65534), "belongs to uid 65534"));
+    } else {
+        eprintln!("skipped the directory of another owner: only root can give a directory away");
+    }
+    for (i, (mode, owner, reason)) in cases.into_iter().enumerate() {
+        let sockets = dir.path().join(format!("sockets-{i}"));
+        std::fs::create_dir(&sockets).unwrap();
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&sockets, owner, None).unwrap();
+        vars.insert("WXAUTH_ADMIN_SOCKET".into(), sockets.join("admin.sock").display().to_string());
+
+        let stderr = crate::helpers::refused_start(&vars, &["serve"]);
+
+        let named = stderr.contains("WXAUTH_ADMIN_SOCKET") && stderr.contains(&sockets.display().to_string());
+        assert!(named && stderr.contains(reason), "{reason}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_nothing_to_an_admin_socket_another_user_serves() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only root can start a server as another user");
+        return;
+    }
+    // A server of user 65534 (nobody) listening where this user's CLI looks.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let vars: HashMap<String, String> = [
+        ("WXAUTH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WXAUTH_DATA_DIR", home.join("data").display().to_string()),
+        ("WXAUTH_KEYS_DIR", home.join("keys").display().to_string()),
+        ("WXAUTH_ADMIN_SOCKET", home.join("admin.sock").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut foreign = crate::helpers::command(&vars, &["serve", "--dev"]);
+    foreign.uid(65534).gid(65534).current_dir(&home);
+    let server = Server::spawn(foreign);
+
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "add", "alice"], "correct horse battery\n");
+
+    assert!(!ok, "the command was sent to another user's server");
+    assert!(stderr.contains("uid 65534") && stderr.contains("WXAUTH_ADMIN_SOCKET"), "{stderr}");
+    let log = server.stop();
+    assert!(!log.contains("account added"), "{log}");
+}
+
 /// Permission bits of `path`.
 fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

@@ -532,7 +532,7 @@ impl Store {
             Backend::Postgres(p) => p.sealer.key_id().to_owned(),
         };
         export::check_header(header.as_ref(), &key_id).map_err(|e| export::at_line(1, e))?;
-        let mut body = export::UntilEnd::new(records);
+        let mut body = export::UntilEnd::new(records).map(|r| r.and_then(export::check_record));
         let imported = match &self.backend {
             Backend::Sled(r) => r.get()?.import(&mut body).await?,
             Backend::Postgres(p) => p.import(&mut body).await?,

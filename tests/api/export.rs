@@ -254,3 +254,33 @@ async fn an_import_refuses_an_account_with_a_bad_username_or_password_hash_namin
         assert!(ok, "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_a_file_is_private_to_its_user_and_never_replaces_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let source = on_sled(&vars, &dir.path().join("data"));
+    let server = Server::start(&source, &["serve"]);
+    assert_eq!(server.login("c@ann").await.0, 200);
+    server.stop();
+    let file = dir.path().join("wxauth.jsonl");
+    let output = file.display().to_string();
+
+    let (ok, stdout, stderr) = run_with_stdin(&source, &["store", "export", "--output", &output], "");
+
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "", "the export went to stdout too");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written, export(&source), "the file differs from the export on stdout");
+    // A second export does not replace the first, nor a file of the same name.
+    let (ok, _, stderr) = run_with_stdin(&source, &["store", "export", "-o", &output], "");
+    assert!(!ok && stderr.contains(&output) && stderr.contains("exists"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    // A failed export leaves no file behind.
+    let missing = dir.path().join("failed.jsonl");
+    let nowhere = on_sled(&vars, &dir.path().join("no-such-store"));
+    let (ok, _, _) = run_with_stdin(&nowhere, &["store", "export", "-o", &missing.display().to_string()], "");
+    assert!(!ok && !missing.exists(), "a failed export left {}", missing.display());
+}

@@ -7,6 +7,11 @@
 //! there. When nothing listens (the server is stopped), the CLI opens the store itself.
 //! Both paths run the same [`execute`], so they cannot drift apart.
 //!
+//! Both ends check the other. The server refuses a socket directory that other users can
+//! write, where one of them could put a socket of their own in its place, and answers only
+//! connections of its own user or root. The CLI sends nothing to a socket served by
+//! anyone but its own user or root: an impostor would receive password hashes.
+//!
 //! The protocol is one JSON line each way per connection. Passwords never cross it: the CLI
 //! hashes them (argon2id) and sends the hash.
 
@@ -148,6 +153,20 @@ pub enum AdminError {
     /// The other side sent something unreadable.
     #[error("admin channel: {0}")]
     Protocol(String),
+    /// The socket is served by another user: nothing was sent to it.
+    #[error(
+        "admin socket {path} (WXAUTH_ADMIN_SOCKET) is served by uid {peer}, neither the user running this \
+         command (uid {me}) nor root: nothing was sent to it, as another user's server would receive the \
+         command. Run the command as the user the server runs as (e.g. sudo -u USER wxauth ...)"
+    )]
+    ForeignServer {
+        /// The socket.
+        path: PathBuf,
+        /// The uid of the process that listens on it.
+        peer: u32,
+        /// The uid running the command.
+        me: u32,
+    },
 }
 
 impl From<StoreError> for AdminError {
@@ -240,14 +259,14 @@ impl Listener {
     /// Creates the socket with mode 0600. A socket file left by a server that is gone is
     /// replaced; one that answers belongs to a running server and is an error.
     pub async fn bind(path: &Path) -> std::io::Result<Self> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        check_directory(dir)?;
         if path.exists() {
             if UnixStream::connect(path).await.is_ok() {
                 return Err(std::io::Error::new(ErrorKind::AddrInUse, "another wxauth server answers on it"));
             }
             std::fs::remove_file(path)?;
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
         }
         // Bound under a temporary name and renamed once private: no moment when the final
         // path accepts connections with the umask's permissions.
@@ -292,6 +311,37 @@ impl Listener {
     }
 }
 
+/// Refuses a socket directory that another user could write to: they could remove the
+/// socket and listen in its place, and the CLI would send them its commands. Owned by the
+/// server's user or root, and writable by no one else (sticky or not: the path could
+/// still be taken before the server starts).
+fn check_directory(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "its directory {} {why}: another user could replace the socket and receive the commands sent \
+                 to it. Use a directory only the user running wxauth (or root) can write",
+                dir.display()
+            ),
+        ))
+    };
+    if meta.uid() != me && meta.uid() != 0 {
+        return refuse(format!("belongs to uid {}, not to the user running wxauth (uid {me}) or root", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "is writable by other users (mode {:04o}; `chmod go-w {}`)",
+            meta.mode() & 0o7777,
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 async fn answer(stream: UnixStream, store: &Store, appids: &[String]) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -319,6 +369,12 @@ pub async fn send(path: &Path, command: &Command) -> Result<Option<Reply>, Admin
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => return Ok(None),
         Err(e) => return Err(socket(e)),
     };
+    // Before anything is sent: the socket's file mode says nothing about who listens.
+    let peer = stream.peer_cred().map_err(socket)?.uid();
+    let me = rustix::process::geteuid().as_raw();
+    if peer != me && peer != 0 {
+        return Err(AdminError::ForeignServer { path: path.to_owned(), peer, me });
+    }
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(command).map_err(|e| AdminError::Protocol(e.to_string()))?;
     line.push('\n');

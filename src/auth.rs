@@ -160,6 +160,7 @@ impl From<StoreError> for BindFailure {
             | StoreError::AccountExists
             | StoreError::NoSuchUser
             | StoreError::WrongMode { .. }
+            | StoreError::WrongSealingKey { .. }
             | StoreError::NotEmpty
             | StoreError::NotCreated) => Self::Internal(e.into()),
         }

@@ -60,8 +60,14 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Write every record (users, bindings, unionids, accounts, details, tickets, refresh
-    /// tokens) to stdout, one JSON object per line.
-    Export,
+    /// tokens) to stdout, one JSON object per line. It holds password hashes and sealed
+    /// session keys: keep it like the keys directory.
+    Export {
+        /// Write to FILE instead: created with mode 0600 whatever the umask, and never
+        /// over an existing file (a shell's `> FILE` takes the shell's umask, often 0644).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Read an export from stdin into an empty store: all of it, or nothing.
     Import,
 }
@@ -104,7 +110,8 @@ pub enum UsersCommand {
 pub enum KeysCommand {
     /// Add a new signing key (algorithm: WXAUTH_SIGNING_ALG). It is published at once and
     /// signs after WXAUTH_KEY_ACTIVATION_SECS (the first key of an empty ring signs at
-    /// once); older keys stay published while their tokens may be alive.
+    /// once); older keys stay published while their tokens may be alive. Also creates the
+    /// session-key encryption key (session-keys.secret) when the directory has none.
     Rotate {
         /// Make a dev-mode key in an empty keys directory (a non-empty one keeps its
         /// mode). Dev and production keys never share a directory.
@@ -146,6 +153,12 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             report_bad_files(&bad);
             let mode = if key.mode == KeyMode::Dev { "dev-mode " } else { "" };
             println!("added {mode}{} key {} to {}", key.alg, key.kid, settings.keys_dir.display());
+            // Made here, before any server starts, it is in the directory every replica is
+            // given, rather than made by each replica on its own.
+            if Sealer::load(&settings.keys_dir)?.is_none() {
+                Sealer::load_or_create(&settings.keys_dir)?;
+                println!("created the session-key encryption key {}", crate::store::sealed::KEY_FILE);
+            }
             if key.activates <= key.created {
                 println!("it signs now: running servers switch to it within a minute (or at once on SIGHUP)");
             } else {
@@ -207,7 +220,8 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Store(command) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             match command {
-                StoreCommand::Export => export(&settings).await?,
+                StoreCommand::Export { output: None } => export(&settings, std::io::stdout(), "stdout").await?,
+                StoreCommand::Export { output: Some(path) } => export_to_file(&settings, &path).await?,
                 StoreCommand::Import => import(&settings).await?,
             }
         }
@@ -301,22 +315,51 @@ async fn open_store(settings: &Settings, purpose: Purpose) -> Result<Store, Stri
             ));
         }
     };
-    Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))
+    let store = Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))?;
+    // Like every replica: an export with another key would name a key that did not seal
+    // its values, and an account added with it would be made next to data it cannot open.
+    store.claim_sealing_key().await.map_err(|e| format!("the store cannot be opened: {e}"))?;
+    Ok(store)
 }
 
-/// `wxauth store export`: the store, as JSON lines on stdout.
-async fn export(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+/// `wxauth store export --output FILE`: a new file, private from its creation (not from a
+/// chmod after it), removed again when the export fails.
+async fn export_to_file(settings: &Settings, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AlreadyExists => "it exists, and an export never replaces a file".to_owned(),
+            _ => e.to_string(),
+        };
+        format!("--output {}: {why}", path.display())
+    })?;
+    let written = match export(settings, &file, &path.display().to_string()).await {
+        Ok(()) => file.sync_all().map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// `wxauth store export`: the store, as JSON lines on `out` (named `name` in errors).
+async fn export(
+    settings: &Settings,
+    out: impl std::io::Write + Send,
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::Write;
     let store = open_store(settings, Purpose::Export).await?;
-    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+    let mut out = std::io::BufWriter::new(out);
     let mut write = |record: Record| -> Result<(), StoreError> {
         let line = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        writeln!(stdout, "{line}").map_err(|e| StoreError::Database(format!("writing to stdout: {e}")))
+        writeln!(out, "{line}").map_err(|e| StoreError::Database(format!("writing to {name}: {e}")))
     };
     let exported = store.export(&mut write).await;
     store.close().await?;
     let exported = exported?;
-    stdout.flush()?;
+    out.flush()?;
     eprintln!("wxauth: exported {} records", exported.records);
     if exported.skipped > 0 {
         eprintln!(

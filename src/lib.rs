@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod devmock;
 pub mod domain;
+pub mod keyfile;
 pub mod limits;
 pub mod metrics;
 pub mod opendata;

@@ -165,6 +165,8 @@ impl Application {
             .claim_mode(KeyMode::of(settings.dev))
             .await
             .map_err(|source| StartupError::Store { location: location.clone(), source })?;
+        // After the mode: a dev server on production's database is told that first.
+        store.claim_sealing_key().await.map_err(|source| StartupError::Store { location: location.clone(), source })?;
         tracing::info!(store = %location, "store opened");
         // After the store: its lock proves no other server uses this data directory.
         let admin = admin::Listener::bind(&settings.admin_socket)

@@ -260,6 +260,18 @@ impl Iterator for UntilEnd<'_> {
     }
 }
 
+/// Checks what a record brings in that the commands making it would have checked: an
+/// account's username (as `accounts add` does) and password hash (as the admin socket
+/// does). An export is a file anyone may have edited.
+pub(super) fn check_record(record: Record) -> Result<Record, StoreError> {
+    if let Record::Account { username, password_hash, .. } = &record {
+        let refused = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("account {username:?}: {e}"));
+        crate::domain::Username::parse(username).map_err(|e| refused(&e))?;
+        crate::password::check_stored(password_hash).map_err(|e| refused(&e))?;
+    }
+    Ok(record)
+}
+
 /// Checks the header of an import against the receiving store's sealer.
 pub(super) fn check_header(record: Option<&Record>, key_id: &str) -> Result<(), StoreError> {
     match record {

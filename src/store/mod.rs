@@ -84,6 +84,20 @@ pub enum StoreError {
         /// The setting that names the store (`WXAUTH_DATA_DIR`, `WXAUTH_DATABASE_URL`).
         setting: &'static str,
     },
+    /// The database holds values sealed with another `session-keys.secret` than this
+    /// process's: replicas would not read each other's, and this one none of the others'.
+    #[error(
+        "this database was sealed with session-key encryption key {recorded}, and the session-keys.secret \
+         in WXAUTH_KEYS_DIR is key {found}: its session keys, phone numbers and profiles would not open here. \
+         Every replica needs the same file: copy session-keys.secret from the keys directory of the replica \
+         that first served this database into this one's WXAUTH_KEYS_DIR"
+    )]
+    WrongSealingKey {
+        /// The id of the key the database records ([`sealed::Sealer::key_id`]).
+        recorded: String,
+        /// The id of this process's key.
+        found: String,
+    },
     /// No user has this id (it was removed meanwhile).
     #[error("no such user")]
     NoSuchUser,
@@ -468,6 +482,18 @@ impl Store {
         }
     }
 
+    /// Records which `session-keys.secret` seals a PostgreSQL database's values, and
+    /// refuses another key ([`StoreError::WrongSealingKey`]): every process that serves or
+    /// changes the database must seal with one key. sled records none: one process at a
+    /// time uses a data directory, and a lost key costs the stored session keys only (the
+    /// clients log in again).
+    pub async fn claim_sealing_key(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(()),
+            Backend::Postgres(p) => p.claim_sealing_key().await,
+        }
+    }
+
     /// Writes a probe and waits until it is durable (`/readyz`).
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         match &self.backend {
@@ -519,7 +545,7 @@ impl Store {
             Backend::Postgres(p) => p.sealer.key_id().to_owned(),
         };
         export::check_header(header.as_ref(), &key_id).map_err(|e| export::at_line(1, e))?;
-        let mut body = export::UntilEnd::new(records);
+        let mut body = export::UntilEnd::new(records).map(|r| r.and_then(export::check_record));
         let imported = match &self.backend {
             Backend::Sled(r) => r.get()?.import(&mut body).await?,
             Backend::Postgres(p) => p.import(&mut body).await?,

@@ -2,8 +2,11 @@
 //! beside the signing keys, so that a copied data directory alone does not reveal them.
 //!
 //! The key file is `session-keys.secret` in the keys directory: 32 random bytes in base64,
-//! mode 0600, written atomically (temporary file, fsync, rename, fsync of the directory) on
-//! first start. The key ring reads only `*.pem`, so it is never taken for a signing key.
+//! mode 0600, checked like the signing keys when loaded ([`crate::keyfile`]). It is created
+//! on first start (or by `wxauth keys rotate`) and never replaced: a temporary file, fsync,
+//! a hard link into place, fsync of the directory. Replicas started together on a keys
+//! directory without it thus end up with one key, not one each. The key ring reads only
+//! `*.pem`, so it is never taken for a signing key.
 //!
 //! A sealed value is `s1.` + base64(nonce ‖ ciphertext ‖ tag). The associated data names
 //! what the value belongs to (a user and an app, or a ticket), so a sealed key moved to
@@ -42,6 +45,10 @@ pub enum SealError {
     /// The key file does not hold a key.
     #[error("{0}: expected 32 bytes in base64 (the session-key encryption key)")]
     Malformed(PathBuf),
+    /// The key file may not be trusted (a symlink, another owner, readable by others), or
+    /// could not be read.
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfile::KeyFileError),
     /// No randomness for a new key or nonce.
     #[error("no randomness available")]
     Random,
@@ -64,34 +71,54 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Loads the key from `keys_dir`; `None` when there is no key file.
     pub fn load(keys_dir: &Path) -> Result<Option<Self>, SealError> {
-        if keys_dir.join(KEY_FILE).exists() { Self::load_or_create(keys_dir).map(Some) } else { Ok(None) }
+        // Not `exists()`, which follows a symlink: a dangling one must be refused, not
+        // taken for no key.
+        match fs::symlink_metadata(keys_dir.join(KEY_FILE)) {
+            Ok(_) => Self::load_or_create(keys_dir).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SealError::Io { path: keys_dir.join(KEY_FILE), source }),
+        }
     }
 
     /// Loads the key from `keys_dir`, creating it (and the directory) on first start.
+    ///
+    /// Replicas sharing a keys directory may start together on one without the key: each
+    /// makes one, and exactly one of them is put in place (never replaced); the others load
+    /// the winner's, so that they all seal with one key.
     pub fn load_or_create(keys_dir: &Path) -> Result<Self, SealError> {
         let path = keys_dir.join(KEY_FILE);
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| SealError::Io { path, source }
         };
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                let key = STANDARD.decode(text.trim()).map_err(|_| SealError::Malformed(path.clone()))?;
-                Self::from_key(&key).ok_or(SealError::Malformed(path))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match crate::keyfile::read(&path) {
+            Ok(text) => Self::parse(&text, &path),
+            Err(e) if e.is_not_found() => {
                 let mut key = [0u8; 32];
                 aws_lc_rs::rand::fill(&mut key).map_err(|_| SealError::Random)?;
                 // Private like the signing keys beside it.
                 std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
                     .create(keys_dir)
                     .map_err(io(keys_dir))?;
-                write_atomically(&path, format!("{}\n", STANDARD.encode(key)).as_bytes()).map_err(io(&path))?;
-                tracing::info!(file = %path.display(), "created the session-key encryption key");
-                Self::from_key(&key).ok_or(SealError::Malformed(path))
+                match create_exclusively(&path, format!("{}\n", STANDARD.encode(key)).as_bytes()) {
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "created the session-key encryption key");
+                        Self::from_key(&key).ok_or(SealError::Malformed(path))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        tracing::info!(file = %path.display(), "another process created the session-key encryption key first; using it");
+                        Self::parse(&crate::keyfile::read(&path)?, &path)
+                    }
+                    Err(e) => Err(io(&path)(e)),
+                }
             }
-            Err(e) => Err(io(&path)(e)),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    fn parse(text: &[u8], path: &Path) -> Result<Self, SealError> {
+        let key = STANDARD.decode(text.trim_ascii()).map_err(|_| SealError::Malformed(path.to_owned()))?;
+        Self::from_key(&key).ok_or_else(|| SealError::Malformed(path.to_owned()))
     }
 
     /// A sealer with a random key that lives only in memory (tests).
@@ -147,16 +174,26 @@ impl Sealer {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new
-/// one, never a torn key: temporary file (mode 0600), fsync, rename, fsync of the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Creates `path` holding `bytes`, unless it exists ([`std::io::ErrorKind::AlreadyExists`]).
+/// A crash leaves no file or the whole one, never a torn key: a temporary file (mode 0600,
+/// a name of its own per process), fsync, then a hard link to `path`, which fails rather
+/// than replace a file another process put there first (a rename would replace it), and
+/// an fsync of the directory.
+fn create_exclusively(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, path)?;
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| std::io::Error::other("no randomness available"))?;
+    // Random as well as the pid: replicas on several hosts may share the directory.
+    let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let temporary = dir.join(format!(".{KEY_FILE}.{}.{suffix}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::hard_link(&temporary, path)
+    })();
+    let _ = fs::remove_file(&temporary);
+    written?;
     fs::File::open(dir)?.sync_all()
 }
 
@@ -187,6 +224,25 @@ mod tests {
     }
 
     #[test]
+    fn creators_racing_on_an_empty_directory_all_get_the_one_key_put_in_place() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let keys = dir.path().join("keys");
+            let racers: Vec<_> = (0..4)
+                .map(|_| {
+                    let keys = keys.clone();
+                    std::thread::spawn(move || Sealer::load_or_create(&keys).unwrap().key_id().to_owned())
+                })
+                .collect();
+            let ids: Vec<String> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+
+            let on_disk = Sealer::load_or_create(&keys).unwrap().key_id().to_owned();
+            assert!(ids.iter().all(|id| *id == on_disk), "{ids:?} and {on_disk} on disk");
+            assert_eq!(fs::read_dir(&keys).unwrap().count(), 1, "a temporary file was left behind");
+        }
+    }
+
+    #[test]
     fn a_sealed_key_opens_only_with_its_key_and_its_record() {
         let sealer = Sealer::ephemeral().unwrap();
         let sealed = sealer.seal("tiihtNczf5v6AKRyjwEUhQ==", b"u1:wx1").unwrap();
@@ -206,6 +262,7 @@ mod tests {
     fn a_malformed_key_file_is_refused_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), "not a key\n").unwrap();
+        fs::set_permissions(dir.path().join(KEY_FILE), fs::Permissions::from_mode(0o600)).unwrap();
         let err = Sealer::load_or_create(dir.path()).unwrap_err().to_string();
         assert!(err.contains(KEY_FILE) && err.contains("32 bytes"), "{err}");
     }

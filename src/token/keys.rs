@@ -8,9 +8,9 @@
 //! modification time; without `activates:` they sign from their creation; without a
 //! `mode:` line they count as production keys.
 //!
-//! A key file is a credential, so loading checks it: a regular file (opened with
-//! `O_NOFOLLOW`, so a symlink is refused), owned by the running user, with no group or
-//! other permission bits, and no two files with one kid. Writing is atomic: a temporary
+//! A key file is a credential, so loading checks it ([`crate::keyfile`]: a regular file,
+//! not a symlink, owned by the running user, with no group or other permission bits), and
+//! no two files may hold one kid. Writing is atomic: a temporary
 //! file, fsynced, renamed, and the directory fsynced, so a crash never leaves half a key.
 
 use std::{
@@ -117,42 +117,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, TokenError> {
     Ok(Loaded { keys, bad })
 }
 
-/// Reads a key file after checking that it may be trusted with a private key.
-fn read_checked(path: &Path) -> Result<Vec<u8>, TokenError> {
-    use std::{io::Read, os::unix::fs::MetadataExt};
-    let bad = |reason: String| TokenError::BadKeyFile { path: path.into(), reason };
-    let mut file =
-        fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path).map_err(
-            |e| match e.raw_os_error() {
-                Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
-                    bad("is a symbolic link; key files must be regular files".into())
-                }
-                _ => TokenError::io(path, e),
-            },
-        )?;
-    // Checked on the opened file, so that it cannot be swapped between check and read.
-    let meta = file.metadata().map_err(|e| TokenError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(bad("is not a regular file".into()));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(bad(format!("is owned by uid {}, not by the user running wxauth (uid {me})", meta.uid())));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(bad(format!(
-            "has mode {:04o}: other users may read it; run `chmod 600 {}`",
-            meta.mode() & 0o7777,
-            path.display()
-        )));
-    }
-    let mut text = Vec::new();
-    file.read_to_end(&mut text).map_err(|e| TokenError::io(path, e))?;
-    Ok(text)
-}
-
 fn load_file(path: &Path) -> Result<RingKey, TokenError> {
-    let text = read_checked(path)?;
+    let text = crate::keyfile::read(path)?;
     let bad = |reason: &str| TokenError::BadKeyFile { path: path.into(), reason: reason.into() };
     let pem = pem::parse(&text).map_err(|_| bad("not a PEM file"))?;
     if pem.tag() != PEM_TAG {

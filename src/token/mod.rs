@@ -126,6 +126,15 @@ impl TokenError {
     }
 }
 
+impl From<crate::keyfile::KeyFileError> for TokenError {
+    fn from(e: crate::keyfile::KeyFileError) -> Self {
+        match e {
+            crate::keyfile::KeyFileError::Io { path, source } => Self::Io { path, source },
+            crate::keyfile::KeyFileError::Untrusted { path, reason } => Self::BadKeyFile { path, reason },
+        }
+    }
+}
+
 /// Claims of a wxauth access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

@@ -467,3 +467,36 @@ async fn the_admin_socket_can_live_in_a_directory_of_its_own() {
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     bind_ok(&app, json!({"code": "code1@jo", "username": "alice", "password": PASSWORD})).await;
 }
+
+#[tokio::test]
+async fn admin_commands_with_a_password_hash_outside_the_bounds_are_refused_and_change_nothing() {
+    use wxauth::admin::{Command, Reply, send};
+    let app = bind_mode(None).await;
+    let good = wxauth::password::hash(&wxauth::domain::Password::new_for_account("another password").unwrap()).unwrap();
+    let bad = [
+        good.replace("m=19456", "m=4194304"),
+        good.replace("t=2", "t=1000"),
+        good.replace("p=1", "p=255"),
+        good.replace("m=19456", "m=64"),
+        good.replace("v=19", "v=16"),
+        good.replace("argon2id", "argon2i"),
+    ];
+    for password_hash in bad {
+        let commands = [
+            Command::AddAccount { username: "mallory".into(), password_hash: password_hash.clone() },
+            Command::SetPassword { username: "alice".into(), password_hash: password_hash.clone() },
+        ];
+        for command in commands {
+            let refused = send(&app.admin_socket(), &command).await;
+
+            let err = refused.err().unwrap_or_else(|| panic!("{command:?} was accepted")).to_string();
+            assert!(err.contains("password hash"), "{password_hash}: {err}");
+        }
+    }
+    let Some(Reply::Users { users }) = send(&app.admin_socket(), &Command::ListAccounts).await.unwrap() else {
+        panic!("no list of accounts");
+    };
+    let names: Vec<_> = users.iter().filter_map(|u| u.username.as_deref()).collect();
+    assert_eq!(names, ["alice"]);
+    bind_ok(&app, json!({"code": "code1@jo", "username": "alice", "password": PASSWORD})).await;
+}

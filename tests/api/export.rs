@@ -195,3 +195,80 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
     assert!(!ok && stderr.contains("session-keys.secret") && stderr.contains("WXAUTH_KEYS_DIR"), "{stderr}");
     assert!(!dir.path().join("other-keys").exists(), "the import made a key of its own");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_refuses_an_account_with_a_bad_username_or_password_hash_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let source = on_sled(&vars, &dir.path().join("data"));
+    let server = Server::start(&source, &["serve"]);
+    let (ok, _, stderr) = run_with_stdin(&source, &["accounts", "add", "alice"], "correct horse battery\n");
+    assert!(ok, "{stderr}");
+    server.stop();
+    let good = export(&source);
+    let lines: Vec<&str> = good.lines().collect();
+    let at = lines.iter().position(|l| l.contains(r#""record":"account""#)).expect("no account line");
+    let account: Value = serde_json::from_str(lines[at]).unwrap();
+    let hash = text(&account, "password_hash");
+    let (costs, rest) = hash.split_at(hash.find("$m=").unwrap());
+    let rest = &rest[rest[1..].find('$').unwrap() + 1..];
+    let with_costs = |c: &str| format!("{costs}${c}{rest}");
+    let cases = [
+        ("username", json!("al ice"), "username"),
+        ("username", json!(""), "username"),
+        ("username", json!("a".repeat(65)), "username"),
+        ("password_hash", json!("correct horse battery"), "password hash"),
+        ("password_hash", json!(with_costs("m=4194304,t=1,p=1")), "m (memory"),
+        ("password_hash", json!(with_costs("m=19456,t=1000,p=1")), "t (passes"),
+        ("password_hash", json!(with_costs("m=19456,t=2,p=255")), "p (lanes"),
+        ("password_hash", json!(hash.replace("v=19", "v=16")), "version"),
+    ];
+    let mut targets = vec![on_sled(&vars, &dir.path().join("target"))];
+    targets.extend(crate::postgres::fresh_database().map(|url| on_postgres(&vars, &url)));
+    for target in &targets {
+        for (field, value, expected) in &cases {
+            let mut changed = account.clone();
+            changed[*field] = value.clone();
+            let mut edited = lines.clone();
+            let line = changed.to_string();
+            edited[at] = &line;
+
+            let (ok, stderr) = import(target, &(edited.join("\n") + "\n"));
+
+            let named = stderr.contains(&format!("line {}", at + 1)) && stderr.contains(expected);
+            assert!(!ok && named, "{field} {value}: {stderr}");
+        }
+        let (ok, stderr) = import(target, &good);
+        assert!(ok, "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_a_file_is_private_to_its_user_and_never_replaces_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let source = on_sled(&vars, &dir.path().join("data"));
+    let server = Server::start(&source, &["serve"]);
+    assert_eq!(server.login("c@ann").await.0, 200);
+    server.stop();
+    let file = dir.path().join("wxauth.jsonl");
+    let output = file.display().to_string();
+
+    let (ok, stdout, stderr) = run_with_stdin(&source, &["store", "export", "--output", &output], "");
+
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "", "the export went to stdout too");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written, export(&source), "the file differs from the export on stdout");
+    // A second export does not replace the first, nor a file of the same name.
+    let (ok, _, stderr) = run_with_stdin(&source, &["store", "export", "-o", &output], "");
+    assert!(!ok && stderr.contains(&output) && stderr.contains("exists"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    // A failed export leaves no file behind.
+    let missing = dir.path().join("failed.jsonl");
+    let nowhere = on_sled(&vars, &dir.path().join("no-such-store"));
+    let (ok, _, _) = run_with_stdin(&nowhere, &["store", "export", "-o", &missing.display().to_string()], "");
+    assert!(!ok && !missing.exists(), "a failed export left {}", missing.display());
+}

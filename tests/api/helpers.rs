@@ -725,6 +725,24 @@ pub async fn production(dir: &Path) -> (MockWechat, HashMap<String, String>) {
     (wechat, vars)
 }
 
+/// Runs `wxauth <args>`, which must fail within 30 s (a server that starts instead is
+/// killed); its stderr.
+pub fn refused_start(vars: &HashMap<String, String>, args: &[&str]) -> String {
+    let mut child = command(vars, args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the server started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs `wxauth <args>` with `stdin` as its standard input; returns status, stdout, stderr.
 pub fn run_with_stdin(vars: &HashMap<String, String>, args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write;

@@ -502,6 +502,13 @@ async fn a_lost_encryption_key_makes_stored_session_keys_stale_not_a_server_erro
     server.stop();
 
     std::fs::remove_file(dir.path().join("keys").join(wxauth::store::sealed::KEY_FILE)).unwrap();
+    if on_postgres() {
+        // A database records its key, so that no replica seals with another; a key lost
+        // for good is given up by removing the record, as the README says.
+        let stderr = crate::helpers::refused_start(&vars, &["serve"]);
+        assert!(stderr.contains("session-keys.secret"), "{stderr}");
+        forget_sealing_key(&vars["WXAUTH_DATABASE_URL"]).await;
+    }
     let server = Server::start(&vars, &["serve"]);
     // The person's stored key and phone number no longer open: stale, and absent.
     let resp = post_phone(&server, &token).await.unwrap();
@@ -517,6 +524,14 @@ async fn a_lost_encryption_key_makes_stored_session_keys_stale_not_a_server_erro
     assert_eq!(post_phone(&server, &token).await.unwrap().status(), 200);
     let log = server.stop();
     assert!(!log.contains("panicked") && !log.contains("server_error"), "{log}");
+}
+
+/// What the README says to run when `session-keys.secret` is lost for good.
+async fn forget_sealing_key(database: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(database).await.unwrap();
+    sqlx::query("DELETE FROM meta WHERE key = 'sealing_key'").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,6 +555,120 @@ async fn a_stray_file_in_the_keys_directory_is_reported_and_blocks_only_serve() 
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("stray.pem") && stderr.contains("not a PEM file"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_key_file_others_could_read_or_swap_stops_start_up_naming_the_file() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let key_file = wxauth::store::sealed::KEY_FILE;
+    type Spoil = fn(&Path, &Path);
+    let mut cases: Vec<(&str, Spoil, &str)> = vec![
+        (
+            "readable by others",
+            |f, _| std::fs::set_permissions(f, PermissionsExt::from_mode(0o644)).unwrap(),
+            "mode 0644",
+        ),
+        (
+            "readable by the group",
+            |f, _| std::fs::set_permissions(f, PermissionsExt::from_mode(0o640)).unwrap(),
+            "mode 0640",
+        ),
+        (
+            "a symbolic link",
+            |f, outside| {
+                std::fs::rename(f, outside).unwrap();
+                symlink(outside, f).unwrap();
+            },
+            "symbolic link",
+        ),
+        (
+            "a directory",
+            |f, _| {
+                std::fs::remove_file(f).unwrap();
+                std::fs::create_dir(f).unwrap();
+            },
+            "not a regular file",
+        ),
+    ];
+    if rustix::process::geteuid().is_root() {
+        cases.push((
+            "another user's",
+            |f, _| std::os::unix::fs::chown(f, Some(65534), None).unwrap(),
+            "owned by uid 65534",
+        ));
+    } else {
+        eprintln!("skipped the file of another owner: only root can give a file away");
+    }
+    for (case, spoil, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (_wechat, vars) = production(dir.path()).await;
+        spoil(&dir.path().join("keys").join(key_file), &dir.path().join("elsewhere"));
+
+        let stderr = crate::helpers::refused_start(&vars, &["serve"]);
+
+        assert!(stderr.contains(key_file) && stderr.contains(reason), "{case}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_an_admin_socket_directory_another_user_could_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    let mut cases: Vec<(u32, Option<u32>, &str)> =
+        vec![(0o777, None, "mode 0777"), (0o770, None, "mode 0770"), (0o1777, None, "mode 1777")];
+    if rustix::process::geteuid().is_root() {
+        cases.push((0o755, Some(65534), "belongs to uid 65534"));
+    } else {
+        eprintln!("skipped the directory of another owner: only root can give a directory away");
+    }
+    for (i, (mode, owner, reason)) in cases.into_iter().enumerate() {
+        let sockets = dir.path().join(format!("sockets-{i}"));
+        std::fs::create_dir(&sockets).unwrap();
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&sockets, owner, None).unwrap();
+        vars.insert("WXAUTH_ADMIN_SOCKET".into(), sockets.join("admin.sock").display().to_string());
+
+        let stderr = crate::helpers::refused_start(&vars, &["serve"]);
+
+        let named = stderr.contains("WXAUTH_ADMIN_SOCKET") && stderr.contains(&sockets.display().to_string());
+        assert!(named && stderr.contains(reason), "{reason}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_nothing_to_an_admin_socket_another_user_serves() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only root can start a server as another user");
+        return;
+    }
+    // A server of user 65534 (nobody) listening where this user's CLI looks.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let vars: HashMap<String, String> = [
+        ("WXAUTH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WXAUTH_DATA_DIR", home.join("data").display().to_string()),
+        ("WXAUTH_KEYS_DIR", home.join("keys").display().to_string()),
+        ("WXAUTH_ADMIN_SOCKET", home.join("admin.sock").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut foreign = crate::helpers::command(&vars, &["serve", "--dev"]);
+    foreign.uid(65534).gid(65534).current_dir(&home);
+    let server = Server::spawn(foreign);
+
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "add", "alice"], "correct horse battery\n");
+
+    assert!(!ok, "the command was sent to another user's server");
+    assert!(stderr.contains("uid 65534") && stderr.contains("WXAUTH_ADMIN_SOCKET"), "{stderr}");
+    let log = server.stop();
+    assert!(!log.contains("account added"), "{log}");
 }
 
 /// Permission bits of `path`.

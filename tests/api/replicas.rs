@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -10,24 +11,64 @@ use std::{
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::Value;
 
-use crate::helpers::{MockWechat, Server, production};
+use crate::helpers::{MockWechat, PHONE, Server, production, refused_start};
 
-/// Two replicas on a fresh database; `None` (after saying why) when there is no server.
-async fn two_replicas(dir: &std::path::Path) -> Option<(MockWechat, [Server; 2])> {
+/// The settings of replicas on a fresh database; `None` (after saying why) when there is
+/// no server.
+async fn on_fresh_database(dir: &Path) -> Option<(MockWechat, HashMap<String, String>)> {
     let database = crate::postgres::fresh_database()?;
     let (wechat, mut vars) = production(dir).await;
     vars.insert("WXAUTH_STORE".into(), "postgres".into());
     vars.insert("WXAUTH_DATABASE_URL".into(), database);
     vars.remove("WXAUTH_DATA_DIR");
-    // One machine here: each replica needs an admin socket of its own. Started together on
-    // the empty database, they race to migrate it (the migrator's lock orders them).
-    let replica = |name: &str| {
-        let mut vars = vars.clone();
-        vars.insert("WXAUTH_ADMIN_SOCKET".into(), dir.join(format!("{name}.sock")).display().to_string());
+    Some((wechat, vars))
+}
+
+/// The settings of replica `name`: one machine here, so each needs an admin socket of its own.
+fn replica(dir: &Path, vars: &HashMap<String, String>, name: &str) -> HashMap<String, String> {
+    let mut vars = vars.clone();
+    vars.insert("WXAUTH_ADMIN_SOCKET".into(), dir.join(format!("{name}.sock")).display().to_string());
+    vars
+}
+
+/// Starts replicas `a` and `b` at once: on an empty database they race to migrate it (the
+/// migrator's lock orders them).
+fn start_both(dir: &Path, vars: &HashMap<String, String>) -> [Server; 2] {
+    let start = |name: &str| {
+        let vars = replica(dir, vars, name);
         std::thread::spawn(move || Server::start(&vars, &["serve"]))
     };
-    let (a, b) = (replica("a"), replica("b"));
-    Some((wechat, [a.join().unwrap(), b.join().unwrap()]))
+    let (a, b) = (start("a"), start("b"));
+    [a.join().unwrap(), b.join().unwrap()]
+}
+
+/// Two replicas on a fresh database; `None` (after saying why) when there is no server.
+async fn two_replicas(dir: &Path) -> Option<(MockWechat, [Server; 2])> {
+    let (wechat, vars) = on_fresh_database(dir).await?;
+    Some((wechat, start_both(dir, &vars)))
+}
+
+/// The phone number replica `server` shows the holder of `token`, if any.
+async fn phone_at(server: &Server, token: &str) -> Option<String> {
+    let (status, me) = server.get("/v1/me", Some(token)).await;
+    assert_eq!(status, 200, "{me}");
+    serde_json::from_str::<Value>(&me).unwrap()["phone"]["pure_phone_number"].as_str().map(str::to_owned)
+}
+
+/// Logs `code` in at `server` and verifies a phone number there; the access token.
+async fn with_phone(server: &Server, code: &str) -> String {
+    let (status, login) = server.login(code).await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/me/phone", server.address))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"code": "phone-code"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    token
 }
 
 /// A login at `server`: status and body, or `None` when the connection failed.
@@ -196,4 +237,64 @@ async fn while_the_database_is_away_requests_get_503_in_time_and_the_replica_rec
     assert_eq!(after["user"]["id"], before["user"]["id"]);
     assert_eq!(server.get("/readyz", None).await.0, 200);
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_started_together_without_a_session_key_file_share_one_and_read_each_others_phone_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_wechat, vars)) = on_fresh_database(dir.path()).await else { return };
+    // `keys rotate` made the session-key file with the signing key. Without it, as in a
+    // keys directory copied without it, both replicas find none and make one.
+    let keys = dir.path().join("keys");
+    std::fs::remove_file(keys.join(wxauth::store::sealed::KEY_FILE)).expect("keys rotate made no session-key file");
+    let [a, b] = start_both(dir.path(), &vars);
+
+    let token = with_phone(&a, "c@ann").await;
+
+    for (name, server) in [("a", &a), ("b", &b)] {
+        assert_eq!(phone_at(server, &token).await.as_deref(), Some(PHONE), "replica {name} does not read it");
+    }
+    a.stop();
+    b.stop();
+    let names: Vec<String> =
+        std::fs::read_dir(&keys).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n.ends_with(".pem") || n == wxauth::store::sealed::KEY_FILE), "{names:?}");
+    let [a, b] = start_both(dir.path(), &vars);
+    for (name, server) in [("a", &a), ("b", &b)] {
+        let phone = phone_at(server, &token).await;
+        assert_eq!(phone.as_deref(), Some(PHONE), "replica {name} lost it in a restart");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_session_key_file_refuses_to_start_naming_the_file_to_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_wechat, vars)) = on_fresh_database(dir.path()).await else { return };
+    let first = Server::start(&replica(dir.path(), &vars, "a"), &["serve"]);
+    // The second replica was given the signing keys only: it makes a session key of its own.
+    let keys = dir.path().join("keys");
+    let copy = dir.path().join("copied-keys");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for entry in std::fs::read_dir(&keys).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pem") {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut second = replica(dir.path(), &vars, "b");
+    second.insert("WXAUTH_KEYS_DIR".into(), copy.display().to_string());
+
+    let stderr = refused_start(&second, &["serve"]);
+
+    for needle in ["session-keys.secret", "WXAUTH_KEYS_DIR", "copy"] {
+        assert!(stderr.to_lowercase().contains(&needle.to_lowercase()), "{needle}: {stderr}");
+    }
+    // With the first replica's file it starts, and reads what the first one sealed.
+    let key_file = wxauth::store::sealed::KEY_FILE;
+    std::fs::remove_file(copy.join(key_file)).unwrap();
+    std::fs::copy(keys.join(key_file), copy.join(key_file)).unwrap();
+    let second = Server::start(&second, &["serve"]);
+    let token = with_phone(&first, "c@ann").await;
+    assert_eq!(phone_at(&second, &token).await.as_deref(), Some(PHONE));
 }

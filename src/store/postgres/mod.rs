@@ -871,6 +871,23 @@ impl PgStore {
         Err(StoreError::WrongMode { recorded, running, setting: "WXAUTH_DATABASE_URL" })
     }
 
+    /// Records the id of this process's sealing key when none is recorded, and refuses
+    /// another key. Replicas with different keys would each read only what they sealed
+    /// themselves; racing ones find one winner in the primary key.
+    pub(super) async fn claim_sealing_key(&self) -> Result<(), StoreError> {
+        let key_id = self.sealer.key_id();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('sealing_key', $1) ON CONFLICT DO NOTHING")
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        let recorded: String =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'sealing_key'").fetch_one(&self.pool).await?;
+        match recorded == key_id {
+            true => Ok(()),
+            false => Err(StoreError::WrongSealingKey { recorded, found: key_id.to_owned() }),
+        }
+    }
+
     /// A committed write is a durable write: this proves the database takes writes now.
     pub(super) async fn check_writable(&self) -> Result<(), StoreError> {
         sqlx::query(

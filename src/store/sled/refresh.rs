@@ -98,7 +98,6 @@ impl FamilyRecord {
     pub(super) fn user(&self) -> uuid::Uuid {
         uuid::Uuid::from_bytes(self.user)
     }
-
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {

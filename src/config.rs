@@ -1029,6 +1029,10 @@ mod tests {
             }
         );
         assert_eq!(s.admin_socket, PathBuf::from("./data/admin.sock"));
+        assert_eq!(s.token.refresh_families_per_user, 20);
+        let s = load(Mode::Dev, &[("WXAUTH_REFRESH_FAMILIES_PER_USER", "1"), ("WXAUTH_REFRESH_ATTEMPTS_PER_IP", "0")]);
+        let s = s.unwrap();
+        assert_eq!((s.token.refresh_families_per_user, s.attempt_limits.refresh_per_ip), (1, 0));
         let s = load(Mode::Dev, &[("WXAUTH_REGISTRATION", "bind"), ("WXAUTH_BIND_ATTEMPTS_PER_IP", "0")]).unwrap();
         assert_eq!((s.registration, s.attempt_limits.per_ip), (Registration::Bind, 0));
         let s = load(Mode::Dev, &[("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
@@ -1038,6 +1042,10 @@ mod tests {
             ("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "-1"),
             ("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("WXAUTH_BIND_TICKET_TTL", "301"),
+            ("WXAUTH_REFRESH_FAMILIES_PER_USER", "0"),
+            ("WXAUTH_REFRESH_FAMILIES_PER_USER", "1001"),
+            ("WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY", "-1"),
+            ("WXAUTH_REFRESH_ATTEMPTS_PER_IP", "many"),
         ] {
             let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{var}={value:?} gave: {err}");

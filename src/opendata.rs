@@ -40,10 +40,11 @@ pub enum OpenDataError {
 }
 
 /// Decodes base64 as mini-programs send it: a `+` that travelled through a form or a query
-/// string arrives as a space.
+/// string arrives as a space. Spaces become `+` before anything is trimmed, so a value that
+/// starts or ends with one keeps it; only the line breaks a copy-paste adds are trimmed.
 fn base64(what: &str, text: &str) -> Result<Vec<u8>, OpenDataError> {
     STANDARD
-        .decode(text.trim().replace(' ', "+"))
+        .decode(text.replace(' ', "+").trim_matches(['\r', '\n']))
         .map_err(|_| OpenDataError::Malformed(format!("{what} is not base64")))
 }
 

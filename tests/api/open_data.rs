@@ -11,8 +11,13 @@ pub const IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
 
 /// Encrypts like WeChat, independently of the code under test.
 pub fn encrypt(session_key: &str, plaintext: &Value) -> String {
+    encrypt_with_iv(session_key, IV, plaintext)
+}
+
+/// [`encrypt`] with another iv (base64).
+pub fn encrypt_with_iv(session_key: &str, iv: &str, plaintext: &Value) -> String {
     let key = STANDARD.decode(session_key).unwrap();
-    let iv = STANDARD.decode(IV).unwrap();
+    let iv = STANDARD.decode(iv).unwrap();
     let data = cbc::Encryptor::<aes::Aes128>::new_from_slices(&key, &iv)
         .unwrap()
         .encrypt_padded_vec_mut::<Pkcs7>(plaintext.to_string().as_bytes());
@@ -111,6 +116,34 @@ async fn a_plus_turned_into_a_space_still_decrypts() {
         .unwrap();
     let resp = phone(&app, &token, json!({"encrypted_data": data.replace('+', " "), "iv": IV})).await;
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_leading_or_trailing_plus_turned_into_a_space_still_decrypts() {
+    let app = spawn_app().await;
+    let token = token_of(&app, "cleo").await;
+    let key = default_session_key("cleo");
+    // Random ivs start with '+' once in 64 tries. Data of a multiple of 48 bytes encodes
+    // without padding, so its base64 may end with one: vary the length and the content.
+    let iv = "+7BXXKkLb8qrSNn05n0qiA==";
+    let data = (0..10_000)
+        .map(|i| {
+            let mut plain = phone_plaintext(APPID);
+            plain["watermark"]["timestamp"] = json!(1637744274 + i / 48);
+            plain["filler"] = json!("x".repeat(i % 48));
+            encrypt_with_iv(&key, iv, &plain)
+        })
+        .find(|d| d.ends_with('+'))
+        .unwrap();
+    for (sent_iv, sent_data, case) in [
+        (iv.replace('+', " "), data.clone(), "iv starting with a space"),
+        (iv.to_owned(), data.replace('+', " "), "data ending with a space"),
+        (format!("{}\r\n", iv.replace('+', " ")), format!("{}\n", data.replace('+', " ")), "spaces and line breaks"),
+    ] {
+        let resp = phone(&app, &token, json!({"encrypted_data": sent_data, "iv": sent_iv})).await;
+        let status = resp.status();
+        assert_eq!(status, 200, "{case}: {}", resp.text().await.unwrap());
+    }
 }
 
 #[tokio::test]

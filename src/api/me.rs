@@ -5,7 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, auth::Bearer, payload::Json};
 use time::OffsetDateTime;
 
-use super::{ApiTags, error::MeError};
+use super::{ApiTags, NO_STORE, error::MeError};
 use crate::{
     auth::{Auth, Me},
     domain::{Dated, Identity},
@@ -133,7 +133,12 @@ pub(super) fn identity(i: Identity) -> IdentityBody {
 pub enum MeResponse {
     /// The user the token was issued to.
     #[oai(status = 200)]
-    Ok(Json<UserBody>),
+    Ok(
+        Json<UserBody>,
+        /// Personal data (phone number, profile): no cache may keep it.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 /// Identity operations.
@@ -149,6 +154,6 @@ impl MeApi {
     /// Returns the user the bearer token was issued to.
     #[oai(path = "/v1/me", method = "get", operation_id = "me")]
     async fn me(&self, token: BearerToken) -> Result<MeResponse, MeError> {
-        Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token).await?.into())))
+        Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token).await?.into()), NO_STORE.into()))
     }
 }

@@ -72,6 +72,17 @@ async fn valid_token_is_accepted_and_the_resigned_control_token_too() {
 }
 
 #[tokio::test]
+async fn me_answers_no_store_because_it_holds_personal_data() {
+    let app = spawn_app().await;
+    let (_, token) = real_claims(&app).await;
+
+    let resp = app.me(&token).await;
+
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
+}
+
+#[tokio::test]
 async fn missing_or_garbage_authorization_is_rejected() {
     let app = spawn_app().await;
     let resp = app.get("/v1/me").await;

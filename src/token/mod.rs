@@ -49,6 +49,9 @@ pub enum Rejection {
     DoubledPrefix,
     /// Signed by this issuer but not an access token: its `typ` is not `at+jwt`.
     NotAccessToken,
+    /// The header has a `crit` parameter: wxauth understands no JOSE extensions, so it must
+    /// refuse any token that says some are critical (RFC 7515 section 4.1.11).
+    CriticalExtension,
 }
 
 impl fmt::Display for Rejection {
@@ -59,6 +62,9 @@ impl fmt::Display for Rejection {
             Self::Expired => "the token has expired; log in again",
             Self::Invalid => "the token failed verification",
             Self::NotAccessToken => "the token is not an access token (its typ is not at+jwt); log in again",
+            Self::CriticalExtension => {
+                "the token's header names critical extensions (crit), which wxauth does not support"
+            }
             Self::DoubledPrefix => {
                 "the Authorization header says 'Bearer Bearer ...': send the token after a single 'Bearer ' \
                  (in Swagger UI's Authorize dialog, paste the token alone)"
@@ -346,6 +352,9 @@ impl Tokens {
         if !typ.is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)) {
             return Err(Rejection::NotAccessToken);
         }
+        if has_crit(token) {
+            return Err(Rejection::CriticalExtension);
+        }
         Ok(claims)
     }
 
@@ -382,6 +391,16 @@ impl Tokens {
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
+}
+
+/// Whether the header of `token` has a `crit` parameter, whatever its value: `Header` reads
+/// `"crit": null` as no `crit` at all. A header that `decode_header` read but this cannot
+/// counts as having one: refusing is the safe side.
+fn has_crit(token: &str) -> bool {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let header = token.split('.').next().and_then(|h| URL_SAFE_NO_PAD.decode(h).ok());
+    let header = header.and_then(|h| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&h).ok());
+    header.is_none_or(|h| h.contains_key("crit"))
 }
 
 #[cfg(test)]

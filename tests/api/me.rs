@@ -136,6 +136,36 @@ async fn tampered_tokens_are_rejected() {
 }
 
 #[tokio::test]
+async fn tokens_naming_critical_extensions_are_rejected_even_when_signed_by_our_key() {
+    let app = spawn_app().await;
+    let (claims, _) = real_claims(&app).await;
+    let (kid, pem) = app.signing_key_pem();
+    crypto();
+    let sign = |crit: Option<Value>| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.clone());
+        header.typ = Some("at+jwt".into());
+        if let Some(crit) = crit {
+            header.extras.insert("crit", crit);
+        }
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(&pem).unwrap()).unwrap()
+    };
+    assert_eq!(app.me(&sign(None)).await.status(), 200, "control: the same token without crit");
+    for (crit, case) in [
+        (json!(["exp"]), "a registered claim"),
+        (json!(["b64"]), "RFC 7797's unencoded payload"),
+        (json!(["https://example.com/ext"]), "a private extension"),
+        (json!([]), "an empty list"),
+        (Value::Null, "null"),
+    ] {
+        let resp = app.me(&sign(Some(crit))).await;
+        assert_eq!(resp.status(), 401, "{case}");
+        let body = assert_error(resp, 401, "invalid_token").await;
+        assert!(body["error_description"].as_str().unwrap().contains("crit"), "{case}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn alg_none_is_rejected() {
     let app = spawn_app().await;
     let (claims, _) = real_claims(&app).await;

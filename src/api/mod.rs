@@ -35,6 +35,10 @@ pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10
 /// Longest request path written to the access log.
 const MAX_LOGGED_PATH: usize = 200;
 
+/// Longest request method written to the access log. Registered methods have at most 17
+/// bytes (`UPDATEREDIRECTREF`); hyper takes any token up to the 64 KiB head limit.
+const MAX_LOGGED_METHOD: usize = 32;
+
 /// The operations counted against `WXAUTH_RATE_LIMIT_PER_MINUTE`.
 const RATE_LIMITED: &[&str] = &["/v1/login", "/v1/bind"];
 /// Refreshes are counted per client address by a limit of their own.
@@ -207,9 +211,9 @@ fn allowed_methods(document: &str) -> HashMap<String, String> {
 }
 
 /// Every request: counted while in flight (`wxauth_http_requests_in_flight`), held to
-/// `WXAUTH_RATE_LIMIT_PER_MINUTE` before its body is read, and logged in one line: method,
-/// path (never the query, where a client might put a code or a token; cut at
-/// [`MAX_LOGGED_PATH`] bytes), status and duration. One layer for the three: each layer
+/// `WXAUTH_RATE_LIMIT_PER_MINUTE` before its body is read, and logged in one line: method
+/// (cut at [`MAX_LOGGED_METHOD`] bytes), path (never the query, where a client might put a
+/// code or a token; cut at [`MAX_LOGGED_PATH`] bytes), status and duration. One layer for the three: each layer
 /// wraps the future of the rest, and a request's future is moved whole. A 405 gets its
 /// `Allow` header here too.
 async fn observe<E: Endpoint>(
@@ -219,8 +223,8 @@ async fn observe<E: Endpoint>(
     req: Request,
 ) -> poem::Result<Response> {
     let _in_flight = auth.metrics().request_started();
-    let method = req.method().clone();
-    let path = logged_path(req.uri().path());
+    let method = cut_for_log(req.method().as_str(), MAX_LOGGED_METHOD);
+    let path = cut_for_log(req.uri().path(), MAX_LOGGED_PATH);
     let started = std::time::Instant::now();
     let mut resp = match over_rate_limit(&auth, &req) {
         Some(refused) => refused,
@@ -270,13 +274,14 @@ fn absent() -> poem::Result<()> {
     Err(poem::Error::from_status(StatusCode::NOT_FOUND))
 }
 
-/// `path` as the access log shows it: at most [`MAX_LOGGED_PATH`] bytes, `…` when cut.
-fn logged_path(path: &str) -> String {
-    // A path is ASCII (hyper refuses anything else), so any byte is a char boundary.
-    match path.get(..MAX_LOGGED_PATH) {
-        Some(head) if head.len() < path.len() => format!("{head}…"),
-        _ => path.to_owned(),
+/// A client's `text` (the path or the method) as the access log shows it: at most `max`
+/// bytes, then `…` when cut. hyper lets only ASCII through, but the cut never splits a
+/// character whatever the text.
+fn cut_for_log(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
     }
+    format!("{}…", &text[..text.floor_char_boundary(max)])
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's
@@ -298,9 +303,24 @@ mod tests {
     #[test]
     fn a_logged_path_is_cut_only_past_its_limit() {
         let at_limit = format!("/{}", "p".repeat(MAX_LOGGED_PATH - 1));
-        assert_eq!(logged_path(&at_limit), at_limit, "a path of exactly the limit was marked as cut");
+        assert_eq!(cut_for_log(&at_limit, MAX_LOGGED_PATH), at_limit, "a path of exactly the limit was marked as cut");
         let over = format!("{at_limit}x");
-        assert_eq!(logged_path(&over), format!("{at_limit}…"));
-        assert_eq!(logged_path("/healthz"), "/healthz");
+        assert_eq!(cut_for_log(&over, MAX_LOGGED_PATH), format!("{at_limit}…"));
+        assert_eq!(cut_for_log("/healthz", MAX_LOGGED_PATH), "/healthz");
+    }
+
+    #[test]
+    fn a_logged_method_is_cut_like_a_path() {
+        for (method, logged) in [
+            ("GET".to_owned(), "GET".to_owned()),
+            ("UPDATEREDIRECTREF".to_owned(), "UPDATEREDIRECTREF".to_owned()),
+            ("M".repeat(MAX_LOGGED_METHOD), "M".repeat(MAX_LOGGED_METHOD)),
+            ("M".repeat(MAX_LOGGED_METHOD + 1), format!("{}…", "M".repeat(MAX_LOGGED_METHOD))),
+            ("X".repeat(60_000), format!("{}…", "X".repeat(MAX_LOGGED_METHOD))),
+            // Not what hyper lets through, but a cut must not split a character either.
+            (format!("{}é", "M".repeat(MAX_LOGGED_METHOD - 1)), format!("{}…", "M".repeat(MAX_LOGGED_METHOD - 1))),
+        ] {
+            assert_eq!(cut_for_log(&method, MAX_LOGGED_METHOD), logged, "{} bytes", method.len());
+        }
     }
 }

@@ -399,10 +399,10 @@ pub async fn envelope(err: poem::Error) -> Response {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             (StatusCode::BAD_REQUEST, body("invalid_request", err.to_string()))
         }
-        // One rule for clients: bad input is 400 `invalid_request`, however it is bad.
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            (StatusCode::BAD_REQUEST, body("invalid_request", "request body too large (max 16 KiB)"))
-        }
+        // 413, not 400: RFC 9110's status for content over the limit (section 15.5.14),
+        // the one a proxy's own body limit gives, and what a client that sent `Expect:
+        // 100-continue` gets instead of `100 Continue`. The code stays `invalid_request`.
+        StatusCode::PAYLOAD_TOO_LARGE => (status, body("invalid_request", "request body too large (max 16 KiB)")),
         StatusCode::REQUEST_TIMEOUT => (
             status,
             body(
@@ -715,7 +715,7 @@ mod envelope_tests {
             (from(400), 400, "invalid_request"),
             (from(404), 404, "not_found"),
             (from(405), 405, "method_not_allowed"),
-            (from(413), 400, "invalid_request"),
+            (from(413), 413, "invalid_request"),
             (from(415), 400, "invalid_request"),
             (from(408), 408, "request_timeout"),
             (from(418), 418, "invalid_request"),

@@ -286,8 +286,14 @@ fn cut_for_log(text: &str, max: usize) -> String {
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], with or without a Content-Length (poem's
 /// `SizeLimit` refuses requests without one, which includes every GET), within
-/// [`BODY_DEADLINE`].
+/// [`BODY_DEADLINE`]. A Content-Length over the limit is refused before the body is
+/// touched: hyper sends `100 Continue` to an `Expect: 100-continue` request only when its
+/// body is first read, so such a client is told at once and never sends the body.
 async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE));
+    }
     let body = tokio::time::timeout(BODY_DEADLINE, req.take_body().into_bytes_limit(MAX_BODY_BYTES))
         .await
         .map_err(|_| poem::Error::from_status(StatusCode::REQUEST_TIMEOUT))?

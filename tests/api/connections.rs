@@ -78,6 +78,55 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert!(app.wechat.calls().is_empty());
 }
 
+/// Reads the first line the server sends, within `within`.
+async fn first_line(stream: &mut TcpStream, within: Duration) -> String {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+            seen.push(byte[0]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within {within:?}: {:?}", String::from_utf8_lossy(&seen));
+    String::from_utf8_lossy(&seen).trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413_at_once_without_100_continue() {
+    let app = spawn_app().await;
+    let over = wxauth::api::MAX_BODY_BYTES + 1;
+    for (expect, case) in [("Expect: 100-continue\r\n", "expecting 100-continue"), ("", "sending the body later")] {
+        let mut stream = connect(&app).await;
+        let head = format!(
+            "POST /v1/login HTTP/1.1\r\nHost: wxauth\r\nContent-Type: application/json\r\n\
+             Content-Length: {over}\r\n{expect}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+
+        // The headers only: the answer must not wait for the body (nor its 10 s deadline).
+        let line = first_line(&mut stream, Duration::from_secs(2)).await;
+
+        assert_eq!(line, "HTTP/1.1 413 Payload Too Large", "{case}");
+        let rest = until_closed(&mut stream, Duration::from_secs(2)).await;
+        assert!(rest.contains(r#""error":"invalid_request""#), "{case}: {rest}");
+    }
+    // Within the limit, the client is told to go on and its login is served.
+    let mut stream = connect(&app).await;
+    let body = r#"{"code":"c@expecting"}"#;
+    let head = format!(
+        "POST /v1/login HTTP/1.1\r\nHost: wxauth\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    assert_eq!(first_line(&mut stream, Duration::from_secs(2)).await, "HTTP/1.1 100 Continue");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let rest = until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(rest.contains("HTTP/1.1 200 OK"), "{rest}");
+    assert_eq!(app.wechat.calls().len(), 1, "only the login within the limit reached WeChat");
+}
+
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_wait_until_one_closes() {
     let app = spawn_app_with(|c| {

@@ -34,18 +34,19 @@ fn me_with(name: &'static str, authorization: String) -> Case {
 
 fn cases() -> Vec<Case> {
     const BAD: (u16, &str) = (400, "invalid_request");
+    const TOO_LARGE: (u16, &str) = (413, "invalid_request");
     let nested = |depth: usize| format!(r#"{{"code":{}"#, "[".repeat(depth));
     let nested_objects = |depth: usize| format!(r#"{{"code":{}"#, r#"{"a":"#.repeat(depth));
     vec![
-        post("1 MB login body", "/v1/login", format!(r#"{{"code":"{}"}}"#, "a".repeat(1 << 20)), BAD),
+        post("1 MB login body", "/v1/login", format!(r#"{{"code":"{}"}}"#, "a".repeat(1 << 20)), TOO_LARGE),
         post(
             "1 MB refresh body",
             "/v1/token/refresh",
             format!(r#"{{"refresh_token":"{}"}}"#, "a".repeat(1 << 20)),
-            BAD,
+            TOO_LARGE,
         ),
-        post("1 MB bind body", "/v1/bind", format!(r#"{{"username":"{}"}}"#, "a".repeat(1 << 20)), BAD),
-        post("100k nested arrays", "/v1/login", "[".repeat(100_000), BAD),
+        post("1 MB bind body", "/v1/bind", format!(r#"{{"username":"{}"}}"#, "a".repeat(1 << 20)), TOO_LARGE),
+        post("100k nested arrays", "/v1/login", "[".repeat(100_000), TOO_LARGE),
         // Under the body limit, so that the JSON parser itself meets the depth.
         post("15k nested arrays in a code", "/v1/login", nested(15_000), BAD),
         post("3k nested objects in a code", "/v1/login", nested_objects(3_000), BAD),

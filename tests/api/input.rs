@@ -43,7 +43,7 @@ async fn code_of_exactly_128_bytes_is_accepted() {
 }
 
 #[tokio::test]
-async fn oversized_body_is_refused_with_400() {
+async fn oversized_body_is_refused_with_413() {
     let app = spawn_app().await;
     let body = format!(r#"{{"code":"{}"}}"#, "a".repeat(64 * 1024));
     let resp = app
@@ -54,7 +54,7 @@ async fn oversized_body_is_refused_with_400() {
         .send()
         .await
         .unwrap();
-    assert_error(resp, 400, "invalid_request").await;
+    assert_error(resp, 413, "invalid_request").await;
     assert!(app.wechat.calls().is_empty());
 }
 
@@ -82,7 +82,7 @@ async fn the_body_limit_is_16_kib() {
     let under = post(padded(16 * 1024 - 16)).await.unwrap();
     assert_eq!(under.status(), 200, "a body just under 16 KiB: {}", under.text().await.unwrap());
 
-    let over = assert_error(post(padded(16 * 1024 + 16)).await.unwrap(), 400, "invalid_request").await;
+    let over = assert_error(post(padded(16 * 1024 + 16)).await.unwrap(), 413, "invalid_request").await;
     assert!(over["error_description"].as_str().unwrap().contains("too large"), "{over}");
     assert_eq!(app.wechat.calls().len(), 1, "WeChat was called for the oversized body");
 }

@@ -62,6 +62,7 @@ struct Inner {
     breaker_state: Gauge,
     in_flight: Gauge<i64, AtomicI64>,
     tokens_issued: Family<Alg, Counter<u64, AtomicU64>>,
+    readiness_probes: Counter,
 }
 
 /// The server's metrics. Cheap to clone; clones count into one registry.
@@ -111,6 +112,12 @@ impl Metrics {
         registry.register("http_requests_in_flight", "HTTP requests being answered", in_flight.clone());
         let tokens_issued = Family::<Alg, Counter>::default();
         registry.register("tokens_issued", "Access tokens signed, by algorithm", tokens_issued.clone());
+        let readiness_probes = Counter::default();
+        registry.register(
+            "readiness_probes",
+            "Durable write probes made for /readyz (at most one a second, however many ask)",
+            readiness_probes.clone(),
+        );
         let login_success = logins.get_or_create(&Outcome { outcome: "success".into() }).clone();
         Self {
             inner: Arc::new(Inner {
@@ -122,6 +129,7 @@ impl Metrics {
                 breaker_state,
                 in_flight,
                 tokens_issued,
+                readiness_probes,
             }),
         }
     }
@@ -153,6 +161,11 @@ impl Metrics {
     /// Counts an access token signed with `alg`.
     pub fn token_issued(&self, alg: &'static str) {
         self.inner.tokens_issued.get_or_create(&Alg { alg }).inc();
+    }
+
+    /// Counts a durable write probe of `/readyz`.
+    pub fn readiness_probed(&self) {
+        self.inner.readiness_probes.inc();
     }
 
     /// Marks a request as being answered until the guard is dropped.

@@ -1,7 +1,14 @@
 //! `GET /healthz` (liveness) and `GET /readyz` (readiness).
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::{ApiTags, error::ErrorBody};
@@ -50,10 +57,79 @@ pub enum ReadyResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// How often `/readyz` starts its durable write probe at most, however many ask.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The store probe of `/readyz`, shared: each probe is a write that waits for the disk, and
+/// `/readyz` answers anyone, so a probe started less than an interval ago, or still running,
+/// answers every asker. The probe runs in a task of its own, so that askers who hang up
+/// cannot cancel it and make the next one start another.
+pub struct SharedProbe {
+    interval: Duration,
+    last: Mutex<Option<(Instant, Shared<BoxFuture<'static, bool>>)>>,
+}
+
+impl SharedProbe {
+    /// No probe yet; probes start at least `interval` apart.
+    pub fn new(interval: Duration) -> Self {
+        Self { interval, last: Mutex::new(None) }
+    }
+
+    /// Whether the latest probe succeeded, starting `probe` first unless one started less
+    /// than the interval ago or is still running.
+    pub async fn check<F>(&self, probe: impl FnOnce() -> F) -> bool
+    where
+        F: Future<Output = bool> + Send + 'static,
+    {
+        let shared = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            match &*last {
+                Some((started, result)) if started.elapsed() < self.interval || result.peek().is_none() => {
+                    result.clone()
+                }
+                _ => {
+                    let task = tokio::spawn(probe());
+                    // A probe that panicked proves nothing: not ready.
+                    let result = async move { task.await.unwrap_or(false) }.boxed().shared();
+                    *last = Some((Instant::now(), result.clone()));
+                    result
+                }
+            }
+        };
+        shared.await
+    }
+}
+
 /// Operations for load balancers and orchestrators.
 pub struct HealthApi {
     /// The service.
     pub auth: Arc<Auth>,
+    /// The store probe of `/readyz`, at most one per [`PROBE_INTERVAL`].
+    probe: SharedProbe,
+}
+
+impl HealthApi {
+    /// The operations, with no probe made yet.
+    pub fn new(auth: Arc<Auth>) -> Self {
+        Self { auth, probe: SharedProbe::new(PROBE_INTERVAL) }
+    }
+
+    /// Whether the store takes durable writes, by the latest shared probe.
+    async fn store_writable(&self) -> bool {
+        let auth = self.auth.clone();
+        self.probe
+            .check(|| async move {
+                auth.metrics().readiness_probed();
+                match auth.store().check_writable().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "readiness: the store cannot write");
+                        false
+                    }
+                }
+            })
+            .await
+    }
 }
 
 #[OpenApi(tag = "ApiTags::Health")]
@@ -81,17 +157,16 @@ impl HealthApi {
     /// 200 when a probe write reaches the disk, a signing key is loaded and the circuit
     /// breaker in front of WeChat is closed; otherwise 503 naming what is wrong. Point a
     /// load balancer's or orchestrator's readiness check here, and the liveness check at
-    /// `/healthz`.
+    /// `/healthz`. The probe write is made at most once a second; askers within that
+    /// second share its result.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> ReadyResponse {
         let mut problems = Vec::new();
-        let store = match self.auth.store().check_writable().await {
-            Ok(()) => "ok".to_owned(),
-            Err(e) => {
-                tracing::error!(error = %e, "readiness: the store cannot write");
-                problems.push("store: cannot write (see the server log)".to_owned());
-                "failing".to_owned()
-            }
+        let store = if self.store_writable().await {
+            "ok".to_owned()
+        } else {
+            problems.push("store: cannot write (see the server log)".to_owned());
+            "failing".to_owned()
         };
         let algorithms = self.auth.tokens().algorithms();
         let keys = if algorithms.is_empty() {
@@ -111,5 +186,59 @@ impl HealthApi {
         } else {
             ReadyResponse::Unavailable(super::error::body("not_ready", format!("not ready: {}", problems.join("; "))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A probe that counts its runs, takes `takes` and answers `ok`.
+    fn probe(runs: &Arc<AtomicUsize>, takes: Duration, ok: bool) -> impl Future<Output = bool> + Send + 'static {
+        let runs = runs.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(takes).await;
+            ok
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_and_repeated_askers_within_the_interval_share_one_probe() {
+        let shared = Arc::new(SharedProbe::new(Duration::from_millis(300)));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let askers: Vec<_> = (0..50)
+            .map(|_| {
+                let (shared, runs) = (shared.clone(), runs.clone());
+                tokio::spawn(async move { shared.check(|| probe(&runs, Duration::from_millis(50), true)).await })
+            })
+            .collect();
+        for asker in askers {
+            assert!(asker.await.unwrap());
+        }
+        assert!(shared.check(|| probe(&runs, Duration::ZERO, false)).await, "a repeated asker probed again");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!shared.check(|| probe(&runs, Duration::ZERO, false)).await, "no new probe after the interval");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_probe_outlasting_the_interval_is_waited_for_not_doubled_nor_cancelled_by_hang_ups() {
+        let shared = SharedProbe::new(Duration::from_millis(20));
+        let runs = Arc::new(AtomicUsize::new(0));
+        // The first asker hangs up at once; the probe goes on without it.
+        let hung_up = tokio::time::timeout(
+            Duration::from_millis(5),
+            shared.check(|| probe(&runs, Duration::from_millis(200), true)),
+        );
+        assert!(hung_up.await.is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        assert!(shared.check(|| probe(&runs, Duration::ZERO, false)).await, "did not share the running probe");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }

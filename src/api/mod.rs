@@ -115,7 +115,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
             open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },
-            health::HealthApi { auth: auth.clone() },
+            health::HealthApi::new(auth.clone()),
             dev::DevApi { auth },
         ),
         "wxauth",

@@ -273,3 +273,26 @@ async fn metrics_can_be_turned_off() {
     let app = app_with(&[("WXAUTH_METRICS", "off")]).await;
     assert_error(app.get("/metrics").await, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn readyz_writes_its_probe_at_most_once_a_second_however_many_ask() {
+    let app = app_with(&[]).await;
+    let probes = || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        sample(&text, "wxauth_readiness_probes_total").unwrap_or_else(|| panic!("no probe count in\n{text}"))
+    };
+    assert_eq!(probes().await, 0.0);
+
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..50).map(|_| app.get("/readyz"))).await;
+    let took = started.elapsed();
+
+    assert!(answers.iter().all(|a| a.status() == 200));
+    // One probe, or one more per whole second the burst took on a slow machine.
+    let made = probes().await;
+    assert!((1.0..=1.0 + took.as_secs_f64().floor()).contains(&made), "{made} probes for 50 askers in {took:?}");
+    // A second later, the next asker gets a fresh probe.
+    tokio::time::sleep(wxauth::api::health::PROBE_INTERVAL).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(probes().await, made + 1.0);
+}

@@ -676,6 +676,19 @@ impl Server {
         (resp.status().as_u16(), resp.json().await.unwrap())
     }
 
+    /// Waits until `/readyz` answers 200, failing the test after `within`.
+    pub async fn wait_ready(&self, within: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let (status, body) = self.get("/readyz", None).await;
+            if status == 200 {
+                return;
+            }
+            assert!(started.elapsed() < within, "not ready after {within:?}: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let mut req = reqwest::Client::new().get(format!("{}{path}", self.address));
         if let Some(t) = token {

@@ -126,6 +126,9 @@ pub struct Settings {
     pub admin_socket: PathBuf,
     /// Whether `/metrics` is served (`WXAUTH_METRICS`).
     pub metrics: bool,
+    /// Whether Swagger UI is served at `/docs` (`WXAUTH_DOCS`; on in dev mode only, by
+    /// default).
+    pub docs: bool,
     /// Open client connections at most (`WXAUTH_MAX_CONNECTIONS`).
     pub max_connections: usize,
 }
@@ -339,6 +342,7 @@ pub const KEYS: &[&str] = &[
     "trusted_proxies",
     "rate_limit_per_minute",
     "metrics",
+    "docs",
     "max_connections",
 ];
 
@@ -392,6 +396,16 @@ impl Layers {
         let expected = format!("a whole number of {unit} from {} to {}", range.start(), range.end());
         let value = self.parse(key, default, &expected)?;
         if range.contains(&value) { Ok(value) } else { Err(invalid(key, format!("expected {expected}, got {value}"))) }
+    }
+}
+
+/// A setting that is `on` or `off`, `default` when unset.
+fn on_or_off(layers: &Layers, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match layers.get(key).map(str::trim) {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(invalid(key, format!("expected on or off, got {other:?}"))),
     }
 }
 
@@ -482,15 +496,14 @@ impl Settings {
             refresh_per_ip: layers.ranged("refresh_attempts_per_ip", 600, 0..=1_000_000, "attempts per minute")? as u32,
             trusted_proxies: trusted_proxies(layers.get("trusted_proxies").unwrap_or_default())?,
         };
-        let metrics = match layers.get("metrics").map(str::trim) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => return Err(invalid("metrics", format!("expected on or off, got {other:?}"))),
-        };
+        let metrics = on_or_off(layers, "metrics", true)?;
+        // A 1.7 MB page for people trying the API: production serves it only when asked.
+        let docs = on_or_off(layers, "docs", dev)?;
         Ok(Settings {
             dev,
             listen,
             metrics,
+            docs,
             max_connections: layers.ranged("max_connections", 10_000, 1..=1_000_000, "connections")? as usize,
             keys_dir: path_setting(layers, "keys_dir", "./keys")?,
             registration,
@@ -838,6 +851,7 @@ mod tests {
             ("WXAUTH_WECHAT_BREAKER_OPEN_SECS", "0"),
             ("WXAUTH_RATE_LIMIT_PER_MINUTE", "-1"),
             ("WXAUTH_METRICS", "yes"),
+            ("WXAUTH_DOCS", "true"),
             ("WXAUTH_MAX_CONNECTIONS", "0"),
         ] {
             let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
@@ -931,6 +945,15 @@ mod tests {
         assert_eq!(s.max_connections, 10_000);
         let s = load(Mode::Dev, &[("WXAUTH_RATE_LIMIT_PER_MINUTE", "30"), ("WXAUTH_METRICS", "off")]).unwrap();
         assert_eq!((s.attempt_limits.requests_per_ip, s.metrics), (30, false));
+    }
+
+    #[test]
+    fn swagger_ui_is_on_in_dev_mode_and_off_in_production_unless_set() {
+        let prod = [("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s")];
+        assert!(load(Mode::Dev, &[]).unwrap().docs);
+        assert!(!load(Mode::Serve, &prod).unwrap().docs);
+        assert!(load(Mode::Serve, &[prod[0], prod[1], ("WXAUTH_DOCS", "on")]).unwrap().docs);
+        assert!(!load(Mode::Dev, &[("WXAUTH_DOCS", "off")]).unwrap().docs);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - A connection with no bytes in either direction for [`IDLE_TIMEOUT`] is closed.
 //! - At most `WXAUTH_MAX_CONNECTIONS` connections are open; past it, new ones wait in the
 //!   kernel's backlog instead of being accepted.
-//! - HTTP/2 allows [`MAX_STREAMS`] concurrent streams per connection.
+//! - HTTP/2 allows [`MAX_STREAMS`] concurrent streams per connection, with explicit
+//!   bounds on what a connection can make the server hold (see [`MAX_SEND_BUFFER`]).
 //! - A failed `accept` (EMFILE) pauses the loop instead of spinning on it.
 
 use std::{
@@ -47,6 +48,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const IDLE_CHECKS: u32 = 4;
 /// Concurrent HTTP/2 streams per connection.
 pub const MAX_STREAMS: u32 = 100;
+/// Bytes of a response body HTTP/2 queues per stream beyond what the client's window has
+/// let out (hyper's default is 400 KB). A client that opens [`MAX_STREAMS`] streams with a
+/// window of 0 and answers PINGs keeps every answer unsent for as long as it likes; what
+/// each stream holds is then its answer: hyper takes a body's chunk whole, and wxauth's
+/// bodies are one chunk each. The large ones (Swagger UI, the OpenAPI document, the JWKS)
+/// are shared `Bytes`, a reference per stream; the rest are built per request and small.
+/// This bound is for longer bodies, should one ever stream.
+pub const MAX_SEND_BUFFER: usize = 64 * 1024;
+/// HTTP/2 stream window: request body bytes a client may send on a stream before the
+/// server reads them. Four request bodies' worth ([`crate::api::MAX_BODY_BYTES`]), so that
+/// a body never waits for a window update.
+pub const STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 connection window: request body bytes unread by the server, all streams of a
+/// connection together (hyper's default is 1 MB).
+pub const CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Largest HTTP/2 header list a client may send (hyper's default, set explicitly).
+pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Largest request head (request line and headers) an HTTP/1.1 client may send.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Pause after a failed `accept`, e.g. when file descriptors ran out.
@@ -148,6 +166,10 @@ async fn serve_connection<E>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buf_size(MAX_SEND_BUFFER)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let conn = builder.serve_connection(TokioIo::new(io), service);

@@ -97,6 +97,7 @@ pub struct Application {
     addr: SocketAddr,
     dev: bool,
     metrics: bool,
+    docs: bool,
     max_connections: usize,
     admin: admin::Listener,
     auth: Arc<Auth>,
@@ -191,6 +192,7 @@ impl Application {
             addr,
             dev: settings.dev,
             metrics: settings.metrics,
+            docs: settings.docs,
             max_connections: connection_cap(settings.max_connections),
             admin,
             auth: Arc::new(Auth::new(parts)),
@@ -232,8 +234,12 @@ impl Application {
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
         let admin = tokio::spawn(self.admin.serve(auth.store().clone(), appids));
-        tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
-        let app = api::routes(self.auth, self.dev, self.metrics).map_to_response();
+        if self.docs {
+            tracing::info!("wxauth listening on http://{} (Swagger UI at /docs)", self.addr);
+        } else {
+            tracing::info!("wxauth listening on http://{} (API described at /openapi.json)", self.addr);
+        }
+        let app = api::routes(self.auth, self.dev, self.metrics, self.docs).map_to_response();
         let served = server::serve(self.listener, app, self.max_connections, stop, Duration::from_secs(10)).await;
         reloader.abort();
         purger.abort();

@@ -410,8 +410,9 @@ pub async fn envelope(err: poem::Error) -> Response {
                 format!("the request body did not arrive within {} s", super::BODY_DEADLINE.as_secs()),
             ),
         ),
-        StatusCode::NOT_FOUND => (status, body("not_found", "no such endpoint; see /docs")),
-        StatusCode::METHOD_NOT_ALLOWED => (status, body("method_not_allowed", "method not allowed; see /docs")),
+        // Not /docs: production serves Swagger UI only when WXAUTH_DOCS says so.
+        StatusCode::NOT_FOUND => (status, body("not_found", "no such endpoint; see /openapi.json")),
+        StatusCode::METHOD_NOT_ALLOWED => (status, body("method_not_allowed", "method not allowed; see /openapi.json")),
         s if s.is_server_error() => {
             tracing::error!(error = %err, "request failed");
             (StatusCode::INTERNAL_SERVER_ERROR, body("server_error", "internal error; see the server log"))

@@ -13,6 +13,7 @@ pub mod refresh;
 
 use std::{collections::HashMap, sync::Arc};
 
+use bytes::Bytes;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     http::{StatusCode, header},
@@ -158,19 +159,22 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
     serde_json::to_string(&doc).unwrap_or_else(|_| api.spec())
 }
 
-/// Every route: the API, Swagger UI at `/docs`, the spec at `/openapi.json` and, with
-/// `metrics`, the Prometheus metrics at `/metrics`.
-pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool) -> impl Endpoint {
+/// Every route: the API, the spec at `/openapi.json` and, with `docs`, Swagger UI at
+/// `/docs`; with `metrics`, the Prometheus metrics at `/metrics`.
+pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool, docs: bool) -> impl Endpoint {
     let api = service(auth.clone(), dev);
     let document = spec(&api, dev);
     let allowed = Arc::new(allowed_methods(&document));
-    // Swagger UI embeds the document it is given; give it the published one.
-    let html = api.swagger_ui_html().replace(&api.spec(), &document);
-    let docs = Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())));
-    let served = poem::endpoint::make_sync(move |_| {
-        Response::builder().header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(document.clone())
-    });
-    let mut route = Route::new().nest("/", api);
+    let mut route = Route::new();
+    if docs {
+        // Swagger UI embeds the document it is given; give it the published one. Built once
+        // and shared (1.7 MB): a client that never reads its answers holds a reference per
+        // request, not a copy (see `server`'s bounds).
+        let html = Bytes::from(api.swagger_ui_html().replace(&api.spec(), &document));
+        route = route.nest("/docs", Route::new().at("/", shared(html, "text/html; charset=utf-8")));
+    }
+    let route = route.at("/openapi.json", shared(Bytes::from(document), "application/json; charset=utf-8"));
+    let mut route = route.nest("/", api);
     if !dev {
         // Absent in production: 404 before authentication or body parsing can answer.
         route = route.nest("/v1/dev", absent);
@@ -185,11 +189,16 @@ pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool) -> impl Endpoint {
         );
     }
     route
-        .nest("/docs", docs)
-        .at("/openapi.json", served)
         .around(limit_body)
         .catch_all_error(error::envelope)
         .around(move |ep, req| observe(auth.clone(), allowed.clone(), ep, req))
+}
+
+/// An endpoint answering every request with `body`, shared, not copied.
+fn shared(body: Bytes, content_type: &'static str) -> impl Endpoint<Output = Response> {
+    poem::endpoint::make_sync(move |_| {
+        Response::builder().header(header::CONTENT_TYPE, content_type).body(body.clone())
+    })
 }
 
 /// The methods each operation's path answers, from the document: a 405 names them in

@@ -156,3 +156,30 @@ async fn http2_connections_may_carry_a_hundred_streams_at_once() {
     assert_eq!(connection.max_concurrent_send_streams(), wxauth::server::MAX_STREAMS as usize);
     assert_eq!(wxauth::server::MAX_STREAMS, 100);
 }
+
+#[tokio::test]
+async fn http2_request_bodies_get_a_stream_window_of_four_body_limits() {
+    let app = spawn_app().await;
+    let (client, connection) =
+        h2::client::Builder::new().handshake::<_, bytes::Bytes>(connect(&app).await).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = poem::http::Request::post(format!("{}/v1/login", app.address))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+
+    // Ask for far more than the window; what the server's settings allow is granted.
+    body.reserve_capacity(4 << 20);
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await {}
+    })
+    .await;
+    assert_eq!(body.capacity(), wxauth::server::STREAM_WINDOW as usize);
+    assert!(wxauth::server::STREAM_WINDOW as usize >= 4 * wxauth::api::MAX_BODY_BYTES);
+
+    body.send_data(bytes::Bytes::from_static(br#"{"code":"c@h2"}"#), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+}

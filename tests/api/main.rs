@@ -6,6 +6,7 @@ mod binding;
 mod clients;
 mod connections;
 mod dev_mock;
+mod docs;
 mod export;
 mod faults;
 mod helpers;

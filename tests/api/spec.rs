@@ -1,6 +1,6 @@
 //! The committed OpenAPI document equals what the code serves.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
 
@@ -24,7 +24,10 @@ async fn openapi_committed_spec_is_current() {
 
 #[tokio::test]
 async fn swagger_ui_is_served_and_documents_the_bearer_scheme() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_DOCS", "on");
+    })
+    .await;
     let html = app.get("/docs").await.text().await.unwrap();
     assert!(html.contains("swagger"), "no Swagger UI at /docs");
     assert_eq!(app.get("/docs/").await.status(), 200);

@@ -491,6 +491,37 @@ pub async fn a_user_keeps_at_most_the_newest_families(backend: &dyn Backend) {
     }
 }
 
+pub async fn racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = Arc::new(open(&settings).await.unwrap());
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let alice = user(&store, "alice").await;
+    let starts: Vec<_> = (1..=32u8)
+        .map(|family| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.start_refresh(&rid(family, 0, family), &grant(alice), now, later, 3).await },
+            )
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().expect("a racing login failed to start its family");
+    }
+
+    store.start_refresh(&rid(33, 0, 33), &grant(alice), now, later, 3).await.unwrap();
+
+    let mut usable = Vec::new();
+    for family in 1..=33u8 {
+        if let Refreshed::Rotated(_) =
+            store.rotate_refresh(&rid(family, 0, family), &[100; 32], now, later).await.unwrap()
+        {
+            usable.push(family);
+        }
+    }
+    assert_eq!(usable.len(), 3, "{usable:?}");
+    assert!(usable.contains(&33), "{usable:?}");
+}
+
 pub async fn the_purge_removes_expired_families_and_those_of_removed_users_in_batches(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();

@@ -164,6 +164,7 @@ conformance_suite!(
         a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,
         refresh_families_are_revoked_by_token_by_user_and_by_account_changes,
         a_user_keeps_at_most_the_newest_families,
+        racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap,
         the_purge_removes_expired_families_and_those_of_removed_users_in_batches,
     ]
 );

@@ -71,7 +71,9 @@ impl PgStore {
     }
 
     /// One statement: the user's oldest families beyond `keep - 1` go, and the new one
-    /// comes in (a data-modifying `WITH` runs whether or not it is referenced).
+    /// comes in (a data-modifying `WITH` runs whether or not it is referenced). Racing
+    /// logins of one user skip the rows another is removing (`SKIP LOCKED`) instead of
+    /// deadlocking on them; the next login trims what they left.
     pub(in crate::store) async fn start_refresh(
         &self,
         id: &RefreshId,
@@ -82,7 +84,8 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let started = sqlx::query(
             "WITH evicted AS (DELETE FROM refresh_families WHERE family IN \
-             (SELECT family FROM refresh_families WHERE user_id = $5 ORDER BY family DESC OFFSET $9)) \
+             (SELECT family FROM refresh_families WHERE user_id = $5 ORDER BY family DESC OFFSET $9 \
+             FOR UPDATE SKIP LOCKED)) \
              INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, openid, \
              expires_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )

@@ -170,8 +170,8 @@ impl From<StoreError> for BindFailure {
 /// A refresh token as handed to the client. `Debug` leaves the token out.
 #[derive(Clone)]
 pub struct IssuedRefresh {
-    /// `rt_` + the family, the generation and 256 random bits; only the hash of those bits
-    /// is stored.
+    /// `rt_` + the user, the family, the generation and 256 random bits; only the hash of
+    /// those bits is stored.
     pub token: String,
     /// Lifetime in seconds.
     pub expires_in: u64,
@@ -460,7 +460,7 @@ impl Auth {
         span.record("created", record.created);
         let token = self.parts.tokens.issue(&record.user, &identity)?;
         self.parts.metrics.token_issued(token.alg.as_str());
-        let (text, id) = refresh::first_token().map_err(Internal::Store)?;
+        let (text, id) = refresh::first_token(record.user.id).map_err(Internal::Store)?;
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
         let now = self.parts.clock.now();
         let (expires_at, keep) = (now + self.parts.refresh_ttl, self.parts.refresh_families_per_user);

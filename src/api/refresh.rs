@@ -12,7 +12,7 @@ use super::{
 };
 use crate::auth::Auth;
 
-/// Longest refresh token accepted: wxauth's are 73 characters; anything up to a JWT is
+/// Longest refresh token accepted: wxauth's are 94 characters; anything up to a JWT is
 /// answered `invalid_grant`, beyond it `invalid_request`.
 const MAX_REFRESH_TOKEN: usize = 2048;
 

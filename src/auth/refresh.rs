@@ -11,6 +11,7 @@ use aws_lc_rs::digest;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use super::{Auth, Internal, IssuedRefresh, LoginOutcome, REFRESH_TOKEN_PREFIX};
+use crate::domain::UserId;
 use crate::store::{PurgeBatch, RefreshId, Refreshed, StoreError};
 
 /// Records looked at per purge batch: a few milliseconds of sled work.
@@ -39,33 +40,39 @@ impl From<StoreError> for RefreshFailure {
     }
 }
 
-/// Bytes of a refresh token after its prefix: family, generation, verifier.
-const TOKEN_BYTES: usize = 16 + 4 + 32;
+/// Bytes of a refresh token after its prefix: user, family, generation, verifier.
+const TOKEN_BYTES: usize = 16 + 16 + 4 + 32;
 
-/// The first token of a new family: `rt_` + base64url(family ‖ generation 0 ‖ verifier).
-/// The family is a UUID v7 (its records append to the store's tree), the verifier 256
-/// random bits of which only the SHA-256 is stored.
-pub(super) fn first_token() -> Result<(String, RefreshId), StoreError> {
-    token(*uuid::Uuid::now_v7().as_bytes(), 0)
+/// The first token of a new family of `user`: `rt_` + base64url(user ‖ family ‖
+/// generation 0 ‖ verifier). The family is a UUID v7 (a user's families sort by age), the
+/// verifier 256 random bits of which only the SHA-256 is stored.
+pub(super) fn first_token(user: UserId) -> Result<(String, RefreshId), StoreError> {
+    token(user, *uuid::Uuid::now_v7().as_bytes(), 0)
 }
 
 /// The token of `generation` in `family`, with a new verifier.
-fn token(family: [u8; 16], generation: u32) -> Result<(String, RefreshId), StoreError> {
+fn token(user: UserId, family: [u8; 16], generation: u32) -> Result<(String, RefreshId), StoreError> {
     let mut verifier = [0u8; 32];
     aws_lc_rs::rand::fill(&mut verifier).map_err(|_| StoreError::Database("no randomness".into()))?;
-    let bytes = [&family[..], &generation.to_be_bytes(), &verifier].concat();
+    let bytes = [&user.as_bytes()[..], &family, &generation.to_be_bytes(), &verifier].concat();
     let text = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    Ok((text, RefreshId { family, generation, verifier_hash: hash(&verifier) }))
+    Ok((text, RefreshId { user, family, generation, verifier_hash: hash(&verifier) }))
 }
 
-/// Which family, generation and verifier a presented token names; `None` for text that is
-/// not a refresh token.
+/// Which user, family, generation and verifier a presented token names; `None` for text
+/// that is not a refresh token.
 fn parse_token(text: &str) -> Option<RefreshId> {
     let bytes = URL_SAFE_NO_PAD.decode(text.strip_prefix(REFRESH_TOKEN_PREFIX)?).ok()?;
     let bytes: &[u8; TOKEN_BYTES] = bytes.as_slice().try_into().ok()?;
-    let (family, rest) = bytes.split_first_chunk::<16>()?;
+    let (user, rest) = bytes.split_first_chunk::<16>()?;
+    let (family, rest) = rest.split_first_chunk::<16>()?;
     let (generation, verifier) = rest.split_first_chunk::<4>()?;
-    Some(RefreshId { family: *family, generation: u32::from_be_bytes(*generation), verifier_hash: hash(verifier) })
+    Some(RefreshId {
+        user: UserId::from_bytes(*user),
+        family: *family,
+        generation: u32::from_be_bytes(*generation),
+        verifier_hash: hash(verifier),
+    })
 }
 
 fn hash(verifier: &[u8]) -> [u8; 32] {
@@ -88,7 +95,7 @@ impl Auth {
             .check_refresh_family(old.family)
             .map_err(|wait| RefreshFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) })?;
         // A generation past u32::MAX is never rotated into (the store answers Expired).
-        let (text, id) = token(old.family, old.generation.wrapping_add(1))?;
+        let (text, id) = token(old.user, old.family, old.generation.wrapping_add(1))?;
         let now = self.parts.clock.now();
         let expires_at = now + self.parts.refresh_ttl;
         let grant = match store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await? {
@@ -158,22 +165,23 @@ mod tests {
 
     #[test]
     fn a_refresh_token_names_its_family_and_generation_and_proves_itself() {
-        let (text, id) = first_token().unwrap();
-        assert!(text.starts_with("rt_") && text.len() == 3 + 70, "{text}");
-        assert_eq!(id.generation, 0);
+        let user = UserId::new();
+        let (text, id) = first_token(user).unwrap();
+        assert!(text.starts_with("rt_") && text.len() == 3 + 91, "{text}");
+        assert_eq!((id.user, id.generation), (user, 0));
         assert_eq!(parse_token(&text), Some(id));
-        let (next, next_id) = token(id.family, 1).unwrap();
+        let (next, next_id) = token(user, id.family, 1).unwrap();
         assert_eq!(parse_token(&next), Some(next_id));
-        assert_eq!((next_id.family, next_id.generation), (id.family, 1));
+        assert_eq!((next_id.user, next_id.family, next_id.generation), (user, id.family, 1));
         assert_ne!(next_id.verifier_hash, id.verifier_hash);
-        let (other, _) = first_token().unwrap();
+        let (other, _) = first_token(user).unwrap();
         assert_ne!(parse_token(&other).unwrap().family, id.family);
         for junk in ["", "rt_", "rt_AAAA", "bt_x", &text[3..], &text[..text.len() - 1], &format!("{text}A")] {
             assert!(parse_token(junk).is_none_or(|p| p != id), "{junk:?}");
         }
         // Another verifier under the same family and generation is another token.
         let mut forged = URL_SAFE_NO_PAD.decode(&text[3..]).unwrap();
-        forged[40] ^= 1;
+        forged[60] ^= 1;
         let forged = parse_token(&format!("rt_{}", URL_SAFE_NO_PAD.encode(forged))).unwrap();
         assert_eq!((forged.family, forged.generation), (id.family, id.generation));
         assert_ne!(forged.verifier_hash, id.verifier_hash);

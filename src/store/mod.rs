@@ -157,13 +157,17 @@ pub struct BindTicket {
 /// copy of the store alone yields no usable ticket.
 pub type TicketId = [u8; 32];
 
-/// A refresh token as the store sees it: the token is `family ‖ generation ‖ verifier`;
-/// the family's one record is stored under the family id (a UUID v7, so new records append
-/// to the tree rather than land all over it) and holds the current generation and only the
-/// SHA-256 of its verifier (256 random bits).
+/// A refresh token as the store sees it: the token is `user ‖ family ‖ generation ‖
+/// verifier`. The family's one record is found by user and family (a UUID v7, so a user's
+/// families sort by age), and holds the current generation and only the SHA-256 of its
+/// verifier (256 random bits). The user id is no secret (it is the access token's `sub`);
+/// it lets a backend keep a user's families together, so that the per-user cap and
+/// revocations find them without an index to maintain on every login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshId {
-    /// The family: where the record is.
+    /// The user the family belongs to.
+    pub user: UserId,
+    /// The family.
     pub family: [u8; 16],
     /// Which token of the family: 0 for the login's, one more for each refresh.
     pub generation: u32,
@@ -351,10 +355,11 @@ impl Store {
     }
 
     /// Starts a refresh-token family (a login) with its first token, `id` (generation 0),
-    /// valid until `expires_at`. One record (and, on sled, its entry in the user's index),
-    /// not waited for: a token lost in a crash costs the client a `wx.login`, and logins
-    /// stay free of flushes. The user keeps at most `keep` families: the oldest beyond that
-    /// are removed, so that logins repeated without end cannot grow the store.
+    /// valid until `expires_at`. One record, not waited for: a token lost in a crash costs
+    /// the client a `wx.login`, and logins stay free of flushes. The user keeps about `keep`
+    /// families: the oldest beyond are removed, at once on PostgreSQL, in batches on sled
+    /// (never more than twice `keep`), so that logins repeated without end cannot grow the
+    /// store.
     pub async fn start_refresh(
         &self,
         id: &RefreshId,

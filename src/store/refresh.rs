@@ -75,7 +75,12 @@ mod tests {
     use super::*;
 
     fn presented(generation: u32, hash: u8) -> RefreshId {
-        RefreshId { family: [7; 16], generation, verifier_hash: [hash; 32] }
+        RefreshId {
+            user: crate::domain::UserId::from_bytes([1; 16]),
+            family: [7; 16],
+            generation,
+            verifier_hash: [hash; 32],
+        }
     }
 
     #[test]

@@ -404,9 +404,9 @@ fn grant(user: UserId) -> RefreshGrant {
     RefreshGrant { user, identity: Identity { appid: "wx1".into(), openid: "o1".into() } }
 }
 
-/// Token `generation` of family `family`, with verifier hash `verifier` repeated.
-fn rid(family: u8, generation: u32, verifier: u8) -> RefreshId {
-    RefreshId { family: [family; 16], generation, verifier_hash: [verifier; 32] }
+/// Token `generation` of `user`'s family `family`, with verifier hash `verifier` repeated.
+fn rid_of(user: UserId, family: u8, generation: u32, verifier: u8) -> RefreshId {
+    RefreshId { user, family: [family; 16], generation, verifier_hash: [verifier; 32] }
 }
 
 /// Families a user may keep in the tests that are not about the cap.
@@ -421,6 +421,7 @@ pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend
     let store = open(&settings).await.unwrap();
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
     let user = user(&store, "alice").await;
+    let rid = |family, generation, verifier| rid_of(user, family, generation, verifier);
     store.start_refresh(&rid(1, 0, 1), &grant(user), now, later, KEEP).await.unwrap();
     store.start_refresh(&rid(9, 0, 9), &grant(user), now, later, KEEP).await.unwrap();
 
@@ -444,6 +445,9 @@ pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_change
     let store = open(&settings).await.unwrap();
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
     let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+    let rid = |family, generation, verifier| {
+        rid_of(if matches!(family, 4 | 6) { bob } else { alice }, family, generation, verifier)
+    };
     for (family, user) in [(1, alice), (2, alice), (3, alice), (4, bob)] {
         store.start_refresh(&rid(family, 0, family), &grant(user), now, later, KEEP).await.unwrap();
     }
@@ -480,6 +484,8 @@ pub async fn a_user_keeps_at_most_the_newest_families(backend: &dyn Backend) {
     let store = open(&settings).await.unwrap();
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
     let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+    let rid =
+        |family, generation, verifier| rid_of(if family == 1 { bob } else { alice }, family, generation, verifier);
     store.start_refresh(&rid(1, 0, 1), &grant(bob), now, later, 3).await.unwrap();
     // Family ids are UUID v7 in wxauth, so their order is their age.
     for family in 2..=6 {
@@ -496,6 +502,7 @@ pub async fn racing_logins_of_one_user_all_start_their_family_and_the_next_one_t
     let store = Arc::new(open(&settings).await.unwrap());
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
     let alice = user(&store, "alice").await;
+    let rid = move |family, generation, verifier| rid_of(alice, family, generation, verifier);
     let starts: Vec<_> = (1..=32u8)
         .map(|family| {
             let store = store.clone();
@@ -528,6 +535,9 @@ pub async fn the_purge_removes_expired_families_and_those_of_removed_users_in_ba
     let now = OffsetDateTime::now_utc();
     let (soon, later) = (now + time::Duration::minutes(1), now + time::Duration::hours(1));
     let (user, gone) = (user(&store, "alice").await, user(&store, "bob").await);
+    let rid = |family, generation, verifier| {
+        rid_of(if (30..35).contains(&family) { gone } else { user }, family, generation, verifier)
+    };
     // 10 live families, 10 revoked ones, 10 that expire soon, a refreshed one, and 5 of a
     // user about to be removed.
     for i in 0..30u8 {

@@ -45,13 +45,14 @@ impl StoredFamily {
 }
 
 impl PgStore {
-    /// The family of `id`, locked until the transaction ends.
+    /// The family of `id` (of the user the token names), locked until the transaction ends.
     async fn locked_family(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Option<StoredFamily>, Failure> {
         let Some(row) = sqlx::query(
             "SELECT generation, verifier_hash, user_id, appid, openid, expires_at_ns, revoked \
-             FROM refresh_families WHERE family = $1 FOR UPDATE",
+             FROM refresh_families WHERE family = $1 AND user_id = $2 FOR UPDATE",
         )
         .bind(Uuid::from_bytes(id.family))
+        .bind(uuid(&id.user))
         .fetch_optional(&mut *tx)
         .await?
         else {

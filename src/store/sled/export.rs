@@ -36,7 +36,7 @@ fn insert_new(tree: &Tree, key: &[u8], value: Vec<u8>, what: &str) -> Result<(),
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 8] {
+    fn data_trees(&self) -> [&Tree; 7] {
         [
             &self.records,
             &self.openids,
@@ -45,7 +45,6 @@ impl SledStore {
             &self.tickets,
             &self.details,
             &self.refresh_families,
-            &self.refresh_by_user,
         ]
     }
 
@@ -122,11 +121,11 @@ impl SledStore {
             })?;
         }
         for entry in self.refresh_families.iter() {
-            let (family, bytes) = entry?;
+            let (key, bytes) = entry?;
             let record = postcard::<FamilyRecord>(&bytes, "refresh family")?;
             // A removed user's families wait for the purge; nothing can use them.
             if of_a_user(&record.user())? {
-                out(record.export(uuid(&family)?)?)?;
+                out(record.export(&key)?)?;
             }
         }
         Ok(skipped)
@@ -253,16 +252,11 @@ impl SledStore {
                 insert_new(&self.tickets, &key, ticket.encode()?, "a bind ticket")?;
             }
             record @ Record::RefreshFamily { .. } => {
-                let (family, record) = FamilyRecord::import(record)?;
+                let (key, record) = FamilyRecord::import(record)?;
                 self.user_exists(&record.user())?;
-                if self.refresh_families.contains_key(family)? {
-                    return Err(StoreError::Corrupt(format!(
-                        "refresh family {} appears twice",
-                        Uuid::from_bytes(family)
-                    )));
-                }
-                // An export holds what the exporting store kept: nothing beyond its cap.
-                self.put_family(family, &record, usize::MAX)?;
+                let value =
+                    ::postcard::to_stdvec(&record).map_err(|e| StoreError::Corrupt(format!("refresh family: {e}")))?;
+                insert_new(&self.refresh_families, &key, value, "a refresh family")?;
             }
         }
         Ok(())

@@ -7,7 +7,8 @@
 //! - `unionids`: unionid → user id; how a login from another app finds the same person
 //! - `accounts`: username → user id and argon2id password hash ([`record::AccountRecord`])
 //! - `bind_tickets`: SHA-256 of a ticket → what it stands for ([`record::TicketRecord`])
-//! - `refresh_families`, `refresh_by_user`: refresh tokens, one record per login ([`refresh`])
+//! - `refresh_families`: user id ‖ family id → a refresh family, one record per login
+//!   ([`refresh`])
 //! - `details`: user id → the phone number and profile the user shared, sealed
 //!   ([`record::DetailsRecord`]); apart from the user record, which every login rewrites
 //! - `meta`: `schema_version` → u32 big-endian
@@ -90,8 +91,9 @@ pub(super) struct SledStore {
     /// Seals the session keys at rest.
     pub(in crate::store) sealer: Sealer,
     refresh_families: ::sled::Tree,
-    refresh_by_user: ::sled::Tree,
-    /// Held while a refresh family starts, rotates or is revoked ([`refresh`]).
+    /// Logins since a user's families were last trimmed, by a hash of the user ([`refresh`]).
+    trim_due: Arc<[std::sync::atomic::AtomicU16]>,
+    /// Held while a refresh family rotates, is revoked, trimmed or purged ([`refresh`]).
     refresh: Arc<Mutex<()>>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
 }
@@ -140,7 +142,7 @@ impl SledStore {
         }
         // Left behind if a migration from schema 2 stopped right after its last step.
         db.drop_tree(V2_RECORDS)?;
-        let (refresh_families, refresh_by_user) = (db.open_tree("refresh_families")?, db.open_tree("refresh_by_user")?);
+        let refresh_families = db.open_tree("refresh_families")?;
         Ok(Self {
             records: db.open_tree(RECORDS)?,
             openids: db.open_tree("openids")?,
@@ -154,7 +156,7 @@ impl SledStore {
             swept_at: Arc::default(),
             sealer,
             refresh_families,
-            refresh_by_user,
+            trim_due: refresh::trim_counters(),
             refresh: Arc::default(),
             purge_cursor: Arc::default(),
         })

@@ -21,6 +21,7 @@ use poem::{
     post,
     web::{Data, Query},
 };
+use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::WechatApp;
@@ -72,7 +73,7 @@ pub async fn spawn(apps: &[WechatApp], slow: Duration) -> std::io::Result<Url> {
         .and_then(|a| a.as_socket_addr().copied())
         .ok_or_else(|| std::io::Error::other("mock has no address"))?;
     let state = Arc::new(MockState {
-        apps: apps.iter().map(|a| (a.appid.clone(), a.secret.expose().to_owned())).collect(),
+        apps: apps.iter().map(|a| (a.appid.clone(), a.secret.expose_secret().to_owned())).collect(),
         slow,
         busy_once_seen: Default::default(),
         tokens: Default::default(),
@@ -325,11 +326,11 @@ pub fn fake_open_data(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use secrecy::SecretString;
 
     #[tokio::test]
     async fn token_expired_refuses_a_token_once_and_the_retry_with_a_new_token_succeeds() {
-        let app = WechatApp { appid: "wxdev".into(), secret: Secret::new("s") };
+        let app = WechatApp { appid: "wxdev".into(), secret: SecretString::from("s") };
         let base = spawn(std::slice::from_ref(&app), Duration::from_secs(1)).await.unwrap();
         let http = reqwest::Client::new();
         let token = async || {

@@ -14,11 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
 use super::{Upstream, WechatError, errcode, malformed, request_id, rid_suffix};
-use crate::config::{Secret, WechatApp};
+use crate::config::WechatApp;
 
 /// A token is refreshed this long before WeChat says it expires, so that no request sets
 /// out with a token that expires on the way.
@@ -26,7 +27,7 @@ const MARGIN: Duration = Duration::from_secs(60);
 
 /// A cached token.
 struct Cached {
-    token: Secret,
+    token: SecretString,
     good_until: Instant,
 }
 
@@ -34,7 +35,7 @@ struct Cached {
 pub(super) struct AccessToken {
     url: Url,
     /// The request body; it holds the AppSecret.
-    body: Secret,
+    body: SecretString,
     current: Mutex<Option<Cached>>,
     /// Held while a refresh is in flight.
     refreshing: tokio::sync::Mutex<()>,
@@ -63,26 +64,26 @@ impl AccessToken {
         let body = serde_json::json!({
             "grant_type": "client_credential",
             "appid": app.appid,
-            "secret": app.secret.expose(),
+            "secret": app.secret.expose_secret(),
             "force_refresh": false,
         });
         Ok(Self {
             url,
-            body: Secret::new(body.to_string()),
+            body: SecretString::from(body.to_string()),
             current: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
         })
     }
 
-    fn cached(&self) -> Option<Secret> {
+    fn cached(&self) -> Option<SecretString> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         current.as_ref().filter(|c| Instant::now() < c.good_until).map(|c| c.token.clone())
     }
 
     /// A token that is good for at least [`MARGIN`] more, fetched before `deadline` if
     /// none is cached.
-    pub(super) async fn get(&self, upstream: &Upstream, deadline: Instant) -> Result<Secret, WechatError> {
+    pub(super) async fn get(&self, upstream: &Upstream, deadline: Instant) -> Result<SecretString, WechatError> {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
@@ -99,9 +100,9 @@ impl AccessToken {
 
     /// Forgets `token` after WeChat refused it (40001, 40014, 42001), unless a newer one
     /// replaced it meanwhile.
-    pub(super) fn invalidate(&self, token: &Secret) {
+    pub(super) fn invalidate(&self, token: &SecretString) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|c| c.token == *token) {
+        if current.as_ref().is_some_and(|c| c.token.expose_secret() == token.expose_secret()) {
             *current = None;
         }
     }
@@ -111,19 +112,19 @@ impl AccessToken {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    async fn fetch(&self, upstream: &Upstream, deadline: Instant) -> Result<(Secret, u64), WechatError> {
+    async fn fetch(&self, upstream: &Upstream, deadline: Instant) -> Result<(SecretString, u64), WechatError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let request = upstream
             .http()
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body.expose().to_owned());
+            .body(self.body.expose_secret().to_owned());
         upstream.call("stable_token", request, deadline, interpret).await
     }
 }
 
 /// Turns `stable_token`'s body into a token and its lifetime in seconds.
-fn interpret(body: &[u8]) -> Result<(Secret, u64), WechatError> {
+fn interpret(body: &[u8]) -> Result<(SecretString, u64), WechatError> {
     let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("stable_token", &e))?;
     let rid = reply.errmsg.as_deref().and_then(request_id);
     match errcode(reply.errcode.as_ref())? {
@@ -138,7 +139,9 @@ fn interpret(body: &[u8]) -> Result<(Secret, u64), WechatError> {
         }
     }
     match (reply.access_token, reply.expires_in) {
-        (Some(token), Some(expires_in)) if !token.is_empty() && expires_in > 0 => Ok((Secret::new(token), expires_in)),
+        (Some(token), Some(expires_in)) if !token.is_empty() && expires_in > 0 => {
+            Ok((SecretString::from(token), expires_in))
+        }
         _ => Err(WechatError::Upstream("stable_token: WeChat reported success without a token".into())),
     }
 }
@@ -150,10 +153,10 @@ mod tests {
     #[test]
     fn stable_token_answers_are_interpreted() {
         let (token, expires) = interpret(br#"{"access_token":"ACCESS_TOKEN","expires_in":7200}"#).unwrap();
-        assert_eq!((token.expose(), expires), ("ACCESS_TOKEN", 7200));
+        assert_eq!((token.expose_secret(), expires), ("ACCESS_TOKEN", 7200));
         assert_eq!(
-            interpret(br#"{"errcode":45011,"errmsg":"api minute-quota reach limit, rid: r1"}"#),
-            Err(WechatError::RateLimited { rid: Some("r1".into()) })
+            interpret(br#"{"errcode":45011,"errmsg":"api minute-quota reach limit, rid: r1"}"#).err(),
+            Some(WechatError::RateLimited { rid: Some("r1".into()) })
         );
         assert!(
             matches!(interpret(br#"{"errcode":40125,"errmsg":"invalid appsecret"}"#), Err(WechatError::Upstream(m)) if m.contains("40125"))

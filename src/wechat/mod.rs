@@ -13,11 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
 use crate::{
-    config::{Secret, WechatApp, WechatSettings},
+    config::{WechatApp, WechatSettings},
     domain::{JsCode, PhoneNumber, SessionKey, WechatSession},
     metrics::Metrics,
 };
@@ -175,7 +176,7 @@ struct Inner {
     /// `code2session_url` with every parameter but `js_code`, ending in `&js_code=`: the
     /// per-call work is then encoding the code and one URL parse, where `.query()` cost a
     /// serializer pass and two parses. It holds the AppSecret, hence the wrapper.
-    code2session_prefix: Secret,
+    code2session_prefix: SecretString,
     appid: String,
     inflight: SingleFlight<Result<WechatSession, WechatError>>,
     access_token: AccessToken,
@@ -228,7 +229,11 @@ impl WechatClient {
                 phone_url,
                 upstream,
                 timeout: settings.timeout,
-                code2session_prefix: Secret::new(query_prefix(&code2session_url, &app.appid, app.secret.expose())),
+                code2session_prefix: SecretString::from(query_prefix(
+                    &code2session_url,
+                    &app.appid,
+                    app.secret.expose_secret(),
+                )),
                 code2session_url,
                 appid: app.appid.clone(),
                 inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
@@ -264,7 +269,7 @@ impl WechatClient {
         for _ in 0..2 {
             let token = inner.access_token.get(&inner.upstream, deadline).await?;
             let mut url = inner.phone_url.clone();
-            url.query_pairs_mut().append_pair("access_token", token.expose());
+            url.query_pairs_mut().append_pair("access_token", token.expose_secret());
             let request = inner
                 .upstream
                 .http()
@@ -326,7 +331,7 @@ impl WechatClient {
 
     async fn fetch_session(&self, code: &JsCode, deadline: Instant) -> Result<WechatSession, WechatError> {
         let inner = &self.inner;
-        let mut url = inner.code2session_prefix.expose().to_owned();
+        let mut url = inner.code2session_prefix.expose_secret().to_owned();
         url.extend(url::form_urlencoded::byte_serialize(code.as_str().as_bytes()));
         let url = Url::parse(&url).map_err(|_| WechatError::Upstream("cannot build the code2Session URL".into()))?;
         inner.upstream.call("code2session", inner.upstream.http().get(url), deadline, interpret).await

@@ -56,7 +56,7 @@ async fn client(mock: Arc<Mock>) -> WechatClient {
         .data(mock);
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
     let settings = WechatSettings {
-        apps: vec![WechatApp { appid: "wx1".into(), secret: crate::config::Secret::new("s") }],
+        apps: vec![WechatApp { appid: "wx1".into(), secret: secrecy::SecretString::from("s") }],
         base_url: Url::parse(&format!("http://{addr}")).unwrap(),
         timeout: Duration::from_secs(5),
         limits: crate::wechat::Limits { max_inflight: 100, breaker_failures: 20, breaker_open: Duration::from_secs(5) },

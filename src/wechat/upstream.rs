@@ -22,16 +22,8 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// How long a client refused for too many requests in flight is told to wait.
 const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
-/// Limits of the road to WeChat.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Requests to WeChat in flight at once.
-    pub max_inflight: usize,
-    /// Consecutive transport failures that open the breaker.
-    pub breaker_failures: u32,
-    /// How long the breaker stays open before one probe is let through.
-    pub breaker_open: Duration,
-}
+/// Limits of the road to WeChat, as configured.
+pub use crate::config::WechatLimits as Limits;
 
 /// Requests to WeChat, with their bound, breaker and metrics.
 pub struct Upstream {

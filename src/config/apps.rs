@@ -1,0 +1,104 @@
+//! The mini-programs wxauth serves: one from `wechat_appid` / `wechat_secret`, or a list
+//! from `[[wechat_apps]]` in the file.
+
+use secrecy::SecretString;
+
+use super::{
+    ConfigError, Mode,
+    catalog::{self, APPS_KEY, WECHAT_APPID, WECHAT_SECRET},
+    load::{Layers, invalid},
+};
+
+/// AppID used in dev mode when none is configured.
+pub const DEV_APPID: &str = "wxdev00000000000";
+/// AppSecret used in dev mode when none is configured.
+pub const DEV_SECRET: &str = "dev-secret-not-for-production";
+
+/// One mini-program's credentials.
+#[derive(Debug, Clone)]
+pub struct WechatApp {
+    /// The mini-program's AppID.
+    pub appid: String,
+    /// The mini-program's AppSecret: printed only as `[REDACTED]`.
+    pub secret: SecretString,
+}
+
+/// The apps: the list when the file has one, else the flat pair.
+pub(super) fn apps(layers: &Layers, mode: Mode) -> Result<Vec<WechatApp>, ConfigError> {
+    if layers.apps.is_empty() { Ok(vec![single_app(layers, mode)?]) } else { app_list(layers, mode) }
+}
+
+/// Dev mode logs anyone in as anyone; with a real secret around, it is probably pointed at
+/// production settings (keys, issuer, audience) by mistake.
+fn refuse_secret_in_dev(env: String, key: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        env,
+        key,
+        reason: "must not be set with --dev: dev mode uses its built-in mock and signs tokens for any code; \
+                 unset it, or run without --dev"
+            .into(),
+    }
+}
+
+/// Today's flat `wechat_appid` / `wechat_secret`.
+fn single_app(layers: &Layers, mode: Mode) -> Result<WechatApp, ConfigError> {
+    let non_empty = |setting| layers.get(setting).map(str::trim).filter(|v| !v.is_empty());
+    if mode == Mode::Dev && non_empty(&WECHAT_SECRET).is_some() {
+        return Err(refuse_secret_in_dev(WECHAT_SECRET.env(), WECHAT_SECRET.key));
+    }
+    let (appid, secret) = match (mode, non_empty(&WECHAT_APPID), non_empty(&WECHAT_SECRET)) {
+        (_, Some(appid), Some(secret)) => (appid.to_owned(), secret.to_owned()),
+        (Mode::Serve, appid, secret) => {
+            let missing: Vec<String> = [(&WECHAT_APPID, appid), (&WECHAT_SECRET, secret)]
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(s, _)| s.env())
+                .collect();
+            return Err(ConfigError::Missing(missing.join(", ")));
+        }
+        (_, appid, secret) => (appid.unwrap_or(DEV_APPID).to_owned(), secret.unwrap_or(DEV_SECRET).to_owned()),
+    };
+    if !is_appid(&appid) {
+        return Err(invalid(&WECHAT_APPID, APPID_SHAPE.into()));
+    }
+    Ok(WechatApp { appid, secret: secret.into() })
+}
+
+/// `[[wechat_apps]]`: every entry needs both values (dev mode: no secret), AppIDs distinct,
+/// and the flat single-app settings must not be set beside it.
+fn app_list(layers: &Layers, mode: Mode) -> Result<Vec<WechatApp>, ConfigError> {
+    let list_error = |reason: String| ConfigError::Invalid { env: catalog::env_name(APPS_KEY), key: APPS_KEY, reason };
+    for setting in [&WECHAT_APPID, &WECHAT_SECRET] {
+        if layers.get(setting).is_some() {
+            return Err(invalid(
+                setting,
+                format!("must not be set together with [[{APPS_KEY}]] in the config file; list every app there"),
+            ));
+        }
+    }
+    let mut apps: Vec<WechatApp> = Vec::new();
+    for (i, entry) in layers.apps.iter().enumerate() {
+        let n = i + 1;
+        let appid = entry.appid.trim();
+        if !is_appid(appid) {
+            return Err(list_error(format!("app {n}: {APPID_SHAPE}")));
+        }
+        let secret = match (mode, entry.secret.trim()) {
+            (Mode::Dev, "") => DEV_SECRET,
+            (Mode::Dev, _) => return Err(refuse_secret_in_dev(catalog::env_name(APPS_KEY), APPS_KEY)),
+            (Mode::Serve, "") => return Err(list_error(format!("app {n} ({appid}) has no secret"))),
+            (_, secret) => secret,
+        };
+        if apps.iter().any(|a| a.appid == appid) {
+            return Err(list_error(format!("app {appid} is listed twice")));
+        }
+        apps.push(WechatApp { appid: appid.to_owned(), secret: secret.into() });
+    }
+    Ok(apps)
+}
+
+const APPID_SHAPE: &str = "expected an AppID of letters and digits only, such as wx4f4bc4dec97d474b";
+
+fn is_appid(appid: &str) -> bool {
+    !appid.is_empty() && appid.bytes().all(|b| b.is_ascii_alphanumeric())
+}

@@ -1,0 +1,332 @@
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn load(mode: Mode, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(None, mode, |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+}
+
+#[test]
+fn production_without_credentials_names_both_settings() {
+    let err = load(Mode::Serve, &[]).unwrap_err().to_string();
+    assert!(err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"), "{err}");
+    let err = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1")]).unwrap_err().to_string();
+    assert!(!err.contains("WXAUTH_WECHAT_APPID") && err.contains("WXAUTH_WECHAT_SECRET"), "{err}");
+}
+
+#[test]
+fn dev_mode_has_defaults_for_everything() {
+    let s = load(Mode::Dev, &[]).unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.token.issuer, None);
+    assert_eq!(s.token.audience, DEV_APPID);
+    assert_eq!(s.token.access_token_ttl, Duration::from_secs(900));
+    assert_eq!(s.token.signing_alg, SigningAlg::ES256);
+    assert_eq!(s.log_format, LogFormat::Text);
+}
+
+#[test]
+fn invalid_values_name_the_variable() {
+    for (var, value) in [
+        ("WXAUTH_LISTEN", "nope"),
+        ("WXAUTH_ACCESS_TOKEN_TTL", "abc"),
+        ("WXAUTH_ACCESS_TOKEN_TTL", "0"),
+        ("WXAUTH_SIGNING_ALG", "HS256"),
+        ("WXAUTH_WECHAT_TIMEOUT_MS", "-5"),
+        ("WXAUTH_WECHAT_BASE_URL", "http://api.weixin.qq.com"),
+        ("WXAUTH_ISSUER", "not a url"),
+        ("WXAUTH_DATA_DIR", ""),
+        ("WXAUTH_LISTEN", "0.0.0.0:8080"),
+        ("WXAUTH_LISTEN", "192.0.2.7:8080"),
+        ("WXAUTH_WECHAT_MAX_INFLIGHT", "0"),
+        ("WXAUTH_WECHAT_BREAKER_FAILURES", "0"),
+        ("WXAUTH_WECHAT_BREAKER_OPEN_SECS", "0"),
+        ("WXAUTH_RATE_LIMIT_PER_MINUTE", "-1"),
+        ("WXAUTH_METRICS", "yes"),
+        ("WXAUTH_DOCS", "true"),
+        ("WXAUTH_MAX_CONNECTIONS", "0"),
+    ] {
+        let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
+        assert!(err.contains(var), "{var}={value:?} gave: {err}");
+    }
+}
+
+#[test]
+fn bad_store_settings_name_the_variable_and_never_echo_a_password() {
+    let pg = ("WXAUTH_STORE", "postgres");
+    for (settings, var) in [
+        (vec![("WXAUTH_STORE", "mysql")], "WXAUTH_STORE"),
+        (vec![pg], "WXAUTH_DATABASE_URL"),
+        (vec![pg, ("WXAUTH_DATABASE_URL", "  ")], "WXAUTH_DATABASE_URL"),
+        (vec![pg, ("WXAUTH_DATABASE_URL", "mysql://u:hunter2@db/x")], "WXAUTH_DATABASE_URL"),
+        (vec![pg, ("WXAUTH_DATABASE_URL", "hunter2 is no url")], "WXAUTH_DATABASE_URL"),
+        (vec![pg, ("WXAUTH_DATABASE_URL", "postgres:///x?password=hunter2")], "WXAUTH_DATABASE_URL"),
+        (vec![("WXAUTH_DATABASE_URL", "postgres://u:hunter2@db/x")], "WXAUTH_DATABASE_URL"),
+        (vec![pg, ("WXAUTH_DATABASE_URL", "postgres://db/x"), ("WXAUTH_DATABASE_POOL_SIZE", "0")], "POOL_SIZE"),
+        (
+            vec![pg, ("WXAUTH_DATABASE_URL", "postgres://db/x"), ("WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS", "5")],
+            "WXAUTH_DATABASE_STATEMENT_TIMEOUT_MS",
+        ),
+    ] {
+        let err = load(Mode::Dev, &settings).unwrap_err().to_string();
+        assert!(err.contains(var), "{settings:?} gave: {err}");
+        assert!(!err.contains("hunter2"), "{settings:?} echoed the password: {err}");
+    }
+}
+
+#[test]
+fn a_database_url_prints_without_its_password() {
+    let settings = load(
+        Mode::Dev,
+        &[
+            ("WXAUTH_STORE", "postgres"),
+            ("WXAUTH_DATABASE_URL", "postgres://wx:hunter2@db.internal:5432/wxauth?sslmode=require&password=hunter3"),
+            ("WXAUTH_DATABASE_POOL_SIZE", "7"),
+        ],
+    )
+    .unwrap();
+    let StoreSettings::Postgres(pg) = &settings.store else { panic!("not postgres: {:?}", settings.store) };
+    assert_eq!(pg.pool_size, 7);
+    assert_eq!(pg.statement_timeout, Duration::from_secs(5));
+    assert!(pg.url.expose().contains("hunter2"));
+    let shown = format!("{settings:?} {}", pg.url);
+    assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+    assert!(shown.contains("postgres://wx:REDACTED@db.internal:5432/wxauth?sslmode=require"), "{shown}");
+    assert!(matches!(load(Mode::Dev, &[]).unwrap().store, StoreSettings::Sled(_)), "sled is not the default");
+}
+
+#[test]
+fn production_takes_plain_http_issuers_only_for_loopback_hosts() {
+    let prod = |issuer: &str| {
+        load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s"), ("WXAUTH_ISSUER", issuer)])
+    };
+    for public in ["http://auth.example.com", "http://192.0.2.7:8080", "http://[2001:db8::1]/"] {
+        let err = prod(public).unwrap_err().to_string();
+        assert!(err.contains("WXAUTH_ISSUER") && err.contains("https://"), "{public}: {err}");
+    }
+    for fine in ["https://auth.example.com", "http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"] {
+        assert!(prod(fine).is_ok(), "{fine} refused");
+    }
+    assert!(load(Mode::Dev, &[("WXAUTH_ISSUER", "http://auth.example.com")]).is_ok(), "dev mode refused it");
+}
+
+#[test]
+fn dev_mode_listens_on_loopback_only_and_production_anywhere() {
+    assert!(load(Mode::Dev, &[("WXAUTH_LISTEN", "[::1]:8080")]).is_ok());
+    let err = load(Mode::Dev, &[("WXAUTH_LISTEN", "0.0.0.0:8080")]).unwrap_err().to_string();
+    assert!(err.contains("loopback") && err.contains("--dev"), "{err}");
+    let prod = [("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s"), ("WXAUTH_LISTEN", "0.0.0.0:8080")];
+    assert!(load(Mode::Serve, &prod).is_ok());
+}
+
+#[test]
+fn reliability_settings_have_their_documented_defaults() {
+    let s = load(Mode::Dev, &[]).unwrap();
+    assert_eq!(s.wechat.limits.max_inflight, 2048);
+    assert_eq!(s.wechat.limits.breaker_failures, 20);
+    assert_eq!(s.wechat.limits.breaker_open, Duration::from_secs(5));
+    assert_eq!(s.attempt_limits.requests_per_ip, 0);
+    assert!(s.metrics);
+    assert_eq!(s.max_connections, 10_000);
+    let s = load(Mode::Dev, &[("WXAUTH_RATE_LIMIT_PER_MINUTE", "30"), ("WXAUTH_METRICS", "off")]).unwrap();
+    assert_eq!((s.attempt_limits.requests_per_ip, s.metrics), (30, false));
+}
+
+#[test]
+fn swagger_ui_is_on_in_dev_mode_and_off_in_production_unless_set() {
+    let prod = [("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s")];
+    assert!(load(Mode::Dev, &[]).unwrap().docs);
+    assert!(!load(Mode::Serve, &prod).unwrap().docs);
+    assert!(load(Mode::Serve, &[prod[0], prod[1], ("WXAUTH_DOCS", "on")]).unwrap().docs);
+    assert!(!load(Mode::Dev, &[("WXAUTH_DOCS", "off")]).unwrap().docs);
+}
+
+#[test]
+fn environment_overrides_file_and_file_overrides_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wxauth.toml");
+    std::fs::write(&path, "access_token_ttl = 600\nissuer = \"https://auth.example.com/\"\nsigning_alg = \"RS256\"\n")
+        .unwrap();
+    let s =
+        Settings::load_from(Some(&path), Mode::Dev, |n| (n == "WXAUTH_SIGNING_ALG").then(|| "EdDSA".into())).unwrap();
+    assert_eq!(s.token.access_token_ttl, Duration::from_secs(600));
+    assert_eq!(s.token.issuer.as_deref(), Some("https://auth.example.com"));
+    assert_eq!(s.token.signing_alg, SigningAlg::EdDSA);
+}
+
+#[test]
+fn unknown_file_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wxauth.toml");
+    std::fs::write(&path, "acess_token_ttl = 600\n").unwrap();
+    let err = Settings::load_from(Some(&path), Mode::Dev, |_| None).unwrap_err().to_string();
+    assert!(err.contains("acess_token_ttl"), "{err}");
+}
+
+#[test]
+fn dev_mode_refuses_a_real_app_secret() {
+    let err = load(Mode::Dev, &[("WXAUTH_WECHAT_SECRET", "real")]).unwrap_err().to_string();
+    assert!(err.contains("WXAUTH_WECHAT_SECRET") && err.contains("--dev"), "{err}");
+    assert!(load(Mode::Dev, &[("WXAUTH_WECHAT_APPID", "wxmine")]).is_ok());
+}
+
+#[test]
+fn secret_does_not_print() {
+    let s = load(Mode::Serve, &[("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "topsecret")]).unwrap();
+    assert!(!format!("{s:?}").contains("topsecret"));
+}
+
+fn load_file(text: &str, mode: Mode, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wxauth.toml");
+    std::fs::write(&path, text).unwrap();
+    Settings::load_from(Some(&path), mode, |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+}
+
+#[test]
+fn several_apps_are_read_from_the_file_and_the_first_is_the_audience() {
+    let s = load_file(
+        "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"sa\"\n\n[[wechat_apps]]\nappid = \"wxb\"\nsecret = \"sb\"\n",
+        Mode::Serve,
+        &[],
+    )
+    .unwrap();
+    let apps: Vec<_> = s.wechat.apps.iter().map(|a| (a.appid.as_str(), a.secret.expose_secret())).collect();
+    assert_eq!(apps, [("wxa", "sa"), ("wxb", "sb")]);
+    assert_eq!(s.token.audience, "wxa");
+}
+
+#[test]
+fn bad_app_lists_are_refused_with_the_reason() {
+    let two = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\n";
+    for (text, vars, expected) in [
+        (format!("{two}{two}"), &[][..], "listed twice"),
+        ("[[wechat_apps]]\nappid = \"wxa\"\n".to_string(), &[][..], "no secret"),
+        ("[[wechat_apps]]\nappid = \"wx-a\"\nsecret = \"s\"\n".to_string(), &[][..], "app 1"),
+        ("[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\nname = \"x\"\n".to_string(), &[][..], "wechat_apps.name"),
+        ("wechat_apps = \"wxa\"\n".to_string(), &[][..], "wechat_apps"),
+        (two.to_string(), &[("WXAUTH_WECHAT_APPID", "wxc")][..], "WXAUTH_WECHAT_APPID"),
+    ] {
+        let err = load_file(&text, Mode::Serve, vars).unwrap_err().to_string();
+        assert!(err.contains(expected), "{text:?}: {err}");
+    }
+    let err = load_file(two, Mode::Dev, &[]).unwrap_err().to_string();
+    assert!(err.contains("--dev"), "{err}");
+}
+
+#[test]
+fn registration_limits_and_admin_socket_have_defaults_and_are_checked() {
+    let s = load(Mode::Dev, &[]).unwrap();
+    assert_eq!(s.registration, Registration::Auto);
+    assert_eq!(
+        s.attempt_limits,
+        AttemptLimits {
+            requests_per_ip: 0,
+            per_username: 5,
+            per_ip: 20,
+            refresh_per_family: 10,
+            refresh_per_ip: 600,
+            trusted_proxies: Vec::new()
+        }
+    );
+    assert_eq!(s.admin_socket, PathBuf::from("./data/admin.sock"));
+    assert_eq!(s.token.refresh_families_per_user, 20);
+    let s = load(Mode::Dev, &[("WXAUTH_REFRESH_FAMILIES_PER_USER", "1"), ("WXAUTH_REFRESH_ATTEMPTS_PER_IP", "0")]);
+    let s = s.unwrap();
+    assert_eq!((s.token.refresh_families_per_user, s.attempt_limits.refresh_per_ip), (1, 0));
+    let s = load(Mode::Dev, &[("WXAUTH_REGISTRATION", "bind"), ("WXAUTH_BIND_ATTEMPTS_PER_IP", "0")]).unwrap();
+    assert_eq!((s.registration, s.attempt_limits.per_ip), (Registration::Bind, 0));
+    let s = load(Mode::Dev, &[("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
+    assert_eq!(s.attempt_limits.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+    for (var, value) in [
+        ("WXAUTH_REGISTRATION", "manual"),
+        ("WXAUTH_BIND_ATTEMPTS_PER_USERNAME", "-1"),
+        ("WXAUTH_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("WXAUTH_BIND_TICKET_TTL", "301"),
+        ("WXAUTH_REFRESH_FAMILIES_PER_USER", "0"),
+        ("WXAUTH_REFRESH_FAMILIES_PER_USER", "1001"),
+        ("WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY", "-1"),
+        ("WXAUTH_REFRESH_ATTEMPTS_PER_IP", "many"),
+    ] {
+        let err = load(Mode::Dev, &[(var, value)]).unwrap_err().to_string();
+        assert!(err.contains(var), "{var}={value:?} gave: {err}");
+    }
+}
+
+mod url_tests {
+    use super::super::urls::*;
+
+    #[test]
+    fn the_wechat_base_url_is_https_and_plain_http_only_on_this_machine() {
+        // The AppSecret travels in its query string.
+        for accepted in [
+            "https://api.weixin.qq.com",
+            "https://10.1.2.3:8443",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://localhost:8080",
+            "http://[::1]:9",
+        ] {
+            assert!(parse_base_url(accepted).is_ok(), "{accepted} was refused");
+        }
+        for refused in [
+            "http://api.weixin.qq.com",
+            "http://10.1.2.3",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "ftp://127.0.0.1",
+            "https://api.weixin.qq.com/?appid=x",
+            "https://api.weixin.qq.com/#x",
+        ] {
+            let err = parse_base_url(refused).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("wechat_base_url")), "{refused}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_issuer_is_an_http_or_https_url_without_query_or_fragment() {
+        assert_eq!(parse_issuer("https://auth.example.com/", false).unwrap(), "https://auth.example.com");
+        assert_eq!(parse_issuer("http://127.0.0.1:8080", false).unwrap(), "http://127.0.0.1:8080");
+        for refused in
+            ["ftp://auth.example.com", "urn:wxauth", "https://auth.example.com/?a=b", "https://auth.example.com/#top"]
+        {
+            let err = parse_issuer(refused, false).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("issuer")), "{refused}: {err:?}");
+        }
+    }
+}
+
+mod catalog_tests {
+    use super::super::{Mode, catalog, load::Layers};
+
+    fn layers(vars: &[(&str, &str)]) -> Layers {
+        Layers::load(None, |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn every_declared_setting_is_read_by_the_loader() {
+        let sled = layers(&[]);
+        super::super::Settings::validate(&sled, Mode::Dev).unwrap();
+        let postgres = layers(&[("WXAUTH_STORE", "postgres"), ("WXAUTH_DATABASE_URL", "postgres://db/x")]);
+        super::super::Settings::validate(&postgres, Mode::Dev).unwrap();
+        let read: Vec<&str> = sled.read().union(&postgres.read()).copied().collect();
+        let declared: Vec<&str> = catalog::ALL.iter().map(|s| s.key).collect();
+        let unread: Vec<&&str> = declared.iter().filter(|k| !read.contains(k)).collect();
+        assert!(unread.is_empty(), "declared but never read: {unread:?}");
+    }
+
+    #[test]
+    fn keys_are_distinct_and_whole_numbers_have_a_default_in_range_that_the_docs_state() {
+        for (i, setting) in catalog::ALL.iter().enumerate() {
+            assert!(!catalog::ALL[..i].iter().any(|s| s.key == setting.key), "{} declared twice", setting.key);
+            let Some(range) = setting.range else { continue };
+            let catalog::Default::Value(default) = setting.default else {
+                panic!("{} is a number without a default value", setting.key)
+            };
+            let default: u64 = default.parse().unwrap_or_else(|_| panic!("{}: default {default:?}", setting.key));
+            assert!((range.min..=range.max).contains(&default), "{}: default {default} out of range", setting.key);
+            let stated = format!("{} to {}", range.min, range.max);
+            assert!(setting.doc.contains(&stated), "{}: the doc does not say `{stated}`", setting.key);
+        }
+    }
+}

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     admin::{self, Command as AdminCommand, Reply, UserView},
     config::{Mode, Settings, StoreSettings},
+    dirs,
     domain::{KeyMode, Password},
     password,
     startup::Application,
@@ -53,12 +54,18 @@ pub enum Command {
     Store(StoreCommand),
 }
 
-/// Store subcommands. Both open the store the settings name, as `serve` would: run them
+/// Store subcommands. They open the store the settings name, as `serve` would: run them
 /// with the server stopped on sled (it admits one process); on PostgreSQL an export may
 /// run while replicas serve. Sealed values (session keys, shared details) move as they
 /// are, so the importing side needs the same WXAUTH_KEYS_DIR (its session-keys.secret).
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
+    /// Create the store the settings name, as the first `serve` would: the data directory
+    /// (sled, mode 0700) or the schema (PostgreSQL), and the session-key encryption key in
+    /// WXAUTH_KEYS_DIR. A keys or data directory that holds only wxauth's files is made
+    /// private (0700); one that holds other files and is open to other users is refused.
+    /// Does nothing to a store that exists.
+    Init,
     /// Write every record (users, bindings, unionids, accounts, details, tickets, refresh
     /// tokens) to stdout, one JSON object per line. It holds password hashes and sealed
     /// session keys: keep it like the keys directory.
@@ -148,6 +155,10 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Keys(KeysCommand::Rotate { dev, now }) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             let activation = if now { Activation::Now } else { Activation::After(settings.token.key_activation) };
+            // A private key is about to be written: the directory gets `serve`'s rule (and
+            // a fresh clone's `keys/`, 0755 only because git keeps no directory modes, is
+            // made private instead of refused).
+            dirs::check(&settings.keys_dir, "WXAUTH_KEYS_DIR", dirs::Exposure::TightenOrRefuse)?;
             let (key, bad) =
                 token::rotate(&settings.keys_dir, settings.token.signing_alg, KeyMode::of(dev), activation)?;
             report_bad_files(&bad);
@@ -223,6 +234,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 StoreCommand::Export { output: None } => export(&settings, std::io::stdout(), "stdout").await?,
                 StoreCommand::Export { output: Some(path) } => export_to_file(&settings, &path).await?,
                 StoreCommand::Import => import(&settings).await?,
+                StoreCommand::Init => init(&settings).await?,
             }
         }
         Command::Users(UsersCommand::Show { user }) => {
@@ -259,7 +271,8 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
 /// What a command opens the store for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
-    /// Accounts and users: a new, empty store may start here, with a new sealing key.
+    /// Accounts and users: the store and its key must exist (`wxauth store init` or the
+    /// first `serve` makes them).
     Administer,
     /// Reading every record: the store and its key must exist.
     Export,
@@ -268,35 +281,31 @@ enum Purpose {
 }
 
 /// Opens the store the settings name, as the server would, for a command run without a
-/// server. Refuses what is most likely a mistake in the settings: a sled directory that
-/// does not exist, or a store with data but no session-key encryption key.
+/// server, with the same rule for its directories as production `serve`. Refuses what is
+/// most likely a mistake in the settings: a sled directory that holds no store, or a store
+/// with data but no session-key encryption key.
 async fn open_store(settings: &Settings, purpose: Purpose) -> Result<Store, String> {
-    let new_store = match &settings.store {
-        StoreSettings::Sled(_) if purpose == Purpose::Import => false,
-        StoreSettings::Sled(sled) => {
-            // Run from the wrong directory, the default `./data` would silently be a new,
-            // empty store: only an existing one is opened (create the directory to start one).
-            if !sled.data_dir.exists() {
-                return Err(format!(
-                    "there is no store in {} (WXAUTH_DATA_DIR). Give this command the server's settings; to \
-                     start a new store, create the directory first",
-                    sled.data_dir.display()
-                ));
-            }
-            std::fs::read_dir(&sled.data_dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+    if let StoreSettings::Sled(sled) = &settings.store
+        && purpose != Purpose::Import
+    {
+        // Run from the wrong directory, the default `./data` would silently be a new,
+        // empty store: only an existing one is opened; `store init` makes one on purpose.
+        let empty = std::fs::read_dir(&sled.data_dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+        if empty {
+            return Err(format!(
+                "there is no store in {} (WXAUTH_DATA_DIR). Give this command the server's settings; to \
+                 start a new store, run `wxauth store init`",
+                sled.data_dir.display()
+            ));
         }
-        // Shared by every replica: the key must come from them, never be made here.
-        StoreSettings::Postgres(_) => false,
-    };
+    }
+    private_dirs(settings, dirs::Exposure::Refuse)?;
     // The server's key seals session keys (and migrates plaintext ones at open): a key made
     // here by mistake, in the wrong keys directory, would make every stored key unreadable.
     // Only a brand-new, empty store may get a new key.
     let loaded = Sealer::load(&settings.keys_dir).map_err(|e| e.to_string())?;
     let sealer = match loaded {
         Some(sealer) => sealer,
-        None if new_store && purpose == Purpose::Administer => {
-            Sealer::load_or_create(&settings.keys_dir).map_err(|e| e.to_string())?
-        }
         None if purpose == Purpose::Import => {
             return Err(format!(
                 "there is no session-key encryption key ({}) in {} (WXAUTH_KEYS_DIR): an import needs the \
@@ -320,6 +329,41 @@ async fn open_store(settings: &Settings, purpose: Purpose) -> Result<Store, Stri
     // its values, and an account added with it would be made next to data it cannot open.
     store.claim_sealing_key().await.map_err(|e| format!("the store cannot be opened: {e}"))?;
     Ok(store)
+}
+
+/// The keys directory, and the sled data directory: private, under `exposure`'s rule.
+fn private_dirs(settings: &Settings, exposure: dirs::Exposure) -> Result<(), String> {
+    dirs::check(&settings.keys_dir, "WXAUTH_KEYS_DIR", exposure).map_err(|e| e.to_string())?;
+    if let StoreSettings::Sled(sled) = &settings.store {
+        dirs::check(&sled.data_dir, "WXAUTH_DATA_DIR", exposure).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `wxauth store init`: what the first `serve` does to the store, and nothing else.
+async fn init(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    private_dirs(settings, dirs::Exposure::TightenOrRefuse)?;
+    let location = match &settings.store {
+        StoreSettings::Sled(sled) => {
+            dirs::create_private(&sled.data_dir)
+                .map_err(|e| format!("cannot create {} (WXAUTH_DATA_DIR): {e}", sled.data_dir.display()))?;
+            format!("{} (WXAUTH_DATA_DIR)", sled.data_dir.display())
+        }
+        StoreSettings::Postgres(pg) => format!("{} (WXAUTH_DATABASE_URL)", pg.url),
+    };
+    let had_key = Sealer::load(&settings.keys_dir)?.is_some();
+    let sealer = Sealer::load_or_create(&settings.keys_dir)?;
+    let store = Store::open(&settings.store, sealer).await.map_err(|e| format!("the store cannot be opened: {e}"))?;
+    // A store sealed with another key is refused here, as `serve` would refuse it.
+    store.claim_sealing_key().await.map_err(|e| format!("the store cannot be opened: {e}"))?;
+    store.close().await?;
+    let key = crate::store::sealed::KEY_FILE;
+    let key_note = if had_key { "kept the existing" } else { "created the" };
+    println!(
+        "store ready at {location}; {key_note} session-key encryption key {key} in {}",
+        settings.keys_dir.display()
+    );
+    Ok(())
 }
 
 /// `wxauth store export --output FILE`: a new file, private from its creation (not from a

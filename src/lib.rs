@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devmock;
+pub mod dirs;
 pub mod domain;
 pub mod keyfile;
 pub mod limits;

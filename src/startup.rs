@@ -10,7 +10,7 @@ use crate::{
     auth::{Auth, Parts},
     clock::Clock,
     config::{Settings, StoreSettings},
-    devmock,
+    devmock, dirs,
     domain::KeyMode,
     limits::Attempts,
     metrics::Metrics,
@@ -68,19 +68,8 @@ pub enum StartupError {
     #[error("password hashing: {0}")]
     Password(#[from] PasswordError),
     /// The data or keys directory is open to other users.
-    #[error(
-        "{setting}={path} is accessible to other users (mode {mode:04o}) and holds secrets: \
-         run `chmod 700 {path}`",
-        path = .path.display()
-    )]
-    Exposed {
-        /// The setting naming the directory.
-        setting: &'static str,
-        /// The directory.
-        path: std::path::PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    #[error(transparent)]
+    Exposed(#[from] crate::dirs::Exposed),
     /// The admin socket could not be created.
     #[error("cannot create the admin socket {path} (WXAUTH_ADMIN_SOCKET): {source}")]
     AdminSocket {
@@ -253,22 +242,12 @@ impl Application {
     }
 }
 
-/// Refuses (dev mode: warns about) a directory that other users can read or enter: the data
-/// directory holds session keys and phone numbers, the keys directory the signing keys. A
-/// missing one is fine: it is created 0700.
+/// Refuses (dev mode: tightens or warns about) a directory that other users can read or
+/// enter: the data directory holds session keys and phone numbers, the keys directory the
+/// signing keys. A missing one is fine: it is created 0700.
 fn private_dir(path: &std::path::Path, setting: &'static str, dev: bool) -> Result<(), StartupError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 {
-        return Ok(());
-    }
-    let exposed = StartupError::Exposed { setting, path: path.to_owned(), mode };
-    if dev {
-        tracing::warn!("{exposed} (refused outside dev mode)");
-        return Ok(());
-    }
-    Err(exposed)
+    let exposure = if dev { dirs::Exposure::TightenOrWarn } else { dirs::Exposure::Refuse };
+    Ok(dirs::check(path, setting, exposure)?)
 }
 
 /// File descriptors kept free of connections: the store, keys, admin socket, WeChat.

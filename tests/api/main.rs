@@ -21,6 +21,7 @@ mod postgres;
 mod process;
 mod refresh;
 mod replicas;
+mod setup;
 mod spec;
 mod startup;
 mod tls;

@@ -732,8 +732,11 @@ async fn production_refuses_data_and_keys_directories_open_to_others_and_dev_mod
         return;
     }
 
+    // Dev mode makes a directory of only its own files private itself (tests/api/setup.rs);
+    // one that holds something else it only warns about.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/notes.txt"), "mine").unwrap();
     std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let vars: HashMap<String, String> = [
         ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),

@@ -330,3 +330,30 @@ mod catalog_tests {
         }
     }
 }
+
+mod docs_tests {
+    use super::super::catalog;
+
+    const BEGIN: &str = "<!-- settings table: generated from src/config/catalog.rs; refresh with UPDATE_DOCS=1 cargo test --lib config -->\n";
+    const END: &str = "<!-- end of settings table -->\n";
+
+    /// The table is the catalog's, so that a setting cannot be added undocumented, nor a
+    /// default changed in one place only. `UPDATE_DOCS=1` writes it.
+    #[test]
+    fn the_configuration_page_shows_the_catalogs_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let page = std::fs::read_to_string(&path).unwrap();
+        let start = page.find(BEGIN).expect("docs/configuration.md lost its table's start marker") + BEGIN.len();
+        let end = start + page[start..].find(END).expect("docs/configuration.md lost its table's end marker");
+        let generated = catalog::markdown_table();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, format!("{}{generated}{}", &page[..start], &page[end..])).unwrap();
+            return;
+        }
+        assert!(
+            page[start..end] == generated,
+            "docs/configuration.md's settings table differs from src/config/catalog.rs: \
+             run UPDATE_DOCS=1 cargo test --lib config, and review the diff"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The mini-program client (`clients/miniprogram`) and the verifier guides
-//! (`clients/verifiers`) run against real wxauth servers, and the README shows exactly
-//! those files. `.ci/run` installs Node, jose and PyJWT; elsewhere a missing tool skips its
+//! (`clients/verifiers`) run against real wxauth servers, and the docs link exactly those
+//! files. `.ci/run` installs Node, jose and PyJWT; elsewhere a missing tool skips its
 //! test with a message, unless `CI` is set.
 
 use std::{
@@ -183,16 +183,49 @@ async fn the_verifier_guides_check_tokens_and_follow_a_key_rotation() {
     }
 }
 
+/// Every file of `clients/` a test runs, with the file that runs it and the text there that
+/// does: the docs link these files instead of copying them, so what a reader copies is what
+/// the tests run.
+const RUN: [(&str, &str, &str); 9] = [
+    ("clients/miniprogram/wxauth.js", "clients/miniprogram/wxauth.test.js", "require('./wxauth.js')"),
+    ("clients/miniprogram/wxauth.test.js", "tests/api/clients.rs", "clients/miniprogram/wxauth.test.js"),
+    ("clients/verifiers/node/verify.mjs", "clients/verifiers/node/check.mjs", "from './verify.mjs'"),
+    ("clients/verifiers/node/check.mjs", "tests/api/clients.rs", "clients/verifiers/node/check.mjs"),
+    ("clients/verifiers/node/package.json", ".ci/run", "cd clients/verifiers/node && npm ci"),
+    ("clients/verifiers/python/verify.py", "clients/verifiers/python/check.py", "from verify import"),
+    ("clients/verifiers/python/check.py", "tests/api/clients.rs", "clients/verifiers/python/check.py"),
+    ("clients/verifiers/python/requirements.txt", ".ci/run", "-r clients/verifiers/python/requirements.txt"),
+    (
+        "clients/verifiers/rust/verify.rs",
+        "tests/api/clients.rs",
+        "#[path = \"../../clients/verifiers/rust/verify.rs\"]",
+    ),
+];
+
 #[test]
-fn the_readme_shows_the_client_and_verifier_files_as_they_are() {
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
-    for file in [
+fn the_docs_link_the_client_and_verifier_files_and_every_file_they_link_there_is_run_by_a_test() {
+    for (file, runner, how) in RUN {
+        let text = std::fs::read_to_string(repo(runner)).unwrap();
+        assert!(text.contains(how), "{runner} no longer runs {file} (through `{how}`): correct RUN");
+    }
+    let linked: Vec<PathBuf> = crate::markdown::all_links()
+        .into_iter()
+        .map(|link| link.path)
+        .filter(|path| path.starts_with("clients"))
+        .collect();
+    for path in &linked {
+        assert!(
+            !repo(&path.to_string_lossy()).is_file() || RUN.iter().any(|(file, ..)| Path::new(file) == path),
+            "the docs link {}, which no test runs: run it, and add it to RUN",
+            path.display()
+        );
+    }
+    for shown in [
         "clients/miniprogram/wxauth.js",
         "clients/verifiers/node/verify.mjs",
         "clients/verifiers/python/verify.py",
         "clients/verifiers/rust/verify.rs",
     ] {
-        let text = std::fs::read_to_string(repo(file)).unwrap();
-        assert!(readme.contains(text.trim_end()), "README.md does not show {file} as it is: copy it in again");
+        assert!(linked.iter().any(|path| path == Path::new(shown)), "no page of the docs links {shown}");
     }
 }

@@ -14,6 +14,7 @@ mod hostile;
 mod input;
 mod keys;
 mod login;
+mod markdown;
 mod me;
 mod open_data;
 #[path = "../support/postgres.rs"]

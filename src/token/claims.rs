@@ -2,11 +2,9 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-
 use super::{TokenError, Tokens};
 use crate::domain::{Identity, SigningAlg, User};
+use serde::{Deserialize, Serialize};
 
 /// Claims of a wxauth access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +54,7 @@ impl Tokens {
     pub fn issue(&self, user: &User, identity: &Identity) -> Result<IssuedToken, TokenError> {
         let ring = self.ring();
         let key = ring.signer();
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.now().unix_timestamp();
         let ttl = self.settings.access_token_ttl.as_secs();
         let claims = Claims {
             iss: self.issuer.clone(),

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::{
+    clock::Clock,
     config::TokenSettings,
     domain::{KeyMode, SigningAlg},
 };
@@ -46,19 +47,27 @@ pub struct Tokens {
     mode: KeyMode,
     keys_dir: PathBuf,
     ring: RwLock<Arc<Ring>>,
+    /// Decides which key signs, and what `iat`, `exp` and `nbf` are and mean.
+    clock: Clock,
 }
 
 impl Tokens {
     /// Loads the key ring from `keys_dir`. In dev mode a missing signing key of the
     /// configured algorithm is created; in production its absence is an error. Either mode
     /// refuses keys made by the other, and any file that is not a usable key.
-    pub fn open(settings: &TokenSettings, issuer: String, keys_dir: &Path, mode: KeyMode) -> Result<Self, TokenError> {
+    pub fn open(
+        settings: &TokenSettings,
+        issuer: String,
+        keys_dir: &Path,
+        mode: KeyMode,
+        clock: Clock,
+    ) -> Result<Self, TokenError> {
         // Pin the crypto backend explicitly: feature unification could otherwise leave
         // jsonwebtoken with none or two, which panics at the first signature.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
         let mut keys = keys::load_dir(keys_dir)?.strict()?;
         if mode == KeyMode::Dev && !keys.iter().any(|k| k.alg == settings.signing_alg) {
-            let key = keys::generate(keys_dir, settings.signing_alg, KeyMode::Dev, OffsetDateTime::now_utc())?;
+            let key = keys::generate(keys_dir, settings.signing_alg, KeyMode::Dev, clock.now())?;
             tracing::info!(kid = %key.kid, alg = %key.alg, dir = %keys_dir.display(), "generated a signing key");
             keys.push(key);
         }
@@ -67,7 +76,8 @@ impl Tokens {
             issuer,
             mode,
             keys_dir: keys_dir.into(),
-            ring: RwLock::new(Arc::new(Self::evaluate(settings, keys_dir, mode, Arc::new(keys))?)),
+            ring: RwLock::new(Arc::new(Self::evaluate(settings, keys_dir, mode, Arc::new(keys), clock.now())?)),
+            clock,
         };
         Ok(tokens)
     }
@@ -77,8 +87,8 @@ impl Tokens {
         dir: &Path,
         mode: KeyMode,
         keys: Arc<Vec<keys::RingKey>>,
+        now: OffsetDateTime,
     ) -> Result<Ring, TokenError> {
-        let now = OffsetDateTime::now_utc();
         Ring::new(keys, settings.signing_alg, dir, mode, now, settings.access_token_ttl)
     }
 
@@ -86,7 +96,7 @@ impl Tokens {
     /// every minute). On error the old ring stays.
     pub fn reload(&self) -> Result<(), TokenError> {
         let keys = keys::load_dir(&self.keys_dir)?.strict()?;
-        let ring = Self::evaluate(&self.settings, &self.keys_dir, self.mode, Arc::new(keys))?;
+        let ring = Self::evaluate(&self.settings, &self.keys_dir, self.mode, Arc::new(keys), self.clock.now())?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
@@ -95,10 +105,11 @@ impl Tokens {
     /// activates or a retired one expires.
     fn ring(&self) -> Arc<Ring> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if ring.changes_at.is_none_or(|t| OffsetDateTime::now_utc() < t) {
+        let now = self.clock.now();
+        if ring.changes_at.is_none_or(|t| now < t) {
             return ring;
         }
-        let Ok(fresh) = Self::evaluate(&self.settings, &self.keys_dir, self.mode, ring.all.clone()) else {
+        let Ok(fresh) = Self::evaluate(&self.settings, &self.keys_dir, self.mode, ring.all.clone(), now) else {
             return ring;
         };
         let fresh = Arc::new(fresh);
@@ -138,7 +149,45 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::token::fixtures::{add, identity, settings, user};
+    use crate::{
+        clock::{Clock, TestClock},
+        token::fixtures::{add, identity, settings, user},
+    };
+
+    #[test]
+    fn a_staged_key_signs_once_the_clock_passes_its_activation_and_its_predecessor_leaves_the_jwks_later() {
+        let (dir, clock) = (tempfile::tempdir().unwrap(), TestClock::default());
+        let old = add(dir.path(), SigningAlg::ES256, KeyMode::Production);
+        // What `wxauth keys rotate` does: publish now, sign in 600 s.
+        let staged = Activation::After(Duration::from_secs(600));
+        let (next, _) = rotate(dir.path(), SigningAlg::ES256, KeyMode::Production, staged).unwrap();
+        let tokens = Tokens::open(
+            &settings(SigningAlg::ES256),
+            "https://auth.example.com".into(),
+            dir.path(),
+            KeyMode::Production,
+            clock.clock(),
+        )
+        .unwrap();
+        let signer = || {
+            let token = tokens.issue(&user(), &identity()).unwrap().token;
+            jsonwebtoken::decode_header(&token).unwrap().kid.unwrap()
+        };
+        let published = || {
+            let jwks: serde_json::Value = serde_json::from_slice(&tokens.jwks()).unwrap();
+            jwks["keys"].as_array().unwrap().len()
+        };
+
+        clock.advance(600 - 5);
+        assert_eq!((signer(), published()), (old.kid.clone(), 2), "the staged key signed early");
+        clock.advance(10);
+        assert_eq!(signer(), next.kid);
+        // The old key's last tokens live 900 s more, and 30 s of leeway.
+        clock.advance(900 + 30 - 10);
+        assert_eq!(published(), 2, "the old key left while its tokens lived");
+        clock.advance(20);
+        assert_eq!(published(), 1);
+    }
 
     #[test]
     fn key_files_are_private_and_named_by_kid() {
@@ -169,6 +218,7 @@ mod tests {
             "https://auth.example.com".into(),
             dir.path(),
             KeyMode::Production,
+            Clock::system(),
         )
         .unwrap();
         let issued = tokens.issue(&user(), &identity()).unwrap();
@@ -200,16 +250,19 @@ mod tests {
         let issuer = || "https://auth.example.com".to_string();
         let dir = tempfile::tempdir().unwrap();
         add(dir.path(), SigningAlg::ES256, KeyMode::Dev);
-        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Production)
-            .err()
-            .unwrap()
-            .to_string();
+        let err =
+            Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Production, Clock::system())
+                .err()
+                .unwrap()
+                .to_string();
         assert!(err.contains("dev-mode key"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         add(dir.path(), SigningAlg::ES256, KeyMode::Production);
-        let err =
-            Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Dev).err().unwrap().to_string();
+        let err = Tokens::open(&settings(SigningAlg::ES256), issuer(), dir.path(), KeyMode::Dev, Clock::system())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("production key"), "{err}");
     }
 
@@ -232,8 +285,10 @@ mod tests {
     #[test]
     fn dev_mode_generates_a_key_only_when_the_ring_has_none_of_the_algorithm() {
         let dir = tempfile::tempdir().unwrap();
-        let open =
-            |alg| Tokens::open(&settings(alg), "http://127.0.0.1:8080".into(), dir.path(), KeyMode::Dev).unwrap();
+        let open = |alg| {
+            Tokens::open(&settings(alg), "http://127.0.0.1:8080".into(), dir.path(), KeyMode::Dev, Clock::system())
+                .unwrap()
+        };
         let count = || std::fs::read_dir(dir.path()).unwrap().count();
         open(SigningAlg::ES256);
         open(SigningAlg::ES256);
@@ -250,6 +305,7 @@ mod tests {
             "https://auth.example.com".into(),
             dir.path(),
             KeyMode::Production,
+            Clock::system(),
         )
         .err()
         .unwrap();

@@ -1,8 +1,6 @@
 //! Automatic rotation (`WXAUTH_KEY_ROTATION_DAYS`): the server stages the next key itself,
 //! once across replicas that share the keys directory.
 
-use time::OffsetDateTime;
-
 use super::{KeyInfo, TokenError, Tokens, keys};
 
 /// The file in the keys directory that replicas lock while one of them stages a key. Not a
@@ -39,7 +37,7 @@ impl Tokens {
         if !self.due(every) {
             return Ok(None);
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let due = self.ring().signer().activates + every;
         let key = keys::generate(
             &self.keys_dir,
@@ -56,7 +54,7 @@ impl Tokens {
     /// Whether the ring as this replica knows it needs a next key now.
     fn due(&self, every: std::time::Duration) -> bool {
         let ring = self.ring();
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let alg = self.settings.signing_alg;
         if ring.all.iter().any(|k| k.alg == alg && k.activates > now) {
             return false;
@@ -73,9 +71,27 @@ mod tests {
 
     use super::*;
     use crate::{
+        clock::{Clock, TestClock},
         domain::{KeyMode, SigningAlg},
         token::fixtures::{add, identity, settings, user},
     };
+
+    #[test]
+    fn the_server_stages_its_next_key_when_the_clock_says_rotation_is_due() {
+        let (dir, clock) = (tempfile::tempdir().unwrap(), TestClock::default());
+        add(dir.path(), SigningAlg::ES256, KeyMode::Production);
+        let mut settings = settings(SigningAlg::ES256);
+        settings.key_rotation = Some(Duration::from_secs(86_400));
+        let issuer = "https://auth.example.com".to_string();
+        let tokens = Tokens::open(&settings, issuer, dir.path(), KeyMode::Production, clock.clock()).unwrap();
+
+        // Due when a key staged now (600 s ahead) would sign a day after the active one.
+        clock.advance(86_400 - 600 - 5);
+        assert!(tokens.rotate_if_due().unwrap().is_none(), "rotated early");
+        clock.advance(10);
+        let next = tokens.rotate_if_due().unwrap().expect("no key staged although one was due");
+        assert!(next.activates >= clock.clock().now() + Duration::from_secs(590), "not staged: {}", next.activates);
+    }
 
     #[test]
     fn the_server_stages_the_next_key_when_rotation_is_due_and_only_once() {
@@ -97,13 +113,13 @@ mod tests {
 
         // Due in 11 minutes: more than the 10-minute activation delay away, so not yet.
         settings.key_rotation = Some(Duration::from_secs(86_400 + 360));
-        let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
+        let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production, Clock::system()).unwrap();
         assert!(tokens.rotate_if_due().unwrap().is_none(), "rotated a key early");
 
         // Due in 5 minutes: staged now, to activate after the full delay.
         settings.key_rotation = Some(Duration::from_secs(86_400));
-        let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
-        let replica = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production).unwrap();
+        let tokens = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production, Clock::system()).unwrap();
+        let replica = Tokens::open(&settings, issuer(), dir.path(), KeyMode::Production, Clock::system()).unwrap();
         let next = tokens.rotate_if_due().unwrap().expect("no key staged although one was due");
         assert!(next.activates >= OffsetDateTime::now_utc() + Duration::from_secs(590), "not staged");
         assert!(tokens.rotate_if_due().unwrap().is_none(), "a second next key");

@@ -4,9 +4,10 @@
 //! published, and how long WeChat's access token is reused. Injectable, so that tests move
 //! time instead of sleeping through it.
 //!
-//! Not on it: timeouts, deadlines and rate limits, which measure intervals on the
-//! monotonic clock (`Instant`), and times the service records rather than decides (a key
-//! file's `created`, a user's last login).
+//! Not on it: timeouts, deadlines, rate limits and the circuit breaker, which measure
+//! intervals on the monotonic clock (`Instant`); times the service records rather than
+//! decides (a key file's `created`, a user's last login); and the `keys` commands, which
+//! run in a process of their own on the system clock.
 
 use std::sync::Arc;
 

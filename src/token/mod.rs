@@ -54,7 +54,8 @@ pub struct Tokens {
 impl Tokens {
     /// Loads the key ring from `keys_dir`. In dev mode a missing signing key of the
     /// configured algorithm is created; in production its absence is an error. Either mode
-    /// refuses keys made by the other, and any file that is not a usable key.
+    /// refuses keys made by the other, and any file that is not a usable key. Which key
+    /// signs, and the times in tokens and their checks, follow `clock`.
     pub fn open(
         settings: &TokenSettings,
         issuer: String,

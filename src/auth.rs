@@ -6,7 +6,6 @@ use std::net::IpAddr;
 
 use aws_lc_rs::digest;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use time::OffsetDateTime;
 use tracing::field::Empty;
 
 use crate::{
@@ -250,7 +249,7 @@ pub struct Parts {
     pub refresh_ttl: std::time::Duration,
     /// Refresh families a user keeps at most.
     pub refresh_families_per_user: usize,
-    /// The time, for refresh-token expiry.
+    /// The time, for bind-ticket and refresh-token expiry.
     pub clock: crate::clock::Clock,
     /// What `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
@@ -329,7 +328,10 @@ impl Auth {
         attempts.check_ip(peer.map(|peer| attempts.client_ip(peer, forwarded_for))).map_err(too_many)?;
         let (appid, session, ticket) = match proof {
             Proof::Ticket(id) => {
-                let ticket = self.parts.store.ticket(&id).await?.ok_or(BindFailure::InvalidTicket)?;
+                // Expired on the service's clock; the store also forgets it by the system's.
+                let now = self.parts.clock.now();
+                let ticket = self.parts.store.ticket(&id).await?.filter(|t| t.expires_at > now);
+                let ticket = ticket.ok_or(BindFailure::InvalidTicket)?;
                 (ticket.appid, ticket.session, Some(id))
             }
             Proof::Code(code) => {
@@ -440,7 +442,7 @@ impl Auth {
     async fn ticket(&self, appid: &str, session: WechatSession) -> Result<(String, u64), LoginFailure> {
         let (text, id) = secret(BIND_TICKET_PREFIX).map_err(Internal::Store)?;
         let ttl = self.parts.ticket_ttl;
-        let expires_at = OffsetDateTime::now_utc() + ttl;
+        let expires_at = self.parts.clock.now() + ttl;
         let ticket = BindTicket { appid: appid.to_owned(), session, expires_at };
         self.parts.store.put_ticket(&id, &ticket).await?;
         Ok((text, ttl.as_secs()))

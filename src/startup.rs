@@ -141,7 +141,8 @@ impl Application {
         if let StoreSettings::Sled(sled) = &settings.store {
             private_dir(&sled.data_dir, "WXAUTH_DATA_DIR", settings.dev)?;
         }
-        let tokens = Tokens::open(&settings.token, issuer, &settings.keys_dir, KeyMode::of(settings.dev))?;
+        let tokens =
+            Tokens::open(&settings.token, issuer, &settings.keys_dir, KeyMode::of(settings.dev), clock.clone())?;
         let sealer = Sealer::load_or_create(&settings.keys_dir)?;
         let location = match &settings.store {
             StoreSettings::Sled(s) => format!("WXAUTH_DATA_DIR={}", s.data_dir.display()),
@@ -164,7 +165,7 @@ impl Application {
             .map_err(|source| StartupError::AdminSocket { path: settings.admin_socket.clone(), source })?;
         let metrics = Metrics::new();
         let parts = Parts {
-            apps: WechatClient::for_apps(&settings.wechat, &metrics)?,
+            apps: WechatClient::for_apps(&settings.wechat, &metrics, &clock)?,
             metrics,
             store,
             tokens,

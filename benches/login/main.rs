@@ -332,7 +332,14 @@ fn tokens() {
             key_activation: Duration::from_secs(600),
             key_rotation: None,
         };
-        let tokens = Tokens::open(&settings, "https://auth.example.com".into(), dir.path(), KeyMode::Dev).unwrap();
+        let tokens = Tokens::open(
+            &settings,
+            "https://auth.example.com".into(),
+            dir.path(),
+            KeyMode::Dev,
+            wxauth::clock::Clock::system(),
+        )
+        .unwrap();
         let now = OffsetDateTime::now_utc();
         let identity = Identity { appid: "wxbench".into(), openid: "o_bench".into() };
         let user = User {

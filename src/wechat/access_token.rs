@@ -16,10 +16,11 @@ use std::{
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use time::OffsetDateTime;
 use url::Url;
 
 use super::{Upstream, WechatError, errcode, malformed, request_id, rid_suffix};
-use crate::config::WechatApp;
+use crate::{clock::Clock, config::WechatApp};
 
 /// A token is refreshed this long before WeChat says it expires, so that no request sets
 /// out with a token that expires on the way.
@@ -28,7 +29,8 @@ const MARGIN: Duration = Duration::from_secs(60);
 /// A cached token.
 struct Cached {
     token: SecretString,
-    good_until: Instant,
+    /// On the service's clock, so that tests can move past it.
+    good_until: OffsetDateTime,
 }
 
 /// One app's access token.
@@ -40,6 +42,7 @@ pub(super) struct AccessToken {
     /// Held while a refresh is in flight.
     refreshing: tokio::sync::Mutex<()>,
     fetches: AtomicU64,
+    clock: Clock,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +58,7 @@ struct Reply {
 }
 
 impl AccessToken {
-    pub(super) fn new(base: &Url, app: &WechatApp) -> Result<Self, WechatError> {
+    pub(super) fn new(base: &Url, app: &WechatApp, clock: Clock) -> Result<Self, WechatError> {
         let mut url = base.clone();
         url.path_segments_mut()
             .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
@@ -73,12 +76,14 @@ impl AccessToken {
             current: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
+            clock,
         })
     }
 
     fn cached(&self) -> Option<SecretString> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        current.as_ref().filter(|c| Instant::now() < c.good_until).map(|c| c.token.clone())
+        let now = self.clock.now();
+        current.as_ref().filter(|c| now < c.good_until).map(|c| c.token.clone())
     }
 
     /// A token that is good for at least [`MARGIN`] more, fetched before `deadline` if
@@ -93,7 +98,7 @@ impl AccessToken {
             return Ok(token);
         }
         let (token, expires_in) = self.fetch(upstream, deadline).await?;
-        let good_until = Instant::now() + Duration::from_secs(expires_in).saturating_sub(MARGIN);
+        let good_until = self.clock.now() + Duration::from_secs(expires_in).saturating_sub(MARGIN);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached { token: token.clone(), good_until });
         Ok(token)
     }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::{
+    clock::Clock,
     config::{WechatApp, WechatSettings},
     domain::{JsCode, PhoneNumber, SessionKey, WechatSession},
     metrics::Metrics,
@@ -186,16 +187,17 @@ struct Inner {
 impl WechatClient {
     /// One client per configured app, in the settings' order, sharing one connection pool,
     /// one bound on requests in flight and one circuit breaker: they all reach one WeChat.
-    pub fn for_apps(settings: &WechatSettings, metrics: &Metrics) -> Result<Vec<Self>, WechatError> {
+    /// Cached access tokens expire on `clock`.
+    pub fn for_apps(settings: &WechatSettings, metrics: &Metrics, clock: &Clock) -> Result<Vec<Self>, WechatError> {
         let upstream = Arc::new(Upstream::new(Self::http(settings)?, settings.limits, metrics.clone()));
-        settings.apps.iter().map(|app| Self::with_upstream(settings, app, upstream.clone())).collect()
+        settings.apps.iter().map(|app| Self::with_upstream(settings, app, upstream.clone(), clock.clone())).collect()
     }
 
     /// Builds the client of one app: rustls with certificate verification, timeouts,
-    /// keep-alive.
-    pub fn new(settings: &WechatSettings, app: &WechatApp) -> Result<Self, WechatError> {
+    /// keep-alive. Cached access tokens expire on `clock`.
+    pub fn new(settings: &WechatSettings, app: &WechatApp, clock: Clock) -> Result<Self, WechatError> {
         let upstream = Upstream::new(Self::http(settings)?, settings.limits, Metrics::new());
-        Self::with_upstream(settings, app, Arc::new(upstream))
+        Self::with_upstream(settings, app, Arc::new(upstream), clock)
     }
 
     fn http(settings: &WechatSettings) -> Result<reqwest::Client, WechatError> {
@@ -210,7 +212,12 @@ impl WechatClient {
             .map_err(|e| WechatError::Upstream(format!("cannot build HTTP client: {}", e.without_url())))
     }
 
-    fn with_upstream(settings: &WechatSettings, app: &WechatApp, upstream: Arc<Upstream>) -> Result<Self, WechatError> {
+    fn with_upstream(
+        settings: &WechatSettings,
+        app: &WechatApp,
+        upstream: Arc<Upstream>,
+        clock: Clock,
+    ) -> Result<Self, WechatError> {
         let mut code2session_url = settings.base_url.clone();
         code2session_url
             .path_segments_mut()
@@ -225,7 +232,7 @@ impl WechatClient {
             .extend(["wxa", "business", "getuserphonenumber"]);
         Ok(Self {
             inner: Arc::new(Inner {
-                access_token: AccessToken::new(&settings.base_url, app)?,
+                access_token: AccessToken::new(&settings.base_url, app, clock)?,
                 phone_url,
                 upstream,
                 timeout: settings.timeout,

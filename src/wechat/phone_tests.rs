@@ -17,7 +17,10 @@ use poem::{
 };
 
 use super::*;
-use crate::config::{WechatApp, WechatSettings};
+use crate::{
+    clock::TestClock,
+    config::{WechatApp, WechatSettings},
+};
 
 #[derive(Default)]
 struct Mock {
@@ -32,9 +35,7 @@ async fn stable_token(mock: Data<&Arc<Mock>>) -> String {
     let n = mock.tokens.fetch_add(1, Ordering::SeqCst) + 1;
     // Slow enough that concurrent callers pile up behind the refresh.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    // The first token expires at once (61 s minus the 60 s margin).
-    let expires_in = if n == 1 { 61 } else { 7200 };
-    serde_json::json!({"access_token": format!("T{n}"), "expires_in": expires_in}).to_string()
+    serde_json::json!({"access_token": format!("T{n}"), "expires_in": 7200}).to_string()
 }
 
 #[handler]
@@ -48,6 +49,10 @@ async fn phone_api(Query(q): Query<HashMap<String, String>>, mock: Data<&Arc<Moc
 }
 
 async fn client(mock: Arc<Mock>) -> WechatClient {
+    client_on(mock, &TestClock::default()).await
+}
+
+async fn client_on(mock: Arc<Mock>, clock: &TestClock) -> WechatClient {
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
     let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
     let app = Route::new()
@@ -61,7 +66,7 @@ async fn client(mock: Arc<Mock>) -> WechatClient {
         timeout: Duration::from_secs(5),
         limits: crate::wechat::Limits { max_inflight: 100, breaker_failures: 20, breaker_open: Duration::from_secs(5) },
     };
-    WechatClient::new(&settings, &settings.apps[0]).unwrap()
+    WechatClient::new(&settings, &settings.apps[0], clock.clock()).unwrap()
 }
 
 fn code() -> JsCode {
@@ -70,10 +75,14 @@ fn code() -> JsCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_phone_requests_with_an_expired_token_refresh_it_once() {
-    let mock = Arc::new(Mock::default());
-    let client = client(mock.clone()).await;
+    let (mock, clock) = (Arc::new(Mock::default()), TestClock::default());
+    let client = client_on(mock.clone(), &clock).await;
     client.phone_number(&code(), "o1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Reused until 60 s before the 7200 s WeChat gave it, then refetched.
+    clock.advance(7200 - 60 - 5);
+    client.phone_number(&code(), "o1").await.unwrap();
+    assert_eq!(mock.tokens.load(Ordering::SeqCst), 1, "refetched a token that was still good");
+    clock.advance(10);
 
     let calls: Vec<_> = (0..100)
         .map(|_| {

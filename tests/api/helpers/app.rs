@@ -139,7 +139,8 @@ pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 impl TestApp {
-    /// Moves the app's clock forward (refresh-token expiry; access tokens keep real time).
+    /// Moves the app's clock forward: every expiry the app decides follows it (bind
+    /// tickets, refresh and access tokens, key activation, WeChat's access token).
     pub fn advance(&self, secs: i64) {
         self.clock_offset.fetch_add(secs, Ordering::SeqCst);
     }

@@ -186,15 +186,17 @@ pub(super) trait RefreshTokens {
 /// Moving a store between backends (`export.rs`), in the order and form of
 /// [`super::export`].
 pub(super) trait Transfer {
-    /// Passes every record but the header and the last line to `out`; returns how many were
-    /// left out (links and details of a user that is gone).
+    /// Passes every record to `out`, the header first, but not the last line (the caller
+    /// counts and writes it); returns how many were left out (links, accounts and details
+    /// of a user that is gone).
     fn export(
         &self,
         out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// Reads checked records into the (empty) store, all or nothing; returns how many,
-    /// the last line included.
+    /// Reads checked records (the header already read, the last line not passed) into the
+    /// store, which must hold no data, all or nothing; returns how many lines were read,
+    /// the header included.
     fn import(
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),

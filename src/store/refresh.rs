@@ -1,6 +1,7 @@
-//! Refresh-token policy shared by every backend: what presenting a token to its family
-//! does. The backends keep one record per family and only decide atomically; the decision
-//! itself is written once, here.
+//! Refresh tokens as the store sees them, and the policy shared by every backend: what
+//! presenting a token to its family does, what revokes a family, which families a user
+//! keeps and which the purge removes. The backends keep one record per family and only
+//! make these decisions atomic; each is written once, here.
 //!
 //! A family is one login. Its record holds the current generation and the SHA-256 of the
 //! current token's verifier; a token names its family and generation. Presenting a token of
@@ -8,7 +9,60 @@
 //! only holders of the family's tokens have ever seen, so a token that names the family and
 //! an older generation was issued to someone, and has been spent.
 
-use super::RefreshId;
+use crate::domain::{Identity, UserId};
+
+/// A refresh token as the store sees it: the token is `user ‖ family ‖ generation ‖
+/// verifier`. The family's one record is found by user and family (a UUID v7, so a user's
+/// families sort by age), and holds the current generation and only the SHA-256 of its
+/// verifier (256 random bits). The user id is no secret (it is the access token's `sub`);
+/// it lets a backend keep a user's families together, so that the per-user cap and
+/// revocations find them without an index to maintain on every login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshId {
+    /// The user the family belongs to.
+    pub user: UserId,
+    /// The family.
+    pub family: [u8; 16],
+    /// Which token of the family: 0 for the login's, one more for each refresh.
+    pub generation: u32,
+    /// SHA-256 of the token's secret part.
+    pub verifier_hash: [u8; 32],
+}
+
+/// What a refresh token stands for: the login it continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshGrant {
+    /// The user.
+    pub user: UserId,
+    /// The identity the family's first login came through.
+    pub identity: Identity,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The token was spent and its successor (the next generation) stored in its place.
+    Rotated(RefreshGrant),
+    /// No such token: never issued, or purged after it expired.
+    Unknown,
+    /// The token had been spent already (an older generation): someone replayed it, so its
+    /// family (the newest token included) is now revoked.
+    Reused,
+    /// The family was revoked before (logout, logout-all, an earlier reuse, an unbind, a
+    /// password change).
+    Revoked,
+    /// The token expired.
+    Expired,
+}
+
+/// One batch of the purge of dead refresh families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeBatch {
+    /// Records removed by this batch.
+    pub removed: usize,
+    /// Whether this batch finished a pass over every record; the next starts over.
+    pub done: bool,
+}
 
 /// What presenting a refresh token to its family's record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,17 +124,87 @@ pub(super) fn next_generation(generation: u32) -> Option<u32> {
     generation.checked_add(1)
 }
 
+/// What a backend does when a token is presented to its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rotation {
+    /// Write nothing; answer [`Refreshed::Unknown`], [`Refreshed::Revoked`] or
+    /// [`Refreshed::Expired`].
+    Refuse(Refusal),
+    /// A spent token was replayed: mark the family revoked, answer [`Refreshed::Reused`].
+    Revoke,
+    /// Move the family to this generation, with the next verifier and expiry, and answer
+    /// [`Refreshed::Rotated`].
+    Advance(u32),
+}
+
+/// Why a presented token is refused without a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// [`Refreshed::Unknown`].
+    Unknown,
+    /// [`Refreshed::Revoked`].
+    Revoked,
+    /// [`Refreshed::Expired`].
+    Expired,
+}
+
+impl From<Refusal> for Refreshed {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unknown => Self::Unknown,
+            Refusal::Revoked => Self::Revoked,
+            Refusal::Expired => Self::Expired,
+        }
+    }
+}
+
+/// What presenting `presented` to its family at `now` (Unix nanoseconds) does: [`judge`]'s
+/// verdict, with a family that has run out of generations ending like an expired one.
+pub(super) fn rotation(family: &Family<'_>, presented: &RefreshId, now: i128) -> Rotation {
+    match judge(family, presented, now) {
+        Verdict::Unknown => Rotation::Refuse(Refusal::Unknown),
+        Verdict::Revoked => Rotation::Refuse(Refusal::Revoked),
+        Verdict::Expired => Rotation::Refuse(Refusal::Expired),
+        Verdict::Reuse => Rotation::Revoke,
+        Verdict::Rotate => match next_generation(family.generation) {
+            Some(generation) => Rotation::Advance(generation),
+            None => Rotation::Refuse(Refusal::Expired),
+        },
+    }
+}
+
+/// Whether revoking by `presented` (a logout) changes its family: any token of the family
+/// revokes it, a spent or expired one too; a forged one does not, and a revoked family has
+/// nothing left to change.
+pub(super) fn revokes(family: &Family<'_>, presented: &RefreshId) -> bool {
+    !family.revoked && judge(family, presented, i128::MIN) != Verdict::Unknown
+}
+
+/// Whether the purge removes a family at `now` (Unix nanoseconds): once its current token
+/// has expired, or its user is gone (`user_exists` false). A revoked family is kept until
+/// it expires, whatever the token lifetime is meanwhile: its record is its revocation, so
+/// its tokens answer "revoked" while they would otherwise work, and "unknown" once it is
+/// gone, never "rotated".
+pub(super) fn purgeable(family: &Family<'_>, now: i128, user_exists: bool) -> bool {
+    family.expires_at <= now || !user_exists
+}
+
+/// How many families a user keeps: `keep`, and at least the newest one.
+pub(super) fn cap(keep: usize) -> usize {
+    keep.max(1)
+}
+
+/// How many of a user's oldest families go when it holds `held`, the newest included.
+pub(super) fn excess(held: usize, keep: usize) -> usize {
+    held.saturating_sub(cap(keep))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn presented(generation: u32, hash: u8) -> RefreshId {
-        RefreshId {
-            user: crate::domain::UserId::from_bytes([1; 16]),
-            family: [7; 16],
-            generation,
-            verifier_hash: [hash; 32],
-        }
+        RefreshId { user: UserId::from_bytes([1; 16]), family: [7; 16], generation, verifier_hash: [hash; 32] }
     }
 
     #[test]
@@ -110,5 +234,78 @@ mod tests {
     fn generations_end_instead_of_wrapping() {
         assert_eq!(next_generation(0), Some(1));
         assert_eq!(next_generation(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_presentation_rotates_revokes_or_is_refused_without_a_write() {
+        let hash = [1u8; 32];
+        let family = |generation, revoked, expires_at| Family { generation, verifier_hash: &hash, revoked, expires_at };
+        let now = 100;
+        let cases = [
+            ("the current token advances", family(3, false, 200), presented(3, 1), Rotation::Advance(4)),
+            ("a spent one revokes", family(3, false, 200), presented(1, 9), Rotation::Revoke),
+            ("a forged one", family(3, false, 200), presented(3, 2), Rotation::Refuse(Refusal::Unknown)),
+            ("a revoked family", family(3, true, 200), presented(3, 1), Rotation::Refuse(Refusal::Revoked)),
+            ("an expired token", family(3, false, 100), presented(3, 1), Rotation::Refuse(Refusal::Expired)),
+            (
+                "the last generation",
+                family(u32::MAX, false, 200),
+                presented(u32::MAX, 1),
+                Rotation::Refuse(Refusal::Expired),
+            ),
+        ];
+        for (what, family, token, rotation_) in cases {
+            assert_eq!(rotation(&family, &token, now), rotation_, "{what}");
+        }
+        assert_eq!(Refreshed::from(Refusal::Revoked), Refreshed::Revoked);
+    }
+
+    #[test]
+    fn any_token_of_a_live_family_revokes_it_and_a_forged_one_does_not() {
+        let hash = [1u8; 32];
+        let family = |revoked, expires_at| Family { generation: 3, verifier_hash: &hash, revoked, expires_at };
+        let cases = [
+            ("the current token", family(false, 200), presented(3, 1), true),
+            ("a spent token", family(false, 200), presented(0, 9), true),
+            ("an expired family's token", family(false, 0), presented(3, 1), true),
+            ("a forged current token", family(false, 200), presented(3, 2), false),
+            ("a generation never issued", family(false, 200), presented(4, 1), false),
+            ("a family revoked already", family(true, 200), presented(3, 1), false),
+        ];
+        for (what, family, token, revokes_) in cases {
+            assert_eq!(revokes(&family, &token), revokes_, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_purge_removes_expired_families_and_those_of_gone_users_and_keeps_revoked_live_ones() {
+        let hash = [1u8; 32];
+        let family = |revoked, expires_at| Family { generation: 0, verifier_hash: &hash, revoked, expires_at };
+        let now = 100;
+        let cases = [
+            ("live", family(false, 101), true, false),
+            ("revoked and unexpired: its revocation must stay", family(true, 101), true, false),
+            ("expiring now", family(false, 100), true, true),
+            ("revoked and expired", family(true, 99), true, true),
+            ("live, of a user that is gone", family(false, 101), false, true),
+        ];
+        for (what, family, user_exists, purged) in cases {
+            assert_eq!(purgeable(&family, now, user_exists), purged, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_user_keeps_its_newest_families_up_to_the_cap_and_always_one() {
+        let cases = [
+            ("under the cap", 2, 3, 0),
+            ("at the cap", 3, 3, 0),
+            ("over it", 5, 3, 2),
+            ("a cap of zero keeps the newest", 4, 0, 3),
+            ("nothing held", 0, 3, 0),
+        ];
+        for (what, held, keep, gone) in cases {
+            assert_eq!(excess(held, keep), gone, "{what}");
+        }
+        assert_eq!((cap(0), cap(1), cap(10)), (1, 1, 10));
     }
 }

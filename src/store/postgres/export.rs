@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::store::{
     StoreError,
+    backend::Transfer,
     codec::time,
     export::{FORMAT, IdentityLine, Record, at_line, check_mode, hex, other_mode, unhex},
 };
@@ -36,11 +37,11 @@ async fn each_row(
     Ok(())
 }
 
-impl PgStore {
-    pub(in crate::store) async fn export(
+impl Transfer for PgStore {
+    async fn export(
         &self,
         out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
         sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
@@ -145,12 +146,13 @@ impl PgStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        // The database keeps no link without its user (foreign keys): nothing is left out.
+        Ok(0)
     }
 
     /// Imports `records` (the header already checked) in one transaction, into a database
     /// that holds no data (a mode aside).
-    pub(in crate::store) async fn import(
+    async fn import(
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
     ) -> Result<usize, StoreError> {

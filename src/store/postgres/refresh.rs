@@ -1,10 +1,10 @@
-//! Refresh tokens on PostgreSQL: one row per family, judged by the same policy as on sled
-//! ([`crate::store::refresh::judge`]), made atomic across replicas by the database. A
+//! Refresh tokens on PostgreSQL: one row per family, under the same policy as on sled
+//! ([`crate::store::refresh`]), made atomic across replicas by the database. A
 //! rotation locks its family's row (`FOR UPDATE`): of two replicas presenting one token,
 //! the second waits for the first to commit, then presents an older generation, which
 //! revokes the family. Removing a user removes its families (a foreign key with cascade).
 
-use sqlx::{PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -13,7 +13,8 @@ use crate::{
     domain::{Identity, UserId},
     store::{
         PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError,
-        refresh::{Family, Verdict, judge, next_generation},
+        backend::RefreshTokens,
+        refresh::{Family, Rotation, cap, purgeable, revokes, rotation},
     },
 };
 
@@ -33,7 +34,24 @@ struct StoredFamily {
     revoked: bool,
 }
 
+/// The columns [`StoredFamily::read`] reads.
+const FAMILY_COLUMNS: &str = "generation, verifier_hash, user_id, appid, openid, expires_at_ns, revoked";
+
 impl StoredFamily {
+    fn read(row: &PgRow) -> Result<Self, StoreError> {
+        let generation: i64 = row.try_get("generation")?;
+        Ok(Self {
+            generation: u32::try_from(generation)
+                .map_err(|_| StoreError::Corrupt(format!("refresh generation {generation}")))?,
+            verifier_hash: row.try_get("verifier_hash")?,
+            user: row.try_get("user_id")?,
+            appid: row.try_get("appid")?,
+            openid: row.try_get("openid")?,
+            expires_at: row.try_get("expires_at_ns")?,
+            revoked: row.try_get("revoked")?,
+        })
+    }
+
     fn family(&self) -> Family<'_> {
         Family {
             generation: self.generation,
@@ -44,38 +62,12 @@ impl StoredFamily {
     }
 }
 
-impl PgStore {
-    /// The family of `id` (of the user the token names), locked until the transaction ends.
-    async fn locked_family(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Option<StoredFamily>, Failure> {
-        let Some(row) = sqlx::query(
-            "SELECT generation, verifier_hash, user_id, appid, openid, expires_at_ns, revoked \
-             FROM refresh_families WHERE family = $1 AND user_id = $2 FOR UPDATE",
-        )
-        .bind(Uuid::from_bytes(id.family))
-        .bind(uuid(&id.user))
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let generation: i64 = row.try_get("generation")?;
-        Ok(Some(StoredFamily {
-            generation: u32::try_from(generation)
-                .map_err(|_| StoreError::Corrupt(format!("refresh generation {generation}")))?,
-            verifier_hash: row.try_get("verifier_hash")?,
-            user: row.try_get("user_id")?,
-            appid: row.try_get("appid")?,
-            openid: row.try_get("openid")?,
-            expires_at: row.try_get("expires_at_ns")?,
-            revoked: row.try_get("revoked")?,
-        }))
-    }
-
+impl RefreshTokens for PgStore {
     /// One statement: the user's oldest families beyond `keep - 1` go, and the new one
     /// comes in (a data-modifying `WITH` runs whether or not it is referenced). Racing
     /// logins of one user skip the rows another is removing (`SKIP LOCKED`) instead of
     /// deadlocking on them; the next login trims what they left.
-    pub(in crate::store) async fn start_refresh(
+    async fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
@@ -98,7 +90,7 @@ impl PgStore {
         .bind(&grant.identity.appid)
         .bind(&grant.identity.openid)
         .bind(ns(expires_at)?)
-        .bind(i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX))
+        .bind(i64::try_from(cap(keep) - 1).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await;
         match started {
@@ -110,7 +102,7 @@ impl PgStore {
         }
     }
 
-    pub(in crate::store) async fn rotate_refresh(
+    async fn rotate_refresh(
         &self,
         old: &RefreshId,
         next_verifier_hash: &[u8; 32],
@@ -118,6 +110,80 @@ impl PgStore {
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
         transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))
+    }
+
+    async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+        transact!(self, tx => self.revoke_in(&mut tx, id))
+    }
+
+    async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_families SET revoked = true WHERE user_id = $1 AND NOT revoked")
+            .bind(uuid(user))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Families the shared policy calls purgeable, in batches by family id, resuming after
+    /// the last one looked at. The batch is locked while it is judged, so that no rotation
+    /// changes a family between the judgement and the removal. Families of removed users
+    /// are already gone (the foreign key). Each replica keeps its own cursor: two replicas
+    /// purging at once only repeat each other's work.
+    async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
+        let after = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()).after;
+        let (seen, last, removed) = transact!(self, tx => self.purge_in(&mut tx, after, now, limit))?;
+        let done = seen < limit;
+        let after = if done { None } else { last };
+        *self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()) = PurgeCursor { after };
+        Ok(PurgeBatch { removed, done })
+    }
+}
+
+impl PgStore {
+    /// The family of `id` (of the user the token names), locked until the transaction ends.
+    async fn locked_family(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Option<StoredFamily>, Failure> {
+        let Some(row) = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE family = $1 AND user_id = $2 FOR UPDATE"
+        )))
+        .bind(Uuid::from_bytes(id.family))
+        .bind(uuid(&id.user))
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredFamily::read(&row)?))
+    }
+
+    /// One batch of the purge: how many families it looked at, the last one, and how many
+    /// it removed.
+    async fn purge_in(
+        &self,
+        tx: &mut PgConnection,
+        after: Option<Uuid>,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Step<(usize, Option<Uuid>, usize)>, Failure> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT family, {FAMILY_COLUMNS} FROM refresh_families WHERE $1::uuid IS NULL OR family > $1 \
+             ORDER BY family LIMIT $2 FOR UPDATE"
+        )))
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = now.unix_timestamp_nanos();
+        let mut gone = Vec::new();
+        for row in &rows {
+            if purgeable(&StoredFamily::read(row)?.family(), now, true) {
+                gone.push(row.try_get::<Uuid, _>("family")?);
+            }
+        }
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM refresh_families WHERE family = ANY($1)").bind(&gone).execute(&mut *tx).await?;
+        }
+        let last = rows.last().map(|row| row.try_get::<Uuid, _>("family")).transpose()?;
+        Ok(Step::Done((rows.len(), last, gone.len())))
     }
 
     async fn rotate_in(
@@ -130,92 +196,43 @@ impl PgStore {
     ) -> Result<Step<Refreshed>, Failure> {
         let Some(row) = self.locked_family(tx, old).await? else { return Ok(Step::Done(Refreshed::Unknown)) };
         let family = Uuid::from_bytes(old.family);
-        let outcome = match judge(&row.family(), old, i128::from(ns(now)?)) {
-            Verdict::Unknown => Refreshed::Unknown,
-            Verdict::Revoked => Refreshed::Revoked,
-            Verdict::Expired => Refreshed::Expired,
-            Verdict::Reuse => {
+        let outcome = match rotation(&row.family(), old, i128::from(ns(now)?)) {
+            Rotation::Refuse(refusal) => refusal.into(),
+            Rotation::Revoke => {
                 sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
                     .bind(family)
                     .execute(&mut *tx)
                     .await?;
                 Refreshed::Reused
             }
-            Verdict::Rotate => match next_generation(row.generation) {
-                None => Refreshed::Expired,
-                Some(generation) => {
-                    sqlx::query(
-                        "UPDATE refresh_families SET generation = $2, verifier_hash = $3, expires_at_ns = $4 \
-                         WHERE family = $1",
-                    )
-                    .bind(family)
-                    .bind(i64::from(generation))
-                    .bind(&next_verifier_hash[..])
-                    .bind(ns(expires_at)?)
-                    .execute(&mut *tx)
-                    .await?;
-                    Refreshed::Rotated(RefreshGrant {
-                        user: user_id(row.user),
-                        identity: Identity { appid: row.appid, openid: row.openid },
-                    })
-                }
-            },
+            Rotation::Advance(generation) => {
+                sqlx::query(
+                    "UPDATE refresh_families SET generation = $2, verifier_hash = $3, expires_at_ns = $4 \
+                     WHERE family = $1",
+                )
+                .bind(family)
+                .bind(i64::from(generation))
+                .bind(&next_verifier_hash[..])
+                .bind(ns(expires_at)?)
+                .execute(&mut *tx)
+                .await?;
+                Refreshed::Rotated(RefreshGrant {
+                    user: user_id(row.user),
+                    identity: Identity { appid: row.appid, openid: row.openid },
+                })
+            }
         };
         Ok(Step::Done(outcome))
     }
 
-    pub(in crate::store) async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
-        transact!(self, tx => self.revoke_in(&mut tx, id))
-    }
-
     async fn revoke_in(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Step<()>, Failure> {
         let Some(row) = self.locked_family(tx, id).await? else { return Ok(Step::Done(())) };
-        // Any token of the family revokes it (a spent one too); a forged one does not.
-        if judge(&row.family(), id, i128::MIN) != Verdict::Unknown {
+        if revokes(&row.family(), id) {
             sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
                 .bind(Uuid::from_bytes(id.family))
                 .execute(&mut *tx)
                 .await?;
         }
         Ok(Step::Done(()))
-    }
-
-    pub(in crate::store) async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_families SET revoked = true WHERE user_id = $1 AND NOT revoked")
-            .bind(uuid(user))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Expired families, in batches by family id, resuming after the last one looked at.
-    /// Families of removed users are already gone (the foreign key). Each replica keeps its
-    /// own cursor: two replicas purging at once only repeat each other's work.
-    pub(in crate::store) async fn purge_refresh(
-        &self,
-        now: OffsetDateTime,
-        limit: usize,
-    ) -> Result<PurgeBatch, StoreError> {
-        let after = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()).after;
-        let row = sqlx::query(
-            "WITH batch AS (SELECT family FROM refresh_families WHERE $1::uuid IS NULL OR family > $1 \
-             ORDER BY family LIMIT $3), \
-             gone AS (DELETE FROM refresh_families t USING batch b WHERE t.family = b.family \
-             AND t.expires_at_ns <= $2 RETURNING 1) \
-             SELECT (SELECT count(*) FROM batch) AS seen, \
-             (SELECT family FROM batch ORDER BY family DESC LIMIT 1) AS last, \
-             (SELECT count(*) FROM gone) AS removed",
-        )
-        .bind(after)
-        .bind(ns(now)?)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_one(&self.pool)
-        .await?;
-        let seen = row.try_get::<i64, _>("seen")? as usize;
-        let removed = row.try_get::<i64, _>("removed")? as usize;
-        let done = seen < limit;
-        let after = if done { None } else { row.try_get("last")? };
-        *self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner()) = PurgeCursor { after };
-        Ok(PurgeBatch { removed, done })
     }
 }

@@ -6,12 +6,14 @@ use ::sled::Tree;
 use uuid::Uuid;
 
 use super::{
-    IMPORTING_KEY, MODE_KEY, SledStore, binding_key, id_bytes,
+    SledStore, binding_key, id_bytes,
+    meta::{IMPORTING_KEY, MODE_KEY},
     record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, time},
     refresh::FamilyRecord,
 };
 use crate::store::{
     StoreError,
+    backend::Transfer,
     export::{FORMAT, IdentityLine, Record, at_line, check_mode, hex, other_mode, unhex},
 };
 
@@ -35,25 +37,13 @@ fn insert_new(tree: &Tree, key: &[u8], value: Vec<u8>, what: &str) -> Result<(),
     }
 }
 
-impl SledStore {
-    fn data_trees(&self) -> [&Tree; 7] {
-        [
-            &self.records,
-            &self.openids,
-            &self.unionids,
-            &self.accounts,
-            &self.tickets,
-            &self.details,
-            &self.refresh_families,
-        ]
-    }
-
+impl Transfer for SledStore {
     /// Returns how many records it left out: links, accounts and details of a user that is
     /// gone, which a crash in the middle of a removal may leave behind (sled has no
     /// transactions across trees), which nothing reads, and which an import would refuse.
-    pub(in crate::store) fn export(
+    async fn export(
         &self,
-        out: &mut dyn FnMut(Record) -> Result<(), StoreError>,
+        out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
         let mut skipped = 0;
         let mut of_a_user = |user: &Uuid| -> Result<bool, StoreError> {
@@ -135,7 +125,7 @@ impl SledStore {
     /// data (a mode aside), durably. On failure the store is emptied again, so a corrected
     /// export can be imported next. Until it ends, a marker in `meta` says an import is
     /// under way: a store whose import a crash interrupted is refused at open.
-    pub(in crate::store) async fn import(
+    async fn import(
         &self,
         records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
     ) -> Result<usize, StoreError> {
@@ -172,6 +162,20 @@ impl SledStore {
         self.meta.remove(IMPORTING_KEY)?;
         self.commit.wait().await?;
         Ok(count)
+    }
+}
+
+impl SledStore {
+    fn data_trees(&self) -> [&Tree; 7] {
+        [
+            &self.records,
+            &self.openids,
+            &self.unionids,
+            &self.accounts,
+            &self.tickets,
+            &self.details,
+            &self.refresh_families,
+        ]
     }
 
     fn user_exists(&self, user: &Uuid) -> Result<(), StoreError> {

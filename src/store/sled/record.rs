@@ -1,4 +1,4 @@
-//! How a user is stored (schema 3): one compact record per user, holding its WeChat
+//! How a user is stored (since schema 3): one compact record per user, holding its WeChat
 //! identities with each one's newest session key, so a login reads one value and changes
 //! one value. Session keys are per identity because WeChat issues them per mini-program.
 //!

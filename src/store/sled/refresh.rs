@@ -13,8 +13,8 @@
 //! (a counter shared by two users only trims more often, and after a restart the counters
 //! start from zero again).
 //!
-//! What presenting a token does is decided by [`crate::store::refresh::judge`], shared with
-//! PostgreSQL. Rotations, revocations, trims and the purge run under
+//! What presenting a token does, what revokes a family, what a user keeps and what the
+//! purge removes are decided in [`crate::store::refresh`], shared with PostgreSQL. Rotations, revocations, trims and the purge run under
 //! [`SledStore::refresh`], a lock of their own (they never touch bindings), so that one
 //! presented token is spent exactly once and a removed family is never written back.
 
@@ -28,7 +28,8 @@ use crate::{
     domain::{Identity, UserId},
     store::{
         PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError,
-        refresh::{Family, Verdict, judge, next_generation},
+        backend::RefreshTokens,
+        refresh::{Family, Rotation, cap, excess, purgeable, revokes, rotation},
     },
 };
 
@@ -140,7 +141,19 @@ impl SledStore {
         Ok(record.map(|r| (key, r)))
     }
 
-    pub(in crate::store) fn start_refresh(
+    /// Removes the oldest families of `user` beyond `keep` (the newest new one never: it
+    /// was written before).
+    fn trim(&self, user: &[u8; 16], keep: usize) -> Result<(), StoreError> {
+        let held = self.refresh_families.scan_prefix(user).keys().collect::<Result<Vec<_>, _>>()?;
+        for old in held.iter().take(excess(held.len(), keep)) {
+            self.refresh_families.remove(old)?;
+        }
+        Ok(())
+    }
+}
+
+impl RefreshTokens for SledStore {
+    async fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
@@ -160,7 +173,7 @@ impl SledStore {
             revoked: false,
         };
         self.refresh_families.insert(key(&user, &id.family), encode(&record, "refresh family")?)?;
-        let slack = u16::try_from((keep / 2).max(1)).unwrap_or(u16::MAX);
+        let slack = u16::try_from((cap(keep) / 2).max(1)).unwrap_or(u16::MAX);
         let counter = &self.trim_due[counter_of(&user)];
         if counter.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= slack {
             counter.store(0, Ordering::Relaxed);
@@ -170,17 +183,7 @@ impl SledStore {
         Ok(())
     }
 
-    /// Removes the oldest families of `user` beyond `keep` (the newest new one never: it
-    /// was written before).
-    fn trim(&self, user: &[u8; 16], keep: usize) -> Result<(), StoreError> {
-        let held = self.refresh_families.scan_prefix(user).keys().collect::<Result<Vec<_>, _>>()?;
-        for old in held.iter().take(held.len().saturating_sub(keep.max(1))) {
-            self.refresh_families.remove(old)?;
-        }
-        Ok(())
-    }
-
-    pub(in crate::store) async fn rotate_refresh(
+    async fn rotate_refresh(
         &self,
         old: &RefreshId,
         next_verifier_hash: &[u8; 32],
@@ -190,17 +193,14 @@ impl SledStore {
         let outcome = {
             let _turn = self.refresh_turn();
             let Some((key, mut record)) = self.family_record(old)? else { return Ok(Refreshed::Unknown) };
-            match judge(&record.family(), old, now.unix_timestamp_nanos()) {
-                Verdict::Unknown => return Ok(Refreshed::Unknown),
-                Verdict::Revoked => return Ok(Refreshed::Revoked),
-                Verdict::Expired => return Ok(Refreshed::Expired),
-                Verdict::Reuse => {
+            match rotation(&record.family(), old, now.unix_timestamp_nanos()) {
+                Rotation::Refuse(refusal) => return Ok(refusal.into()),
+                Rotation::Revoke => {
                     record.revoked = true;
                     self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
                     Refreshed::Reused
                 }
-                Verdict::Rotate => {
-                    let Some(generation) = next_generation(record.generation) else { return Ok(Refreshed::Expired) };
+                Rotation::Advance(generation) => {
                     record.generation = generation;
                     record.verifier_hash = *next_verifier_hash;
                     record.expires_at = expires_at.unix_timestamp_nanos();
@@ -216,12 +216,11 @@ impl SledStore {
         Ok(outcome)
     }
 
-    pub(in crate::store) async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+    async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
         {
             let _turn = self.refresh_turn();
             let Some((key, mut record)) = self.family_record(id)? else { return Ok(()) };
-            // Any token of the family revokes it (a spent one too); a forged one does not.
-            if record.revoked || judge(&record.family(), id, i128::MIN) == Verdict::Unknown {
+            if !revokes(&record.family(), id) {
                 return Ok(());
             }
             record.revoked = true;
@@ -230,7 +229,7 @@ impl SledStore {
         self.commit.wait().await
     }
 
-    pub(in crate::store) async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
+    async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
         {
             let _turn = self.refresh_turn();
             for entry in self.refresh_families.scan_prefix(user.as_bytes()) {
@@ -247,7 +246,7 @@ impl SledStore {
 
     /// Removes expired families and those of removed users, resuming after the last key
     /// looked at.
-    pub(in crate::store) fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
+    async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         let now = now.unix_timestamp_nanos();
         let mut cursor = self.purge_cursor.lock().unwrap_or_else(|e| e.into_inner());
         let (mut removed, mut seen) = (0, 0);
@@ -257,7 +256,7 @@ impl SledStore {
             // Under the lock: a rotation must not write back what is being removed.
             let _turn = self.refresh_turn();
             let record: FamilyRecord = decode(&bytes, "refresh family")?;
-            if record.expires_at <= now || !self.records.contains_key(record.user)? {
+            if purgeable(&record.family(), now, self.records.contains_key(record.user)?) {
                 self.refresh_families.remove(&key)?;
                 removed += 1;
             }

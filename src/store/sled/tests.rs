@@ -3,9 +3,26 @@
 
 use std::time::Duration as StdDuration;
 
-use super::*;
-use crate::domain::SessionKey;
-use crate::store::{export::Record, sealed::Sealer};
+use std::sync::atomic::Ordering;
+
+use time::OffsetDateTime;
+
+use super::{
+    meta::IMPORTING_KEY,
+    record::{AccountRecord, IdentityRecord, TicketRecord},
+    *,
+};
+use crate::{
+    config::SledSettings,
+    domain::{Identity, SessionKey, WechatSession},
+    store::{
+        BindTicket, LoginRecord, StoredSessionKey,
+        backend::{Backend, Tickets, Transfer, Users},
+        export::Record,
+        sealed::Sealer,
+        tickets::SWEEP_SECS as TICKET_SWEEP_SECS,
+    },
+};
 
 impl SledStore {
     async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
@@ -52,7 +69,7 @@ async fn a_returning_login_answers_while_flushes_are_stalled_and_a_first_login_d
         .unwrap();
     assert!(!returning.created);
     assert_eq!(returning.user.id, first.user.id);
-    let key = store.session_key(&first.user.id, "wx1").unwrap().unwrap();
+    let key = store.session_key(&first.user.id, "wx1").await.unwrap().unwrap();
     assert_eq!(key.session_key.expose(), "k2", "the new key is not visible at once");
 
     let pending = tokio::spawn({
@@ -122,10 +139,10 @@ async fn a_schema_1_store_is_migrated_with_its_users_bindings_and_session_keys()
 
     let store = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.unwrap();
 
-    let user = store.user(&id).unwrap().unwrap();
+    let user = store.user(&id).await.unwrap().unwrap();
     assert_eq!(user.identities, [Identity { appid: "wx1".into(), openid: "o1".into() }]);
     assert_eq!((user.unionid.as_deref(), user.created_at), (Some("u1"), t0));
-    assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "k1");
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "k1");
     let again = store.record_login("wx1", &session("o1", "k1")).await.unwrap();
     assert_eq!((again.user.id, again.created), (id, false));
     assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
@@ -164,13 +181,13 @@ async fn a_schema_2_store_is_migrated_and_users_sharing_a_unionid_are_reported_n
 
     let store = SledStore::open(&settings, Sealer::ephemeral().unwrap()).await.unwrap();
 
-    let a = store.user(&alice).unwrap().unwrap();
+    let a = store.user(&alice).await.unwrap().unwrap();
     assert_eq!(a.identities, [Identity { appid: "wxa".into(), openid: "oa".into() }]);
-    assert_eq!(store.session_key(&carol, "wxa").unwrap().unwrap().session_key.expose(), "key-oc");
+    assert_eq!(store.session_key(&carol, "wxa").await.unwrap().unwrap().session_key.expose(), "key-oc");
     assert_eq!(a.unionid_shared_with, [bob, dave], "the first holder of u1 does not know the others");
-    assert_eq!(store.user(&bob).unwrap().unwrap().unionid_shared_with, [alice]);
-    assert_eq!(store.user(&dave).unwrap().unwrap().unionid_shared_with, [alice]);
-    assert!(store.user(&carol).unwrap().unwrap().unionid_shared_with.is_empty());
+    assert_eq!(store.user(&bob).await.unwrap().unwrap().unionid_shared_with, [alice]);
+    assert_eq!(store.user(&dave).await.unwrap().unwrap().unionid_shared_with, [alice]);
+    assert!(store.user(&carol).await.unwrap().unwrap().unionid_shared_with.is_empty());
     // Bindings keep working, and a third app's login with u1 joins the user that holds it.
     assert_eq!(store.record_login("wxb", &session("ob", "key-ob")).await.unwrap().user.id, bob);
     let mut third = session("oz", "kz");
@@ -200,7 +217,7 @@ async fn a_binding_left_by_an_interrupted_unbind_is_dropped_instead_of_failing_e
     let recreated = store.record_login("wx1", &session("o2", "k2")).await.unwrap();
 
     assert!(not_bound.is_none());
-    assert!(store.user_by_openid("wx1", "o1").unwrap().is_none(), "the stale binding still names a user");
+    assert!(store.user_by_openid("wx1", "o1").await.unwrap().is_none(), "the stale binding still names a user");
     assert!(recreated.created && recreated.user.id != orphan.user.id);
 }
 
@@ -240,15 +257,15 @@ async fn expired_tickets_are_swept_at_most_once_a_minute() {
     let live = now + time::Duration::minutes(5);
 
     expired(&store, 1);
-    store.put_ticket(&[2; 32], &ticket(live)).unwrap();
+    store.put_ticket(&[2; 32], &ticket(live)).await.unwrap();
     assert_eq!(store.tickets.len(), 1, "the first ticket of a run sweeps");
 
     expired(&store, 3);
-    store.put_ticket(&[4; 32], &ticket(live)).unwrap();
+    store.put_ticket(&[4; 32], &ticket(live)).await.unwrap();
     assert_eq!(store.tickets.len(), 3, "swept again within the minute");
 
     store.swept_at.store(now.unix_timestamp() - TICKET_SWEEP_SECS, Ordering::Relaxed);
-    store.put_ticket(&[5; 32], &ticket(live)).unwrap();
+    store.put_ticket(&[5; 32], &ticket(live)).await.unwrap();
     assert_eq!(store.tickets.len(), 3, "a minute later, the expired ticket is gone and the live ones stay");
     assert!(store.tickets.get([3; 32]).unwrap().is_none());
 }
@@ -282,7 +299,7 @@ async fn a_schema_3_store_gets_its_session_keys_sealed_and_a_lost_key_only_loses
 
     let store = SledStore::open(&settings, sealer.clone()).await.unwrap();
 
-    assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "tiihtNczf5v6AKRyjwEUhQ==");
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "tiihtNczf5v6AKRyjwEUhQ==");
     let raw = store.records.get(id.as_bytes()).unwrap().unwrap();
     assert!(!raw.windows(8).any(|w| w == b"tiihtNcz"), "the key is still in plaintext");
     assert!(store.tickets.is_empty(), "a plaintext ticket survived");
@@ -300,10 +317,10 @@ async fn a_schema_3_store_gets_its_session_keys_sealed_and_a_lost_key_only_loses
         }
     }
     let store = reopened.expect("the store did not reopen");
-    assert_eq!(store.session_key(&id, "wx1").unwrap(), None);
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap(), None);
     let again = store.record_login("wx1", &session("o1", "k2")).await.unwrap();
     assert_eq!(again.user.id, id);
-    assert_eq!(store.session_key(&id, "wx1").unwrap().unwrap().session_key.expose(), "k2");
+    assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "k2");
 }
 
 #[test]
@@ -377,6 +394,7 @@ async fn an_export_leaves_out_what_an_interrupted_removal_left_behind() {
             records.push(r);
             Ok(())
         })
+        .await
         .unwrap();
 
     assert_eq!(skipped, 3);

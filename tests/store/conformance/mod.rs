@@ -7,10 +7,13 @@ use time::OffsetDateTime;
 
 use wxauth::{
     domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, UserId, WechatSession},
-    store::{BindTicket, LAST_LOGIN_GRANULARITY, RefreshGrant, RefreshId, Refreshed, Store, StoreError},
+    store::{BindTicket, LAST_LOGIN_GRANULARITY, Store, StoreError},
 };
 
 use crate::{Backend, open};
+
+mod refresh;
+pub use refresh::*;
 
 fn session(openid: &str, key: &str) -> WechatSession {
     WechatSession { openid: openid.into(), unionid: None, session_key: SessionKey::new(key.into()) }
@@ -20,7 +23,8 @@ fn person(openid: &str, unionid: &str) -> WechatSession {
     WechatSession { unionid: Some(unionid.into()), ..session(openid, &format!("key-{openid}")) }
 }
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+pub(crate) const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
 
 pub async fn racing_first_logins_create_exactly_one_user(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
@@ -398,197 +402,4 @@ pub async fn details_are_refused_for_a_missing_user_and_removed_with_its_account
     store.set_phone(&user.id, phone("13800138000")).await.unwrap();
     store.remove_account("alice").await.unwrap();
     assert_eq!(store.details(&user.id).await.unwrap(), Details::default(), "details outlived their user");
-}
-
-fn grant(user: UserId) -> RefreshGrant {
-    RefreshGrant { user, identity: Identity { appid: "wx1".into(), openid: "o1".into() } }
-}
-
-/// Token `generation` of `user`'s family `family`, with verifier hash `verifier` repeated.
-fn rid_of(user: UserId, family: u8, generation: u32, verifier: u8) -> RefreshId {
-    RefreshId { user, family: [family; 16], generation, verifier_hash: [verifier; 32] }
-}
-
-/// Families a user may keep in the tests that are not about the cap.
-const KEEP: usize = 1000;
-
-async fn user(store: &Store, name: &str) -> UserId {
-    store.add_account(name, HASH).await.unwrap().id
-}
-
-pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend: &dyn Backend) {
-    let (settings, _guard) = backend.fresh();
-    let store = open(&settings).await.unwrap();
-    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let user = user(&store, "alice").await;
-    let rid = |family, generation, verifier| rid_of(user, family, generation, verifier);
-    store.start_refresh(&rid(1, 0, 1), &grant(user), now, later, KEEP).await.unwrap();
-    store.start_refresh(&rid(9, 0, 9), &grant(user), now, later, KEEP).await.unwrap();
-
-    let rotate = |old, next: u8, at| {
-        let store = &store;
-        async move { store.rotate_refresh(&old, &[next; 32], at, later).await.unwrap() }
-    };
-    assert_eq!(rotate(rid(1, 0, 7), 2, now).await, Refreshed::Unknown, "a wrong verifier");
-    assert_eq!(rotate(rid(1, 1, 1), 2, now).await, Refreshed::Unknown, "a generation never issued");
-    assert_eq!(rotate(rid(5, 0, 5), 2, now).await, Refreshed::Unknown, "a family never started");
-    assert_eq!(rotate(rid(1, 0, 1), 2, now).await, Refreshed::Rotated(grant(user)));
-    assert_eq!(rotate(rid(1, 1, 2), 3, now).await, Refreshed::Rotated(grant(user)));
-    assert_eq!(rotate(rid(1, 0, 1), 4, now).await, Refreshed::Reused, "the spent first token");
-    assert_eq!(rotate(rid(1, 2, 3), 5, now).await, Refreshed::Revoked, "the newest token after the reuse");
-    assert_eq!(rotate(rid(9, 0, 9), 10, later).await, Refreshed::Expired);
-    assert_eq!(rotate(rid(9, 0, 9), 10, now).await, Refreshed::Rotated(grant(user)));
-}
-
-pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_changes(backend: &dyn Backend) {
-    let (settings, _guard) = backend.fresh();
-    let store = open(&settings).await.unwrap();
-    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
-    let rid = |family, generation, verifier| {
-        rid_of(if matches!(family, 4 | 6) { bob } else { alice }, family, generation, verifier)
-    };
-    for (family, user) in [(1, alice), (2, alice), (3, alice), (4, bob)] {
-        store.start_refresh(&rid(family, 0, family), &grant(user), now, later, KEEP).await.unwrap();
-    }
-    let rotate = |old, next: u8| {
-        let store = &store;
-        async move { store.rotate_refresh(&old, &[next; 32], now, later).await.unwrap() }
-    };
-    store.revoke_refresh(&rid(1, 0, 1)).await.unwrap();
-    store.revoke_refresh(&rid(1, 0, 1)).await.unwrap();
-    store.revoke_refresh(&rid(99, 0, 99)).await.unwrap();
-    store.revoke_refresh(&rid(2, 0, 77)).await.unwrap();
-    assert_eq!(rotate(rid(1, 0, 1), 11).await, Refreshed::Revoked);
-    assert!(matches!(rotate(rid(2, 0, 2), 12).await, Refreshed::Rotated(_)), "a forged token revoked a family");
-
-    store.revoke_user_refresh(&alice).await.unwrap();
-    // Every family of alice, refreshed or not; not bob's, not a later one.
-    assert_eq!(rotate(rid(2, 1, 12), 22).await, Refreshed::Revoked);
-    assert_eq!(rotate(rid(3, 0, 3), 23).await, Refreshed::Revoked);
-    assert!(matches!(rotate(rid(4, 0, 4), 24).await, Refreshed::Rotated(_)));
-    store.start_refresh(&rid(5, 0, 5), &grant(alice), now, later, KEEP).await.unwrap();
-    assert!(matches!(rotate(rid(5, 0, 5), 25).await, Refreshed::Rotated(_)));
-
-    // A password change and an unbind end every session of the user.
-    store.set_password("alice", HASH).await.unwrap();
-    assert_eq!(rotate(rid(5, 1, 25), 26).await, Refreshed::Revoked, "a password change kept a session");
-    store.start_refresh(&rid(6, 0, 6), &grant(bob), now, later, KEEP).await.unwrap();
-    store.unbind(&bob).await.unwrap();
-    assert_eq!(rotate(rid(6, 0, 6), 26).await, Refreshed::Revoked, "an unbind kept a session");
-    assert_eq!(rotate(rid(4, 1, 24), 27).await, Refreshed::Revoked, "an unbind kept a refreshed session");
-}
-
-pub async fn a_user_keeps_at_most_the_newest_families(backend: &dyn Backend) {
-    let (settings, _guard) = backend.fresh();
-    let store = open(&settings).await.unwrap();
-    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
-    let rid =
-        |family, generation, verifier| rid_of(if family == 1 { bob } else { alice }, family, generation, verifier);
-    store.start_refresh(&rid(1, 0, 1), &grant(bob), now, later, 3).await.unwrap();
-    // Family ids are UUID v7 in wxauth, so their order is their age.
-    for family in 2..=6 {
-        store.start_refresh(&rid(family, 0, family), &grant(alice), now, later, 3).await.unwrap();
-    }
-    for (family, kept) in [(2, false), (3, false), (4, true), (5, true), (6, true), (1, true)] {
-        let rotated = store.rotate_refresh(&rid(family, 0, family), &[100; 32], now, later).await.unwrap();
-        assert_eq!(matches!(rotated, Refreshed::Rotated(_)), kept, "family {family}: {rotated:?}");
-    }
-}
-
-pub async fn racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap(backend: &dyn Backend) {
-    let (settings, _guard) = backend.fresh();
-    let store = Arc::new(open(&settings).await.unwrap());
-    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let alice = user(&store, "alice").await;
-    let rid = move |family, generation, verifier| rid_of(alice, family, generation, verifier);
-    let starts: Vec<_> = (1..=32u8)
-        .map(|family| {
-            let store = store.clone();
-            tokio::spawn(
-                async move { store.start_refresh(&rid(family, 0, family), &grant(alice), now, later, 3).await },
-            )
-        })
-        .collect();
-    for start in starts {
-        start.await.unwrap().expect("a racing login failed to start its family");
-    }
-
-    store.start_refresh(&rid(33, 0, 33), &grant(alice), now, later, 3).await.unwrap();
-
-    let mut usable = Vec::new();
-    for family in 1..=33u8 {
-        if let Refreshed::Rotated(_) =
-            store.rotate_refresh(&rid(family, 0, family), &[100; 32], now, later).await.unwrap()
-        {
-            usable.push(family);
-        }
-    }
-    assert_eq!(usable.len(), 3, "{usable:?}");
-    assert!(usable.contains(&33), "{usable:?}");
-}
-
-pub async fn the_purge_removes_expired_families_and_those_of_removed_users_in_batches(backend: &dyn Backend) {
-    let (settings, _guard) = backend.fresh();
-    let store = open(&settings).await.unwrap();
-    let now = OffsetDateTime::now_utc();
-    let (soon, later) = (now + time::Duration::minutes(1), now + time::Duration::hours(1));
-    let (user, gone) = (user(&store, "alice").await, user(&store, "bob").await);
-    let rid = |family, generation, verifier| {
-        rid_of(if (30..35).contains(&family) { gone } else { user }, family, generation, verifier)
-    };
-    // 10 live families, 10 revoked ones, 10 that expire soon, a refreshed one, and 5 of a
-    // user about to be removed.
-    for i in 0..30u8 {
-        store.start_refresh(&rid(i, 0, i), &grant(user), now, if i < 20 { later } else { soon }, KEEP).await.unwrap();
-    }
-    for i in 30..35u8 {
-        store.start_refresh(&rid(i, 0, i), &grant(gone), now, later, KEEP).await.unwrap();
-    }
-    for i in 10..20u8 {
-        store.revoke_refresh(&rid(i, 0, i)).await.unwrap();
-    }
-    assert!(matches!(
-        store.rotate_refresh(&rid(0, 0, 0), &[100; 32], now, later).await.unwrap(),
-        Refreshed::Rotated(_)
-    ));
-    store.remove_account("bob").await.unwrap();
-
-    let purge = |at| {
-        let store = &store;
-        async move {
-            let (mut removed, mut batches) = (0, 0);
-            loop {
-                let batch = store.purge_refresh(at, 7).await.unwrap();
-                removed += batch.removed;
-                batches += 1;
-                if batch.done {
-                    return (removed, batches);
-                }
-            }
-        }
-    };
-    let (removed, batches) = purge(now + time::Duration::minutes(2)).await;
-    assert!(batches > 3, "one batch did everything: {batches}");
-    // The 10 expired families, and on sled the 5 of the removed user (PostgreSQL removed
-    // those with the user).
-    assert!(removed == 10 || removed == 15, "{removed} removed");
-    for i in (20..35u8).chain([99]) {
-        let rotated = store.rotate_refresh(&rid(i, 0, i), &[200; 32], now, later).await.unwrap();
-        assert_eq!(rotated, Refreshed::Unknown, "{i}");
-    }
-    // Revoked ones say so until they expire; live ones still work, and the spent token of
-    // the refreshed one still trips reuse detection.
-    for i in 10..20u8 {
-        assert_eq!(store.rotate_refresh(&rid(i, 0, i), &[200; 32], now, later).await.unwrap(), Refreshed::Revoked);
-    }
-    for i in 1..10u8 {
-        let rotated = store.rotate_refresh(&rid(i, 0, i), &[100 + i; 32], now, later).await.unwrap();
-        assert!(matches!(rotated, Refreshed::Rotated(_)), "{i}");
-    }
-    assert_eq!(store.rotate_refresh(&rid(0, 0, 0), &[210; 32], now, later).await.unwrap(), Refreshed::Reused);
-
-    let (removed, _) = purge(later).await;
-    assert_eq!(removed, 20, "every family expired");
 }

@@ -1,0 +1,204 @@
+//! The contract a store backend implements, in one trait per job so that each backend
+//! keeps one file per trait (`users.rs`, `links.rs`, ...), and the two trees mirror each
+//! other. [`super::Store`] dispatches to the configured backend statically (an enum), so no
+//! future is boxed on the login path.
+//!
+//! Every future is `Send`: the server runs them on a multi-threaded runtime. What both
+//! backends decide alike (what a returning login writes, who may bind what, what a
+//! presented refresh token does, what the purge keeps) is decided by pure functions in the
+//! modules beside this one (`users`, `links`, `tickets`, `refresh`, `meta`); a backend only
+//! makes those decisions atomic and durable.
+//!
+//! The conformance suite in `tests/store` checks the contract against every backend.
+
+use std::future::Future;
+
+use super::{
+    Account, BindTicket, LoginRecord, PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError, StoredSessionKey,
+    TicketId, export::Record, sealed::Sealer,
+};
+use crate::domain::{Details, Identity, KeyMode, User, UserId, WechatSession};
+use time::OffsetDateTime;
+
+/// A store backend: everything [`super::Store`] asks of one.
+///
+/// - The first login of an openid creates exactly one user, however many race, and answers
+///   only once the user and binding are durable; so does every change of a binding, a
+///   unionid link or an account.
+/// - A login whose unionid belongs to a user first seen in another app joins that user.
+/// - A returning login is visible to the very next call at once (a new session key
+///   included), writes only what changed, and does not wait for durability.
+/// - A layout newer than this build is refused at open (each backend's `open`).
+pub(super) trait Backend: Users + Links + Tickets + Accounts + RefreshTokens + Transfer + Send + Sync {
+    /// The liveness check: that the backend can go on serving (not that every dependency
+    /// is up).
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records the mode a new store is created in; [`StoreError::WrongMode`] for a store
+    /// created in the other one ([`super::meta::agree`]).
+    fn claim_mode(&self, mode: KeyMode) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records which sealing key seals the values when processes share the store, and
+    /// refuses another ([`StoreError::WrongSealingKey`]); nothing for a one-process store.
+    fn claim_sealing_key(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes a probe and waits until it is durable.
+    fn check_writable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes everything written so far durable and logs the backend's statistics.
+    fn close(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What seals session keys, tickets and details at rest.
+    fn sealer(&self) -> &Sealer;
+}
+
+/// Users, their identities and what they shared (`users.rs` in each backend).
+pub(super) trait Users {
+    /// Records a login of `session` through `appid`: a returning one (what changed,
+    /// [`super::users::returning_changes`]), one that joins the user of its unionid, or,
+    /// when `create`, a first one. `None`: not bound, and not created.
+    fn login(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+        create: bool,
+    ) -> impl Future<Output = Result<Option<LoginRecord>, StoreError>> + Send;
+
+    /// The user with `id`, if any.
+    fn user(&self, id: &UserId) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// The user bound to `openid` of `appid`, if any.
+    fn user_by_openid(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// The newest session key of the user's identity in `appid`.
+    fn session_key(
+        &self,
+        id: &UserId,
+        appid: &str,
+    ) -> impl Future<Output = Result<Option<StoredSessionKey>, StoreError>> + Send;
+
+    /// What the user shared; empty when nothing (or no such user).
+    fn details(&self, id: &UserId) -> impl Future<Output = Result<Details, StoreError>> + Send;
+
+    /// Applies `change` to the user's details and keeps the result, durably, so that the
+    /// user cannot be removed in between; [`StoreError::NoSuchUser`] when it is gone.
+    /// `change` may run more than once (a retried transaction).
+    fn change_details(
+        &self,
+        id: &UserId,
+        change: impl Fn(&mut Details) + Send + Sync,
+    ) -> impl Future<Output = Result<Details, StoreError>> + Send;
+}
+
+/// Who is bound to whom, by hand (`links.rs`): binds and unbinds. Logins link in
+/// [`Users::login`].
+pub(super) trait Links {
+    /// Binds the identity in `session` to the user of account `username`, spending
+    /// `ticket` when given; the refusals are [`super::links::bind_target`]'s and
+    /// [`super::tickets::spend`]'s. Durable when it returns.
+    fn bind(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+        username: &str,
+        ticket: Option<&TicketId>,
+    ) -> impl Future<Output = Result<LoginRecord, StoreError>> + Send;
+
+    /// Removes every identity and the unionid link of a user (none for a missing user), and
+    /// returns the identities. Durable when it returns. The refresh families are revoked by
+    /// [`super::Store::unbind`] before.
+    fn unbind(&self, id: &UserId) -> impl Future<Output = Result<Vec<Identity>, StoreError>> + Send;
+}
+
+/// Bind tickets (`tickets.rs`).
+pub(super) trait Tickets {
+    /// Keeps a ticket until it expires or is spent, and now and then sweeps expired ones
+    /// ([`super::tickets::sweep_due`]).
+    fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A ticket that is neither spent nor expired ([`super::tickets::live`]).
+    fn ticket(&self, id: &TicketId) -> impl Future<Output = Result<Option<BindTicket>, StoreError>> + Send;
+}
+
+/// Accounts made by an operator (`accounts.rs`). Durable when they return.
+pub(super) trait Accounts {
+    /// Adds an account with a new user of its own; [`StoreError::AccountExists`].
+    fn add_account(&self, username: &str, password_hash: &str)
+    -> impl Future<Output = Result<User, StoreError>> + Send;
+
+    /// The account named `username`, if any.
+    fn account(&self, username: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+
+    /// Every account, by username (bytewise).
+    fn accounts(&self) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
+
+    /// Replaces the password hash; [`StoreError::NoSuchAccount`].
+    fn set_password(&self, username: &str, password_hash: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the account and its user with everything of the user's; returns the user.
+    fn remove_account(&self, username: &str) -> impl Future<Output = Result<User, StoreError>> + Send;
+}
+
+/// Refresh families (`refresh.rs`): one record per login, judged by
+/// [`super::refresh::rotation`] and kept by [`super::refresh::purgeable`].
+pub(super) trait RefreshTokens {
+    /// Starts a family with its token `id`, and keeps the user's families near
+    /// [`super::refresh::cap`]. Not waited for.
+    fn start_refresh(
+        &self,
+        id: &RefreshId,
+        grant: &RefreshGrant,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+        keep: usize,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Presents `old` and does what [`super::refresh::rotation`] says, atomically: one of
+    /// two presentations of a token rotates. Durable when it returns.
+    fn rotate_refresh(
+        &self,
+        old: &RefreshId,
+        next_verifier_hash: &[u8; 32],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Refreshed, StoreError>> + Send;
+
+    /// Revokes the family of `id` when [`super::refresh::revokes`] says so. Durable when it
+    /// returns.
+    fn revoke_refresh(&self, id: &RefreshId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Revokes every family of the user. Durable when it returns.
+    fn revoke_user_refresh(&self, user: &UserId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Looks at up to `limit` families after the last batch's, and removes the
+    /// [`super::refresh::purgeable`] ones.
+    fn purge_refresh(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<PurgeBatch, StoreError>> + Send;
+}
+
+/// Moving a store between backends (`export.rs`), in the order and form of
+/// [`super::export`].
+pub(super) trait Transfer {
+    /// Passes every record to `out`, the header first, but not the last line (the caller
+    /// counts and writes it); returns how many were left out (links, accounts and details
+    /// of a user that is gone).
+    fn export(
+        &self,
+        out: &mut (dyn FnMut(Record) -> Result<(), StoreError> + Send),
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Reads checked records (the header already read, the last line not passed) into the
+    /// store, which must hold no data, all or nothing; returns how many lines were read,
+    /// the header included.
+    fn import(
+        &self,
+        records: &mut (dyn Iterator<Item = Result<Record, StoreError>> + Send),
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}

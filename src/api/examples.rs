@@ -6,7 +6,9 @@
 use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
-use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError, RefreshError};
+use super::error::{
+    BindError, DevError, ErrorBody, ErrorCode, LoginError, MeError, PhoneError, ProfileError, RefreshError,
+};
 use crate::{
     auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
     domain::DomainError,
@@ -123,7 +125,10 @@ fn ready() -> Vec<(&'static str, u16, Value)> {
     vec![(
         "not_ready",
         503,
-        json(super::error::body("not_ready", "not ready: wechat: the circuit breaker is open after repeated failures")),
+        json(super::error::body(
+            ErrorCode::NotReady,
+            "not ready: wechat: the circuit breaker is open after repeated failures",
+        )),
     )]
 }
 

@@ -24,6 +24,13 @@ fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
     // An AppID as the configuration accepts it (`config::check_appid`); any other is
     // answered `unknown_app`, and so is one of this shape that the server does not serve.
     let appid = json!({ "minLength": 1, "pattern": "^[0-9A-Za-z]+$" });
+    // `opendata::decrypt`: canonical base64 (the server also reads a space as `+` and
+    // ignores line breaks around it) of a 16-byte iv, and of data in whole 16-byte blocks:
+    // 48 bytes are 64 characters; 16 and 32 bytes left over end in `==` and `=`.
+    let iv = json!({ "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$" });
+    let blocks = json!({
+        "pattern": "^(?:[A-Za-z0-9+/]{64})*(?:[A-Za-z0-9+/]{64}|[A-Za-z0-9+/]{21}[AQgw]==|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)$"
+    });
     vec![
         ("LoginRequest", Some("appid"), appid.clone()),
         ("BindBody", Some("appid"), appid),
@@ -47,6 +54,10 @@ fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
             None,
             json!({ "oneOf": [exactly(&["raw_data", "signature"], &[]), exactly(&[], &["raw_data", "signature"])] }),
         ),
+        ("PhoneRequest", Some("encrypted_data"), blocks.clone()),
+        ("PhoneRequest", Some("iv"), iv.clone()),
+        ("ProfileRequestBody", Some("encrypted_data"), blocks),
+        ("ProfileRequestBody", Some("iv"), iv),
         // `Auth::fake_open_data`: empty for the default number, else 5 to 20 digits.
         ("DevOpenDataRequest", Some("pure_phone_number"), json!({ "pattern": "^([0-9]{5,20})?$" })),
     ]

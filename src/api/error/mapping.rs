@@ -318,3 +318,24 @@ impl From<Internal> for LogoutError {
         internal(e).into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_database_failure_asks_the_client_to_wait_for_the_disk() {
+        let cases = [
+            (Internal::Store(StoreError::Database("I/O error".into())), 503, ErrorCode::TemporarilyUnavailable),
+            (Internal::Randomness, 500, ErrorCode::ServerError),
+            (Internal::Store(StoreError::Corrupt("bad record".into())), 500, ErrorCode::ServerError),
+        ];
+        for (failure, status, code) in cases {
+            let case = failure.to_string();
+
+            let (answered, body) = internal_example(failure);
+
+            assert_eq!((answered, body.0.error.as_str()), (status, code.as_str()), "{case}");
+        }
+    }
+}

@@ -37,6 +37,10 @@ pub enum Internal {
     /// Password hashing failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// The system's random number generator failed, so no secret could be made. Not a
+    /// database failure: the client must not be told to wait for the disk.
+    #[error("the system random number generator failed")]
+    Randomness,
 }
 
 /// Why `POST /v1/login` failed.
@@ -440,7 +444,7 @@ impl Auth {
     /// Issues a bind ticket: 256 random bits the client holds, stored under their hash with
     /// the session (and its key), for the configured lifetime.
     async fn ticket(&self, appid: &str, session: WechatSession) -> Result<(String, u64), LoginFailure> {
-        let (text, id) = secret(BIND_TICKET_PREFIX).map_err(Internal::Store)?;
+        let (text, id) = secret(BIND_TICKET_PREFIX)?;
         let ttl = self.parts.ticket_ttl;
         let expires_at = self.parts.clock.now() + ttl;
         let ticket = BindTicket { appid: appid.to_owned(), session, expires_at };
@@ -462,7 +466,7 @@ impl Auth {
         span.record("created", record.created);
         let token = self.parts.tokens.issue(&record.user, &identity)?;
         self.parts.metrics.token_issued(token.alg.as_str());
-        let (text, id) = refresh::first_token(record.user.id).map_err(Internal::Store)?;
+        let (text, id) = refresh::first_token(record.user.id)?;
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
         let now = self.parts.clock.now();
         let (expires_at, keep) = (now + self.parts.refresh_ttl, self.parts.refresh_families_per_user);
@@ -492,9 +496,9 @@ fn secret_id(text: &str) -> [u8; 32] {
 }
 
 /// A new opaque secret for the client: `prefix` + 256 random bits, and where it is stored.
-fn secret(prefix: &str) -> Result<(String, [u8; 32]), StoreError> {
+fn secret(prefix: &str) -> Result<(String, [u8; 32]), Internal> {
     let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| StoreError::Database("no randomness".into()))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Internal::Randomness)?;
     let text = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
     let id = secret_id(&text);
     Ok((text, id))

@@ -1,12 +1,16 @@
 //! Example error bodies for the OpenAPI document, one list per operation and status.
 //!
-//! Each is produced by the same mapping real answers go through (`error.rs`), from the
-//! failure that causes it, so Swagger UI shows what a client will really receive.
+//! Each is produced by the same mapping real answers go through (`error/mapping.rs`), from
+//! the failure that causes it, so Swagger UI shows what a client will really receive. Each is
+//! named after the [`ErrorCode`] it answers, with a note when one status shows several
+//! examples of one code.
 
 use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
-use super::error::{BindError, DevError, ErrorBody, LoginError, MeError, PhoneError, ProfileError, RefreshError};
+use super::error::{
+    BindError, DevError, ErrorBody, ErrorCode, LoginError, MeError, PhoneError, ProfileError, RefreshError,
+};
 use crate::{
     auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
     domain::DomainError,
@@ -24,7 +28,7 @@ pub(super) struct Examples {
     pub(super) path: &'static str,
     pub(super) method: &'static str,
     pub(super) status: u16,
-    pub(super) list: Vec<(&'static str, Value)>,
+    pub(super) list: Vec<(String, Value)>,
 }
 
 /// Examples for every error answer of the operations that have them.
@@ -43,7 +47,7 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/dev/open-data", "post", dev()),
         ("/readyz", "get", ready()),
     ] {
-        let mut by_status: Vec<(u16, Vec<(&'static str, Value)>)> = Vec::new();
+        let mut by_status: Vec<(u16, Vec<(String, Value)>)> = Vec::new();
         for (name, status, body) in examples {
             match by_status.iter_mut().find(|(s, _)| *s == status) {
                 Some((_, list)) => list.push((name, body)),
@@ -55,79 +59,86 @@ pub(super) fn all() -> Vec<Examples> {
     out
 }
 
+/// One example: its name, status and body.
+type Example = (String, u16, Value);
+
+/// What tells apart several examples of one code under one status; `None` for the only one.
+type Note = Option<&'static str>;
+
+/// An example named after the code it answers: `code`, or `code (note)`.
+fn named(note: Note, status: u16, body: Json<ErrorBody>) -> Example {
+    let name = match note {
+        Some(note) => format!("{} ({note})", body.0.error),
+        None => body.0.error.clone(),
+    };
+    (name, status, body.0.to_json().unwrap_or_default())
+}
+
 fn rid() -> Option<String> {
     Some(RID.into())
 }
 
 /// Failures every operation calling WeChat shares.
-fn wechat_failures() -> Vec<(&'static str, WechatError)> {
+fn wechat_failures() -> Vec<(Note, WechatError)> {
     vec![
-        ("invalid_code", WechatError::InvalidCode { rid: rid() }),
-        ("code_used", WechatError::CodeUsed { rid: rid() }),
-        ("user_blocked", WechatError::UserBlocked { rid: rid() }),
-        ("rate_limited", WechatError::RateLimited { rid: rid() }),
-        ("wechat_error", WechatError::Upstream(format!("WeChat errcode 40013, rid {RID}"))),
-        ("wechat_unavailable", WechatError::Busy { rid: rid() }),
+        (None, WechatError::InvalidCode { rid: rid() }),
+        (None, WechatError::CodeUsed { rid: rid() }),
+        (None, WechatError::UserBlocked { rid: rid() }),
+        (None, WechatError::RateLimited { rid: rid() }),
+        (None, WechatError::Upstream(format!("WeChat errcode 40013, rid {RID}"))),
+        (None, WechatError::Busy { rid: rid() }),
         (
-            "wechat_unavailable (circuit breaker open)",
+            Some("circuit breaker open"),
             WechatError::Unavailable {
                 reason: "WeChat failed repeatedly; requests are paused (circuit breaker open)",
                 retry_after: std::time::Duration::from_secs(4),
             },
         ),
-        ("wechat_timeout", WechatError::Timeout),
+        (None, WechatError::Timeout),
     ]
 }
 
 /// The answers of failures that are not the client's fault, shared by every operation.
-fn server_errors() -> Vec<(&'static str, u16, Value)> {
+fn server_errors() -> Vec<Example> {
     let disk = Internal::Store(StoreError::Database("IO error: No space left on device (os error 28)".into()));
     let bug = Internal::Store(StoreError::Corrupt("malformed user id".into()));
-    [("temporarily_unavailable", disk), ("server_error", bug)]
+    [disk, bug]
         .into_iter()
-        .map(|(name, failure)| {
+        .map(|failure| {
             let (status, body) = super::error::internal_example(failure);
-            (name, status, json(body))
+            named(None, status, body)
         })
         .collect()
 }
 
-fn json(body: Json<ErrorBody>) -> Value {
-    body.0.to_json().unwrap_or_default()
-}
-
-fn login() -> Vec<(&'static str, u16, Value)> {
+fn login() -> Vec<Example> {
     let mut failures = vec![
-        ("invalid_request", LoginFailure::InvalidInput(DomainError::EmptyCode)),
-        ("unknown_app", LoginFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
+        (None, LoginFailure::InvalidInput(DomainError::EmptyCode)),
+        (None, LoginFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
         (
-            "not_bound",
+            None,
             LoginFailure::NotBound {
                 ticket: "bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into(),
                 expires_in: BIND_TICKET_SECS,
             },
         ),
     ];
-    failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, LoginFailure::Wechat(e))));
-    let mut out: Vec<_> = failures.into_iter().map(|(name, f)| login_answer(name, f.into())).collect();
-    out.push((
-        "rate_limited (WXAUTH_RATE_LIMIT_PER_MINUTE)",
-        429,
-        json(super::error::rate_limited_body(12, "login attempts")),
-    ));
+    failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, LoginFailure::Wechat(e))));
+    let mut out: Vec<_> = failures.into_iter().map(|(note, f)| login_answer(note, f.into())).collect();
+    out.push(named(Some("WXAUTH_RATE_LIMIT_PER_MINUTE"), 429, super::error::rate_limited_body(12, "login attempts")));
     out.extend(server_errors());
     out
 }
 
-fn ready() -> Vec<(&'static str, u16, Value)> {
-    vec![(
-        "not_ready",
-        503,
-        json(super::error::body("not_ready", "not ready: wechat: the circuit breaker is open after repeated failures")),
-    )]
+fn ready() -> Vec<Example> {
+    let body = super::error::body(
+        ErrorCode::NotReady,
+        "not ready: wechat: the circuit breaker is open after repeated failures",
+    );
+    vec![named(None, 503, body)]
 }
 
-fn login_answer(name: &'static str, answer: LoginError) -> (&'static str, u16, Value) {
+fn login_answer(note: Note, answer: LoginError) -> Example {
     let (status, body) = match answer {
         LoginError::BadRequest(b) => (400, b),
         LoginError::Forbidden(b, _) => (403, b),
@@ -137,26 +148,26 @@ fn login_answer(name: &'static str, answer: LoginError) -> (&'static str, u16, V
         LoginError::Unavailable(b, _) => (503, b),
         LoginError::GatewayTimeout(b) => (504, b),
     };
-    (name, status, json(body))
+    named(note, status, body)
 }
 
-fn bind() -> Vec<(&'static str, u16, Value)> {
+fn bind() -> Vec<Example> {
     let mut failures = vec![
-        ("invalid_request", BindFailure::InvalidInput(DomainError::TicketOrCode)),
-        ("invalid_ticket", BindFailure::InvalidTicket),
-        ("unknown_app", BindFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
-        ("invalid_credentials", BindFailure::InvalidCredentials),
-        ("already_bound", BindFailure::AlreadyBound),
-        ("account_already_bound", BindFailure::AccountAlreadyBound),
-        ("rate_limited (attempts)", BindFailure::TooManyAttempts { retry_after: 12 }),
+        (None, BindFailure::InvalidInput(DomainError::TicketOrCode)),
+        (None, BindFailure::InvalidTicket),
+        (None, BindFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
+        (None, BindFailure::InvalidCredentials),
+        (None, BindFailure::AlreadyBound),
+        (None, BindFailure::AccountAlreadyBound),
+        (Some("attempts"), BindFailure::TooManyAttempts { retry_after: 12 }),
     ];
-    failures.extend(wechat_failures().into_iter().map(|(name, e)| (name, BindFailure::Wechat(e))));
-    let mut out: Vec<_> = failures.into_iter().map(|(name, f)| bind_answer(name, f.into())).collect();
+    failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, BindFailure::Wechat(e))));
+    let mut out: Vec<_> = failures.into_iter().map(|(note, f)| bind_answer(note, f.into())).collect();
     out.extend(server_errors());
     out
 }
 
-fn bind_answer(name: &'static str, answer: BindError) -> (&'static str, u16, Value) {
+fn bind_answer(note: Note, answer: BindError) -> Example {
     let (status, body) = match answer {
         BindError::BadRequest(b) => (400, b),
         BindError::Unauthorized(b) => (401, b),
@@ -168,20 +179,20 @@ fn bind_answer(name: &'static str, answer: BindError) -> (&'static str, u16, Val
         BindError::Unavailable(b, _) => (503, b),
         BindError::GatewayTimeout(b) => (504, b),
     };
-    (name, status, json(body))
+    named(note, status, body)
 }
 
-fn bearer() -> Vec<(&'static str, u16, Value)> {
+fn bearer() -> Vec<Example> {
     let mut out: Vec<_> = [
         ("expired", Rejection::Expired),
         ("Bearer Bearer", Rejection::DoubledPrefix),
         ("not ours", Rejection::UnknownKey),
     ]
     .into_iter()
-    .map(|(name, r)| match MeError::from(BearerFailure::Rejected(r)) {
-        MeError::Unauthorized(b, _) => (name, 401, json(b)),
-        MeError::Internal(b) => (name, 500, json(b)),
-        MeError::Unavailable(b, _) => (name, 503, json(b)),
+    .map(|(note, r)| match MeError::from(BearerFailure::Rejected(r)) {
+        MeError::Unauthorized(b, _) => named(Some(note), 401, b),
+        MeError::Internal(b) => named(Some(note), 500, b),
+        MeError::Unavailable(b, _) => named(Some(note), 503, b),
     })
     .collect();
     out.extend(server_errors());
@@ -189,16 +200,13 @@ fn bearer() -> Vec<(&'static str, u16, Value)> {
 }
 
 /// Failures every open-data operation shares.
-fn open_data_failures() -> Vec<(&'static str, OpenDataFailure)> {
+fn open_data_failures() -> Vec<(Note, OpenDataFailure)> {
     vec![
+        (None, OpenDataFailure::Data(OpenDataError::Malformed("iv must decode to 16 bytes, got 3".into()))),
+        (Some("expired"), OpenDataFailure::Rejected(Rejection::Expired)),
+        (None, OpenDataFailure::Data(OpenDataError::Stale)),
         (
-            "invalid_request",
-            OpenDataFailure::Data(OpenDataError::Malformed("iv must decode to 16 bytes, got 3".into())),
-        ),
-        ("expired", OpenDataFailure::Rejected(Rejection::Expired)),
-        ("session_key_stale", OpenDataFailure::Data(OpenDataError::Stale)),
-        (
-            "watermark_mismatch",
+            None,
             OpenDataFailure::Data(OpenDataError::WatermarkMismatch {
                 expected: APPID.into(),
                 found: "wx0000000000000000".into(),
@@ -207,18 +215,18 @@ fn open_data_failures() -> Vec<(&'static str, OpenDataFailure)> {
     ]
 }
 
-fn phone() -> Vec<(&'static str, u16, Value)> {
+fn phone() -> Vec<Example> {
     let mut failures = open_data_failures();
     failures.extend([
-        ("invalid_code", OpenDataFailure::Wechat(WechatError::InvalidCode { rid: rid() })),
-        ("rate_limited", OpenDataFailure::Wechat(WechatError::RateLimited { rid: rid() })),
-        ("wechat_error", OpenDataFailure::Wechat(WechatError::AccessTokenRejected { errcode: 40001, rid: rid() })),
-        ("wechat_unavailable", OpenDataFailure::Wechat(WechatError::Busy { rid: rid() })),
-        ("wechat_timeout", OpenDataFailure::Wechat(WechatError::Timeout)),
+        (None, OpenDataFailure::Wechat(WechatError::InvalidCode { rid: rid() })),
+        (None, OpenDataFailure::Wechat(WechatError::RateLimited { rid: rid() })),
+        (None, OpenDataFailure::Wechat(WechatError::AccessTokenRejected { errcode: 40001, rid: rid() })),
+        (None, OpenDataFailure::Wechat(WechatError::Busy { rid: rid() })),
+        (None, OpenDataFailure::Wechat(WechatError::Timeout)),
     ]);
     let mut out: Vec<_> = failures
         .into_iter()
-        .map(|(name, f)| {
+        .map(|(note, f)| {
             let (status, body) = match PhoneError::from(f) {
                 PhoneError::BadRequest(b) => (400, b),
                 PhoneError::Unauthorized(b, _) => (401, b),
@@ -229,19 +237,19 @@ fn phone() -> Vec<(&'static str, u16, Value)> {
                 PhoneError::Unavailable(b, _) => (503, b),
                 PhoneError::GatewayTimeout(b) => (504, b),
             };
-            (name, status, json(body))
+            named(note, status, body)
         })
         .collect();
     out.extend(server_errors());
     out
 }
 
-fn profile() -> Vec<(&'static str, u16, Value)> {
+fn profile() -> Vec<Example> {
     let mut failures = open_data_failures();
-    failures.push(("invalid_signature", OpenDataFailure::BadSignature));
+    failures.push((None, OpenDataFailure::BadSignature));
     let mut out: Vec<_> = failures
         .into_iter()
-        .map(|(name, f)| {
+        .map(|(note, f)| {
             let (status, body) = match ProfileError::from(f) {
                 ProfileError::BadRequest(b) => (400, b),
                 ProfileError::Unauthorized(b, _) => (401, b),
@@ -249,22 +257,22 @@ fn profile() -> Vec<(&'static str, u16, Value)> {
                 ProfileError::Internal(b) => (500, b),
                 ProfileError::Unavailable(b, _) => (503, b),
             };
-            (name, status, json(body))
+            named(note, status, body)
         })
         .collect();
     out.extend(server_errors());
     out
 }
 
-fn dev() -> Vec<(&'static str, u16, Value)> {
+fn dev() -> Vec<Example> {
     let failures = [
-        ("invalid_request", OpenDataFailure::InvalidRequest("pure_phone_number must be 5 to 20 digits".into())),
-        ("expired", OpenDataFailure::Rejected(Rejection::Expired)),
-        ("session_key_stale", OpenDataFailure::NoSessionKey),
+        (None, OpenDataFailure::InvalidRequest("pure_phone_number must be 5 to 20 digits".into())),
+        (Some("expired"), OpenDataFailure::Rejected(Rejection::Expired)),
+        (None, OpenDataFailure::NoSessionKey),
     ];
     let mut out: Vec<_> = failures
         .into_iter()
-        .map(|(name, f)| {
+        .map(|(note, f)| {
             let (status, body) = match DevError::from(f) {
                 DevError::BadRequest(b) => (400, b),
                 DevError::Unauthorized(b, _) => (401, b),
@@ -272,41 +280,60 @@ fn dev() -> Vec<(&'static str, u16, Value)> {
                 DevError::Internal(b) => (500, b),
                 DevError::Unavailable(b, _) => (503, b),
             };
-            (name, status, json(body))
+            named(note, status, body)
         })
         .collect();
     out.extend(server_errors());
     out
 }
 
-fn malformed_refresh() -> (&'static str, u16, Value) {
-    ("invalid_request", 400, json(super::refresh::malformed()))
+fn malformed_refresh() -> Example {
+    named(None, 400, super::refresh::malformed())
 }
 
-fn refresh() -> Vec<(&'static str, u16, Value)> {
+fn refresh() -> Vec<Example> {
     let mut out = vec![malformed_refresh()];
-    for (name, failure) in [
+    for (note, failure) in [
         (
             "reused",
             RefreshFailure::InvalidGrant("the refresh token was already used, so every token of this login is revoked"),
         ),
         ("expired", RefreshFailure::InvalidGrant("the refresh token has expired")),
-        ("rate_limited (WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY)", RefreshFailure::TooManyAttempts { retry_after: 6 }),
+        ("WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY", RefreshFailure::TooManyAttempts { retry_after: 6 }),
     ] {
-        match RefreshError::from(failure) {
-            RefreshError::BadRequest(b) => out.push((name, 400, json(b))),
-            RefreshError::Unauthorized(b) => out.push((name, 401, json(b))),
-            RefreshError::TooManyRequests(b, _) => out.push((name, 429, json(b))),
-            RefreshError::Internal(b) => out.push((name, 500, json(b))),
-            RefreshError::Unavailable(b, _) => out.push((name, 503, json(b))),
-        }
+        let note = Some(note);
+        out.push(match RefreshError::from(failure) {
+            RefreshError::BadRequest(b) => named(note, 400, b),
+            RefreshError::Unauthorized(b) => named(note, 401, b),
+            RefreshError::TooManyRequests(b, _) => named(note, 429, b),
+            RefreshError::Internal(b) => named(note, 500, b),
+            RefreshError::Unavailable(b, _) => named(note, 503, b),
+        });
     }
     out.extend(server_errors());
     out
 }
 
-fn logout() -> Vec<(&'static str, u16, Value)> {
+fn logout() -> Vec<Example> {
     let mut out = vec![malformed_refresh()];
     out.extend(server_errors());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_of_one_answer_have_distinct_names_and_are_named_after_their_code() {
+        for Examples { path, method, status, list } in all() {
+            let mut names = std::collections::HashSet::new();
+            for (name, body) in list {
+                assert!(names.insert(name.clone()), "{method} {path} {status}: two examples named {name}");
+                let code = body["error"].as_str().unwrap_or_default();
+                assert!(ErrorCode::ALL.iter().any(|c| c.as_str() == code), "{name}: {code} is no ErrorCode");
+                assert!(name == code || name.starts_with(&format!("{code} (")), "{name} answers {code}");
+            }
+        }
+    }
 }

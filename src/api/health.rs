@@ -11,7 +11,10 @@ use futures_util::{
 };
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::{ApiTags, error::ErrorBody};
+use super::{
+    ApiTags,
+    error::{ErrorBody, ErrorCode},
+};
 use crate::auth::Auth;
 
 /// Health status.
@@ -145,7 +148,7 @@ impl HealthApi {
             Err(e) => {
                 tracing::error!(error = %e, "health check failed");
                 HealthResponse::Unavailable(super::error::body(
-                    "temporarily_unavailable",
+                    ErrorCode::TemporarilyUnavailable,
                     "the database is not answering or not writing; see the server log",
                 ))
             }
@@ -184,7 +187,10 @@ impl HealthApi {
         if problems.is_empty() {
             ReadyResponse::Ok(Json(ReadyBody { status: "ready".into(), store, keys, wechat }))
         } else {
-            ReadyResponse::Unavailable(super::error::body("not_ready", format!("not ready: {}", problems.join("; "))))
+            ReadyResponse::Unavailable(super::error::body(
+                ErrorCode::NotReady,
+                format!("not ready: {}", problems.join("; ")),
+            ))
         }
     }
 }

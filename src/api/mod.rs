@@ -10,6 +10,7 @@ pub mod login;
 pub mod me;
 pub mod open_data;
 pub mod refresh;
+mod shapes;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -125,8 +126,9 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
     .description(description)
 }
 
-/// The published OpenAPI document: the generated one with the tags in [`TAG_ORDER`], a
-/// real example body for every error answer (see [`examples`]), and the dev-only
+/// The published OpenAPI document: the generated one with the tags in [`TAG_ORDER`], the
+/// request shapes of [`shapes`], a real example body for every error answer (see
+/// [`examples`]), and the dev-only
 /// operations only in dev mode.
 pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
     let Ok(mut doc) = serde_json::from_str::<Value>(&api.spec()) else { return api.spec() };
@@ -142,6 +144,7 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
             schemas.retain(|name, _| !name.starts_with("Dev"));
         }
     }
+    shapes::apply(&mut doc);
     if let Some(Value::Array(tags)) = doc.get_mut("tags") {
         tags.sort_by_key(|t| TAG_ORDER.iter().position(|n| t["name"] == *n).unwrap_or(usize::MAX));
     }

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::{
     ApiTags, NO_STORE,
-    error::{LogoutError, MeError, RefreshError, body},
+    error::{ErrorCode, LogoutError, MeError, RefreshError, body},
     login::{LoginBody, TokenText},
     me::BearerToken,
 };
@@ -33,7 +33,7 @@ impl RefreshRequest {
 
 /// The answer to a `refresh_token` that cannot be one.
 pub(super) fn malformed() -> poem_openapi::payload::Json<super::error::ErrorBody> {
-    body("invalid_request", format!("refresh_token must be 1 to {MAX_REFRESH_TOKEN} characters"))
+    body(ErrorCode::InvalidRequest, format!("refresh_token must be 1 to {MAX_REFRESH_TOKEN} characters"))
 }
 
 /// Refresh answer.

@@ -46,14 +46,14 @@ const TOKEN_BYTES: usize = 16 + 16 + 4 + 32;
 /// The first token of a new family of `user`: `rt_` + base64url(user ‖ family ‖
 /// generation 0 ‖ verifier). The family is a UUID v7 (a user's families sort by age), the
 /// verifier 256 random bits of which only the SHA-256 is stored.
-pub(super) fn first_token(user: UserId) -> Result<(String, RefreshId), StoreError> {
+pub(super) fn first_token(user: UserId) -> Result<(String, RefreshId), Internal> {
     token(user, *uuid::Uuid::now_v7().as_bytes(), 0)
 }
 
 /// The token of `generation` in `family`, with a new verifier.
-fn token(user: UserId, family: [u8; 16], generation: u32) -> Result<(String, RefreshId), StoreError> {
+fn token(user: UserId, family: [u8; 16], generation: u32) -> Result<(String, RefreshId), Internal> {
     let mut verifier = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut verifier).map_err(|_| StoreError::Database("no randomness".into()))?;
+    aws_lc_rs::rand::fill(&mut verifier).map_err(|_| Internal::Randomness)?;
     let bytes = [&user.as_bytes()[..], &family, &generation.to_be_bytes(), &verifier].concat();
     let text = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
     Ok((text, RefreshId { user, family, generation, verifier_hash: hash(&verifier) }))

@@ -1,6 +1,7 @@
 //! Bad input is refused with 400 `invalid_request` before WeChat is called.
 
 use crate::helpers::{assert_error, spawn_app};
+use serde_json::json;
 
 #[tokio::test]
 async fn bad_login_requests_are_rejected_before_wechat_is_called() {
@@ -106,4 +107,74 @@ async fn an_unsupported_method_gets_405_with_the_methods_the_path_allows() {
     // HEAD, which Allow promises, is answered.
     let head = app.client.head(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(head.status(), 200);
+}
+
+/// Whether `body` matches exactly one branch of `schema`'s `oneOf`, read the way the
+/// published branches are written: `required` fields present as strings, fields whose
+/// schema is `enum: [null]` missing or null.
+fn one_of_allows(schema: &serde_json::Value, body: &serde_json::Value) -> bool {
+    let matches = |branch: &serde_json::Value| {
+        let required = branch["required"].as_array().unwrap();
+        let properties = branch["properties"].as_object().unwrap();
+        required.iter().all(|field| body[field.as_str().unwrap()].is_string())
+            && properties
+                .iter()
+                .filter(|(_, p)| p.get("enum").is_some())
+                .all(|(field, _)| body.get(field).is_none_or(serde_json::Value::is_null))
+    };
+    schema["oneOf"].as_array().unwrap().iter().filter(|branch| matches(branch)).count() == 1
+}
+
+#[tokio::test]
+async fn bodies_the_published_one_of_allows_are_exactly_those_not_refused_as_invalid_requests() {
+    let app = spawn_app().await;
+    let token = app.login_ok("alice").await["access_token"].as_str().unwrap().to_owned();
+    let spec = app.get_json("/openapi.json").await;
+    let schemas = &spec["components"]["schemas"];
+    // 16 bytes of base64 each: the right shape, and not the session key's data.
+    let (data, iv) = ("AAAAAAAAAAAAAAAAAAAAAA==", "AAAAAAAAAAAAAAAAAAAAAA==");
+    let phone = [
+        json!({}),
+        json!({ "code": "phone-code" }),
+        json!({ "code": "phone-code", "encrypted_data": null, "iv": null }),
+        json!({ "encrypted_data": data, "iv": iv }),
+        json!({ "encrypted_data": data, "iv": iv, "code": null }),
+        json!({ "code": "phone-code", "encrypted_data": data }),
+        json!({ "code": "phone-code", "iv": iv }),
+        json!({ "code": "phone-code", "encrypted_data": data, "iv": iv }),
+        json!({ "encrypted_data": data }),
+        json!({ "code": null, "encrypted_data": null, "iv": null }),
+    ];
+    let profile = [
+        json!({ "encrypted_data": data, "iv": iv }),
+        json!({ "encrypted_data": data, "iv": iv, "raw_data": "{}", "signature": "ab" }),
+        json!({ "encrypted_data": data, "iv": iv, "raw_data": "{}" }),
+        json!({ "encrypted_data": data, "iv": iv, "signature": "ab", "raw_data": null }),
+    ];
+    let bind = [
+        json!({ "username": "alice", "password": "pw" }),
+        json!({ "username": "alice", "password": "pw", "bind_ticket": "bt_unknown" }),
+        json!({ "username": "alice", "password": "pw", "bind_ticket": "bt_unknown", "code": null }),
+        json!({ "username": "alice", "password": "pw", "code": "bind-code" }),
+        json!({ "username": "alice", "password": "pw", "code": "bind-code", "bind_ticket": "bt_unknown" }),
+        json!({ "username": "alice", "password": "pw", "code": null, "bind_ticket": null }),
+    ];
+    let cases = phone
+        .iter()
+        .map(|b| ("/v1/me/phone", "PhoneRequest", b))
+        .chain(profile.iter().map(|b| ("/v1/me/profile", "ProfileRequestBody", b)))
+        .chain(bind.iter().map(|b| ("/v1/bind", "BindBody", b)));
+    for (path, schema, body) in cases {
+        let allowed = one_of_allows(&schemas[schema], body);
+
+        let resp = app.post_with(path, &token, body).await;
+
+        let status = resp.status();
+        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        let refused = status == 400 && answer["error"] == "invalid_request";
+        assert_eq!(
+            !refused, allowed,
+            "{path} {body}: the schema says {allowed}, the server answered {status} {answer}"
+        );
+    }
 }

@@ -112,3 +112,55 @@ async fn every_error_answer_shows_real_example_bodies() {
     let not_bound = &spec["paths"]["/v1/login"]["post"]["responses"]["403"]["content"];
     assert!(not_bound.to_string().contains("bind_ticket"), "{not_bound}");
 }
+
+/// The error table of the HTTP API documentation: `docs/http-api.md` once the README is
+/// split, the README before.
+fn documented_error_table() -> (String, Vec<(String, u16, String)>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = ["docs/http-api.md", "README.md"]
+        .into_iter()
+        .map(|p| format!("{root}/{p}"))
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines =
+        text.lines().skip_while(|l| !(l.starts_with('#') && l.trim_start_matches('#').trim() == "Error codes"));
+    assert!(lines.next().is_some(), "{path} has no `Error codes` heading");
+    let mut table = lines.skip_while(|l| l.trim().is_empty()).take_while(|l| l.starts_with('|'));
+    assert_eq!(table.next(), Some("| `error` | HTTP | When |"), "{path}: the table's header changed");
+    assert_eq!(table.next(), Some("|---|---|---|"), "{path}: the table's separator changed");
+    let rows = table
+        .map(|line| {
+            let cells = line.strip_prefix("| `").and_then(|l| l.strip_suffix(" |")).and_then(|l| {
+                let (code, rest) = l.split_once("` | ")?;
+                let (status, when) = rest.split_once(" | ")?;
+                Some((code.to_owned(), status.parse().ok()?, when.to_owned()))
+            });
+            cells.unwrap_or_else(|| panic!("{path}: not a row of the form | `code` | status | when |: {line}"))
+        })
+        .collect();
+    (path, rows)
+}
+
+#[test]
+fn the_documented_error_table_lists_every_error_code_with_its_statuses_and_causes() {
+    let (path, mut documented) = documented_error_table();
+    let mut declared: Vec<(String, u16, String)> = wxauth::api::error::ErrorCode::ALL
+        .iter()
+        .flat_map(|code| {
+            code.cases().iter().map(|(status, when)| (code.as_str().to_owned(), *status, (*when).to_owned()))
+        })
+        .collect();
+    // The documentation may order its rows as it likes; each is there once.
+    documented.sort();
+    declared.sort();
+    let missing: Vec<_> = declared.iter().filter(|row| !documented.contains(row)).collect();
+    let unknown: Vec<_> = documented.iter().filter(|row| !declared.contains(row)).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty() && documented.len() == declared.len(),
+        "{path}'s error table differs from ErrorCode (src/api/error/codes.rs)\n\
+         in ErrorCode, not in the table: {missing:#?}\nin the table, not in ErrorCode: {unknown:#?}\n\
+         the table ErrorCode renders:\n{}",
+        wxauth::api::error::ErrorCode::markdown_table()
+    );
+}

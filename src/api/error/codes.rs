@@ -1,0 +1,202 @@
+//! The `error` codes wxauth answers, each documented once.
+//!
+//! A code is a public contract: clients branch on it, so its spelling never changes. Each
+//! variant's text is the "When" column of the error table in the HTTP API documentation;
+//! `tests/api/spec.rs` checks that table against [`ErrorCode::ALL`].
+
+/// Declares [`ErrorCode`] from one list: per code, its meaning (the doc comment) and each
+/// status it comes with and when (a row of the documentation's table).
+macro_rules! error_codes {
+    ($(
+        $(#[doc = $meaning:literal])+
+        $variant:ident = $code:literal {
+            $($status:literal => $when:literal,)+
+        }
+    )+) => {
+        /// The machine-readable `error` of an error body: clients program against it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $(
+                $(#[doc = $meaning])+
+                #[doc = ""]
+                $(#[doc = concat!("- HTTP ", stringify!($status), ": ", $when)])+
+                $variant,
+            )+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the documentation's table.
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            /// The code as it is written in a body, e.g. `invalid_code`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)+
+                }
+            }
+
+            /// What the code means, in one sentence.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!($($meaning),+).trim_ascii(),)+
+                }
+            }
+
+            /// Each status the code comes with and when: the rows of the documentation's
+            /// error table.
+            pub const fn cases(self) -> &'static [(u16, &'static str)] {
+                match self {
+                    $(Self::$variant => &[$(($status, $when)),+],)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The request is malformed: it breaks a rule of the schema or of the operation.
+    InvalidRequest = "invalid_request" {
+        400 => r#"The body is not JSON or not an object, `Content-Type` is missing or not JSON (`application/json` or `application/*+json`), `code` is missing, not a string, empty, longer than 128 bytes, or has a character outside visible ASCII (spaces, control characters, non-ASCII). WeChat is not called."#,
+        400 => r#"Several apps are served and the login (or the bind with a `code`) names none in `appid`."#,
+        400 => r#"`POST /v1/bind`: neither or both of `bind_ticket` and `code`; a `username` that cannot exist (1 to 64 letters, digits, `.`, `_`, `@`, `-`); a missing, empty or oversized (over 1024 bytes) `password`."#,
+        400 => r#"`POST /v1/me/phone`, `POST /v1/me/profile`: not exactly one of `code` and `encrypted_data` with `iv`; `encrypted_data` or `iv` not base64 (a space is read as `+`, line breaks around the value are ignored); an `iv` that does not decode to 16 bytes, or data that is not whole 16-byte blocks; `raw_data` without `signature` or the reverse; data that decrypts but holds no phone number (or no profile)."#,
+        413 => r#"The request body is larger than 16 KiB, or its `Content-Length` says it would be (answered before the body is read, and instead of `100 Continue`)."#,
+    }
+    /// The request names an AppID this server does not serve.
+    UnknownApp = "unknown_app" {
+        400 => r#"`appid` names an app this server does not serve. WeChat is not called."#,
+    }
+    /// The bind ticket cannot be used (expired, spent, or never issued).
+    InvalidTicket = "invalid_ticket" {
+        400 => r#"`POST /v1/bind`: the bind ticket expired, was spent, or was never issued. Log in again for a new one."#,
+    }
+    /// WeChat rejected a code as invalid.
+    InvalidCode = "invalid_code" {
+        400 => r#"WeChat errcode 40029: the code is wrong, expired or for another AppID. Call `wx.login` again (for a phone code: ask for the number again)."#,
+    }
+    /// Open data was encrypted for another mini-program.
+    WatermarkMismatch = "watermark_mismatch" {
+        400 => r#"Open data whose `watermark.appid` is not the app the token was issued through."#,
+    }
+    /// A profile's `raw_data` does not match its `signature`.
+    InvalidSignature = "invalid_signature" {
+        400 => r#"`POST /v1/me/profile`: `signature` is not `sha1(raw_data + session_key)`."#,
+    }
+    /// WeChat says the code was already used.
+    CodeUsed = "code_used" {
+        400 => r#"WeChat errcode 40163: the code was already used. Call `wx.login` again."#,
+    }
+    /// Wrong username or password.
+    InvalidCredentials = "invalid_credentials" {
+        401 => r#"`POST /v1/bind`: wrong username or password (one answer for both)."#,
+    }
+    /// The refresh token cannot be used any more.
+    InvalidGrant = "invalid_grant" {
+        401 => r#"`POST /v1/token/refresh`: the refresh token is unknown, expired, revoked (logout, logout-all, or the reuse of a spent token, which revokes its whole login), or its user's WeChat binding was removed. Log in again with `wx.login`."#,
+    }
+    /// The bearer token is missing or refused (RFC 6750).
+    InvalidToken = "invalid_token" {
+        401 => r#"No `Authorization: Bearer` header; the header says `Bearer Bearer ...` (the description says so); the token is malformed, has no or an unknown `kid`, a bad signature, the wrong algorithm, issuer or audience, lacks `exp`/`iss`/`aud`/`sub`, is not yet valid (`nbf`), has expired (beyond 30 s of leeway), has a `crit` header parameter (wxauth supports no JOSE extensions), or its user no longer exists. Comes with `WWW-Authenticate: Bearer realm="wxauth", error="invalid_token", error_description="..."`, or just `Bearer realm="wxauth"` when no token was sent (RFC 6750 section 3.1)."#,
+    }
+    /// The WeChat identity is bound to no account (registration `bind`).
+    NotBound = "not_bound" {
+        403 => r#"Registration `bind`: the WeChat identity is bound to no account. The body adds `bind_ticket` and `expires_in`; see [Account binding](#account-binding)."#,
+    }
+    /// WeChat's risk control blocked the user.
+    UserBlocked = "user_blocked" {
+        403 => r#"WeChat errcode 40226: WeChat's risk control blocked this user's login."#,
+    }
+    /// No such path.
+    NotFound = "not_found" {
+        404 => r#"No such path."#,
+    }
+    /// The path exists, the method does not.
+    MethodNotAllowed = "method_not_allowed" {
+        405 => r#"The path exists, the method does not (for example `GET /v1/login`). The `Allow` header lists the methods it answers (RFC 9110), e.g. `Allow: POST`."#,
+    }
+    /// The request body arrived too slowly.
+    RequestTimeout = "request_timeout" {
+        408 => r#"The request body did not arrive within 10 s of the headers."#,
+    }
+    /// The WeChat identity is bound to another user.
+    AlreadyBound = "already_bound" {
+        409 => r#"`POST /v1/bind`: the openid is bound to another user."#,
+    }
+    /// The account already has another identity in the same mini-program.
+    AccountAlreadyBound = "account_already_bound" {
+        409 => r#"`POST /v1/bind`: the account has another openid of the same mini-program."#,
+    }
+    /// Open data does not decrypt with the stored session key.
+    SessionKeyStale = "session_key_stale" {
+        409 => r#"Open data that does not decrypt (bad padding or not JSON) with the session key of the person's latest login, or no session key is stored for the login. Call `wx.login`, `POST /v1/login`, fetch the data again and retry."#,
+    }
+    /// Too many requests: retry after `Retry-After`.
+    RateLimited = "rate_limited" {
+        429 => r#"WeChat errcode 45011: the per-user minute quota was reached (`Retry-After: 60`); or the client address sent more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests to `POST /v1/login` and `POST /v1/bind` (answered before the body is read); or, on `POST /v1/bind`, too many attempts for the username by this WeChat identity, from the client address, or too many wrong passwords of this identity in a row; or, on `POST /v1/token/refresh`, too many refreshes of the login or from the client address. `Retry-After`: seconds until the next attempt is allowed."#,
+    }
+    /// An internal failure; details are only in the server log.
+    ServerError = "server_error" {
+        500 => r#"An internal failure (a corrupt record, signing). Details are only in the server log."#,
+    }
+    /// WeChat failed or gave an unusable answer.
+    WechatError = "wechat_error" {
+        502 => r#"WeChat could not be reached, answered with a status other than 200 (redirects are not followed: the request carries the AppSecret), sent a body that is not JSON or has an unreadable `errcode`, reported success without `openid` or `session_key`, or sent any other errcode (including 40013/40125/40243, a wrong AppID or AppSecret, which is also logged as an error). The description carries the errcode and WeChat's request id (`rid`) when there is one."#,
+    }
+    /// WeChat is busy or paused; retry after `Retry-After`.
+    WechatUnavailable = "wechat_unavailable" {
+        503 => r#"WeChat answered errcode -1 (busy) twice: wxauth retries once after 200 ms (because a retry re-sends the same single-use code), and only while a quarter of the login's deadline remains; `Retry-After: 2`. Or, without calling WeChat: `WXAUTH_WECHAT_MAX_INFLIGHT` requests to WeChat are already in flight (`Retry-After: 1`), or the circuit breaker is open (`Retry-After`: seconds until it lets a probe through). See [When WeChat fails](#when-wechat-fails)."#,
+    }
+    /// The database cannot read or write right now; retry after `Retry-After`.
+    TemporarilyUnavailable = "temporarily_unavailable" {
+        503 => r#"The database cannot read or write right now (a full disk, an I/O error): nothing was stored, retry after `Retry-After: 1`. wxauth opens the database again by itself and recovers once writes work. From `GET /healthz` too, while its last flush failed."#,
+    }
+    /// The server is not ready (`GET /readyz` only).
+    NotReady = "not_ready" {
+        503 => r#"Only from `GET /readyz`: the description names the failed checks."#,
+    }
+    /// WeChat did not answer in time.
+    WechatTimeout = "wechat_timeout" {
+        504 => r#"WeChat did not answer within `WXAUTH_WECHAT_TIMEOUT_MS`: one deadline per login, the retry after a -1 included."#,
+    }
+}
+
+impl ErrorCode {
+    /// The status the code usually comes with (`invalid_request` is also a 413).
+    pub const fn status(self) -> u16 {
+        self.cases()[0].0
+    }
+
+    /// The documentation's error table in Markdown: a header row, then one row per case,
+    /// `` | `code` | status | when | ``.
+    pub fn markdown_table() -> String {
+        let mut table = String::from("| `error` | HTTP | When |\n|---|---|---|\n");
+        for code in Self::ALL {
+            for (status, when) in code.cases() {
+                table.push_str(&format!("| `{}` | {status} | {when} |\n", code.as_str()));
+            }
+        }
+        table
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_snake_case_and_each_has_a_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} is declared twice");
+            assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{text} is not snake_case");
+            assert!(!code.description().is_empty() && !code.cases().is_empty(), "{text} is undocumented");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Each use case's failure to its operation's answer. Every `match` names every variant:
+//! a new kind of failure does not compile until it has an answer.
+
+use poem_openapi::payload::Json;
+
+use super::{
+    BindError, DevError, ErrorBody, ErrorCode, LoginError, LogoutError, MeError, PhoneError, ProfileError,
+    RefreshError, body, envelope::challenge,
+};
+use crate::{
+    api::NO_STORE,
+    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
+    opendata::OpenDataError,
+    store::StoreError,
+    token::Rejection,
+    wechat::WechatError,
+};
+
+/// Seconds a client should wait after WeChat's minute quota was hit.
+const RATE_LIMIT_RETRY_SECS: u64 = 60;
+/// Seconds a client should wait after WeChat said it was busy.
+const BUSY_RETRY_SECS: u64 = 2;
+/// Retry-After of `temporarily_unavailable`: reopening the database takes a moment.
+const STORE_RETRY_SECS: u64 = 1;
+/// What a client is told of a failure whose details stay in the server log.
+const INTERNAL_DESCRIPTION: &str = "internal error; see the server log";
+
+/// Logs a server-side failure once and answers without its details.
+fn internal(err: Internal) -> InternalAnswer {
+    match &err {
+        // Its own line: nothing the database or the client did, and no secret was issued.
+        Internal::Randomness => tracing::error!(error = %err, "no random bytes for a secret; request failed"),
+        Internal::Store(_) | Internal::Token(_) | Internal::Password(_) => {
+            tracing::error!(error = %err, "request failed")
+        }
+    }
+    internal_answer(err)
+}
+
+/// [`internal`] without the log line (for the document's examples).
+fn internal_answer(err: Internal) -> InternalAnswer {
+    let unavailable = || {
+        InternalAnswer::Unavailable(
+            body(
+                ErrorCode::TemporarilyUnavailable,
+                "the database cannot write right now (full disk or I/O error); retry shortly",
+            ),
+            STORE_RETRY_SECS,
+        )
+    };
+    let failed = || InternalAnswer::Failed(body(ErrorCode::ServerError, INTERNAL_DESCRIPTION));
+    match err {
+        Internal::Store(StoreError::Database(_)) => unavailable(),
+        // Records that should not exist or cannot be read, and answers no request should
+        // reach (the bind-only, import-only and set-up errors): bugs, not the disk.
+        Internal::Store(
+            StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_)
+            | StoreError::AlreadyBound
+            | StoreError::AccountAlreadyBound
+            | StoreError::NoSuchAccount
+            | StoreError::AccountExists
+            | StoreError::TicketNotFound
+            | StoreError::WrongMode { .. }
+            | StoreError::WrongSealingKey { .. }
+            | StoreError::NoSuchUser
+            | StoreError::NotEmpty
+            | StoreError::NotCreated,
+        )
+        | Internal::Token(_)
+        | Internal::Password(_)
+        | Internal::Randomness => failed(),
+    }
+}
+
+/// The status and body of an internal failure, as every operation answers it (for the
+/// document's examples: nothing is logged).
+pub(in crate::api) fn internal_example(err: Internal) -> (u16, Json<ErrorBody>) {
+    match internal_answer(err) {
+        InternalAnswer::Failed(b) => (500, b),
+        InternalAnswer::Unavailable(b, _) => (503, b),
+    }
+}
+
+/// How a failure that is not the client's fault is answered.
+enum InternalAnswer {
+    /// 500: a bug or a corrupt record.
+    Failed(Json<ErrorBody>),
+    /// 503: the database failed to read or write; it is opened again by itself.
+    Unavailable(Json<ErrorBody>, u64),
+}
+
+/// Every operation answers an internal failure the same way.
+macro_rules! from_internal_answer {
+    ($($error:ident),*) => {$(
+        impl From<InternalAnswer> for $error {
+            fn from(answer: InternalAnswer) -> Self {
+                match answer {
+                    InternalAnswer::Failed(b) => Self::Internal(b),
+                    InternalAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+                }
+            }
+        }
+    )*};
+}
+from_internal_answer!(LoginError, BindError, MeError, PhoneError, ProfileError, DevError, RefreshError, LogoutError);
+
+/// How a WeChat failure is answered, by every operation that calls WeChat.
+enum WechatAnswer {
+    BadRequest(Json<ErrorBody>),
+    Forbidden(Json<ErrorBody>),
+    TooManyRequests(Json<ErrorBody>, u64),
+    BadGateway(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, u64),
+    GatewayTimeout(Json<ErrorBody>),
+}
+
+fn wechat_answer(err: WechatError) -> WechatAnswer {
+    let text = err.to_string();
+    let again = "; call wx.login again for a new code";
+    match err {
+        WechatError::InvalidCode { .. } => WechatAnswer::BadRequest(body(ErrorCode::InvalidCode, text + again)),
+        WechatError::CodeUsed { .. } => WechatAnswer::BadRequest(body(ErrorCode::CodeUsed, text + again)),
+        WechatError::UserBlocked { .. } => WechatAnswer::Forbidden(body(ErrorCode::UserBlocked, text)),
+        WechatError::RateLimited { .. } => WechatAnswer::TooManyRequests(
+            body(ErrorCode::RateLimited, text + "; retry next minute"),
+            RATE_LIMIT_RETRY_SECS,
+        ),
+        WechatError::Busy { .. } => {
+            WechatAnswer::Unavailable(body(ErrorCode::WechatUnavailable, text), BUSY_RETRY_SECS)
+        }
+        WechatError::Unavailable { retry_after, .. } => WechatAnswer::Unavailable(
+            body(ErrorCode::WechatUnavailable, text + "; retry after the time in Retry-After"),
+            retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        ),
+        WechatError::Timeout => WechatAnswer::GatewayTimeout(body(ErrorCode::WechatTimeout, text)),
+        WechatError::Upstream(_) | WechatError::Transport(_) | WechatError::AccessTokenRejected { .. } => {
+            WechatAnswer::BadGateway(body(ErrorCode::WechatError, text))
+        }
+    }
+}
+
+impl From<WechatAnswer> for LoginError {
+    fn from(answer: WechatAnswer) -> Self {
+        match answer {
+            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b, NO_STORE.into()),
+            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<LoginFailure> for LoginError {
+    fn from(failure: LoginFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            LoginFailure::InvalidInput(_) | LoginFailure::AppRequired(_) => {
+                Self::BadRequest(body(ErrorCode::InvalidRequest, text))
+            }
+            LoginFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
+            LoginFailure::Wechat(e) => wechat_answer(e).into(),
+            LoginFailure::NotBound { ticket, expires_in } => Self::Forbidden(
+                Json(ErrorBody {
+                    bind_ticket: Some(ticket),
+                    expires_in: Some(expires_in),
+                    ..body(ErrorCode::NotBound, text).0
+                }),
+                NO_STORE.into(),
+            ),
+            LoginFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<WechatAnswer> for BindError {
+    fn from(answer: WechatAnswer) -> Self {
+        match answer {
+            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<BindFailure> for BindError {
+    fn from(failure: BindFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            BindFailure::InvalidInput(_) | BindFailure::AppRequired(_) => {
+                Self::BadRequest(body(ErrorCode::InvalidRequest, text))
+            }
+            BindFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
+            BindFailure::InvalidTicket => Self::BadRequest(body(ErrorCode::InvalidTicket, text)),
+            BindFailure::Wechat(e) => wechat_answer(e).into(),
+            BindFailure::InvalidCredentials => Self::Unauthorized(body(ErrorCode::InvalidCredentials, text)),
+            BindFailure::AlreadyBound => Self::Conflict(body(ErrorCode::AlreadyBound, text)),
+            BindFailure::AccountAlreadyBound => Self::Conflict(body(ErrorCode::AccountAlreadyBound, text)),
+            BindFailure::TooManyAttempts { retry_after } => {
+                Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
+            }
+            BindFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<BearerFailure> for MeError {
+    fn from(failure: BearerFailure) -> Self {
+        match failure {
+            BearerFailure::Rejected(r) => rejected(r),
+            BearerFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+fn rejected(rejection: Rejection) -> MeError {
+    let description = rejection.to_string();
+    MeError::Unauthorized(body(ErrorCode::InvalidToken, description.clone()), challenge(&description))
+}
+
+/// How an open-data failure is answered, before it is fitted to one operation's statuses.
+enum OpenDataAnswer {
+    BadRequest(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody>, String),
+    Conflict(Json<ErrorBody>),
+    Internal(InternalAnswer),
+    Wechat(WechatAnswer),
+}
+
+fn open_data_answer(failure: OpenDataFailure) -> OpenDataAnswer {
+    let text = failure.to_string();
+    let bad_request = |code, text| OpenDataAnswer::BadRequest(body(code, text));
+    match failure {
+        OpenDataFailure::Rejected(r) => match rejected(r) {
+            MeError::Unauthorized(b, challenge) => OpenDataAnswer::Unauthorized(b, challenge),
+            MeError::Internal(b) => OpenDataAnswer::Internal(InternalAnswer::Failed(b)),
+            MeError::Unavailable(b, secs) => OpenDataAnswer::Internal(InternalAnswer::Unavailable(b, secs)),
+        },
+        OpenDataFailure::InvalidRequest(_)
+        | OpenDataFailure::InvalidCode(_)
+        | OpenDataFailure::Data(OpenDataError::Malformed(_)) => bad_request(ErrorCode::InvalidRequest, text),
+        OpenDataFailure::Data(OpenDataError::WatermarkMismatch { .. }) => {
+            bad_request(ErrorCode::WatermarkMismatch, text)
+        }
+        OpenDataFailure::BadSignature => bad_request(ErrorCode::InvalidSignature, text),
+        OpenDataFailure::UnknownApp(_) => bad_request(ErrorCode::UnknownApp, text),
+        OpenDataFailure::Data(OpenDataError::Stale) | OpenDataFailure::NoSessionKey => {
+            OpenDataAnswer::Conflict(body(ErrorCode::SessionKeyStale, text))
+        }
+        OpenDataFailure::Wechat(e @ (WechatError::InvalidCode { .. } | WechatError::CodeUsed { .. })) => bad_request(
+            ErrorCode::InvalidCode,
+            e.to_string() + "; a phone code works once and for 5 minutes: ask for the number again",
+        ),
+        // The phone API never blocks a user; an errcode it should not send is WeChat's fault.
+        OpenDataFailure::Wechat(WechatError::UserBlocked { rid }) => OpenDataAnswer::Wechat(WechatAnswer::BadGateway(
+            body(ErrorCode::WechatError, WechatError::UserBlocked { rid }.to_string()),
+        )),
+        OpenDataFailure::Wechat(e) => OpenDataAnswer::Wechat(wechat_answer(e)),
+        OpenDataFailure::Internal(e) => OpenDataAnswer::Internal(internal(e)),
+    }
+}
+
+impl From<OpenDataFailure> for PhoneError {
+    fn from(failure: OpenDataFailure) -> Self {
+        match open_data_answer(failure) {
+            OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
+            OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+            OpenDataAnswer::Conflict(b) => Self::Conflict(b),
+            OpenDataAnswer::Internal(answer) => answer.into(),
+            OpenDataAnswer::Wechat(WechatAnswer::BadRequest(b)) => Self::BadRequest(b),
+            OpenDataAnswer::Wechat(WechatAnswer::Forbidden(b) | WechatAnswer::BadGateway(b)) => Self::BadGateway(b),
+            OpenDataAnswer::Wechat(WechatAnswer::TooManyRequests(b, secs)) => Self::TooManyRequests(b, secs),
+            OpenDataAnswer::Wechat(WechatAnswer::Unavailable(b, secs)) => Self::Unavailable(b, secs),
+            OpenDataAnswer::Wechat(WechatAnswer::GatewayTimeout(b)) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+/// The answers of an open-data operation that never calls WeChat: a WeChat failure there
+/// would be a bug, answered as one.
+macro_rules! from_open_data_without_wechat {
+    ($($error:ident),*) => {$(
+        impl From<OpenDataFailure> for $error {
+            fn from(failure: OpenDataFailure) -> Self {
+                match open_data_answer(failure) {
+                    OpenDataAnswer::BadRequest(b) => Self::BadRequest(b),
+                    OpenDataAnswer::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+                    OpenDataAnswer::Conflict(b) => Self::Conflict(b),
+                    OpenDataAnswer::Internal(answer) => answer.into(),
+                    OpenDataAnswer::Wechat(_) => Self::Internal(body(ErrorCode::ServerError, INTERNAL_DESCRIPTION)),
+                }
+            }
+        }
+    )*};
+}
+from_open_data_without_wechat!(ProfileError, DevError);
+
+impl From<RefreshFailure> for RefreshError {
+    fn from(failure: RefreshFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            RefreshFailure::InvalidGrant(_) => Self::Unauthorized(body(ErrorCode::InvalidGrant, text)),
+            RefreshFailure::TooManyAttempts { retry_after } => {
+                Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
+            }
+            RefreshFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<Internal> for LogoutError {
+    fn from(e: Internal) -> Self {
+        internal(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_database_failure_asks_the_client_to_wait_for_the_disk() {
+        let cases = [
+            (Internal::Store(StoreError::Database("I/O error".into())), 503, ErrorCode::TemporarilyUnavailable),
+            (Internal::Randomness, 500, ErrorCode::ServerError),
+            (Internal::Store(StoreError::Corrupt("bad record".into())), 500, ErrorCode::ServerError),
+        ];
+        for (failure, status, code) in cases {
+            let case = failure.to_string();
+
+            let (answered, body) = internal_example(failure);
+
+            assert_eq!((answered, body.0.error.as_str()), (status, code.as_str()), "{case}");
+        }
+    }
+}

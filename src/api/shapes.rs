@@ -1,0 +1,77 @@
+//! What the request schemas say beyond what poem-openapi's `Object` derive can: which
+//! fields go together, and the shape of values the server checks itself. Added to the
+//! published document only: the server parses these bodies exactly as before, so the same
+//! inputs are accepted and the same error codes answered, and the document now says so.
+
+use serde_json::{Value, json};
+
+/// A branch of a `oneOf`: the `given` fields are present and not null, the `absent` ones
+/// missing or null (the server reads a null as missing).
+fn exactly(given: &[&str], absent: &[&str]) -> Value {
+    let mut properties = serde_json::Map::new();
+    for field in given {
+        properties.insert((*field).into(), json!({ "type": "string" }));
+    }
+    for field in absent {
+        properties.insert((*field).into(), json!({ "nullable": true, "enum": [null] }));
+    }
+    json!({ "required": given, "properties": properties })
+}
+
+/// Every addition: the schema, then the keywords added to it (`oneOf`) or to one of its
+/// properties.
+fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
+    // An AppID as the configuration accepts it (`config::check_appid`); any other is
+    // answered `unknown_app`, and so is one of this shape that the server does not serve.
+    let appid = json!({ "minLength": 1, "pattern": "^[0-9A-Za-z]+$" });
+    // `opendata::decrypt`: canonical base64 (the server also reads a space as `+` and
+    // ignores line breaks around it) of a 16-byte iv, and of data in whole 16-byte blocks:
+    // 48 bytes are 64 characters; 16 and 32 bytes left over end in `==` and `=`.
+    let iv = json!({ "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$" });
+    let blocks = json!({
+        "pattern": "^(?:[A-Za-z0-9+/]{64})*(?:[A-Za-z0-9+/]{64}|[A-Za-z0-9+/]{21}[AQgw]==|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)$"
+    });
+    vec![
+        ("LoginRequest", Some("appid"), appid.clone()),
+        ("BindBody", Some("appid"), appid),
+        (
+            "BindBody",
+            None,
+            json!({ "oneOf": [exactly(&["bind_ticket"], &["code"]), exactly(&["code"], &["bind_ticket"])] }),
+        ),
+        // `domain::Username::parse`.
+        ("BindBody", Some("username"), json!({ "minLength": 1, "maxLength": 64, "pattern": "^[0-9A-Za-z._@-]+$" })),
+        // `domain::Password`: 1 to 1024 bytes. A schema counts characters; 256 of them are
+        // at most 1024 bytes, so whatever the schema allows is accepted.
+        ("BindBody", Some("password"), json!({ "minLength": 1, "maxLength": 256 })),
+        (
+            "PhoneRequest",
+            None,
+            json!({ "oneOf": [exactly(&["code"], &["encrypted_data", "iv"]), exactly(&["encrypted_data", "iv"], &["code"])] }),
+        ),
+        (
+            "ProfileRequestBody",
+            None,
+            json!({ "oneOf": [exactly(&["raw_data", "signature"], &[]), exactly(&[], &["raw_data", "signature"])] }),
+        ),
+        ("PhoneRequest", Some("encrypted_data"), blocks.clone()),
+        ("PhoneRequest", Some("iv"), iv.clone()),
+        ("ProfileRequestBody", Some("encrypted_data"), blocks),
+        ("ProfileRequestBody", Some("iv"), iv),
+        // `Auth::fake_open_data`: empty for the default number, else 5 to 20 digits.
+        ("DevOpenDataRequest", Some("pure_phone_number"), json!({ "pattern": "^([0-9]{5,20})?$" })),
+    ]
+}
+
+/// Adds [`additions`] to the document's schemas.
+pub(super) fn apply(doc: &mut Value) {
+    for (schema, property, keywords) in additions() {
+        let pointer = match property {
+            Some(property) => format!("/components/schemas/{schema}/properties/{property}"),
+            None => format!("/components/schemas/{schema}"),
+        };
+        if let (Some(Value::Object(target)), Value::Object(keywords)) = (doc.pointer_mut(&pointer), keywords) {
+            target.extend(keywords);
+        }
+    }
+}

@@ -100,7 +100,7 @@ error_codes! {
     }
     /// The WeChat identity is bound to no account (registration `bind`).
     NotBound = "not_bound" {
-        403 => r#"Registration `bind`: the WeChat identity is bound to no account. The body adds `bind_ticket` and `expires_in`; see [Account binding](#account-binding)."#,
+        403 => r#"Registration `bind`: the WeChat identity is bound to no account. The body adds `bind_ticket` and `expires_in`; see [Account binding](account-binding.md)."#,
     }
     /// WeChat's risk control blocked the user.
     UserBlocked = "user_blocked" {
@@ -144,7 +144,7 @@ error_codes! {
     }
     /// WeChat is busy or paused; retry after `Retry-After`.
     WechatUnavailable = "wechat_unavailable" {
-        503 => r#"WeChat answered errcode -1 (busy) twice: wxauth retries once after 200 ms (because a retry re-sends the same single-use code), and only while a quarter of the login's deadline remains; `Retry-After: 2`. Or, without calling WeChat: `WXAUTH_WECHAT_MAX_INFLIGHT` requests to WeChat are already in flight (`Retry-After: 1`), or the circuit breaker is open (`Retry-After`: seconds until it lets a probe through). See [When WeChat fails](#when-wechat-fails)."#,
+        503 => r#"WeChat answered errcode -1 (busy) twice: wxauth retries once after 200 ms (because a retry re-sends the same single-use code), and only while a quarter of the login's deadline remains; `Retry-After: 2`. Or, without calling WeChat: `WXAUTH_WECHAT_MAX_INFLIGHT` requests to WeChat are already in flight (`Retry-After: 1`), or the circuit breaker is open (`Retry-After`: seconds until it lets a probe through). See [When WeChat fails](operations.md#when-wechat-fails)."#,
     }
     /// The database cannot read or write right now; retry after `Retry-After`.
     TemporarilyUnavailable = "temporarily_unavailable" {

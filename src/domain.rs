@@ -268,9 +268,10 @@ impl fmt::Display for Username {
     }
 }
 
-/// A password as typed by a person. `Debug` never prints it.
-#[derive(Clone)]
-pub struct Password(String);
+/// A password as typed by a person. `Debug` never prints it, and its memory is zeroed
+/// when it is dropped.
+#[derive(Clone, Debug)]
+pub struct Password(secrecy::SecretString);
 
 impl Password {
     /// Shortest password an operator may set.
@@ -284,7 +285,7 @@ impl Password {
         if raw.is_empty() || raw.len() > Self::MAX_BYTES {
             return Err(DomainError::BadPassword);
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(raw.into()))
     }
 
     /// A new password for an account: at least [`Password::MIN_CHARS`] characters.
@@ -299,13 +300,7 @@ impl Password {
 
     /// The password, for hashing only.
     pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
 

@@ -229,3 +229,38 @@ fn a_code_block_that_names_its_file_shows_that_file_as_it_is() {
     }
     assert!(checked > 0, "no code block names its file: the check has nothing to check");
 }
+
+/// Every source file: a row of its own in CONTRIBUTING.md's module map, or named (`name.rs`)
+/// in the row of its directory's `mod.rs`. A newcomer finds each file's job there, and a
+/// file added or moved without saying so fails here.
+#[test]
+fn the_module_map_in_contributing_names_every_source_file() {
+    let map = std::fs::read_to_string(root().join("CONTRIBUTING.md")).unwrap();
+    let rows: Vec<(&str, &str)> =
+        map.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split_once("` |")).collect();
+    let mut missing = Vec::new();
+    let mut stack = vec![root().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let file = path.strip_prefix(root().join("src")).unwrap().display().to_string();
+            let name = format!("`{}`", path.file_name().unwrap().to_str().unwrap());
+            let parent_row = file.rsplit_once('/').map(|(dir, _)| format!("{dir}/mod.rs"));
+            let listed = rows
+                .iter()
+                .any(|(row, text)| *row == file || (Some(*row) == parent_row.as_deref() && text.contains(&name)));
+            if !listed {
+                missing.push(file);
+            }
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "CONTRIBUTING.md's module map does not name: {missing:?}");
+}

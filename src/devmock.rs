@@ -26,7 +26,7 @@ use url::Url;
 
 use crate::config::WechatApp;
 
-/// Reserved codes and what they produce, for the README and the log.
+/// Reserved codes and what they produce, for the README's table and the log.
 pub const RESERVED_CODES: &[(&str, &str)] = &[
     ("invalid", "errcode 40029 (invalid code) -> 400 invalid_code"),
     ("used", "errcode 40163 (code already used) -> 400 code_used"),

@@ -1,4 +1,4 @@
-//! `cargo bench`: the performance figures of the README, measured in one run.
+//! `cargo bench`: the performance figures of docs/performance.md, measured in one run.
 //!
 //! The release binary runs as a child process, as an operator runs it; a fast fake WeChat
 //! (hyper) and the load generator (hyper, keep-alive connections) run in this process, all

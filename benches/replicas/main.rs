@@ -1,5 +1,5 @@
 //! `cargo bench --bench replicas`: login throughput on PostgreSQL with one and two
-//! replicas, next to sled, in one run (the README's Performance table).
+//! replicas, next to sled, in one run (docs/performance.md).
 //!
 //! Needs a PostgreSQL server: `export WXAUTH_TEST_DATABASE_URL=$(bash .ci/postgres
 //! /tmp/wxauth-pg)` starts a throwaway one on loopback; each scenario gets a fresh database

@@ -141,7 +141,7 @@ pub enum Registration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptLimits {
     /// `POST /v1/login` and `POST /v1/bind` together, per client IP address
-    /// (`WXAUTH_RATE_LIMIT_PER_MINUTE`; off by default, see the README on shared IPs).
+    /// (`WXAUTH_RATE_LIMIT_PER_MINUTE`; off by default, see docs/configuration.md on shared addresses).
     pub requests_per_ip: u32,
     /// Per username (`WXAUTH_BIND_ATTEMPTS_PER_USERNAME`).
     pub per_username: u32,

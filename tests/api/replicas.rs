@@ -1,5 +1,5 @@
 //! Two replicas of the real binary on one PostgreSQL database, sharing one keys directory,
-//! as the README's two-replica deployment runs them.
+//! as docs/storage.md's two-replica deployment runs them.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -332,9 +332,7 @@ impl Auth {
         attempts.check_ip(peer.map(|peer| attempts.client_ip(peer, forwarded_for))).map_err(too_many)?;
         let (appid, session, ticket) = match proof {
             Proof::Ticket(id) => {
-                // Expired on the service's clock; the store also forgets it by the system's.
-                let now = self.parts.clock.now();
-                let ticket = self.parts.store.ticket(&id).await?.filter(|t| t.expires_at > now);
+                let ticket = self.parts.store.ticket(&id, self.parts.clock.now()).await?;
                 let ticket = ticket.ok_or(BindFailure::InvalidTicket)?;
                 (ticket.appid, ticket.session, Some(id))
             }
@@ -359,7 +357,8 @@ impl Auth {
             return Err(BindFailure::InvalidCredentials);
         }
         attempts.note_right_password(&guesser);
-        let record = self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref()).await?;
+        let record =
+            self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref(), self.parts.clock.now()).await?;
         Ok(self.outcome(record, &appid, session.openid, "bind succeeded").await?)
     }
 
@@ -446,9 +445,9 @@ impl Auth {
     async fn ticket(&self, appid: &str, session: WechatSession) -> Result<(String, u64), LoginFailure> {
         let (text, id) = secret(BIND_TICKET_PREFIX)?;
         let ttl = self.parts.ticket_ttl;
-        let expires_at = self.parts.clock.now() + ttl;
-        let ticket = BindTicket { appid: appid.to_owned(), session, expires_at };
-        self.parts.store.put_ticket(&id, &ticket).await?;
+        let now = self.parts.clock.now();
+        let ticket = BindTicket { appid: appid.to_owned(), session, expires_at: now + ttl };
+        self.parts.store.put_ticket(&id, &ticket, now).await?;
         Ok((text, ttl.as_secs()))
     }
 

@@ -98,14 +98,16 @@ pub(super) trait Users {
 /// [`Users::login`].
 pub(super) trait Links {
     /// Binds the identity in `session` to the user of account `username`, spending
-    /// `ticket` when given; the refusals are [`super::links::bind_target`]'s and
-    /// [`super::tickets::spend`]'s. Durable when it returns.
+    /// `ticket` when given (expired by `now`, the service's clock); the refusals are
+    /// [`super::links::bind_target`]'s and [`super::tickets::spend`]'s. Durable when it
+    /// returns.
     fn bind(
         &self,
         appid: &str,
         session: &WechatSession,
         username: &str,
         ticket: Option<&TicketId>,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<LoginRecord, StoreError>> + Send;
 
     /// Removes every identity and the unionid link of a user (none for a missing user), and
@@ -117,11 +119,20 @@ pub(super) trait Links {
 /// Bind tickets (`tickets.rs`).
 pub(super) trait Tickets {
     /// Keeps a ticket until it expires or is spent, and now and then sweeps expired ones
-    /// ([`super::tickets::sweep_due`]).
-    fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// ([`super::tickets::sweep_due`]) as of `now`, the service's clock.
+    fn put_ticket(
+        &self,
+        id: &TicketId,
+        ticket: &BindTicket,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// A ticket that is neither spent nor expired ([`super::tickets::live`]).
-    fn ticket(&self, id: &TicketId) -> impl Future<Output = Result<Option<BindTicket>, StoreError>> + Send;
+    /// A ticket that is neither spent nor expired at `now` ([`super::tickets::live`]).
+    fn ticket(
+        &self,
+        id: &TicketId,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<BindTicket>, StoreError>> + Send;
 }
 
 /// Accounts made by an operator (`accounts.rs`). Durable when they return.

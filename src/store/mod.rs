@@ -171,15 +171,17 @@ impl Store {
 
     /// Binds the identity in `session` (of `appid`) to the user of account `username`, and
     /// spends `ticket` when the identity came from one. Binding an identity to the account
-    /// it is already bound to succeeds again.
+    /// it is already bound to succeeds again. `now` is the service's clock: it expires the
+    /// ticket and dates the binding.
     pub async fn bind(
         &self,
         appid: &str,
         session: &WechatSession,
         username: &str,
         ticket: Option<&TicketId>,
+        now: OffsetDateTime,
     ) -> Result<LoginRecord, StoreError> {
-        dispatch!(self, b => b.bind(appid, session, username, ticket).await)
+        dispatch!(self, b => b.bind(appid, session, username, ticket, now).await)
     }
 
     /// Removes every WeChat identity (and the unionid link) of a user, and revokes the
@@ -191,14 +193,15 @@ impl Store {
         dispatch!(self, b => b.unbind(id).await)
     }
 
-    /// Keeps a bind ticket until it expires or is spent.
-    pub async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
-        dispatch!(self, b => b.put_ticket(id, ticket).await)
+    /// Keeps a bind ticket until it expires or is spent; expired ones are swept as of `now`
+    /// (the service's clock).
+    pub async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket, now: OffsetDateTime) -> Result<(), StoreError> {
+        dispatch!(self, b => b.put_ticket(id, ticket, now).await)
     }
 
-    /// A bind ticket that is neither spent nor expired.
-    pub async fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
-        dispatch!(self, b => b.ticket(id).await)
+    /// A bind ticket that is neither spent nor expired at `now` (the service's clock).
+    pub async fn ticket(&self, id: &TicketId, now: OffsetDateTime) -> Result<Option<BindTicket>, StoreError> {
+        dispatch!(self, b => b.ticket(id, now).await)
     }
 
     /// The user with `id`, if any.

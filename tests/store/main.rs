@@ -157,7 +157,7 @@ conformance_suite!(
         accounts_are_added_listed_changed_and_removed,
         a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts,
         racing_binds_of_one_account_bind_exactly_one_openid,
-        a_ticket_works_until_it_is_spent_or_expires,
+        a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_given,
         unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
         a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
         details_are_refused_for_a_missing_user_and_removed_with_its_account,

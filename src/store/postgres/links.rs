@@ -37,8 +37,8 @@ impl Links for PgStore {
         session: &WechatSession,
         username: &str,
         ticket: Option<&TicketId>,
+        now: OffsetDateTime,
     ) -> Result<LoginRecord, StoreError> {
-        let now = OffsetDateTime::now_utc();
         transact!(self, tx => self.bind_in(&mut tx, appid, session, username, ticket, now))
     }
 

@@ -15,7 +15,7 @@ use crate::{
 };
 
 impl Tickets for PgStore {
-    async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
+    async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket, now: OffsetDateTime) -> Result<(), StoreError> {
         let sealed = self
             .sealer
             .seal(ticket.session.session_key.expose(), id)
@@ -33,10 +33,10 @@ impl Tickets for PgStore {
         .bind(ns(ticket.expires_at)?)
         .execute(&self.pool)
         .await?;
-        self.sweep_tickets().await
+        self.sweep_tickets(now).await
     }
 
-    async fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
+    async fn ticket(&self, id: &TicketId, now: OffsetDateTime) -> Result<Option<BindTicket>, StoreError> {
         let Some(row) =
             sqlx::query("SELECT appid, openid, unionid, session_key, expires_at_ns FROM bind_tickets WHERE id = $1")
                 .bind(&id[..])
@@ -49,10 +49,7 @@ impl Tickets for PgStore {
         let expires_at = time(expires_ns)?;
         let sealed: String = row.try_get("session_key")?;
         // A ticket whose key does not open (the key file was replaced) is as good as gone.
-        let Some(session_key) = self
-            .sealer
-            .open(&sealed, id)
-            .filter(|_| live(expires_ns, OffsetDateTime::now_utc().unix_timestamp_nanos()))
+        let Some(session_key) = self.sealer.open(&sealed, id).filter(|_| live(expires_ns, now.unix_timestamp_nanos()))
         else {
             return Ok(None);
         };
@@ -70,8 +67,7 @@ impl Tickets for PgStore {
 
 impl PgStore {
     /// Removes expired tickets when a sweep is due at this replica ([`sweep_due`]).
-    async fn sweep_tickets(&self) -> Result<(), StoreError> {
-        let now = OffsetDateTime::now_utc();
+    async fn sweep_tickets(&self, now: OffsetDateTime) -> Result<(), StoreError> {
         if !sweep_due(&self.swept_at, now.unix_timestamp()) {
             return Ok(());
         }

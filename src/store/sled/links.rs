@@ -27,8 +27,8 @@ impl Links for SledStore {
         session: &WechatSession,
         username: &str,
         ticket: Option<&TicketId>,
+        now: OffsetDateTime,
     ) -> Result<LoginRecord, StoreError> {
-        let now = OffsetDateTime::now_utc();
         let (record, unflushed) = {
             let _links = self.lock();
             let account = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;

@@ -257,15 +257,15 @@ async fn expired_tickets_are_swept_at_most_once_a_minute() {
     let live = now + time::Duration::minutes(5);
 
     expired(&store, 1);
-    store.put_ticket(&[2; 32], &ticket(live)).await.unwrap();
+    store.put_ticket(&[2; 32], &ticket(live), now).await.unwrap();
     assert_eq!(store.tickets.len(), 1, "the first ticket of a run sweeps");
 
     expired(&store, 3);
-    store.put_ticket(&[4; 32], &ticket(live)).await.unwrap();
+    store.put_ticket(&[4; 32], &ticket(live), now).await.unwrap();
     assert_eq!(store.tickets.len(), 3, "swept again within the minute");
 
     store.swept_at.store(now.unix_timestamp() - TICKET_SWEEP_SECS, Ordering::Relaxed);
-    store.put_ticket(&[5; 32], &ticket(live)).await.unwrap();
+    store.put_ticket(&[5; 32], &ticket(live), now).await.unwrap();
     assert_eq!(store.tickets.len(), 3, "a minute later, the expired ticket is gone and the live ones stay");
     assert!(store.tickets.get([3; 32]).unwrap().is_none());
 }

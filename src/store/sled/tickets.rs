@@ -16,7 +16,7 @@ use crate::{
 };
 
 impl Tickets for SledStore {
-    async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket) -> Result<(), StoreError> {
+    async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket, now: OffsetDateTime) -> Result<(), StoreError> {
         let record = TicketRecord {
             appid: ticket.appid.clone(),
             openid: ticket.session.openid.clone(),
@@ -28,15 +28,15 @@ impl Tickets for SledStore {
             expires_at: ticket.expires_at.unix_timestamp_nanos(),
         };
         self.tickets.insert(id, record.encode()?)?;
-        self.sweep_tickets()
+        self.sweep_tickets(now)
     }
 
-    async fn ticket(&self, id: &TicketId) -> Result<Option<BindTicket>, StoreError> {
+    async fn ticket(&self, id: &TicketId, now: OffsetDateTime) -> Result<Option<BindTicket>, StoreError> {
         let Some(bytes) = self.tickets.get(id)? else { return Ok(None) };
         let t = TicketRecord::decode(&bytes)?;
         let expires_at = time(t.expires_at)?;
         // A ticket whose key does not open (the key file was replaced) is as good as gone.
-        let now = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let now = now.unix_timestamp_nanos();
         let Some(session_key) = self.sealer.open(&t.session_key, id).filter(|_| live(t.expires_at, now)) else {
             return Ok(None);
         };
@@ -50,8 +50,7 @@ impl Tickets for SledStore {
 
 impl SledStore {
     /// Removes expired tickets when a sweep is due ([`sweep_due`]).
-    fn sweep_tickets(&self) -> Result<(), StoreError> {
-        let now = OffsetDateTime::now_utc();
+    fn sweep_tickets(&self, now: OffsetDateTime) -> Result<(), StoreError> {
         if !sweep_due(&self.swept_at, now.unix_timestamp()) {
             return Ok(());
         }

@@ -258,7 +258,7 @@ pub async fn accounts_are_added_listed_changed_and_removed(backend: &dyn Backend
     assert_eq!(store.account("alice").await.unwrap().unwrap().password_hash, "$argon2id$new");
     assert!(matches!(store.set_password("carol", HASH).await, Err(StoreError::NoSuchAccount)));
 
-    store.bind("wx1", &session("o1", "k"), "alice", None).await.unwrap();
+    store.bind("wx1", &session("o1", "k"), "alice", None, now()).await.unwrap();
     let removed = store.remove_account("alice").await.unwrap();
     assert_eq!(removed.id, user.id);
     assert!(store.account("alice").await.unwrap().is_none());
@@ -273,19 +273,22 @@ pub async fn a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts(b
     let alice = store.add_account("alice", HASH).await.unwrap();
     store.add_account("bob", HASH).await.unwrap();
 
-    let bound = store.bind("wx1", &person("o1", "u1"), "alice", None).await.unwrap();
+    let bound = store.bind("wx1", &person("o1", "u1"), "alice", None, now()).await.unwrap();
     assert_eq!((bound.user.id, bound.created), (alice.id, false));
     assert_eq!(bound.user.unionid.as_deref(), Some("u1"));
     let login = store.login_if_bound("wx1", &session("o1", "k2")).await.unwrap().unwrap();
     assert_eq!(login.user.id, alice.id);
     // Binding it again to the same account is fine; to another account it is not.
-    assert_eq!(store.bind("wx1", &session("o1", "k3"), "alice", None).await.unwrap().user.id, alice.id);
-    assert!(matches!(store.bind("wx1", &session("o1", "k"), "bob", None).await, Err(StoreError::AlreadyBound)));
-    let other = store.bind("wx1", &session("o2", "k"), "alice", None).await;
+    assert_eq!(store.bind("wx1", &session("o1", "k3"), "alice", None, now()).await.unwrap().user.id, alice.id);
+    assert!(matches!(store.bind("wx1", &session("o1", "k"), "bob", None, now()).await, Err(StoreError::AlreadyBound)));
+    let other = store.bind("wx1", &session("o2", "k"), "alice", None, now()).await;
     assert!(matches!(other, Err(StoreError::AccountAlreadyBound)), "{other:?}");
-    assert!(matches!(store.bind("wx1", &session("o3", "k"), "carol", None).await, Err(StoreError::NoSuchAccount)));
+    assert!(matches!(
+        store.bind("wx1", &session("o3", "k"), "carol", None, now()).await,
+        Err(StoreError::NoSuchAccount)
+    ));
     // Another app's openid of the same account is welcome.
-    let second = store.bind("wx2", &session("o9", "k"), "alice", None).await.unwrap();
+    let second = store.bind("wx2", &session("o9", "k"), "alice", None, now()).await.unwrap();
     assert_eq!(second.user.identities.len(), 2);
 }
 
@@ -297,7 +300,7 @@ pub async fn racing_binds_of_one_account_bind_exactly_one_openid(backend: &dyn B
     let binds: Vec<_> = (0..32)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.bind("wx1", &session(&format!("o{i}"), "k"), "alice", None).await })
+            tokio::spawn(async move { store.bind("wx1", &session(&format!("o{i}"), "k"), "alice", None, now()).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -309,28 +312,37 @@ pub async fn racing_binds_of_one_account_bind_exactly_one_openid(backend: &dyn B
     assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::AccountAlreadyBound)));
 }
 
-pub async fn a_ticket_works_until_it_is_spent_or_expires(backend: &dyn Backend) {
+/// The service's clock, for operations that take one.
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+pub async fn a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_given(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     store.add_account("alice", HASH).await.unwrap();
-    let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-    let ticket = BindTicket { appid: "wx1".into(), session: person("o1", "u1"), expires_at: soon };
-    store.put_ticket(&[1; 32], &ticket).await.unwrap();
-    let expired =
-        BindTicket { expires_at: time::OffsetDateTime::now_utc() - time::Duration::seconds(1), ..ticket.clone() };
-    store.put_ticket(&[2; 32], &expired).await.unwrap();
+    // Years before the system's time: only the clock passed in can say these are live.
+    let t0 = time::macros::datetime!(2020-01-01 00:00 UTC);
+    let ticket =
+        BindTicket { appid: "wx1".into(), session: person("o1", "u1"), expires_at: t0 + time::Duration::minutes(5) };
+    store.put_ticket(&[1; 32], &ticket, t0).await.unwrap();
+    let short = BindTicket { expires_at: t0 + time::Duration::seconds(1), ..ticket.clone() };
+    store.put_ticket(&[2; 32], &short, t0).await.unwrap();
+    let later = t0 + time::Duration::seconds(2);
 
-    let found = store.ticket(&[1; 32]).await.unwrap().unwrap();
+    let found = store.ticket(&[1; 32], later).await.unwrap().expect("a live ticket was not found");
     assert_eq!((found.appid.as_str(), found.session.openid.as_str()), ("wx1", "o1"));
     assert_eq!(found.session.session_key.expose(), "key-o1");
-    assert!(store.ticket(&[2; 32]).await.unwrap().is_none(), "an expired ticket was found");
-    assert!(store.ticket(&[3; 32]).await.unwrap().is_none());
+    assert!(store.ticket(&[2; 32], t0).await.unwrap().is_some(), "a ticket was refused before it expired");
+    assert!(store.ticket(&[2; 32], later).await.unwrap().is_none(), "an expired ticket was found");
+    assert!(store.ticket(&[3; 32], later).await.unwrap().is_none());
+    assert!(store.ticket(&[1; 32], t0 + time::Duration::minutes(5)).await.unwrap().is_none(), "live at its expiry");
 
-    store.bind("wx1", &found.session, "alice", Some(&[1; 32])).await.unwrap();
-    assert!(store.ticket(&[1; 32]).await.unwrap().is_none(), "a spent ticket was found");
-    let again = store.bind("wx1", &found.session, "alice", Some(&[1; 32])).await;
+    store.bind("wx1", &found.session, "alice", Some(&[1; 32]), later).await.unwrap();
+    assert!(store.ticket(&[1; 32], later).await.unwrap().is_none(), "a spent ticket was found");
+    let again = store.bind("wx1", &found.session, "alice", Some(&[1; 32]), later).await;
     assert!(matches!(again, Err(StoreError::TicketNotFound)), "{again:?}");
-    let late = store.bind("wx1", &expired.session, "alice", Some(&[2; 32])).await;
+    let late = store.bind("wx1", &short.session, "alice", Some(&[2; 32]), later).await;
     assert!(matches!(late, Err(StoreError::TicketNotFound)), "{late:?}");
 }
 
@@ -338,7 +350,7 @@ pub async fn unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
     let alice = store.add_account("alice", HASH).await.unwrap();
-    store.bind("wxA", &person("oa", "u1"), "alice", None).await.unwrap();
+    store.bind("wxA", &person("oa", "u1"), "alice", None, now()).await.unwrap();
     store.record_login("wxB", &person("ob", "u1")).await.unwrap();
 
     let removed = store.unbind(&alice.id).await.unwrap();

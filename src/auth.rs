@@ -13,7 +13,7 @@ use crate::{
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
     limits::Attempts,
     password::{PasswordError, Verifier},
-    store::{BindTicket, LoginRecord, RefreshGrant, Store, StoreError, TicketId},
+    store::{BindTicket, LoginRecord, Origin, RefreshGrant, Store, StoreError, TicketId, session_id},
     token::{Claims, IssuedToken, Rejection, TokenError, Tokens},
     wechat::{WechatClient, WechatError},
 };
@@ -212,6 +212,18 @@ pub struct Me {
     pub details: Details,
 }
 
+/// Where a request came from, as the connection and its headers say; which address counts
+/// as the client's is decided here, by the trusted proxies (`WXAUTH_TRUSTED_PROXIES`).
+#[derive(Debug, Default)]
+pub struct Peer<'a> {
+    /// The TCP peer, when the connection is TCP.
+    pub addr: Option<IpAddr>,
+    /// The lines of `X-Forwarded-For`, in order.
+    pub forwarded_for: Vec<&'a [u8]>,
+    /// The raw `User-Agent`.
+    pub user_agent: Option<&'a [u8]>,
+}
+
 /// The caller of a bearer-protected operation.
 struct Caller {
     user: User,
@@ -261,8 +273,10 @@ pub struct Parts {
 
 mod open_data;
 mod refresh;
+mod sessions;
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 pub use refresh::RefreshFailure;
+pub use sessions::SessionFailure;
 
 /// The service behind the HTTP API.
 pub struct Auth {
@@ -280,7 +294,12 @@ impl Auth {
     /// answers only after the user and binding are durable; a returning one does not wait
     /// for the disk. In `bind` mode an unbound openid gets a bind ticket instead.
     #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
-    pub async fn login(&self, raw_code: &str, appid: Option<&str>) -> Result<LoginOutcome, LoginFailure> {
+    pub async fn login(
+        &self,
+        raw_code: &str,
+        appid: Option<&str>,
+        peer: &Peer<'_>,
+    ) -> Result<LoginOutcome, LoginFailure> {
         let code = JsCode::parse(raw_code)?;
         let app = self.app(appid).map_err(|e| match e {
             AppChoice::Unknown(a, known) => LoginFailure::UnknownApp(a, known),
@@ -300,24 +319,18 @@ impl Auth {
             tracing::info!("login of an unbound openid; bind ticket issued");
             return Err(LoginFailure::NotBound { ticket, expires_in });
         };
-        Ok(self.outcome(record, app.appid(), session.openid, "login succeeded").await?)
+        Ok(self.outcome(record, app.appid(), session.openid, &self.origin(peer), "login succeeded").await?)
     }
 
     /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
-    /// after checking its password, and logs in as the account's user. `peer` is the TCP
-    /// peer, `forwarded_for` the lines of its `X-Forwarded-For` (honoured from trusted
-    /// proxies only).
+    /// after checking its password, and logs in as the account's user. `peer` says where
+    /// the request came from (its address is limited per minute).
     ///
     /// Guesses cost the guesser: the per-username budget is counted per WeChat identity, and
     /// each wrong password makes the identity's next attempt wait longer, while the owner,
     /// who comes with another identity, is not slowed down.
     #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
-    pub async fn bind(
-        &self,
-        req: BindRequest<'_>,
-        peer: Option<IpAddr>,
-        forwarded_for: &[&[u8]],
-    ) -> Result<LoginOutcome, BindFailure> {
+    pub async fn bind(&self, req: BindRequest<'_>, peer: &Peer<'_>) -> Result<LoginOutcome, BindFailure> {
         let username = Username::parse(req.username)?;
         let password = Password::presented(req.password)?;
         let proof = match (req.ticket, req.code) {
@@ -329,7 +342,8 @@ impl Auth {
         let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts {
             retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
         };
-        attempts.check_ip(peer.map(|peer| attempts.client_ip(peer, forwarded_for))).map_err(too_many)?;
+        let origin = self.origin(peer);
+        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)?;
         let (appid, session, ticket) = match proof {
             Proof::Ticket(id) => {
                 let ticket = self.parts.store.ticket(&id, self.parts.clock.now()).await?;
@@ -359,7 +373,7 @@ impl Auth {
         attempts.note_right_password(&guesser);
         let record =
             self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref(), self.parts.clock.now()).await?;
-        Ok(self.outcome(record, &appid, session.openid, "bind succeeded").await?)
+        Ok(self.outcome(record, &appid, session.openid, &origin, "bind succeeded").await?)
     }
 
     /// Removes the WeChat identities of the bearer's user: the account stays, and the next
@@ -390,6 +404,13 @@ impl Auth {
     /// The token service (for JWKS and discovery).
     pub fn tokens(&self) -> &Tokens {
         &self.parts.tokens
+    }
+
+    /// Where a request came from, as kept with its session: the client's address (the
+    /// peer's, or from `X-Forwarded-For` when the peer is a trusted proxy) and user agent.
+    fn origin(&self, peer: &Peer<'_>) -> Origin {
+        let attempts = &self.parts.attempts;
+        Origin::new(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for)), peer.user_agent)
     }
 
     /// Counts a request to `POST /v1/login` or `POST /v1/bind` against its client's limit
@@ -457,19 +478,20 @@ impl Auth {
         record: LoginRecord,
         appid: &str,
         openid: String,
+        origin: &Origin,
         what: &str,
     ) -> Result<LoginOutcome, Internal> {
         let identity = Identity { appid: appid.to_owned(), openid };
         let span = tracing::Span::current();
         span.record("user_id", tracing::field::display(record.user.id));
         span.record("created", record.created);
-        let token = self.parts.tokens.issue(&record.user, &identity)?;
-        self.parts.metrics.token_issued(token.alg.as_str());
         let (text, id) = refresh::first_token(record.user.id)?;
+        let token = self.parts.tokens.issue(&record.user, &identity, session_id(&id.family))?;
+        self.parts.metrics.token_issued(token.alg.as_str());
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
         let now = self.parts.clock.now();
         let (expires_at, keep) = (now + self.parts.refresh_ttl, self.parts.refresh_families_per_user);
-        self.parts.store.start_refresh(&id, &grant, now, expires_at, keep).await?;
+        self.parts.store.start_refresh(&id, &grant, origin, now, expires_at, keep).await?;
         tracing::info!("{what}");
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user: record.user, identity, created: record.created })

@@ -352,7 +352,7 @@ fn tokens() {
             last_login_at: now,
         };
         let started = Instant::now();
-        let issued: Vec<_> = (0..n).map(|_| tokens.issue(&user, &identity).unwrap()).collect();
+        let issued: Vec<_> = (0..n).map(|_| tokens.issue(&user, &identity, uuid::Uuid::nil()).unwrap()).collect();
         let issue = started.elapsed();
         let started = Instant::now();
         for t in &issued {

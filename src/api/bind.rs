@@ -105,8 +105,7 @@ impl BindApi {
             username: &b.username,
             password: &b.password,
         };
-        let peer = remote.as_socket_addr().map(|a| a.ip());
-        let outcome = self.auth.bind(request, peer, &super::forwarded_for(headers)).await?;
+        let outcome = self.auth.bind(request, &super::peer(remote, headers)).await?;
         Ok(BindResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))
     }
 

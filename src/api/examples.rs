@@ -10,9 +10,13 @@ use serde_json::Value;
 
 use super::error::{
     BindError, DevError, ErrorBody, ErrorCode, LoginError, MeError, PhoneError, ProfileError, RefreshError,
+    SessionError,
 };
 use crate::{
-    auth::{BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
+    auth::{
+        BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure,
+        SessionFailure,
+    },
     domain::DomainError,
     opendata::OpenDataError,
     store::StoreError,
@@ -42,6 +46,8 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/token/refresh", "post", refresh()),
         ("/v1/logout", "post", logout()),
         ("/v1/me/logout-all", "post", bearer()),
+        ("/v1/me/sessions", "get", bearer()),
+        ("/v1/me/sessions/{id}", "delete", end_session()),
         ("/v1/me/phone", "post", phone()),
         ("/v1/me/profile", "post", profile()),
         ("/v1/dev/open-data", "post", dev()),
@@ -311,6 +317,19 @@ fn refresh() -> Vec<Example> {
         });
     }
     out.extend(server_errors());
+    out
+}
+
+fn end_session() -> Vec<Example> {
+    let mut out = vec![named(None, 400, super::sessions::malformed_id())];
+    out.push(match SessionError::from(SessionFailure::NotFound) {
+        SessionError::BadRequest(b) => named(None, 400, b),
+        SessionError::Unauthorized(b, _) => named(None, 401, b),
+        SessionError::NotFound(b) => named(None, 404, b),
+        SessionError::Internal(b) => named(None, 500, b),
+        SessionError::Unavailable(b, _) => named(None, 503, b),
+    });
+    out.extend(bearer());
     out
 }
 

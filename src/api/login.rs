@@ -194,8 +194,14 @@ impl LoginApi {
     /// unionid belongs to a user first seen in another app of this server logs in as that
     /// user.
     #[oai(path = "/v1/login", method = "post", operation_id = "login")]
-    async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, LoginError> {
-        let result = self.auth.login(&body.0.code.0, body.0.appid.as_deref()).await;
+    async fn login(
+        &self,
+        body: Json<LoginRequest>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<LoginResponse, LoginError> {
+        let peer = super::peer(remote, headers);
+        let result = self.auth.login(&body.0.code.0, body.0.appid.as_deref(), &peer).await;
         let metrics = self.auth.metrics();
         match result {
             Ok(outcome) => {

@@ -10,6 +10,7 @@ pub mod login;
 pub mod me;
 pub mod open_data;
 pub mod refresh;
+pub mod sessions;
 mod shapes;
 
 use std::{collections::HashMap, sync::Arc};
@@ -73,6 +74,7 @@ type Apis = (
     login::LoginApi,
     refresh::RefreshApi,
     me::MeApi,
+    sessions::SessionsApi,
     open_data::OpenDataApi,
     bind::BindApi,
     keys::KeysApi,
@@ -114,6 +116,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
             login::LoginApi { auth: auth.clone() },
             refresh::RefreshApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
+            sessions::SessionsApi { auth: auth.clone() },
             open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },
@@ -271,6 +274,15 @@ fn over_rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
         false => (auth.check_request(peer, &forwarded_for), "login attempts"),
     };
     checked.err().map(|wait| error::rate_limited(wait, what))
+}
+
+/// Where a request came from: its TCP peer, `X-Forwarded-For` and `User-Agent`.
+fn peer<'a>(remote: &poem::web::RemoteAddr, headers: &'a header::HeaderMap) -> crate::auth::Peer<'a> {
+    crate::auth::Peer {
+        addr: remote.as_socket_addr().map(|a| a.ip()),
+        forwarded_for: forwarded_for(headers),
+        user_agent: headers.get(header::USER_AGENT).map(|v| v.as_bytes()),
+    }
 }
 
 /// The lines of `X-Forwarded-For`, in order, as bytes. Proxies may add a line of their own

@@ -118,7 +118,8 @@ impl Auth {
             store.revoke_refresh(&id).await?;
             return Err(RefreshFailure::InvalidGrant("the WeChat identity of this login is no longer bound"));
         };
-        let token = self.parts.tokens.issue(&user, &grant.identity).map_err(Internal::from)?;
+        let sid = crate::store::session_id(&old.family);
+        let token = self.parts.tokens.issue(&user, &grant.identity, sid).map_err(Internal::from)?;
         self.parts.metrics.token_issued(token.alg.as_str());
         tracing::info!("refreshed");
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };

@@ -14,8 +14,8 @@
 use std::future::Future;
 
 use super::{
-    Account, BindTicket, LoginRecord, PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError, StoredSessionKey,
-    TicketId, export::Record, sealed::Sealer,
+    Account, BindTicket, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
+    StoredSessionKey, TicketId, export::Record, sealed::Sealer,
 };
 use crate::domain::{Details, Identity, KeyMode, User, UserId, WechatSession};
 use time::OffsetDateTime;
@@ -157,19 +157,21 @@ pub(super) trait Accounts {
 /// Refresh families (`refresh.rs`): one record per login, judged by
 /// [`super::refresh::rotation`] and kept by [`super::refresh::purgeable`].
 pub(super) trait RefreshTokens {
-    /// Starts a family with its token `id`, and keeps the user's families near
-    /// [`super::refresh::cap`]. Not waited for.
+    /// Starts a family with its token `id` and where the login came from, and keeps the
+    /// user's families near [`super::refresh::cap`]. Not waited for.
     fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
+        origin: &Origin,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
         keep: usize,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Presents `old` and does what [`super::refresh::rotation`] says, atomically: one of
-    /// two presentations of a token rotates. Durable when it returns.
+    /// two presentations of a token rotates, and records `now` as the family's last
+    /// refresh. Durable when it returns.
     fn rotate_refresh(
         &self,
         old: &RefreshId,
@@ -184,6 +186,22 @@ pub(super) trait RefreshTokens {
 
     /// Revokes every family of the user. Durable when it returns.
     fn revoke_user_refresh(&self, user: &UserId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The user's [`super::refresh::live`] families at `now`, newest first.
+    fn sessions(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Revokes the user's family `family` if it is [`super::refresh::live`] at `now`, and
+    /// says whether it was. Durable when it returns.
+    fn revoke_session(
+        &self,
+        user: &UserId,
+        family: &[u8; 16],
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Looks at up to `limit` families after the last batch's, and removes the
     /// [`super::refresh::purgeable`] ones.

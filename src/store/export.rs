@@ -18,8 +18,13 @@ use uuid::Uuid;
 
 use super::StoreError;
 
-/// The version of the format. An import refuses another one.
-pub const FORMAT: u32 = 2;
+/// The version of the format this build writes. An import reads it and [`OLDEST_FORMAT`]
+/// on, and refuses another one.
+pub const FORMAT: u32 = 3;
+
+/// The oldest format an import reads: format 2 lacks the sessions' last refresh and origin
+/// (format 3), which then read as the family's start and unknown.
+pub const OLDEST_FORMAT: u32 = 2;
 
 /// One line of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +126,15 @@ pub enum Record {
         expires_at: OffsetDateTime,
         /// Whether the family was revoked.
         revoked: bool,
+        /// The last refresh (absent in format 2: the start).
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+        last_refresh: Option<OffsetDateTime>,
+        /// The client's IP address at the login, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+        /// The client's `User-Agent` at the login, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
     },
     /// The last line: how many records came before it (the header included). An export
     /// without it was cut short.
@@ -269,6 +283,15 @@ pub(super) fn check_record(record: Record) -> Result<Record, StoreError> {
         crate::domain::Username::parse(username).map_err(|e| refused(&e))?;
         crate::password::check_stored(password_hash).map_err(|e| refused(&e))?;
     }
+    if let Record::RefreshFamily { family, ip, user_agent, .. } = &record {
+        let kept = super::Origin::new(None, user_agent.as_deref().map(str::as_bytes)).user_agent;
+        let ip_ok = ip.as_deref().is_none_or(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+        if kept != *user_agent || !ip_ok {
+            return Err(StoreError::Corrupt(format!(
+                "refresh family {family}: the IP address or user agent is not one wxauth would keep"
+            )));
+        }
+    }
     Ok(record)
 }
 
@@ -276,9 +299,9 @@ pub(super) fn check_record(record: Record) -> Result<Record, StoreError> {
 pub(super) fn check_header(record: Option<&Record>, key_id: &str) -> Result<(), StoreError> {
     match record {
         Some(Record::Header { format, sealing_key }) => {
-            if *format != FORMAT {
+            if !(OLDEST_FORMAT..=FORMAT).contains(format) {
                 return Err(StoreError::Corrupt(format!(
-                    "the export has format {format}; this build reads format {FORMAT}"
+                    "the export has format {format}; this build reads formats {OLDEST_FORMAT} to {FORMAT}"
                 )));
             }
             if sealing_key != key_id {
@@ -345,10 +368,45 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_session_keeps_only_what_a_login_would_have_kept() {
+        let family = |ip: Option<&str>, user_agent: Option<&str>| Record::RefreshFamily {
+            family: Uuid::nil(),
+            generation: 0,
+            verifier_hash: hex(&[0; 32]),
+            started: OffsetDateTime::UNIX_EPOCH,
+            user: Uuid::nil(),
+            appid: "wx1".into(),
+            openid: "o1".into(),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            revoked: false,
+            last_refresh: None,
+            ip: ip.map(str::to_owned),
+            user_agent: user_agent.map(str::to_owned),
+        };
+        let long = "a".repeat(257);
+        let cases = [
+            ("nothing known (format 2)", family(None, None), true),
+            ("as a login keeps them", family(Some("2001:db8::1"), Some("MicroMessenger/8.0")), true),
+            ("not an address", family(Some("localhost"), None), false),
+            ("a control character", family(None, Some("a\nb")), false),
+            ("too long", family(None, Some(&long)), false),
+            ("empty", family(None, Some("")), false),
+        ];
+        for (what, record, kept) in cases {
+            assert_eq!(check_record(record).is_ok(), kept, "{what}");
+        }
+        // A family line of format 2 reads as one with nothing known.
+        let v2 = r#"{"record":"refresh_family","family":"00000000-0000-0000-0000-000000000000","generation":0,"verifier_hash":"0000000000000000000000000000000000000000000000000000000000000000","started":"1970-01-01T00:00:00Z","user":"00000000-0000-0000-0000-000000000000","appid":"wx1","openid":"o1","expires_at":"1970-01-01T00:00:00Z","revoked":false}"#;
+        assert_eq!(serde_json::from_str::<Record>(v2).unwrap(), family(None, None));
+    }
+
+    #[test]
     fn an_import_needs_a_header_of_this_format_and_this_sealing_key() {
         let header = |format, key: &str| Record::Header { format, sealing_key: key.into() };
         assert!(check_header(Some(&header(FORMAT, "k1")), "k1").is_ok());
+        assert!(check_header(Some(&header(OLDEST_FORMAT, "k1")), "k1").is_ok());
         assert!(check_header(Some(&header(FORMAT + 1, "k1")), "k1").unwrap_err().to_string().contains("format"));
+        assert!(check_header(Some(&header(OLDEST_FORMAT - 1, "k1")), "k1").is_err());
         assert!(check_header(Some(&header(FORMAT, "k2")), "k1").unwrap_err().to_string().contains("session-keys"));
         assert!(check_header(None, "k1").is_err());
         assert!(check_header(Some(&Record::Mode { mode: "dev".into() }), "k1").is_err());

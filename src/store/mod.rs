@@ -39,7 +39,7 @@ use self::{
 };
 pub use self::{
     error::StoreError,
-    refresh::{PurgeBatch, RefreshGrant, RefreshId, Refreshed},
+    refresh::{Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, session_id},
 };
 use crate::{
     config::StoreSettings,
@@ -47,7 +47,7 @@ use crate::{
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.
@@ -242,16 +242,34 @@ impl Store {
     /// the client a `wx.login`, and logins stay free of flushes. The user keeps about `keep`
     /// families: the oldest beyond are removed, at once on PostgreSQL, in batches on sled
     /// (never more than twice `keep`), so that logins repeated without end cannot grow the
-    /// store.
+    /// store. `origin` is kept with the family, for [`Store::sessions`].
     pub async fn start_refresh(
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
+        origin: &Origin,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
         keep: usize,
     ) -> Result<(), StoreError> {
-        dispatch!(self, b => b.start_refresh(id, grant, now, expires_at, keep).await)
+        dispatch!(self, b => b.start_refresh(id, grant, origin, now, expires_at, keep).await)
+    }
+
+    /// The user's sessions at `now`: refresh families neither revoked nor expired, newest
+    /// first.
+    pub async fn sessions(&self, user: &UserId, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+        dispatch!(self, b => b.sessions(user, now).await)
+    }
+
+    /// Revokes one session (refresh family) of the user; `false` when it is not one of the
+    /// user's live sessions at `now`. Durable when it returns.
+    pub async fn revoke_session(
+        &self,
+        user: &UserId,
+        family: &[u8; 16],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.revoke_session(user, family, now).await)
     }
 
     /// Spends refresh token `old` and makes `next_verifier_hash` its family's next

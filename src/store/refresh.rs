@@ -9,6 +9,10 @@
 //! only holders of the family's tokens have ever seen, so a token that names the family and
 //! an older generation was issued to someone, and has been spent.
 
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+
 use crate::domain::{Identity, UserId};
 
 /// A refresh token as the store sees it: the token is `user ‖ family ‖ generation ‖
@@ -36,6 +40,75 @@ pub struct RefreshGrant {
     pub user: UserId,
     /// The identity the family's first login came through.
     pub identity: Identity,
+}
+
+/// Where a login came from, kept with its family so that the person (and support) can tell
+/// their sessions apart: the client's address (after trusted proxies) and its `User-Agent`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's IP address, as text.
+    pub ip: Option<String>,
+    /// The `User-Agent`, cut to [`Origin::MAX_USER_AGENT`] bytes, control characters dropped.
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    /// Longest `User-Agent` kept, in bytes: enough for any real browser or WeChat client,
+    /// and a bound on what a client can make the store keep per login.
+    pub const MAX_USER_AGENT: usize = 256;
+
+    /// The origin of a request from `ip` with the raw `User-Agent` header `user_agent`.
+    /// The header is the client's own text: invalid UTF-8 is replaced, control characters
+    /// (which could forge lines in a log or a console) are dropped, and it is cut at a
+    /// character boundary; an empty one is none.
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&[u8]>) -> Self {
+        let user_agent = user_agent.map(|raw| {
+            let mut kept = String::new();
+            for c in String::from_utf8_lossy(raw).chars().filter(|c| !c.is_control()) {
+                if kept.len() + c.len_utf8() > Self::MAX_USER_AGENT {
+                    break;
+                }
+                kept.push(c);
+            }
+            kept.trim().to_owned()
+        });
+        Self { ip: ip.map(|ip| ip.to_string()), user_agent: user_agent.filter(|ua| !ua.is_empty()) }
+    }
+}
+
+/// A live refresh family as its user sees it: a session (one login, on one device, and
+/// its refreshes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The family (secret: with it and the user id, an older token of the family can be
+    /// forged, which revokes it; show [`session_id`] instead).
+    pub family: [u8; 16],
+    /// The app of the login.
+    pub appid: String,
+    /// When the login happened.
+    pub created_at: OffsetDateTime,
+    /// The last refresh (the login's time until the first).
+    pub last_refresh_at: OffsetDateTime,
+    /// Where the login came from.
+    pub origin: Origin,
+}
+
+/// The public id of a session: the first 128 bits of the SHA-256 of its family id, as a
+/// UUID. The family id itself stays with the tokens: a refresh token is `user ‖ family ‖
+/// generation ‖ verifier`, and anyone who knew a user's family id could present a made-up
+/// token of generation 0, which counts as a reuse and revokes the family. The hash cannot
+/// be turned back into the family.
+pub fn session_id(family: &[u8; 16]) -> uuid::Uuid {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, family);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest.as_ref()[..16]);
+    uuid::Uuid::from_bytes(id)
+}
+
+/// Whether a family is a session to list (and to revoke) at `now` (Unix nanoseconds):
+/// neither revoked nor expired.
+pub(super) fn live(family: &Family<'_>, now: i128) -> bool {
+    !family.revoked && family.expires_at > now
 }
 
 /// What presenting a refresh token did.
@@ -228,6 +301,53 @@ mod tests {
         for (what, family, token, verdict) in cases {
             assert_eq!(judge(&family, &token, now), verdict, "{what}");
         }
+    }
+
+    #[test]
+    fn only_families_neither_revoked_nor_expired_are_sessions() {
+        let hash = [1u8; 32];
+        let family = |revoked, expires_at| Family { generation: 0, verifier_hash: &hash, revoked, expires_at };
+        let cases = [
+            ("live", family(false, 101), true),
+            ("revoked", family(true, 101), false),
+            ("expiring now", family(false, 100), false),
+        ];
+        for (what, family, listed) in cases {
+            assert_eq!(live(&family, 100), listed, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_session_s_public_id_is_not_its_family_id_and_is_stable() {
+        let family = *uuid::Uuid::now_v7().as_bytes();
+        assert_eq!(session_id(&family), session_id(&family));
+        assert_ne!(session_id(&family).as_bytes(), &family);
+        assert_ne!(session_id(&family), session_id(&[0; 16]));
+        // The SHA-256 of 16 zero bytes starts 374708fff7719dd5979ec875d56cd228.
+        assert_eq!(session_id(&[0; 16]).to_string(), "374708ff-f771-9dd5-979e-c875d56cd228");
+    }
+
+    #[test]
+    fn a_user_agent_is_kept_printable_and_short() {
+        let long = "a".repeat(300);
+        let cut = format!("{}é", "a".repeat(255));
+        type Case<'a> = (&'a str, Option<&'a [u8]>, Option<&'a str>);
+        let cases: [Case; 7] = [
+            ("absent", None, None),
+            ("empty", Some(b""), None),
+            ("blank", Some(b"  \t"), None),
+            ("as sent", Some(b"Mozilla/5.0 MicroMessenger/8.0.50"), Some("Mozilla/5.0 MicroMessenger/8.0.50")),
+            ("control characters dropped", Some(b"a\r\nb\x1b[31m"), Some("ab[31m")),
+            ("invalid UTF-8 replaced", Some(b"a\xffb"), Some("a\u{fffd}b")),
+            ("cut to 256 bytes", Some(long.as_bytes()), Some(&long[..256])),
+        ];
+        for (what, raw, kept) in cases {
+            assert_eq!(Origin::new(None, raw).user_agent.as_deref(), kept, "{what}");
+        }
+        // Never inside a character: 255 bytes and a 2-byte one make 257.
+        assert_eq!(Origin::new(None, Some(cut.as_bytes())).user_agent.unwrap().len(), 255);
+        let ip = Origin::new(Some("2001:db8::1".parse().unwrap()), None).ip;
+        assert_eq!(ip.as_deref(), Some("2001:db8::1"));
     }
 
     #[test]

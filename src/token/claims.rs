@@ -30,6 +30,10 @@ pub struct Claims {
     /// User's unionid, when WeChat has sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unionid: Option<String>,
+    /// The session (login) the token belongs to: the `id` of `GET /v1/me/sessions`. Absent
+    /// from tokens issued before sessions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// A freshly signed token. `Debug` leaves the token out: it is a credential.
@@ -50,8 +54,9 @@ impl fmt::Debug for IssuedToken {
 }
 
 impl Tokens {
-    /// Signs an access token for `user`, logged in through `identity`, with the newest key.
-    pub fn issue(&self, user: &User, identity: &Identity) -> Result<IssuedToken, TokenError> {
+    /// Signs an access token for `user`, logged in through `identity` in session `sid`,
+    /// with the newest key.
+    pub fn issue(&self, user: &User, identity: &Identity, sid: uuid::Uuid) -> Result<IssuedToken, TokenError> {
         let ring = self.ring();
         let key = ring.signer();
         let now = self.clock.now().unix_timestamp();
@@ -67,6 +72,7 @@ impl Tokens {
             appid: identity.appid.clone(),
             openid: identity.openid.clone(),
             unionid: user.unionid.clone(),
+            sid: Some(sid.to_string()),
         };
         let token = key.signer.sign(&claims)?;
         Ok(IssuedToken { token, expires_in: ttl, alg: key.alg })

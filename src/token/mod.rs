@@ -171,7 +171,7 @@ mod tests {
         )
         .unwrap();
         let signer = || {
-            let token = tokens.issue(&user(), &identity()).unwrap().token;
+            let token = tokens.issue(&user(), &identity(), uuid::Uuid::nil()).unwrap().token;
             jsonwebtoken::decode_header(&token).unwrap().kid.unwrap()
         };
         let published = || {
@@ -222,7 +222,7 @@ mod tests {
             Clock::system(),
         )
         .unwrap();
-        let issued = tokens.issue(&user(), &identity()).unwrap();
+        let issued = tokens.issue(&user(), &identity(), uuid::Uuid::nil()).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), new.kid);
     }
 

@@ -131,7 +131,7 @@ mod tests {
             .flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "pem"));
         assert_eq!(pems.count(), 2);
-        let issued = tokens.issue(&user(), &identity()).unwrap();
+        let issued = tokens.issue(&user(), &identity(), uuid::Uuid::nil()).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&issued.token).unwrap().kid.unwrap(), key.kid);
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&tokens.jwks()).unwrap()["keys"].as_array().unwrap().len(),

@@ -98,7 +98,7 @@ mod tests {
             clock.clock(),
         )
         .unwrap();
-        let issued = tokens.issue(&user(), &identity()).unwrap();
+        let issued = tokens.issue(&user(), &identity(), uuid::Uuid::nil()).unwrap();
 
         // 900 s of life and 30 s of leeway, less a few seconds for the test's own run time.
         clock.advance(900 + 30 - 5);
@@ -118,7 +118,7 @@ mod tests {
             let issuer = "https://auth.example.com".into();
             Tokens::open(&settings(SigningAlg::ES256), issuer, dir.path(), KeyMode::Production, clock.clock()).unwrap()
         };
-        let token = open(&ahead).issue(&user(), &identity()).unwrap().token;
+        let token = open(&ahead).issue(&user(), &identity(), uuid::Uuid::nil()).unwrap().token;
         let verifier = open(&behind);
         let claims = open(&ahead).verify(&token).unwrap();
         assert!((claims.iat - ahead.clock().now().unix_timestamp()).abs() <= 5, "iat is not the issuer's time");
@@ -141,7 +141,7 @@ mod tests {
             )
             .unwrap();
             let user = user();
-            let issued = tokens.issue(&user, &identity()).unwrap();
+            let issued = tokens.issue(&user, &identity(), uuid::Uuid::nil()).unwrap();
             let claims = tokens.verify(&issued.token).unwrap();
             assert_eq!(claims.sub, user.id.to_string(), "{alg}");
             let header = jsonwebtoken::decode_header(&issued.token).unwrap();
@@ -160,7 +160,7 @@ mod tests {
             Clock::system(),
         )
         .unwrap();
-        let issued = tokens.issue(&user(), &identity()).unwrap();
+        let issued = tokens.issue(&user(), &identity(), uuid::Uuid::nil()).unwrap();
         let header = jsonwebtoken::decode_header(&issued.token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         let claims = tokens.verify(&issued.token).unwrap();

@@ -160,7 +160,7 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
         (with(3, "{not json"), "line 4"),
         (with(3, r#"{"record":"unknown"}"#), "line 4"),
         (with(0, lines[1]), "header"),
-        (with(0, &lines[0].replace(r#""format":2"#, r#""format":1"#)), "format 1"),
+        (with(0, &lines[0].replace(r#""format":3"#, r#""format":1"#)), "format 1"),
         (with(0, &lines[0].replace(r#""sealing_key":""#, r#""sealing_key":"0"#)), "session-keys.secret"),
         (join(&twice), duplicate.as_str()),
         (join(&orphan), duplicate.as_str()),

@@ -22,6 +22,7 @@ mod postgres;
 mod process;
 mod refresh;
 mod replicas;
+mod sessions;
 mod setup;
 mod spec;
 mod startup;

@@ -2,6 +2,7 @@
 //! in `conformance.rs` and run against each backend by `conformance_suite!`.
 
 mod conformance;
+mod migrations;
 #[path = "../support/postgres.rs"]
 mod postgres;
 
@@ -163,6 +164,7 @@ conformance_suite!(
         details_are_refused_for_a_missing_user_and_removed_with_its_account,
         a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,
         refresh_families_are_revoked_by_token_by_user_and_by_account_changes,
+        sessions_are_the_live_families_with_their_origin_and_last_refresh_and_end_one_by_one,
         a_user_keeps_at_most_the_newest_families,
         racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap,
         the_purge_removes_expired_families_and_those_of_removed_users_in_batches,

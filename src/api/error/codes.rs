@@ -60,6 +60,7 @@ error_codes! {
         400 => r#"Several apps are served and the login (or the bind with a `code`) names none in `appid`."#,
         400 => r#"`POST /v1/bind`: neither or both of `bind_ticket` and `code`; a `username` that cannot exist (1 to 64 letters, digits, `.`, `_`, `@`, `-`); a missing, empty or oversized (over 1024 bytes) `password`."#,
         400 => r#"`POST /v1/me/phone`, `POST /v1/me/profile`: not exactly one of `code` and `encrypted_data` with `iv`; `encrypted_data` or `iv` not base64 (a space is read as `+`, line breaks around the value are ignored); an `iv` that does not decode to 16 bytes, or data that is not whole 16-byte blocks; `raw_data` without `signature` or the reverse; data that decrypts but holds no phone number (or no profile)."#,
+        400 => r#"`DELETE /v1/me/sessions/{id}`: `id` is not a UUID."#,
         413 => r#"The request body is larger than 16 KiB, or its `Content-Length` says it would be (answered before the body is read, and instead of `100 Continue`)."#,
     }
     /// The request names an AppID this server does not serve.
@@ -109,6 +110,10 @@ error_codes! {
     /// No such path.
     NotFound = "not_found" {
         404 => r#"No such path."#,
+    }
+    /// The session id names none of the user's live sessions.
+    SessionNotFound = "session_not_found" {
+        404 => r#"`DELETE /v1/me/sessions/{id}`: no live session of the bearer's user has this id: it ended (logout, logout-all, a reuse, an earlier delete), expired, belongs to another user, or never existed."#,
     }
     /// The path exists, the method does not.
     MethodNotAllowed = "method_not_allowed" {

@@ -5,11 +5,11 @@ use poem_openapi::payload::Json;
 
 use super::{
     BindError, DevError, ErrorBody, ErrorCode, LoginError, LogoutError, MeError, PhoneError, ProfileError,
-    RefreshError, body, envelope::challenge,
+    RefreshError, SessionError, body, envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
-    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure},
+    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure, SessionFailure},
     opendata::OpenDataError,
     store::StoreError,
     token::Rejection,
@@ -103,7 +103,17 @@ macro_rules! from_internal_answer {
         }
     )*};
 }
-from_internal_answer!(LoginError, BindError, MeError, PhoneError, ProfileError, DevError, RefreshError, LogoutError);
+from_internal_answer!(
+    LoginError,
+    BindError,
+    MeError,
+    PhoneError,
+    ProfileError,
+    DevError,
+    RefreshError,
+    LogoutError,
+    SessionError
+);
 
 /// How a WeChat failure is answered, by every operation that calls WeChat.
 enum WechatAnswer {
@@ -214,6 +224,19 @@ impl From<BearerFailure> for MeError {
         match failure {
             BearerFailure::Rejected(r) => rejected(r),
             BearerFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<SessionFailure> for SessionError {
+    fn from(failure: SessionFailure) -> Self {
+        match failure {
+            SessionFailure::Bearer(bearer) => match MeError::from(bearer) {
+                MeError::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+                MeError::Internal(b) => Self::Internal(b),
+                MeError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            },
+            SessionFailure::NotFound => Self::NotFound(body(ErrorCode::SessionNotFound, failure.to_string())),
         }
     }
 }

@@ -22,7 +22,9 @@ pub use codes::ErrorCode;
 pub(super) use envelope::rate_limited_body;
 pub use envelope::{envelope, rate_limited};
 pub(super) use mapping::internal_example;
-pub use responses::{BindError, DevError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError};
+pub use responses::{
+    BindError, DevError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
+};
 
 /// Error body.
 #[derive(Debug, Clone, Object)]

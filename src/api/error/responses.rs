@@ -183,6 +183,19 @@ operation_errors! {
 }
 
 operation_errors! {
+    /// Errors of `DELETE /v1/me/sessions/{id}`.
+    pub enum SessionError {
+        /// `invalid_request`: `id` is not a UUID.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `session_not_found`: no live session of the user has this id.
+        #[oai(status = 404)]
+        NotFound(Json<ErrorBody>),
+    }
+    shared: unauthorized, internal, unavailable
+}
+
+operation_errors! {
     /// Errors of `POST /v1/me/phone`.
     pub enum PhoneError {
         /// `invalid_request`: a malformed body, neither or both of `code` and

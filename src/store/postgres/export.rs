@@ -126,8 +126,8 @@ impl Transfer for PgStore {
         .await?;
         each_row(
             &mut tx,
-            "SELECT family, generation, verifier_hash, started_ns, user_id, appid, openid, expires_at_ns, revoked \
-             FROM refresh_families ORDER BY family",
+            "SELECT family, generation, verifier_hash, started_ns, user_id, appid, openid, expires_at_ns, revoked, \
+             last_refresh_ns, ip, user_agent FROM refresh_families ORDER BY family",
             |row| {
                 let generation: i64 = row.try_get("generation")?;
                 out(Record::RefreshFamily {
@@ -141,6 +141,9 @@ impl Transfer for PgStore {
                     openid: row.try_get("openid")?,
                     expires_at: at(&row, "expires_at_ns")?,
                     revoked: row.try_get("revoked")?,
+                    last_refresh: Some(at(&row, "last_refresh_ns")?),
+                    ip: row.try_get("ip")?,
+                    user_agent: row.try_get("user_agent")?,
                 })
             },
         )
@@ -282,10 +285,14 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             openid,
             expires_at,
             revoked,
+            last_refresh,
+            ip,
+            user_agent,
         } => {
             sqlx::query(
                 "INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, openid, \
-                 expires_at_ns, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 expires_at_ns, revoked, last_refresh_ns, ip, user_agent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(family)
             .bind(i64::from(generation))
@@ -296,6 +303,9 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             .bind(openid)
             .bind(ns(expires_at)?)
             .bind(revoked)
+            .bind(ns(last_refresh.unwrap_or(started))?)
+            .bind(ip)
+            .bind(user_agent)
             .execute(&mut *tx)
             .await?;
         }

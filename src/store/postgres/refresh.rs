@@ -12,9 +12,9 @@ use super::{Failure, PgStore, Step, ns, user_id, uuid};
 use crate::{
     domain::{Identity, UserId},
     store::{
-        PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError,
+        Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
         backend::RefreshTokens,
-        refresh::{Family, Rotation, cap, purgeable, revokes, rotation},
+        refresh::{Family, Rotation, cap, live, purgeable, revokes, rotation},
     },
 };
 
@@ -71,6 +71,7 @@ impl RefreshTokens for PgStore {
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
+        origin: &Origin,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
         keep: usize,
@@ -80,7 +81,7 @@ impl RefreshTokens for PgStore {
              (SELECT family FROM refresh_families WHERE user_id = $5 ORDER BY family DESC OFFSET $9 \
              FOR UPDATE SKIP LOCKED)) \
              INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, openid, \
-             expires_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             expires_at_ns, last_refresh_ns, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $4, $10, $11)",
         )
         .bind(Uuid::from_bytes(id.family))
         .bind(i64::from(id.generation))
@@ -91,6 +92,8 @@ impl RefreshTokens for PgStore {
         .bind(&grant.identity.openid)
         .bind(ns(expires_at)?)
         .bind(i64::try_from(cap(keep) - 1).unwrap_or(i64::MAX))
+        .bind(&origin.ip)
+        .bind(&origin.user_agent)
         .execute(&self.pool)
         .await;
         match started {
@@ -124,6 +127,38 @@ impl RefreshTokens for PgStore {
         Ok(())
     }
 
+    async fn sessions(&self, user: &UserId, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT family, {FAMILY_COLUMNS}, started_ns, last_refresh_ns, ip, user_agent FROM refresh_families \
+             WHERE user_id = $1 AND NOT revoked ORDER BY family DESC"
+        )))
+        .bind(uuid(user))
+        .fetch_all(&self.pool)
+        .await?;
+        let now = now.unix_timestamp_nanos();
+        let mut sessions = Vec::new();
+        for row in &rows {
+            if !live(&StoredFamily::read(row)?.family(), now) {
+                continue;
+            }
+            let at = |column| -> Result<OffsetDateTime, StoreError> {
+                crate::store::codec::time(i128::from(row.try_get::<i64, _>(column)?))
+            };
+            sessions.push(Session {
+                family: row.try_get::<Uuid, _>("family")?.into_bytes(),
+                appid: row.try_get("appid")?,
+                created_at: at("started_ns")?,
+                last_refresh_at: at("last_refresh_ns")?,
+                origin: Origin { ip: row.try_get("ip")?, user_agent: row.try_get("user_agent")? },
+            });
+        }
+        Ok(sessions)
+    }
+
+    async fn revoke_session(&self, user: &UserId, family: &[u8; 16], now: OffsetDateTime) -> Result<bool, StoreError> {
+        transact!(self, tx => self.revoke_session_in(&mut tx, user, family, now))
+    }
+
     /// Families the shared policy calls purgeable, in batches by family id, resuming after
     /// the last one looked at. The batch is locked while it is judged, so that no rotation
     /// changes a family between the judgement and the removal. Families of removed users
@@ -140,13 +175,18 @@ impl RefreshTokens for PgStore {
 }
 
 impl PgStore {
-    /// The family of `id` (of the user the token names), locked until the transaction ends.
-    async fn locked_family(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Option<StoredFamily>, Failure> {
+    /// The user's family `family`, locked until the transaction ends.
+    async fn locked_family(
+        &self,
+        tx: &mut PgConnection,
+        user: &UserId,
+        family: &[u8; 16],
+    ) -> Result<Option<StoredFamily>, Failure> {
         let Some(row) = sqlx::query(AssertSqlSafe(format!(
             "SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE family = $1 AND user_id = $2 FOR UPDATE"
         )))
-        .bind(Uuid::from_bytes(id.family))
-        .bind(uuid(&id.user))
+        .bind(Uuid::from_bytes(*family))
+        .bind(uuid(user))
         .fetch_optional(&mut *tx)
         .await?
         else {
@@ -194,7 +234,9 @@ impl PgStore {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Step<Refreshed>, Failure> {
-        let Some(row) = self.locked_family(tx, old).await? else { return Ok(Step::Done(Refreshed::Unknown)) };
+        let Some(row) = self.locked_family(tx, &old.user, &old.family).await? else {
+            return Ok(Step::Done(Refreshed::Unknown));
+        };
         let family = Uuid::from_bytes(old.family);
         let outcome = match rotation(&row.family(), old, i128::from(ns(now)?)) {
             Rotation::Refuse(refusal) => refusal.into(),
@@ -207,13 +249,14 @@ impl PgStore {
             }
             Rotation::Advance(generation) => {
                 sqlx::query(
-                    "UPDATE refresh_families SET generation = $2, verifier_hash = $3, expires_at_ns = $4 \
-                     WHERE family = $1",
+                    "UPDATE refresh_families SET generation = $2, verifier_hash = $3, expires_at_ns = $4, \
+                     last_refresh_ns = $5 WHERE family = $1",
                 )
                 .bind(family)
                 .bind(i64::from(generation))
                 .bind(&next_verifier_hash[..])
                 .bind(ns(expires_at)?)
+                .bind(ns(now)?)
                 .execute(&mut *tx)
                 .await?;
                 Refreshed::Rotated(RefreshGrant {
@@ -225,8 +268,27 @@ impl PgStore {
         Ok(Step::Done(outcome))
     }
 
+    /// Revokes the user's family when the shared policy calls it live, under the row's lock.
+    async fn revoke_session_in(
+        &self,
+        tx: &mut PgConnection,
+        user: &UserId,
+        family: &[u8; 16],
+        now: OffsetDateTime,
+    ) -> Result<Step<bool>, Failure> {
+        let Some(row) = self.locked_family(tx, user, family).await? else { return Ok(Step::Done(false)) };
+        if !live(&row.family(), i128::from(ns(now)?)) {
+            return Ok(Step::Done(false));
+        }
+        sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
+            .bind(Uuid::from_bytes(*family))
+            .execute(&mut *tx)
+            .await?;
+        Ok(Step::Done(true))
+    }
+
     async fn revoke_in(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Step<()>, Failure> {
-        let Some(row) = self.locked_family(tx, id).await? else { return Ok(Step::Done(())) };
+        let Some(row) = self.locked_family(tx, &id.user, &id.family).await? else { return Ok(Step::Done(())) };
         if revokes(&row.family(), id) {
             sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
                 .bind(Uuid::from_bytes(id.family))

@@ -4,6 +4,7 @@
 //!   `session_keys`, both keyed by user id.
 //! - Schema 2: one postcard record per user in `user_records`, for exactly one openid of
 //!   one app, with its session key.
+//! - Schema 5: refresh families without their last refresh and origin.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,4 +67,17 @@ impl V2Record {
     pub(super) fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).unwrap()
     }
+}
+
+/// A schema 5 refresh family (postcard), before sessions: no last refresh, no origin.
+#[derive(Serialize, Deserialize)]
+pub(super) struct V5FamilyRecord {
+    pub(super) verifier_hash: [u8; 32],
+    pub(super) generation: u32,
+    pub(super) started: i128,
+    pub(super) user: [u8; 16],
+    pub(super) appid: String,
+    pub(super) openid: String,
+    pub(super) expires_at: i128,
+    pub(super) revoked: bool,
 }

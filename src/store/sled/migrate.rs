@@ -26,6 +26,9 @@ pub(super) fn from(version: u32, db: &::sled::Db, meta: &::sled::Tree, sealer: &
     if version <= 4 {
         migrate_from_v4(db, meta)?;
     }
+    if version <= 5 {
+        migrate_from_v5(db, meta)?;
+    }
     Ok(())
 }
 
@@ -159,5 +162,30 @@ fn migrate_from_v4(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreErro
         dropped,
         "migrated the store from schema 4 to 5 (one record per refresh family; clients log in again once)"
     );
+    Ok(())
+}
+
+/// Schema 6 keeps, with each refresh family, its last refresh and where its login came
+/// from (the person's list of sessions). Each record is rewritten in place with its start as
+/// its last refresh and no origin. A record already rewritten reads as schema 6 (a schema
+/// 5 one is too short to), so an interrupted migration resumes where it stopped.
+fn migrate_from_v5(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreError> {
+    let families = db.open_tree("refresh_families")?;
+    let mut rewritten = 0u64;
+    for entry in families.iter() {
+        let (key, bytes) = entry?;
+        if postcard::from_bytes::<super::refresh::FamilyRecord>(&bytes).is_ok() {
+            continue;
+        }
+        let old: legacy::V5FamilyRecord =
+            postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt(format!("schema 5 refresh family: {e}")))?;
+        let new = super::refresh::FamilyRecord::from_v5(old);
+        families.insert(key, postcard::to_stdvec(&new).map_err(|e| StoreError::Corrupt(e.to_string()))?)?;
+        rewritten += 1;
+    }
+    db.flush()?;
+    meta.insert(SCHEMA_KEY, &6u32.to_be_bytes()[..])?;
+    db.flush()?;
+    tracing::info!(target: "wxauth::store", families = rewritten, "migrated the store from schema 5 to 6 (sessions)");
     Ok(())
 }

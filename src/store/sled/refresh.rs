@@ -1,8 +1,9 @@
 //! Refresh tokens on sled: one record per family, whatever the number of refreshes.
 //!
 //! `refresh_families`: user id ‖ family id (UUID v7) → [`FamilyRecord`]: the current
-//! generation and its verifier's SHA-256, when the family started, identity, the current
-//! token's expiry, and whether the family was revoked. Keyed by user first, so that a
+//! generation and its verifier's SHA-256, when the family started and last refreshed,
+//! identity, the current token's expiry, whether the family was revoked, and where the
+//! login came from (schema 6). Keyed by user first, so that a
 //! user's families sit together, oldest first: the per-user cap, logout-all and the
 //! revocations of an unbind find them by a prefix scan, and a login writes one record and
 //! nothing else (an index kept up to date by every login cost the returning login 9 %).
@@ -27,9 +28,10 @@ use super::SledStore;
 use crate::{
     domain::{Identity, UserId},
     store::{
-        PurgeBatch, RefreshGrant, RefreshId, Refreshed, StoreError,
+        Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
         backend::RefreshTokens,
-        refresh::{Family, Rotation, cap, excess, purgeable, revokes, rotation},
+        codec::time,
+        refresh::{Family, Rotation, cap, excess, live, purgeable, revokes, rotation},
     },
 };
 
@@ -46,9 +48,40 @@ pub(super) struct FamilyRecord {
     openid: String,
     expires_at: i128,
     revoked: bool,
+    last_refresh: i128,
+    ip: Option<String>,
+    user_agent: Option<String>,
 }
 
 impl FamilyRecord {
+    /// A record of schema 5, which knew neither the last refresh nor the origin.
+    pub(super) fn from_v5(old: super::legacy::V5FamilyRecord) -> Self {
+        Self {
+            verifier_hash: old.verifier_hash,
+            generation: old.generation,
+            started: old.started,
+            user: old.user,
+            appid: old.appid,
+            openid: old.openid,
+            expires_at: old.expires_at,
+            revoked: old.revoked,
+            last_refresh: old.started,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// The record as a session, with its family id.
+    fn session(&self, family: [u8; 16]) -> Result<Session, StoreError> {
+        Ok(Session {
+            family,
+            appid: self.appid.clone(),
+            created_at: time(self.started)?,
+            last_refresh_at: time(self.last_refresh)?,
+            origin: Origin { ip: self.ip.clone(), user_agent: self.user_agent.clone() },
+        })
+    }
+
     fn family(&self) -> Family<'_> {
         Family {
             generation: self.generation,
@@ -60,9 +93,8 @@ impl FamilyRecord {
 
     /// The record as exported; `key` is its key in `refresh_families`.
     pub(super) fn export(self, key: &[u8]) -> Result<crate::store::export::Record, StoreError> {
-        use crate::store::{codec::time, export::hex};
-        let family = key.get(16..).and_then(|f| uuid::Uuid::from_slice(f).ok());
-        let family = family.ok_or_else(|| StoreError::Corrupt("a refresh family's key".into()))?;
+        use crate::store::export::hex;
+        let family = uuid::Uuid::from_bytes(family_of(key)?);
         Ok(crate::store::export::Record::RefreshFamily {
             family,
             generation: self.generation,
@@ -73,6 +105,9 @@ impl FamilyRecord {
             openid: self.openid,
             expires_at: time(self.expires_at)?,
             revoked: self.revoked,
+            last_refresh: Some(time(self.last_refresh)?),
+            ip: self.ip,
+            user_agent: self.user_agent,
         })
     }
 
@@ -89,6 +124,9 @@ impl FamilyRecord {
             openid,
             expires_at,
             revoked,
+            last_refresh,
+            ip,
+            user_agent,
         } = record
         else {
             return Err(StoreError::Corrupt("not a refresh family".into()));
@@ -102,6 +140,9 @@ impl FamilyRecord {
             openid,
             expires_at: expires_at.unix_timestamp_nanos(),
             revoked,
+            last_refresh: last_refresh.unwrap_or(started).unix_timestamp_nanos(),
+            ip,
+            user_agent,
         };
         Ok((key(&record.user, family.as_bytes()), record))
     }
@@ -115,6 +156,11 @@ impl FamilyRecord {
 /// A family's key: user id ‖ family id.
 fn key(user: &[u8; 16], family: &[u8; 16]) -> Vec<u8> {
     [&user[..], family].concat()
+}
+
+/// The family id in a family's key.
+fn family_of(key: &[u8]) -> Result<[u8; 16], StoreError> {
+    key.get(16..).and_then(|f| f.try_into().ok()).ok_or_else(|| StoreError::Corrupt("a refresh family's key".into()))
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
@@ -157,12 +203,16 @@ impl RefreshTokens for SledStore {
         &self,
         id: &RefreshId,
         grant: &RefreshGrant,
+        origin: &Origin,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
         keep: usize,
     ) -> Result<(), StoreError> {
         let user = *grant.user.as_bytes();
         let record = FamilyRecord {
+            last_refresh: now.unix_timestamp_nanos(),
+            ip: origin.ip.clone(),
+            user_agent: origin.user_agent.clone(),
             verifier_hash: id.verifier_hash,
             generation: id.generation,
             started: now.unix_timestamp_nanos(),
@@ -204,6 +254,7 @@ impl RefreshTokens for SledStore {
                     record.generation = generation;
                     record.verifier_hash = *next_verifier_hash;
                     record.expires_at = expires_at.unix_timestamp_nanos();
+                    record.last_refresh = now.unix_timestamp_nanos();
                     self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
                     Refreshed::Rotated(RefreshGrant {
                         user: UserId::from_bytes(record.user),
@@ -242,6 +293,35 @@ impl RefreshTokens for SledStore {
             }
         }
         self.commit.wait().await
+    }
+
+    async fn sessions(&self, user: &UserId, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+        let now = now.unix_timestamp_nanos();
+        let mut sessions = Vec::new();
+        for entry in self.refresh_families.scan_prefix(user.as_bytes()).rev() {
+            let (key, bytes) = entry?;
+            let record: FamilyRecord = decode(&bytes, "refresh family")?;
+            if live(&record.family(), now) {
+                sessions.push(record.session(family_of(&key)?)?);
+            }
+        }
+        Ok(sessions)
+    }
+
+    async fn revoke_session(&self, user: &UserId, family: &[u8; 16], now: OffsetDateTime) -> Result<bool, StoreError> {
+        {
+            let _turn = self.refresh_turn();
+            let key = key(user.as_bytes(), family);
+            let Some(bytes) = self.refresh_families.get(&key)? else { return Ok(false) };
+            let mut record: FamilyRecord = decode(&bytes, "refresh family")?;
+            if !live(&record.family(), now.unix_timestamp_nanos()) {
+                return Ok(false);
+            }
+            record.revoked = true;
+            self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
+        }
+        self.commit.wait().await?;
+        Ok(true)
     }
 
     /// Removes expired families and those of removed users, resuming after the last key

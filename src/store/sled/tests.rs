@@ -17,7 +17,7 @@ use crate::{
     domain::{Identity, SessionKey, WechatSession},
     store::{
         BindTicket, LoginRecord, StoredSessionKey,
-        backend::{Backend, Tickets, Transfer, Users},
+        backend::{Backend, RefreshTokens, Tickets, Transfer, Users},
         export::Record,
         sealed::Sealer,
         tickets::SWEEP_SECS as TICKET_SWEEP_SECS,
@@ -321,6 +321,48 @@ async fn a_schema_3_store_gets_its_session_keys_sealed_and_a_lost_key_only_loses
     let again = store.record_login("wx1", &session("o1", "k2")).await.unwrap();
     assert_eq!(again.user.id, id);
     assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "k2");
+}
+
+#[tokio::test]
+async fn a_schema_5_store_keeps_its_refresh_families_as_sessions_even_when_the_migration_was_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    let now = OffsetDateTime::now_utc();
+    let (id, old_family, new_family) = (UserId::new(), [1u8; 16], [2u8; 16]);
+    let (started, expires) =
+        (now.unix_timestamp_nanos() - 1_000_000_000, (now + time::Duration::days(1)).unix_timestamp_nanos());
+    {
+        let db = ::sled::open(&settings.data_dir).unwrap();
+        db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &5u32.to_be_bytes()[..]).unwrap();
+        db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), UserRecord::empty(now).encode().unwrap()).unwrap();
+        let families = db.open_tree("refresh_families").unwrap();
+        let old = || legacy::V5FamilyRecord {
+            verifier_hash: [9; 32],
+            generation: 3,
+            started,
+            user: *id.as_bytes(),
+            appid: "wx1".into(),
+            openid: "o1".into(),
+            expires_at: expires,
+            revoked: false,
+        };
+        families.insert([&id.as_bytes()[..], &old_family].concat(), postcard::to_stdvec(&old()).unwrap()).unwrap();
+        // A family the interrupted migration had rewritten already.
+        let rewritten = refresh::FamilyRecord::from_v5(old());
+        families.insert([&id.as_bytes()[..], &new_family].concat(), postcard::to_stdvec(&rewritten).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = open_once_released(&settings).await.unwrap();
+
+    let sessions = store.sessions(&id, now).await.unwrap();
+    assert_eq!(sessions.iter().map(|s| s.family).collect::<Vec<_>>(), [new_family, old_family], "newest first");
+    for session in &sessions {
+        assert_eq!((session.appid.as_str(), session.created_at.unix_timestamp_nanos()), ("wx1", started));
+        assert_eq!(session.last_refresh_at, session.created_at, "no refresh known: the start stands for it");
+        assert_eq!(session.origin, crate::store::Origin::default());
+    }
+    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
 }
 
 #[test]

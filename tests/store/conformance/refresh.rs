@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use wxauth::{
     domain::{Identity, UserId},
-    store::{RefreshGrant, RefreshId, Refreshed, Store},
+    store::{Origin, RefreshGrant, RefreshId, Refreshed, Store, session_id},
 };
 
 use super::HASH;
@@ -35,8 +35,8 @@ pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend
     let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
     let user = user(&store, "alice").await;
     let rid = |family, generation, verifier| rid_of(user, family, generation, verifier);
-    store.start_refresh(&rid(1, 0, 1), &grant(user), now, later, KEEP).await.unwrap();
-    store.start_refresh(&rid(9, 0, 9), &grant(user), now, later, KEEP).await.unwrap();
+    store.start_refresh(&rid(1, 0, 1), &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
+    store.start_refresh(&rid(9, 0, 9), &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
 
     let rotate = |old, next: u8, at| {
         let store = &store;
@@ -62,7 +62,7 @@ pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_change
         rid_of(if matches!(family, 4 | 6) { bob } else { alice }, family, generation, verifier)
     };
     for (family, user) in [(1, alice), (2, alice), (3, alice), (4, bob)] {
-        store.start_refresh(&rid(family, 0, family), &grant(user), now, later, KEEP).await.unwrap();
+        store.start_refresh(&rid(family, 0, family), &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
     }
     let rotate = |old, next: u8| {
         let store = &store;
@@ -80,13 +80,13 @@ pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_change
     assert_eq!(rotate(rid(2, 1, 12), 22).await, Refreshed::Revoked);
     assert_eq!(rotate(rid(3, 0, 3), 23).await, Refreshed::Revoked);
     assert!(matches!(rotate(rid(4, 0, 4), 24).await, Refreshed::Rotated(_)));
-    store.start_refresh(&rid(5, 0, 5), &grant(alice), now, later, KEEP).await.unwrap();
+    store.start_refresh(&rid(5, 0, 5), &grant(alice), &Origin::default(), now, later, KEEP).await.unwrap();
     assert!(matches!(rotate(rid(5, 0, 5), 25).await, Refreshed::Rotated(_)));
 
     // A password change and an unbind end every session of the user.
     store.set_password("alice", HASH).await.unwrap();
     assert_eq!(rotate(rid(5, 1, 25), 26).await, Refreshed::Revoked, "a password change kept a session");
-    store.start_refresh(&rid(6, 0, 6), &grant(bob), now, later, KEEP).await.unwrap();
+    store.start_refresh(&rid(6, 0, 6), &grant(bob), &Origin::default(), now, later, KEEP).await.unwrap();
     store.unbind(&bob).await.unwrap();
     assert_eq!(rotate(rid(6, 0, 6), 26).await, Refreshed::Revoked, "an unbind kept a session");
     assert_eq!(rotate(rid(4, 1, 24), 27).await, Refreshed::Revoked, "an unbind kept a refreshed session");
@@ -99,10 +99,10 @@ pub async fn a_user_keeps_at_most_the_newest_families(backend: &dyn Backend) {
     let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
     let rid =
         |family, generation, verifier| rid_of(if family == 1 { bob } else { alice }, family, generation, verifier);
-    store.start_refresh(&rid(1, 0, 1), &grant(bob), now, later, 3).await.unwrap();
+    store.start_refresh(&rid(1, 0, 1), &grant(bob), &Origin::default(), now, later, 3).await.unwrap();
     // Family ids are UUID v7 in wxauth, so their order is their age.
     for family in 2..=6 {
-        store.start_refresh(&rid(family, 0, family), &grant(alice), now, later, 3).await.unwrap();
+        store.start_refresh(&rid(family, 0, family), &grant(alice), &Origin::default(), now, later, 3).await.unwrap();
     }
     for (family, kept) in [(2, false), (3, false), (4, true), (5, true), (6, true), (1, true)] {
         let rotated = store.rotate_refresh(&rid(family, 0, family), &[100; 32], now, later).await.unwrap();
@@ -119,16 +119,16 @@ pub async fn racing_logins_of_one_user_all_start_their_family_and_the_next_one_t
     let starts: Vec<_> = (1..=32u8)
         .map(|family| {
             let store = store.clone();
-            tokio::spawn(
-                async move { store.start_refresh(&rid(family, 0, family), &grant(alice), now, later, 3).await },
-            )
+            tokio::spawn(async move {
+                store.start_refresh(&rid(family, 0, family), &grant(alice), &Origin::default(), now, later, 3).await
+            })
         })
         .collect();
     for start in starts {
         start.await.unwrap().expect("a racing login failed to start its family");
     }
 
-    store.start_refresh(&rid(33, 0, 33), &grant(alice), now, later, 3).await.unwrap();
+    store.start_refresh(&rid(33, 0, 33), &grant(alice), &Origin::default(), now, later, 3).await.unwrap();
 
     let mut usable = Vec::new();
     for family in 1..=33u8 {
@@ -154,10 +154,20 @@ pub async fn the_purge_removes_expired_families_and_those_of_removed_users_in_ba
     // 10 live families, 10 revoked ones, 10 that expire soon, a refreshed one, and 5 of a
     // user about to be removed.
     for i in 0..30u8 {
-        store.start_refresh(&rid(i, 0, i), &grant(user), now, if i < 20 { later } else { soon }, KEEP).await.unwrap();
+        store
+            .start_refresh(
+                &rid(i, 0, i),
+                &grant(user),
+                &Origin::default(),
+                now,
+                if i < 20 { later } else { soon },
+                KEEP,
+            )
+            .await
+            .unwrap();
     }
     for i in 30..35u8 {
-        store.start_refresh(&rid(i, 0, i), &grant(gone), now, later, KEEP).await.unwrap();
+        store.start_refresh(&rid(i, 0, i), &grant(gone), &Origin::default(), now, later, KEEP).await.unwrap();
     }
     for i in 10..20u8 {
         store.revoke_refresh(&rid(i, 0, i)).await.unwrap();
@@ -231,6 +241,7 @@ pub async fn refresh_tokens_revoked_by_logout_all_stay_refused_after_the_ttl_is_
             .start_refresh(
                 &rid(family, 0, family),
                 &grant(if family == 9 { bob } else { alice }),
+                &Origin::default(),
                 now,
                 now + long,
                 KEEP,
@@ -245,7 +256,7 @@ pub async fn refresh_tokens_revoked_by_logout_all_stay_refused_after_the_ttl_is_
     store.revoke_user_refresh(&alice).await.unwrap();
     let later = now + time::Duration::minutes(1);
     store.revoke_user_refresh(&alice).await.unwrap();
-    store.start_refresh(&rid(3, 0, 3), &grant(alice), later, later + short, KEEP).await.unwrap();
+    store.start_refresh(&rid(3, 0, 3), &grant(alice), &Origin::default(), later, later + short, KEEP).await.unwrap();
     assert!(matches!(rotate(rid(3, 0, 3), 13, later, short).await, Refreshed::Rotated(_)), "a login after logout-all");
 
     // Purges past anything the short lifetime would keep, then the old tokens again.
@@ -268,6 +279,51 @@ pub async fn refresh_tokens_revoked_by_logout_all_stay_refused_after_the_ttl_is_
 
     // A login after the purges works too.
     let at = now + time::Duration::days(7);
-    store.start_refresh(&rid(4, 0, 4), &grant(alice), at, at + short, KEEP).await.unwrap();
+    store.start_refresh(&rid(4, 0, 4), &grant(alice), &Origin::default(), at, at + short, KEEP).await.unwrap();
     assert!(matches!(rotate(rid(4, 0, 4), 14, at, short).await, Refreshed::Rotated(_)), "a login after the purge");
+}
+
+pub async fn sessions_are_the_live_families_with_their_origin_and_last_refresh_and_end_one_by_one(
+    backend: &dyn Backend,
+) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    // Whole microseconds: PostgreSQL keeps nanoseconds, but the test compares exactly.
+    let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let (later, ttl) = (now + time::Duration::minutes(5), time::Duration::hours(1));
+    let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+    let phone = Origin::new(Some("203.0.113.7".parse().unwrap()), Some(b"MicroMessenger/8.0.50"));
+    store.start_refresh(&rid_of(alice, 1, 0, 1), &grant(alice), &phone, now, now + ttl, KEEP).await.unwrap();
+    store
+        .start_refresh(&rid_of(alice, 2, 0, 2), &grant(alice), &Origin::default(), now, now + ttl, KEEP)
+        .await
+        .unwrap();
+    store.start_refresh(&rid_of(alice, 3, 0, 3), &grant(alice), &phone, now, now + ttl, KEEP).await.unwrap();
+    store.start_refresh(&rid_of(bob, 4, 0, 4), &grant(bob), &phone, now, now + ttl, KEEP).await.unwrap();
+    store.revoke_refresh(&rid_of(alice, 3, 0, 3)).await.unwrap();
+    let rotated = store.rotate_refresh(&rid_of(alice, 1, 0, 1), &[5; 32], later, later + ttl).await.unwrap();
+    assert!(matches!(rotated, Refreshed::Rotated(_)));
+
+    let sessions = store.sessions(&alice, later).await.unwrap();
+
+    let seen: Vec<_> = sessions.iter().map(|s| (s.family[0], s.created_at, s.last_refresh_at, &s.origin)).collect();
+    assert_eq!(
+        seen,
+        [(2, now, now, &Origin::default()), (1, now, later, &phone)],
+        "newest first, without the revoked family, refreshed at its rotation"
+    );
+    assert_eq!(sessions[0].appid, "wx1");
+    assert!(store.sessions(&alice, now + ttl).await.unwrap().iter().all(|s| s.family[0] == 1), "expired ones go");
+
+    assert!(!store.revoke_session(&bob, &[1; 16], later).await.unwrap(), "another user's session");
+    assert!(!store.revoke_session(&alice, &[3; 16], later).await.unwrap(), "a revoked one");
+    assert!(!store.revoke_session(&alice, &[2; 16], now + ttl).await.unwrap(), "an expired one");
+    assert!(store.revoke_session(&alice, &[1; 16], later).await.unwrap());
+    assert!(!store.revoke_session(&alice, &[1; 16], later).await.unwrap(), "twice");
+    let left: Vec<_> = store.sessions(&alice, later).await.unwrap().iter().map(|s| s.family[0]).collect();
+    assert_eq!(left, [2]);
+    let rotated = store.rotate_refresh(&rid_of(alice, 1, 1, 5), &[6; 32], later, later + ttl).await.unwrap();
+    assert_eq!(rotated, Refreshed::Revoked, "an ended session's token");
+    assert_eq!(store.sessions(&bob, later).await.unwrap().len(), 1, "bob's stays");
+    assert_ne!(session_id(&[1; 16]), session_id(&[2; 16]));
 }

@@ -31,7 +31,7 @@ use tokio::{
 };
 
 use crate::{
-    domain::{Identity, User, UserId, Username},
+    domain::{Ban, ControlError, CustomClaims, Identity, User, UserId, Username},
     store::{Store, StoreError},
 };
 
@@ -70,6 +70,36 @@ pub enum Command {
         /// A user id, an openid of any configured app, or an account's username.
         query: String,
     },
+    /// `wxauth users ban`: refuses the user's logins, binds and refreshes, and revokes
+    /// every refresh token of the user.
+    BanUser {
+        /// One user, as [`Command::ShowUser`] finds it.
+        query: String,
+        /// Why (shown to the person in the 403).
+        reason: String,
+        /// When the ban ends; `None`: until `unban`.
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        until: Option<OffsetDateTime>,
+    },
+    /// `wxauth users unban`.
+    UnbanUser {
+        /// One user, as [`Command::ShowUser`] finds it.
+        query: String,
+    },
+    /// `wxauth users set-roles`: replaces the user's roles (none clears them).
+    SetRoles {
+        /// One user, as [`Command::ShowUser`] finds it.
+        query: String,
+        /// The roles.
+        roles: Vec<String>,
+    },
+    /// `wxauth users set-claims`: replaces the user's custom claims (`{}` clears them).
+    SetClaims {
+        /// One user, as [`Command::ShowUser`] finds it.
+        query: String,
+        /// A JSON object.
+        claims: String,
+    },
 }
 
 /// A user as the admin commands show it.
@@ -97,6 +127,18 @@ pub struct UserView {
     /// The WeChat nickname from a decrypted profile (`users show` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Custom claims, as compact JSON (`{}` when none).
+    #[serde(default)]
+    pub claims: String,
+    /// The ban's reason, when the user is banned (or was, and it ended without an unban).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban_reason: Option<String>,
+    /// When the ban ends.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub ban_until: Option<OffsetDateTime>,
 }
 
 impl From<User> for UserView {
@@ -111,6 +153,10 @@ impl From<User> for UserView {
             last_login_at: u.last_login_at,
             phone_number: None,
             nickname: None,
+            roles: u.controls.roles,
+            claims: u.controls.claims.to_json(),
+            ban_reason: u.controls.ban.as_ref().map(|b| b.reason.clone()),
+            ban_until: u.controls.ban.and_then(|b| b.until),
         }
     }
 }
@@ -122,7 +168,7 @@ pub enum Reply {
     /// The account's user after the command (added, changed or removed).
     User {
         /// The user.
-        user: UserView,
+        user: Box<UserView>,
     },
     /// Every account's user.
     Users {
@@ -174,6 +220,7 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::AccountExists => Self::Refused("an account with this username already exists".into()),
             StoreError::NoSuchAccount => Self::Refused("no account has this username".into()),
+            StoreError::NoSuchUser => Self::Refused("the user was removed meanwhile".into()),
             other => Self::Store(other),
         }
     }
@@ -189,7 +236,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             hash(&password_hash)?;
             let user = store.add_account(name.as_str(), &password_hash).await?;
             tracing::info!(username = %name, user_id = %user.id, "account added");
-            Ok(Reply::User { user: user.into() })
+            Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::ListAccounts => {
             let mut users = Vec::new();
@@ -203,7 +250,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
         Command::RemoveAccount { username: name } => {
             let user = store.remove_account(username(&name)?.as_str()).await?;
             tracing::info!(username = %name, user_id = %user.id, "account removed");
-            Ok(Reply::User { user: user.into() })
+            Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetPassword { username: name, password_hash } => {
             hash(&password_hash)?;
@@ -212,23 +259,8 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             Ok(Reply::Done)
         }
         Command::ShowUser { query } => {
-            let mut users: Vec<UserView> = Vec::new();
-            if let Some(id) = UserId::parse(&query) {
-                users.extend(store.user(&id).await?.map(Into::into));
-            }
-            let mut found = Vec::new();
-            for appid in appids {
-                found.push(store.user_by_openid(appid, &query).await?);
-            }
-            // A username too: operators think in accounts.
-            if let Some(account) = store.account(&query).await? {
-                found.push(store.user(&account.user).await?);
-            }
-            for user in found.into_iter().flatten() {
-                if !users.iter().any(|u| u.id == user.id.to_string()) {
-                    users.push(user.into());
-                }
-            }
+            let mut users: Vec<UserView> =
+                find_users(store, appids, &query).await?.into_iter().map(Into::into).collect();
             for user in &mut users {
                 if let Some(id) = UserId::parse(&user.id) {
                     let details = store.details(&id).await?;
@@ -237,13 +269,86 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
                 }
             }
             if users.is_empty() {
-                return Err(AdminError::Refused(format!(
-                    "no user has the id, openid or username {query:?} (apps searched: {})",
-                    appids.join(", ")
-                )));
+                return Err(nobody(appids, &query));
             }
             Ok(Reply::Users { users })
         }
+        Command::BanUser { query, reason, until } => {
+            let id = one_user(store, appids, &query).await?;
+            let ban = Ban::new(&reason, until, OffsetDateTime::now_utc()).map_err(refused)?;
+            let user = store.change_controls(&id, |c| c.ban = Some(ban.clone())).await?;
+            // After the ban is durable: a refresh racing with it is refused by the ban.
+            store.revoke_user_refresh(&id).await?;
+            tracing::info!(user_id = %id, until = ?ban.until, "user banned; every refresh token revoked");
+            Ok(Reply::User { user: Box::new(user.into()) })
+        }
+        Command::UnbanUser { query } => {
+            let id = one_user(store, appids, &query).await?;
+            let user = store.change_controls(&id, |c| c.ban = None).await?;
+            tracing::info!(user_id = %id, "user unbanned");
+            Ok(Reply::User { user: Box::new(user.into()) })
+        }
+        Command::SetRoles { query, roles } => {
+            let id = one_user(store, appids, &query).await?;
+            let roles = crate::domain::roles(&roles).map_err(refused)?;
+            let user = store.change_controls(&id, |c| c.roles = roles.clone()).await?;
+            tracing::info!(user_id = %id, roles = ?user.controls.roles, "roles set");
+            Ok(Reply::User { user: Box::new(user.into()) })
+        }
+        Command::SetClaims { query, claims } => {
+            let id = one_user(store, appids, &query).await?;
+            let claims = CustomClaims::parse(&claims).map_err(refused)?;
+            let user = store.change_controls(&id, |c| c.claims = claims.clone()).await?;
+            tracing::info!(user_id = %id, "custom claims set");
+            Ok(Reply::User { user: Box::new(user.into()) })
+        }
+    }
+}
+
+fn refused(e: ControlError) -> AdminError {
+    AdminError::Refused(e.to_string())
+}
+
+fn nobody(appids: &[String], query: &str) -> AdminError {
+    AdminError::Refused(format!(
+        "no user has the id, openid or username {query:?} (apps searched: {})",
+        appids.join(", ")
+    ))
+}
+
+/// The users `query` names: as a user id, an openid of any of `appids`, or a username
+/// (operators think in accounts), each once.
+async fn find_users(store: &Store, appids: &[String], query: &str) -> Result<Vec<User>, AdminError> {
+    let mut found = Vec::new();
+    if let Some(id) = UserId::parse(query) {
+        found.push(store.user(&id).await?);
+    }
+    for appid in appids {
+        found.push(store.user_by_openid(appid, query).await?);
+    }
+    if let Some(account) = store.account(query).await? {
+        found.push(store.user(&account.user).await?);
+    }
+    let mut users: Vec<User> = Vec::new();
+    for user in found.into_iter().flatten() {
+        if !users.iter().any(|u| u.id == user.id) {
+            users.push(user);
+        }
+    }
+    Ok(users)
+}
+
+/// The one user `query` names; refused when none or several do (an openid that is also
+/// another user's username), since a change must not reach the wrong person.
+async fn one_user(store: &Store, appids: &[String], query: &str) -> Result<UserId, AdminError> {
+    match find_users(store, appids, query).await?.as_slice() {
+        [user] => Ok(user.id),
+        [] => Err(nobody(appids, query)),
+        several => Err(AdminError::Refused(format!(
+            "{query:?} names {} users ({}); give the user id",
+            several.len(),
+            several.iter().map(|u| u.id.to_string()).collect::<Vec<_>>().join(", ")
+        ))),
     }
 }
 

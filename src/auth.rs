@@ -66,9 +66,29 @@ pub enum LoginFailure {
         /// Seconds the ticket works.
         expires_in: u64,
     },
+    /// An operator banned the user.
+    #[error(transparent)]
+    Banned(#[from] Banned),
     /// The server failed.
     #[error(transparent)]
     Internal(#[from] Internal),
+}
+
+/// An operator's ban that refuses a login, bind or refresh.
+#[derive(Debug, thiserror::Error)]
+#[error("该用户已被封禁: this user is banned ({reason}){}", until.map(|u| format!(" until {u}")).unwrap_or_default())]
+pub struct Banned {
+    /// The operator's reason.
+    pub reason: String,
+    /// When the ban ends; `None`: until lifted.
+    pub until: Option<time::OffsetDateTime>,
+}
+
+impl Banned {
+    /// The ban of `user` that holds at `now`, if any.
+    pub(crate) fn of(user: &User, now: time::OffsetDateTime) -> Option<Self> {
+        user.controls.ban_at(now).map(|b| Self { reason: b.reason.clone(), until: b.until })
+    }
 }
 
 /// Why `POST /v1/bind` failed.
@@ -104,6 +124,9 @@ pub enum BindFailure {
         /// Seconds until the next attempt is allowed.
         retry_after: u64,
     },
+    /// An operator banned the account's user.
+    #[error(transparent)]
+    Banned(#[from] Banned),
     /// The server failed.
     #[error(transparent)]
     Internal(#[from] Internal),
@@ -265,6 +288,9 @@ pub struct Parts {
     pub refresh_ttl: std::time::Duration,
     /// Refresh families a user keeps at most.
     pub refresh_families_per_user: usize,
+    /// The role a user first seen through an app gets, by AppID (apps without one are
+    /// absent).
+    pub default_roles: std::collections::HashMap<String, String>,
     /// The time, for bind-ticket and refresh-token expiry.
     pub clock: crate::clock::Clock,
     /// What `/metrics` shows.
@@ -310,8 +336,9 @@ impl Auth {
         span.record("appid", app.appid());
         span.record("openid", session.openid.as_str());
         let store = &self.parts.store;
+        let roles: Vec<String> = self.parts.default_roles.get(app.appid()).cloned().into_iter().collect();
         let record = match self.parts.registration {
-            Registration::Auto => Some(store.record_login(app.appid(), &session).await?),
+            Registration::Auto => Some(store.record_login_with(app.appid(), &session, &roles).await?),
             Registration::Bind => store.login_if_bound(app.appid(), &session).await?,
         };
         let Some(record) = record else {
@@ -319,6 +346,10 @@ impl Auth {
             tracing::info!("login of an unbound openid; bind ticket issued");
             return Err(LoginFailure::NotBound { ticket, expires_in });
         };
+        if let Some(banned) = Banned::of(&record.user, self.parts.clock.now()) {
+            tracing::info!(user_id = %record.user.id, "login refused: the user is banned");
+            return Err(banned.into());
+        }
         Ok(self.outcome(record, app.appid(), session.openid, &self.origin(peer), "login succeeded").await?)
     }
 
@@ -365,12 +396,21 @@ impl Auth {
         span.record("appid", appid.as_str());
         span.record("openid", session.openid.as_str());
         let account = self.parts.store.account(username.as_str()).await?;
+        let owner = account.as_ref().map(|a| a.user);
         if !self.parts.passwords.verify(password, account.map(|a| a.password_hash)).await? {
             let wait = attempts.note_wrong_password(&guesser);
             tracing::info!(wait_secs = wait.as_secs(), "bind refused: wrong username or password");
             return Err(BindFailure::InvalidCredentials);
         }
         attempts.note_right_password(&guesser);
+        // After the password: a ban is the account holder's business, not a guesser's.
+        if let Some(owner) = owner
+            && let Some(user) = self.parts.store.user(&owner).await?
+            && let Some(banned) = Banned::of(&user, self.parts.clock.now())
+        {
+            tracing::info!(user_id = %owner, "bind refused: the account's user is banned");
+            return Err(banned.into());
+        }
         let record =
             self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref(), self.parts.clock.now()).await?;
         Ok(self.outcome(record, &appid, session.openid, &origin, "bind succeeded").await?)

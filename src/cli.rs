@@ -105,11 +105,53 @@ pub enum AccountsCommand {
 /// User subcommands.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Show a user: identities, account, unionid, and users sharing its unionid.
+    /// Show a user: identities, account, unionid, users sharing its unionid, roles, custom
+    /// claims and ban.
     Show {
         /// A user id, an openid of any configured app, or an account's username.
         user: String,
     },
+    /// Ban a user: logins, binds and refreshes answer 403 user_banned with the reason, and
+    /// every refresh token of the user is revoked at once. Access tokens already issued
+    /// stay valid until they expire.
+    Ban {
+        /// A user id, an openid or a username that names exactly one user.
+        user: String,
+        /// Why; the person sees it in the 403.
+        #[arg(long)]
+        reason: String,
+        /// When the ban ends (RFC 3339, e.g. 2027-01-01T00:00:00+08:00); without it, until
+        /// `wxauth users unban`.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<time::OffsetDateTime>,
+    },
+    /// Lift a user's ban.
+    Unban {
+        /// A user id, an openid or a username that names exactly one user.
+        user: String,
+    },
+    /// Replace a user's roles (none: clear them). Access tokens issued from then on carry
+    /// them in `roles`.
+    SetRoles {
+        /// A user id, an openid or a username that names exactly one user.
+        user: String,
+        /// Roles: 1 to 64 letters, digits, '.', '_', ':' or '-' each, at most 32.
+        roles: Vec<String>,
+    },
+    /// Replace a user's custom claims with a JSON object (`{}` clears them). Access tokens
+    /// issued from then on carry them at the top level. At most 1024 bytes; names wxauth or
+    /// the JWT standards use are refused.
+    SetClaims {
+        /// A user id, an openid or a username that names exactly one user.
+        user: String,
+        /// A JSON object, e.g. '{"tier":"gold"}'.
+        claims: String,
+    },
+}
+
+fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expected an RFC 3339 time such as 2027-01-01T00:00:00+08:00: {e}"))
 }
 
 /// Key ring subcommands.
@@ -237,9 +279,15 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 StoreCommand::Init => init(&settings).await?,
             }
         }
-        Command::Users(UsersCommand::Show { user }) => {
+        Command::Users(command) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
-            let command = AdminCommand::ShowUser { query: user };
+            let command = match command {
+                UsersCommand::Show { user } => AdminCommand::ShowUser { query: user },
+                UsersCommand::Ban { user, reason, until } => AdminCommand::BanUser { query: user, reason, until },
+                UsersCommand::Unban { user } => AdminCommand::UnbanUser { query: user },
+                UsersCommand::SetRoles { user, roles } => AdminCommand::SetRoles { query: user, roles },
+                UsersCommand::SetClaims { user, claims } => AdminCommand::SetClaims { query: user, claims },
+            };
             print_reply(&command, administer(&settings, command.clone()).await?);
         }
     }
@@ -491,6 +539,13 @@ fn show_user(user: &UserView) {
     }
     println!("created     {}", rfc3339(user.created_at));
     println!("last login  {}", rfc3339(user.last_login_at));
+    println!("roles       {}", if user.roles.is_empty() { "-".into() } else { user.roles.join(", ") });
+    println!("claims      {}", user.claims);
+    match (&user.ban_reason, user.ban_until) {
+        (Some(reason), Some(until)) => println!("banned      until {}: {reason}", rfc3339(until)),
+        (Some(reason), None) => println!("banned      until unbanned: {reason}"),
+        (None, _) => println!("banned      no"),
+    }
 }
 
 fn identities(user: &UserView) -> String {

@@ -5,6 +5,9 @@
 
 use std::{fmt, str::FromStr};
 
+mod controls;
+pub use controls::{Ban, ControlError, Controls, CustomClaims, MAX_ROLE, MAX_ROLES, RESERVED_CLAIMS, roles};
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -180,6 +183,8 @@ pub struct User {
     pub created_at: OffsetDateTime,
     /// Most recent login.
     pub last_login_at: OffsetDateTime,
+    /// Roles, custom claims and a ban, as an operator set them.
+    pub controls: Controls,
 }
 
 impl User {

@@ -175,6 +175,12 @@ impl Application {
             ticket_ttl: settings.bind_ticket_ttl,
             refresh_ttl: settings.token.refresh_token_ttl,
             refresh_families_per_user: settings.token.refresh_families_per_user,
+            default_roles: settings
+                .wechat
+                .apps
+                .iter()
+                .filter_map(|app| Some((app.appid.clone(), app.default_role.clone()?)))
+                .collect(),
             clock,
         };
         Ok(Self {

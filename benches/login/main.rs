@@ -350,6 +350,7 @@ fn tokens() {
             unionid_shared_with: Vec::new(),
             created_at: now,
             last_login_at: now,
+            controls: Default::default(),
         };
         let started = Instant::now();
         let issued: Vec<_> = (0..n).map(|_| tokens.issue(&user, &identity, uuid::Uuid::nil()).unwrap()).collect();

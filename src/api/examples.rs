@@ -14,7 +14,7 @@ use super::error::{
 };
 use crate::{
     auth::{
-        BIND_TICKET_SECS, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure,
+        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure,
         SessionFailure,
     },
     domain::DomainError,
@@ -128,6 +128,7 @@ fn login() -> Vec<Example> {
                 expires_in: BIND_TICKET_SECS,
             },
         ),
+        (None, LoginFailure::Banned(banned())),
     ];
     failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, LoginFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(note, f)| login_answer(note, f.into())).collect();
@@ -166,6 +167,7 @@ fn bind() -> Vec<Example> {
         (None, BindFailure::AlreadyBound),
         (None, BindFailure::AccountAlreadyBound),
         (Some("attempts"), BindFailure::TooManyAttempts { retry_after: 12 }),
+        (None, BindFailure::Banned(banned())),
     ];
     failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, BindFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(note, f)| bind_answer(note, f.into())).collect();
@@ -293,6 +295,12 @@ fn dev() -> Vec<Example> {
     out
 }
 
+/// A ban as the examples show it: for a week, from the document's fixed date.
+fn banned() -> Banned {
+    let until = time::macros::datetime!(2026-12-12 00:00 UTC);
+    Banned { reason: "spam orders".into(), until: Some(until) }
+}
+
 fn malformed_refresh() -> Example {
     named(None, 400, super::refresh::malformed())
 }
@@ -306,11 +314,13 @@ fn refresh() -> Vec<Example> {
         ),
         ("expired", RefreshFailure::InvalidGrant("the refresh token has expired")),
         ("WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY", RefreshFailure::TooManyAttempts { retry_after: 6 }),
+        ("banned", RefreshFailure::Banned(banned())),
     ] {
         let note = Some(note);
         out.push(match RefreshError::from(failure) {
             RefreshError::BadRequest(b) => named(note, 400, b),
             RefreshError::Unauthorized(b) => named(note, 401, b),
+            RefreshError::Forbidden(b) => named(note, 403, b),
             RefreshError::TooManyRequests(b, _) => named(note, 429, b),
             RefreshError::Internal(b) => named(note, 500, b),
             RefreshError::Unavailable(b, _) => named(note, 503, b),

@@ -23,6 +23,9 @@ pub enum RefreshFailure {
     /// The refresh token cannot be used; the client logs in again.
     #[error("{0}; log in again with wx.login")]
     InvalidGrant(&'static str),
+    /// An operator banned the user: every family was revoked with the ban.
+    #[error(transparent)]
+    Banned(#[from] super::Banned),
     /// Too many refreshes of this family, or from this address.
     #[error("too many refreshes of this login; retry in {retry_after} s")]
     TooManyAttempts {
@@ -102,7 +105,15 @@ impl Auth {
             Refreshed::Rotated(grant) => grant,
             Refreshed::Unknown => return Err(RefreshFailure::InvalidGrant("the refresh token is not known")),
             Refreshed::Expired => return Err(RefreshFailure::InvalidGrant("the refresh token has expired")),
-            Refreshed::Revoked => return Err(RefreshFailure::InvalidGrant("the refresh token was revoked")),
+            Refreshed::Revoked => {
+                // A ban revokes every family: say so rather than just "revoked".
+                if let Some(user) = store.user(&old.user).await?
+                    && let Some(banned) = super::Banned::of(&user, now)
+                {
+                    return Err(banned.into());
+                }
+                return Err(RefreshFailure::InvalidGrant("the refresh token was revoked"));
+            }
             Refreshed::Reused => {
                 tracing::warn!("a spent refresh token was presented again; its family is revoked");
                 return Err(RefreshFailure::InvalidGrant(
@@ -118,6 +129,11 @@ impl Auth {
             store.revoke_refresh(&id).await?;
             return Err(RefreshFailure::InvalidGrant("the WeChat identity of this login is no longer bound"));
         };
+        if let Some(banned) = super::Banned::of(&user, now) {
+            // Banned while the ban's revocation had not reached this family yet.
+            store.revoke_refresh(&id).await?;
+            return Err(banned.into());
+        }
         let sid = crate::store::session_id(&old.family);
         let token = self.parts.tokens.issue(&user, &grant.identity, sid).map_err(Internal::from)?;
         self.parts.metrics.token_issued(token.alg.as_str());

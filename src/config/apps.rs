@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 use super::{
     ConfigError, Mode,
-    catalog::{self, APPS_KEY, WECHAT_APPID, WECHAT_SECRET},
+    catalog::{self, APPS_KEY, WECHAT_APPID, WECHAT_DEFAULT_ROLE, WECHAT_SECRET},
     load::{Layers, invalid},
 };
 
@@ -21,6 +21,8 @@ pub struct WechatApp {
     pub appid: String,
     /// The mini-program's AppSecret: printed only as `[REDACTED]`.
     pub secret: SecretString,
+    /// The role a user first seen through this app gets, if any.
+    pub default_role: Option<String>,
 }
 
 /// The apps: the list when the file has one, else the flat pair.
@@ -61,14 +63,16 @@ fn single_app(layers: &Layers, mode: Mode) -> Result<WechatApp, ConfigError> {
     if !is_appid(&appid) {
         return Err(invalid(&WECHAT_APPID, APPID_SHAPE.into()));
     }
-    Ok(WechatApp { appid, secret: secret.into() })
+    let default_role =
+        non_empty(&WECHAT_DEFAULT_ROLE).map(role).transpose().map_err(|e| invalid(&WECHAT_DEFAULT_ROLE, e))?;
+    Ok(WechatApp { appid, secret: secret.into(), default_role })
 }
 
 /// `[[wechat_apps]]`: every entry needs both values (dev mode: no secret), AppIDs distinct,
 /// and the flat single-app settings must not be set beside it.
 fn app_list(layers: &Layers, mode: Mode) -> Result<Vec<WechatApp>, ConfigError> {
     let list_error = |reason: String| ConfigError::Invalid { env: catalog::env_name(APPS_KEY), key: APPS_KEY, reason };
-    for setting in [&WECHAT_APPID, &WECHAT_SECRET] {
+    for setting in [&WECHAT_APPID, &WECHAT_SECRET, &WECHAT_DEFAULT_ROLE] {
         if layers.get(setting).is_some() {
             return Err(invalid(
                 setting,
@@ -92,9 +96,21 @@ fn app_list(layers: &Layers, mode: Mode) -> Result<Vec<WechatApp>, ConfigError> 
         if apps.iter().any(|a| a.appid == appid) {
             return Err(list_error(format!("app {appid} is listed twice")));
         }
-        apps.push(WechatApp { appid: appid.to_owned(), secret: secret.into() });
+        let default_role = match entry.default_role.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(role(raw).map_err(|e| list_error(format!("app {n} ({appid}): default_role {e}")))?),
+        };
+        apps.push(WechatApp { appid: appid.to_owned(), secret: secret.into(), default_role });
     }
     Ok(apps)
+}
+
+/// A default role, checked like an operator's roles.
+fn role(raw: &str) -> Result<String, String> {
+    match crate::domain::roles(&[raw.to_owned()]) {
+        Ok(mut roles) => Ok(roles.remove(0)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 const APPID_SHAPE: &str = "expected an AppID of letters and digits only, such as wx4f4bc4dec97d474b";

@@ -53,8 +53,8 @@ pub fn env_name(key: &str) -> String {
 pub const APPS_KEY: &str = "wechat_apps";
 
 /// What the `[[wechat_apps]]` row of the documentation says.
-pub const APPS_DOC: &str = "Several mini-programs: a list of tables with `appid` and `secret`, instead of \
-     `wechat_appid` / `wechat_secret`. See [Several mini-programs](several-apps.md).";
+pub const APPS_DOC: &str = "Several mini-programs: a list of tables with `appid`, `secret` and optionally \
+     `default_role`, instead of `wechat_appid` / `wechat_secret` / `wechat_default_role`. See [Several mini-programs](several-apps.md).";
 
 macro_rules! settings {
     ($($name:ident: $key:literal, $default:expr, $range:expr, $doc:literal;)*) => {
@@ -97,6 +97,8 @@ settings! {
         "The mini-program's AppID. Letters and digits only.";
     WECHAT_SECRET: "wechat_secret", Default::Computed("required; dev mode: `dev-secret-not-for-production`"), None,
         "The mini-program's AppSecret. Never printed or logged.";
+    WECHAT_DEFAULT_ROLE: "wechat_default_role", Default::Computed("none"), None,
+        "A role every user first seen through the mini-program gets (access tokens carry it in `roles`); 1 to 64 letters, digits, `.`, `_`, `:` or `-`. With `[[wechat_apps]]`, set `default_role` per app instead.";
     WECHAT_BASE_URL: "wechat_base_url", Default::Value("https://api.weixin.qq.com"), None,
         "WeChat API base URL. Must be `https://`; plain `http://` only for loopback (`localhost`, `127.0.0.0/8`, `::1`), because the AppSecret travels in the query string. No query or fragment; a path prefix is kept. Replaced by the mock in dev mode.";
     WECHAT_TIMEOUT_MS: "wechat_timeout_ms", Default::Value("5000"), Some(Range { min: 100, max: 60000, unit: "milliseconds" }),

@@ -54,6 +54,8 @@ pub(super) struct AppEntry {
     pub(super) appid: String,
     #[serde(default)]
     pub(super) secret: String,
+    #[serde(default)]
+    pub(super) default_role: Option<String>,
 }
 
 /// What figment extracts: the flat settings, and the list of apps.
@@ -180,7 +182,8 @@ fn checked_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// `[[wechat_apps]]` tables with `appid` and `secret` (strings), nothing else.
+/// `[[wechat_apps]]` tables with `appid`, `secret` and `default_role` (strings), nothing
+/// else.
 fn check_apps(path: &Path, value: toml::Value) -> Result<(), ConfigError> {
     let expected = || ConfigError::Invalid {
         env: catalog::env_name(APPS_KEY),
@@ -197,11 +200,11 @@ fn check_apps(path: &Path, value: toml::Value) -> Result<(), ConfigError> {
             return Err(expected());
         }
         for (key, value) in table {
-            if !matches!(key.as_str(), "appid" | "secret") {
+            if !matches!(key.as_str(), "appid" | "secret" | "default_role") {
                 return Err(ConfigError::UnknownKey {
                     path: path.into(),
                     key: format!("{APPS_KEY}.{key}"),
-                    known: format!("{APPS_KEY}.appid, {APPS_KEY}.secret"),
+                    known: format!("{APPS_KEY}.appid, {APPS_KEY}.secret, {APPS_KEY}.default_role"),
                 });
             }
             if !value.is_str() {

@@ -197,6 +197,20 @@ fn several_apps_are_read_from_the_file_and_the_first_is_the_audience() {
 }
 
 #[test]
+fn a_default_role_is_set_per_app_or_for_the_one_app_and_checked() {
+    let file = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"sa\"\ndefault_role = \"member\"\n\n\
+                [[wechat_apps]]\nappid = \"wxb\"\nsecret = \"sb\"\n";
+    let s = load_file(file, Mode::Serve, &[]).unwrap();
+    let roles: Vec<_> = s.wechat.apps.iter().map(|a| a.default_role.as_deref()).collect();
+    assert_eq!(roles, [Some("member"), None]);
+    let one = load(Mode::Dev, &[("WXAUTH_WECHAT_DEFAULT_ROLE", "shop:1")]).unwrap();
+    assert_eq!(one.wechat.apps[0].default_role.as_deref(), Some("shop:1"));
+    assert_eq!(load(Mode::Dev, &[]).unwrap().wechat.apps[0].default_role, None);
+    let err = load(Mode::Dev, &[("WXAUTH_WECHAT_DEFAULT_ROLE", "not a role")]).unwrap_err().to_string();
+    assert!(err.contains("WXAUTH_WECHAT_DEFAULT_ROLE") && err.contains("role"), "{err}");
+}
+
+#[test]
 fn bad_app_lists_are_refused_with_the_reason() {
     let two = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\n";
     for (text, vars, expected) in [
@@ -206,6 +220,8 @@ fn bad_app_lists_are_refused_with_the_reason() {
         ("[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\nname = \"x\"\n".to_string(), &[][..], "wechat_apps.name"),
         ("wechat_apps = \"wxa\"\n".to_string(), &[][..], "wechat_apps"),
         (two.to_string(), &[("WXAUTH_WECHAT_APPID", "wxc")][..], "WXAUTH_WECHAT_APPID"),
+        (two.to_string(), &[("WXAUTH_WECHAT_DEFAULT_ROLE", "member")][..], "WXAUTH_WECHAT_DEFAULT_ROLE"),
+        (format!("{two}default_role = \"a b\"\n"), &[][..], "app 1 (wxa): default_role"),
     ] {
         let err = load_file(&text, Mode::Serve, vars).unwrap_err().to_string();
         assert!(err.contains(expected), "{text:?}: {err}");

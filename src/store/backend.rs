@@ -17,7 +17,7 @@ use super::{
     Account, BindTicket, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
     StoredSessionKey, TicketId, export::Record, sealed::Sealer,
 };
-use crate::domain::{Details, Identity, KeyMode, User, UserId, WechatSession};
+use crate::domain::{Controls, Details, Identity, KeyMode, User, UserId, WechatSession};
 use time::OffsetDateTime;
 
 /// A store backend: everything [`super::Store`] asks of one.
@@ -56,12 +56,13 @@ pub(super) trait Backend: Users + Links + Tickets + Accounts + RefreshTokens + T
 pub(super) trait Users {
     /// Records a login of `session` through `appid`: a returning one (what changed,
     /// [`super::users::returning_changes`]), one that joins the user of its unionid, or,
-    /// when `create`, a first one. `None`: not bound, and not created.
+    /// when `create` (the new user's roles), a first one. `None`: not bound, and not
+    /// created.
     fn login(
         &self,
         appid: &str,
         session: &WechatSession,
-        create: bool,
+        create: Option<&[String]>,
     ) -> impl Future<Output = Result<Option<LoginRecord>, StoreError>> + Send;
 
     /// The user with `id`, if any.
@@ -83,6 +84,15 @@ pub(super) trait Users {
 
     /// What the user shared; empty when nothing (or no such user).
     fn details(&self, id: &UserId) -> impl Future<Output = Result<Details, StoreError>> + Send;
+
+    /// Applies `change` to the user's controls (roles, custom claims, ban) and keeps the
+    /// result, durably; [`StoreError::NoSuchUser`] when the user is gone. `change` may run
+    /// more than once (a retried transaction).
+    fn change_controls(
+        &self,
+        id: &UserId,
+        change: impl Fn(&mut Controls) + Send + Sync,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send;
 
     /// Applies `change` to the user's details and keeps the result, durably, so that the
     /// user cannot be removed in between; [`StoreError::NoSuchUser`] when it is gone.

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::{Ban, ControlError, Controls, CustomClaims};
 
 /// The version of the format this build writes. An import reads it and [`OLDEST_FORMAT`]
 /// on, and refuses another one.
@@ -60,6 +61,15 @@ pub enum Record {
         last_login_at: OffsetDateTime,
         /// The user's identities, in binding order.
         identities: Vec<IdentityLine>,
+        /// Roles (format 3).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        roles: Vec<String>,
+        /// Custom claims (format 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claims: Option<serde_json::Map<String, serde_json::Value>>,
+        /// A ban (format 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ban: Option<BanLine>,
     },
     /// Which user a unionid leads to.
     Unionid {
@@ -142,6 +152,40 @@ pub enum Record {
         /// Records before this one.
         records: usize,
     },
+}
+
+/// A ban of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanLine {
+    /// Why.
+    pub reason: String,
+    /// When it ends; absent: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+    /// When it was imposed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A user's controls as the fields of a user line: roles, claims, ban.
+pub(super) type ControlsLine = (Vec<String>, Option<serde_json::Map<String, serde_json::Value>>, Option<BanLine>);
+
+/// The fields of a user line that hold `controls`.
+pub(super) fn controls_line(controls: Controls) -> ControlsLine {
+    let claims = (!controls.claims.is_empty()).then(|| controls.claims.as_map().clone());
+    let ban = controls.ban.map(|b| BanLine { reason: b.reason, until: b.until, at: b.at });
+    (controls.roles, claims, ban)
+}
+
+/// The controls a user line holds, checked as an operator's would be.
+pub(super) fn line_controls((roles, claims, ban): ControlsLine) -> Result<Controls, StoreError> {
+    let refused = |e: ControlError| StoreError::Corrupt(e.to_string());
+    let claims = match claims {
+        Some(map) => CustomClaims::from_value(serde_json::Value::Object(map)).map_err(refused)?,
+        None => CustomClaims::default(),
+    };
+    let ban = ban.map(|b| Ban::new(&b.reason, b.until, b.at)).transpose().map_err(refused)?;
+    Ok(Controls { roles: crate::domain::roles(&roles).map_err(refused)?, claims, ban })
 }
 
 /// One WeChat identity of a user.

@@ -43,7 +43,7 @@ pub use self::{
 };
 use crate::{
     config::StoreSettings,
-    domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId, WechatSession},
+    domain::{Controls, Dated, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId, WechatSession},
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
@@ -156,7 +156,28 @@ impl Store {
     /// logins update only what changed (a new session key, a unionid, a `last_login_at`
     /// older than [`LAST_LOGIN_GRANULARITY`]) and do not wait for the disk.
     pub async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
-        dispatch!(self, b => b.login(appid, session, true).await)?.ok_or(StoreError::NotCreated)
+        self.record_login_with(appid, session, &[]).await
+    }
+
+    /// Like [`Store::record_login`], giving a user this login creates `roles` (checked by
+    /// [`crate::domain::roles`]).
+    pub async fn record_login_with(
+        &self,
+        appid: &str,
+        session: &WechatSession,
+        roles: &[String],
+    ) -> Result<LoginRecord, StoreError> {
+        dispatch!(self, b => b.login(appid, session, Some(roles)).await)?.ok_or(StoreError::NotCreated)
+    }
+
+    /// Applies `change` to the user's roles, custom claims and ban, durably, and returns
+    /// the user as changed; [`StoreError::NoSuchUser`] when the user is gone.
+    pub async fn change_controls(
+        &self,
+        id: &UserId,
+        change: impl Fn(&mut Controls) + Send + Sync,
+    ) -> Result<User, StoreError> {
+        dispatch!(self, b => b.change_controls(id, change).await)
     }
 
     /// Like [`Store::record_login`], but never creates a user (registration `bind`): `None`
@@ -166,7 +187,7 @@ impl Store {
         appid: &str,
         session: &WechatSession,
     ) -> Result<Option<LoginRecord>, StoreError> {
-        dispatch!(self, b => b.login(appid, session, false).await)
+        dispatch!(self, b => b.login(appid, session, None).await)
     }
 
     /// Binds the identity in `session` (of `appid`) to the user of account `username`, and

@@ -34,6 +34,13 @@ pub struct Claims {
     /// from tokens issued before sessions existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The user's roles, sorted; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// The user's custom claims, at the top level beside the others (their names are never
+    /// those above: [`crate::domain::RESERVED_CLAIMS`]).
+    #[serde(flatten)]
+    pub custom: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A freshly signed token. `Debug` leaves the token out: it is a credential.
@@ -73,6 +80,8 @@ impl Tokens {
             openid: identity.openid.clone(),
             unionid: user.unionid.clone(),
             sid: Some(sid.to_string()),
+            roles: user.controls.roles.clone(),
+            custom: user.controls.claims.as_map().clone(),
         };
         let token = key.signer.sign(&claims)?;
         Ok(IssuedToken { token, expires_in: ttl, alg: key.alg })

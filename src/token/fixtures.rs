@@ -38,6 +38,7 @@ pub(super) fn user() -> User {
         unionid_shared_with: Vec::new(),
         created_at: now,
         last_login_at: now,
+        controls: crate::domain::Controls::default(),
     }
 }
 

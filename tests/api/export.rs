@@ -69,6 +69,16 @@ async fn a_full_store(vars: &HashMap<String, String>) -> String {
     assert_eq!(server.login("c@ben").await.0, 200);
     let (ok, _, stderr) = run_with_stdin(vars, &["accounts", "add", "alice"], "correct horse battery\n");
     assert!(ok, "{stderr}");
+    // An operator's roles, claims and ban, through the running server.
+    for command in [
+        &["users", "set-roles", "alice", "staff", "shop:42"][..],
+        &["users", "set-claims", "alice", r#"{"tier":"gold"}"#],
+        &["users", "ban", "o_una", "--reason", "chargebacks", "--until", "2200-01-01T00:00:00+08:00"],
+    ] {
+        let (ok, stdout, stderr) = run_with_stdin(vars, command, "");
+        assert!(ok && stderr.contains("done by the running server"), "{command:?}: {stderr}");
+        assert!(stdout.contains("staff") || stdout.contains("gold") || stdout.contains("chargebacks"), "{stdout}");
+    }
     server.stop();
 
     // Bind mode leaves a ticket for an unbound person.
@@ -124,7 +134,18 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
     let body = json!({"bind_ticket": ticket, "username": "alice", "password": "correct horse battery"});
     let (status, bound) = post(&server, "/v1/bind", None, body).await;
     assert_eq!(status, 200, "{bound}");
+    assert_eq!(claims_of(&bound)["roles"], json!(["shop:42", "staff"]), "{bound}");
+    assert_eq!(claims_of(&bound)["tier"], "gold");
+    let (status, banned) = server.login("again@una").await;
+    assert_eq!((status, text(&banned, "error")), (403, "user_banned".into()), "{banned}");
+    assert_eq!(banned["until"], "2199-12-31T16:00:00Z");
     server.stop();
+}
+
+fn claims_of(login: &Value) -> Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let token = text(login, "access_token");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ mod apps;
 mod binding;
 mod clients;
 mod connections;
+mod controls;
 mod dev_mock;
 mod docs;
 mod export;

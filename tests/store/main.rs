@@ -162,6 +162,7 @@ conformance_suite!(
         unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
         a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
         details_are_refused_for_a_missing_user_and_removed_with_its_account,
+        controls_are_kept_changed_given_to_new_users_and_refused_for_a_missing_user,
         a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,
         refresh_families_are_revoked_by_token_by_user_and_by_account_changes,
         sessions_are_the_live_families_with_their_origin_and_last_refresh_and_end_one_by_one,

@@ -107,6 +107,10 @@ error_codes! {
     UserBlocked = "user_blocked" {
         403 => r#"WeChat errcode 40226: WeChat's risk control blocked this user's login."#,
     }
+    /// An operator banned the user.
+    UserBanned = "user_banned" {
+        403 => r#"`POST /v1/login`, `POST /v1/bind`, `POST /v1/token/refresh`: an operator banned the user (`wxauth users ban`); the description gives the reason, and `until` when the ban ends (absent: until lifted). Every refresh token of the user was revoked with the ban."#,
+    }
     /// No such path.
     NotFound = "not_found" {
         404 => r#"No such path."#,

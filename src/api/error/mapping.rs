@@ -9,7 +9,9 @@ use super::{
 };
 use crate::{
     api::NO_STORE,
-    auth::{BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure, SessionFailure},
+    auth::{
+        Banned, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure, SessionFailure,
+    },
     opendata::OpenDataError,
     store::StoreError,
     token::Rejection,
@@ -115,6 +117,12 @@ from_internal_answer!(
     SessionError
 );
 
+/// The body of a `user_banned` answer: the reason in the description, the end in `until`.
+fn banned_body(banned: Banned) -> Json<ErrorBody> {
+    let until = banned.until;
+    Json(ErrorBody { until, ..body(ErrorCode::UserBanned, banned.to_string()).0 })
+}
+
 /// How a WeChat failure is answered, by every operation that calls WeChat.
 enum WechatAnswer {
     BadRequest(Json<ErrorBody>),
@@ -180,6 +188,7 @@ impl From<LoginFailure> for LoginError {
                 }),
                 NO_STORE.into(),
             ),
+            LoginFailure::Banned(banned) => Self::Forbidden(banned_body(banned), NO_STORE.into()),
             LoginFailure::Internal(e) => internal(e).into(),
         }
     }
@@ -214,6 +223,7 @@ impl From<BindFailure> for BindError {
             BindFailure::TooManyAttempts { retry_after } => {
                 Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
             }
+            BindFailure::Banned(banned) => Self::Forbidden(banned_body(banned)),
             BindFailure::Internal(e) => internal(e).into(),
         }
     }
@@ -331,6 +341,7 @@ impl From<RefreshFailure> for RefreshError {
             RefreshFailure::TooManyAttempts { retry_after } => {
                 Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
             }
+            RefreshFailure::Banned(banned) => Self::Forbidden(banned_body(banned)),
             RefreshFailure::Internal(e) => internal(e).into(),
         }
     }

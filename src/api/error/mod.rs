@@ -39,6 +39,9 @@ pub struct ErrorBody {
     /// Only with `not_bound`: seconds the ticket works.
     #[oai(skip_serializing_if_is_none)]
     pub expires_in: Option<u64>,
+    /// Only with `user_banned`: when the ban ends (RFC 3339); absent for a ban until lifted.
+    #[oai(skip_serializing_if_is_none)]
+    pub until: Option<time::OffsetDateTime>,
 }
 
 /// An error body with `error` and `error_description` only.
@@ -48,5 +51,6 @@ pub fn body(error: ErrorCode, description: impl Into<String>) -> Json<ErrorBody>
         error_description: description.into(),
         bind_ticket: None,
         expires_in: None,
+        until: None,
     })
 }

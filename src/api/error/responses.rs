@@ -108,6 +108,7 @@ operation_errors! {
         /// body carries `bind_ticket` and `expires_in`; send the ticket with the account's
         /// username and password to `POST /v1/bind`.
         /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
+        /// `user_banned`: an operator banned the user; `until` says when the ban ends.
         #[oai(status = 403)]
         Forbidden(
             Json<ErrorBody>,
@@ -157,6 +158,7 @@ operation_errors! {
         #[oai(status = 401)]
         Unauthorized(Json<ErrorBody>),
         /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
+        /// `user_banned`: an operator banned the account's user; `until` says when the ban ends.
         #[oai(status = 403)]
         Forbidden(Json<ErrorBody>),
         /// `already_bound`: this WeChat identity is bound to another user.
@@ -266,6 +268,10 @@ operation_errors! {
         /// removed. Log in again with `wx.login`.
         #[oai(status = 401)]
         Unauthorized(Json<ErrorBody>),
+        /// `user_banned`: an operator banned the user (every refresh token of the user was
+        /// revoked with the ban); `until` says when the ban ends.
+        #[oai(status = 403)]
+        Forbidden(Json<ErrorBody>),
     }
     shared: too_many_requests(
         " `rate_limited`: too many refreshes of this login",

@@ -12,7 +12,7 @@ use crate::store::{
     StoreError,
     backend::Transfer,
     codec::time,
-    export::{FORMAT, IdentityLine, Record, at_line, check_mode, hex, other_mode, unhex},
+    export::{FORMAT, IdentityLine, Record, at_line, check_mode, controls_line, hex, line_controls, other_mode, unhex},
 };
 
 /// A time as stored (Unix nanoseconds).
@@ -56,6 +56,7 @@ impl Transfer for PgStore {
         each_row(
             &mut tx,
             "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
+             u.roles, u.claims, u.ban_reason, u.ban_until_ns, u.banned_at_ns, \
              i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
              FROM users u LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.id, i.seq",
             |row| {
@@ -64,6 +65,7 @@ impl Transfer for PgStore {
                     if let Some(done) = user.take() {
                         out(done)?;
                     }
+                    let (roles, claims, ban) = controls_line(super::users::controls(&row)?);
                     user = Some(Record::User {
                         id,
                         unionid: row.try_get("unionid")?,
@@ -71,6 +73,9 @@ impl Transfer for PgStore {
                         created_at: at(&row, "created_at_ns")?,
                         last_login_at: at(&row, "last_login_at_ns")?,
                         identities: Vec::new(),
+                        roles,
+                        claims,
+                        ban,
                     });
                 }
                 if let (Some(appid), Some(Record::User { identities, .. })) =
@@ -206,16 +211,33 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
                 return Err(other_mode(&mode));
             }
         }
-        Record::User { id, unionid, unionid_shared_with, created_at, last_login_at, identities } => {
+        Record::User {
+            id,
+            unionid,
+            unionid_shared_with,
+            created_at,
+            last_login_at,
+            identities,
+            roles,
+            claims,
+            ban,
+        } => {
+            let controls = line_controls((roles, claims, ban))?;
+            let ban = controls.ban.as_ref();
             sqlx::query(
-                "INSERT INTO users (id, unionid, unionid_shared_with, created_at_ns, last_login_at_ns) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO users (id, unionid, unionid_shared_with, created_at_ns, last_login_at_ns, roles, claims, \
+                 ban_reason, ban_until_ns, banned_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(id)
             .bind(unionid)
             .bind(unionid_shared_with)
             .bind(ns(created_at)?)
             .bind(ns(last_login_at)?)
+            .bind(&controls.roles)
+            .bind(if controls.claims.is_empty() { String::new() } else { controls.claims.to_json() })
+            .bind(ban.map(|b| b.reason.clone()))
+            .bind(ban.and_then(|b| b.until).map(ns).transpose()?)
+            .bind(ban.map(|b| ns(b.at)).transpose()?)
             .execute(&mut *tx)
             .await?;
             // In binding order: `seq` keeps it.

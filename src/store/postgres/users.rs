@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Failure, PgStore, Step, links::Race, ns, user_id, uuid};
 use crate::{
-    domain::{Details, Identity, User, UserId, WechatSession},
+    domain::{Ban, Controls, CustomClaims, Details, Identity, User, UserId, WechatSession},
     store::{
         LoginRecord, StoreError, StoredSessionKey,
         backend::Users,
@@ -31,7 +31,7 @@ impl Loaded {
 }
 
 const USER_COLUMNS: &str = "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
-     a.username, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
+     u.roles, u.claims, u.ban_reason, u.ban_until_ns, u.banned_at_ns, a.username, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
      FROM users u LEFT JOIN accounts a ON a.user_id = u.id LEFT JOIN identities i ON i.user_id = u.id";
 
 /// The user from the rows of a [`USER_COLUMNS`] query (one per identity), if any.
@@ -46,6 +46,7 @@ fn loaded(rows: &[PgRow]) -> Result<Option<Loaded>, StoreError> {
         unionid_shared_with: first.try_get::<Vec<Uuid>, _>("unionid_shared_with")?.into_iter().map(user_id).collect(),
         created_at: time(first.try_get("created_at_ns")?)?,
         last_login_at: time(first.try_get("last_login_at_ns")?)?,
+        controls: controls(first)?,
     };
     let mut keys = Vec::new();
     for row in rows {
@@ -56,6 +57,24 @@ fn loaded(rows: &[PgRow]) -> Result<Option<Loaded>, StoreError> {
         keys.push(key.zip(issued).map(|(k, at)| (k, at.into())));
     }
     Ok(Some(Loaded { user, keys }))
+}
+
+/// The controls in a [`USER_COLUMNS`] row.
+pub(super) fn controls(row: &PgRow) -> Result<Controls, StoreError> {
+    let time = |nanos: i64| time(nanos.into());
+    let claims = match row.try_get::<&str, _>("claims")? {
+        "" => CustomClaims::default(),
+        text => CustomClaims::parse(text).map_err(|e| StoreError::Corrupt(format!("custom claims: {e}")))?,
+    };
+    let ban = match row.try_get::<Option<String>, _>("ban_reason")? {
+        Some(reason) => Some(Ban {
+            reason,
+            until: row.try_get::<Option<i64>, _>("ban_until_ns")?.map(time).transpose()?,
+            at: time(row.try_get::<Option<i64>, _>("banned_at_ns")?.unwrap_or_default())?,
+        }),
+        None => None,
+    };
+    Ok(Controls { roles: row.try_get("roles")?, claims, ban })
 }
 
 pub(super) async fn load<'e>(
@@ -95,7 +114,7 @@ impl Users for PgStore {
         &self,
         appid: &str,
         session: &WechatSession,
-        create: bool,
+        create: Option<&[String]>,
     ) -> Result<Option<LoginRecord>, StoreError> {
         let now = OffsetDateTime::now_utc();
         if let Some(record) = self.returning(appid, session, now).await? {
@@ -146,6 +165,15 @@ impl Users for PgStore {
         change: impl Fn(&mut Details) + Send + Sync,
     ) -> Result<Details, StoreError> {
         transact!(self, tx => self.change_details_in(&mut tx, id, &change))
+    }
+
+    /// Changes a user's controls with its row locked, like [`Users::change_details`].
+    async fn change_controls(
+        &self,
+        id: &UserId,
+        change: impl Fn(&mut Controls) + Send + Sync,
+    ) -> Result<User, StoreError> {
+        transact!(self, tx => self.change_controls_in(&mut tx, id, &change))
     }
 }
 
@@ -205,7 +233,7 @@ impl PgStore {
         tx: &mut PgConnection,
         appid: &str,
         session: &WechatSession,
-        create: bool,
+        create: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Step<Option<LoginRecord>>, Failure> {
         let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
@@ -244,13 +272,12 @@ impl PgStore {
                 );
             }
         }
-        if !create {
-            return Ok(Step::Done(None));
-        }
+        let Some(roles) = create else { return Ok(Step::Done(None)) };
         let id = UserId::new();
-        sqlx::query("INSERT INTO users (id, created_at_ns, last_login_at_ns) VALUES ($1, $2, $2)")
+        sqlx::query("INSERT INTO users (id, created_at_ns, last_login_at_ns, roles) VALUES ($1, $2, $2, $3)")
             .bind(uuid(&id))
             .bind(ns(now)?)
+            .bind(roles)
             .execute(&mut *tx)
             .await?;
         if !self.insert_identity(tx, uuid(&id), appid, &session.openid, &key).await? {
@@ -336,6 +363,37 @@ impl PgStore {
             .fetch_optional(&mut *tx)
             .await?
             .is_some())
+    }
+
+    async fn change_controls_in(
+        &self,
+        tx: &mut PgConnection,
+        id: &UserId,
+        change: &impl Fn(&mut Controls),
+    ) -> Result<Step<User>, Failure> {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(uuid(id))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NoSuchUser.into());
+        }
+        let mut controls = reload(tx, uuid(id)).await?.controls;
+        change(&mut controls);
+        let ban = controls.ban.as_ref();
+        sqlx::query(
+            "UPDATE users SET roles = $2, claims = $3, ban_reason = $4, ban_until_ns = $5, banned_at_ns = $6 \
+             WHERE id = $1",
+        )
+        .bind(uuid(id))
+        .bind(&controls.roles)
+        .bind(if controls.claims.is_empty() { String::new() } else { controls.claims.to_json() })
+        .bind(ban.map(|b| b.reason.as_str()))
+        .bind(ban.and_then(|b| b.until).map(ns).transpose()?)
+        .bind(ban.map(|b| ns(b.at)).transpose()?)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Step::Done(reload(tx, uuid(id)).await?))
     }
 
     async fn change_details_in(

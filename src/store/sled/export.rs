@@ -8,13 +8,13 @@ use uuid::Uuid;
 use super::{
     SledStore, binding_key, id_bytes,
     meta::{IMPORTING_KEY, MODE_KEY},
-    record::{AccountRecord, IdentityRecord, TicketRecord, UserRecord, time},
+    record::{AccountRecord, ControlsRecord, IdentityRecord, TicketRecord, UserRecord, time},
     refresh::FamilyRecord,
 };
 use crate::store::{
     StoreError,
     backend::Transfer,
-    export::{FORMAT, IdentityLine, Record, at_line, check_mode, hex, other_mode, unhex},
+    export::{FORMAT, IdentityLine, Record, at_line, check_mode, controls_line, hex, line_controls, other_mode, unhex},
 };
 
 fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
@@ -58,6 +58,7 @@ impl Transfer for SledStore {
         for entry in self.records.iter() {
             let (id, bytes) = entry?;
             let user = UserRecord::decode(&bytes)?;
+            let (roles, claims, ban) = controls_line(user.controls.controls()?);
             out(Record::User {
                 id: uuid(&id)?,
                 unionid: user.unionid,
@@ -69,6 +70,9 @@ impl Transfer for SledStore {
                     .into_iter()
                     .map(|i| IdentityLine::new(i.appid, i.openid, i.session_key))
                     .collect::<Result<_, _>>()?,
+                roles,
+                claims,
+                ban,
             })?;
         }
         for entry in self.unionids.iter() {
@@ -198,11 +202,22 @@ impl SledStore {
                     return Err(other_mode(&mode));
                 }
             }
-            Record::User { id, unionid, unionid_shared_with, created_at, last_login_at, identities } => {
+            Record::User {
+                id,
+                unionid,
+                unionid_shared_with,
+                created_at,
+                last_login_at,
+                identities,
+                roles,
+                claims,
+                ban,
+            } => {
                 if self.records.contains_key(id.as_bytes())? {
                     return Err(StoreError::Corrupt(format!("user {id} appears twice")));
                 }
                 let mut record = UserRecord::empty(created_at);
+                record.controls = ControlsRecord::new(&line_controls((roles, claims, ban))?);
                 record.last_login_at = last_login_at.unix_timestamp_nanos();
                 record.unionid = unionid;
                 record.unionid_shared_with = unionid_shared_with.into_iter().map(Uuid::into_bytes).collect();

@@ -4,11 +4,12 @@
 //!   `session_keys`, both keyed by user id.
 //! - Schema 2: one postcard record per user in `user_records`, for exactly one openid of
 //!   one app, with its session key.
+//! - Schemas 3 to 5: user records without roles, custom claims and a ban.
 //! - Schema 5: refresh families without their last refresh and origin.
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{IdentityRecord, UserRecord, encode_key};
+use super::record::{ControlsRecord, IdentityRecord, UserRecord, encode_key};
 use crate::store::{StoreError, StoredSessionKey};
 
 /// A schema 1 user (JSON).
@@ -60,6 +61,7 @@ impl V2Record {
             unionid_shared_with: Vec::new(),
             created_at: self.created_at,
             last_login_at: self.last_login_at,
+            controls: ControlsRecord::default(),
         }
     }
 
@@ -80,4 +82,30 @@ pub(super) struct V5FamilyRecord {
     pub(super) openid: String,
     pub(super) expires_at: i128,
     pub(super) revoked: bool,
+}
+
+/// A user record of schemas 3 to 5 (postcard), before roles, custom claims and bans.
+#[derive(Serialize, Deserialize)]
+pub(super) struct V3UserRecord {
+    pub(super) identities: Vec<IdentityRecord>,
+    pub(super) unionid: Option<String>,
+    pub(super) account: Option<String>,
+    pub(super) unionid_shared_with: Vec<[u8; 16]>,
+    pub(super) created_at: i128,
+    pub(super) last_login_at: i128,
+}
+
+impl V3UserRecord {
+    /// The same user with no controls.
+    pub(super) fn upgrade(self) -> UserRecord {
+        UserRecord {
+            identities: self.identities,
+            unionid: self.unionid,
+            account: self.account,
+            unionid_shared_with: self.unionid_shared_with,
+            created_at: self.created_at,
+            last_login_at: self.last_login_at,
+            controls: ControlsRecord::default(),
+        }
+    }
 }

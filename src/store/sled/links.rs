@@ -51,7 +51,7 @@ impl Links for SledStore {
             let unflushed = self.commit.track(owner);
             // `settle` answers `None` only for a binding it found stale and dropped.
             let again = match target {
-                Bind::Again => self.settle(&binding, appid, session, false, now)?,
+                Bind::Again => self.settle(&binding, appid, session, None, now)?,
                 Bind::Attach => None,
             };
             if let Some((record, _)) = again {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 pub(super) use crate::store::codec::{DetailsRecord, Keys, time};
 use crate::{
-    domain::{Identity, User, UserId},
+    domain::{Ban, Controls, CustomClaims, Identity, User, UserId},
     store::{StoreError, StoredSessionKey},
 };
 
@@ -31,6 +31,43 @@ pub(super) struct UserRecord {
     pub(super) unionid_shared_with: Vec<[u8; 16]>,
     pub(super) created_at: i128,
     pub(super) last_login_at: i128,
+    /// Since schema 6.
+    pub(super) controls: ControlsRecord,
+}
+
+/// A user's roles, custom claims (compact JSON, empty for none) and ban, as stored.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(super) struct ControlsRecord {
+    pub(super) roles: Vec<String>,
+    pub(super) claims: String,
+    /// Reason, end, start (Unix nanoseconds).
+    pub(super) ban: Option<(String, Option<i128>, i128)>,
+}
+
+impl ControlsRecord {
+    pub(super) fn new(controls: &Controls) -> Self {
+        Self {
+            roles: controls.roles.clone(),
+            claims: if controls.claims.is_empty() { String::new() } else { controls.claims.to_json() },
+            ban: controls.ban.as_ref().map(|b| {
+                (b.reason.clone(), b.until.map(OffsetDateTime::unix_timestamp_nanos), b.at.unix_timestamp_nanos())
+            }),
+        }
+    }
+
+    pub(super) fn controls(&self) -> Result<Controls, StoreError> {
+        let claims = match self.claims.as_str() {
+            "" => CustomClaims::default(),
+            text => CustomClaims::parse(text).map_err(|e| StoreError::Corrupt(format!("custom claims: {e}")))?,
+        };
+        let ban = match &self.ban {
+            Some((reason, until, at)) => {
+                Some(Ban { reason: reason.clone(), until: until.map(time).transpose()?, at: time(*at)? })
+            }
+            None => None,
+        };
+        Ok(Controls { roles: self.roles.clone(), claims, ban })
+    }
 }
 
 impl UserRecord {
@@ -44,11 +81,18 @@ impl UserRecord {
             unionid_shared_with: Vec::new(),
             created_at: now,
             last_login_at: now,
+            controls: ControlsRecord::default(),
         }
     }
 
+    /// A record of this layout, or of schemas 3 to 5 (without controls: a record of those is
+    /// too short to read as this one), which the next write stores in this layout.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("user record: {e}")))
+        postcard::from_bytes(bytes).or_else(|e| {
+            let old: super::legacy::V3UserRecord =
+                postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt(format!("user record: {e}")))?;
+            Ok(old.upgrade())
+        })
     }
 
     pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
@@ -69,6 +113,7 @@ impl UserRecord {
             unionid_shared_with: self.unionid_shared_with.iter().copied().map(UserId::from_bytes).collect(),
             created_at: time(self.created_at)?,
             last_login_at: time(self.last_login_at)?,
+            controls: self.controls.controls()?,
         })
     }
 

@@ -26,7 +26,7 @@ use crate::{
 
 impl SledStore {
     async fn record_login(&self, appid: &str, session: &WechatSession) -> Result<LoginRecord, StoreError> {
-        self.login(appid, session, true).await.map(Option::unwrap)
+        self.login(appid, session, Some(&[])).await.map(Option::unwrap)
     }
 }
 
@@ -213,7 +213,7 @@ async fn a_binding_left_by_an_interrupted_unbind_is_dropped_instead_of_failing_e
     let orphan = store.record_login("wx1", &session("o2", "k1")).await.unwrap();
     store.records.remove(orphan.user.id.as_bytes()).unwrap();
 
-    let not_bound = store.login("wx1", &session("o1", "k2"), false).await.unwrap();
+    let not_bound = store.login("wx1", &session("o1", "k2"), None).await.unwrap();
     let recreated = store.record_login("wx1", &session("o2", "k2")).await.unwrap();
 
     assert!(not_bound.is_none());
@@ -334,7 +334,16 @@ async fn a_schema_5_store_keeps_its_refresh_families_as_sessions_even_when_the_m
     {
         let db = ::sled::open(&settings.data_dir).unwrap();
         db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &5u32.to_be_bytes()[..]).unwrap();
-        db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), UserRecord::empty(now).encode().unwrap()).unwrap();
+        // A user of schema 5: no roles, claims or ban.
+        let old_user = legacy::V3UserRecord {
+            identities: Vec::new(),
+            unionid: None,
+            account: Some("ann".into()),
+            unionid_shared_with: Vec::new(),
+            created_at: started,
+            last_login_at: started,
+        };
+        db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), postcard::to_stdvec(&old_user).unwrap()).unwrap();
         let families = db.open_tree("refresh_families").unwrap();
         let old = || legacy::V5FamilyRecord {
             verifier_hash: [9; 32],
@@ -363,6 +372,10 @@ async fn a_schema_5_store_keeps_its_refresh_families_as_sessions_even_when_the_m
         assert_eq!(session.origin, crate::store::Origin::default());
     }
     assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
+    let user = store.user(&id).await.unwrap().unwrap();
+    assert_eq!((user.account.as_deref(), user.controls), (Some("ann"), crate::domain::Controls::default()));
+    let changed = store.change_controls(&id, |c| c.roles = vec!["staff".into()]).await.unwrap();
+    assert_eq!(store.user(&id).await.unwrap().unwrap(), changed, "rewritten in the new layout");
 }
 
 #[test]

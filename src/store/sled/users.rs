@@ -6,11 +6,11 @@ use time::OffsetDateTime;
 
 use super::{
     MISSING, SledStore, binding_key, commit, id_bytes,
-    record::{DetailsRecord, IdentityRecord, UserRecord},
+    record::{ControlsRecord, DetailsRecord, IdentityRecord, UserRecord},
     user_id,
 };
 use crate::{
-    domain::{Details, User, UserId, WechatSession},
+    domain::{Controls, Details, User, UserId, WechatSession},
     store::{
         LoginRecord, StoreError, StoredSessionKey,
         backend::Users,
@@ -19,6 +19,9 @@ use crate::{
 };
 
 /// What the lock-free path of a login found.
+// Returned once per returning login and unpacked at once: a Box would cost an allocation on
+// the hottest path to save stack bytes no one keeps.
+#[allow(clippy::large_enum_variant)]
 enum Fast {
     /// Done: nothing else to write.
     Done(LoginRecord),
@@ -31,7 +34,7 @@ impl Users for SledStore {
         &self,
         appid: &str,
         session: &WechatSession,
-        create: bool,
+        create: Option<&[String]>,
     ) -> Result<Option<LoginRecord>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let binding = binding_key(appid, &session.openid);
@@ -99,6 +102,30 @@ impl Users for SledStore {
         };
         self.commit.wait().await?;
         Ok(details)
+    }
+
+    /// Under the links lock, like [`Users::change_details`]: an account removal checks and
+    /// removes the record under it, so a change never writes back a removed user.
+    async fn change_controls(
+        &self,
+        id: &UserId,
+        change: impl Fn(&mut Controls) + Send + Sync,
+    ) -> Result<User, StoreError> {
+        let user = {
+            let _links = self.lock();
+            if !self.records.contains_key(id.as_bytes())? {
+                return Err(StoreError::NoSuchUser);
+            }
+            let (user, ()) = self.update(id.as_bytes(), |record| {
+                let mut controls = record.controls.controls()?;
+                change(&mut controls);
+                record.controls = ControlsRecord::new(&controls);
+                Ok(())
+            })?;
+            user
+        };
+        self.commit.wait().await?;
+        Ok(user)
     }
 }
 
@@ -185,7 +212,7 @@ impl SledStore {
         binding: &[u8],
         appid: &str,
         session: &WechatSession,
-        create: bool,
+        create: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Option<(LoginRecord, commit::Unflushed)>, StoreError> {
         let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
@@ -226,12 +253,11 @@ impl SledStore {
                 Err(e) => return Err(e),
             }
         }
-        if !create {
-            return Ok(None);
-        }
+        let Some(roles) = create else { return Ok(None) };
         let id = UserId::new();
         let unflushed = self.commit.track(*id.as_bytes());
         let mut record = UserRecord::empty(now);
+        record.controls.roles = roles.to_vec();
         let sealed = self.keys(id.as_bytes()).seal(appid, &key)?;
         record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
         self.records.insert(id.as_bytes(), record.encode()?)?;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use wxauth::{
-    domain::{Dated, Details, Identity, PhoneNumber, Profile, SessionKey, UserId, WechatSession},
+    domain::{
+        Ban, Controls, CustomClaims, Dated, Details, Identity, PhoneNumber, Profile, SessionKey, UserId, WechatSession,
+    },
     store::{BindTicket, LAST_LOGIN_GRANULARITY, Store, StoreError},
 };
 
@@ -414,4 +416,32 @@ pub async fn details_are_refused_for_a_missing_user_and_removed_with_its_account
     store.set_phone(&user.id, phone("13800138000")).await.unwrap();
     store.remove_account("alice").await.unwrap();
     assert_eq!(store.details(&user.id).await.unwrap(), Details::default(), "details outlived their user");
+}
+
+pub async fn controls_are_kept_changed_given_to_new_users_and_refused_for_a_missing_user(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let staff = vec!["staff".to_owned()];
+    let user = store.record_login_with("wx1", &session("o1", "k1"), &staff).await.unwrap().user;
+    assert_eq!(user.controls.roles, staff, "a new user gets the roles it is created with");
+    let again = store.record_login_with("wx1", &session("o1", "k2"), &["other".to_owned()]).await.unwrap().user;
+    assert_eq!(again.controls.roles, staff, "a returning login does not change roles");
+    let at = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let ban = Ban::new("spam", Some(at + time::Duration::days(7)), at).unwrap();
+    let claims = CustomClaims::parse(r#"{"tier":"gold","n":[1,2]}"#).unwrap();
+
+    store.change_controls(&user.id, |c| c.ban = Some(ban.clone())).await.unwrap();
+    let changed = store.change_controls(&user.id, |c| c.claims = claims.clone()).await.unwrap();
+    drop(store);
+
+    let store = open(&settings).await.unwrap();
+    let expected = Controls { roles: staff.clone(), claims: claims.clone(), ban: Some(ban) };
+    assert_eq!(changed.controls, expected, "a change kept the other controls");
+    assert_eq!(store.user(&user.id).await.unwrap().unwrap().controls, expected, "not what was reopened");
+    let returning = store.record_login("wx1", &session("o1", "k3")).await.unwrap().user;
+    assert_eq!(returning.controls, expected, "a login lost the controls");
+    let lifted = store.change_controls(&user.id, |c| c.ban = None).await.unwrap();
+    assert_eq!(lifted.controls.ban, None);
+    let nobody = UserId::new();
+    assert!(matches!(store.change_controls(&nobody, |c| c.roles.clear()).await, Err(StoreError::NoSuchUser)));
 }

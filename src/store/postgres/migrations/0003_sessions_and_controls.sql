@@ -6,3 +6,12 @@ UPDATE refresh_families SET last_refresh_ns = started_ns;
 ALTER TABLE refresh_families ALTER COLUMN last_refresh_ns SET NOT NULL;
 ALTER TABLE refresh_families ADD COLUMN ip text;
 ALTER TABLE refresh_families ADD COLUMN user_agent text;
+
+-- What an operator decides about a user: roles and custom claims (compact JSON, empty for
+-- none) that access tokens carry, and a ban. On the user's row, which every login reads
+-- already, so a login checks them without another round trip.
+ALTER TABLE users ADD COLUMN roles text[] NOT NULL DEFAULT '{}';
+ALTER TABLE users ADD COLUMN claims text NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN ban_reason text;
+ALTER TABLE users ADD COLUMN ban_until_ns bigint;
+ALTER TABLE users ADD COLUMN banned_at_ns bigint;

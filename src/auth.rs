@@ -291,15 +291,19 @@ pub struct Parts {
     /// The role a user first seen through an app gets, by AppID (apps without one are
     /// absent).
     pub default_roles: std::collections::HashMap<String, String>,
+    /// Services that may introspect tokens.
+    pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// The time, for bind-ticket and refresh-token expiry.
     pub clock: crate::clock::Clock,
     /// What `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
 }
 
+mod introspect;
 mod open_data;
 mod refresh;
 mod sessions;
+pub use introspect::{IntrospectFailure, Introspection};
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 pub use refresh::RefreshFailure;
 pub use sessions::SessionFailure;

@@ -181,6 +181,7 @@ impl Application {
                 .iter()
                 .filter_map(|app| Some((app.appid.clone(), app.default_role.clone()?)))
                 .collect(),
+            introspection_clients: settings.introspection_clients.clone(),
             clock,
         };
         Ok(Self {

@@ -9,13 +9,13 @@ use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
 use super::error::{
-    BindError, DevError, ErrorBody, ErrorCode, LoginError, MeError, PhoneError, ProfileError, RefreshError,
-    SessionError,
+    BindError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError,
+    RefreshError, SessionError,
 };
 use crate::{
     auth::{
-        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure,
-        SessionFailure,
+        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure,
+        OpenDataFailure, RefreshFailure, SessionFailure,
     },
     domain::DomainError,
     opendata::OpenDataError,
@@ -47,6 +47,7 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/logout", "post", logout()),
         ("/v1/me/logout-all", "post", bearer()),
         ("/v1/me/sessions", "get", bearer()),
+        ("/v1/token/introspect", "post", introspect()),
         ("/v1/me/sessions/{id}", "delete", end_session()),
         ("/v1/me/phone", "post", phone()),
         ("/v1/me/profile", "post", profile()),
@@ -340,6 +341,20 @@ fn end_session() -> Vec<Example> {
         SessionError::Unavailable(b, _) => named(None, 503, b),
     });
     out.extend(bearer());
+    out
+}
+
+fn introspect() -> Vec<Example> {
+    // What poem-openapi says of a form without `token` (the envelope keeps its text).
+    let missing = super::error::body(ErrorCode::InvalidRequest, "parse request payload error: missing field `token`");
+    let mut out = vec![named(None, 400, missing)];
+    out.push(match IntrospectError::from(IntrospectFailure::UnknownClient) {
+        IntrospectError::BadRequest(b) => named(None, 400, b),
+        IntrospectError::Unauthorized(b, _) => named(None, 401, b),
+        IntrospectError::Internal(b) => named(None, 500, b),
+        IntrospectError::Unavailable(b, _) => named(None, 503, b),
+    });
+    out.extend(server_errors());
     out
 }
 

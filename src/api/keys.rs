@@ -95,8 +95,12 @@ pub struct DiscoveryDoc {
     pub subject_types_supported: Vec<String>,
     /// Always `["token"]`: tokens come from `POST /v1/login`, not an authorization flow.
     pub response_types_supported: Vec<String>,
-    /// Claims in wxauth tokens.
+    /// Claims in wxauth tokens (custom claims an operator set come on top).
     pub claims_supported: Vec<String>,
+    /// `POST /v1/token/introspect` (RFC 7662).
+    pub introspection_endpoint: String,
+    /// Always `["client_secret_basic"]` (RFC 8414).
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
 }
 
 /// Discovery answer.
@@ -144,8 +148,10 @@ impl KeysApi {
                 subject_types_supported: strings(&["public"]),
                 response_types_supported: strings(&["token"]),
                 claims_supported: strings(&[
-                    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "appid", "openid", "unionid",
+                    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "appid", "openid", "unionid", "sid", "roles",
                 ]),
+                introspection_endpoint: format!("{}/v1/token/introspect", tokens.issuer()),
+                introspection_endpoint_auth_methods_supported: strings(&["client_secret_basic"]),
             }),
             CACHE.into(),
         )

@@ -5,6 +5,7 @@ pub mod dev;
 pub mod error;
 mod examples;
 pub mod health;
+pub mod introspect;
 pub mod keys;
 pub mod login;
 pub mod me;
@@ -78,6 +79,7 @@ type Apis = (
     open_data::OpenDataApi,
     bind::BindApi,
     keys::KeysApi,
+    introspect::IntrospectApi,
     health::HealthApi,
     dev::DevApi,
 );
@@ -120,6 +122,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
             open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },
+            introspect::IntrospectApi { auth: auth.clone() },
             health::HealthApi::new(auth.clone()),
             dev::DevApi { auth },
         ),

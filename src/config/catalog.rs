@@ -52,6 +52,15 @@ pub fn env_name(key: &str) -> String {
 /// The TOML key of the list of apps (`[[wechat_apps]]`); it has no environment variable.
 pub const APPS_KEY: &str = "wechat_apps";
 
+/// The TOML key of the services that may introspect tokens (`[[introspection_clients]]`);
+/// it has no environment variable.
+pub const CLIENTS_KEY: &str = "introspection_clients";
+
+/// What the `[[introspection_clients]]` row of the documentation says.
+pub const CLIENTS_DOC: &str = "Services that may call `POST /v1/token/introspect`: a list of tables with \
+     `client_id` (1 to 64 letters, digits, `.`, `_`, `-`) and `secret` (at least 32 characters), sent as \
+     HTTP Basic. None by default. See [Token introspection](tokens.md#token-introspection).";
+
 /// What the `[[wechat_apps]]` row of the documentation says.
 pub const APPS_DOC: &str = "Several mini-programs: a list of tables with `appid`, `secret` and optionally \
      `default_role`, instead of `wechat_appid` / `wechat_secret` / `wechat_default_role`. See [Several mini-programs](several-apps.md).";
@@ -157,5 +166,6 @@ pub fn markdown_table() -> String {
         table.push_str(&format!("| `{}` | `{}` | {default} | {} |\n", setting.key, setting.env(), setting.doc));
     }
     table.push_str(&format!("| `[[{APPS_KEY}]]` | none (TOML only) | none | {APPS_DOC} |\n"));
+    table.push_str(&format!("| `[[{CLIENTS_KEY}]]` | none (TOML only) | none | {CLIENTS_DOC} |\n"));
     table
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::{
     ConfigError,
-    catalog::{self, APPS_KEY, Default, Setting},
+    catalog::{self, APPS_KEY, CLIENTS_KEY, Default, Setting},
 };
 
 /// A value as written: TOML files may give numbers as numbers or as strings, the
@@ -58,11 +58,20 @@ pub(super) struct AppEntry {
     pub(super) default_role: Option<String>,
 }
 
-/// What figment extracts: the flat settings, and the list of apps.
+/// One `[[introspection_clients]]` table.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct ClientEntry {
+    pub(super) client_id: String,
+    pub(super) secret: String,
+}
+
+/// What figment extracts: the flat settings, and the lists.
 #[derive(Deserialize)]
 struct Layered {
     #[serde(default, rename = "wechat_apps")]
     apps: Vec<AppEntry>,
+    #[serde(default)]
+    introspection_clients: Vec<ClientEntry>,
     #[serde(flatten)]
     values: BTreeMap<String, Text>,
 }
@@ -73,6 +82,8 @@ pub(super) struct Layers {
     values: BTreeMap<String, Text>,
     /// `[[wechat_apps]]` from the file.
     pub(super) apps: Vec<AppEntry>,
+    /// `[[introspection_clients]]` from the file.
+    pub(super) introspection_clients: Vec<ClientEntry>,
     read: RefCell<BTreeSet<&'static str>>,
 }
 
@@ -98,7 +109,12 @@ impl Layers {
         let layered: Layered = figment.merge(Serialized::globals(environment)).extract().map_err(|e| {
             ConfigError::ParseFile { path: file.map(Path::to_path_buf).unwrap_or_default(), message: e.to_string() }
         })?;
-        Ok(Self { values: layered.values, apps: layered.apps, read: RefCell::default() })
+        Ok(Self {
+            values: layered.values,
+            apps: layered.apps,
+            introspection_clients: layered.introspection_clients,
+            read: RefCell::default(),
+        })
     }
 
     /// The raw value, `None` when unset and the default is computed.
@@ -168,12 +184,17 @@ fn checked_file(path: &Path) -> Result<String, ConfigError> {
         .map_err(|e: toml::de::Error| ConfigError::ParseFile { path: path.into(), message: e.message().to_owned() })?;
     for (key, value) in table {
         if key == APPS_KEY {
-            check_apps(path, value)?;
+            check_tables(path, APPS_KEY, value, "appid", &["appid", "secret", "default_role"])?;
+            continue;
+        }
+        if key == CLIENTS_KEY {
+            check_tables(path, CLIENTS_KEY, value, "client_id", &["client_id", "secret"])?;
             continue;
         }
         let Some(setting) = catalog::ALL.iter().find(|s| s.key == key) else {
             let known = catalog::ALL.iter().map(|s| s.key).collect::<Vec<_>>().join(", ");
-            return Err(ConfigError::UnknownKey { path: path.into(), key, known: format!("{known}, [[{APPS_KEY}]]") });
+            let known = format!("{known}, [[{APPS_KEY}]], [[{CLIENTS_KEY}]]");
+            return Err(ConfigError::UnknownKey { path: path.into(), key, known });
         };
         if !matches!(value, toml::Value::String(_) | toml::Value::Integer(_)) {
             return Err(invalid(setting, format!("expected a string or a whole number, got {value}")));
@@ -182,13 +203,19 @@ fn checked_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// `[[wechat_apps]]` tables with `appid`, `secret` and `default_role` (strings), nothing
-/// else.
-fn check_apps(path: &Path, value: toml::Value) -> Result<(), ConfigError> {
+/// A list of `[[key]]` tables of strings, each with `required`, and no key outside
+/// `allowed`.
+fn check_tables(
+    path: &Path,
+    key: &'static str,
+    value: toml::Value,
+    required: &str,
+    allowed: &[&str],
+) -> Result<(), ConfigError> {
     let expected = || ConfigError::Invalid {
-        env: catalog::env_name(APPS_KEY),
-        key: APPS_KEY,
-        reason: "expected [[wechat_apps]] tables with appid and secret strings".into(),
+        env: catalog::env_name(key),
+        key,
+        reason: format!("expected [[{key}]] tables of strings, each with {required}"),
     };
     let toml::Value::Array(items) = value else { return Err(expected()) };
     if items.is_empty() {
@@ -196,15 +223,15 @@ fn check_apps(path: &Path, value: toml::Value) -> Result<(), ConfigError> {
     }
     for item in items {
         let toml::Value::Table(table) = item else { return Err(expected()) };
-        if !table.contains_key("appid") {
+        if !table.contains_key(required) {
             return Err(expected());
         }
-        for (key, value) in table {
-            if !matches!(key.as_str(), "appid" | "secret" | "default_role") {
+        for (name, value) in table {
+            if !allowed.contains(&name.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     path: path.into(),
-                    key: format!("{APPS_KEY}.{key}"),
-                    known: format!("{APPS_KEY}.appid, {APPS_KEY}.secret, {APPS_KEY}.default_role"),
+                    key: format!("{key}.{name}"),
+                    known: allowed.iter().map(|a| format!("{key}.{a}")).collect::<Vec<_>>().join(", "),
                 });
             }
             if !value.is_str() {

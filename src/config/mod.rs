@@ -9,6 +9,7 @@
 
 mod apps;
 pub mod catalog;
+mod clients;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use url::Url;
 pub use self::{
     apps::{DEV_APPID, DEV_SECRET, WechatApp},
     catalog::{APPS_KEY, env_name},
+    clients::{IntrospectionClient, MIN_CLIENT_SECRET},
     load::unknown_env_vars,
     urls::DatabaseUrl,
 };
@@ -126,6 +128,8 @@ pub struct Settings {
     pub docs: bool,
     /// Open client connections at most (`WXAUTH_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Services that may introspect tokens (`[[introspection_clients]]`).
+    pub introspection_clients: Vec<IntrospectionClient>,
 }
 
 /// What a login with an openid that is bound to no user does (`WXAUTH_REGISTRATION`).
@@ -300,6 +304,7 @@ impl Settings {
             // A 1.7 MB page for people trying the API: production serves it only when asked.
             docs: layers.on_or_off(&DOCS, dev)?,
             max_connections: layers.number(&MAX_CONNECTIONS)? as usize,
+            introspection_clients: clients::clients(layers)?,
             keys_dir: layers.path(&KEYS_DIR)?.expect("declared default"),
             registration,
             attempt_limits,

@@ -197,6 +197,39 @@ fn several_apps_are_read_from_the_file_and_the_first_is_the_audience() {
 }
 
 #[test]
+fn introspection_clients_are_read_from_the_file_and_checked() {
+    let secret = "s".repeat(32);
+    let client =
+        |id: &str, secret: &str| format!("[[introspection_clients]]\nclient_id = \"{id}\"\nsecret = \"{secret}\"\n");
+    let s = load_file(
+        &format!("{}{}", client("orders", &secret), client("billing", &secret)),
+        Mode::Serve,
+        &[("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s")],
+    )
+    .unwrap();
+    let ids: Vec<_> = s.introspection_clients.iter().map(|c| c.client_id.as_str()).collect();
+    assert_eq!(ids, ["orders", "billing"]);
+    assert!(!format!("{:?}", s.introspection_clients).contains(&secret), "a client secret printed");
+    assert!(load(Mode::Dev, &[]).unwrap().introspection_clients.is_empty(), "none by default");
+    let cases = [
+        (client("orders", "short"), "at least 32"),
+        (client("has space", &secret), "client_id"),
+        (client("", &secret), "client_id"),
+        (format!("{}{}", client("orders", &secret), client("orders", &secret)), "listed twice"),
+        (
+            "[[introspection_clients]]\nclient_id = \"a\"\nsecret = \"x\"\nscope = \"y\"\n".into(),
+            "introspection_clients.scope",
+        ),
+        ("introspection_clients = \"orders\"\n".into(), "introspection_clients"),
+    ];
+    for (text, expected) in cases {
+        let err = load_file(&text, Mode::Dev, &[]).unwrap_err().to_string();
+        assert!(err.contains(expected), "{text:?}: {err}");
+        assert!(!err.contains(&secret), "{err}");
+    }
+}
+
+#[test]
 fn a_default_role_is_set_per_app_or_for_the_one_app_and_checked() {
     let file = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"sa\"\ndefault_role = \"member\"\n\n\
                 [[wechat_apps]]\nappid = \"wxb\"\nsecret = \"sb\"\n";

@@ -13,6 +13,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod input;
+mod introspect;
 mod keys;
 mod login;
 mod markdown;

@@ -95,6 +95,10 @@ error_codes! {
     InvalidGrant = "invalid_grant" {
         401 => r#"`POST /v1/token/refresh`: the refresh token is unknown, expired, revoked (logout, logout-all, or the reuse of a spent token, which revokes its whole login), or its user's WeChat binding was removed. Log in again with `wx.login`."#,
     }
+    /// The introspection client is unknown or its secret wrong.
+    InvalidClient = "invalid_client" {
+        401 => r#"`POST /v1/token/introspect`: no `Authorization: Basic` header, or its `client_id` and secret match none of `[[introspection_clients]]`. Comes with `WWW-Authenticate: Basic realm="wxauth"`."#,
+    }
     /// The bearer token is missing or refused (RFC 6750).
     InvalidToken = "invalid_token" {
         401 => r#"No `Authorization: Bearer` header; the header says `Bearer Bearer ...` (the description says so); the token is malformed, has no or an unknown `kid`, a bad signature, the wrong algorithm, issuer or audience, lacks `exp`/`iss`/`aud`/`sub`, is not yet valid (`nbf`), has expired (beyond 30 s of leeway), has a `crit` header parameter (wxauth supports no JOSE extensions), or its user no longer exists. Comes with `WWW-Authenticate: Bearer realm="wxauth", error="invalid_token", error_description="..."`, or just `Bearer realm="wxauth"` when no token was sent (RFC 6750 section 3.1)."#,

@@ -4,13 +4,14 @@
 use poem_openapi::payload::Json;
 
 use super::{
-    BindError, DevError, ErrorBody, ErrorCode, LoginError, LogoutError, MeError, PhoneError, ProfileError,
-    RefreshError, SessionError, body, envelope::challenge,
+    BindError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError,
+    ProfileError, RefreshError, SessionError, body, envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
     auth::{
-        Banned, BearerFailure, BindFailure, Internal, LoginFailure, OpenDataFailure, RefreshFailure, SessionFailure,
+        Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure, OpenDataFailure, RefreshFailure,
+        SessionFailure,
     },
     opendata::OpenDataError,
     store::StoreError,
@@ -114,7 +115,8 @@ from_internal_answer!(
     DevError,
     RefreshError,
     LogoutError,
-    SessionError
+    SessionError,
+    IntrospectError
 );
 
 /// The body of a `user_banned` answer: the reason in the description, the end in `until`.
@@ -247,6 +249,18 @@ impl From<SessionFailure> for SessionError {
                 MeError::Unavailable(b, secs) => Self::Unavailable(b, secs),
             },
             SessionFailure::NotFound => Self::NotFound(body(ErrorCode::SessionNotFound, failure.to_string())),
+        }
+    }
+}
+
+impl From<IntrospectFailure> for IntrospectError {
+    fn from(failure: IntrospectFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            IntrospectFailure::UnknownClient => {
+                Self::Unauthorized(body(ErrorCode::InvalidClient, text), "Basic realm=\"wxauth\"".into())
+            }
+            IntrospectFailure::Internal(e) => internal(e).into(),
         }
     }
 }

@@ -23,7 +23,8 @@ pub(super) use envelope::rate_limited_body;
 pub use envelope::{envelope, rate_limited};
 pub(super) use mapping::internal_example;
 pub use responses::{
-    BindError, DevError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
+    BindError, DevError, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError,
+    SessionError,
 };
 
 /// Error body.

@@ -198,6 +198,24 @@ operation_errors! {
 }
 
 operation_errors! {
+    /// Errors of `POST /v1/token/introspect`.
+    pub enum IntrospectError {
+        /// `invalid_request`: not a form, or no `token`.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `invalid_client`: no Basic credentials, or none of `[[introspection_clients]]`.
+        #[oai(status = 401)]
+        Unauthorized(
+            Json<ErrorBody>,
+            /// `Basic realm="wxauth"` (RFC 6749 section 5.2).
+            #[oai(header = "WWW-Authenticate")]
+            String,
+        ),
+    }
+    shared: internal, unavailable
+}
+
+operation_errors! {
     /// Errors of `POST /v1/me/phone`.
     pub enum PhoneError {
         /// `invalid_request`: a malformed body, neither or both of `code` and

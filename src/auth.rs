@@ -299,10 +299,12 @@ pub struct Parts {
     pub metrics: crate::metrics::Metrics,
 }
 
+mod access;
 mod introspect;
 mod open_data;
 mod refresh;
 mod sessions;
+pub use access::Holdings;
 pub use introspect::{IntrospectFailure, Introspection};
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 pub use refresh::RefreshFailure;

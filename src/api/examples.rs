@@ -47,6 +47,7 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/logout", "post", logout()),
         ("/v1/me/logout-all", "post", bearer()),
         ("/v1/me/sessions", "get", bearer()),
+        ("/v1/me/export", "get", bearer()),
         ("/v1/token/introspect", "post", introspect()),
         ("/v1/me/sessions/{id}", "delete", end_session()),
         ("/v1/me/phone", "post", phone()),

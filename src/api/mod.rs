@@ -1,5 +1,6 @@
 //! The HTTP API: one `#[OpenApi]` struct per tag, combined into one service with Swagger UI.
 
+pub mod access;
 pub mod bind;
 pub mod dev;
 pub mod error;
@@ -76,6 +77,7 @@ type Apis = (
     refresh::RefreshApi,
     me::MeApi,
     sessions::SessionsApi,
+    access::AccessApi,
     open_data::OpenDataApi,
     bind::BindApi,
     keys::KeysApi,
@@ -119,6 +121,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
             refresh::RefreshApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
             sessions::SessionsApi { auth: auth.clone() },
+            access::AccessApi { auth: auth.clone() },
             open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },

@@ -1,5 +1,6 @@
 //! Integration tests: the public HTTP API against a mock WeChat on loopback.
 
+mod access;
 mod access_log;
 mod apps;
 mod binding;

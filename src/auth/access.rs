@@ -1,0 +1,33 @@
+//! The person's right of access (PIPL Art. 45): everything wxauth holds about them, in one
+//! answer, without the secrets that only the server may hold.
+
+use super::{Auth, BearerFailure, Me};
+use crate::store::Session;
+
+/// Everything wxauth holds about a person.
+#[derive(Debug)]
+pub struct Holdings {
+    /// The user, the identity of the token, and what they shared.
+    pub me: Me,
+    /// The live sessions.
+    pub sessions: Vec<Session>,
+    /// When each identity's newest session key was received, by AppID (the key itself
+    /// never leaves the server).
+    pub session_keys: Vec<(String, time::OffsetDateTime)>,
+}
+
+impl Auth {
+    /// What wxauth holds about the bearer's user.
+    pub async fn holdings(&self, bearer: &str) -> Result<Holdings, BearerFailure> {
+        let me = self.me(bearer).await?;
+        let store = &self.parts.store;
+        let sessions = store.sessions(&me.user.id, self.parts.clock.now()).await?;
+        let mut session_keys = Vec::new();
+        for identity in &me.user.identities {
+            if let Some(key) = store.session_key(&me.user.id, &identity.appid).await? {
+                session_keys.push((identity.appid.clone(), key.issued_at));
+            }
+        }
+        Ok(Holdings { me, sessions, session_keys })
+    }
+}

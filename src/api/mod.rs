@@ -176,7 +176,7 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
 pub fn routes(auth: Arc<Auth>, dev: bool, metrics: bool, docs: bool) -> impl Endpoint {
     let api = service(auth.clone(), dev);
     let document = spec(&api, dev);
-    let allowed = Arc::new(allowed_methods(&document));
+    let allowed = Arc::new(AllowedMethods::from_document(&document));
     let mut route = Route::new();
     if docs {
         // Swagger UI embeds the document it is given; give it the published one. Built once
@@ -215,20 +215,53 @@ fn shared(body: Bytes, content_type: &'static str) -> impl Endpoint<Output = Res
 
 /// The methods each operation's path answers, from the document: a 405 names them in
 /// `Allow` (RFC 9110, section 15.5.6). HEAD goes with GET, as poem answers it.
-fn allowed_methods(document: &str) -> HashMap<String, String> {
-    let Ok(doc) = serde_json::from_str::<Value>(document) else { return HashMap::new() };
-    let paths = doc.get("paths").and_then(Value::as_object).into_iter().flatten();
-    paths
-        .map(|(path, operations)| {
+#[derive(Debug, Default)]
+struct AllowedMethods {
+    /// Paths without parameters, looked up as they are.
+    exact: HashMap<String, String>,
+    /// Paths with parameters (`/v1/me/sessions/{id}`), as segments: `None` matches any one.
+    templated: Vec<(Vec<Option<String>>, String)>,
+}
+
+impl AllowedMethods {
+    fn from_document(document: &str) -> Self {
+        let mut allowed = Self::default();
+        let Ok(doc) = serde_json::from_str::<Value>(document) else { return allowed };
+        for (path, operations) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
             let mut methods: Vec<String> =
                 operations.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
             if methods.iter().any(|m| m == "GET") {
                 methods.push("HEAD".into());
             }
             methods.sort();
-            (path.clone(), methods.join(", "))
-        })
-        .collect()
+            let methods = methods.join(", ");
+            if path.contains('{') {
+                let segments = path.split('/').map(|s| (!s.starts_with('{')).then(|| s.to_owned())).collect();
+                allowed.templated.push((segments, methods));
+            } else {
+                allowed.exact.insert(path.clone(), methods);
+            }
+        }
+        allowed
+    }
+
+    /// The `Allow` value of a request's path, if the document has the path.
+    fn of(&self, path: &str) -> Option<&str> {
+        if let Some(methods) = self.exact.get(path) {
+            return Some(methods);
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        self.templated
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| match t {
+                        Some(t) => t == s,
+                        None => !s.is_empty(),
+                    })
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
 }
 
 /// Every request: counted while in flight (`wxauth_http_requests_in_flight`), held to
@@ -239,7 +272,7 @@ fn allowed_methods(document: &str) -> HashMap<String, String> {
 /// `Allow` header here too.
 async fn observe<E: Endpoint>(
     auth: Arc<Auth>,
-    allowed: Arc<HashMap<String, String>>,
+    allowed: Arc<AllowedMethods>,
     ep: Arc<E>,
     req: Request,
 ) -> poem::Result<Response> {
@@ -252,7 +285,7 @@ async fn observe<E: Endpoint>(
         None => ep.call(req).await.map(IntoResponse::into_response)?,
     };
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(methods) = allowed.get(&path).and_then(|m| header::HeaderValue::from_str(m).ok())
+        && let Some(methods) = allowed.of(&path).and_then(|m| header::HeaderValue::from_str(m).ok())
     {
         resp.headers_mut().insert(header::ALLOW, methods);
     }

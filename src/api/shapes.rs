@@ -63,8 +63,31 @@ fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
     ]
 }
 
-/// Adds [`additions`] to the document's schemas.
+/// Additions to the schemas of path parameters: the document pointer, then the keywords.
+fn parameter_additions() -> Vec<(&'static str, Value)> {
+    vec![(
+        // `api::sessions`: a session id as `GET /v1/me/sessions` lists it, a hyphenated UUID
+        // (the server also reads the other forms `uuid` parses; any other is a 400).
+        "/paths/~1v1~1me~1sessions~1{id}/delete/parameters/0/schema",
+        json!({
+            "format": "uuid",
+            "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+        }),
+    )]
+}
+
+/// Adds [`additions`] to the document's schemas, and [`parameter_additions`] to its
+/// parameters.
 pub(super) fn apply(doc: &mut Value) {
+    for (pointer, keywords) in parameter_additions() {
+        let target = doc.pointer_mut(pointer);
+        // An operation renamed or moved would drop its shape silently; the spec tests run
+        // with debug assertions on.
+        debug_assert!(target.is_some(), "shapes: {pointer} is not in the document");
+        if let (Some(Value::Object(target)), Value::Object(keywords)) = (target, keywords) {
+            target.extend(keywords);
+        }
+    }
     for (schema, property, keywords) in additions() {
         let pointer = match property {
             Some(property) => format!("/components/schemas/{schema}/properties/{property}"),

@@ -1,5 +1,5 @@
-//! The operator's channel to accounts and users: `wxauth accounts ...` and `wxauth users
-//! show`.
+//! The operator's channel to accounts, users and admin tokens: `wxauth accounts ...`,
+//! `wxauth users ...` and `wxauth admin-tokens ...`.
 //!
 //! sled admits one process per data directory, and operators add accounts while the
 //! server runs. So the server listens on a Unix socket (`WXAUTH_ADMIN_SOCKET`, mode 0600:
@@ -30,9 +30,12 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
 use crate::{
+    auth::admin_token,
     domain::{Ban, ControlError, CustomClaims, Identity, User, UserId, Username},
-    store::{Store, StoreError},
+    store::{AdminRole, AdminToken, Store, StoreError},
 };
 
 /// Longest request line accepted on the socket.
@@ -100,6 +103,53 @@ pub enum Command {
         /// A JSON object.
         claims: String,
     },
+    /// `wxauth admin-tokens create`: keeps a token the CLI minted (its hash, not its secret).
+    AddAdminToken {
+        /// The token's id.
+        id: uuid::Uuid,
+        /// Its unique name.
+        name: String,
+        /// `read` or `write`.
+        role: String,
+        /// SHA-256 of its secret part, unpadded base64url.
+        secret_hash: String,
+    },
+    /// `wxauth admin-tokens list`.
+    ListAdminTokens,
+    /// `wxauth admin-tokens revoke`.
+    RevokeAdminToken {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// An admin token as the admin commands show it: never its secret or hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminTokenView {
+    /// Its id.
+    pub id: uuid::Uuid,
+    /// Its name.
+    pub name: String,
+    /// `read` or `write`.
+    pub role: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<AdminToken> for AdminTokenView {
+    fn from(t: AdminToken) -> Self {
+        Self {
+            id: uuid::Uuid::from_bytes(t.id),
+            name: t.name,
+            role: t.role.as_str().to_owned(),
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+        }
+    }
 }
 
 /// A user as the admin commands show it.
@@ -175,6 +225,11 @@ pub enum Reply {
         /// The users, by username.
         users: Vec<UserView>,
     },
+    /// Admin tokens (one after a create or revoke).
+    AdminTokens {
+        /// The tokens, by name.
+        tokens: Vec<AdminTokenView>,
+    },
     /// Done, nothing to show.
     Done,
 }
@@ -221,6 +276,8 @@ impl From<StoreError> for AdminError {
             StoreError::AccountExists => Self::Refused("an account with this username already exists".into()),
             StoreError::NoSuchAccount => Self::Refused("no account has this username".into()),
             StoreError::NoSuchUser => Self::Refused("the user was removed meanwhile".into()),
+            StoreError::AdminTokenExists => Self::Refused("an admin token with this name already exists".into()),
+            StoreError::NoSuchAdminToken => Self::Refused("no admin token has this name".into()),
             other => Self::Store(other),
         }
     }
@@ -301,6 +358,35 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             let user = store.change_controls(&id, |c| c.claims = claims.clone()).await?;
             tracing::info!(user_id = %id, "custom claims set");
             Ok(Reply::User { user: Box::new(user.into()) })
+        }
+        Command::AddAdminToken { id, name, role, secret_hash } => {
+            admin_token::check_name(&name).map_err(|e| AdminError::Refused(e.to_string()))?;
+            let role = AdminRole::parse(&role)
+                .ok_or_else(|| AdminError::Refused(format!("role {role:?}: an admin token's role is read or write")))?;
+            let secret_hash = URL_SAFE_NO_PAD
+                .decode(&secret_hash)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .ok_or_else(|| AdminError::Protocol("secret_hash is not 32 bytes of base64url".into()))?;
+            let token = AdminToken {
+                id: *id.as_bytes(),
+                name,
+                role,
+                secret_hash,
+                created_at: OffsetDateTime::now_utc(),
+                revoked_at: None,
+            };
+            store.add_admin_token(&token).await?;
+            tracing::info!(name = %token.name, role = role.as_str(), "admin token created");
+            Ok(Reply::AdminTokens { tokens: vec![token.into()] })
+        }
+        Command::ListAdminTokens => {
+            Ok(Reply::AdminTokens { tokens: store.admin_tokens().await?.into_iter().map(Into::into).collect() })
+        }
+        Command::RevokeAdminToken { name } => {
+            let token = store.revoke_admin_token(&name, OffsetDateTime::now_utc()).await?;
+            tracing::info!(name = %token.name, "admin token revoked");
+            Ok(Reply::AdminTokens { tokens: vec![token.into()] })
         }
     }
 }

@@ -184,6 +184,8 @@ impl From<StoreError> for BindFailure {
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt(_)
             | StoreError::AccountExists
+            | StoreError::AdminTokenExists
+            | StoreError::NoSuchAdminToken
             | StoreError::NoSuchUser
             | StoreError::WrongMode { .. }
             | StoreError::WrongSealingKey { .. }
@@ -300,12 +302,13 @@ pub struct Parts {
 }
 
 mod access;
+pub mod admin_token;
 mod introspect;
 mod open_data;
 mod refresh;
 mod sessions;
 pub use access::Holdings;
-pub use introspect::{IntrospectFailure, Introspection};
+pub use introspect::{IntrospectFailure, Introspection, Introspector};
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 pub use refresh::RefreshFailure;
 pub use sessions::SessionFailure;

@@ -1,12 +1,14 @@
 //! The command line: `wxauth serve`, `wxauth keys ...`, `wxauth accounts ...`,
-//! `wxauth users show`.
+//! `wxauth users ...`, `wxauth admin-tokens ...`, `wxauth store ...`.
 
 use std::path::PathBuf;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::{Parser, Subcommand};
 
 use crate::{
     admin::{self, Command as AdminCommand, Reply, UserView},
+    auth::admin_token,
     config::{Mode, Settings, StoreSettings},
     dirs,
     domain::{KeyMode, Password},
@@ -48,6 +50,10 @@ pub enum Command {
     /// Look users up (through the admin socket, or the store when no server runs).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage admin API tokens: create one (printed once; the store keeps its hash), list
+    /// them, revoke one. Through the admin socket, or the store when no server runs.
+    #[command(subcommand, name = "admin-tokens")]
+    AdminTokens(AdminTokensCommand),
     /// Move a store between backends (WXAUTH_STORE): export it as JSON lines, import them
     /// into an empty store.
     #[command(subcommand)]
@@ -99,6 +105,27 @@ pub enum AccountsCommand {
     Passwd {
         /// The account.
         username: String,
+    },
+}
+
+/// Admin token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminTokensCommand {
+    /// Create a token and print it once: wxauth keeps only its hash, so it cannot be shown
+    /// again (revoke it and create another if it is lost).
+    Create {
+        /// A unique name, 1 to 64 letters, digits, '.', '_' or '-' (it appears in events).
+        name: String,
+        /// `read` (introspection, reading users and events) or `write` (also changing them).
+        #[arg(long, default_value = "read", value_parser = ["read", "write"])]
+        role: String,
+    },
+    /// List the tokens: name, role, id, created, revoked.
+    List,
+    /// Revoke a token by name: it stops working at once. It stays listed as revoked.
+    Revoke {
+        /// The token's name.
+        name: String,
     },
 }
 
@@ -269,6 +296,32 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             print_reply(&command, administer(&settings, command.clone()).await?);
+        }
+        Command::AdminTokens(command) => {
+            let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
+            let (command, minted) = match command {
+                AdminTokensCommand::Create { name, role } => {
+                    let parsed = crate::store::AdminRole::parse(&role).ok_or("--role is read or write")?;
+                    let minted = admin_token::mint(&name, parsed, time::OffsetDateTime::now_utc())?;
+                    let secret_hash = URL_SAFE_NO_PAD.encode(minted.token.secret_hash);
+                    let id = uuid::Uuid::from_bytes(minted.token.id);
+                    (AdminCommand::AddAdminToken { id, name, role, secret_hash }, Some(minted))
+                }
+                AdminTokensCommand::List => (AdminCommand::ListAdminTokens, None),
+                AdminTokensCommand::Revoke { name } => (AdminCommand::RevokeAdminToken { name }, None),
+            };
+            let reply = administer(&settings, command.clone()).await?;
+            match minted {
+                Some(minted) => {
+                    use secrecy::ExposeSecret;
+                    eprintln!(
+                        "wxauth: created admin token {:?}. It is printed once, below; wxauth keeps only its hash",
+                        minted.token.name
+                    );
+                    println!("{}", minted.text.expose_secret());
+                }
+                None => print_reply(&command, reply),
+            }
         }
         Command::Store(command) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
@@ -523,6 +576,17 @@ fn print_reply(command: &AdminCommand, reply: Reply) {
             }
         }
         (_, Reply::User { user }) => show_user(&user),
+        (_, Reply::AdminTokens { tokens }) => {
+            if tokens.is_empty() {
+                println!("no admin tokens; create one with `wxauth admin-tokens create <name> --role read|write`");
+                return;
+            }
+            println!("{:<24}  {:<5}  {:<36}  {:<20}  revoked", "name", "role", "id", "created");
+            for t in tokens {
+                let revoked = t.revoked_at.map(rfc3339).unwrap_or_else(|| "-".into());
+                println!("{:<24}  {:<5}  {:<36}  {:<20}  {revoked}", t.name, t.role, t.id, rfc3339(t.created_at));
+            }
+        }
         (_, Reply::Done) => println!("done"),
     }
 }

@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Form, payload::Json};
 use serde::Deserialize;
 
 use super::{ApiTags, NO_STORE, error::IntrospectError};
-use crate::auth::{Auth, Introspection};
+use crate::auth::{Auth, Introspection, Introspector};
 
 /// An introspection request (`application/x-www-form-urlencoded`, RFC 7662 section 2.1).
 #[derive(Debug, Object, Deserialize)]
@@ -120,16 +120,35 @@ pub enum IntrospectResponse {
     ),
 }
 
-/// The client id and secret of an `Authorization: Basic` header, if it is one.
-fn basic(headers: &poem::http::HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+/// The credentials of an `Authorization` header: `Basic` client id and secret, or a
+/// `Bearer` admin token.
+enum Credentials {
+    Basic(String, String),
+    Bearer(String),
+}
+
+impl Credentials {
+    fn of(headers: &poem::http::HeaderMap) -> Option<Self> {
+        let value = headers.get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, rest) = value.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Some(Self::Bearer(rest.trim().to_owned()));
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = String::from_utf8(STANDARD.decode(rest.trim()).ok()?).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        Some(Self::Basic(id.to_owned(), secret.to_owned()))
     }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
+
+    fn caller(this: Option<&Self>) -> Introspector<'_> {
+        match this {
+            None => Introspector::Nobody,
+            Some(Self::Basic(id, secret)) => Introspector::Client { id, secret },
+            Some(Self::Bearer(token)) => Introspector::AdminToken(token),
+        }
+    }
 }
 
 /// Introspection.
@@ -144,7 +163,8 @@ impl IntrospectApi {
     ///
     /// RFC 7662: tells a service whether an access token works now, for one that must not
     /// wait for a revoked token to expire. Authenticate as one of `[[introspection_clients]]`
-    /// with `Authorization: Basic base64(client_id:secret)`; send
+    /// with `Authorization: Basic base64(client_id:secret)`, or with an admin token
+    /// (`wxauth admin-tokens create`, either role) as `Authorization: Bearer wxa_...`; send
     /// `application/x-www-form-urlencoded` `token=...`. A token is inactive once its user is
     /// banned, removed or unbound, or its session ended (logout, logout-all, an ended
     /// session, a reuse), as well as when it is not valid at all.
@@ -154,9 +174,8 @@ impl IntrospectApi {
         body: Form<IntrospectRequest>,
         headers: &poem::http::HeaderMap,
     ) -> Result<IntrospectResponse, IntrospectError> {
-        let client = basic(headers);
-        let client = client.as_ref().map(|(id, secret)| (id.as_str(), secret.as_str()));
-        let introspection = self.auth.introspect(client, &body.0.token).await?;
+        let credentials = Credentials::of(headers);
+        let introspection = self.auth.introspect(Credentials::caller(credentials.as_ref()), &body.0.token).await?;
         Ok(IntrospectResponse::Ok(Json(introspection.into()), NO_STORE.into()))
     }
 }

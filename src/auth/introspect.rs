@@ -10,10 +10,10 @@ use crate::{config::IntrospectionClient, domain::UserId, store::session_id, toke
 /// Why `POST /v1/token/introspect` refused to answer.
 #[derive(Debug, thiserror::Error)]
 pub enum IntrospectFailure {
-    /// No client credentials, or none that match a configured client.
+    /// No client credentials, or none that match a configured client or a live admin token.
     #[error(
         "send the credentials of one of [[introspection_clients]] as Authorization: Basic \
-         base64(client_id:secret)"
+         base64(client_id:secret), or an admin token as Authorization: Bearer wxa_..."
     )]
     UnknownClient,
     /// The server failed.
@@ -25,6 +25,22 @@ impl From<crate::store::StoreError> for IntrospectFailure {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.into())
     }
+}
+
+/// Who asks `POST /v1/token/introspect`, from its `Authorization` header.
+#[derive(Debug, Clone, Copy)]
+pub enum Introspector<'a> {
+    /// No credentials, or not of a kind introspection takes.
+    Nobody,
+    /// `Basic`: one of `[[introspection_clients]]`, by id and secret.
+    Client {
+        /// The client id.
+        id: &'a str,
+        /// The secret as presented.
+        secret: &'a str,
+    },
+    /// `Bearer`: an admin token (role `read` or `write`).
+    AdminToken(&'a str),
 }
 
 /// What introspection says of a token.
@@ -51,18 +67,25 @@ fn secret_matches(client: &IntrospectionClient, presented: &str) -> bool {
 }
 
 impl Auth {
-    /// Introspects `token` for the client whose Basic credentials are `client` (id,
-    /// secret), which must be one of `[[introspection_clients]]`.
-    pub async fn introspect(
-        &self,
-        client: Option<(&str, &str)>,
-        token: &str,
-    ) -> Result<Introspection, IntrospectFailure> {
-        let Some((id, secret)) = client else { return Err(IntrospectFailure::UnknownClient) };
-        let known = self.parts.introspection_clients.iter().find(|c| c.client_id == id);
-        if !known.is_some_and(|c| secret_matches(c, secret)) {
-            tracing::info!(client_id = id, "introspection refused: unknown client or wrong secret");
-            return Err(IntrospectFailure::UnknownClient);
+    /// Introspects `token` for `caller`: one of `[[introspection_clients]]`, or a live
+    /// admin token of either role.
+    pub async fn introspect(&self, caller: Introspector<'_>, token: &str) -> Result<Introspection, IntrospectFailure> {
+        match caller {
+            Introspector::Nobody => return Err(IntrospectFailure::UnknownClient),
+            Introspector::Client { id, secret } => {
+                let known = self.parts.introspection_clients.iter().find(|c| c.client_id == id);
+                if !known.is_some_and(|c| secret_matches(c, secret)) {
+                    tracing::info!(client_id = id, "introspection refused: unknown client or wrong secret");
+                    return Err(IntrospectFailure::UnknownClient);
+                }
+            }
+            Introspector::AdminToken(text) => {
+                // Either role: introspection only reads.
+                if super::admin_token::verify(&self.parts.store, text).await?.is_none() {
+                    tracing::info!("introspection refused: unknown or revoked admin token");
+                    return Err(IntrospectFailure::UnknownClient);
+                }
+            }
         }
         Ok(self.judge(token).await?)
     }

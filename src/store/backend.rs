@@ -14,8 +14,8 @@
 use std::future::Future;
 
 use super::{
-    Account, BindTicket, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
-    StoredSessionKey, TicketId, export::Record, sealed::Sealer,
+    Account, AdminToken, BindTicket, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session,
+    StoreError, StoredSessionKey, TicketId, export::Record, sealed::Sealer,
 };
 use crate::domain::{Controls, Details, Identity, KeyMode, User, UserId, WechatSession};
 use time::OffsetDateTime;
@@ -29,7 +29,9 @@ use time::OffsetDateTime;
 /// - A returning login is visible to the very next call at once (a new session key
 ///   included), writes only what changed, and does not wait for durability.
 /// - A layout newer than this build is refused at open (each backend's `open`).
-pub(super) trait Backend: Users + Links + Tickets + Accounts + RefreshTokens + Transfer + Send + Sync {
+pub(super) trait Backend:
+    Users + Links + Tickets + Accounts + AdminTokens + RefreshTokens + Transfer + Send + Sync
+{
     /// The liveness check: that the backend can go on serving (not that every dependency
     /// is up).
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -162,6 +164,26 @@ pub(super) trait Accounts {
 
     /// Removes the account and its user with everything of the user's; returns the user.
     fn remove_account(&self, username: &str) -> impl Future<Output = Result<User, StoreError>> + Send;
+}
+
+/// Admin API tokens (`admin_tokens.rs`). Durable when they return.
+pub(super) trait AdminTokens {
+    /// Keeps a new token; [`StoreError::AdminTokenExists`] when its name is taken.
+    fn add_admin_token(&self, token: &AdminToken) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The token with `id`, revoked or not.
+    fn admin_token(&self, id: &[u8; 16]) -> impl Future<Output = Result<Option<AdminToken>, StoreError>> + Send;
+
+    /// Every token, by name (bytewise).
+    fn admin_tokens(&self) -> impl Future<Output = Result<Vec<AdminToken>, StoreError>> + Send;
+
+    /// Marks the token named `name` revoked at `at` (a revoked one keeps its first time);
+    /// [`StoreError::NoSuchAdminToken`].
+    fn revoke_admin_token(
+        &self,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<AdminToken, StoreError>> + Send;
 }
 
 /// Refresh families (`refresh.rs`): one record per login, judged by

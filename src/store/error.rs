@@ -23,7 +23,13 @@ pub enum StoreError {
     /// The account already has another openid of the same app.
     #[error("this account is already bound to another WeChat identity of this mini-program")]
     AccountAlreadyBound,
-    /// No account has this username.
+    /// An admin token with the name exists.
+    #[error("an admin token with this name already exists")]
+    AdminTokenExists,
+    /// No admin token has the name.
+    #[error("no admin token has this name")]
+    NoSuchAdminToken,
+    /// No account has the username.
     #[error("no account has this username")]
     NoSuchAccount,
     /// An account with this username exists.

@@ -10,7 +10,7 @@
 //! Order is fixed, so that two exports of the same data are equal byte for byte: the
 //! header, the mode, users (by id, each with its identities in binding order), then
 //! unionids, accounts, details, bind tickets and refresh records, each by key (bytes, as
-//! sled orders them).
+//! sled orders them), then admin tokens by id.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -146,12 +146,61 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user_agent: Option<String>,
     },
+    /// An admin API token: its hash, never its secret (format 3).
+    AdminToken {
+        /// The token's id.
+        id: Uuid,
+        /// Its unique name.
+        name: String,
+        /// `read` or `write`.
+        role: String,
+        /// SHA-256 of its secret part, in hex.
+        secret_hash: String,
+        /// When it was created.
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+        /// When it was revoked, if it was.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+        revoked_at: Option<OffsetDateTime>,
+    },
     /// The last line: how many records came before it (the header included). An export
     /// without it was cut short.
     End {
         /// Records before this one.
         records: usize,
     },
+}
+
+impl Record {
+    /// The line of an admin token.
+    pub(super) fn admin_token(token: super::AdminToken) -> Self {
+        Self::AdminToken {
+            id: Uuid::from_bytes(token.id),
+            name: token.name,
+            role: token.role.as_str().to_owned(),
+            secret_hash: hex(&token.secret_hash),
+            created_at: token.created_at,
+            revoked_at: token.revoked_at,
+        }
+    }
+
+    /// The admin token of an [`Record::AdminToken`] line, checked as `admin-tokens create`
+    /// checks it.
+    pub(super) fn into_admin_token(self) -> Result<super::AdminToken, StoreError> {
+        let Self::AdminToken { id, name, role, secret_hash, created_at, revoked_at } = self else {
+            return Err(StoreError::Corrupt("not an admin token line".into()));
+        };
+        let refused = |what: &str| StoreError::Corrupt(format!("admin token {name:?}: {what}"));
+        crate::auth::admin_token::check_name(&name).map_err(|e| refused(&e.to_string()))?;
+        Ok(super::AdminToken {
+            id: *id.as_bytes(),
+            role: super::AdminRole::parse(&role).ok_or_else(|| refused("the role is read or write"))?,
+            secret_hash: unhex::<32>(&secret_hash, "a secret hash")?,
+            name,
+            created_at,
+            revoked_at,
+        })
+    }
 }
 
 /// A ban of a user.

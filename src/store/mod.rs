@@ -17,6 +17,7 @@
 //! `Configured`, its arm in `Store::open` and in `dispatch!`, and its entry in the
 //! conformance suite.
 
+mod admin_tokens;
 mod backend;
 mod codec;
 mod error;
@@ -33,13 +34,14 @@ mod users;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use self::{
-    backend::{Accounts, Backend, Links, RefreshTokens, Tickets, Transfer, Users},
-    export::Record,
-};
 pub use self::{
+    admin_tokens::{AdminRole, AdminToken},
     error::StoreError,
     refresh::{Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, session_id},
+};
+use self::{
+    backend::{Accounts, AdminTokens, Backend, Links, RefreshTokens, Tickets, Transfer, Users},
+    export::Record,
 };
 use crate::{
     config::StoreSettings,
@@ -324,6 +326,28 @@ impl Store {
     /// Bounded, so that a purge never holds the store for long.
     pub async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         dispatch!(self, b => b.purge_refresh(now, limit).await)
+    }
+
+    /// Keeps a new admin token; [`StoreError::AdminTokenExists`] when its name is taken.
+    /// Durable when it returns.
+    pub async fn add_admin_token(&self, token: &AdminToken) -> Result<(), StoreError> {
+        dispatch!(self, b => b.add_admin_token(token).await)
+    }
+
+    /// The admin token with `id`, revoked or not.
+    pub async fn admin_token(&self, id: &[u8; 16]) -> Result<Option<AdminToken>, StoreError> {
+        dispatch!(self, b => b.admin_token(id).await)
+    }
+
+    /// Every admin token, by name.
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
+        dispatch!(self, b => b.admin_tokens().await)
+    }
+
+    /// Revokes the admin token named `name` at `at`; [`StoreError::NoSuchAdminToken`].
+    /// Durable when it returns.
+    pub async fn revoke_admin_token(&self, name: &str, at: OffsetDateTime) -> Result<AdminToken, StoreError> {
+        dispatch!(self, b => b.revoke_admin_token(name, at).await)
     }
 
     /// Adds an account with a new user of its own. Durable when it returns.

@@ -79,6 +79,14 @@ async fn a_full_store(vars: &HashMap<String, String>) -> String {
         assert!(ok && stderr.contains("done by the running server"), "{command:?}: {stderr}");
         assert!(stdout.contains("staff") || stdout.contains("gold") || stdout.contains("chargebacks"), "{stdout}");
     }
+    // Admin tokens, one of them revoked.
+    for command in [&["admin-tokens", "create", "support", "--role", "write"][..], &["admin-tokens", "create", "gone"]]
+    {
+        let (ok, stdout, stderr) = run_with_stdin(vars, command, "");
+        assert!(ok && stdout.starts_with("wxa_"), "{command:?}: {stderr}");
+    }
+    let (ok, _, stderr) = run_with_stdin(vars, &["admin-tokens", "revoke", "gone"], "");
+    assert!(ok, "{stderr}");
     server.stop();
 
     // Bind mode leaves a ticket for an unbound person.
@@ -105,7 +113,8 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].as_str().unwrap().to_owned())
         .collect();
-    let expected = ["header", "mode", "user", "unionid", "account", "details", "ticket", "refresh_family", "end"];
+    let expected =
+        ["header", "mode", "user", "unionid", "account", "details", "ticket", "refresh_family", "admin_token", "end"];
     assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect(), "{from_sled}");
     for secret in [PHONE, &crate::helpers::default_session_key("c@ann"), "correct horse"] {
         assert!(!from_sled.contains(secret), "the export holds {secret:?} in plaintext");
@@ -140,6 +149,11 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
     assert_eq!((status, text(&banned, "error")), (403, "user_banned".into()), "{banned}");
     assert_eq!(banned["until"], "2199-12-31T16:00:00Z");
     server.stop();
+    let (ok, listed, stderr) = run_with_stdin(&pg, &["admin-tokens", "list"], "");
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert!(rows.len() == 2 && rows[0].starts_with("gone") && !rows[0].ends_with(" -"), "{listed}");
+    assert!(rows[1].starts_with("support ") && rows[1].contains("write") && rows[1].ends_with(" -"), "{listed}");
 }
 
 fn claims_of(login: &Value) -> Value {

@@ -147,3 +147,59 @@ async fn a_caller_that_is_not_a_configured_client_gets_401_invalid_client_and_le
     let body = assert_error(resp, 400, "invalid_request").await;
     assert!(text(&body, "error_description").contains("token"), "{body}");
 }
+
+/// Mints an admin token as `wxauth admin-tokens create` does and keeps it through the
+/// running server's admin socket; returns its text.
+async fn admin_token(app: &TestApp, name: &str, role: wxauth::store::AdminRole) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use secrecy::ExposeSecret;
+    let minted = wxauth::auth::admin_token::mint(name, role, time::OffsetDateTime::now_utc()).unwrap();
+    let command = Command::AddAdminToken {
+        id: uuid::Uuid::from_bytes(minted.token.id),
+        name: name.into(),
+        role: role.as_str().into(),
+        secret_hash: URL_SAFE_NO_PAD.encode(minted.token.secret_hash),
+    };
+    wxauth::admin::send(&app.admin_socket(), &command).await.unwrap().unwrap();
+    minted.text.expose_secret().to_owned()
+}
+
+async fn introspect_with_bearer(app: &TestApp, bearer: &str, token: &str) -> reqwest::Response {
+    let req = app.client.post(format!("{}/v1/token/introspect", app.address)).bearer_auth(bearer);
+    let req = req.header("content-type", "application/x-www-form-urlencoded").body(form(&[("token", token)]));
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_token_of_either_role_introspects_until_it_is_revoked_and_a_forged_one_never() {
+    use wxauth::store::AdminRole;
+    let app = app().await;
+    let login = app.login_ok("c1@erin").await;
+    let token = text(&login, "access_token");
+    let read = admin_token(&app, "support", AdminRole::Read).await;
+    let write = admin_token(&app, "ops", AdminRole::Write).await;
+
+    for (what, bearer) in [("read", &read), ("write", &write)] {
+        let resp = introspect_with_bearer(&app, bearer, &token).await;
+        assert_eq!(resp.status(), 200, "{what}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!((body["active"].clone(), body["sub"].clone()), (json!(true), login["user"]["id"].clone()), "{what}");
+    }
+
+    let mut forged = write.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let revoke = Command::RevokeAdminToken { name: "support".into() };
+    wxauth::admin::send(&app.admin_socket(), &revoke).await.unwrap().unwrap();
+    for (what, bearer) in [
+        ("a revoked token", read.as_str()),
+        ("the right id with a wrong secret", forged.as_str()),
+        ("an access token", token.as_str()),
+        ("not a token", "wxa_"),
+    ] {
+        let resp = introspect_with_bearer(&app, bearer, &token).await;
+        let body = assert_error(resp, 401, "invalid_client").await;
+        assert!(body.get("active").is_none(), "{what}: {body}");
+    }
+    assert_eq!(introspect_with_bearer(&app, &write, &token).await.status(), 200, "the other token still works");
+}

@@ -170,5 +170,6 @@ conformance_suite!(
         racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap,
         the_purge_removes_expired_families_and_those_of_removed_users_in_batches,
         refresh_tokens_revoked_by_logout_all_stay_refused_after_the_ttl_is_lowered_and_a_purge_runs,
+        admin_tokens_are_kept_by_id_unique_by_name_and_stay_revoked,
     ]
 );

@@ -95,9 +95,9 @@ error_codes! {
     InvalidGrant = "invalid_grant" {
         401 => r#"`POST /v1/token/refresh`: the refresh token is unknown, expired, revoked (logout, logout-all, or the reuse of a spent token, which revokes its whole login), or its user's WeChat binding was removed. Log in again with `wx.login`."#,
     }
-    /// The introspection client is unknown or its secret wrong.
+    /// The introspection client is unknown or its secret wrong, or the admin token is not live.
     InvalidClient = "invalid_client" {
-        401 => r#"`POST /v1/token/introspect`: no `Authorization: Basic` header, or its `client_id` and secret match none of `[[introspection_clients]]`. Comes with `WWW-Authenticate: Basic realm="wxauth"`."#,
+        401 => r#"`POST /v1/token/introspect`: no `Authorization` header, or its Basic `client_id` and secret match none of `[[introspection_clients]]`, or its Bearer token is no live admin token. Comes with `WWW-Authenticate: Basic realm="wxauth"`."#,
     }
     /// The bearer token is missing or refused (RFC 6750).
     InvalidToken = "invalid_token" {

@@ -63,6 +63,8 @@ fn internal_answer(err: Internal) -> InternalAnswer {
             | StoreError::AccountAlreadyBound
             | StoreError::NoSuchAccount
             | StoreError::AccountExists
+            | StoreError::AdminTokenExists
+            | StoreError::NoSuchAdminToken
             | StoreError::TicketNotFound
             | StoreError::WrongMode { .. }
             | StoreError::WrongSealingKey { .. }

@@ -153,6 +153,9 @@ impl Transfer for PgStore {
             },
         )
         .await?;
+        // The columns of `admin_tokens::COLUMNS`.
+        let sql = "SELECT id, name, role, secret_hash, created_at_ns, revoked_at_ns FROM admin_tokens ORDER BY id";
+        each_row(&mut tx, sql, |row| out(Record::admin_token(super::admin_tokens::read(&row)?))).await?;
         tx.commit().await?;
         // The database keeps no link without its user (foreign keys): nothing is left out.
         Ok(0)
@@ -169,16 +172,18 @@ impl Transfer for PgStore {
         // Serving replicas wait rather than write into a half-imported store, and none can
         // write between the check that the store is empty and the import.
         sqlx::query(
-            "LOCK TABLE users, identities, unionids, accounts, details, bind_tickets, refresh_families \
-             IN EXCLUSIVE MODE",
+            "LOCK TABLE users, identities, unionids, accounts, details, bind_tickets, refresh_families, \
+             admin_tokens IN EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
         .await?;
         // Every other table hangs off `users`.
-        let holds_data: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets)")
-                .fetch_one(&mut *tx)
-                .await?;
+        let holds_data: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets) \
+                 OR EXISTS (SELECT 1 FROM admin_tokens)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if holds_data {
             return Err(StoreError::NotEmpty);
         }
@@ -330,6 +335,14 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             .bind(user_agent)
             .execute(&mut *tx)
             .await?;
+        }
+        record @ Record::AdminToken { .. } => {
+            let token = record.into_admin_token()?;
+            let added = super::admin_tokens::insert(&mut *tx, &token).await;
+            if let Err(StoreError::AdminTokenExists) = added {
+                return Err(StoreError::Corrupt(format!("admin token {:?} appears twice", token.name)));
+            }
+            added?;
         }
     }
     Ok(())

@@ -126,6 +126,7 @@ macro_rules! transact {
 }
 
 mod accounts;
+mod admin_tokens;
 mod export;
 mod links;
 mod meta;

@@ -6,7 +6,9 @@ use ::sled::Tree;
 use uuid::Uuid;
 
 use super::{
-    SledStore, binding_key, id_bytes,
+    SledStore,
+    admin_tokens::AdminTokenRecord,
+    binding_key, id_bytes,
     meta::{IMPORTING_KEY, MODE_KEY},
     record::{AccountRecord, ControlsRecord, IdentityRecord, TicketRecord, UserRecord, time},
     refresh::FamilyRecord,
@@ -122,6 +124,10 @@ impl Transfer for SledStore {
                 out(record.export(&key)?)?;
             }
         }
+        for entry in self.admin_tokens.iter() {
+            let (id, bytes) = entry?;
+            out(Record::admin_token(AdminTokenRecord::decode(&bytes)?.token(&id)?))?;
+        }
         Ok(skipped)
     }
 
@@ -170,7 +176,7 @@ impl Transfer for SledStore {
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 7] {
+    fn data_trees(&self) -> [&Tree; 8] {
         [
             &self.records,
             &self.openids,
@@ -179,6 +185,7 @@ impl SledStore {
             &self.tickets,
             &self.details,
             &self.refresh_families,
+            &self.admin_tokens,
         ]
     }
 
@@ -276,6 +283,15 @@ impl SledStore {
                 let value =
                     ::postcard::to_stdvec(&record).map_err(|e| StoreError::Corrupt(format!("refresh family: {e}")))?;
                 insert_new(&self.refresh_families, &key, value, "a refresh family")?;
+            }
+            record @ Record::AdminToken { .. } => {
+                let token = record.into_admin_token()?;
+                if self.admin_tokens.iter().values().any(|v| {
+                    v.ok().and_then(|v| AdminTokenRecord::decode(&v).ok()).is_some_and(|t| t.name() == token.name)
+                }) {
+                    return Err(StoreError::Corrupt(format!("admin token {:?} appears twice", token.name)));
+                }
+                insert_new(&self.admin_tokens, &token.id, AdminTokenRecord::new(&token).encode()?, "an admin token")?;
             }
         }
         Ok(())

@@ -34,6 +34,7 @@
 //! lazily.
 
 mod accounts;
+mod admin_tokens;
 mod commit;
 mod export;
 mod legacy;
@@ -77,6 +78,7 @@ pub(super) struct SledStore {
     openids: ::sled::Tree,
     unionids: ::sled::Tree,
     accounts: ::sled::Tree,
+    admin_tokens: ::sled::Tree,
     tickets: ::sled::Tree,
     details: ::sled::Tree,
     meta: ::sled::Tree,
@@ -126,6 +128,7 @@ impl SledStore {
             openids: db.open_tree("openids")?,
             unionids: db.open_tree(UNIONIDS)?,
             accounts: db.open_tree("accounts")?,
+            admin_tokens: db.open_tree("admin_tokens")?,
             tickets: db.open_tree("bind_tickets")?,
             details: db.open_tree(DETAILS)?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,

@@ -445,3 +445,39 @@ pub async fn controls_are_kept_changed_given_to_new_users_and_refused_for_a_miss
     let nobody = UserId::new();
     assert!(matches!(store.change_controls(&nobody, |c| c.roles.clear()).await, Err(StoreError::NoSuchUser)));
 }
+
+pub async fn admin_tokens_are_kept_by_id_unique_by_name_and_stay_revoked(backend: &dyn Backend) {
+    use wxauth::store::{AdminRole, AdminToken};
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let at = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let token = |id: u8, name: &str, role| AdminToken {
+        id: [id; 16],
+        name: name.into(),
+        role,
+        secret_hash: [id; 32],
+        created_at: at,
+        revoked_at: None,
+    };
+    let (support, ops) = (token(1, "support", AdminRole::Read), token(2, "ops", AdminRole::Write));
+    store.add_admin_token(&support).await.unwrap();
+    store.add_admin_token(&ops).await.unwrap();
+    let same_name = token(3, "ops", AdminRole::Read);
+    assert!(matches!(store.add_admin_token(&same_name).await, Err(StoreError::AdminTokenExists)));
+    drop(store);
+
+    let store = open(&settings).await.unwrap();
+    assert_eq!(store.admin_token(&[1; 16]).await.unwrap(), Some(support.clone()), "not what was reopened");
+    assert_eq!(store.admin_token(&[3; 16]).await.unwrap(), None, "the refused token was kept");
+    assert_eq!(store.admin_tokens().await.unwrap(), vec![ops.clone(), support.clone()], "by name");
+    let revoked = store.revoke_admin_token("support", at + time::Duration::hours(1)).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(at + time::Duration::hours(1)));
+    let again = store.revoke_admin_token("support", at + time::Duration::hours(2)).await.unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at, "a second revoke moved the time");
+    drop(store);
+
+    let store = open(&settings).await.unwrap();
+    assert_eq!(store.admin_token(&[1; 16]).await.unwrap().unwrap().revoked_at, revoked.revoked_at);
+    assert_eq!(store.admin_token(&[2; 16]).await.unwrap(), Some(ops), "the other token was touched");
+    assert!(matches!(store.revoke_admin_token("nobody", at).await, Err(StoreError::NoSuchAdminToken)));
+}

@@ -15,3 +15,14 @@ ALTER TABLE users ADD COLUMN claims text NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN ban_reason text;
 ALTER TABLE users ADD COLUMN ban_until_ns bigint;
 ALTER TABLE users ADD COLUMN banned_at_ns bigint;
+
+-- Admin API tokens: only the SHA-256 of each token's secret, found by the token's id.
+-- Revoked ones stay, for the record.
+CREATE TABLE admin_tokens (
+    id uuid PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    role text NOT NULL CHECK (role IN ('read', 'write')),
+    secret_hash bytea NOT NULL,
+    created_at_ns bigint NOT NULL,
+    revoked_at_ns bigint
+);

@@ -15,7 +15,10 @@ use std::future::Future;
 
 use super::{
     Account, AdminToken, BindTicket, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session,
-    StoreError, StoredSessionKey, TicketId, export::Record, sealed::Sealer,
+    StoreError, StoredSessionKey, TicketId,
+    events::{Event, EventFilter},
+    export::Record,
+    sealed::Sealer,
 };
 use crate::domain::{Controls, Details, Identity, KeyMode, User, UserId, WechatSession};
 use time::OffsetDateTime;
@@ -30,7 +33,7 @@ use time::OffsetDateTime;
 ///   included), writes only what changed, and does not wait for durability.
 /// - A layout newer than this build is refused at open (each backend's `open`).
 pub(super) trait Backend:
-    Users + Links + Tickets + Accounts + AdminTokens + RefreshTokens + Transfer + Send + Sync
+    Users + Links + Tickets + Accounts + AdminTokens + Events + RefreshTokens + Transfer + Send + Sync
 {
     /// The liveness check: that the backend can go on serving (not that every dependency
     /// is up).
@@ -184,6 +187,24 @@ pub(super) trait AdminTokens {
         name: &str,
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<AdminToken, StoreError>> + Send;
+}
+
+/// The event log (`events.rs`), in the form of [`super::events`].
+pub(super) trait Events {
+    /// Keeps `events`. Does not wait for durability on sled (the next group commit makes
+    /// them durable, as it does a returning login); one statement on PostgreSQL.
+    fn append_events(&self, events: &[Event]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The events `filter` admits, newest first, at most its page size.
+    fn events(&self, filter: &EventFilter) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Removes up to `limit` events from before `before`, oldest first; `done` when fewer
+    /// were left.
+    fn purge_events(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<PurgeBatch, StoreError>> + Send;
 }
 
 /// Refresh families (`refresh.rs`): one record per login, judged by

@@ -10,7 +10,7 @@
 //! Order is fixed, so that two exports of the same data are equal byte for byte: the
 //! header, the mode, users (by id, each with its identities in binding order), then
 //! unionids, accounts, details, bind tickets and refresh records, each by key (bytes, as
-//! sled orders them), then admin tokens by id.
+//! sled orders them), then admin tokens and events by id.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -163,6 +163,34 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
         revoked_at: Option<OffsetDateTime>,
     },
+    /// An event of the log (format 3).
+    Event {
+        /// Its id (a UUID v7 of its time).
+        id: Uuid,
+        /// When it happened.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        /// Its kind.
+        kind: String,
+        /// The user it happened to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<Uuid>,
+        /// The app of the request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appid: Option<String>,
+        /// The client's address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+        /// The client's user agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
+        /// Who acted, when not the person.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
+        /// Kind-specific details.
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        details: serde_json::Map<String, serde_json::Value>,
+    },
     /// The last line: how many records came before it (the header included). An export
     /// without it was cut short.
     End {
@@ -200,6 +228,48 @@ impl Record {
             created_at,
             revoked_at,
         })
+    }
+}
+
+impl Record {
+    /// The line of an event.
+    pub(super) fn event(e: super::events::Event) -> Self {
+        Self::Event {
+            id: e.id,
+            at: e.at,
+            kind: e.kind.as_str().to_owned(),
+            user: e.user.map(|u| Uuid::from_bytes(*u.as_bytes())),
+            appid: e.appid,
+            ip: e.ip.map(|ip| ip.to_string()),
+            user_agent: e.user_agent,
+            actor: e.actor,
+            details: e.details,
+        }
+    }
+
+    /// The event of an [`Record::Event`] line, checked as wxauth would have made it.
+    pub(super) fn into_event(self) -> Result<super::events::Event, StoreError> {
+        let Self::Event { id, at, kind, user, appid, ip, user_agent, actor, details } = self else {
+            return Err(StoreError::Corrupt("not an event line".into()));
+        };
+        let refused = |what: &str| StoreError::Corrupt(format!("event {id}: {what}"));
+        let kept = super::Origin::new(None, user_agent.as_deref().map(str::as_bytes)).user_agent;
+        if kept != user_agent {
+            return Err(refused("the user agent is not one wxauth would keep"));
+        }
+        let event = super::events::Event {
+            id,
+            at,
+            kind: super::events::EventKind::parse(&kind).ok_or_else(|| refused("unknown kind"))?,
+            user: user.map(|u| crate::domain::UserId::from_bytes(u.into_bytes())),
+            appid,
+            ip: ip.map(|ip| ip.parse()).transpose().map_err(|_| refused("not an IP address"))?,
+            user_agent,
+            actor,
+            details,
+        };
+        event.details_json()?;
+        Ok(event)
     }
 }
 

@@ -21,6 +21,7 @@ mod admin_tokens;
 mod backend;
 mod codec;
 mod error;
+pub mod events;
 pub mod export;
 mod links;
 mod meta;
@@ -40,7 +41,7 @@ pub use self::{
     refresh::{Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, session_id},
 };
 use self::{
-    backend::{Accounts, AdminTokens, Backend, Links, RefreshTokens, Tickets, Transfer, Users},
+    backend::{Accounts, AdminTokens, Backend, Events, Links, RefreshTokens, Tickets, Transfer, Users},
     export::Record,
 };
 use crate::{
@@ -326,6 +327,22 @@ impl Store {
     /// Bounded, so that a purge never holds the store for long.
     pub async fn purge_refresh(&self, now: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
         dispatch!(self, b => b.purge_refresh(now, limit).await)
+    }
+
+    /// Keeps `events`. Does not wait for durability on sled: they become durable with the
+    /// next group commit, as a returning login does.
+    pub async fn append_events(&self, events: &[events::Event]) -> Result<(), StoreError> {
+        dispatch!(self, b => b.append_events(events).await)
+    }
+
+    /// The events `filter` admits, newest first.
+    pub async fn events(&self, filter: &events::EventFilter) -> Result<Vec<events::Event>, StoreError> {
+        dispatch!(self, b => b.events(filter).await)
+    }
+
+    /// Removes up to `limit` events from before `before`, oldest first.
+    pub async fn purge_events(&self, before: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
+        dispatch!(self, b => b.purge_events(before, limit).await)
     }
 
     /// Keeps a new admin token; [`StoreError::AdminTokenExists`] when its name is taken.

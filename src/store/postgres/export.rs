@@ -156,6 +156,9 @@ impl Transfer for PgStore {
         // The columns of `admin_tokens::COLUMNS`.
         let sql = "SELECT id, name, role, secret_hash, created_at_ns, revoked_at_ns FROM admin_tokens ORDER BY id";
         each_row(&mut tx, sql, |row| out(Record::admin_token(super::admin_tokens::read(&row)?))).await?;
+        // The columns of `events::COLUMNS`.
+        let sql = "SELECT id, at_ns, kind, user_id, appid, ip, user_agent, actor, details FROM events ORDER BY id";
+        each_row(&mut tx, sql, |row| out(Record::event(super::events::read(&row)?))).await?;
         tx.commit().await?;
         // The database keeps no link without its user (foreign keys): nothing is left out.
         Ok(0)
@@ -173,14 +176,14 @@ impl Transfer for PgStore {
         // write between the check that the store is empty and the import.
         sqlx::query(
             "LOCK TABLE users, identities, unionids, accounts, details, bind_tickets, refresh_families, \
-             admin_tokens IN EXCLUSIVE MODE",
+             admin_tokens, events IN EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
         .await?;
         // Every other table hangs off `users`.
         let holds_data: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM bind_tickets) \
-                 OR EXISTS (SELECT 1 FROM admin_tokens)",
+                 OR EXISTS (SELECT 1 FROM admin_tokens) OR EXISTS (SELECT 1 FROM events)",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -335,6 +338,11 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             .bind(user_agent)
             .execute(&mut *tx)
             .await?;
+        }
+        record @ Record::Event { .. } => {
+            let event = record.into_event()?;
+            // An event twice fails on the primary key, naming its line.
+            super::events::insert(&mut *tx, std::slice::from_ref(&event)).await?;
         }
         record @ Record::AdminToken { .. } => {
             let token = record.into_admin_token()?;

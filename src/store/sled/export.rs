@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::{
     SledStore,
     admin_tokens::AdminTokenRecord,
-    binding_key, id_bytes,
+    binding_key,
+    events::EventRecord,
+    id_bytes,
     meta::{IMPORTING_KEY, MODE_KEY},
     record::{AccountRecord, ControlsRecord, IdentityRecord, TicketRecord, UserRecord, time},
     refresh::FamilyRecord,
@@ -128,6 +130,10 @@ impl Transfer for SledStore {
             let (id, bytes) = entry?;
             out(Record::admin_token(AdminTokenRecord::decode(&bytes)?.token(&id)?))?;
         }
+        for entry in self.events.iter() {
+            let (id, bytes) = entry?;
+            out(Record::event(EventRecord::decode(&bytes)?.event(&id)?))?;
+        }
         Ok(skipped)
     }
 
@@ -176,7 +182,7 @@ impl Transfer for SledStore {
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 8] {
+    fn data_trees(&self) -> [&Tree; 10] {
         [
             &self.records,
             &self.openids,
@@ -186,6 +192,8 @@ impl SledStore {
             &self.details,
             &self.refresh_families,
             &self.admin_tokens,
+            &self.events,
+            &self.events_by_user,
         ]
     }
 
@@ -283,6 +291,13 @@ impl SledStore {
                 let value =
                     ::postcard::to_stdvec(&record).map_err(|e| StoreError::Corrupt(format!("refresh family: {e}")))?;
                 insert_new(&self.refresh_families, &key, value, "a refresh family")?;
+            }
+            record @ Record::Event { .. } => {
+                let event = record.into_event()?;
+                if self.events.contains_key(event.id.as_bytes())? {
+                    return Err(StoreError::Corrupt(format!("event {} appears twice", event.id)));
+                }
+                self.insert_event(&event)?;
             }
             record @ Record::AdminToken { .. } => {
                 let token = record.into_admin_token()?;

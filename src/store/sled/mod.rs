@@ -36,6 +36,7 @@
 mod accounts;
 mod admin_tokens;
 mod commit;
+mod events;
 mod export;
 mod legacy;
 mod links;
@@ -79,6 +80,8 @@ pub(super) struct SledStore {
     unionids: ::sled::Tree,
     accounts: ::sled::Tree,
     admin_tokens: ::sled::Tree,
+    events: ::sled::Tree,
+    events_by_user: ::sled::Tree,
     tickets: ::sled::Tree,
     details: ::sled::Tree,
     meta: ::sled::Tree,
@@ -129,6 +132,8 @@ impl SledStore {
             unionids: db.open_tree(UNIONIDS)?,
             accounts: db.open_tree("accounts")?,
             admin_tokens: db.open_tree("admin_tokens")?,
+            events: db.open_tree("events")?,
+            events_by_user: db.open_tree("events_by_user")?,
             tickets: db.open_tree("bind_tickets")?,
             details: db.open_tree(DETAILS)?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,

@@ -14,7 +14,9 @@ use wxauth::{
 
 use crate::{Backend, open};
 
+mod events;
 mod refresh;
+pub use events::*;
 pub use refresh::*;
 
 fn session(openid: &str, key: &str) -> WechatSession {

@@ -1,0 +1,100 @@
+//! The event log on PostgreSQL: one row per event in `events`, listed newest first by id.
+
+use sqlx::{Row, postgres::PgRow};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PgStore, ns};
+use crate::{
+    domain::UserId,
+    store::{
+        PurgeBatch, StoreError,
+        backend::Events,
+        codec::time,
+        events::{Event, EventFilter, EventKind, first_id_at},
+    },
+};
+
+/// The columns [`read`] reads.
+pub(super) const COLUMNS: &str = "id, at_ns, kind, user_id, appid, ip, user_agent, actor, details";
+
+/// The event in a row of [`COLUMNS`].
+pub(super) fn read(row: &PgRow) -> Result<Event, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("event: {what}"));
+    let ip: Option<String> = row.try_get("ip")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        at: time(row.try_get::<i64, _>("at_ns")?.into())?,
+        kind: EventKind::parse(row.try_get("kind")?).ok_or_else(|| corrupt("kind"))?,
+        user: row.try_get::<Option<Uuid>, _>("user_id")?.map(|u| UserId::from_bytes(u.into_bytes())),
+        appid: row.try_get("appid")?,
+        ip: ip.map(|ip| ip.parse()).transpose().map_err(|_| corrupt("ip"))?,
+        user_agent: row.try_get("user_agent")?,
+        actor: row.try_get("actor")?,
+        details: Event::parse_details(row.try_get("details")?)?,
+    })
+}
+
+/// Inserts `events` in one statement.
+pub(super) async fn insert(executor: impl sqlx::PgExecutor<'_>, events: &[Event]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let details = events.iter().map(Event::details_json).collect::<Result<Vec<_>, _>>()?;
+    let at = events.iter().map(|e| ns(e.at)).collect::<Result<Vec<_>, _>>()?;
+    let text = |f: fn(&Event) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::text[])",
+    )
+    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(at)
+    .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.user.map(|u| Uuid::from_bytes(*u.as_bytes()))).collect::<Vec<_>>())
+    .bind(text(|e| e.appid.as_deref()))
+    .bind(events.iter().map(|e| e.ip.map(|ip| ip.to_string())).collect::<Vec<_>>())
+    .bind(text(|e| e.user_agent.as_deref()))
+    .bind(text(|e| e.actor.as_deref()))
+    .bind(details)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+impl Events for PgStore {
+    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        insert(&self.pool, events).await
+    }
+
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let (upper, lower) = filter.id_bounds();
+        let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events \
+             WHERE ($1::uuid IS NULL OR user_id = $1) AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) \
+             AND ($3::uuid IS NULL OR id < $3) AND ($4::uuid IS NULL OR id >= $4) \
+             ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(filter.user.map(|u| Uuid::from_bytes(*u.as_bytes())))
+        .bind(kinds)
+        .bind(upper)
+        .bind(lower)
+        .bind(i64::try_from(filter.page_size()).unwrap_or(1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(read).collect()
+    }
+
+    async fn purge_events(&self, before: OffsetDateTime, limit: usize) -> Result<PurgeBatch, StoreError> {
+        let removed =
+            sqlx::query("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 ORDER BY id LIMIT $2)")
+                .bind(first_id_at(before))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        let removed = usize::try_from(removed).unwrap_or(usize::MAX);
+        Ok(PurgeBatch { removed, done: removed < limit })
+    }
+}

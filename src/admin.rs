@@ -35,7 +35,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crate::{
     auth::admin_token,
     domain::{Ban, ControlError, CustomClaims, Identity, User, UserId, Username},
-    store::{AdminRole, AdminToken, Store, StoreError},
+    store::{
+        AdminRole, AdminToken, Store, StoreError,
+        events::{Event, EventKind},
+    },
 };
 
 /// Longest request line accepted on the socket.
@@ -293,6 +296,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             hash(&password_hash)?;
             let user = store.add_account(name.as_str(), &password_hash).await?;
             tracing::info!(username = %name, user_id = %user.id, "account added");
+            record(store, event(EventKind::AccountAdded).user(user.id).detail("username", name.as_str())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::ListAccounts => {
@@ -307,12 +311,18 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
         Command::RemoveAccount { username: name } => {
             let user = store.remove_account(username(&name)?.as_str()).await?;
             tracing::info!(username = %name, user_id = %user.id, "account removed");
+            record(store, event(EventKind::AccountRemoved).user(user.id).detail("username", name.as_str())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetPassword { username: name, password_hash } => {
             hash(&password_hash)?;
-            store.set_password(username(&name)?.as_str(), &password_hash).await?;
+            let name = username(&name)?;
+            store.set_password(name.as_str(), &password_hash).await?;
             tracing::info!(username = %name, "account password changed");
+            let user = store.account(name.as_str()).await?.map(|a| a.user);
+            let mut changed = event(EventKind::PasswordChanged).detail("username", name.as_str());
+            changed.user = user;
+            record(store, changed).await;
             Ok(Reply::Done)
         }
         Command::ShowUser { query } => {
@@ -337,12 +347,18 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             // After the ban is durable: a refresh racing with it is refused by the ban.
             store.revoke_user_refresh(&id).await?;
             tracing::info!(user_id = %id, until = ?ban.until, "user banned; every refresh token revoked");
+            let mut banned = event(EventKind::Ban).user(id).detail("reason", ban.reason.as_str());
+            if let Some(until) = ban.until {
+                banned = banned.detail("until", rfc3339(until));
+            }
+            record(store, banned).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::UnbanUser { query } => {
             let id = one_user(store, appids, &query).await?;
             let user = store.change_controls(&id, |c| c.ban = None).await?;
             tracing::info!(user_id = %id, "user unbanned");
+            record(store, event(EventKind::Unban).user(id)).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetRoles { query, roles } => {
@@ -350,6 +366,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             let roles = crate::domain::roles(&roles).map_err(refused)?;
             let user = store.change_controls(&id, |c| c.roles = roles.clone()).await?;
             tracing::info!(user_id = %id, roles = ?user.controls.roles, "roles set");
+            record(store, event(EventKind::RolesSet).user(id).detail("roles", user.controls.roles.clone())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetClaims { query, claims } => {
@@ -357,6 +374,9 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             let claims = CustomClaims::parse(&claims).map_err(refused)?;
             let user = store.change_controls(&id, |c| c.claims = claims.clone()).await?;
             tracing::info!(user_id = %id, "custom claims set");
+            // The names only: values may be personal.
+            let names: Vec<String> = user.controls.claims.as_map().keys().cloned().collect();
+            record(store, event(EventKind::ClaimsSet).user(id).detail("names", names)).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::AddAdminToken { id, name, role, secret_hash } => {
@@ -378,6 +398,8 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             };
             store.add_admin_token(&token).await?;
             tracing::info!(name = %token.name, role = role.as_str(), "admin token created");
+            let created = event(EventKind::AdminTokenCreated).detail("name", token.name.as_str());
+            record(store, created.detail("role", role.as_str())).await;
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
         }
         Command::ListAdminTokens => {
@@ -386,9 +408,29 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
         Command::RevokeAdminToken { name } => {
             let token = store.revoke_admin_token(&name, OffsetDateTime::now_utc()).await?;
             tracing::info!(name = %token.name, "admin token revoked");
+            record(store, event(EventKind::AdminTokenRevoked).detail("name", token.name.as_str())).await;
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
         }
     }
+}
+
+/// Who acts through the admin channel (the `wxauth` commands), as events name it.
+const ACTOR: &str = "cli";
+
+/// A new event of `kind`, now, by the admin channel.
+fn event(kind: EventKind) -> Event {
+    Event::new(kind, OffsetDateTime::now_utc()).actor(ACTOR)
+}
+
+/// Keeps `event`; the change it reports is done, so a failure is logged, not returned.
+async fn record(store: &Store, event: Event) {
+    if let Err(e) = store.append_events(std::slice::from_ref(&event)).await {
+        tracing::warn!(error = %e, kind = event.kind.as_str(), "an event could not be recorded");
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn refused(e: ControlError) -> AdminError {

@@ -8,6 +8,7 @@ use aws_lc_rs::digest;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tracing::field::Empty;
 
+use crate::store::events::{Event, EventKind};
 use crate::{
     config::Registration,
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
@@ -295,6 +296,8 @@ pub struct Parts {
     pub default_roles: std::collections::HashMap<String, String>,
     /// Services that may introspect tokens.
     pub introspection_clients: Vec<crate::config::IntrospectionClient>,
+    /// How long events are kept.
+    pub event_retention: std::time::Duration,
     /// The time, for bind-ticket and refresh-token expiry.
     pub clock: crate::clock::Clock,
     /// What `/metrics` shows.
@@ -359,7 +362,20 @@ impl Auth {
             tracing::info!(user_id = %record.user.id, "login refused: the user is banned");
             return Err(banned.into());
         }
-        Ok(self.outcome(record, app.appid(), session.openid, &self.origin(peer), "login succeeded").await?)
+        let origin = self.origin(peer);
+        let outcome = self.outcome(record, app.appid(), session.openid, &origin, "login succeeded").await?;
+        let event = self.event(EventKind::Login).user(outcome.user.id).app(app.appid()).origin(&origin);
+        self.record(event.detail("created", outcome.created)).await;
+        Ok(outcome)
+    }
+
+    /// Records a refused `POST /v1/login` (answered with the error `code`): the failure
+    /// statistics count them by code.
+    pub async fn record_login_failure(&self, appid: Option<&str>, code: &str, peer: &Peer<'_>) {
+        let mut event = self.event(EventKind::LoginFailed).origin(&self.origin(peer)).detail("error", code);
+        // Only an app this server serves: the field is the client's to fill.
+        event.appid = self.app(appid).ok().map(|app| app.appid().to_owned());
+        self.record(event).await;
     }
 
     /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
@@ -422,16 +438,39 @@ impl Auth {
         }
         let record =
             self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref(), self.parts.clock.now()).await?;
-        Ok(self.outcome(record, &appid, session.openid, &origin, "bind succeeded").await?)
+        let outcome = self.outcome(record, &appid, session.openid, &origin, "bind succeeded").await?;
+        let event = self.event(EventKind::Bind).user(outcome.user.id).app(&appid).origin(&origin);
+        self.record(event.detail("username", username.as_str())).await;
+        Ok(outcome)
     }
 
     /// Removes the WeChat identities of the bearer's user: the account stays, and the next
     /// login with those openids behaves as unbound.
-    pub async fn unbind(&self, bearer: &str) -> Result<Vec<Identity>, BearerFailure> {
+    pub async fn unbind(&self, bearer: &str, peer: &Peer<'_>) -> Result<Vec<Identity>, BearerFailure> {
         let me = self.caller(bearer).await?;
         let removed = self.parts.store.unbind(&me.user.id).await?;
         tracing::info!(user_id = %me.user.id, identities = removed.len(), "WeChat identities unbound");
+        let event = self.caller_event(EventKind::Unbind, &me, peer).detail("identities", removed.len());
+        self.record(event).await;
         Ok(removed)
+    }
+
+    /// A new event of `kind` now, on the service's clock.
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind, self.parts.clock.now())
+    }
+
+    /// An event of `kind` about the bearer `caller`, from `peer`.
+    fn caller_event(&self, kind: EventKind, caller: &Caller, peer: &Peer<'_>) -> Event {
+        self.event(kind).user(caller.user.id).app(&caller.identity.appid).origin(&self.origin(peer))
+    }
+
+    /// Keeps `event`. The change it reports has happened and is answered anyway, so a
+    /// failure to keep it is logged rather than returned.
+    async fn record(&self, event: Event) {
+        if let Err(e) = self.parts.store.append_events(std::slice::from_ref(&event)).await {
+            tracing::warn!(error = %e, kind = event.kind.as_str(), "an event could not be recorded");
+        }
     }
 
     /// The user a bearer token belongs to, with what it shared through open data.

@@ -182,6 +182,7 @@ impl Application {
                 .filter_map(|app| Some((app.appid.clone(), app.default_role.clone()?)))
                 .collect(),
             introspection_clients: settings.introspection_clients.clone(),
+            event_retention: settings.event_retention,
             clock,
         };
         Ok(Self {
@@ -226,7 +227,7 @@ impl Application {
         let auth = self.auth.clone();
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
-        let purger = tokio::spawn(purge_refresh_tokens(auth.clone()));
+        let purger = tokio::spawn(purge_old_records(auth.clone()));
         let watcher = tokio::spawn(watch_keys(auth.clone()));
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
@@ -317,16 +318,22 @@ async fn watch_keys(auth: Arc<Auth>) {
     }
 }
 
-/// How often dead refresh records are purged.
+/// How often dead refresh records and old events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Purges dead refresh records now and then, for as long as the server runs.
-async fn purge_refresh_tokens(auth: Arc<Auth>) {
+/// Purges dead refresh records and events past their retention now and then, for as long
+/// as the server runs.
+async fn purge_old_records(auth: Arc<Auth>) {
     loop {
         match auth.purge_refresh().await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "purged expired and revoked refresh tokens"),
             Err(e) => tracing::warn!(error = %e, "purging refresh tokens failed; will retry"),
+        }
+        match auth.purge_events().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "purged events older than WXAUTH_EVENT_RETENTION_DAYS"),
+            Err(e) => tracing::warn!(error = %e, "purging events failed; will retry"),
         }
         tokio::time::sleep(PURGE_EVERY).await;
     }

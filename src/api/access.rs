@@ -5,7 +5,9 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use time::OffsetDateTime;
 
-use super::{ApiTags, NO_STORE, error::MeError, me::BearerToken, me::UserBody, sessions::SessionBody};
+use super::{
+    ApiTags, NO_STORE, error::MeError, events::EventBody, me::BearerToken, me::UserBody, sessions::SessionBody,
+};
 use crate::auth::{Auth, Holdings};
 
 /// When an identity's newest WeChat session key was received. The key itself stays on the
@@ -48,6 +50,8 @@ pub struct ExportBody {
     pub sessions: Vec<SessionBody>,
     /// WeChat session keys held (their times only).
     pub session_keys: Vec<SessionKeyHeld>,
+    /// The events about the person kept (`WXAUTH_EVENT_RETENTION_DAYS`), newest first.
+    pub events: Vec<EventBody>,
 }
 
 impl ExportBody {
@@ -65,6 +69,7 @@ impl ExportBody {
                 .into_iter()
                 .map(|(appid, received_at)| SessionKeyHeld { appid, received_at })
                 .collect(),
+            events: holdings.events.into_iter().map(EventBody::from).collect(),
         }
     }
 }

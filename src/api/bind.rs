@@ -115,8 +115,13 @@ impl BindApi {
     /// of this server) and its unionid link. The user and its account stay; the person
     /// binds again with `POST /v1/bind`.
     #[oai(path = "/v1/me/binding", method = "delete", operation_id = "unbind")]
-    async fn unbind(&self, token: BearerToken) -> Result<UnbindResponse, MeError> {
-        let removed = self.auth.unbind(&token.0.token).await?;
+    async fn unbind(
+        &self,
+        token: BearerToken,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<UnbindResponse, MeError> {
+        let removed = self.auth.unbind(&token.0.token, &super::peer(remote, headers)).await?;
         Ok(UnbindResponse::Ok(Json(UnbindBody { unbound: removed.into_iter().map(identity).collect() })))
     }
 }

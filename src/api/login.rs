@@ -211,6 +211,7 @@ impl LoginApi {
             Err(failure) => {
                 let error = LoginError::from(failure);
                 metrics.login_failed(error.code());
+                self.auth.record_login_failure(body.0.appid.as_deref(), error.code(), &peer).await;
                 Err(error)
             }
         }

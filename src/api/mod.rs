@@ -4,6 +4,7 @@ pub mod access;
 pub mod bind;
 pub mod dev;
 pub mod error;
+pub mod events;
 mod examples;
 pub mod health;
 pub mod introspect;

@@ -161,7 +161,13 @@ impl OpenDataApi {
     /// answer is 409 `session_key_stale`, call `wx.login`, `POST /v1/login`, ask for the
     /// number again and retry.
     #[oai(path = "/v1/me/phone", method = "post", operation_id = "phone")]
-    async fn phone(&self, token: BearerToken, body: Json<PhoneRequest>) -> Result<PhoneResponse, PhoneError> {
+    async fn phone(
+        &self,
+        token: BearerToken,
+        body: Json<PhoneRequest>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<PhoneResponse, PhoneError> {
         let b = &body.0;
         let proof = match (&b.code, &b.encrypted_data, &b.iv) {
             (Some(code), None, None) => PhoneProof::Code(&code.0),
@@ -172,7 +178,7 @@ impl OpenDataApi {
                 );
             }
         };
-        let phone = self.auth.phone(&token.0.token, proof).await?;
+        let phone = self.auth.phone(&token.0.token, proof, &super::peer(remote, headers)).await?;
         Ok(PhoneResponse::Ok(Json(phone.into()), NO_STORE.into()))
     }
 
@@ -186,6 +192,8 @@ impl OpenDataApi {
         &self,
         token: BearerToken,
         body: Json<ProfileRequestBody>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
     ) -> Result<ProfileResponse, ProfileError> {
         let b = &body.0;
         let request = ProfileRequest {
@@ -194,7 +202,7 @@ impl OpenDataApi {
             raw_data: b.raw_data.as_deref(),
             signature: b.signature.as_deref(),
         };
-        let shared = self.auth.profile(&token.0.token, request).await?;
+        let shared = self.auth.profile(&token.0.token, request, &super::peer(remote, headers)).await?;
         Ok(ProfileResponse::Ok(Json(shared.into()), NO_STORE.into()))
     }
 }

@@ -72,9 +72,14 @@ impl RefreshApi {
     /// token. Presenting a spent refresh token again revokes every token of its login
     /// (reuse detection): the client must then log in again with `wx.login`.
     #[oai(path = "/v1/token/refresh", method = "post", operation_id = "refresh")]
-    async fn refresh(&self, body: Json<RefreshRequest>) -> Result<RefreshResponse, RefreshError> {
+    async fn refresh(
+        &self,
+        body: Json<RefreshRequest>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<RefreshResponse, RefreshError> {
         let token = body.0.token().ok_or_else(|| RefreshError::BadRequest(malformed()))?;
-        let outcome = self.auth.refresh(token).await?;
+        let outcome = self.auth.refresh(token, &super::peer(remote, headers)).await?;
         Ok(RefreshResponse::Ok(Json(outcome.into()), NO_STORE.into()))
     }
 
@@ -84,9 +89,14 @@ impl RefreshApi {
     /// working. Idempotent: an unknown, expired or already revoked token answers 204 too.
     /// Access tokens already issued stay valid until they expire.
     #[oai(path = "/v1/logout", method = "post", operation_id = "logout")]
-    async fn logout(&self, body: Json<RefreshRequest>) -> Result<LogoutResponse, LogoutError> {
+    async fn logout(
+        &self,
+        body: Json<RefreshRequest>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<LogoutResponse, LogoutError> {
         let token = body.0.token().ok_or_else(|| LogoutError::BadRequest(malformed()))?;
-        self.auth.logout(token).await?;
+        self.auth.logout(token, &super::peer(remote, headers)).await?;
         Ok(LogoutResponse::Done)
     }
 
@@ -95,8 +105,13 @@ impl RefreshApi {
     /// Revokes every refresh token of the bearer's user, on every device (a lost phone).
     /// Access tokens already issued stay valid until they expire.
     #[oai(path = "/v1/me/logout-all", method = "post", operation_id = "logoutAll")]
-    async fn logout_all(&self, token: BearerToken) -> Result<LogoutResponse, MeError> {
-        self.auth.logout_all(&token.0.token).await?;
+    async fn logout_all(
+        &self,
+        token: BearerToken,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<LogoutResponse, MeError> {
+        self.auth.logout_all(&token.0.token, &super::peer(remote, headers)).await?;
         Ok(LogoutResponse::Done)
     }
 }

@@ -106,9 +106,15 @@ impl SessionsApi {
     /// Ends one of the bearer's sessions ("log out of that phone"): its refresh tokens stop
     /// working at once. Access tokens already issued stay valid until they expire.
     #[oai(path = "/v1/me/sessions/:id", method = "delete", operation_id = "endSession")]
-    async fn end_session(&self, token: BearerToken, id: Path<String>) -> Result<EndSessionResponse, SessionError> {
+    async fn end_session(
+        &self,
+        token: BearerToken,
+        id: Path<String>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<EndSessionResponse, SessionError> {
         let id = uuid::Uuid::parse_str(&id.0).map_err(|_| SessionError::BadRequest(malformed_id()))?;
-        self.auth.end_session(&token.0.token, id).await?;
+        self.auth.end_session(&token.0.token, id, &super::peer(remote, headers)).await?;
         Ok(EndSessionResponse::Done)
     }
 }

@@ -2,7 +2,10 @@
 //! answer, without the secrets that only the server may hold.
 
 use super::{Auth, BearerFailure, Me};
-use crate::store::Session;
+use crate::store::{
+    Session,
+    events::{Event, EventFilter, MAX_PAGE},
+};
 
 /// Everything wxauth holds about a person.
 #[derive(Debug)]
@@ -14,6 +17,8 @@ pub struct Holdings {
     /// When each identity's newest session key was received, by AppID (the key itself
     /// never leaves the server).
     pub session_keys: Vec<(String, time::OffsetDateTime)>,
+    /// The events about the user, newest first.
+    pub events: Vec<Event>,
 }
 
 impl Auth {
@@ -28,6 +33,18 @@ impl Auth {
                 session_keys.push((identity.appid.clone(), key.issued_at));
             }
         }
-        Ok(Holdings { me, sessions, session_keys })
+        // Every page: retention bounds them.
+        let mut events: Vec<Event> = Vec::new();
+        loop {
+            let before = events.last().map(|e| e.id);
+            let filter = EventFilter { user: Some(me.user.id), before, limit: MAX_PAGE, ..EventFilter::default() };
+            let page = store.events(&filter).await?;
+            let last = page.len() < MAX_PAGE;
+            events.extend(page);
+            if last {
+                break;
+            }
+        }
+        Ok(Holdings { me, sessions, session_keys, events })
     }
 }

@@ -100,9 +100,18 @@ impl Auth {
     /// Verifies the bearer's phone number with WeChat (by code) or by decrypting it with
     /// the stored session key, and keeps it on the user. Nothing is stored on failure.
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty, via))]
-    pub async fn phone(&self, bearer: &str, proof: PhoneProof<'_>) -> Result<PhoneNumber, OpenDataFailure> {
+    pub async fn phone(
+        &self,
+        bearer: &str,
+        proof: PhoneProof<'_>,
+        peer: &super::Peer<'_>,
+    ) -> Result<PhoneNumber, OpenDataFailure> {
         let caller = self.caller(bearer).await?;
         tracing::Span::current().record("user_id", tracing::field::display(caller.user.id));
+        let via = match proof {
+            PhoneProof::Code(_) => "code",
+            PhoneProof::Encrypted { .. } => "encrypted_data",
+        };
         let phone = match proof {
             PhoneProof::Code(raw) => {
                 tracing::Span::current().record("via", "code");
@@ -125,13 +134,20 @@ impl Auth {
         self.parts.store.set_phone(&caller.user.id, Dated { value: phone.clone(), at }).await.map_err(gone)?;
         // Never the number itself: it is personal data.
         tracing::info!("phone number verified and stored");
+        let event = self.caller_event(crate::store::events::EventKind::PhoneVerified, &caller, peer);
+        self.record(event.detail("via", via)).await;
         Ok(phone)
     }
 
     /// Decrypts the bearer's legacy `getUserInfo` data, checks `raw_data` against its
     /// signature when given, and keeps the profile on the user.
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
-    pub async fn profile(&self, bearer: &str, req: ProfileRequest<'_>) -> Result<SharedProfile, OpenDataFailure> {
+    pub async fn profile(
+        &self,
+        bearer: &str,
+        req: ProfileRequest<'_>,
+        peer: &super::Peer<'_>,
+    ) -> Result<SharedProfile, OpenDataFailure> {
         let caller = self.caller(bearer).await?;
         tracing::Span::current().record("user_id", tracing::field::display(caller.user.id));
         let signed = match (req.raw_data, req.signature) {
@@ -153,6 +169,8 @@ impl Auth {
         let at = OffsetDateTime::now_utc();
         self.parts.store.set_profile(&caller.user.id, Dated { value: profile.clone(), at }).await.map_err(gone)?;
         tracing::info!("profile decrypted and stored");
+        let event = self.caller_event(crate::store::events::EventKind::ProfileUpdated, &caller, peer);
+        self.record(event.detail("signed", signed.is_some())).await;
         Ok(SharedProfile { decrypted: object, profile })
     }
 

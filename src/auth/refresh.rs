@@ -12,7 +12,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use super::{Auth, Internal, IssuedRefresh, LoginOutcome, REFRESH_TOKEN_PREFIX};
 use crate::domain::UserId;
-use crate::store::{PurgeBatch, RefreshId, Refreshed, StoreError};
+use crate::store::{PurgeBatch, RefreshId, Refreshed, StoreError, events::EventKind};
 
 /// Records looked at per purge batch: a few milliseconds of sled work.
 pub const PURGE_BATCH: usize = 1000;
@@ -88,7 +88,7 @@ impl Auth {
     /// Spends a refresh token and answers a new access token with the token's successor.
     /// Each family may refresh `WXAUTH_REFRESH_ATTEMPTS_PER_FAMILY` times a minute.
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
-    pub async fn refresh(&self, presented: &str) -> Result<LoginOutcome, RefreshFailure> {
+    pub async fn refresh(&self, presented: &str, peer: &super::Peer<'_>) -> Result<LoginOutcome, RefreshFailure> {
         let store = &self.parts.store;
         let Some(old) = parse_token(presented) else {
             return Err(RefreshFailure::InvalidGrant("the refresh token is not known"));
@@ -116,6 +116,9 @@ impl Auth {
             }
             Refreshed::Reused => {
                 tracing::warn!("a spent refresh token was presented again; its family is revoked");
+                let event = self.event(EventKind::RefreshReuse).user(old.user).origin(&self.origin(peer));
+                let sid = crate::store::session_id(&old.family).to_string();
+                self.record(event.detail("session", sid).detail("generation", old.generation)).await;
                 return Err(RefreshFailure::InvalidGrant(
                     "the refresh token was already used, so every token of this login is revoked",
                 ));
@@ -138,26 +141,47 @@ impl Auth {
         let token = self.parts.tokens.issue(&user, &grant.identity, sid).map_err(Internal::from)?;
         self.parts.metrics.token_issued(token.alg.as_str());
         tracing::info!("refreshed");
+        let event = self.event(EventKind::Refresh).user(user.id).app(&grant.identity.appid).origin(&self.origin(peer));
+        self.record(event.detail("session", sid.to_string())).await;
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user, identity: grant.identity, created: false })
     }
 
     /// Revokes the family of a refresh token. Unknown tokens are fine: logging out twice,
     /// or after expiry, succeeds the same.
-    pub async fn logout(&self, presented: &str) -> Result<(), Internal> {
-        if let Some(id) = parse_token(presented) {
-            self.parts.store.revoke_refresh(&id).await?;
+    pub async fn logout(&self, presented: &str, peer: &super::Peer<'_>) -> Result<(), Internal> {
+        if let Some(id) = parse_token(presented)
+            && self.parts.store.revoke_refresh(&id).await?
+        {
+            let event = self.event(EventKind::Logout).user(id.user).origin(&self.origin(peer));
+            self.record(event.detail("session", crate::store::session_id(&id.family).to_string())).await;
         }
         Ok(())
     }
 
     /// Revokes every refresh family of the bearer's user (a lost phone). Access tokens
     /// already issued stay valid until they expire.
-    pub async fn logout_all(&self, bearer: &str) -> Result<(), super::BearerFailure> {
+    pub async fn logout_all(&self, bearer: &str, peer: &super::Peer<'_>) -> Result<(), super::BearerFailure> {
         let caller = self.caller(bearer).await?;
         self.parts.store.revoke_user_refresh(&caller.user.id).await?;
         tracing::info!(user_id = %caller.user.id, "every refresh token of the user revoked");
+        self.record(self.caller_event(EventKind::LogoutAll, &caller, peer)).await;
         Ok(())
+    }
+
+    /// Removes the events older than `WXAUTH_EVENT_RETENTION_DAYS`, in bounded batches
+    /// with a pause between them, like [`Auth::purge_refresh`]. Returns how many.
+    pub async fn purge_events(&self) -> Result<usize, StoreError> {
+        let before = self.parts.clock.now() - self.parts.event_retention;
+        let mut removed = 0;
+        loop {
+            let PurgeBatch { removed: batch, done } = self.parts.store.purge_events(before, PURGE_BATCH).await?;
+            removed += batch;
+            if done {
+                return Ok(removed);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// One pass of the purge of dead refresh records, in bounded batches with a pause

@@ -33,7 +33,12 @@ impl Auth {
     ///
     /// The public id is looked up among the user's own live sessions, so that one user can
     /// neither end nor learn of another's.
-    pub async fn end_session(&self, bearer: &str, id: uuid::Uuid) -> Result<(), SessionFailure> {
+    pub async fn end_session(
+        &self,
+        bearer: &str,
+        id: uuid::Uuid,
+        peer: &super::Peer<'_>,
+    ) -> Result<(), SessionFailure> {
         let me = self.caller(bearer).await?;
         let store = &self.parts.store;
         let now = self.parts.clock.now();
@@ -44,6 +49,8 @@ impl Auth {
             return Err(SessionFailure::NotFound);
         }
         tracing::info!(user_id = %me.user.id, session = %id, "session ended by its user");
+        let event = self.caller_event(crate::store::events::EventKind::SessionRevoked, &me, peer);
+        self.record(event.detail("session", id.to_string())).await;
         Ok(())
     }
 }

@@ -96,6 +96,8 @@ settings! {
         "`POST /v1/token/refresh` per login (refresh family) per minute: a burst of this many, then one every 60/n s; past it 429 `rate_limited`. `0` turns it off. Accepted: 0 to 1000000.";
     REFRESH_ATTEMPTS_PER_IP: "refresh_attempts_per_ip", Default::Value("600"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),
         "The same per client address (IPv6: one /64), counted before the body is read. High because many people share one address behind carrier-grade NAT. `0` turns it off. Accepted: 0 to 1000000.";
+    EVENT_RETENTION_DAYS: "event_retention_days", Default::Value("90"), Some(Range { min: 1, max: 3650, unit: "days" }),
+        "Days an event (a login, a bind, a ban, ...) is kept, 1 to 3650; older ones are purged in batches every 10 minutes. Events hold client addresses and user agents, personal information under PIPL: keep them no longer than the business needs.";
     KEY_ACTIVATION_SECS: "key_activation_secs", Default::Value("600"), Some(Range { min: 0, max: 604800, unit: "seconds" }),
         "Seconds after `wxauth keys rotate` before the new key signs (it is published at once): twice the JWKS `max-age`, so verifiers hold it first. 0 to 604800.";
     KEY_ROTATION_DAYS: "key_rotation_days", Default::Value("0"), Some(Range { min: 0, max: 3650, unit: "days" }),

@@ -130,6 +130,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Services that may introspect tokens (`[[introspection_clients]]`).
     pub introspection_clients: Vec<IntrospectionClient>,
+    /// How long events are kept (`WXAUTH_EVENT_RETENTION_DAYS`).
+    pub event_retention: Duration,
 }
 
 /// What a login with an openid that is bound to no user does (`WXAUTH_REGISTRATION`).
@@ -305,6 +307,7 @@ impl Settings {
             docs: layers.on_or_off(&DOCS, dev)?,
             max_connections: layers.number(&MAX_CONNECTIONS)? as usize,
             introspection_clients: clients::clients(layers)?,
+            event_retention: Duration::from_secs(layers.number(&EVENT_RETENTION_DAYS)? * 86_400),
             keys_dir: layers.path(&KEYS_DIR)?.expect("declared default"),
             registration,
             attempt_limits,

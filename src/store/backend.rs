@@ -233,9 +233,9 @@ pub(super) trait RefreshTokens {
         expires_at: OffsetDateTime,
     ) -> impl Future<Output = Result<Refreshed, StoreError>> + Send;
 
-    /// Revokes the family of `id` when [`super::refresh::revokes`] says so. Durable when it
-    /// returns.
-    fn revoke_refresh(&self, id: &RefreshId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Revokes the family of `id` when [`super::refresh::revokes`] says so, and says whether
+    /// it did. Durable when it returns.
+    fn revoke_refresh(&self, id: &RefreshId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Revokes every family of the user. Durable when it returns.
     fn revoke_user_refresh(&self, user: &UserId) -> impl Future<Output = Result<(), StoreError>> + Send;

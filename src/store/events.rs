@@ -7,7 +7,10 @@
 //! Details are small JSON objects that never hold a secret: no code, token, session key,
 //! password, phone number or profile.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -111,7 +114,7 @@ pub struct Event {
     pub ip: Option<IpAddr>,
     /// The client's `User-Agent`, cut as sessions keep it.
     pub user_agent: Option<String>,
-    /// Who acted, when not the person: `socket` (the CLI) or `admin-token:NAME`.
+    /// Who acted, when not the person: `cli` (the `wxauth` commands) or `admin-token:NAME`.
     pub actor: Option<String>,
     /// Kind-specific details, never a secret.
     pub details: Map<String, Value>,
@@ -186,12 +189,26 @@ impl Event {
     }
 }
 
-/// A UUID v7 of `at`: its first 48 bits are `at` in Unix milliseconds, the rest random.
+/// Orders the ids of one process that fall in the same fraction of a millisecond.
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A UUID v7 of `at` (RFC 9562): 48 bits of Unix milliseconds, 12 bits of the fraction of
+/// the millisecond (its method 3), then a sequence number and random bits. Ids made in
+/// one process sort as their times do, and in the order made within the same fraction;
+/// ids of two replicas in the same 244 ns may sort either way.
 pub fn id_at(at: OffsetDateTime) -> Uuid {
-    let nanos = at.unix_timestamp_nanos();
-    let secs = u64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
-    let subsec = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
-    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, subsec))
+    let nanos = at.unix_timestamp_nanos().max(0);
+    let millis = u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX >> 16);
+    let fraction = u16::try_from((nanos % 1_000_000) * 4096 / 1_000_000).unwrap_or(0);
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff;
+    let mut random = [0u8; 4];
+    // A failed random source leaves zeros: the sequence still tells ids apart.
+    let _ = aws_lc_rs::rand::fill(&mut random);
+    let mut bytes = [0u8; 10];
+    bytes[..2].copy_from_slice(&fraction.to_be_bytes());
+    bytes[2..6].copy_from_slice(&sequence.to_be_bytes());
+    bytes[6..].copy_from_slice(&random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
 }
 
 /// The smallest id of any event at or after `at`: events before `at` have smaller ids.
@@ -253,7 +270,10 @@ mod tests {
         assert!(before < at && at < after);
         assert!(before < first_id_at(t) && first_id_at(t) <= at);
         assert_eq!(at.get_version_num(), 7);
-        assert_ne!(id_at(t), id_at(t), "two events at one time get two ids");
+        let (one, two) = (id_at(t), id_at(t));
+        assert!(one < two, "two events at one time get two ids, in the order made");
+        let ns = time::Duration::nanoseconds(300);
+        assert!(id_at(t + ns) > id_at(t), "a later fraction of the millisecond sorts later, whenever made")
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Store {
 
     /// Revokes the family of refresh token `id`; nothing happens for a token that is not
     /// one of its family's. Durable when it returns.
-    pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+    pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
         dispatch!(self, b => b.revoke_refresh(id).await)
     }
 

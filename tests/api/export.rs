@@ -113,8 +113,19 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].as_str().unwrap().to_owned())
         .collect();
-    let expected =
-        ["header", "mode", "user", "unionid", "account", "details", "ticket", "refresh_family", "admin_token", "end"];
+    let expected = [
+        "header",
+        "mode",
+        "user",
+        "unionid",
+        "account",
+        "details",
+        "ticket",
+        "refresh_family",
+        "admin_token",
+        "event",
+        "end",
+    ];
     assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect(), "{from_sled}");
     for secret in [PHONE, &crate::helpers::default_session_key("c@ann"), "correct horse"] {
         assert!(!from_sled.contains(secret), "the export holds {secret:?} in plaintext");

@@ -9,6 +9,7 @@ mod connections;
 mod controls;
 mod dev_mock;
 mod docs;
+mod events;
 mod export;
 mod faults;
 mod helpers;

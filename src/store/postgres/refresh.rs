@@ -115,7 +115,7 @@ impl RefreshTokens for PgStore {
         transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))
     }
 
-    async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+    async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
         transact!(self, tx => self.revoke_in(&mut tx, id))
     }
 
@@ -287,14 +287,15 @@ impl PgStore {
         Ok(Step::Done(true))
     }
 
-    async fn revoke_in(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Step<()>, Failure> {
-        let Some(row) = self.locked_family(tx, &id.user, &id.family).await? else { return Ok(Step::Done(())) };
-        if revokes(&row.family(), id) {
-            sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
-                .bind(Uuid::from_bytes(id.family))
-                .execute(&mut *tx)
-                .await?;
+    async fn revoke_in(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Step<bool>, Failure> {
+        let Some(row) = self.locked_family(tx, &id.user, &id.family).await? else { return Ok(Step::Done(false)) };
+        if !revokes(&row.family(), id) {
+            return Ok(Step::Done(false));
         }
-        Ok(Step::Done(()))
+        sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
+            .bind(Uuid::from_bytes(id.family))
+            .execute(&mut *tx)
+            .await?;
+        Ok(Step::Done(true))
     }
 }

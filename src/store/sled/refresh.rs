@@ -267,17 +267,18 @@ impl RefreshTokens for SledStore {
         Ok(outcome)
     }
 
-    async fn revoke_refresh(&self, id: &RefreshId) -> Result<(), StoreError> {
+    async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
         {
             let _turn = self.refresh_turn();
-            let Some((key, mut record)) = self.family_record(id)? else { return Ok(()) };
+            let Some((key, mut record)) = self.family_record(id)? else { return Ok(false) };
             if !revokes(&record.family(), id) {
-                return Ok(());
+                return Ok(false);
             }
             record.revoked = true;
             self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
         }
-        self.commit.wait().await
+        self.commit.wait().await?;
+        Ok(true)
     }
 
     async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {

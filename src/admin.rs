@@ -296,7 +296,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             hash(&password_hash)?;
             let user = store.add_account(name.as_str(), &password_hash).await?;
             tracing::info!(username = %name, user_id = %user.id, "account added");
-            record(store, event(EventKind::AccountAdded).user(user.id).detail("username", name.as_str())).await;
+            store.record(event(EventKind::AccountAdded).user(user.id).detail("username", name.as_str())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::ListAccounts => {
@@ -311,7 +311,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
         Command::RemoveAccount { username: name } => {
             let user = store.remove_account(username(&name)?.as_str()).await?;
             tracing::info!(username = %name, user_id = %user.id, "account removed");
-            record(store, event(EventKind::AccountRemoved).user(user.id).detail("username", name.as_str())).await;
+            store.record(event(EventKind::AccountRemoved).user(user.id).detail("username", name.as_str())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetPassword { username: name, password_hash } => {
@@ -322,7 +322,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             let user = store.account(name.as_str()).await?.map(|a| a.user);
             let mut changed = event(EventKind::PasswordChanged).detail("username", name.as_str());
             changed.user = user;
-            record(store, changed).await;
+            store.record(changed).await;
             Ok(Reply::Done)
         }
         Command::ShowUser { query } => {
@@ -349,16 +349,17 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             tracing::info!(user_id = %id, until = ?ban.until, "user banned; every refresh token revoked");
             let mut banned = event(EventKind::Ban).user(id).detail("reason", ban.reason.as_str());
             if let Some(until) = ban.until {
-                banned = banned.detail("until", rfc3339(until));
+                banned = banned
+                    .detail("until", until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
             }
-            record(store, banned).await;
+            store.record(banned).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::UnbanUser { query } => {
             let id = one_user(store, appids, &query).await?;
             let user = store.change_controls(&id, |c| c.ban = None).await?;
             tracing::info!(user_id = %id, "user unbanned");
-            record(store, event(EventKind::Unban).user(id)).await;
+            store.record(event(EventKind::Unban).user(id)).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetRoles { query, roles } => {
@@ -366,7 +367,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             let roles = crate::domain::roles(&roles).map_err(refused)?;
             let user = store.change_controls(&id, |c| c.roles = roles.clone()).await?;
             tracing::info!(user_id = %id, roles = ?user.controls.roles, "roles set");
-            record(store, event(EventKind::RolesSet).user(id).detail("roles", user.controls.roles.clone())).await;
+            store.record(event(EventKind::RolesSet).user(id).detail("roles", user.controls.roles.clone())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::SetClaims { query, claims } => {
@@ -376,7 +377,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             tracing::info!(user_id = %id, "custom claims set");
             // The names only: values may be personal.
             let names: Vec<String> = user.controls.claims.as_map().keys().cloned().collect();
-            record(store, event(EventKind::ClaimsSet).user(id).detail("names", names)).await;
+            store.record(event(EventKind::ClaimsSet).user(id).detail("names", names)).await;
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::AddAdminToken { id, name, role, secret_hash } => {
@@ -399,7 +400,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             store.add_admin_token(&token).await?;
             tracing::info!(name = %token.name, role = role.as_str(), "admin token created");
             let created = event(EventKind::AdminTokenCreated).detail("name", token.name.as_str());
-            record(store, created.detail("role", role.as_str())).await;
+            store.record(created.detail("role", role.as_str())).await;
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
         }
         Command::ListAdminTokens => {
@@ -408,7 +409,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
         Command::RevokeAdminToken { name } => {
             let token = store.revoke_admin_token(&name, OffsetDateTime::now_utc()).await?;
             tracing::info!(name = %token.name, "admin token revoked");
-            record(store, event(EventKind::AdminTokenRevoked).detail("name", token.name.as_str())).await;
+            store.record(event(EventKind::AdminTokenRevoked).detail("name", token.name.as_str())).await;
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
         }
     }
@@ -420,17 +421,6 @@ const ACTOR: &str = "cli";
 /// A new event of `kind`, now, by the admin channel.
 fn event(kind: EventKind) -> Event {
     Event::new(kind, OffsetDateTime::now_utc()).actor(ACTOR)
-}
-
-/// Keeps `event`; the change it reports is done, so a failure is logged, not returned.
-async fn record(store: &Store, event: Event) {
-    if let Err(e) = store.append_events(std::slice::from_ref(&event)).await {
-        tracing::warn!(error = %e, kind = event.kind.as_str(), "an event could not be recorded");
-    }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn refused(e: ControlError) -> AdminError {

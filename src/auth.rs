@@ -465,12 +465,9 @@ impl Auth {
         self.event(kind).user(caller.user.id).app(&caller.identity.appid).origin(&self.origin(peer))
     }
 
-    /// Keeps `event`. The change it reports has happened and is answered anyway, so a
-    /// failure to keep it is logged rather than returned.
+    /// Keeps `event` ([`Store::record`]).
     async fn record(&self, event: Event) {
-        if let Err(e) = self.parts.store.append_events(std::slice::from_ref(&event)).await {
-            tracing::warn!(error = %e, kind = event.kind.as_str(), "an event could not be recorded");
-        }
+        self.parts.store.record(event).await;
     }
 
     /// The user a bearer token belongs to, with what it shared through open data.

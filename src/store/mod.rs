@@ -335,6 +335,14 @@ impl Store {
         dispatch!(self, b => b.append_events(events).await)
     }
 
+    /// Keeps `event`, the report of a change already made and answered: a failure is
+    /// logged, not returned, so that it never undoes or fails the change.
+    pub async fn record(&self, event: events::Event) {
+        if let Err(e) = self.append_events(std::slice::from_ref(&event)).await {
+            tracing::warn!(error = %e, kind = event.kind.as_str(), "an event could not be recorded");
+        }
+    }
+
     /// The events `filter` admits, newest first.
     pub async fn events(&self, filter: &events::EventFilter) -> Result<Vec<events::Event>, StoreError> {
         dispatch!(self, b => b.events(filter).await)

@@ -80,6 +80,17 @@ pub(super) trait Users {
         openid: &str,
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
+    /// The user a unionid leads to (the first that had it), if any.
+    fn user_by_unionid(&self, unionid: &str) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// Up to `limit` users in id order, after `after` (from the first when `None`): the
+    /// pages of the admin API's user list.
+    fn users_after(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
     /// The newest session key of the user's identity in `appid`.
     fn session_key(
         &self,

@@ -238,6 +238,16 @@ impl Store {
         dispatch!(self, b => b.user_by_openid(appid, openid).await)
     }
 
+    /// The user a unionid leads to (the first that had it), if any.
+    pub async fn user_by_unionid(&self, unionid: &str) -> Result<Option<User>, StoreError> {
+        dispatch!(self, b => b.user_by_unionid(unionid).await)
+    }
+
+    /// Up to `limit` users in id order, after `after` (from the first when `None`).
+    pub async fn users_after(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<User>, StoreError> {
+        dispatch!(self, b => b.users_after(after, limit).await)
+    }
+
     /// The newest session key of a user in `appid`. Never sent to clients; for decrypting
     /// open data.
     pub async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {

@@ -131,6 +131,33 @@ impl Users for PgStore {
         Ok(load_by_binding(&self.pool, appid, openid).await?.map(|l| l.user))
     }
 
+    async fn user_by_unionid(&self, unionid: &str) -> Result<Option<User>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{USER_COLUMNS} WHERE u.id = (SELECT user_id FROM unionids WHERE unionid = $1) ORDER BY i.seq"
+        )))
+        .bind(unionid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(loaded(&rows)?.map(|l| l.user))
+    }
+
+    async fn users_after(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<User>, StoreError> {
+        // uuid order is byte order, as sled's keys are.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{USER_COLUMNS} WHERE u.id IN (SELECT id FROM users WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2) \
+             ORDER BY u.id, i.seq"
+        )))
+        .bind(after.map(uuid))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut users = Vec::new();
+        for group in rows.chunk_by(|a, b| a.try_get::<Uuid, _>("id").ok() == b.try_get::<Uuid, _>("id").ok()) {
+            users.extend(loaded(group)?.map(|l| l.user));
+        }
+        Ok(users)
+    }
+
     async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         let row = sqlx::query(
             "SELECT session_key, session_key_issued_at_ns FROM identities WHERE user_id = $1 AND appid = $2",

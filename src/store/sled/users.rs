@@ -69,6 +69,30 @@ impl Users for SledStore {
         }
     }
 
+    async fn user_by_unionid(&self, unionid: &str) -> Result<Option<User>, StoreError> {
+        match self.unionids.get(unionid.as_bytes())? {
+            Some(id) => self.stored_user(&user_id(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    async fn users_after(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<User>, StoreError> {
+        let entries = match after {
+            Some(after) => self.records.range::<&[u8], _>((
+                std::ops::Bound::Excluded(after.as_bytes().as_slice()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.records.iter(),
+        };
+        entries
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                UserRecord::decode(&bytes)?.user(user_id(&key)?)
+            })
+            .collect()
+    }
+
     async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
         match self.records.get(id.as_bytes())? {
             Some(bytes) => match UserRecord::decode(&bytes)?.identity(appid) {

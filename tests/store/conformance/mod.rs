@@ -448,6 +448,43 @@ pub async fn controls_are_kept_changed_given_to_new_users_and_refused_for_a_miss
     assert!(matches!(store.change_controls(&nobody, |c| c.roles.clear()).await, Err(StoreError::NoSuchUser)));
 }
 
+pub async fn users_are_listed_in_id_order_page_by_page_and_found_by_unionid(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    assert!(store.users_after(None, 10).await.unwrap().is_empty(), "an empty store listed users");
+
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let login = store.record_login("wx1", &person(&format!("o{i}"), &format!("u{i}"))).await.unwrap();
+        ids.push(login.user.id);
+    }
+    // A second identity must not list its user twice (PostgreSQL joins identities).
+    store.record_login("wx2", &person("o0-in-wx2", "u0")).await.unwrap();
+    ids.sort_by_key(|id| *id.as_bytes());
+
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.users_after(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3, "a page longer than its limit");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        listed.extend(page.iter().map(|u| u.id));
+    }
+    assert_eq!(listed, ids, "pages are not every user once, in id order");
+    let first = store.users_after(None, 1).await.unwrap();
+    assert_eq!(first[0].id, ids[0]);
+    let both = store.user(&ids[0]).await.unwrap().unwrap();
+    let paged = store.users_after(None, 10).await.unwrap().into_iter().find(|u| u.id == both.id).unwrap();
+    assert_eq!(paged, both, "a listed user differs from the same user read alone");
+
+    let found = store.user_by_unionid("u3").await.unwrap().expect("no user for a known unionid");
+    assert_eq!(found.unionid.as_deref(), Some("u3"));
+    let joined = store.user_by_unionid("u0").await.unwrap().unwrap();
+    assert_eq!(joined.identities.len(), 2, "{joined:?}");
+    assert!(store.user_by_unionid("nobody").await.unwrap().is_none());
+}
+
 pub async fn admin_tokens_are_kept_by_id_unique_by_name_and_stay_revoked(backend: &dyn Backend) {
     use wxauth::store::{AdminRole, AdminToken};
     let (settings, _guard) = backend.fresh();

@@ -273,7 +273,27 @@ pub enum AdminError {
     },
 }
 
-impl From<StoreError> for AdminError {
+/// Why a command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The operator's input was refused, or names no user.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<CommandError> for AdminError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Refused(text) => Self::Refused(text),
+            CommandError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::AccountExists => Self::Refused("an account with this username already exists".into()),
@@ -286,10 +306,24 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Runs one command against the store. `appids` are the apps an openid is looked up in.
+/// Runs one command of the admin channel (the `wxauth` commands) against the store.
+/// `appids` are the apps an openid is looked up in.
 pub async fn execute(store: &Store, appids: &[String], command: Command) -> Result<Reply, AdminError> {
-    let username = |raw: &str| Username::parse(raw).map_err(|e| AdminError::Refused(e.to_string()));
-    let hash = |raw: &str| crate::password::check_stored(raw).map_err(|e| AdminError::Refused(e.to_string()));
+    Ok(execute_as(store, appids, CLI, OffsetDateTime::now_utc(), command).await?)
+}
+
+/// Runs one command against the store for `actor` (the name its events carry) at `now`.
+/// The admin channel and the admin API both run their changes through here.
+pub async fn execute_as(
+    store: &Store,
+    appids: &[String],
+    actor: &str,
+    now: OffsetDateTime,
+    command: Command,
+) -> Result<Reply, CommandError> {
+    let event = |kind| Event::new(kind, now).actor(actor);
+    let username = |raw: &str| Username::parse(raw).map_err(|e| CommandError::Refused(e.to_string()));
+    let hash = |raw: &str| crate::password::check_stored(raw).map_err(|e| CommandError::Refused(e.to_string()));
     match command {
         Command::AddAccount { username: name, password_hash } => {
             let name = username(&name)?;
@@ -342,7 +376,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
         }
         Command::BanUser { query, reason, until } => {
             let id = one_user(store, appids, &query).await?;
-            let ban = Ban::new(&reason, until, OffsetDateTime::now_utc()).map_err(refused)?;
+            let ban = Ban::new(&reason, until, now).map_err(refused)?;
             let user = store.change_controls(&id, |c| c.ban = Some(ban.clone())).await?;
             // After the ban is durable: a refresh racing with it is refused by the ban.
             store.revoke_user_refresh(&id).await?;
@@ -381,20 +415,20 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::AddAdminToken { id, name, role, secret_hash } => {
-            admin_token::check_name(&name).map_err(|e| AdminError::Refused(e.to_string()))?;
+            admin_token::check_name(&name).map_err(|e| CommandError::Refused(e.to_string()))?;
             let role = AdminRole::parse(&role)
-                .ok_or_else(|| AdminError::Refused(format!("role {role:?}: an admin token's role is read or write")))?;
+                .ok_or_else(|| CommandError::Refused(format!("role {role:?}: an admin token's role is read or write")))?;
             let secret_hash = URL_SAFE_NO_PAD
                 .decode(&secret_hash)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                .ok_or_else(|| AdminError::Protocol("secret_hash is not 32 bytes of base64url".into()))?;
+                .ok_or_else(|| CommandError::Refused("secret_hash is not 32 bytes of base64url".into()))?;
             let token = AdminToken {
                 id: *id.as_bytes(),
                 name,
                 role,
                 secret_hash,
-                created_at: OffsetDateTime::now_utc(),
+                created_at: now,
                 revoked_at: None,
             };
             store.add_admin_token(&token).await?;
@@ -407,7 +441,7 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
             Ok(Reply::AdminTokens { tokens: store.admin_tokens().await?.into_iter().map(Into::into).collect() })
         }
         Command::RevokeAdminToken { name } => {
-            let token = store.revoke_admin_token(&name, OffsetDateTime::now_utc()).await?;
+            let token = store.revoke_admin_token(&name, now).await?;
             tracing::info!(name = %token.name, "admin token revoked");
             store.record(event(EventKind::AdminTokenRevoked).detail("name", token.name.as_str())).await;
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
@@ -416,34 +450,33 @@ pub async fn execute(store: &Store, appids: &[String], command: Command) -> Resu
 }
 
 /// Who acts through the admin channel (the `wxauth` commands), as events name it.
-const ACTOR: &str = "cli";
+const CLI: &str = "cli";
 
-/// A new event of `kind`, now, by the admin channel.
-fn event(kind: EventKind) -> Event {
-    Event::new(kind, OffsetDateTime::now_utc()).actor(ACTOR)
+fn refused(e: ControlError) -> CommandError {
+    CommandError::Refused(e.to_string())
 }
 
-fn refused(e: ControlError) -> AdminError {
-    AdminError::Refused(e.to_string())
-}
-
-fn nobody(appids: &[String], query: &str) -> AdminError {
-    AdminError::Refused(format!(
-        "no user has the id, openid or username {query:?} (apps searched: {})",
+fn nobody(appids: &[String], query: &str) -> CommandError {
+    CommandError::Refused(format!(
+        "no user has the id, openid, unionid or username {query:?} (apps searched: {})",
         appids.join(", ")
     ))
 }
 
-/// The users `query` names: as a user id, an openid of any of `appids`, or a username
-/// (operators think in accounts), each once.
-async fn find_users(store: &Store, appids: &[String], query: &str) -> Result<Vec<User>, AdminError> {
-    let mut found = Vec::new();
-    if let Some(id) = UserId::parse(query) {
-        found.push(store.user(&id).await?);
+/// The users `query` names: a user id alone (ids are unambiguous), else every user it
+/// names as an openid of any of `appids`, a unionid or a username (operators think in
+/// accounts), each once.
+pub async fn find_users(store: &Store, appids: &[String], query: &str) -> Result<Vec<User>, StoreError> {
+    if let Some(id) = UserId::parse(query)
+        && let Some(user) = store.user(&id).await?
+    {
+        return Ok(vec![user]);
     }
+    let mut found = Vec::new();
     for appid in appids {
         found.push(store.user_by_openid(appid, query).await?);
     }
+    found.push(store.user_by_unionid(query).await?);
     if let Some(account) = store.account(query).await? {
         found.push(store.user(&account.user).await?);
     }
@@ -458,11 +491,11 @@ async fn find_users(store: &Store, appids: &[String], query: &str) -> Result<Vec
 
 /// The one user `query` names; refused when none or several do (an openid that is also
 /// another user's username), since a change must not reach the wrong person.
-async fn one_user(store: &Store, appids: &[String], query: &str) -> Result<UserId, AdminError> {
+async fn one_user(store: &Store, appids: &[String], query: &str) -> Result<UserId, CommandError> {
     match find_users(store, appids, query).await?.as_slice() {
         [user] => Ok(user.id),
         [] => Err(nobody(appids, query)),
-        several => Err(AdminError::Refused(format!(
+        several => Err(CommandError::Refused(format!(
             "{query:?} names {} users ({}); give the user id",
             several.len(),
             several.iter().map(|u| u.id.to_string()).collect::<Vec<_>>().join(", ")

@@ -416,21 +416,15 @@ pub async fn execute_as(
         }
         Command::AddAdminToken { id, name, role, secret_hash } => {
             admin_token::check_name(&name).map_err(|e| CommandError::Refused(e.to_string()))?;
-            let role = AdminRole::parse(&role)
-                .ok_or_else(|| CommandError::Refused(format!("role {role:?}: an admin token's role is read or write")))?;
+            let role = AdminRole::parse(&role).ok_or_else(|| {
+                CommandError::Refused(format!("role {role:?}: an admin token's role is read or write"))
+            })?;
             let secret_hash = URL_SAFE_NO_PAD
                 .decode(&secret_hash)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
                 .ok_or_else(|| CommandError::Refused("secret_hash is not 32 bytes of base64url".into()))?;
-            let token = AdminToken {
-                id: *id.as_bytes(),
-                name,
-                role,
-                secret_hash,
-                created_at: now,
-                revoked_at: None,
-            };
+            let token = AdminToken { id: *id.as_bytes(), name, role, secret_hash, created_at: now, revoked_at: None };
             store.add_admin_token(&token).await?;
             tracing::info!(name = %token.name, role = role.as_str(), "admin token created");
             let created = event(EventKind::AdminTokenCreated).detail("name", token.name.as_str());

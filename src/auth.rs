@@ -308,11 +308,15 @@ mod access;
 pub mod admin_token;
 mod introspect;
 mod open_data;
+mod operators;
 mod refresh;
 mod sessions;
 pub use access::Holdings;
 pub use introspect::{IntrospectFailure, Introspection, Introspector};
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
+pub use operators::{
+    Change, HourStats, Operator, OperatorFailure, RECENT_EVENTS, STATS_DAYS, Stats, UserFile, UsersPage, WriteFailure,
+};
 pub use refresh::RefreshFailure;
 pub use sessions::SessionFailure;
 

@@ -70,6 +70,14 @@ pub enum StartupError {
     /// The data or keys directory is open to other users.
     #[error(transparent)]
     Exposed(#[from] crate::dirs::Exposed),
+    /// Binding the admin API's address failed.
+    #[error("cannot listen on {addr} (WXAUTH_ADMIN_LISTEN): {source}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
     /// The admin socket could not be created.
     #[error("cannot create the admin socket {path} (WXAUTH_ADMIN_SOCKET): {source}")]
     AdminSocket {
@@ -89,6 +97,8 @@ pub struct Application {
     docs: bool,
     max_connections: usize,
     admin: admin::Listener,
+    /// The admin API's listener (`WXAUTH_ADMIN_LISTEN`), when it is on.
+    admin_api: Option<TcpListener>,
     auth: Arc<Auth>,
     /// Held for its handler: past `RLIMIT_FSIZE` the kernel sends SIGXFSZ, whose default
     /// action kills the process. Handled, the write fails with EFBIG instead, and the
@@ -163,6 +173,12 @@ impl Application {
         let admin = admin::Listener::bind(&settings.admin_socket)
             .await
             .map_err(|source| StartupError::AdminSocket { path: settings.admin_socket.clone(), source })?;
+        let admin_api = match settings.admin_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|source| StartupError::AdminBind { addr, source })?)
+            }
+            None => None,
+        };
         let metrics = Metrics::new();
         let parts = Parts {
             apps: WechatClient::for_apps(&settings.wechat, &metrics, &clock)?,
@@ -193,6 +209,7 @@ impl Application {
             docs: settings.docs,
             max_connections: connection_cap(settings.max_connections),
             admin,
+            admin_api,
             auth: Arc::new(Auth::new(parts)),
             _file_too_large: file_too_large,
         })
@@ -206,6 +223,11 @@ impl Application {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin API's bound address, when `WXAUTH_ADMIN_LISTEN` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_api.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The service behind the routes.
@@ -237,8 +259,24 @@ impl Application {
         } else {
             tracing::info!("wxauth listening on http://{} (API described at /openapi.json)", self.addr);
         }
+        // One stop for both listeners: each drains its own connections.
+        let stop = futures_util::FutureExt::shared(Box::pin(stop));
+        let admin_api = self.admin_api.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("admin API listening on http://{addr} (Swagger UI at /admin/docs)");
+            }
+            let routes = api::admin::routes(auth.clone()).map_to_response();
+            tokio::spawn(server::serve(listener, routes, ADMIN_CONNECTIONS, stop.clone(), Duration::from_secs(10)))
+        });
         let app = api::routes(self.auth, self.dev, self.metrics, self.docs).map_to_response();
         let served = server::serve(self.listener, app, self.max_connections, stop, Duration::from_secs(10)).await;
+        if let Some(admin_api) = admin_api {
+            match admin_api.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "admin API listener failed"),
+                Err(e) => tracing::error!(error = %e, "admin API listener panicked"),
+            }
+        }
         reloader.abort();
         purger.abort();
         watcher.abort();
@@ -258,6 +296,9 @@ fn private_dir(path: &std::path::Path, setting: &'static str, dev: bool) -> Resu
     let exposure = if dev { dirs::Exposure::TightenOrWarn } else { dirs::Exposure::Refuse };
     Ok(dirs::check(path, setting, exposure)?)
 }
+
+/// Open connections the admin API takes at once: operators and their tools, not the public.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// File descriptors kept free of connections: the store, keys, admin socket, WeChat.
 const SPARE_FDS: u64 = 256;

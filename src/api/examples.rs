@@ -9,13 +9,13 @@ use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
 use super::error::{
-    BindError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError,
-    RefreshError, SessionError,
+    AdminListError, AdminReadError, AdminWriteError, BindError, DevError, ErrorBody, ErrorCode, IntrospectError,
+    LoginError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
 };
 use crate::{
     auth::{
         BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure,
-        OpenDataFailure, RefreshFailure, SessionFailure,
+        OpenDataFailure, OperatorFailure, RefreshFailure, SessionFailure, WriteFailure,
     },
     domain::DomainError,
     opendata::OpenDataError,
@@ -37,8 +37,7 @@ pub(super) struct Examples {
 
 /// Examples for every error answer of the operations that have them.
 pub(super) fn all() -> Vec<Examples> {
-    let mut out = Vec::new();
-    for (path, method, examples) in [
+    grouped(vec![
         ("/v1/login", "post", login()),
         ("/v1/bind", "post", bind()),
         ("/v1/me", "get", bearer()),
@@ -54,7 +53,107 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/me/profile", "post", profile()),
         ("/v1/dev/open-data", "post", dev()),
         ("/readyz", "get", ready()),
-    ] {
+    ])
+}
+
+/// Examples for every error answer of the admin API.
+pub(super) fn admin() -> Vec<Examples> {
+    let user = "/admin/v1/users/{id}";
+    grouped(vec![
+        ("/admin/v1/users", "get", admin_list(vec![bad_cursor()])),
+        (user, "get", admin_read(vec![bad_user_id(), no_such_user()])),
+        ("/admin/v1/users/{id}/ban", "put", admin_write(vec![bad_user_id(), no_such_user()])),
+        ("/admin/v1/users/{id}/ban", "delete", admin_write(vec![bad_user_id(), no_such_user()])),
+        ("/admin/v1/users/{id}/roles", "put", admin_write(vec![bad_role(), no_such_user()])),
+        ("/admin/v1/users/{id}/claims", "put", admin_write(vec![bad_claims(), no_such_user()])),
+        ("/admin/v1/users/{id}/sessions", "delete", admin_write(vec![bad_user_id(), no_such_user()])),
+        (
+            "/admin/v1/users/{id}/sessions/{session}",
+            "delete",
+            admin_write(vec![bad_user_id(), no_such_user(), OperatorFailure::NoSuchSession]),
+        ),
+        ("/admin/v1/events", "get", admin_list(vec![bad_kind(), bad_cursor()])),
+        ("/admin/v1/keys", "get", admin_list(vec![])),
+        ("/admin/v1/stats", "get", admin_list(vec![])),
+    ])
+}
+
+fn bad_cursor() -> OperatorFailure {
+    OperatorFailure::Invalid("cursor must be a next_cursor of a previous page, unchanged".into())
+}
+
+fn bad_user_id() -> OperatorFailure {
+    OperatorFailure::Invalid("the user id must be a UUID (the `id` of a user)".into())
+}
+
+fn no_such_user() -> OperatorFailure {
+    OperatorFailure::NoSuchUser
+}
+
+fn bad_role() -> OperatorFailure {
+    OperatorFailure::Invalid(
+        crate::domain::roles(&["has space".to_owned()]).err().map(|e| e.to_string()).unwrap_or_default(),
+    )
+}
+
+fn bad_claims() -> OperatorFailure {
+    OperatorFailure::Invalid(
+        crate::domain::CustomClaims::parse(r#"{"sub":"x"}"#).err().map(|e| e.to_string()).unwrap_or_default(),
+    )
+}
+
+fn bad_kind() -> OperatorFailure {
+    OperatorFailure::Invalid("unknown event kind \"logins\"; the kinds are login, login_failed, ...".into())
+}
+
+/// The answers of an admin API read: `failures` of its own, then an unknown token and the
+/// server's failures.
+fn admin_read(mut all: Vec<OperatorFailure>) -> Vec<Example> {
+    all.push(OperatorFailure::Unauthenticated);
+    let mut out: Vec<Example> = all
+        .into_iter()
+        .map(|failure| match AdminReadError::from(failure) {
+            AdminReadError::BadRequest(b) => named(None, 400, b),
+            AdminReadError::Unauthorized(b, _) => named(None, 401, b),
+            AdminReadError::NotFound(b) => named(None, 404, b),
+            AdminReadError::Internal(b) => named(None, 500, b),
+            AdminReadError::Unavailable(b, _) => named(None, 503, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
+}
+
+/// The answers of an admin API listing (and, without failures of its own, of an operation
+/// without parameters): `failures` of its own, then an unknown token and the server's.
+fn admin_list(mut all: Vec<OperatorFailure>) -> Vec<Example> {
+    all.push(OperatorFailure::Unauthenticated);
+    let mut out: Vec<Example> = all
+        .into_iter()
+        .map(|failure| match AdminListError::from(failure) {
+            AdminListError::BadRequest(b) => named(None, 400, b),
+            AdminListError::Unauthorized(b, _) => named(None, 401, b),
+            AdminListError::Internal(b) => named(None, 500, b),
+            AdminListError::Unavailable(b, _) => named(None, 503, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
+}
+
+/// The answers of an admin API change: those of a read, and a `read` token's 403.
+fn admin_write(failures: Vec<OperatorFailure>) -> Vec<Example> {
+    let mut out = admin_read(failures);
+    if let AdminWriteError::Forbidden(b) = AdminWriteError::from(WriteFailure::ReadOnly) {
+        out.push(named(None, 403, b));
+    }
+    out
+}
+
+/// Each operation's examples, grouped by status.
+fn grouped(operations: Vec<(&'static str, &'static str, Vec<Example>)>) -> Vec<Examples> {
+    let mut out = Vec::new();
+    for (path, method, examples) in operations {
         let mut by_status: Vec<(u16, Vec<(String, Value)>)> = Vec::new();
         for (name, status, body) in examples {
             match by_status.iter_mut().find(|(s, _)| *s == status) {

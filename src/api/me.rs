@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{ApiTags, NO_STORE, error::MeError};
 use crate::{
     auth::{Auth, Me},
-    domain::{Dated, Identity},
+    domain::{Dated, Identity, PhoneNumber, Profile},
 };
 
 /// The `access_token` from `POST /v1/login` or `POST /v1/bind`. In the Authorize dialog,
@@ -103,23 +103,33 @@ impl From<Me> for UserBody {
             unionid: u.unionid,
             created_at: u.created_at,
             last_login_at: u.last_login_at,
-            phone: me.details.phone.map(|Dated { value: p, at }| VerifiedPhone {
-                phone_number: p.phone_number,
-                pure_phone_number: p.pure_phone_number,
-                country_code: p.country_code,
-                verified_at: at,
-            }),
-            profile: me.details.profile.map(|Dated { value: p, at }| ProfileBody {
-                nickname: p.nickname,
-                avatar_url: p.avatar_url,
-                gender: p.gender,
-                country: p.country,
-                province: p.province,
-                city: p.city,
-                language: p.language,
-                updated_at: at,
-            }),
+            phone: me.details.phone.map(phone_body),
+            profile: me.details.profile.map(profile_body),
         }
+    }
+}
+
+/// A verified phone number as the API shows it.
+pub(super) fn phone_body(Dated { value: p, at }: Dated<PhoneNumber>) -> VerifiedPhone {
+    VerifiedPhone {
+        phone_number: p.phone_number,
+        pure_phone_number: p.pure_phone_number,
+        country_code: p.country_code,
+        verified_at: at,
+    }
+}
+
+/// A profile as the API shows it.
+pub(super) fn profile_body(Dated { value: p, at }: Dated<Profile>) -> ProfileBody {
+    ProfileBody {
+        nickname: p.nickname,
+        avatar_url: p.avatar_url,
+        gender: p.gender,
+        country: p.country,
+        province: p.province,
+        city: p.city,
+        language: p.language,
+        updated_at: at,
     }
 }
 

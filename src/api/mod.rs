@@ -1,6 +1,7 @@
 //! The HTTP API: one `#[OpenApi]` struct per tag, combined into one service with Swagger UI.
 
 pub mod access;
+pub mod admin;
 pub mod bind;
 pub mod dev;
 pub mod error;
@@ -158,7 +159,13 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
     if let Some(Value::Array(tags)) = doc.get_mut("tags") {
         tags.sort_by_key(|t| TAG_ORDER.iter().position(|n| t["name"] == *n).unwrap_or(usize::MAX));
     }
-    for examples::Examples { path, method, status, list } in examples::all() {
+    add_examples(&mut doc, examples::all());
+    serde_json::to_string(&doc).unwrap_or_else(|_| api.spec())
+}
+
+/// Puts each operation's example error bodies into `doc`.
+fn add_examples(doc: &mut Value, all: Vec<examples::Examples>) {
+    for examples::Examples { path, method, status, list } in all {
         let examples: serde_json::Map<_, _> = list
             .into_iter()
             .map(|(name, body)| (name.to_owned(), serde_json::json!({ "summary": name, "value": body })))
@@ -169,7 +176,6 @@ pub fn spec(api: &OpenApiService<Apis, ()>, dev: bool) -> String {
             media["examples"] = examples.clone().into();
         }
     }
-    serde_json::to_string(&doc).unwrap_or_else(|_| api.spec())
 }
 
 /// Every route: the API, the spec at `/openapi.json` and, with `docs`, Swagger UI at

@@ -66,14 +66,34 @@ fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
 /// Additions to the schemas of path parameters: the document pointer, then the keywords.
 fn parameter_additions() -> Vec<(&'static str, Value)> {
     vec![(
-        // `api::sessions`: a session id as `GET /v1/me/sessions` lists it, a hyphenated UUID
-        // (the server also reads the other forms `uuid` parses; any other is a 400).
+        // `api::sessions`: a session id as `GET /v1/me/sessions` lists it.
         "/paths/~1v1~1me~1sessions~1{id}/delete/parameters/0/schema",
-        json!({
-            "format": "uuid",
-            "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
-        }),
+        uuid_schema(),
     )]
+}
+
+/// The schema of a hyphenated UUID, as path parameters take it (the server also reads the
+/// other forms `uuid` parses; any other is a 400).
+fn uuid_schema() -> Value {
+    json!({
+        "format": "uuid",
+        "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+    })
+}
+
+/// Says of every path parameter of `doc` (all of the admin API's are user or session ids)
+/// that it is a UUID.
+pub(super) fn uuid_path_parameters(doc: &mut Value) {
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else { return };
+    for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|p| p.values_mut()) {
+        let Some(Value::Array(parameters)) = operation.get_mut("parameters") else { continue };
+        for parameter in parameters.iter_mut().filter(|p| p["in"] == "path") {
+            if let (Some(Value::Object(schema)), Value::Object(keywords)) = (parameter.get_mut("schema"), uuid_schema())
+            {
+                schema.extend(keywords);
+            }
+        }
+    }
 }
 
 /// Adds [`additions`] to the document's schemas, and [`parameter_additions`] to its

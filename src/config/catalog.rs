@@ -142,6 +142,8 @@ settings! {
         "`on` serves Swagger UI at `GET /docs`; `off` removes it (404). `/openapi.json` is served either way. To try the API in Swagger UI against a production server, set `WXAUTH_DOCS=on`.";
     ADMIN_SOCKET: "admin_socket", Default::Computed("`<data_dir>/admin.sock`"), None,
         "Unix socket (mode 0600) through which `wxauth accounts` and `wxauth users` reach the running server. Must not be empty.";
+    ADMIN_LISTEN: "admin_listen", Default::Value(""), None,
+        "`HOST:PORT` of the admin API (`/admin/v1/...`, its Swagger UI at `/admin/docs`), a listener apart from `WXAUTH_LISTEN`; empty: no admin API. Loopback addresses only (`127.0.0.1`, `::1`): wxauth speaks plain HTTP and admin tokens must not cross a network in clear, so reach it from elsewhere through a TLS proxy or an SSH tunnel ([Admin API](admin-api.md)).";
     STORE: "store", Default::Value("sled"), None,
         "`sled`: the embedded database in `WXAUTH_DATA_DIR`, one process on one machine. `postgres`: a PostgreSQL database (or one that speaks its protocol) named by `WXAUTH_DATABASE_URL`, which several replicas share.";
     DATABASE_URL: "database_url", Default::Computed("required with `postgres`"), None,

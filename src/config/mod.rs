@@ -121,6 +121,8 @@ pub struct Settings {
     pub bind_ticket_ttl: Duration,
     /// The Unix socket the CLI's `accounts` and `users` commands reach the server through.
     pub admin_socket: PathBuf,
+    /// Where the admin API listens (`WXAUTH_ADMIN_LISTEN`, loopback only); `None`: nowhere.
+    pub admin_listen: Option<SocketAddr>,
     /// Whether `/metrics` is served (`WXAUTH_METRICS`).
     pub metrics: bool,
     /// Whether Swagger UI is served at `/docs` (`WXAUTH_DOCS`; on in dev mode only, by
@@ -290,6 +292,24 @@ impl Settings {
         };
         let data_dir = layers.path(&DATA_DIR)?.expect("declared default");
         let admin_socket = layers.path(&ADMIN_SOCKET)?.unwrap_or_else(|| data_dir.join("admin.sock"));
+        let admin_listen = match layers.get(&ADMIN_LISTEN).map(str::trim) {
+            None | Some("") => None,
+            Some(_) => {
+                let addr: SocketAddr = layers.parse(&ADMIN_LISTEN, "HOST:PORT such as 127.0.0.1:8081")?.expect("set");
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        &ADMIN_LISTEN,
+                        format!(
+                            "the admin API listens on loopback only, because wxauth speaks plain HTTP and admin \
+                             tokens must not cross a network in clear; got {addr}: use 127.0.0.1:{port} and put a \
+                             TLS proxy (or an SSH tunnel) in front",
+                            port = addr.port()
+                        ),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let per_minute = |setting| layers.number(setting).map(|n| n as u32);
         let attempt_limits = AttemptLimits {
             requests_per_ip: per_minute(&RATE_LIMIT_PER_MINUTE)?,
@@ -302,6 +322,7 @@ impl Settings {
         Ok(Settings {
             dev,
             listen,
+            admin_listen,
             metrics: layers.on_or_off(&METRICS, true)?,
             // A 1.7 MB page for people trying the API: production serves it only when asked.
             docs: layers.on_or_off(&DOCS, dev)?,

@@ -264,6 +264,28 @@ fn bad_app_lists_are_refused_with_the_reason() {
 }
 
 #[test]
+fn the_admin_api_is_off_by_default_and_listens_on_loopback_only() {
+    let prod = [("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s")];
+    assert_eq!(load(Mode::Serve, &prod).unwrap().admin_listen, None);
+    for (value, expected) in [("", None), ("127.0.0.1:8081", Some("127.0.0.1:8081")), ("[::1]:0", Some("[::1]:0"))] {
+        let vars = [prod[0], prod[1], ("WXAUTH_ADMIN_LISTEN", value)];
+        let listen = load(Mode::Serve, &vars).unwrap().admin_listen;
+        assert_eq!(listen, expected.map(|a| a.parse().unwrap()), "{value:?}");
+    }
+    for (value, expected) in [
+        ("0.0.0.0:8081", "loopback only"),
+        ("192.0.2.7:8081", "TLS proxy"),
+        ("[::]:8081", "loopback only"),
+        ("localhost:8081", "HOST:PORT"),
+        ("8081", "HOST:PORT"),
+    ] {
+        let vars = [prod[0], prod[1], ("WXAUTH_ADMIN_LISTEN", value)];
+        let err = load(Mode::Serve, &vars).unwrap_err().to_string();
+        assert!(err.contains("WXAUTH_ADMIN_LISTEN") && err.contains(expected), "{value:?}: {err}");
+    }
+}
+
+#[test]
 fn registration_limits_and_admin_socket_have_defaults_and_are_checked() {
     let s = load(Mode::Dev, &[]).unwrap();
     assert_eq!(s.registration, Registration::Auto);

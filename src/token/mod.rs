@@ -139,6 +139,15 @@ impl Tokens {
         algs
     }
 
+    /// Every key of the ring in memory (published or not) with its state now, oldest
+    /// activation first: what the admin API shows.
+    pub fn listing(&self) -> Vec<(KeyInfo, KeyState)> {
+        let ring = self.ring();
+        let views: Vec<ring::KeyView> = ring.all.iter().map(ring::KeyView::from).collect();
+        let states = ring::states(&views, self.settings.signing_alg, self.clock.now(), self.settings.access_token_ttl);
+        ring.all.iter().map(KeyInfo::from).zip(states).collect()
+    }
+
     /// The issuer URL.
     pub fn issuer(&self) -> &str {
         &self.issuer

@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    APPID, APPID2, SECRET2, TWO_APPS, TestApp, assert_error, default_openid, second_app_openid, spawn_app,
-    spawn_app_with,
+    APPID, APPID2, SECRET2, TWO_APPS, TestApp, assert_error, decode_claims, default_openid, second_app_openid,
+    spawn_app, spawn_app_with,
 };
 
 async fn two_apps() -> TestApp {
@@ -20,10 +19,6 @@ async fn login_via(app: &TestApp, code: &str, appid: &str) -> Value {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "login with {code} via {appid}: {body}");
     body
-}
-
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -50,7 +45,7 @@ async fn a_login_through_the_second_app_uses_its_secret_and_names_it_in_the_toke
     assert_eq!((call["appid"].as_str(), call["secret"].as_str()), (APPID2, SECRET2));
     assert_eq!(body["user"]["appid"], APPID2);
     assert_eq!(body["user"]["openid"], second_app_openid("code1@amy"));
-    let claims = claims(body["access_token"].as_str().unwrap());
+    let claims = decode_claims(body["access_token"].as_str().unwrap());
     assert_eq!((claims["appid"].as_str(), claims["openid"].as_str()), (Some(APPID2), body["user"]["openid"].as_str()));
 }
 
@@ -72,7 +67,7 @@ async fn one_person_logging_in_through_two_apps_is_one_user_with_both_identities
         {"appid": APPID2, "openid": second_app_openid("union2@amy")},
     ]);
     assert_eq!(me["identities"], expected);
-    assert_eq!(claims(second["access_token"].as_str().unwrap())["unionid"], "u_amy");
+    assert_eq!(decode_claims(second["access_token"].as_str().unwrap())["unionid"], "u_amy");
 }
 
 #[tokio::test]

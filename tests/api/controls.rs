@@ -2,19 +2,14 @@
 //! unban | set-roles | set-claims`): bans refuse login, bind and refresh with 403
 //! `user_banned`; roles and custom claims ride in access tokens.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use wxauth::admin::{AdminError, Command, Reply, send};
 
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_error, decode_claims, spawn_app, spawn_app_with};
 
 fn text(body: &Value, field: &str) -> String {
     body[field].as_str().unwrap_or_else(|| panic!("no {field} in {body}")).to_owned()
-}
-
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
 }
 
 async fn admin(app: &TestApp, command: Command) -> Result<Reply, AdminError> {
@@ -107,7 +102,7 @@ async fn roles_and_custom_claims_ride_in_every_access_token_and_can_be_cleared()
     let app = spawn_app().await;
     let login = app.login_ok("c1@fay").await;
     let id = text(&login["user"], "id");
-    assert!(claims(&text(&login, "access_token")).get("roles").is_none());
+    assert!(decode_claims(&text(&login, "access_token")).get("roles").is_none());
     let roles = vec!["staff".into(), "shop:42".into(), "staff".into()];
     admin(&app, Command::SetRoles { query: id.clone(), roles }).await.unwrap();
     admin(&app, Command::SetClaims { query: id.clone(), claims: r#"{"tier":"gold","shop":42}"#.into() }).await.unwrap();
@@ -116,7 +111,7 @@ async fn roles_and_custom_claims_ride_in_every_access_token_and_can_be_cleared()
     let refreshed = app.refresh(&text(&login, "refresh_token")).await.json::<Value>().await.unwrap();
 
     for token in [token, text(&refreshed, "access_token")] {
-        let claims = claims(&token);
+        let claims = decode_claims(&token);
         assert_eq!(claims["roles"], json!(["shop:42", "staff"]), "sorted, once each");
         assert_eq!((claims["tier"].clone(), claims["shop"].clone()), (json!("gold"), json!(42)));
         assert_eq!(claims["sub"], json!(id), "the standard claims are untouched");
@@ -124,7 +119,7 @@ async fn roles_and_custom_claims_ride_in_every_access_token_and_can_be_cleared()
     }
     admin(&app, Command::SetRoles { query: id.clone(), roles: vec![] }).await.unwrap();
     admin(&app, Command::SetClaims { query: id.clone(), claims: "{}".into() }).await.unwrap();
-    let cleared = claims(&text(&app.login_ok("c3@fay").await, "access_token"));
+    let cleared = decode_claims(&text(&app.login_ok("c3@fay").await, "access_token"));
     assert!(cleared.get("roles").is_none() && cleared.get("tier").is_none(), "{cleared}");
 }
 
@@ -159,7 +154,7 @@ async fn an_operator_s_bad_roles_claims_reasons_or_users_are_refused_and_change_
             other => panic!("{what}: {other:?}"),
         }
     }
-    let token = claims(&text(&app.login_ok("c2@gus").await, "access_token"));
+    let token = decode_claims(&text(&app.login_ok("c2@gus").await, "access_token"));
     assert!(token.get("roles").is_none() && token.get("x").is_none(), "{token}");
     app.login_ok("c2@hal").await;
 }
@@ -174,7 +169,7 @@ async fn a_user_first_seen_through_an_app_gets_its_default_role_and_existing_use
 
     let token = text(&app.login_ok("c1@jon").await, "access_token");
 
-    assert_eq!(claims(&token)["roles"], json!(["member"]));
+    assert_eq!(decode_claims(&token)["roles"], json!(["member"]));
     let shown = admin(&app, Command::ShowUser { query: "ivy".into() }).await.unwrap();
     let Reply::Users { users } = shown else { panic!("{shown:?}") };
     assert!(users[0].roles.is_empty(), "an account's user is not made through an app");

@@ -148,22 +148,6 @@ async fn a_caller_that_is_not_a_configured_client_gets_401_invalid_client_and_le
     assert!(text(&body, "error_description").contains("token"), "{body}");
 }
 
-/// Mints an admin token as `wxauth admin-tokens create` does and keeps it through the
-/// running server's admin socket; returns its text.
-async fn admin_token(app: &TestApp, name: &str, role: wxauth::store::AdminRole) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use secrecy::ExposeSecret;
-    let minted = wxauth::auth::admin_token::mint(name, role, time::OffsetDateTime::now_utc()).unwrap();
-    let command = Command::AddAdminToken {
-        id: uuid::Uuid::from_bytes(minted.token.id),
-        name: name.into(),
-        role: role.as_str().into(),
-        secret_hash: URL_SAFE_NO_PAD.encode(minted.token.secret_hash),
-    };
-    wxauth::admin::send(&app.admin_socket(), &command).await.unwrap().unwrap();
-    minted.text.expose_secret().to_owned()
-}
-
 async fn introspect_with_bearer(app: &TestApp, bearer: &str, token: &str) -> reqwest::Response {
     let req = app.client.post(format!("{}/v1/token/introspect", app.address)).bearer_auth(bearer);
     let req = req.header("content-type", "application/x-www-form-urlencoded").body(form(&[("token", token)]));
@@ -176,8 +160,8 @@ async fn an_admin_token_of_either_role_introspects_until_it_is_revoked_and_a_for
     let app = app().await;
     let login = app.login_ok("c1@erin").await;
     let token = text(&login, "access_token");
-    let read = admin_token(&app, "support", AdminRole::Read).await;
-    let write = admin_token(&app, "ops", AdminRole::Write).await;
+    let read = app.admin_token("support", AdminRole::Read).await;
+    let write = app.admin_token("ops", AdminRole::Write).await;
 
     for (what, bearer) in [("read", &read), ("write", &write)] {
         let resp = introspect_with_bearer(&app, bearer, &token).await;

@@ -2,6 +2,7 @@
 
 mod access;
 mod access_log;
+mod admin_api;
 mod apps;
 mod binding;
 mod clients;

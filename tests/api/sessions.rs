@@ -4,14 +4,10 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::helpers::{APPID, TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{APPID, TestApp, assert_error, decode_claims, spawn_app, spawn_app_with};
 
 fn text(body: &Value, field: &str) -> String {
     body[field].as_str().unwrap_or_else(|| panic!("no {field} in {body}")).to_owned()
-}
-
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
 }
 
 /// `POST /v1/login` with a `User-Agent` and `X-Forwarded-For` lines.
@@ -51,8 +47,8 @@ async fn each_login_is_a_session_with_its_app_times_address_and_user_agent_newes
 
     assert_eq!(listed.len(), 2, "{listed:?}");
     let (newest, oldest) = (&listed[0], &listed[1]);
-    assert_eq!(newest["id"], claims(&token)["sid"], "the token names its session");
-    assert_eq!(oldest["id"], claims(&text(&phone, "access_token"))["sid"]);
+    assert_eq!(newest["id"], decode_claims(&token)["sid"], "the token names its session");
+    assert_eq!(oldest["id"], decode_claims(&text(&phone, "access_token"))["sid"]);
     assert_eq!(oldest["user_agent"], "Mozilla/5.0MicroMessenger/8.0.50 \u{fffd}", "control characters dropped");
     assert!(newest.get("user_agent").is_none(), "an empty user agent is none: {newest}");
     for session in &listed {
@@ -69,7 +65,7 @@ async fn each_login_is_a_session_with_its_app_times_address_and_user_agent_newes
 async fn a_refresh_moves_the_last_refresh_and_keeps_the_session_and_its_sid() {
     let app = spawn_app().await;
     let login = app.login_ok("c1@bob").await;
-    let sid = claims(&text(&login, "access_token"))["sid"].clone();
+    let sid = decode_claims(&text(&login, "access_token"))["sid"].clone();
     app.advance(120);
 
     let resp = app.refresh(&text(&login, "refresh_token")).await;
@@ -77,7 +73,7 @@ async fn a_refresh_moves_the_last_refresh_and_keeps_the_session_and_its_sid() {
     let refreshed: Value = resp.json().await.unwrap();
 
     let token = text(&refreshed, "access_token");
-    assert_eq!(claims(&token)["sid"], sid);
+    assert_eq!(decode_claims(&token)["sid"], sid);
     let listed = sessions(&app, &token).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], sid);
@@ -90,14 +86,14 @@ async fn ending_a_session_refuses_its_refresh_token_and_leaves_the_others() {
     let phone = app.login_ok("c1@cat").await;
     let laptop = app.login_ok("c2@cat").await;
     let token = text(&laptop, "access_token");
-    let phone_sid = text(&claims(&text(&phone, "access_token")), "sid");
+    let phone_sid = text(&decode_claims(&text(&phone, "access_token")), "sid");
 
     let resp = end(&app, &token, &phone_sid).await;
 
     assert_eq!(resp.status(), 204);
     assert_error(app.refresh(&text(&phone, "refresh_token")).await, 401, "invalid_grant").await;
     let left: Vec<_> = sessions(&app, &token).await.iter().map(|s| s["id"].clone()).collect();
-    assert_eq!(left, [claims(&token)["sid"].clone()]);
+    assert_eq!(left, [decode_claims(&token)["sid"].clone()]);
     assert_eq!(app.refresh(&text(&laptop, "refresh_token")).await.status(), 200);
     let again = assert_error(end(&app, &token, &phone_sid).await, 404, "session_not_found").await;
     assert!(text(&again, "error_description").contains("GET /v1/me/sessions"), "{again}");
@@ -109,7 +105,7 @@ async fn a_session_id_that_is_not_the_user_s_live_one_is_refused_and_nothing_end
     let dan = app.login_ok("c1@dan").await;
     let eve = app.login_ok("c1@eve").await;
     let (dan_token, eve_token) = (text(&dan, "access_token"), text(&eve, "access_token"));
-    let dan_sid = text(&claims(&dan_token), "sid");
+    let dan_sid = text(&decode_claims(&dan_token), "sid");
     let cases = [
         ("another user's session", eve_token.as_str(), dan_sid.as_str(), 404, "session_not_found"),
         (
@@ -144,7 +140,7 @@ async fn the_session_id_cannot_be_turned_into_a_token_that_ends_the_session() {
     let login = app.login_ok("c1@fay").await;
     app.refresh(&text(&login, "refresh_token")).await;
     let token = text(&login, "access_token");
-    let sid = uuid::Uuid::parse_str(&text(&claims(&token), "sid")).unwrap();
+    let sid = uuid::Uuid::parse_str(&text(&decode_claims(&token), "sid")).unwrap();
     let user = uuid::Uuid::parse_str(&text(&login["user"], "id")).unwrap();
     let forged = [&user.as_bytes()[..], sid.as_bytes(), &0u32.to_be_bytes(), &[0u8; 32]].concat();
 

@@ -2,24 +2,60 @@
 
 use crate::helpers::{spawn_app, spawn_app_with};
 
+use serde_json::Value;
+
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+const COMMITTED_ADMIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/admin.json");
+
+/// Checks that the file `committed` holds `served` (pretty-printed); rewrites it with
+/// `UPDATE_OPENAPI` set.
+fn check_committed(committed: &str, served: &str) {
+    let served_json: Value = serde_json::from_str(served).unwrap();
+    let pretty = serde_json::to_string_pretty(&served_json).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(committed, &pretty).unwrap();
+        return;
+    }
+    let text = std::fs::read_to_string(committed).unwrap_or_default();
+    assert!(text == pretty, "{committed} is stale: run `UPDATE_OPENAPI=1 cargo test spec` and commit the result");
+}
 
 #[tokio::test]
 async fn openapi_committed_spec_is_current() {
     let app = spawn_app().await;
-    let served = app.get("/openapi.json").await.text().await.unwrap();
-    let served_json: serde_json::Value = serde_json::from_str(&served).unwrap();
-    let pretty = serde_json::to_string_pretty(&served_json).unwrap() + "\n";
+    check_committed(COMMITTED, &app.get("/openapi.json").await.text().await.unwrap());
+}
 
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(COMMITTED, &pretty).unwrap();
-        return;
+#[tokio::test]
+async fn the_committed_admin_spec_is_current_and_served_with_its_swagger_ui() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_ADMIN_LISTEN", "127.0.0.1:0");
+    })
+    .await;
+    let base = app.admin_address.clone().unwrap();
+    let served = app.client.get(format!("{base}/admin/openapi.json")).send().await.unwrap().text().await.unwrap();
+    check_committed(COMMITTED_ADMIN, &served);
+    let html = app.client.get(format!("{base}/admin/docs")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("swagger") && html.contains("insufficient_scope"), "no admin Swagger UI with the document");
+    let spec: Value = serde_json::from_str(&served).unwrap();
+    let tags: Vec<_> = spec["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tags, ["Users", "Events", "Keys", "Stats"]);
+    let scheme = &spec["components"]["securitySchemes"]["AdminToken"];
+    assert_eq!((scheme["type"].as_str(), scheme["scheme"].as_str()), (Some("http"), Some("bearer")));
+    let seen = error_examples(&spec);
+    for expected in [
+        "get /admin/v1/users 401 invalid_token",
+        "get /admin/v1/users 400 invalid_request",
+        "get /admin/v1/users/{id} 404 user_not_found",
+        "put /admin/v1/users/{id}/ban 403 insufficient_scope",
+        "put /admin/v1/users/{id}/claims 400 invalid_request",
+        "delete /admin/v1/users/{id}/sessions/{session} 404 session_not_found",
+        "get /admin/v1/stats 503 temporarily_unavailable",
+    ] {
+        assert!(seen.iter().any(|s| s == expected), "no example for {expected}: {seen:?}");
     }
-    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
-    assert!(
-        committed == pretty,
-        "openapi/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test openapi` and commit the result"
-    );
+    let session = &spec["paths"]["/admin/v1/users/{id}/sessions/{session}"]["delete"]["parameters"];
+    assert!(session.as_array().unwrap().iter().all(|p| p["schema"]["format"] == "uuid"), "{session}");
 }
 
 #[tokio::test]
@@ -70,26 +106,7 @@ async fn swagger_ui_groups_operations_in_the_order_a_newcomer_needs() {
 async fn every_error_answer_shows_real_example_bodies() {
     let app = spawn_app().await;
     let spec = app.get_json("/openapi.json").await;
-    let mut seen = Vec::new();
-    for (path, operations) in spec["paths"].as_object().unwrap() {
-        for (method, operation) in operations.as_object().unwrap() {
-            for (status, response) in operation["responses"].as_object().unwrap() {
-                if !status.starts_with('4') && !status.starts_with('5') || path == "/healthz" {
-                    continue;
-                }
-                for media in response["content"].as_object().unwrap().values() {
-                    let examples = media["examples"].as_object();
-                    let examples = examples.unwrap_or_else(|| panic!("{method} {path} {status} has no examples"));
-                    for example in examples.values() {
-                        let error = example["value"]["error"].as_str().unwrap();
-                        let description = example["value"]["error_description"].as_str().unwrap();
-                        assert!(error != "string" && description.len() > 10, "{method} {path} {status}: {example}");
-                        seen.push(format!("{method} {path} {status} {error}"));
-                    }
-                }
-            }
-        }
-    }
+    let seen = error_examples(&spec);
     for expected in [
         "post /v1/login 400 invalid_code",
         "post /v1/login 400 unknown_app",
@@ -111,6 +128,32 @@ async fn every_error_answer_shows_real_example_bodies() {
     }
     let not_bound = &spec["paths"]["/v1/login"]["post"]["responses"]["403"]["content"];
     assert!(not_bound.to_string().contains("bind_ticket"), "{not_bound}");
+}
+
+/// Every example error body of `spec` as `method path status error`, after checking that
+/// every error answer has examples and that each is real.
+fn error_examples(spec: &Value) -> Vec<String> {
+    let mut seen = Vec::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if !status.starts_with('4') && !status.starts_with('5') || path == "/healthz" {
+                    continue;
+                }
+                for media in response["content"].as_object().unwrap().values() {
+                    let examples = media["examples"].as_object();
+                    let examples = examples.unwrap_or_else(|| panic!("{method} {path} {status} has no examples"));
+                    for example in examples.values() {
+                        let error = example["value"]["error"].as_str().unwrap();
+                        let description = example["value"]["error_description"].as_str().unwrap();
+                        assert!(error != "string" && description.len() > 10, "{method} {path} {status}: {example}");
+                        seen.push(format!("{method} {path} {status} {error}"));
+                    }
+                }
+            }
+        }
+    }
+    seen
 }
 
 /// The error table of the HTTP API documentation (`docs/http-api.md`).

@@ -61,6 +61,7 @@ error_codes! {
         400 => r#"`POST /v1/bind`: neither or both of `bind_ticket` and `code`; a `username` that cannot exist (1 to 64 letters, digits, `.`, `_`, `@`, `-`); a missing, empty or oversized (over 1024 bytes) `password`."#,
         400 => r#"`POST /v1/me/phone`, `POST /v1/me/profile`: not exactly one of `code` and `encrypted_data` with `iv`; `encrypted_data` or `iv` not base64 (a space is read as `+`, line breaks around the value are ignored); an `iv` that does not decode to 16 bytes, or data that is not whole 16-byte blocks; `raw_data` without `signature` or the reverse; data that decrypts but holds no phone number (or no profile)."#,
         400 => r#"`DELETE /v1/me/sessions/{id}`: `id` is not a UUID."#,
+        400 => r#"Admin API: a user or session id that is not a UUID, a `cursor` that no listing gave, a `limit` outside 1 to 500, an unknown event `kind`, a ban without `reason` or with an `until` in the past, roles or custom claims the rules refuse (the description says which)."#,
         413 => r#"The request body is larger than 16 KiB, or its `Content-Length` says it would be (answered before the body is read, and instead of `100 Continue`)."#,
     }
     /// The request names an AppID this server does not serve.
@@ -102,6 +103,7 @@ error_codes! {
     /// The bearer token is missing or refused (RFC 6750).
     InvalidToken = "invalid_token" {
         401 => r#"No `Authorization: Bearer` header; the header says `Bearer Bearer ...` (the description says so); the token is malformed, has no or an unknown `kid`, a bad signature, the wrong algorithm, issuer or audience, lacks `exp`/`iss`/`aud`/`sub`, is not yet valid (`nbf`), has expired (beyond 30 s of leeway), has a `crit` header parameter (wxauth supports no JOSE extensions), or its user no longer exists. Comes with `WWW-Authenticate: Bearer realm="wxauth", error="invalid_token", error_description="..."`, or just `Bearer realm="wxauth"` when no token was sent (RFC 6750 section 3.1)."#,
+        401 => r#"Admin API: no `Authorization: Bearer` header, or its token is no live admin token (malformed, unknown or revoked: `wxauth admin-tokens list`)."#,
     }
     /// The WeChat identity is bound to no account (registration `bind`).
     NotBound = "not_bound" {
@@ -115,13 +117,22 @@ error_codes! {
     UserBanned = "user_banned" {
         403 => r#"`POST /v1/login`, `POST /v1/bind`, `POST /v1/token/refresh`: an operator banned the user (`wxauth users ban`); the description gives the reason, and `until` when the ban ends (absent: until lifted). Every refresh token of the user was revoked with the ban."#,
     }
+    /// The admin token may not do this (RFC 6750's `insufficient_scope`).
+    InsufficientScope = "insufficient_scope" {
+        403 => r#"Admin API: the operation changes something and the admin token has role `read`; create one with `--role write`."#,
+    }
     /// No such path.
     NotFound = "not_found" {
         404 => r#"No such path."#,
     }
+    /// The user id names no user.
+    UserNotFound = "user_not_found" {
+        404 => r#"Admin API: the path's user id names no user (never one, or removed)."#,
+    }
     /// The session id names none of the user's live sessions.
     SessionNotFound = "session_not_found" {
         404 => r#"`DELETE /v1/me/sessions/{id}`: no live session of the bearer's user has this id: it ended (logout, logout-all, a reuse, an earlier delete), expired, belongs to another user, or never existed."#,
+        404 => r#"Admin API, `DELETE /admin/v1/users/{id}/sessions/{session}`: the same, for the path's user."#,
     }
     /// The path exists, the method does not.
     MethodNotAllowed = "method_not_allowed" {

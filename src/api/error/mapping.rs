@@ -4,14 +4,15 @@
 use poem_openapi::payload::Json;
 
 use super::{
-    BindError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError,
-    ProfileError, RefreshError, SessionError, body, envelope::challenge,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, DevError, ErrorBody, ErrorCode,
+    IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError, body,
+    envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
     auth::{
-        Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure, OpenDataFailure, RefreshFailure,
-        SessionFailure,
+        Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure, OpenDataFailure,
+        OperatorFailure, RefreshFailure, SessionFailure, WriteFailure,
     },
     opendata::OpenDataError,
     store::StoreError,
@@ -109,6 +110,10 @@ macro_rules! from_internal_answer {
     )*};
 }
 from_internal_answer!(
+    AdminAuthError,
+    AdminListError,
+    AdminReadError,
+    AdminWriteError,
     LoginError,
     BindError,
     MeError,
@@ -263,6 +268,67 @@ impl From<IntrospectFailure> for IntrospectError {
                 Self::Unauthorized(body(ErrorCode::InvalidClient, text), "Basic realm=\"wxauth\"".into())
             }
             IntrospectFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<OperatorFailure> for AdminReadError {
+    fn from(failure: OperatorFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            OperatorFailure::Unauthenticated => {
+                Self::Unauthorized(body(ErrorCode::InvalidToken, text.clone()), challenge(&text))
+            }
+            OperatorFailure::NoSuchUser => Self::NotFound(body(ErrorCode::UserNotFound, text)),
+            // Reads name no session; should one, it is as absent as a user.
+            OperatorFailure::NoSuchSession => Self::NotFound(body(ErrorCode::SessionNotFound, text)),
+            OperatorFailure::Invalid(_) => Self::BadRequest(body(ErrorCode::InvalidRequest, text)),
+            OperatorFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+/// An operator failure the operation cannot produce (a listing names no user or session; an
+/// operation without parameters refuses none): a bug, answered as one.
+fn impossible(failure: OperatorFailure) -> InternalAnswer {
+    tracing::error!(error = %failure, "an admin operation failed in a way it cannot; a bug");
+    InternalAnswer::Failed(body(ErrorCode::ServerError, INTERNAL_DESCRIPTION))
+}
+
+impl From<OperatorFailure> for AdminListError {
+    fn from(failure: OperatorFailure) -> Self {
+        match AdminReadError::from(failure) {
+            AdminReadError::BadRequest(b) => Self::BadRequest(b),
+            AdminReadError::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+            AdminReadError::NotFound(b) => impossible(OperatorFailure::Invalid(b.0.error_description)).into(),
+            AdminReadError::Internal(b) => Self::Internal(b),
+            AdminReadError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+        }
+    }
+}
+
+impl From<OperatorFailure> for AdminAuthError {
+    fn from(failure: OperatorFailure) -> Self {
+        match AdminListError::from(failure) {
+            AdminListError::BadRequest(b) => impossible(OperatorFailure::Invalid(b.0.error_description)).into(),
+            AdminListError::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+            AdminListError::Internal(b) => Self::Internal(b),
+            AdminListError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+        }
+    }
+}
+
+impl From<WriteFailure> for AdminWriteError {
+    fn from(failure: WriteFailure) -> Self {
+        match failure {
+            WriteFailure::ReadOnly => Self::Forbidden(body(ErrorCode::InsufficientScope, failure.to_string())),
+            WriteFailure::Operator(failure) => match AdminReadError::from(failure) {
+                AdminReadError::BadRequest(b) => Self::BadRequest(b),
+                AdminReadError::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+                AdminReadError::NotFound(b) => Self::NotFound(b),
+                AdminReadError::Internal(b) => Self::Internal(b),
+                AdminReadError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            },
         }
     }
 }

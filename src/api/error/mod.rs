@@ -23,8 +23,8 @@ pub(super) use envelope::rate_limited_body;
 pub use envelope::{envelope, rate_limited};
 pub(super) use mapping::internal_example;
 pub use responses::{
-    BindError, DevError, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError,
-    SessionError,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, DevError, IntrospectError, LoginError,
+    LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
 };
 
 /// Error body.

@@ -307,3 +307,50 @@ operation_errors! {
     }
     shared: internal, unavailable
 }
+
+operation_errors! {
+    /// Errors of the admin API's operations without parameters (keys, statistics).
+    pub enum AdminAuthError {}
+    shared: unauthorized, internal, unavailable
+}
+
+operation_errors! {
+    /// Errors of the admin API's listings (users, events).
+    pub enum AdminListError {
+        /// `invalid_request`: a malformed cursor, limit, user id, kind or time.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+    }
+    shared: unauthorized, internal, unavailable
+}
+
+operation_errors! {
+    /// Errors of the admin API's reading of one user.
+    pub enum AdminReadError {
+        /// `invalid_request`: the user id is not a UUID.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `user_not_found`: the path's user id names no user.
+        #[oai(status = 404)]
+        NotFound(Json<ErrorBody>),
+    }
+    shared: unauthorized, internal, unavailable
+}
+
+operation_errors! {
+    /// Errors of the admin API's operations that change something.
+    pub enum AdminWriteError {
+        /// `invalid_request`: a malformed id or body, or one the rules refuse (the description
+        /// says which).
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `insufficient_scope`: the admin token has role `read`.
+        #[oai(status = 403)]
+        Forbidden(Json<ErrorBody>),
+        /// `user_not_found`: the path's user id names no user. `session_not_found`: the path's
+        /// session id names no live session of the user.
+        #[oai(status = 404)]
+        NotFound(Json<ErrorBody>),
+    }
+    shared: unauthorized, internal, unavailable
+}

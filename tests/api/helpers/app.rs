@@ -47,6 +47,8 @@ pub struct TestApp {
     pub auth: Arc<wxauth::auth::Auth>,
     /// The app's database, on PostgreSQL.
     pub database_url: Option<String>,
+    /// The admin API's base URL, with `WXAUTH_ADMIN_LISTEN` set.
+    pub admin_address: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -97,9 +99,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
     });
     let app = Application::build_with_clock(settings, clock).await.unwrap();
     let address = format!("http://{}", app.addr());
+    let admin_address = app.admin_addr().map(|a| format!("http://{a}"));
     let auth = app.auth();
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth, database_url }
+    let client = reqwest::Client::new();
+    TestApp { address, clock_offset, admin_socket, client, wechat, dir, auth, database_url, admin_address }
 }
 
 /// An app in dev mode (`serve --dev`): WeChat is the built-in mock. `wechat` is an unused
@@ -127,11 +131,13 @@ pub async fn spawn_dev_app_with(extra: &[(&str, &str)]) -> TestApp {
     let admin_socket = settings.admin_socket.clone();
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://{}", app.addr());
+    let admin_address = app.admin_addr().map(|a| format!("http://{a}"));
     let auth = app.auth();
     tokio::spawn(app.run_until(std::future::pending()));
     let clock_offset = Arc::new(AtomicI64::new(0));
     let wechat = MockWechat::start().await;
-    TestApp { address, clock_offset, admin_socket, client: reqwest::Client::new(), wechat, dir, auth, database_url }
+    let client = reqwest::Client::new();
+    TestApp { address, clock_offset, admin_socket, client, wechat, dir, auth, database_url, admin_address }
 }
 
 pub fn keys_dir(dir: &tempfile::TempDir) -> PathBuf {
@@ -242,6 +248,28 @@ impl TestApp {
         let command = wxauth::admin::Command::AddAccount { username: username.into(), password_hash };
         let reply = wxauth::admin::send(&self.admin_socket(), &command).await.unwrap().expect("no admin socket");
         serde_json::to_value(reply).unwrap()
+    }
+
+    /// Mints an admin token as `wxauth admin-tokens create` does and keeps it through the
+    /// running server's admin socket; returns its text.
+    pub async fn admin_token(&self, name: &str, role: wxauth::store::AdminRole) -> String {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        use secrecy::ExposeSecret;
+        let minted = wxauth::auth::admin_token::mint(name, role, time::OffsetDateTime::now_utc()).unwrap();
+        let command = wxauth::admin::Command::AddAdminToken {
+            id: uuid::Uuid::from_bytes(minted.token.id),
+            name: name.into(),
+            role: role.as_str().into(),
+            secret_hash: URL_SAFE_NO_PAD.encode(minted.token.secret_hash),
+        };
+        wxauth::admin::send(&self.admin_socket(), &command).await.unwrap().expect("no admin socket");
+        minted.text.expose_secret().to_owned()
+    }
+
+    /// A request to the admin API (`WXAUTH_ADMIN_LISTEN` must be set) with `token`.
+    pub fn admin(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        let base = self.admin_address.as_deref().expect("the app was started without WXAUTH_ADMIN_LISTEN");
+        self.client.request(method, format!("{base}{path}")).bearer_auth(token)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

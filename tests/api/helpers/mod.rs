@@ -42,6 +42,12 @@ pub fn store_vars() -> Vec<(String, String)> {
     vec![("WXAUTH_STORE".into(), "postgres".into()), ("WXAUTH_DATABASE_URL".into(), url)]
 }
 
+/// The claims of a JWT, unverified.
+pub fn decode_claims(token: &str) -> Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
 /// Asserts the JSON error envelope and returns the `error` code.
 pub async fn assert_error(resp: reqwest::Response, status: u16, error: &str) -> Value {
     assert_eq!(resp.status(), status, "status");

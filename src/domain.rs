@@ -6,7 +6,7 @@
 use std::{fmt, str::FromStr};
 
 mod controls;
-pub use controls::{Ban, ControlError, Controls, CustomClaims, MAX_ROLE, MAX_ROLES, RESERVED_CLAIMS, roles};
+pub use controls::{Ban, ControlError, Controls, CustomClaims, Deletion, MAX_ROLE, MAX_ROLES, RESERVED_CLAIMS, roles};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

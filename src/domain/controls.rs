@@ -173,7 +173,17 @@ impl Ban {
     }
 }
 
-/// Everything an operator decides about a user.
+/// The person asked for their account to be deleted: it is erased at `erase_at`, and until
+/// then it can neither log in nor bind, only cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deletion {
+    /// When the person asked.
+    pub requested_at: OffsetDateTime,
+    /// When the erasure is due (`requested_at` plus `WXAUTH_DELETION_GRACE_SECS`).
+    pub erase_at: OffsetDateTime,
+}
+
+/// Everything an operator decides about a user, and the deletion the person asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Controls {
     /// Roles, sorted; access tokens carry them as `roles`.
@@ -182,6 +192,8 @@ pub struct Controls {
     pub claims: CustomClaims,
     /// The ban, if any (one that has ended stays until lifted, for the record).
     pub ban: Option<Ban>,
+    /// The deletion the person asked for, until it is cancelled or done.
+    pub deletion: Option<Deletion>,
 }
 
 impl Controls {

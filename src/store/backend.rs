@@ -14,8 +14,8 @@
 use std::future::Future;
 
 use super::{
-    Account, AdminToken, BindTicket, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session,
-    StoreError, StoredSessionKey, TicketId,
+    Account, AdminToken, BindTicket, Erasure, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed,
+    Session, StoreError, StoredSessionKey, TicketId,
     events::{Event, EventFilter},
     export::Record,
     sealed::Sealer,
@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 ///   included), writes only what changed, and does not wait for durability.
 /// - A layout newer than this build is refused at open (each backend's `open`).
 pub(super) trait Backend:
-    Users + Links + Tickets + Accounts + AdminTokens + Events + RefreshTokens + Transfer + Send + Sync
+    Users + Links + Tickets + Accounts + AdminTokens + Events + RefreshTokens + Deletions + Transfer + Send + Sync
 {
     /// The liveness check: that the backend can go on serving (not that every dependency
     /// is up).
@@ -216,6 +216,25 @@ pub(super) trait Events {
         before: OffsetDateTime,
         limit: usize,
     ) -> impl Future<Output = Result<PurgeBatch, StoreError>> + Send;
+}
+
+/// Erasure of the users who asked for it (`deletions.rs`). A user's pending deletion is in
+/// its controls ([`Users::change_controls`] sets and clears it).
+pub(super) trait Deletions {
+    /// Users whose deletion is due at `now`, soonest first, at most `limit`. May name users
+    /// already erased or no longer pending (an interrupted run): [`Deletions::erase`] says so.
+    fn due_deletions(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
+
+    /// Erases user `id` if its deletion is due at `now`: its WeChat bindings and unionid
+    /// link, bind tickets, phone number and profile, and the address, user agent and
+    /// details of its events; then the user itself, or, for an account's user, everything
+    /// but the account. Durable when it returns; a run interrupted anywhere is finished by
+    /// the next. Refresh families are revoked by [`super::Store::erase`] before.
+    fn erase(&self, id: &UserId, now: OffsetDateTime) -> impl Future<Output = Result<Erasure, StoreError>> + Send;
 }
 
 /// Refresh families (`refresh.rs`): one record per login, judged by

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Ban, ControlError, Controls, CustomClaims};
+use crate::domain::{Ban, ControlError, Controls, CustomClaims, Deletion};
 
 /// The version of the format this build writes. An import reads it and [`OLDEST_FORMAT`]
 /// on, and refuses another one.
@@ -70,6 +70,9 @@ pub enum Record {
         /// A ban (format 3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ban: Option<BanLine>,
+        /// The deletion the person asked for, not yet done (format 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deletion: Option<DeletionLine>,
     },
     /// Which user a unionid leads to.
     Unionid {
@@ -286,25 +289,39 @@ pub struct BanLine {
     pub at: OffsetDateTime,
 }
 
-/// A user's controls as the fields of a user line: roles, claims, ban.
-pub(super) type ControlsLine = (Vec<String>, Option<serde_json::Map<String, serde_json::Value>>, Option<BanLine>);
+/// A deletion the person asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionLine {
+    /// When they asked.
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    /// When the erasure is due.
+    #[serde(with = "time::serde::rfc3339")]
+    pub erase_at: OffsetDateTime,
+}
+
+/// A user's controls as the fields of a user line: roles, claims, ban, deletion.
+pub(super) type ControlsLine =
+    (Vec<String>, Option<serde_json::Map<String, serde_json::Value>>, Option<BanLine>, Option<DeletionLine>);
 
 /// The fields of a user line that hold `controls`.
 pub(super) fn controls_line(controls: Controls) -> ControlsLine {
     let claims = (!controls.claims.is_empty()).then(|| controls.claims.as_map().clone());
     let ban = controls.ban.map(|b| BanLine { reason: b.reason, until: b.until, at: b.at });
-    (controls.roles, claims, ban)
+    let deletion = controls.deletion.map(|d| DeletionLine { requested_at: d.requested_at, erase_at: d.erase_at });
+    (controls.roles, claims, ban, deletion)
 }
 
 /// The controls a user line holds, checked as an operator's would be.
-pub(super) fn line_controls((roles, claims, ban): ControlsLine) -> Result<Controls, StoreError> {
+pub(super) fn line_controls((roles, claims, ban, deletion): ControlsLine) -> Result<Controls, StoreError> {
     let refused = |e: ControlError| StoreError::Corrupt(e.to_string());
     let claims = match claims {
         Some(map) => CustomClaims::from_value(serde_json::Value::Object(map)).map_err(refused)?,
         None => CustomClaims::default(),
     };
     let ban = ban.map(|b| Ban::new(&b.reason, b.until, b.at)).transpose().map_err(refused)?;
-    Ok(Controls { roles: crate::domain::roles(&roles).map_err(refused)?, claims, ban })
+    let deletion = deletion.map(|d| Deletion { requested_at: d.requested_at, erase_at: d.erase_at });
+    Ok(Controls { roles: crate::domain::roles(&roles).map_err(refused)?, claims, ban, deletion })
 }
 
 /// One WeChat identity of a user.

@@ -41,12 +41,14 @@ pub use self::{
     refresh::{Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, session_id},
 };
 use self::{
-    backend::{Accounts, AdminTokens, Backend, Events, Links, RefreshTokens, Tickets, Transfer, Users},
+    backend::{Accounts, AdminTokens, Backend, Deletions, Events, Links, RefreshTokens, Tickets, Transfer, Users},
     export::Record,
 };
 use crate::{
     config::StoreSettings,
-    domain::{Controls, Dated, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId, WechatSession},
+    domain::{
+        Controls, Dated, Deletion, Details, Identity, PhoneNumber, Profile, SessionKey, User, UserId, WechatSession,
+    },
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
@@ -55,6 +57,20 @@ pub const SCHEMA_VERSION: u32 = 6;
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.
 pub const LAST_LOGIN_GRANULARITY: Duration = Duration::minutes(5);
+
+/// What [`Store::erase`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erasure {
+    /// Erased. For an account's user, the account stays (unbound, emptied): its username.
+    Erased {
+        /// The account kept, for an account's user.
+        account_kept: Option<String>,
+    },
+    /// Not erased: no deletion is pending, or it is not due yet.
+    NotDue,
+    /// No such user (already erased, or never one).
+    Gone,
+}
 
 /// The session key kept for a user: only the newest one is valid at WeChat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +197,43 @@ impl Store {
         change: impl Fn(&mut Controls) + Send + Sync,
     ) -> Result<User, StoreError> {
         dispatch!(self, b => b.change_controls(id, change).await)
+    }
+
+    /// Marks user `id` for deletion as `deletion` says, and revokes every refresh family
+    /// of the user: the person asked to leave, so their sessions end. Durable when it
+    /// returns; [`StoreError::NoSuchUser`] when the user is gone.
+    pub async fn request_deletion(&self, id: &UserId, deletion: Deletion) -> Result<User, StoreError> {
+        let user = self.change_controls(id, |c| c.deletion = Some(deletion)).await?;
+        // After the mark: a refresh racing with it is refused by the mark.
+        self.revoke_user_refresh(id).await?;
+        Ok(user)
+    }
+
+    /// Cancels the pending deletion of user `id`; `false` when none was pending.
+    pub async fn cancel_deletion(&self, id: &UserId) -> Result<bool, StoreError> {
+        match self.user(id).await? {
+            Some(user) if user.controls.deletion.is_some() => {
+                self.change_controls(id, |c| c.deletion = None).await?;
+                Ok(true)
+            }
+            Some(_) | None => Ok(false),
+        }
+    }
+
+    /// Users whose deletion is due at `now`, soonest first, at most `limit` (possibly some
+    /// already erased: [`Store::erase`] says so).
+    pub async fn due_deletions(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        dispatch!(self, b => b.due_deletions(now, limit).await)
+    }
+
+    /// Erases user `id` if its deletion is due at `now` (see `Deletions::erase` for what
+    /// goes), after revoking its refresh families again (the purge then removes them).
+    /// Running it again after a crash finishes the erasure.
+    pub async fn erase(&self, id: &UserId, now: OffsetDateTime) -> Result<Erasure, StoreError> {
+        if self.user(id).await?.is_some_and(|u| u.controls.deletion.is_some_and(|d| d.erase_at <= now)) {
+            self.revoke_user_refresh(id).await?;
+        }
+        dispatch!(self, b => b.erase(id, now).await)
     }
 
     /// Like [`Store::record_login`], but never creates a user (registration `bind`): `None`

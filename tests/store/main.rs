@@ -172,6 +172,7 @@ conformance_suite!(
         refresh_tokens_revoked_by_logout_all_stay_refused_after_the_ttl_is_lowered_and_a_purge_runs,
         admin_tokens_are_kept_by_id_unique_by_name_and_stay_revoked,
         users_are_listed_in_id_order_page_by_page_and_found_by_unionid,
+        a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_person_but_not_an_account,
         events_are_listed_newest_first_by_user_kind_and_time_page_by_page_and_purged_oldest_first,
     ]
 );

@@ -57,7 +57,7 @@ impl Transfer for PgStore {
             &mut tx,
             "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
              u.roles, u.claims, u.ban_reason, u.ban_until_ns, u.banned_at_ns, \
-             i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
+             u.deletion_requested_at_ns, u.deletion_erase_at_ns, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
              FROM users u LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.id, i.seq",
             |row| {
                 let id: Uuid = row.try_get("id")?;
@@ -65,7 +65,7 @@ impl Transfer for PgStore {
                     if let Some(done) = user.take() {
                         out(done)?;
                     }
-                    let (roles, claims, ban) = controls_line(super::users::controls(&row)?);
+                    let (roles, claims, ban, deletion) = controls_line(super::users::controls(&row)?);
                     user = Some(Record::User {
                         id,
                         unionid: row.try_get("unionid")?,
@@ -76,6 +76,7 @@ impl Transfer for PgStore {
                         roles,
                         claims,
                         ban,
+                        deletion,
                     });
                 }
                 if let (Some(appid), Some(Record::User { identities, .. })) =
@@ -229,12 +230,14 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             roles,
             claims,
             ban,
+            deletion,
         } => {
-            let controls = line_controls((roles, claims, ban))?;
+            let controls = line_controls((roles, claims, ban, deletion))?;
             let ban = controls.ban.as_ref();
             sqlx::query(
                 "INSERT INTO users (id, unionid, unionid_shared_with, created_at_ns, last_login_at_ns, roles, claims, \
-                 ban_reason, ban_until_ns, banned_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 ban_reason, ban_until_ns, banned_at_ns, deletion_requested_at_ns, deletion_erase_at_ns) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(id)
             .bind(unionid)
@@ -246,6 +249,8 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             .bind(ban.map(|b| b.reason.clone()))
             .bind(ban.and_then(|b| b.until).map(ns).transpose()?)
             .bind(ban.map(|b| ns(b.at)).transpose()?)
+            .bind(controls.deletion.map(|d| ns(d.requested_at)).transpose()?)
+            .bind(controls.deletion.map(|d| ns(d.erase_at)).transpose()?)
             .execute(&mut *tx)
             .await?;
             // In binding order: `seq` keeps it.

@@ -127,6 +127,7 @@ macro_rules! transact {
 
 mod accounts;
 mod admin_tokens;
+mod deletions;
 mod events;
 mod export;
 mod links;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Failure, PgStore, Step, links::Race, ns, user_id, uuid};
 use crate::{
-    domain::{Ban, Controls, CustomClaims, Details, Identity, User, UserId, WechatSession},
+    domain::{Ban, Controls, CustomClaims, Deletion, Details, Identity, User, UserId, WechatSession},
     store::{
         LoginRecord, StoreError, StoredSessionKey,
         backend::Users,
@@ -31,7 +31,8 @@ impl Loaded {
 }
 
 const USER_COLUMNS: &str = "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
-     u.roles, u.claims, u.ban_reason, u.ban_until_ns, u.banned_at_ns, a.username, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
+     u.roles, u.claims, u.ban_reason, u.ban_until_ns, u.banned_at_ns, \
+     u.deletion_requested_at_ns, u.deletion_erase_at_ns, a.username, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
      FROM users u LEFT JOIN accounts a ON a.user_id = u.id LEFT JOIN identities i ON i.user_id = u.id";
 
 /// The user from the rows of a [`USER_COLUMNS`] query (one per identity), if any.
@@ -74,7 +75,13 @@ pub(super) fn controls(row: &PgRow) -> Result<Controls, StoreError> {
         }),
         None => None,
     };
-    Ok(Controls { roles: row.try_get("roles")?, claims, ban })
+    let requested: Option<i64> = row.try_get("deletion_requested_at_ns")?;
+    let erase_at: Option<i64> = row.try_get("deletion_erase_at_ns")?;
+    let deletion = match requested.zip(erase_at) {
+        Some((requested, erase_at)) => Some(Deletion { requested_at: time(requested)?, erase_at: time(erase_at)? }),
+        None => None,
+    };
+    Ok(Controls { roles: row.try_get("roles")?, claims, ban, deletion })
 }
 
 pub(super) async fn load<'e>(
@@ -409,8 +416,8 @@ impl PgStore {
         change(&mut controls);
         let ban = controls.ban.as_ref();
         sqlx::query(
-            "UPDATE users SET roles = $2, claims = $3, ban_reason = $4, ban_until_ns = $5, banned_at_ns = $6 \
-             WHERE id = $1",
+            "UPDATE users SET roles = $2, claims = $3, ban_reason = $4, ban_until_ns = $5, banned_at_ns = $6, \
+             deletion_requested_at_ns = $7, deletion_erase_at_ns = $8 WHERE id = $1",
         )
         .bind(uuid(id))
         .bind(&controls.roles)
@@ -418,6 +425,8 @@ impl PgStore {
         .bind(ban.map(|b| b.reason.as_str()))
         .bind(ban.and_then(|b| b.until).map(ns).transpose()?)
         .bind(ban.map(|b| ns(b.at)).transpose()?)
+        .bind(controls.deletion.map(|d| ns(d.requested_at)).transpose()?)
+        .bind(controls.deletion.map(|d| ns(d.erase_at)).transpose()?)
         .execute(&mut *tx)
         .await?;
         Ok(Step::Done(reload(tx, uuid(id)).await?))

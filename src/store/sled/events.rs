@@ -65,8 +65,18 @@ impl EventRecord {
         postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("event: {e}")))
     }
 
-    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+    pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
         postcard::to_stdvec(self).map_err(|e| StoreError::Corrupt(format!("event: {e}")))
+    }
+
+    /// Removes the address, user agent and details (an erased user's event keeps its id,
+    /// time, kind, user id, app and actor); false when there was nothing to remove.
+    pub(super) fn strip(&mut self) -> bool {
+        let stripped = self.ip.is_none() && self.user_agent.is_none() && self.details == "{}";
+        self.ip = None;
+        self.user_agent = None;
+        self.details = "{}".into();
+        !stripped
     }
 }
 

@@ -62,7 +62,7 @@ impl Transfer for SledStore {
         for entry in self.records.iter() {
             let (id, bytes) = entry?;
             let user = UserRecord::decode(&bytes)?;
-            let (roles, claims, ban) = controls_line(user.controls.controls()?);
+            let (roles, claims, ban, deletion) = controls_line(user.controls.controls()?);
             out(Record::User {
                 id: uuid(&id)?,
                 unionid: user.unionid,
@@ -77,6 +77,7 @@ impl Transfer for SledStore {
                 roles,
                 claims,
                 ban,
+                deletion,
             })?;
         }
         for entry in self.unionids.iter() {
@@ -182,7 +183,7 @@ impl Transfer for SledStore {
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 10] {
+    fn data_trees(&self) -> [&Tree; 11] {
         [
             &self.records,
             &self.openids,
@@ -194,6 +195,7 @@ impl SledStore {
             &self.admin_tokens,
             &self.events,
             &self.events_by_user,
+            &self.deletions,
         ]
     }
 
@@ -227,12 +229,21 @@ impl SledStore {
                 roles,
                 claims,
                 ban,
+                deletion,
             } => {
                 if self.records.contains_key(id.as_bytes())? {
                     return Err(StoreError::Corrupt(format!("user {id} appears twice")));
                 }
                 let mut record = UserRecord::empty(created_at);
-                record.controls = ControlsRecord::new(&line_controls((roles, claims, ban))?);
+                let controls = line_controls((roles, claims, ban, deletion))?;
+                if let Some(deletion) = controls.deletion {
+                    let key = super::deletions::index_key(
+                        deletion.erase_at,
+                        &crate::domain::UserId::from_bytes(*id.as_bytes()),
+                    );
+                    self.deletions.insert(key, &[][..])?;
+                }
+                record.controls = ControlsRecord::new(&controls);
                 record.last_login_at = last_login_at.unix_timestamp_nanos();
                 record.unionid = unionid;
                 record.unionid_shared_with = unionid_shared_with.into_iter().map(Uuid::into_bytes).collect();

@@ -6,6 +6,8 @@
 //!   one app, with its session key.
 //! - Schemas 3 to 5: user records without roles, custom claims and a ban.
 //! - Schema 5: refresh families without their last refresh and origin.
+//! - Schema 6: user records without a deletion (read as they are, written in the current
+//!   layout by the next change; the schema number did not change).
 
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +108,42 @@ impl V3UserRecord {
             created_at: self.created_at,
             last_login_at: self.last_login_at,
             controls: ControlsRecord::default(),
+        }
+    }
+}
+
+/// The controls of a schema 6 user record, before deletions.
+#[derive(Serialize, Deserialize)]
+pub(super) struct V6ControlsRecord {
+    pub(super) roles: Vec<String>,
+    pub(super) claims: String,
+    pub(super) ban: Option<(String, Option<i128>, i128)>,
+}
+
+/// A user record of schema 6 (postcard): controls without a deletion.
+#[derive(Serialize, Deserialize)]
+pub(super) struct V6UserRecord {
+    pub(super) identities: Vec<IdentityRecord>,
+    pub(super) unionid: Option<String>,
+    pub(super) account: Option<String>,
+    pub(super) unionid_shared_with: Vec<[u8; 16]>,
+    pub(super) created_at: i128,
+    pub(super) last_login_at: i128,
+    pub(super) controls: V6ControlsRecord,
+}
+
+impl V6UserRecord {
+    /// The same user with no deletion.
+    pub(super) fn upgrade(self) -> UserRecord {
+        let V6ControlsRecord { roles, claims, ban } = self.controls;
+        UserRecord {
+            identities: self.identities,
+            unionid: self.unionid,
+            account: self.account,
+            unionid_shared_with: self.unionid_shared_with,
+            created_at: self.created_at,
+            last_login_at: self.last_login_at,
+            controls: ControlsRecord { roles, claims, ban, deletion: None },
         }
     }
 }

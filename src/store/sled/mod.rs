@@ -36,6 +36,7 @@
 mod accounts;
 mod admin_tokens;
 mod commit;
+mod deletions;
 mod events;
 mod export;
 mod legacy;
@@ -84,6 +85,8 @@ pub(super) struct SledStore {
     events_by_user: ::sled::Tree,
     tickets: ::sled::Tree,
     details: ::sled::Tree,
+    /// Pending deletions by when they are due ([`deletions`]).
+    deletions: ::sled::Tree,
     meta: ::sled::Tree,
     commit: GroupCommit,
     /// Held while bindings, unionid links or accounts change (see the module comment).
@@ -136,6 +139,7 @@ impl SledStore {
             events_by_user: db.open_tree("events_by_user")?,
             tickets: db.open_tree("bind_tickets")?,
             details: db.open_tree(DETAILS)?,
+            deletions: db.open_tree("deletions")?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,
             meta,
             links: Arc::default(),

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 pub(super) use crate::store::codec::{DetailsRecord, Keys, time};
 use crate::{
-    domain::{Ban, Controls, CustomClaims, Identity, User, UserId},
+    domain::{Ban, Controls, CustomClaims, Deletion, Identity, User, UserId},
     store::{StoreError, StoredSessionKey},
 };
 
@@ -42,6 +42,9 @@ pub(super) struct ControlsRecord {
     pub(super) claims: String,
     /// Reason, end, start (Unix nanoseconds).
     pub(super) ban: Option<(String, Option<i128>, i128)>,
+    /// Asked, due (Unix nanoseconds). Absent from schema-6 records, which decode as
+    /// [`super::legacy::V6ControlsRecord`].
+    pub(super) deletion: Option<(i128, i128)>,
 }
 
 impl ControlsRecord {
@@ -52,6 +55,9 @@ impl ControlsRecord {
             ban: controls.ban.as_ref().map(|b| {
                 (b.reason.clone(), b.until.map(OffsetDateTime::unix_timestamp_nanos), b.at.unix_timestamp_nanos())
             }),
+            deletion: controls
+                .deletion
+                .map(|d| (d.requested_at.unix_timestamp_nanos(), d.erase_at.unix_timestamp_nanos())),
         }
     }
 
@@ -66,7 +72,13 @@ impl ControlsRecord {
             }
             None => None,
         };
-        Ok(Controls { roles: self.roles.clone(), claims, ban })
+        let deletion = match self.deletion {
+            Some((requested_at, erase_at)) => {
+                Some(Deletion { requested_at: time(requested_at)?, erase_at: time(erase_at)? })
+            }
+            None => None,
+        };
+        Ok(Controls { roles: self.roles.clone(), claims, ban, deletion })
     }
 }
 
@@ -85,10 +97,14 @@ impl UserRecord {
         }
     }
 
-    /// A record of this layout, or of schemas 3 to 5 (without controls: a record of those is
-    /// too short to read as this one), which the next write stores in this layout.
+    /// A record of this layout, of schema 6 (without a deletion) or of schemas 3 to 5
+    /// (without controls), which the next write stores in this layout. An older record is
+    /// too short to read as a newer one: postcard fails at its end.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         postcard::from_bytes(bytes).or_else(|e| {
+            if let Ok(v6) = postcard::from_bytes::<super::legacy::V6UserRecord>(bytes) {
+                return Ok(v6.upgrade());
+            }
             let old: super::legacy::V3UserRecord =
                 postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt(format!("user record: {e}")))?;
             Ok(old.upgrade())

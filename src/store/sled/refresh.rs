@@ -177,7 +177,7 @@ fn counter_of(user: &[u8; 16]) -> usize {
 }
 
 impl SledStore {
-    fn refresh_turn(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn refresh_turn(&self) -> std::sync::MutexGuard<'_, ()> {
         self.refresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 

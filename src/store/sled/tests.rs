@@ -493,3 +493,37 @@ async fn an_import_is_marked_under_way_until_it_ends() {
     assert_eq!(store.import(&mut records).await.unwrap(), 3);
     assert!(!store.meta.contains_key(IMPORTING_KEY).unwrap(), "the marker outlived the import");
 }
+
+#[tokio::test]
+async fn a_schema_6_user_record_reads_without_a_deletion_and_is_rewritten_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    let id = UserId::new();
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let ban = ("spam".to_owned(), None, now.unix_timestamp_nanos());
+    {
+        let db = ::sled::open(&settings.data_dir).unwrap();
+        db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &6u32.to_be_bytes()[..]).unwrap();
+        let old = legacy::V6UserRecord {
+            identities: Vec::new(),
+            unionid: None,
+            account: Some("ann".into()),
+            unionid_shared_with: Vec::new(),
+            created_at: now.unix_timestamp_nanos(),
+            last_login_at: now.unix_timestamp_nanos(),
+            controls: legacy::V6ControlsRecord { roles: vec!["staff".into()], claims: String::new(), ban: Some(ban) },
+        };
+        db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), postcard::to_stdvec(&old).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = open_once_released(&settings).await.unwrap();
+
+    let user = store.user(&id).await.unwrap().unwrap();
+    assert_eq!((user.controls.roles.as_slice(), user.controls.deletion), (&["staff".to_owned()][..], None));
+    assert_eq!(user.controls.ban.as_ref().map(|b| b.reason.as_str()), Some("spam"));
+    let deletion = crate::domain::Deletion { requested_at: now, erase_at: now };
+    let changed = store.change_controls(&id, |c| c.deletion = Some(deletion)).await.unwrap();
+    assert_eq!(store.user(&id).await.unwrap().unwrap(), changed, "rewritten in the new layout");
+    assert_eq!(changed.controls.deletion, Some(deletion));
+}

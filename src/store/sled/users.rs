@@ -137,15 +137,20 @@ impl Users for SledStore {
     ) -> Result<User, StoreError> {
         let user = {
             let _links = self.lock();
-            if !self.records.contains_key(id.as_bytes())? {
-                return Err(StoreError::NoSuchUser);
-            }
+            let Some(before) = self.stored_user(id)? else { return Err(StoreError::NoSuchUser) };
+            // Controls change only under this lock: what `change` makes of them now is what
+            // the update below writes. The deletion index is ahead of the record.
+            let old = before.controls.deletion;
+            let mut next = before.controls;
+            change(&mut next);
+            self.index_deletion(id, old, next.deletion, true)?;
             let (user, ()) = self.update(id.as_bytes(), |record| {
                 let mut controls = record.controls.controls()?;
                 change(&mut controls);
                 record.controls = ControlsRecord::new(&controls);
                 Ok(())
             })?;
+            self.index_deletion(id, old, user.controls.deletion, false)?;
             user
         };
         self.commit.wait().await?;

@@ -14,8 +14,10 @@ use wxauth::{
 
 use crate::{Backend, open};
 
+mod deletions;
 mod events;
 mod refresh;
+pub use deletions::*;
 pub use events::*;
 pub use refresh::*;
 
@@ -437,7 +439,7 @@ pub async fn controls_are_kept_changed_given_to_new_users_and_refused_for_a_miss
     drop(store);
 
     let store = open(&settings).await.unwrap();
-    let expected = Controls { roles: staff.clone(), claims: claims.clone(), ban: Some(ban) };
+    let expected = Controls { roles: staff.clone(), claims: claims.clone(), ban: Some(ban), deletion: None };
     assert_eq!(changed.controls, expected, "a change kept the other controls");
     assert_eq!(store.user(&user.id).await.unwrap().unwrap().controls, expected, "not what was reopened");
     let returning = store.record_login("wx1", &session("o1", "k3")).await.unwrap().user;

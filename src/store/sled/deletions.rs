@@ -1,0 +1,174 @@
+//! Erasure on sled. `deletions` indexes the users whose deletion is pending, by when it is
+//! due: erase time (Unix nanoseconds, big-endian, offset so that order is time order) ‖
+//! user id → nothing. An entry is written before the user's record says "pending" and
+//! removed after, so a crash leaves at most a stale entry, which the sweep drops.
+//!
+//! The erasure itself runs under the links lock, in an order that a crash can interrupt
+//! anywhere and a second run finishes: the bindings, tickets and details go first while
+//! the record still names them, then the refresh families (they name the openid), the
+//! events are stripped, and the record goes last.
+
+use time::OffsetDateTime;
+
+use super::{
+    SledStore, binding_key,
+    events::EventRecord,
+    record::{TicketRecord, UserRecord},
+    user_id,
+};
+use crate::{
+    domain::{Deletion, UserId},
+    store::{Erasure, StoreError, backend::Deletions},
+};
+
+/// The `deletions` key of user `id` due at `erase_at`.
+pub(super) fn index_key(erase_at: OffsetDateTime, id: &UserId) -> [u8; 32] {
+    // Offset by 2^127 so that big-endian bytes sort as the signed times do.
+    let ordered = (erase_at.unix_timestamp_nanos() as u128) ^ (1 << 127);
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(&ordered.to_be_bytes());
+    key[16..].copy_from_slice(id.as_bytes());
+    key
+}
+
+impl SledStore {
+    /// Keeps `deletions` in step with a change of user `id`'s pending deletion from `old`
+    /// to `new`: called with `before` true ahead of the record's write (adds the new
+    /// entry), and false after it (drops the old one).
+    pub(super) fn index_deletion(
+        &self,
+        id: &UserId,
+        old: Option<Deletion>,
+        new: Option<Deletion>,
+        before: bool,
+    ) -> Result<(), StoreError> {
+        if old == new {
+            return Ok(());
+        }
+        match (before, new, old) {
+            (true, Some(new), _) => {
+                self.deletions.insert(index_key(new.erase_at, id), &[][..])?;
+            }
+            (false, _, Some(old)) => {
+                self.deletions.remove(index_key(old.erase_at, id))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Strips the events of user `id` of their address, user agent and details.
+    fn strip_events(&self, id: &UserId) -> Result<(), StoreError> {
+        for key in self.events_by_user.scan_prefix(id.as_bytes()).keys() {
+            let key = key?;
+            let event_id = &key[16..];
+            let Some(bytes) = self.events.get(event_id)? else { continue };
+            let mut record = EventRecord::decode(&bytes)?;
+            if record.strip() {
+                self.events.insert(event_id, record.encode()?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the bind tickets of any of `openids` (appid, openid) or of `unionid`.
+    fn drop_tickets(&self, openids: &[(String, String)], unionid: Option<&str>) -> Result<(), StoreError> {
+        for entry in self.tickets.iter() {
+            let (key, bytes) = entry?;
+            let ticket = TicketRecord::decode(&bytes)?;
+            let theirs = openids.iter().any(|(appid, openid)| *appid == ticket.appid && *openid == ticket.openid)
+                || unionid.is_some_and(|u| ticket.unionid.as_deref() == Some(u));
+            if theirs {
+                self.tickets.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn erase_locked(&self, id: &UserId, now: OffsetDateTime) -> Result<Erasure, StoreError> {
+        let me = &id.as_bytes()[..];
+        let Some(bytes) = self.records.get(me)? else {
+            // Gone: a run that stopped after removing the record; finish its index entries.
+            self.strip_events(id)?;
+            self.drop_index_entries(id)?;
+            return Ok(Erasure::Gone);
+        };
+        let record = UserRecord::decode(&bytes)?;
+        let pending = record.controls.controls()?.deletion;
+        let Some(deletion) = pending.filter(|d| d.erase_at <= now) else {
+            if pending.is_none() {
+                self.drop_index_entries(id)?;
+            }
+            return Ok(Erasure::NotDue);
+        };
+        let openids: Vec<(String, String)> =
+            record.identities.iter().map(|i| (i.appid.clone(), i.openid.clone())).collect();
+        for (appid, openid) in &openids {
+            // Only bindings that still point here: never another user's.
+            let _ = self.openids.compare_and_swap(binding_key(appid, openid), Some(me), None::<&[u8]>)?;
+        }
+        if let Some(unionid) = &record.unionid {
+            let _ = self.unionids.compare_and_swap(unionid.as_bytes(), Some(me), None::<&[u8]>)?;
+        }
+        self.drop_tickets(&openids, record.unionid.as_deref())?;
+        self.details.remove(me)?;
+        {
+            let _turn = self.refresh_turn();
+            for key in self.refresh_families.scan_prefix(me).keys() {
+                self.refresh_families.remove(key?)?;
+            }
+        }
+        self.strip_events(id)?;
+        let kept = match &record.account {
+            // An operator's account stays, unbound and emptied, as after an unbind.
+            Some(username) => {
+                self.update(me, |r| {
+                    r.identities.clear();
+                    r.unionid = None;
+                    r.unionid_shared_with.clear();
+                    r.controls.deletion = None;
+                    Ok(())
+                })?;
+                Some(username.clone())
+            }
+            None => {
+                self.records.remove(me)?;
+                None
+            }
+        };
+        self.deletions.remove(index_key(deletion.erase_at, id))?;
+        self.drop_index_entries(id)?;
+        Ok(Erasure::Erased { account_kept: kept })
+    }
+
+    /// Drops every `deletions` entry of user `id` (stale ones included).
+    fn drop_index_entries(&self, id: &UserId) -> Result<(), StoreError> {
+        for key in self.deletions.iter().keys() {
+            let key = key?;
+            if &key[16..] == id.as_bytes() {
+                self.deletions.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Deletions for SledStore {
+    async fn due_deletions(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        let end = index_key(now, &UserId::from_bytes([0xff; 16]));
+        let mut due = Vec::new();
+        for key in self.deletions.range(..=&end[..]).keys().take(limit) {
+            due.push(user_id(&key?[16..])?);
+        }
+        Ok(due)
+    }
+
+    async fn erase(&self, id: &UserId, now: OffsetDateTime) -> Result<Erasure, StoreError> {
+        let erasure = {
+            let _links = self.lock();
+            self.erase_locked(id, now)?
+        };
+        self.commit.wait().await?;
+        Ok(erasure)
+    }
+}

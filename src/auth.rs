@@ -70,6 +70,9 @@ pub enum LoginFailure {
     /// An operator banned the user.
     #[error(transparent)]
     Banned(#[from] Banned),
+    /// The person asked for the account to be deleted, and it is not erased yet.
+    #[error(transparent)]
+    PendingDeletion(#[from] PendingDeletion),
     /// The server failed.
     #[error(transparent)]
     Internal(#[from] Internal),
@@ -128,6 +131,9 @@ pub enum BindFailure {
     /// An operator banned the account's user.
     #[error(transparent)]
     Banned(#[from] Banned),
+    /// The account's user asked for its deletion, and it is not erased yet.
+    #[error(transparent)]
+    PendingDeletion(#[from] PendingDeletion),
     /// The server failed.
     #[error(transparent)]
     Internal(#[from] Internal),
@@ -298,6 +304,8 @@ pub struct Parts {
     pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// How long events are kept.
     pub event_retention: std::time::Duration,
+    /// Time between a deletion request and the erasure.
+    pub deletion_grace: std::time::Duration,
     /// The time, for bind-ticket and refresh-token expiry.
     pub clock: crate::clock::Clock,
     /// What `/metrics` shows.
@@ -306,12 +314,14 @@ pub struct Parts {
 
 mod access;
 pub mod admin_token;
+mod deletion;
 mod introspect;
 mod open_data;
 mod operators;
 mod refresh;
 mod sessions;
 pub use access::Holdings;
+pub use deletion::{CancelFailure, DeletionFailure, PendingDeletion};
 pub use introspect::{IntrospectFailure, Introspection, Introspector};
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 pub use operators::{
@@ -365,6 +375,10 @@ impl Auth {
         if let Some(banned) = Banned::of(&record.user, self.parts.clock.now()) {
             tracing::info!(user_id = %record.user.id, "login refused: the user is banned");
             return Err(banned.into());
+        }
+        if let Some(pending) = PendingDeletion::of(&record.user) {
+            tracing::info!(user_id = %record.user.id, "login refused: the account is being deleted");
+            return Err(pending.into());
         }
         let origin = self.origin(peer);
         let outcome = self.outcome(record, app.appid(), session.openid, &origin, "login succeeded").await?;
@@ -435,10 +449,15 @@ impl Auth {
         // After the password: a ban is the account holder's business, not a guesser's.
         if let Some(owner) = owner
             && let Some(user) = self.parts.store.user(&owner).await?
-            && let Some(banned) = Banned::of(&user, self.parts.clock.now())
         {
-            tracing::info!(user_id = %owner, "bind refused: the account's user is banned");
-            return Err(banned.into());
+            if let Some(banned) = Banned::of(&user, self.parts.clock.now()) {
+                tracing::info!(user_id = %owner, "bind refused: the account's user is banned");
+                return Err(banned.into());
+            }
+            if let Some(pending) = PendingDeletion::of(&user) {
+                tracing::info!(user_id = %owner, "bind refused: the account's user is being deleted");
+                return Err(pending.into());
+            }
         }
         let record =
             self.parts.store.bind(&appid, &session, username.as_str(), ticket.as_ref(), self.parts.clock.now()).await?;

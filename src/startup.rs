@@ -199,6 +199,7 @@ impl Application {
                 .collect(),
             introspection_clients: settings.introspection_clients.clone(),
             event_retention: settings.event_retention,
+            deletion_grace: settings.deletion_grace,
             clock,
         };
         Ok(Self {
@@ -250,6 +251,7 @@ impl Application {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
         let purger = tokio::spawn(purge_old_records(auth.clone()));
+        let eraser = tokio::spawn(erase_due_deletions(auth.clone()));
         let watcher = tokio::spawn(watch_keys(auth.clone()));
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
@@ -279,6 +281,7 @@ impl Application {
         }
         reloader.abort();
         purger.abort();
+        eraser.abort();
         watcher.abort();
         admin.abort();
         let _ = std::fs::remove_file(&admin_path);
@@ -377,6 +380,22 @@ async fn purge_old_records(auth: Arc<Auth>) {
             Err(e) => tracing::warn!(error = %e, "purging events failed; will retry"),
         }
         tokio::time::sleep(PURGE_EVERY).await;
+    }
+}
+
+/// How often deletions whose grace period ended are erased.
+const ERASE_EVERY: Duration = Duration::from_secs(60);
+
+/// Erases the accounts whose deletion is due, at start (finishing an erasure a crash
+/// interrupted) and every [`ERASE_EVERY`] after.
+async fn erase_due_deletions(auth: Arc<Auth>) {
+    loop {
+        match auth.erase_due().await {
+            Ok(0) => {}
+            Ok(due) => tracing::info!(due, "erased the accounts whose deletion was due"),
+            Err(e) => tracing::warn!(error = %e, "erasing due deletions failed; will retry"),
+        }
+        tokio::time::sleep(ERASE_EVERY).await;
     }
 }
 

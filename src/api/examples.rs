@@ -9,13 +9,14 @@ use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
 use super::error::{
-    AdminListError, AdminReadError, AdminWriteError, BindError, DevError, ErrorBody, ErrorCode, IntrospectError,
-    LoginError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
+    AdminListError, AdminReadError, AdminWriteError, BindError, CancelDeletionError, DeleteMeError, DevError,
+    ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
 };
 use crate::{
     auth::{
-        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure,
-        OpenDataFailure, OperatorFailure, RefreshFailure, SessionFailure, WriteFailure,
+        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, CancelFailure, DeletionFailure, Internal,
+        IntrospectFailure, LoginFailure, OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure,
+        SessionFailure, WriteFailure,
     },
     domain::DomainError,
     opendata::OpenDataError,
@@ -47,6 +48,8 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/me/logout-all", "post", bearer()),
         ("/v1/me/sessions", "get", bearer()),
         ("/v1/me/export", "get", bearer()),
+        ("/v1/me", "delete", delete_me()),
+        ("/v1/deletion/cancel", "post", cancel_deletion()),
         ("/v1/token/introspect", "post", introspect()),
         ("/v1/me/sessions/{id}", "delete", end_session()),
         ("/v1/me/phone", "post", phone()),
@@ -62,6 +65,7 @@ pub(super) fn admin() -> Vec<Examples> {
     grouped(vec![
         ("/admin/v1/users", "get", admin_list(vec![bad_cursor()])),
         (user, "get", admin_read(vec![bad_user_id(), no_such_user()])),
+        (user, "delete", admin_write(vec![bad_user_id(), no_such_user()])),
         ("/admin/v1/users/{id}/ban", "put", admin_write(vec![bad_user_id(), no_such_user()])),
         ("/admin/v1/users/{id}/ban", "delete", admin_write(vec![bad_user_id(), no_such_user()])),
         ("/admin/v1/users/{id}/roles", "put", admin_write(vec![bad_role(), no_such_user()])),
@@ -230,9 +234,66 @@ fn login() -> Vec<Example> {
             },
         ),
         (None, LoginFailure::Banned(banned())),
+        (
+            None,
+            LoginFailure::PendingDeletion(PendingDeletion { erase_at: time::macros::datetime!(2027-01-08 09:30 UTC) }),
+        ),
     ];
     failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, LoginFailure::Wechat(e))));
     let mut out: Vec<_> = failures.into_iter().map(|(note, f)| login_answer(note, f.into())).collect();
+    out.push(named(Some("WXAUTH_RATE_LIMIT_PER_MINUTE"), 429, super::error::rate_limited_body(12, "login attempts")));
+    out.extend(server_errors());
+    out
+}
+
+fn delete_me() -> Vec<Example> {
+    let mut failures =
+        vec![(None, DeletionFailure::InvalidInput(DomainError::EmptyCode)), (None, DeletionFailure::CodeMismatch)];
+    failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, DeletionFailure::Wechat(e))));
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|(note, f)| {
+            let (status, body) = match DeleteMeError::from(f) {
+                DeleteMeError::BadRequest(b) => (400, b),
+                DeleteMeError::Unauthorized(b, _) => (401, b),
+                DeleteMeError::Forbidden(b) => (403, b),
+                DeleteMeError::TooManyRequests(b, _) => (429, b),
+                DeleteMeError::Internal(b) => (500, b),
+                DeleteMeError::BadGateway(b) => (502, b),
+                DeleteMeError::Unavailable(b, _) => (503, b),
+                DeleteMeError::GatewayTimeout(b) => (504, b),
+            };
+            named(note, status, body)
+        })
+        .collect();
+    out.extend(bearer().into_iter().filter(|(_, status, _)| *status == 401));
+    out.extend(server_errors());
+    out
+}
+
+fn cancel_deletion() -> Vec<Example> {
+    let mut failures = vec![
+        (None, CancelFailure::InvalidInput(DomainError::EmptyCode)),
+        (None, CancelFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
+        (None, CancelFailure::NothingPending),
+    ];
+    failures.extend(wechat_failures().into_iter().map(|(note, e)| (note, CancelFailure::Wechat(e))));
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|(note, f)| {
+            let (status, body) = match CancelDeletionError::from(f) {
+                CancelDeletionError::BadRequest(b) => (400, b),
+                CancelDeletionError::Forbidden(b) => (403, b),
+                CancelDeletionError::NotFound(b) => (404, b),
+                CancelDeletionError::TooManyRequests(b, _) => (429, b),
+                CancelDeletionError::Internal(b) => (500, b),
+                CancelDeletionError::BadGateway(b) => (502, b),
+                CancelDeletionError::Unavailable(b, _) => (503, b),
+                CancelDeletionError::GatewayTimeout(b) => (504, b),
+            };
+            named(note, status, body)
+        })
+        .collect();
     out.push(named(Some("WXAUTH_RATE_LIMIT_PER_MINUTE"), 429, super::error::rate_limited_body(12, "login attempts")));
     out.extend(server_errors());
     out

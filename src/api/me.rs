@@ -166,4 +166,24 @@ impl MeApi {
     async fn me(&self, token: BearerToken) -> Result<MeResponse, MeError> {
         Ok(MeResponse::Ok(Json(self.auth.me(&token.0.token).await?.into()), NO_STORE.into()))
     }
+
+    /// Delete my account
+    ///
+    /// Deletes the bearer's account (注销), for the person's right to erasure (PIPL Art. 47).
+    /// Send a fresh `wx.login` code: it must be of the token's WeChat identity, so a stolen
+    /// token alone deletes nothing. Every session ends at once; the account is erased at
+    /// `erase_at` (at once with no grace period). Until then logins answer 403
+    /// `account_pending_deletion` and `POST /v1/deletion/cancel` keeps the account.
+    #[oai(path = "/v1/me", method = "delete", operation_id = "deleteMe")]
+    async fn delete_me(
+        &self,
+        token: BearerToken,
+        body: Json<super::deletion::DeleteMeRequest>,
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<super::deletion::DeleteMeResponse, super::error::DeleteMeError> {
+        let peer = super::peer(remote, headers);
+        let erase_at = self.auth.request_deletion(&token.0.token, &body.0.code.0, &peer).await?;
+        Ok(super::deletion::DeleteMeResponse::Accepted(Json(super::deletion::DeletionBody { erase_at })))
+    }
 }

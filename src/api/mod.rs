@@ -3,6 +3,7 @@
 pub mod access;
 pub mod admin;
 pub mod bind;
+pub mod deletion;
 pub mod dev;
 pub mod error;
 pub mod events;
@@ -47,7 +48,7 @@ const MAX_LOGGED_PATH: usize = 200;
 const MAX_LOGGED_METHOD: usize = 32;
 
 /// The operations counted against `WXAUTH_RATE_LIMIT_PER_MINUTE`.
-const RATE_LIMITED: &[&str] = &["/v1/login", "/v1/bind"];
+const RATE_LIMITED: &[&str] = &["/v1/login", "/v1/bind", "/v1/deletion/cancel"];
 /// Refreshes are counted per client address by a limit of their own.
 const REFRESH_PATH: &str = "/v1/token/refresh";
 
@@ -80,6 +81,7 @@ type Apis = (
     me::MeApi,
     sessions::SessionsApi,
     access::AccessApi,
+    deletion::DeletionApi,
     open_data::OpenDataApi,
     bind::BindApi,
     keys::KeysApi,
@@ -124,6 +126,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
             me::MeApi { auth: auth.clone() },
             sessions::SessionsApi { auth: auth.clone() },
             access::AccessApi { auth: auth.clone() },
+            deletion::DeletionApi { auth: auth.clone() },
             open_data::OpenDataApi { auth: auth.clone() },
             bind::BindApi { auth: auth.clone() },
             keys::KeysApi { auth: auth.clone() },

@@ -33,6 +33,7 @@ fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
     });
     vec![
         ("LoginRequest", Some("appid"), appid.clone()),
+        ("CancelDeletionRequest", Some("appid"), appid.clone()),
         ("BindBody", Some("appid"), appid),
         (
             "BindBody",

@@ -272,6 +272,13 @@ impl Auth {
         Ok(())
     }
 
+    /// Deletes user `id` at once for `operator`: erased as a person's own deletion is, with
+    /// no grace period (an account made by `wxauth accounts add` stays, unbound).
+    pub async fn delete_user(&self, operator: &Operator, id: &UserId) -> Result<(), WriteFailure> {
+        self.parts.store.user(id).await?.ok_or(OperatorFailure::NoSuchUser)?;
+        Ok(self.delete_now(id, &operator.actor()).await?)
+    }
+
     /// The events `filter` selects, newest first.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>, OperatorFailure> {
         Ok(self.parts.store.events(filter).await?)

@@ -134,6 +134,8 @@ pub struct Settings {
     pub introspection_clients: Vec<IntrospectionClient>,
     /// How long events are kept (`WXAUTH_EVENT_RETENTION_DAYS`).
     pub event_retention: Duration,
+    /// Time between a deletion request and the erasure (`WXAUTH_DELETION_GRACE_SECS`).
+    pub deletion_grace: Duration,
 }
 
 /// What a login with an openid that is bound to no user does (`WXAUTH_REGISTRATION`).
@@ -329,6 +331,7 @@ impl Settings {
             max_connections: layers.number(&MAX_CONNECTIONS)? as usize,
             introspection_clients: clients::clients(layers)?,
             event_retention: Duration::from_secs(layers.number(&EVENT_RETENTION_DAYS)? * 86_400),
+            deletion_grace: Duration::from_secs(layers.number(&DELETION_GRACE_SECS)?),
             keys_dir: layers.path(&KEYS_DIR)?.expect("declared default"),
             registration,
             attempt_limits,

@@ -81,6 +81,13 @@ event_kinds! {
     Unban = "unban",
     /// One session ended by its user or an operator (`details.session`).
     SessionRevoked = "session_revoked",
+    /// The person asked for their account to be deleted (`details.erase_at`), or an
+    /// operator deleted it.
+    DeletionRequested = "deletion_requested",
+    /// The person cancelled their deletion during the grace period.
+    DeletionCancelled = "deletion_cancelled",
+    /// The account was erased (no details: they would be the person's).
+    DeletionDone = "deletion_done",
     /// The user's roles replaced (`details.roles`).
     RolesSet = "roles_set",
     /// The user's custom claims replaced (never their values: `details.names`).

@@ -38,6 +38,7 @@ fn operations(user: &str) -> Vec<(Method, String, Option<Value>)> {
     vec![
         (Method::GET, "/admin/v1/users".into(), None),
         (Method::GET, format!("/admin/v1/users/{user}"), None),
+        (Method::DELETE, format!("/admin/v1/users/{user}"), None),
         (Method::PUT, format!("/admin/v1/users/{user}/ban"), Some(json!({"reason": "spam"}))),
         (Method::DELETE, format!("/admin/v1/users/{user}/ban"), None),
         (Method::PUT, format!("/admin/v1/users/{user}/roles"), Some(json!({"roles": ["vip"]}))),

@@ -96,7 +96,7 @@ async fn an_unsupported_method_gets_405_with_the_methods_the_path_allows() {
         ("GET", "/v1/login", "POST"),
         ("POST", "/healthz", "GET, HEAD"),
         ("PUT", "/.well-known/jwks.json", "GET, HEAD"),
-        ("PATCH", "/v1/me", "GET, HEAD"),
+        ("PATCH", "/v1/me", "DELETE, GET, HEAD"),
         ("GET", "/v1/me/binding", "DELETE"),
         // A path with a parameter is matched by its template.
         ("TRACE", "/v1/me/sessions/01a24843-4061-73e1-86bb-1cf99f53bf79", "DELETE"),

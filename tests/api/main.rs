@@ -8,6 +8,7 @@ mod binding;
 mod clients;
 mod connections;
 mod controls;
+mod deletion;
 mod dev_mock;
 mod docs;
 mod events;

@@ -85,6 +85,9 @@ async fn swagger_ui_is_served_and_documents_the_bearer_scheme() {
         assert!(spec["paths"].get(path).is_some(), "{path} missing from the spec");
     }
     assert!(scheme["description"].as_str().unwrap().contains("without `Bearer `"), "{scheme}");
+    // Two `#[OpenApi]` blocks declaring one path each keep only one of its methods.
+    let me: Vec<&String> = spec["paths"]["/v1/me"].as_object().unwrap().keys().collect();
+    assert_eq!(me, ["delete", "get"], "GET and DELETE /v1/me");
     let html_has_document = html.contains("\"not_bound\"");
     assert!(html_has_document, "Swagger UI does not show the published document");
 }

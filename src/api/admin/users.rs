@@ -186,10 +186,10 @@ pub enum UserResponse {
     ),
 }
 
-/// Answer of a session revocation.
+/// Answer of a session revocation or a deletion.
 #[derive(Debug, ApiResponse)]
 pub enum RevokedResponse {
-    /// Revoked: the refresh tokens no longer work (access tokens run out within their
+    /// Done: the refresh tokens no longer work (access tokens run out within their
     /// lifetime; introspection calls them inactive at once).
     #[oai(status = 204)]
     Done,
@@ -249,6 +249,19 @@ impl UsersApi {
         self.auth.operator(&token.0.token).await?;
         let file = self.auth.user_file(&user_id(&id.0)?).await?;
         Ok(UserFileResponse::Ok(Json(file.into()), NO_STORE.into()))
+    }
+
+    /// Delete a user
+    ///
+    /// Erases the user at once, as the person's own `DELETE /v1/me` does after its grace
+    /// period: identities, unionid link, phone number, profile, session keys, sessions and
+    /// bind tickets go, and the user's events keep only their id, time, kind and app. An
+    /// account made by `wxauth accounts add` stays, unbound. Needs role `write`.
+    #[oai(path = "/admin/v1/users/:id", method = "delete", operation_id = "deleteUser")]
+    async fn delete(&self, token: AdminToken, id: Path<String>) -> Result<RevokedResponse, AdminWriteError> {
+        let operator = self.auth.writer(&token.0.token).await?;
+        self.auth.delete_user(&operator, &user_id(&id.0).map_err(WriteFailure::from)?).await?;
+        Ok(RevokedResponse::Done)
     }
 
     /// Ban a user

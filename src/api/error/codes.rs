@@ -121,9 +121,21 @@ error_codes! {
     InsufficientScope = "insufficient_scope" {
         403 => r#"Admin API: the operation changes something and the admin token has role `read`; create one with `--role write`."#,
     }
+    /// The account is being deleted.
+    AccountPendingDeletion = "account_pending_deletion" {
+        403 => r#"`POST /v1/login`, `POST /v1/bind`: the person asked for the account to be deleted (`DELETE /v1/me`) and the grace period (`WXAUTH_DELETION_GRACE_SECS`) has not ended; `erase_at` says when it does. `POST /v1/deletion/cancel` keeps the account."#,
+    }
+    /// The `wx.login` code is not of the token's WeChat identity.
+    CodeMismatch = "code_mismatch" {
+        403 => r#"`DELETE /v1/me`: the code WeChat accepted is of another WeChat identity than the bearer token's (another person, or another mini-program). Nothing changed."#,
+    }
     /// No such path.
     NotFound = "not_found" {
         404 => r#"No such path."#,
+    }
+    /// No deletion is pending for the code's WeChat identity.
+    DeletionNotFound = "deletion_not_found" {
+        404 => r#"`POST /v1/deletion/cancel`: the code's WeChat identity has no account being deleted (none was asked for, it was cancelled, or it is already erased)."#,
     }
     /// The user id names no user.
     UserNotFound = "user_not_found" {

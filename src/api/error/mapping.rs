@@ -4,15 +4,15 @@
 use poem_openapi::payload::Json;
 
 use super::{
-    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, DevError, ErrorBody, ErrorCode,
-    IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError, body,
-    envelope::challenge,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, CancelDeletionError, DeleteMeError,
+    DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError,
+    RefreshError, SessionError, body, envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
     auth::{
-        Banned, BearerFailure, BindFailure, Internal, IntrospectFailure, LoginFailure, OpenDataFailure,
-        OperatorFailure, RefreshFailure, SessionFailure, WriteFailure,
+        Banned, BearerFailure, BindFailure, CancelFailure, DeletionFailure, Internal, IntrospectFailure, LoginFailure,
+        OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure, SessionFailure, WriteFailure,
     },
     opendata::OpenDataError,
     store::StoreError,
@@ -110,6 +110,8 @@ macro_rules! from_internal_answer {
     )*};
 }
 from_internal_answer!(
+    CancelDeletionError,
+    DeleteMeError,
     AdminAuthError,
     AdminListError,
     AdminReadError,
@@ -130,6 +132,12 @@ from_internal_answer!(
 fn banned_body(banned: Banned) -> Json<ErrorBody> {
     let until = banned.until;
     Json(ErrorBody { until, ..body(ErrorCode::UserBanned, banned.to_string()).0 })
+}
+
+/// The body of an `account_pending_deletion` answer: the erasure time in `erase_at`.
+fn pending_body(pending: PendingDeletion) -> Json<ErrorBody> {
+    let erase_at = Some(pending.erase_at);
+    Json(ErrorBody { erase_at, ..body(ErrorCode::AccountPendingDeletion, pending.to_string()).0 })
 }
 
 /// How a WeChat failure is answered, by every operation that calls WeChat.
@@ -198,6 +206,7 @@ impl From<LoginFailure> for LoginError {
                 NO_STORE.into(),
             ),
             LoginFailure::Banned(banned) => Self::Forbidden(banned_body(banned), NO_STORE.into()),
+            LoginFailure::PendingDeletion(pending) => Self::Forbidden(pending_body(pending), NO_STORE.into()),
             LoginFailure::Internal(e) => internal(e).into(),
         }
     }
@@ -233,6 +242,7 @@ impl From<BindFailure> for BindError {
                 Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
             }
             BindFailure::Banned(banned) => Self::Forbidden(banned_body(banned)),
+            BindFailure::PendingDeletion(pending) => Self::Forbidden(pending_body(pending)),
             BindFailure::Internal(e) => internal(e).into(),
         }
     }
@@ -268,6 +278,63 @@ impl From<IntrospectFailure> for IntrospectError {
                 Self::Unauthorized(body(ErrorCode::InvalidClient, text), "Basic realm=\"wxauth\"".into())
             }
             IntrospectFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<WechatAnswer> for DeleteMeError {
+    fn from(answer: WechatAnswer) -> Self {
+        match answer {
+            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<DeletionFailure> for DeleteMeError {
+    fn from(failure: DeletionFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            DeletionFailure::InvalidInput(_) => Self::BadRequest(body(ErrorCode::InvalidRequest, text)),
+            DeletionFailure::Bearer(bearer) => match MeError::from(bearer) {
+                MeError::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+                MeError::Internal(b) => Self::Internal(b),
+                MeError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            },
+            DeletionFailure::Wechat(e) => wechat_answer(e).into(),
+            DeletionFailure::CodeMismatch => Self::Forbidden(body(ErrorCode::CodeMismatch, text)),
+        }
+    }
+}
+
+impl From<WechatAnswer> for CancelDeletionError {
+    fn from(answer: WechatAnswer) -> Self {
+        match answer {
+            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+        }
+    }
+}
+
+impl From<CancelFailure> for CancelDeletionError {
+    fn from(failure: CancelFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            CancelFailure::InvalidInput(_) | CancelFailure::AppRequired(_) => {
+                Self::BadRequest(body(ErrorCode::InvalidRequest, text))
+            }
+            CancelFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
+            CancelFailure::Wechat(e) => wechat_answer(e).into(),
+            CancelFailure::NothingPending => Self::NotFound(body(ErrorCode::DeletionNotFound, text)),
+            CancelFailure::Internal(e) => internal(e).into(),
         }
     }
 }

@@ -23,8 +23,8 @@ pub(super) use envelope::rate_limited_body;
 pub use envelope::{envelope, rate_limited};
 pub(super) use mapping::internal_example;
 pub use responses::{
-    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, DevError, IntrospectError, LoginError,
-    LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, CancelDeletionError, DeleteMeError,
+    DevError, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
 };
 
 /// Error body.
@@ -43,6 +43,9 @@ pub struct ErrorBody {
     /// Only with `user_banned`: when the ban ends (RFC 3339); absent for a ban until lifted.
     #[oai(skip_serializing_if_is_none)]
     pub until: Option<time::OffsetDateTime>,
+    /// Only with `account_pending_deletion`: when the account is erased (RFC 3339).
+    #[oai(skip_serializing_if_is_none)]
+    pub erase_at: Option<time::OffsetDateTime>,
 }
 
 /// An error body with `error` and `error_description` only.
@@ -53,5 +56,6 @@ pub fn body(error: ErrorCode, description: impl Into<String>) -> Json<ErrorBody>
         bind_ticket: None,
         expires_in: None,
         until: None,
+        erase_at: None,
     })
 }

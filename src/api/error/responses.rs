@@ -109,6 +109,8 @@ operation_errors! {
         /// username and password to `POST /v1/bind`.
         /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
         /// `user_banned`: an operator banned the user; `until` says when the ban ends.
+        /// `account_pending_deletion`: the person asked for the account's deletion;
+        /// `erase_at` says when it is erased (`POST /v1/deletion/cancel` keeps it).
         #[oai(status = 403)]
         Forbidden(
             Json<ErrorBody>,
@@ -159,6 +161,7 @@ operation_errors! {
         Unauthorized(Json<ErrorBody>),
         /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
         /// `user_banned`: an operator banned the account's user; `until` says when the ban ends.
+        /// `account_pending_deletion`: the account's user asked for its deletion.
         #[oai(status = 403)]
         Forbidden(Json<ErrorBody>),
         /// `already_bound`: this WeChat identity is bound to another user.
@@ -353,4 +356,53 @@ operation_errors! {
         NotFound(Json<ErrorBody>),
     }
     shared: unauthorized, internal, unavailable
+}
+
+operation_errors! {
+    /// Errors of `DELETE /v1/me`.
+    pub enum DeleteMeError {
+        /// `invalid_request`: malformed body or `code`.
+        /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `code_mismatch`: the code is of another WeChat identity than the token's.
+        /// `user_blocked`: WeChat's risk control blocked this user (errcode 40226).
+        #[oai(status = 403)]
+        Forbidden(Json<ErrorBody>),
+        /// `wechat_error`: WeChat could not be reached or gave an unusable answer.
+        #[oai(status = 502)]
+        BadGateway(Json<ErrorBody>),
+        /// `wechat_timeout`: WeChat did not answer within the configured timeout.
+        #[oai(status = 504)]
+        GatewayTimeout(Json<ErrorBody>),
+    }
+    shared: unauthorized, too_many_requests(
+        " `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011)."
+    ), internal, unavailable_or_wechat
+}
+
+operation_errors! {
+    /// Errors of `POST /v1/deletion/cancel`.
+    pub enum CancelDeletionError {
+        /// `invalid_request`: malformed body or `code`, or no `appid` although several apps
+        /// are served. `unknown_app`: `appid` names an app this server does not serve.
+        /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `user_blocked`: WeChat's risk control blocked this user (errcode 40226).
+        #[oai(status = 403)]
+        Forbidden(Json<ErrorBody>),
+        /// `deletion_not_found`: no account of this WeChat identity is being deleted.
+        #[oai(status = 404)]
+        NotFound(Json<ErrorBody>),
+        /// `wechat_error`: WeChat could not be reached or gave an unusable answer.
+        #[oai(status = 502)]
+        BadGateway(Json<ErrorBody>),
+        /// `wechat_timeout`: WeChat did not answer within the configured timeout.
+        #[oai(status = 504)]
+        GatewayTimeout(Json<ErrorBody>),
+    }
+    shared: too_many_requests(
+        " `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011)."
+    ), internal, unavailable_or_wechat
 }

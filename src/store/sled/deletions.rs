@@ -96,8 +96,10 @@ impl SledStore {
         let record = UserRecord::decode(&bytes)?;
         let pending = record.controls.controls()?.deletion;
         let Some(deletion) = pending.filter(|d| d.erase_at <= now) else {
-            if pending.is_none() {
-                self.drop_index_entries(id)?;
+            // Entries an interrupted change left behind: only the pending one's stays.
+            self.drop_index_entries(id)?;
+            if let Some(pending) = pending {
+                self.deletions.insert(index_key(pending.erase_at, id), &[][..])?;
             }
             return Ok(Erasure::NotDue);
         };

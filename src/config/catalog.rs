@@ -56,6 +56,15 @@ pub const APPS_KEY: &str = "wechat_apps";
 /// it has no environment variable.
 pub const CLIENTS_KEY: &str = "introspection_clients";
 
+/// The TOML key of the receivers of events (`[[webhooks]]`); it has no environment
+/// variable.
+pub const WEBHOOKS_KEY: &str = "webhooks";
+
+/// What the `[[webhooks]]` row of the documentation says.
+pub const WEBHOOKS_DOC: &str = "Receivers of [events](events.md#webhooks): a list of tables with `url` (`https://`; plain \
+     `http://` only for loopback), `secret` (at least 32 visible ASCII characters; it signs each delivery) and \
+     optionally `events`, a list of kinds (absent: every kind). Each delivery is retried with backoff for 24 hours.";
+
 /// What the `[[introspection_clients]]` row of the documentation says.
 pub const CLIENTS_DOC: &str = "Services that may call `POST /v1/token/introspect`: a list of tables with \
      `client_id` (1 to 64 letters, digits, `.`, `_`, `-`) and `secret` (at least 32 characters), sent as \
@@ -173,5 +182,6 @@ pub fn markdown_table() -> String {
     }
     table.push_str(&format!("| `[[{APPS_KEY}]]` | none (TOML only) | none | {APPS_DOC} |\n"));
     table.push_str(&format!("| `[[{CLIENTS_KEY}]]` | none (TOML only) | none | {CLIENTS_DOC} |\n"));
+    table.push_str(&format!("| `[[{WEBHOOKS_KEY}]]` | none (TOML only) | none | {WEBHOOKS_DOC} |\n"));
     table
 }

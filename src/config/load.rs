@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::{
     ConfigError,
-    catalog::{self, APPS_KEY, CLIENTS_KEY, Default, Setting},
+    catalog::{self, APPS_KEY, CLIENTS_KEY, Default, Setting, WEBHOOKS_KEY},
 };
 
 /// A value as written: TOML files may give numbers as numbers or as strings, the
@@ -65,6 +65,15 @@ pub(super) struct ClientEntry {
     pub(super) secret: String,
 }
 
+/// One `[[webhooks]]` table.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct WebhookEntry {
+    pub(super) url: String,
+    pub(super) secret: String,
+    #[serde(default)]
+    pub(super) events: Vec<String>,
+}
+
 /// What figment extracts: the flat settings, and the lists.
 #[derive(Deserialize)]
 struct Layered {
@@ -72,6 +81,8 @@ struct Layered {
     apps: Vec<AppEntry>,
     #[serde(default)]
     introspection_clients: Vec<ClientEntry>,
+    #[serde(default)]
+    webhooks: Vec<WebhookEntry>,
     #[serde(flatten)]
     values: BTreeMap<String, Text>,
 }
@@ -84,6 +95,8 @@ pub(super) struct Layers {
     pub(super) apps: Vec<AppEntry>,
     /// `[[introspection_clients]]` from the file.
     pub(super) introspection_clients: Vec<ClientEntry>,
+    /// `[[webhooks]]` from the file.
+    pub(super) webhooks: Vec<WebhookEntry>,
     read: RefCell<BTreeSet<&'static str>>,
 }
 
@@ -113,6 +126,7 @@ impl Layers {
             values: layered.values,
             apps: layered.apps,
             introspection_clients: layered.introspection_clients,
+            webhooks: layered.webhooks,
             read: RefCell::default(),
         })
     }
@@ -191,9 +205,13 @@ fn checked_file(path: &Path) -> Result<String, ConfigError> {
             check_tables(path, CLIENTS_KEY, value, "client_id", &["client_id", "secret"])?;
             continue;
         }
+        if key == WEBHOOKS_KEY {
+            check_tables(path, WEBHOOKS_KEY, value, "url", &["url", "secret", "events"])?;
+            continue;
+        }
         let Some(setting) = catalog::ALL.iter().find(|s| s.key == key) else {
             let known = catalog::ALL.iter().map(|s| s.key).collect::<Vec<_>>().join(", ");
-            let known = format!("{known}, [[{APPS_KEY}]], [[{CLIENTS_KEY}]]");
+            let known = format!("{known}, [[{APPS_KEY}]], [[{CLIENTS_KEY}]], [[{WEBHOOKS_KEY}]]");
             return Err(ConfigError::UnknownKey { path: path.into(), key, known });
         };
         if !matches!(value, toml::Value::String(_) | toml::Value::Integer(_)) {
@@ -234,7 +252,9 @@ fn check_tables(
                     known: allowed.iter().map(|a| format!("{key}.{a}")).collect::<Vec<_>>().join(", "),
                 });
             }
-            if !value.is_str() {
+            // `events` of a webhook is a list of kinds.
+            let list = name == "events" && value.as_array().is_some_and(|a| a.iter().all(toml::Value::is_str));
+            if !value.is_str() && !list {
                 return Err(expected());
             }
         }

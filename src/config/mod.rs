@@ -14,6 +14,7 @@ mod load;
 #[cfg(test)]
 mod tests;
 mod urls;
+mod webhooks;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -25,6 +26,7 @@ pub use self::{
     clients::{IntrospectionClient, MIN_CLIENT_SECRET},
     load::unknown_env_vars,
     urls::DatabaseUrl,
+    webhooks::{MIN_WEBHOOK_SECRET, Webhook},
 };
 use self::{catalog::*, load::Layers, load::invalid};
 use crate::domain::SigningAlg;
@@ -136,6 +138,8 @@ pub struct Settings {
     pub event_retention: Duration,
     /// Time between a deletion request and the erasure (`WXAUTH_DELETION_GRACE_SECS`).
     pub deletion_grace: Duration,
+    /// The receivers of events (`[[webhooks]]`).
+    pub webhooks: Vec<Webhook>,
 }
 
 /// What a login with an openid that is bound to no user does (`WXAUTH_REGISTRATION`).
@@ -330,6 +334,7 @@ impl Settings {
             docs: layers.on_or_off(&DOCS, dev)?,
             max_connections: layers.number(&MAX_CONNECTIONS)? as usize,
             introspection_clients: clients::clients(layers)?,
+            webhooks: webhooks::webhooks(layers)?,
             event_retention: Duration::from_secs(layers.number(&EVENT_RETENTION_DAYS)? * 86_400),
             deletion_grace: Duration::from_secs(layers.number(&DELETION_GRACE_SECS)?),
             keys_dir: layers.path(&KEYS_DIR)?.expect("declared default"),

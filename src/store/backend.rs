@@ -18,6 +18,7 @@ use super::{
     Session, StoreError, StoredSessionKey, TicketId,
     events::{Event, EventFilter},
     export::Record,
+    outbox::Delivery,
     sealed::Sealer,
 };
 use crate::domain::{Controls, Details, Identity, KeyMode, User, UserId, WechatSession};
@@ -33,7 +34,7 @@ use time::OffsetDateTime;
 ///   included), writes only what changed, and does not wait for durability.
 /// - A layout newer than this build is refused at open (each backend's `open`).
 pub(super) trait Backend:
-    Users + Links + Tickets + Accounts + AdminTokens + Events + RefreshTokens + Deletions + Transfer + Send + Sync
+    Users + Links + Tickets + Accounts + AdminTokens + Events + Outbox + RefreshTokens + Deletions + Transfer + Send + Sync
 {
     /// The liveness check: that the backend can go on serving (not that every dependency
     /// is up).
@@ -202,9 +203,17 @@ pub(super) trait AdminTokens {
 
 /// The event log (`events.rs`), in the form of [`super::events`].
 pub(super) trait Events {
-    /// Keeps `events`. Does not wait for durability on sled (the next group commit makes
-    /// them durable, as it does a returning login); one statement on PostgreSQL.
-    fn append_events(&self, events: &[Event]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Keeps `events` and the webhook `deliveries` they need, in one atomic write. Does not
+    /// wait for durability on sled (the next group commit makes them durable, as it does a
+    /// returning login); one statement on PostgreSQL.
+    fn append_events(
+        &self,
+        events: &[Event],
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The event with id `id`, if it is kept.
+    fn event(&self, id: &uuid::Uuid) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
 
     /// The events `filter` admits, newest first, at most its page size.
     fn events(&self, filter: &EventFilter) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
@@ -235,6 +244,28 @@ pub(super) trait Deletions {
     /// but the account. Durable when it returns; a run interrupted anywhere is finished by
     /// the next. Refresh families are revoked by [`super::Store::erase`] before.
     fn erase(&self, id: &UserId, now: OffsetDateTime) -> impl Future<Output = Result<Erasure, StoreError>> + Send;
+}
+
+/// The webhook outbox (`outbox.rs`), in the form of [`super::outbox`].
+pub(super) trait Outbox {
+    /// Claims up to `limit` deliveries due at `now`, soonest first, by moving each to
+    /// `lease_until` in one atomic step per delivery, so that no other sender claims it
+    /// until then. Returns them as claimed (`due_at` is `lease_until`).
+    fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// Ends the claim of `claimed`: removes it (`retry_at` `None`: sent, or given up), or
+    /// makes it due again at `retry_at` with one more attempt counted. Nothing when the claim
+    /// was lost (its lease ended and another sender claimed it).
+    fn finish_delivery(
+        &self,
+        claimed: &Delivery,
+        retry_at: Option<OffsetDateTime>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Refresh families (`refresh.rs`): one record per login, judged by

@@ -25,6 +25,7 @@ pub mod events;
 pub mod export;
 mod links;
 mod meta;
+pub mod outbox;
 mod postgres;
 mod refresh;
 pub mod sealed;
@@ -41,7 +42,9 @@ pub use self::{
     refresh::{Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, session_id},
 };
 use self::{
-    backend::{Accounts, AdminTokens, Backend, Deletions, Events, Links, RefreshTokens, Tickets, Transfer, Users},
+    backend::{
+        Accounts, AdminTokens, Backend, Deletions, Events, Links, Outbox, RefreshTokens, Tickets, Transfer, Users,
+    },
     export::Record,
 };
 use crate::{
@@ -125,6 +128,8 @@ pub type TicketId = [u8; 32];
 #[derive(Clone)]
 pub struct Store {
     backend: Configured,
+    /// Which webhooks want which events: each event kept gets its deliveries.
+    subscriptions: outbox::Subscriptions,
 }
 
 #[derive(Clone)]
@@ -165,7 +170,7 @@ impl Store {
             StoreSettings::Sled(s) => Configured::Sled(sled::Reopening::open(s, sealer).await?),
             StoreSettings::Postgres(s) => Configured::Postgres(postgres::PgStore::open(s, sealer).await?),
         };
-        Ok(Self { backend })
+        Ok(Self { backend, subscriptions: outbox::Subscriptions::default() })
     }
 
     /// Records a successful login of `session` for `appid`, creating the user when the
@@ -395,7 +400,40 @@ impl Store {
     /// Keeps `events`. Does not wait for durability on sled: they become durable with the
     /// next group commit, as a returning login does.
     pub async fn append_events(&self, events: &[events::Event]) -> Result<(), StoreError> {
-        dispatch!(self, b => b.append_events(events).await)
+        let deliveries = self.subscriptions.deliveries(events);
+        dispatch!(self, b => b.append_events(events, &deliveries).await)
+    }
+
+    /// The same store, giving each event it keeps from now on a delivery to each webhook of
+    /// `subscriptions` that wants it.
+    pub fn with_webhooks(mut self, subscriptions: outbox::Subscriptions) -> Self {
+        self.subscriptions = subscriptions;
+        self
+    }
+
+    /// The event with id `id`, if it is kept.
+    pub async fn event(&self, id: &uuid::Uuid) -> Result<Option<events::Event>, StoreError> {
+        dispatch!(self, b => b.event(id).await)
+    }
+
+    /// Claims up to `limit` webhook deliveries due at `now` until `lease_until`
+    /// (`Outbox::claim_deliveries`).
+    pub async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<outbox::Delivery>, StoreError> {
+        dispatch!(self, b => b.claim_deliveries(now, lease_until, limit).await)
+    }
+
+    /// Ends the claim of a delivery: removed when `retry_at` is `None`, else due again then.
+    pub async fn finish_delivery(
+        &self,
+        claimed: &outbox::Delivery,
+        retry_at: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, b => b.finish_delivery(claimed, retry_at).await)
     }
 
     /// Keeps `event`, the report of a change already made and answered: a failure is

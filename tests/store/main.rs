@@ -173,6 +173,8 @@ conformance_suite!(
         admin_tokens_are_kept_by_id_unique_by_name_and_stay_revoked,
         users_are_listed_in_id_order_page_by_page_and_found_by_unionid,
         a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_person_but_not_an_account,
+        deliveries_are_kept_with_their_events_claimed_under_a_lease_and_retried_or_removed,
+        racing_senders_never_claim_the_same_delivery,
         events_are_listed_newest_first_by_user_kind_and_time_page_by_page_and_purged_oldest_first,
     ]
 );

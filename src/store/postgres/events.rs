@@ -12,6 +12,7 @@ use crate::{
         backend::Events,
         codec::time,
         events::{Event, EventFilter, EventKind, first_id_at},
+        outbox::Delivery,
     },
 };
 
@@ -35,36 +36,60 @@ pub(super) fn read(row: &PgRow) -> Result<Event, StoreError> {
     })
 }
 
-/// Inserts `events` in one statement.
-pub(super) async fn insert(executor: impl sqlx::PgExecutor<'_>, events: &[Event]) -> Result<(), StoreError> {
+/// Inserts `events`, and the webhook `deliveries` they need, in one statement.
+pub(super) async fn insert(
+    executor: impl sqlx::PgExecutor<'_>,
+    events: &[Event],
+    deliveries: &[Delivery],
+) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
     let details = events.iter().map(Event::details_json).collect::<Result<Vec<_>, _>>()?;
     let at = events.iter().map(|e| ns(e.at)).collect::<Result<Vec<_>, _>>()?;
     let text = |f: fn(&Event) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
+    const EVENTS: &str = "INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
          SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::text[])",
-    )
-    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-    .bind(at)
-    .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.user.map(|u| Uuid::from_bytes(*u.as_bytes()))).collect::<Vec<_>>())
-    .bind(text(|e| e.appid.as_deref()))
-    .bind(events.iter().map(|e| e.ip.map(|ip| ip.to_string())).collect::<Vec<_>>())
-    .bind(text(|e| e.user_agent.as_deref()))
-    .bind(text(|e| e.actor.as_deref()))
-    .bind(details)
-    .execute(executor)
-    .await?;
+         $7::text[], $8::text[], $9::text[])";
+    // One statement for both: the deliveries exist exactly when their events do.
+    const WITH_DELIVERIES: &str = "WITH kept AS (INSERT INTO events (id, at_ns, kind, user_id, appid, ip, \
+         user_agent, actor, details) SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], \
+         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])) \
+         INSERT INTO outbox (event_id, hook, due_at_ns) SELECT * FROM UNNEST($10::uuid[], $11::bytea[], $12::bigint[])";
+    let query = sqlx::query(if deliveries.is_empty() { EVENTS } else { WITH_DELIVERIES })
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(at)
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.user.map(|u| Uuid::from_bytes(*u.as_bytes()))).collect::<Vec<_>>())
+        .bind(text(|e| e.appid.as_deref()))
+        .bind(events.iter().map(|e| e.ip.map(|ip| ip.to_string())).collect::<Vec<_>>())
+        .bind(text(|e| e.user_agent.as_deref()))
+        .bind(text(|e| e.actor.as_deref()))
+        .bind(details);
+    let query = if deliveries.is_empty() {
+        query
+    } else {
+        let due = deliveries.iter().map(|d| ns(d.due_at)).collect::<Result<Vec<_>, _>>()?;
+        query
+            .bind(deliveries.iter().map(|d| d.event).collect::<Vec<_>>())
+            .bind(deliveries.iter().map(|d| d.hook.to_vec()).collect::<Vec<_>>())
+            .bind(due)
+    };
+    query.execute(executor).await?;
     Ok(())
 }
 
 impl Events for PgStore {
-    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        insert(&self.pool, events).await
+    async fn append_events(&self, events: &[Event], deliveries: &[Delivery]) -> Result<(), StoreError> {
+        insert(&self.pool, events, deliveries).await
+    }
+
+    async fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM events WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(read).transpose()
     }
 
     async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {

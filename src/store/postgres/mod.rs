@@ -132,6 +132,7 @@ mod events;
 mod export;
 mod links;
 mod meta;
+mod outbox;
 mod refresh;
 mod tickets;
 mod users;

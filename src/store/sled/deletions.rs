@@ -21,12 +21,15 @@ use crate::{
     store::{Erasure, StoreError, backend::Deletions},
 };
 
+/// `at` as 16 bytes that sort as times do: Unix nanoseconds offset by 2^127, big-endian.
+pub(super) fn ordered_time(at: OffsetDateTime) -> [u8; 16] {
+    ((at.unix_timestamp_nanos() as u128) ^ (1 << 127)).to_be_bytes()
+}
+
 /// The `deletions` key of user `id` due at `erase_at`.
 pub(super) fn index_key(erase_at: OffsetDateTime, id: &UserId) -> [u8; 32] {
-    // Offset by 2^127 so that big-endian bytes sort as the signed times do.
-    let ordered = (erase_at.unix_timestamp_nanos() as u128) ^ (1 << 127);
     let mut key = [0u8; 32];
-    key[..16].copy_from_slice(&ordered.to_be_bytes());
+    key[..16].copy_from_slice(&ordered_time(erase_at));
     key[16..].copy_from_slice(id.as_bytes());
     key
 }

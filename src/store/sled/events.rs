@@ -15,6 +15,7 @@ use crate::{
         PurgeBatch, StoreError,
         backend::Events,
         events::{Event, EventFilter, EventKind, first_id_at},
+        outbox::Delivery,
     },
 };
 
@@ -130,11 +131,20 @@ fn newest_first(
 }
 
 impl Events for SledStore {
-    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+    async fn append_events(&self, events: &[Event], deliveries: &[Delivery]) -> Result<(), StoreError> {
+        // The deliveries before their events: a crash in between leaves deliveries of no
+        // event, dropped when they come due, never an event without its deliveries.
+        for delivery in deliveries {
+            self.outbox.insert(super::outbox::key(delivery), &delivery.attempts.to_be_bytes()[..])?;
+        }
         for event in events {
             self.insert_event(event)?;
         }
         Ok(())
+    }
+
+    async fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
+        self.event_at(id.as_bytes())
     }
 
     async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {

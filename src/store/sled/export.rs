@@ -183,7 +183,7 @@ impl Transfer for SledStore {
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 11] {
+    fn data_trees(&self) -> [&Tree; 12] {
         [
             &self.records,
             &self.openids,
@@ -196,6 +196,7 @@ impl SledStore {
             &self.events,
             &self.events_by_user,
             &self.deletions,
+            &self.outbox,
         ]
     }
 

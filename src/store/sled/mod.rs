@@ -43,6 +43,7 @@ mod legacy;
 mod links;
 mod meta;
 mod migrate;
+mod outbox;
 mod record;
 mod refresh;
 mod reopen;
@@ -87,6 +88,8 @@ pub(super) struct SledStore {
     details: ::sled::Tree,
     /// Pending deletions by when they are due ([`deletions`]).
     deletions: ::sled::Tree,
+    /// Webhook deliveries by when they are due ([`outbox`]).
+    outbox: ::sled::Tree,
     meta: ::sled::Tree,
     commit: GroupCommit,
     /// Held while bindings, unionid links or accounts change (see the module comment).
@@ -140,6 +143,7 @@ impl SledStore {
             tickets: db.open_tree("bind_tickets")?,
             details: db.open_tree(DETAILS)?,
             deletions: db.open_tree("deletions")?,
+            outbox: db.open_tree("outbox")?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,
             meta,
             links: Arc::default(),

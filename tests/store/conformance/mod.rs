@@ -16,9 +16,11 @@ use crate::{Backend, open};
 
 mod deletions;
 mod events;
+mod outbox;
 mod refresh;
 pub use deletions::*;
 pub use events::*;
+pub use outbox::*;
 pub use refresh::*;
 
 fn session(openid: &str, key: &str) -> WechatSession {

@@ -363,6 +363,8 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
         )
     })?;
     let appids: Vec<String> = settings.wechat.apps.iter().map(|a| a.appid.clone()).collect();
+    // The command's events reach the webhooks once a server runs and sends them.
+    let store = store.with_webhooks(crate::webhooks::subscriptions(&settings.webhooks));
     let reply = admin::execute(&store, &appids, command).await;
     store.close().await?;
     eprintln!("wxauth: no server running (no answer on {}); changed the store directly", socket.display());

@@ -27,4 +27,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod webhooks;
 pub mod wechat;

@@ -63,6 +63,7 @@ struct Inner {
     in_flight: Gauge<i64, AtomicI64>,
     tokens_issued: Family<Alg, Counter<u64, AtomicU64>>,
     readiness_probes: Counter,
+    webhook_deliveries: Family<Outcome, Counter>,
 }
 
 /// The server's metrics. Cheap to clone; clones count into one registry.
@@ -118,6 +119,12 @@ impl Metrics {
             "Durable write probes made for /readyz (at most one a second, however many ask)",
             readiness_probes.clone(),
         );
+        let webhook_deliveries = Family::<Outcome, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome: sent, failed (retried), given_up (24 hours after the event), dropped (event or webhook gone)",
+            webhook_deliveries.clone(),
+        );
         let login_success = logins.get_or_create(&Outcome { outcome: "success".into() }).clone();
         Self {
             inner: Arc::new(Inner {
@@ -130,8 +137,14 @@ impl Metrics {
                 in_flight,
                 tokens_issued,
                 readiness_probes,
+                webhook_deliveries,
             }),
         }
+    }
+
+    /// Counts a webhook delivery attempt by its `outcome`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.inner.webhook_deliveries.get_or_create(&Outcome { outcome: outcome.to_owned() }).inc();
     }
 
     /// Counts a successful login.

@@ -21,6 +21,7 @@ use crate::{
         sealed::{SealError, Sealer},
     },
     token::{TokenError, Tokens},
+    webhooks,
     wechat::{WechatClient, WechatError},
 };
 
@@ -70,6 +71,9 @@ pub enum StartupError {
     /// The data or keys directory is open to other users.
     #[error(transparent)]
     Exposed(#[from] crate::dirs::Exposed),
+    /// The webhooks' HTTP client could not be built.
+    #[error("webhooks: cannot build the HTTP client: {0}")]
+    Webhooks(String),
     /// Binding the admin API's address failed.
     #[error("cannot listen on {addr} (WXAUTH_ADMIN_LISTEN): {source}")]
     AdminBind {
@@ -99,6 +103,9 @@ pub struct Application {
     admin: admin::Listener,
     /// The admin API's listener (`WXAUTH_ADMIN_LISTEN`), when it is on.
     admin_api: Option<TcpListener>,
+    /// Sends the outbox's webhook deliveries (and drops those of webhooks no longer
+    /// configured).
+    sender: webhooks::Sender,
     auth: Arc<Auth>,
     /// Held for its handler: past `RLIMIT_FSIZE` the kernel sends SIGXFSZ, whose default
     /// action kills the process. Handled, the write fails with EFBIG instead, and the
@@ -160,7 +167,8 @@ impl Application {
         };
         let store = Store::open(&settings.store, sealer)
             .await
-            .map_err(|source| StartupError::Store { location: location.clone(), source })?;
+            .map_err(|source| StartupError::Store { location: location.clone(), source })?
+            .with_webhooks(webhooks::subscriptions(&settings.webhooks));
         // Dev mode logs anyone in as anyone: its users must never meet production's.
         store
             .claim_mode(KeyMode::of(settings.dev))
@@ -180,6 +188,8 @@ impl Application {
             None => None,
         };
         let metrics = Metrics::new();
+        let sender = webhooks::Sender::new(store.clone(), &settings.webhooks, clock.clone(), metrics.clone())
+            .map_err(|e| StartupError::Webhooks(e.without_url().to_string()))?;
         let parts = Parts {
             apps: WechatClient::for_apps(&settings.wechat, &metrics, &clock)?,
             metrics,
@@ -211,6 +221,7 @@ impl Application {
             max_connections: connection_cap(settings.max_connections),
             admin,
             admin_api,
+            sender,
             auth: Arc::new(Auth::new(parts)),
             _file_too_large: file_too_large,
         })
@@ -252,6 +263,7 @@ impl Application {
         let reloader = tokio::spawn(reload_keys_on_sighup(auth.clone(), hangup));
         let purger = tokio::spawn(purge_old_records(auth.clone()));
         let eraser = tokio::spawn(erase_due_deletions(auth.clone()));
+        let sender = tokio::spawn(self.sender.run());
         let watcher = tokio::spawn(watch_keys(auth.clone()));
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
@@ -282,6 +294,7 @@ impl Application {
         reloader.abort();
         purger.abort();
         eraser.abort();
+        sender.abort();
         watcher.abort();
         admin.abort();
         let _ = std::fs::remove_file(&admin_path);

@@ -1,6 +1,7 @@
 use secrecy::ExposeSecret;
 
 use super::*;
+use crate::store::events::EventKind;
 
 fn load(mode: Mode, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     Settings::load_from(None, mode, |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
@@ -221,6 +222,41 @@ fn introspection_clients_are_read_from_the_file_and_checked() {
             "introspection_clients.scope",
         ),
         ("introspection_clients = \"orders\"\n".into(), "introspection_clients"),
+    ];
+    for (text, expected) in cases {
+        let err = load_file(&text, Mode::Dev, &[]).unwrap_err().to_string();
+        assert!(err.contains(expected), "{text:?}: {err}");
+        assert!(!err.contains(&secret), "{err}");
+    }
+}
+
+#[test]
+fn webhooks_are_read_from_the_file_and_checked() {
+    let secret = "w".repeat(32);
+    let hook = |url: &str, secret: &str, events: &str| {
+        format!("[[webhooks]]\nurl = \"{url}\"\nsecret = \"{secret}\"\n{events}")
+    };
+    let file = format!(
+        "{}{}",
+        hook("https://crm.example.com/hooks", &secret, "events = [\"login\", \"ban\", \"login\"]\n"),
+        hook("http://127.0.0.1:9000/x", &secret, "")
+    );
+    let s = load_file(&file, Mode::Dev, &[]).unwrap();
+    assert_eq!(s.webhooks.len(), 2);
+    assert_eq!(s.webhooks[0].kinds, [EventKind::Login, EventKind::Ban]);
+    assert!(s.webhooks[1].kinds.is_empty(), "no events: every kind");
+    assert!(!format!("{:?}", s.webhooks).contains(&secret), "a webhook secret printed");
+    assert!(load(Mode::Dev, &[]).unwrap().webhooks.is_empty(), "none by default");
+    let cases = [
+        (hook("http://crm.example.com/hooks", &secret, ""), "https://"),
+        (hook("ftp://127.0.0.1/x", &secret, ""), "https://"),
+        (hook("https://user:pw@crm.example.com/", &secret, ""), "credentials"),
+        (hook("not a url", &secret, ""), "not a URL"),
+        (hook("https://crm.example.com/", "short", ""), "at least 32"),
+        (hook("https://crm.example.com/", &secret, "events = [\"logins\"]\n"), "unknown event kind \"logins\""),
+        (hook("https://crm.example.com/", &secret, "events = \"login\"\n"), "webhooks"),
+        (hook("https://crm.example.com/", &secret, "name = \"crm\"\n"), "webhooks.name"),
+        (format!("{0}{0}", hook("https://crm.example.com/", &secret, "")), "listed twice"),
     ];
     for (text, expected) in cases {
         let err = load_file(&text, Mode::Dev, &[]).unwrap_err().to_string();

@@ -186,7 +186,7 @@ async fn the_verifier_guides_check_tokens_and_follow_a_key_rotation() {
 /// Every file of `clients/` a test runs, with the file that runs it and the text there that
 /// does: the docs link these files instead of copying them, so what a reader copies is what
 /// the tests run.
-const RUN: [(&str, &str, &str); 9] = [
+const RUN: [(&str, &str, &str); 10] = [
     ("clients/miniprogram/wxauth.js", "clients/miniprogram/wxauth.test.js", "require('./wxauth.js')"),
     ("clients/miniprogram/wxauth.test.js", "tests/api/clients.rs", "clients/miniprogram/wxauth.test.js"),
     ("clients/verifiers/node/verify.mjs", "clients/verifiers/node/check.mjs", "from './verify.mjs'"),
@@ -200,6 +200,7 @@ const RUN: [(&str, &str, &str); 9] = [
         "tests/api/clients.rs",
         "#[path = \"../../clients/verifiers/rust/verify.rs\"]",
     ),
+    ("clients/webhooks/receiver.py", "tests/api/webhooks.rs", "/clients/webhooks/receiver.py"),
 ];
 
 #[test]
@@ -225,6 +226,7 @@ fn the_docs_link_the_client_and_verifier_files_and_every_file_they_link_there_is
         "clients/verifiers/node/verify.mjs",
         "clients/verifiers/python/verify.py",
         "clients/verifiers/rust/verify.rs",
+        "clients/webhooks/receiver.py",
     ] {
         assert!(linked.iter().any(|path| path == Path::new(shown)), "no page of the docs links {shown}");
     }

@@ -33,4 +33,5 @@ mod setup;
 mod spec;
 mod startup;
 mod tls;
+mod webhooks;
 mod wechat_errors;

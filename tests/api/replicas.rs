@@ -11,7 +11,7 @@ use std::{
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::Value;
 
-use crate::helpers::{MockWechat, PHONE, Server, production, refused_start};
+use crate::helpers::{MockWechat, PHONE, Receiver, Server, production, refused_start};
 
 /// The settings of replicas on a fresh database; `None` (after saying why) when there is
 /// no server.
@@ -298,4 +298,52 @@ async fn a_replica_with_another_session_key_file_refuses_to_start_naming_the_fil
     let second = Server::start(&second, &["serve"]);
     let token = with_phone(&first, "c@ann").await;
     assert_eq!(phone_at(&second, &token).await.as_deref(), Some(PHONE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_replica_killed_the_other_delivers_every_event_and_no_two_send_one_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_wechat, vars)) = on_fresh_database(dir.path()).await else { return };
+    let receiver = Receiver::start().await;
+    receiver.refuse(true);
+    let config = dir.path().join("wxauth.toml");
+    std::fs::write(&config, receiver.toml(&["login"])).unwrap();
+    let config = config.display().to_string();
+    let start = |name: &str| {
+        let vars = replica(dir.path(), &vars, name);
+        let config = config.clone();
+        std::thread::spawn(move || Server::start(&vars, &["--config", &config, "serve"]))
+    };
+    let (a, b) = (start("a"), start("b"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+
+    let mut expected = HashSet::new();
+    for i in 0..30 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = server.login(&format!("first@hook{i}")).await;
+        assert_eq!(status, 200, "{body}");
+        expected.insert(body["user"]["id"].as_str().unwrap().to_owned());
+    }
+    let started = std::time::Instant::now();
+    while receiver.attempts() < 30 {
+        assert!(started.elapsed() < Duration::from_secs(10), "deliveries did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill();
+    receiver.refuse(false);
+
+    let started = std::time::Instant::now();
+    loop {
+        let users: HashSet<String> =
+            receiver.received().iter().filter_map(|e| e["user_id"].as_str().map(str::to_owned)).collect();
+        if expected.is_subset(&users) {
+            break;
+        }
+        // Claims of the killed replica come due again when their lease (30 s) ends.
+        assert!(started.elapsed() < Duration::from_secs(90), "undelivered after a replica died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.overlaps(), 0, "two replicas sent one event at once");
+    assert_eq!(receiver.bad_signatures(), 0);
+    drop(b);
 }

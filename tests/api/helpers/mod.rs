@@ -5,9 +5,10 @@
 
 mod app;
 mod binary;
+mod receiver;
 mod wechat_mock;
 
-pub use self::{app::*, binary::*, wechat_mock::*};
+pub use self::{app::*, binary::*, receiver::*, wechat_mock::*};
 
 use poem::http::header;
 use serde_json::Value;

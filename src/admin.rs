@@ -119,6 +119,18 @@ pub enum Command {
     },
     /// `wxauth admin-tokens list`.
     ListAdminTokens,
+    /// `wxauth keys rotate` or `keys prune` changed the key ring: records the event.
+    KeyChanged {
+        /// `key_staged` or `key_pruned`.
+        kind: String,
+        /// The key's id.
+        kid: String,
+        /// Its algorithm.
+        alg: String,
+        /// When the key signs from (staged keys).
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        activates_at: Option<OffsetDateTime>,
+    },
     /// `wxauth admin-tokens revoke`.
     RevokeAdminToken {
         /// The token's name.
@@ -430,6 +442,14 @@ pub async fn execute_as(
             let created = event(EventKind::AdminTokenCreated).detail("name", token.name.as_str());
             store.record(created.detail("role", role.as_str())).await;
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
+        }
+        Command::KeyChanged { kind, kid, alg, activates_at } => {
+            let kind = match EventKind::parse(&kind) {
+                Some(kind @ (EventKind::KeyStaged | EventKind::KeyPruned)) => kind,
+                _ => return Err(CommandError::Refused(format!("{kind:?} is not a key change"))),
+            };
+            store.record(Event::key_change(kind, now, &kid, &alg, activates_at).actor(actor)).await;
+            Ok(Reply::Done)
         }
         Command::ListAdminTokens => {
             Ok(Reply::AdminTokens { tokens: store.admin_tokens().await?.into_iter().map(Into::into).collect() })

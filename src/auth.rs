@@ -478,6 +478,19 @@ impl Auth {
         Ok(removed)
     }
 
+    /// Records a change of the key ring the server itself made or saw: a key it staged
+    /// (`WXAUTH_KEY_ROTATION_DAYS`), or one that started to sign.
+    pub async fn record_key_change(
+        &self,
+        kind: EventKind,
+        at: time::OffsetDateTime,
+        kid: &str,
+        alg: &str,
+        activates_at: Option<time::OffsetDateTime>,
+    ) {
+        self.record(Event::key_change(kind, at, kid, alg, activates_at).actor("server")).await;
+    }
+
     /// A new event of `kind` now, on the service's clock.
     fn event(&self, kind: EventKind) -> Event {
         Event::new(kind, self.parts.clock.now())

@@ -239,6 +239,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Sealer::load_or_create(&settings.keys_dir)?;
                 println!("created the session-key encryption key {}", crate::store::sealed::KEY_FILE);
             }
+            let staged = AdminCommand::KeyChanged {
+                kind: "key_staged".into(),
+                kid: key.kid.clone(),
+                alg: key.alg.to_string(),
+                activates_at: Some(key.activates),
+            };
+            record_key_change(&settings, staged).await;
             if key.activates <= key.created {
                 println!("it signs now: running servers switch to it within a minute (or at once on SIGHUP)");
             } else {
@@ -279,6 +286,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             for key in removed {
                 println!("removed retired key {} ({})", key.kid, key.alg);
+                let pruned = AdminCommand::KeyChanged {
+                    kind: "key_pruned".into(),
+                    kid: key.kid.clone(),
+                    alg: key.alg.to_string(),
+                    activates_at: None,
+                };
+                record_key_change(&settings, pruned).await;
             }
         }
         Command::Accounts(command) => {
@@ -369,6 +383,17 @@ async fn administer(settings: &Settings, command: AdminCommand) -> Result<Reply,
     store.close().await?;
     eprintln!("wxauth: no server running (no answer on {}); changed the store directly", socket.display());
     Ok(reply?)
+}
+
+/// Records a change of the key ring as an event, through the running server. Without one
+/// it says so and goes on: the keys changed, and opening the store here would set it up
+/// (a new PostgreSQL database, its sealing key) as a side effect of a key command.
+async fn record_key_change(settings: &Settings, command: AdminCommand) {
+    match admin::send(&settings.admin_socket, &command).await {
+        Ok(Some(_)) => {}
+        Ok(None) => eprintln!("wxauth: no server running: this key change is not in the event log"),
+        Err(e) => eprintln!("wxauth: the key change was not recorded as an event: {e}"),
+    }
 }
 
 /// What a command opens the store for.

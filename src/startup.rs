@@ -16,6 +16,7 @@ use crate::{
     metrics::Metrics,
     password::{PasswordError, Verifier},
     server,
+    store::events::EventKind,
     store::{
         Store, StoreError,
         sealed::{SealError, Sealer},
@@ -265,6 +266,9 @@ impl Application {
         let eraser = tokio::spawn(erase_due_deletions(auth.clone()));
         let sender = tokio::spawn(self.sender.run());
         let watcher = tokio::spawn(watch_keys(auth.clone()));
+        let (activations, activated) = tokio::sync::mpsc::unbounded_channel();
+        auth.tokens().on_activation(activations);
+        let activation_events = tokio::spawn(record_activations(auth.clone(), activated));
         let admin_path = self.admin.path().to_owned();
         let appids: Arc<[String]> = auth.appids().into_iter().map(str::to_owned).collect();
         let admin = tokio::spawn(self.admin.serve(auth.store().clone(), appids));
@@ -296,6 +300,7 @@ impl Application {
         eraser.abort();
         sender.abort();
         watcher.abort();
+        activation_events.abort();
         admin.abort();
         let _ = std::fs::remove_file(&admin_path);
         if let Err(e) = auth.store().close().await {
@@ -359,6 +364,14 @@ async fn watch_keys(auth: Arc<Auth>) {
         let outcome = match tokens.rotate_if_due() {
             Ok(Some(key)) => {
                 tracing::info!(kid = %key.kid, alg = %key.alg, "created the next signing key (WXAUTH_KEY_ROTATION_DAYS)");
+                auth.record_key_change(
+                    EventKind::KeyStaged,
+                    key.created,
+                    &key.kid,
+                    &key.alg.to_string(),
+                    Some(key.activates),
+                )
+                .await;
                 Ok(())
             }
             Ok(None) => tokens.reload(),
@@ -372,6 +385,19 @@ async fn watch_keys(auth: Arc<Auth>) {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// Records a `key_activated` event for each key that starts to sign, as the ring notices
+/// it (at the first signature or JWKS after its activation, or a reload). Each replica
+/// notices; the event's id is the same, so one is kept.
+async fn record_activations(
+    auth: Arc<Auth>,
+    mut activated: tokio::sync::mpsc::UnboundedReceiver<crate::token::KeyInfo>,
+) {
+    while let Some(key) = activated.recv().await {
+        tracing::info!(kid = %key.kid, alg = %key.alg, "a staged signing key signs now");
+        auth.record_key_change(EventKind::KeyActivated, key.activates, &key.kid, &key.alg.to_string(), None).await;
     }
 }
 

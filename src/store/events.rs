@@ -88,6 +88,13 @@ event_kinds! {
     DeletionCancelled = "deletion_cancelled",
     /// The account was erased (no details: they would be the person's).
     DeletionDone = "deletion_done",
+    /// A signing key added to the ring, published at once (`details.kid`, `details.alg`,
+    /// `details.activates_at`).
+    KeyStaged = "key_staged",
+    /// A signing key started to sign (`details.kid`, `details.alg`).
+    KeyActivated = "key_activated",
+    /// Retired keys removed from the ring (`details.kid`, `details.alg`).
+    KeyPruned = "key_pruned",
     /// The user's roles replaced (`details.roles`).
     RolesSet = "roles_set",
     /// The user's custom claims replaced (never their values: `details.names`).
@@ -140,6 +147,33 @@ impl Event {
             user_agent: None,
             actor: None,
             details: Map::new(),
+        }
+    }
+
+    /// An event of `kind` at `at` whose id depends only on them and on `about` (a key id):
+    /// replicas that each notice the same change record one event, not one each.
+    pub fn once(kind: EventKind, at: OffsetDateTime, about: &str) -> Self {
+        let millis = u64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000).max(0)).unwrap_or(0);
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{}\n{about}", kind.as_str()).as_bytes());
+        let mut bytes = [0u8; 10];
+        bytes.copy_from_slice(&digest.as_ref()[..10]);
+        Self { id: uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid(), ..Self::new(kind, at) }
+    }
+
+    /// A change to the key ring (`key_staged`, `key_activated`, `key_pruned`) of key `kid`
+    /// at `at`, one event per key and kind ([`Event::once`]).
+    pub fn key_change(
+        kind: EventKind,
+        at: OffsetDateTime,
+        kid: &str,
+        alg: &str,
+        activates_at: Option<OffsetDateTime>,
+    ) -> Self {
+        let event = Self::once(kind, at, kid).detail("kid", kid).detail("alg", alg);
+        match activates_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+            Some(activates_at) => event.detail("activates_at", activates_at),
+            None => event,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Tokens {
     ring: RwLock<Arc<Ring>>,
     /// Decides which key signs, and what `iat`, `exp` and `nbf` are and mean.
     clock: Clock,
+    /// Told of each key that starts to sign ([`Tokens::on_activation`]).
+    activations: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<KeyInfo>>>,
 }
 
 impl Tokens {
@@ -79,6 +81,7 @@ impl Tokens {
             keys_dir: keys_dir.into(),
             ring: RwLock::new(Arc::new(Self::evaluate(settings, keys_dir, mode, Arc::new(keys), clock.now())?)),
             clock,
+            activations: std::sync::Mutex::default(),
         };
         Ok(tokens)
     }
@@ -97,9 +100,26 @@ impl Tokens {
     /// every minute). On error the old ring stays.
     pub fn reload(&self) -> Result<(), TokenError> {
         let keys = keys::load_dir(&self.keys_dir)?.strict()?;
-        let ring = Self::evaluate(&self.settings, &self.keys_dir, self.mode, Arc::new(keys), self.clock.now())?;
-        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        let ring =
+            Arc::new(Self::evaluate(&self.settings, &self.keys_dir, self.mode, Arc::new(keys), self.clock.now())?);
+        let old = std::mem::replace(&mut *self.ring.write().unwrap_or_else(|e| e.into_inner()), ring.clone());
+        self.note_signer(&old, &ring);
         Ok(())
+    }
+
+    /// Sends each key that starts to sign from now on to `activations` (the server records
+    /// a `key_activated` event for it).
+    pub fn on_activation(&self, activations: tokio::sync::mpsc::UnboundedSender<KeyInfo>) {
+        *self.activations.lock().unwrap_or_else(|e| e.into_inner()) = Some(activations);
+    }
+
+    /// Tells [`Tokens::on_activation`]'s receiver of `new`'s signer if `old` had another.
+    fn note_signer(&self, old: &Ring, new: &Ring) {
+        if old.signer().kid != new.signer().kid
+            && let Some(activations) = self.activations.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            let _ = activations.send(KeyInfo::from(new.signer()));
+        }
     }
 
     /// The ring as of now: re-evaluated (without reading the directory) once a staged key
@@ -118,6 +138,8 @@ impl Tokens {
         if Arc::ptr_eq(&current, &ring) {
             tracing::info!(kid = %fresh.signer().kid, "key ring re-evaluated: a staged key activated or a retired one expired");
             *current = fresh.clone();
+            drop(current);
+            self.note_signer(&ring, &fresh);
         }
         fresh
     }
@@ -146,6 +168,11 @@ impl Tokens {
         let views: Vec<ring::KeyView> = ring.all.iter().map(ring::KeyView::from).collect();
         let states = ring::states(&views, self.settings.signing_alg, self.clock.now(), self.settings.access_token_ttl);
         ring.all.iter().map(KeyInfo::from).zip(states).collect()
+    }
+
+    /// The key that signs now.
+    pub fn signing_key(&self) -> KeyInfo {
+        KeyInfo::from(self.ring().signer())
     }
 
     /// The issuer URL.

@@ -129,7 +129,7 @@ async fn a_caller_that_is_not_a_configured_client_gets_401_invalid_client_and_le
     ];
     for (what, credentials) in cases {
         let resp = introspect_as(&app, credentials, &token).await;
-        assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"wxauth\"", "{what}");
+        assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"wxauth\", Bearer realm=\"wxauth\"", "{what}");
         let body = assert_error(resp, 401, "invalid_client").await;
         assert!(body.get("active").is_none(), "{what}: {body}");
     }

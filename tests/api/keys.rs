@@ -177,3 +177,55 @@ async fn a_restarted_dev_server_signs_with_the_key_it_generated_before() {
 fn kid_of(login: &Value) -> String {
     jsonwebtoken::decode_header(login["access_token"].as_str().unwrap()).unwrap().kid.unwrap()
 }
+
+#[tokio::test]
+async fn a_staged_key_that_starts_to_sign_is_one_key_activated_event_and_key_commands_are_events() {
+    use wxauth::{admin::Command, store::AdminRole};
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.set("WXAUTH_ADMIN_LISTEN", "127.0.0.1:0");
+    })
+    .await;
+    let token = app.admin_token("ops", AdminRole::Read).await;
+    let staged = wxauth::token::rotate(
+        &crate::helpers::keys_dir(&app.dir),
+        wxauth::domain::SigningAlg::ES256,
+        wxauth::domain::KeyMode::Production,
+        wxauth::token::Activation::After(std::time::Duration::from_secs(600)),
+    )
+    .unwrap()
+    .0;
+    app.auth.tokens().reload().unwrap();
+    app.login_ok("c1@amy").await;
+    let events = |kind: &'static str| {
+        let req = app.admin(reqwest::Method::GET, &format!("/admin/v1/events?kind={kind}"), &token);
+        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["events"].clone() }
+    };
+    assert_eq!(events("key_activated").await, serde_json::json!([]), "activated before its time");
+
+    app.advance(601);
+    app.login_ok("c2@amy").await;
+    app.login_ok("c3@amy").await;
+    let mut activated = serde_json::json!([]);
+    for _ in 0..100 {
+        activated = events("key_activated").await;
+        if activated.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let activated = activated.as_array().unwrap().clone();
+    assert_eq!(activated.len(), 1, "{activated:?}");
+    assert_eq!(
+        (activated[0]["details"]["kid"].as_str(), activated[0]["actor"].as_str()),
+        (Some(staged.kid.as_str()), Some("server"))
+    );
+
+    for (kind, accepted) in [("key_pruned", true), ("key_staged", true), ("ban", false)] {
+        let command =
+            Command::KeyChanged { kind: kind.into(), kid: "k1".into(), alg: "ES256".into(), activates_at: None };
+        let sent = wxauth::admin::send(&app.admin_socket(), &command).await;
+        assert_eq!(sent.is_ok(), accepted, "{kind}: {sent:?}");
+    }
+    let pruned = events("key_pruned").await;
+    assert_eq!((pruned[0]["details"]["kid"].as_str(), pruned[0]["actor"].as_str()), (Some("k1"), Some("cli")));
+}

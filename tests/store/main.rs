@@ -175,6 +175,7 @@ conformance_suite!(
         a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_person_but_not_an_account,
         deliveries_are_kept_with_their_events_claimed_under_a_lease_and_retried_or_removed,
         racing_senders_never_claim_the_same_delivery,
+        an_event_recorded_twice_under_one_id_is_kept_and_delivered_once,
         events_are_listed_newest_first_by_user_kind_and_time_page_by_page_and_purged_oldest_first,
     ]
 );

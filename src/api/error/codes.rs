@@ -98,7 +98,7 @@ error_codes! {
     }
     /// The introspection client is unknown or its secret wrong, or the admin token is not live.
     InvalidClient = "invalid_client" {
-        401 => r#"`POST /v1/token/introspect`: no `Authorization` header, or its Basic `client_id` and secret match none of `[[introspection_clients]]`, or its Bearer token is no live admin token. Comes with `WWW-Authenticate: Basic realm="wxauth"`."#,
+        401 => r#"`POST /v1/token/introspect`: no `Authorization` header, or its Basic `client_id` and secret match none of `[[introspection_clients]]`, or its Bearer token is no live admin token. Comes with `WWW-Authenticate: Basic realm="wxauth", Bearer realm="wxauth"` (both ways in)."#,
     }
     /// The bearer token is missing or refused (RFC 6750).
     InvalidToken = "invalid_token" {

@@ -274,9 +274,10 @@ impl From<IntrospectFailure> for IntrospectError {
     fn from(failure: IntrospectFailure) -> Self {
         let text = failure.to_string();
         match failure {
-            IntrospectFailure::UnknownClient => {
-                Self::Unauthorized(body(ErrorCode::InvalidClient, text), "Basic realm=\"wxauth\"".into())
-            }
+            IntrospectFailure::UnknownClient => Self::Unauthorized(
+                body(ErrorCode::InvalidClient, text),
+                "Basic realm=\"wxauth\", Bearer realm=\"wxauth\"".into(),
+            ),
             IntrospectFailure::Internal(e) => internal(e).into(),
         }
     }

@@ -206,11 +206,13 @@ operation_errors! {
         /// `invalid_request`: not a form, or no `token`.
         #[oai(status = 400)]
         BadRequest(Json<ErrorBody>),
-        /// `invalid_client`: no Basic credentials, or none of `[[introspection_clients]]`.
+        /// `invalid_client`: no credentials, Basic ones of none of `[[introspection_clients]]`, or
+        /// a Bearer token that is no live admin token.
         #[oai(status = 401)]
         Unauthorized(
             Json<ErrorBody>,
-            /// `Basic realm="wxauth"` (RFC 6749 section 5.2).
+            /// `Basic realm="wxauth", Bearer realm="wxauth"`: a client secret (RFC 6749 section
+            /// 5.2) or an admin token.
             #[oai(header = "WWW-Authenticate")]
             String,
         ),

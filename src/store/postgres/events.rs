@@ -50,12 +50,16 @@ pub(super) async fn insert(
     let text = |f: fn(&Event) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
     const EVENTS: &str = "INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
          SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::text[])";
-    // One statement for both: the deliveries exist exactly when their events do.
+         $7::text[], $8::text[], $9::text[]) ON CONFLICT (id) DO NOTHING";
+    // One statement for both: the deliveries exist exactly when their events do. An event
+    // already kept (one recorded by each replica, `Event::once`) is kept once, and so are
+    // its deliveries.
     const WITH_DELIVERIES: &str = "WITH kept AS (INSERT INTO events (id, at_ns, kind, user_id, appid, ip, \
          user_agent, actor, details) SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], \
-         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])) \
-         INSERT INTO outbox (event_id, hook, due_at_ns) SELECT * FROM UNNEST($10::uuid[], $11::bytea[], $12::bigint[])";
+         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) ON CONFLICT (id) DO NOTHING RETURNING id) \
+         INSERT INTO outbox (event_id, hook, due_at_ns) SELECT d.event_id, d.hook, d.due_at_ns \
+         FROM UNNEST($10::uuid[], $11::bytea[], $12::bigint[]) AS d (event_id, hook, due_at_ns) \
+         WHERE d.event_id IN (SELECT id FROM kept)";
     let query = sqlx::query(if deliveries.is_empty() { EVENTS } else { WITH_DELIVERIES })
         .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
         .bind(at)

@@ -32,6 +32,9 @@ async fn a_rotated_key_is_published_first_and_signs_once_its_activation_time_com
     let out = run(&vars, &["keys", "rotate"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("signs from"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Its key_staged event went through the running server.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not in the event log") && !stderr.contains("not recorded"), "{stderr}");
     let listing = String::from_utf8_lossy(&run(&vars, &["keys", "list"]).stdout).into_owned();
     assert!(listing.contains(&old_kid) && listing.contains("active") && listing.contains("next"), "{listing}");
 
@@ -77,7 +80,11 @@ async fn a_rotated_key_is_published_first_and_signs_once_its_activation_time_com
     }
     assert_ne!(now_kid, new_kid, "--now did not sign at once");
     assert_eq!(jwks(&server).await.keys.len(), 3);
-    server.stop();
+    let log = server.stop();
+    for activated in [&new_kid, &now_kid] {
+        let line = log.lines().find(|l| l.contains("a staged signing key signs now") && l.contains(activated.as_str()));
+        assert!(line.is_some(), "no key_activated for {activated}:\n{log}");
+    }
 
     // And after a restart.
     let server = Server::start(&vars, &["serve"]);

@@ -96,3 +96,22 @@ pub async fn racing_senders_never_claim_the_same_delivery(backend: &dyn Backend)
     assert_eq!(claimed.len(), 200, "not every delivery was claimed");
     assert_eq!(unique.len(), claimed.len(), "a delivery was claimed twice");
 }
+
+pub async fn an_event_recorded_twice_under_one_id_is_kept_and_delivered_once(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap().with_webhooks(Subscriptions::new(vec![([9; 8], vec![])]));
+    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    // What two replicas record when each sees one key start to sign.
+    let seen = || Event::key_change(EventKind::KeyActivated, t0, "kid-1", "ES256", None);
+    store.append_events(&[seen()]).await.unwrap();
+    store.append_events(&[seen()]).await.unwrap();
+
+    let filter = wxauth::store::events::EventFilter { limit: 10, ..Default::default() };
+    let kept = store.events(&filter).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].details["kid"], "kid-1");
+    let claimed = store.claim_deliveries(t0, t0 + Duration::seconds(30), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let other = Event::key_change(EventKind::KeyActivated, t0, "kid-2", "ES256", None);
+    assert_ne!(other.id, seen().id, "two keys share an event id");
+}

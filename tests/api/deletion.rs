@@ -183,3 +183,42 @@ async fn an_operator_deletes_a_user_at_once_through_the_admin_api() {
     assert_eq!(events["events"][0]["actor"], "admin-token:ops", "{events}");
     assert_eq!(app.login_ok("c2@amy").await["user"]["created"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_that_comes_due_while_the_server_is_down_is_erased_when_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = crate::helpers::production(dir.path()).await;
+    for (name, value) in crate::helpers::store_vars() {
+        vars.insert(name, value);
+    }
+    vars.insert("WXAUTH_DELETION_GRACE_SECS".into(), "2".into());
+    let server = crate::helpers::Server::start(&vars, &["serve"]);
+    let (status, login) = server.login("c1@amy").await;
+    assert_eq!(status, 200, "{login}");
+    let url = format!("{}/v1/me", server.address);
+    let resp = reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(text(&login, "access_token"))
+        .json(&json!({"code": "c2@amy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let (status, refused) = server.login("c3@amy").await;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("account_pending_deletion")));
+    server.kill();
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let server = crate::helpers::Server::start(&vars, &["serve"]);
+    let mut fresh = json!(null);
+    for _ in 0..100 {
+        let (status, body) = server.login("c4@amy").await;
+        if status == 200 {
+            fresh = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(fresh["user"]["created"], true, "not erased at start: {fresh}");
+    assert_ne!(fresh["user"]["id"], login["user"]["id"]);
+}

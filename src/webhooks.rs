@@ -40,6 +40,22 @@ const BATCH: usize = 64;
 /// The pause when nothing is due.
 const IDLE: Duration = Duration::from_secs(1);
 
+/// How long a delivery waits for an event not (yet) there before it counts as purged.
+const FRESH: time::Duration = time::Duration::seconds(60);
+
+/// The time in an event id (a UUID v7), to the millisecond.
+fn event_time(id: &uuid::Uuid) -> Option<time::OffsetDateTime> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?)
+        .ok()
+        .map(|t| t + time::Duration::nanoseconds(nanos.into()))
+}
+
+/// A webhook's URL as logs show it: without its query, where receivers often put a token.
+fn shown(url: &url::Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or_default(), url.path())
+}
+
 /// The signature of `body` sent at `timestamp` (Unix seconds) with `secret`: the value of
 /// [`SIGNATURE_HEADER`].
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -115,17 +131,27 @@ impl Sender {
 
     /// One attempt of `claimed`, and what it leaves in the outbox.
     async fn deliver(&self, claimed: Delivery) -> Result<(), StoreError> {
-        let Some(hook) = self.hooks.get(&claimed.hook) else {
-            tracing::warn!(event = %claimed.event, "a webhook delivery was dropped: its webhook is no longer configured");
-            self.metrics.webhook_delivery("dropped");
-            return self.store.finish_delivery(&claimed, None).await;
-        };
+        let now = self.clock.now();
         let Some(event) = self.store.event(&claimed.event).await? else {
-            // Purged (older than the retention) before it could be sent.
-            self.metrics.webhook_delivery("dropped");
-            return self.store.finish_delivery(&claimed, None).await;
+            // Written just before its event (sled), or its event was purged (older than the
+            // retention) before it could be sent: wait for the first, drop the second.
+            let retry = event_time(&claimed.event).is_some_and(|at| now - at < FRESH).then(|| now + FRESH);
+            if retry.is_none() {
+                self.metrics.webhook_delivery("dropped");
+            }
+            return self.store.finish_delivery(&claimed, retry).await;
         };
         let event_at = event.at;
+        let Some(hook) = self.hooks.get(&claimed.hook) else {
+            // A webhook this replica does not know: another replica's newer settings (a
+            // rolling change), or one removed. Kept for the others until it would be given up.
+            let retry = next_attempt(event_at, claimed.attempts + 1, now);
+            if retry.is_none() {
+                tracing::warn!(event = %claimed.event, "a webhook delivery was dropped: no replica knows its webhook");
+                self.metrics.webhook_delivery("dropped");
+            }
+            return self.store.finish_delivery(&claimed, retry).await;
+        };
         let body = EventBody::from(event).to_json_string().into_bytes();
         let outcome = self.post(hook, &body).await;
         let retry_at = match outcome {
@@ -135,14 +161,15 @@ impl Sender {
             }
             Outcome::Failed(why) => {
                 let next = next_attempt(event_at, claimed.attempts + 1, self.clock.now());
+                let url = shown(&hook.url);
                 match next {
                     Some(at) => {
                         self.metrics.webhook_delivery("failed");
-                        tracing::info!(url = %hook.url, event = %claimed.event, %why, retry_at = %at, "webhook delivery failed");
+                        tracing::info!(%url, event = %claimed.event, %why, retry_at = %at, "webhook delivery failed");
                     }
                     None => {
                         self.metrics.webhook_delivery("given_up");
-                        tracing::warn!(url = %hook.url, event = %claimed.event, %why, "webhook delivery given up, 24 hours after its event");
+                        tracing::warn!(%url, event = %claimed.event, %why, "webhook delivery given up, 24 hours after its event");
                     }
                 }
                 next

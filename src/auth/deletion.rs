@@ -110,6 +110,11 @@ impl Auth {
         let app = self
             .app(Some(&me.identity.appid))
             .map_err(|_| BearerFailure::Rejected(crate::token::Rejection::Invalid))?;
+        // The token's identity must still be the user's: after an unbind (and a bind of
+        // another person to the account), an old token must not delete the account.
+        if me.user.openid_in(&me.identity.appid) != Some(me.identity.openid.as_str()) {
+            return Err(BearerFailure::Rejected(crate::token::Rejection::Invalid).into());
+        }
         let session = app.code2session(&code).await?;
         if session.openid != me.identity.openid {
             tracing::info!(user_id = %me.user.id, "deletion refused: the code is of another WeChat identity");
@@ -139,7 +144,7 @@ impl Auth {
         let session = app.code2session(&code).await?;
         let store = &self.parts.store;
         let user = store.user_by_openid(app.appid(), &session.openid).await?.ok_or(CancelFailure::NothingPending)?;
-        if !store.cancel_deletion(&user.id).await? {
+        if !store.cancel_deletion(&user.id, self.parts.clock.now()).await? {
             return Err(CancelFailure::NothingPending);
         }
         tracing::info!(user_id = %user.id, "deletion cancelled by the person");

@@ -137,6 +137,12 @@ impl Auth {
             store.revoke_refresh(&id).await?;
             return Err(banned.into());
         }
+        if user.controls.deletion.is_some() {
+            // A login that raced with the deletion request started this family after the
+            // request revoked the others: it ends too.
+            store.revoke_refresh(&id).await?;
+            return Err(RefreshFailure::InvalidGrant("this account is being deleted; its sessions have ended"));
+        }
         let sid = crate::store::session_id(&old.family);
         let token = self.parts.tokens.issue(&user, &grant.identity, sid).map_err(Internal::from)?;
         self.parts.metrics.token_issued(token.alg.as_str());

@@ -214,14 +214,27 @@ impl Store {
         Ok(user)
     }
 
-    /// Cancels the pending deletion of user `id`; `false` when none was pending.
-    pub async fn cancel_deletion(&self, id: &UserId) -> Result<bool, StoreError> {
-        match self.user(id).await? {
-            Some(user) if user.controls.deletion.is_some() => {
-                self.change_controls(id, |c| c.deletion = None).await?;
-                Ok(true)
+    /// Cancels the pending deletion of user `id` if its erasure is not due at `now`; `false`
+    /// when none was pending, it is due (erasing), or the user is gone.
+    pub async fn cancel_deletion(&self, id: &UserId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let Some(pending) = self.user(id).await?.and_then(|u| u.controls.deletion).filter(|d| d.erase_at > now) else {
+            return Ok(false);
+        };
+        // Cleared only if it is still the same pending deletion when the change runs (an
+        // erasure in between clears it too, and must not read as a cancel).
+        let cleared = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cleared.clone();
+        let change = move |c: &mut Controls| {
+            let still = c.deletion == Some(pending);
+            if still {
+                c.deletion = None;
             }
-            Some(_) | None => Ok(false),
+            flag.store(still, std::sync::atomic::Ordering::SeqCst);
+        };
+        match self.change_controls(id, change).await {
+            Ok(_) => Ok(cleared.load(std::sync::atomic::Ordering::SeqCst)),
+            Err(StoreError::NoSuchUser) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -222,3 +222,23 @@ async fn a_deletion_that_comes_due_while_the_server_is_down_is_erased_when_it_st
     assert_eq!(fresh["user"]["created"], true, "not erased at start: {fresh}");
     assert_ne!(fresh["user"]["id"], login["user"]["id"]);
 }
+
+#[tokio::test]
+async fn a_token_of_an_identity_unbound_since_cannot_delete_the_account() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_REGISTRATION", "bind");
+    })
+    .await;
+    app.add_account("alice", "correct horse battery").await;
+    let bind = |code: &str| json!({"code": code, "username": "alice", "password": "correct horse battery"});
+    let first: Value = app.bind(&bind("c1@amy")).await.json().await.unwrap();
+    let old_token = text(&first, "access_token");
+    assert_eq!(app.unbind(&old_token).await.status(), 200);
+    // Someone else binds the account; the first person's access token has not expired.
+    let second: Value = app.bind(&bind("c1@bea")).await.json().await.unwrap();
+
+    let resp = delete_me(&app, &old_token, &json!({"code": "c2@amy"})).await;
+    assert_error(resp, 401, "invalid_token").await;
+    assert_eq!(app.me(&text(&second, "access_token")).await.status(), 200, "the account was deleted");
+    assert_eq!(app.refresh(&text(&second, "refresh_token")).await.status(), 200, "its sessions ended");
+}

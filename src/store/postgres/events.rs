@@ -36,11 +36,14 @@ pub(super) fn read(row: &PgRow) -> Result<Event, StoreError> {
     })
 }
 
-/// Inserts `events`, and the webhook `deliveries` they need, in one statement.
+/// Inserts `events`, and the webhook `deliveries` they need, in one statement. An event
+/// already kept is kept once (`Event::once`), except by an import (`strict`), where an
+/// event twice fails on the primary key as on sled.
 pub(super) async fn insert(
     executor: impl sqlx::PgExecutor<'_>,
     events: &[Event],
     deliveries: &[Delivery],
+    strict: bool,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
@@ -48,19 +51,33 @@ pub(super) async fn insert(
     let details = events.iter().map(Event::details_json).collect::<Result<Vec<_>, _>>()?;
     let at = events.iter().map(|e| ns(e.at)).collect::<Result<Vec<_>, _>>()?;
     let text = |f: fn(&Event) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
-    const EVENTS: &str = "INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::text[]) ON CONFLICT (id) DO NOTHING";
+    // The events' insert, as written by every statement below.
+    macro_rules! insert_events {
+        () => {
+            "INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[])"
+        };
+    }
+    const STRICT: &str = insert_events!();
+    const EVENTS: &str = concat!(insert_events!(), " ON CONFLICT (id) DO NOTHING");
     // One statement for both: the deliveries exist exactly when their events do. An event
     // already kept (one recorded by each replica, `Event::once`) is kept once, and so are
     // its deliveries.
-    const WITH_DELIVERIES: &str = "WITH kept AS (INSERT INTO events (id, at_ns, kind, user_id, appid, ip, \
-         user_agent, actor, details) SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], \
-         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) ON CONFLICT (id) DO NOTHING RETURNING id) \
+    const WITH_DELIVERIES: &str = concat!(
+        "WITH kept AS (",
+        insert_events!(),
+        " ON CONFLICT (id) DO NOTHING RETURNING id) \
          INSERT INTO outbox (event_id, hook, due_at_ns) SELECT d.event_id, d.hook, d.due_at_ns \
          FROM UNNEST($10::uuid[], $11::bytea[], $12::bigint[]) AS d (event_id, hook, due_at_ns) \
-         WHERE d.event_id IN (SELECT id FROM kept)";
-    let query = sqlx::query(if deliveries.is_empty() { EVENTS } else { WITH_DELIVERIES })
+         WHERE d.event_id IN (SELECT id FROM kept)"
+    );
+    let statement = match (strict, deliveries.is_empty()) {
+        (true, _) => STRICT,
+        (false, true) => EVENTS,
+        (false, false) => WITH_DELIVERIES,
+    };
+    let query = sqlx::query(statement)
         .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
         .bind(at)
         .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
@@ -70,7 +87,7 @@ pub(super) async fn insert(
         .bind(text(|e| e.user_agent.as_deref()))
         .bind(text(|e| e.actor.as_deref()))
         .bind(details);
-    let query = if deliveries.is_empty() {
+    let query = if deliveries.is_empty() || strict {
         query
     } else {
         let due = deliveries.iter().map(|d| ns(d.due_at)).collect::<Result<Vec<_>, _>>()?;
@@ -85,7 +102,7 @@ pub(super) async fn insert(
 
 impl Events for PgStore {
     async fn append_events(&self, events: &[Event], deliveries: &[Delivery]) -> Result<(), StoreError> {
-        insert(&self.pool, events, deliveries).await
+        insert(&self.pool, events, deliveries, false).await
     }
 
     async fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {

@@ -347,7 +347,7 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
         record @ Record::Event { .. } => {
             let event = record.into_event()?;
             // An event twice fails on the primary key, naming its line.
-            super::events::insert(&mut *tx, std::slice::from_ref(&event), &[]).await?;
+            super::events::insert(&mut *tx, std::slice::from_ref(&event), &[], true).await?;
         }
         record @ Record::AdminToken { .. } => {
             let token = record.into_admin_token()?;

@@ -50,8 +50,9 @@ pub async fn a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_per
     assert!(store.user(&amy).await.unwrap().is_some());
 
     // Cancelled: nothing pending any more; and it survives reopening.
-    assert!(store.cancel_deletion(&amy).await.unwrap());
-    assert!(!store.cancel_deletion(&amy).await.unwrap(), "cancelled twice");
+    assert!(!store.cancel_deletion(&amy, now + Duration::hours(1)).await.unwrap(), "cancelled once due");
+    assert!(store.cancel_deletion(&amy, now).await.unwrap());
+    assert!(!store.cancel_deletion(&amy, now).await.unwrap(), "cancelled twice");
     assert!(store.due_deletions(now + Duration::hours(2), 10).await.unwrap().is_empty(), "a cancelled one is due");
     assert_eq!(store.erase(&amy, now + Duration::hours(2)).await.unwrap(), Erasure::NotDue);
     store.request_deletion(&amy, deletion(now, Duration::ZERO)).await.unwrap();

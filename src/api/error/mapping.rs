@@ -188,6 +188,26 @@ impl From<WechatAnswer> for LoginError {
     }
 }
 
+/// The operations that call WeChat answer its failures with the same statuses, as
+/// [`WechatAnswer`] has them (`LoginError` adds `Cache-Control` to its 403 and has its own).
+macro_rules! from_wechat_answer {
+    ($($error:ident),*) => {$(
+        impl From<WechatAnswer> for $error {
+            fn from(answer: WechatAnswer) -> Self {
+                match answer {
+                    WechatAnswer::BadRequest(b) => Self::BadRequest(b),
+                    WechatAnswer::Forbidden(b) => Self::Forbidden(b),
+                    WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+                    WechatAnswer::BadGateway(b) => Self::BadGateway(b),
+                    WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+                    WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+                }
+            }
+        }
+    )*};
+}
+from_wechat_answer!(BindError, DeleteMeError, CancelDeletionError);
+
 impl From<LoginFailure> for LoginError {
     fn from(failure: LoginFailure) -> Self {
         let text = failure.to_string();
@@ -208,19 +228,6 @@ impl From<LoginFailure> for LoginError {
             LoginFailure::Banned(banned) => Self::Forbidden(banned_body(banned), NO_STORE.into()),
             LoginFailure::PendingDeletion(pending) => Self::Forbidden(pending_body(pending), NO_STORE.into()),
             LoginFailure::Internal(e) => internal(e).into(),
-        }
-    }
-}
-
-impl From<WechatAnswer> for BindError {
-    fn from(answer: WechatAnswer) -> Self {
-        match answer {
-            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
-            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
-            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
-            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
-            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
-            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
         }
     }
 }
@@ -283,19 +290,6 @@ impl From<IntrospectFailure> for IntrospectError {
     }
 }
 
-impl From<WechatAnswer> for DeleteMeError {
-    fn from(answer: WechatAnswer) -> Self {
-        match answer {
-            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
-            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
-            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
-            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
-            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
-            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
-        }
-    }
-}
-
 impl From<DeletionFailure> for DeleteMeError {
     fn from(failure: DeletionFailure) -> Self {
         let text = failure.to_string();
@@ -308,19 +302,6 @@ impl From<DeletionFailure> for DeleteMeError {
             },
             DeletionFailure::Wechat(e) => wechat_answer(e).into(),
             DeletionFailure::CodeMismatch => Self::Forbidden(body(ErrorCode::CodeMismatch, text)),
-        }
-    }
-}
-
-impl From<WechatAnswer> for CancelDeletionError {
-    fn from(answer: WechatAnswer) -> Self {
-        match answer {
-            WechatAnswer::BadRequest(b) => Self::BadRequest(b),
-            WechatAnswer::Forbidden(b) => Self::Forbidden(b),
-            WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
-            WechatAnswer::BadGateway(b) => Self::BadGateway(b),
-            WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
-            WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
         }
     }
 }

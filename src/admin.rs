@@ -34,7 +34,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{
     auth::admin_token,
-    domain::{Ban, ControlError, CustomClaims, Identity, User, UserId, Username},
+    domain::{Ban, ControlError, CustomClaims, Identity, PhoneNumber, User, UserId, Username},
     store::{
         AdminRole, AdminToken, Store, StoreError,
         events::{Event, EventKind},
@@ -472,14 +472,15 @@ fn refused(e: ControlError) -> CommandError {
 
 fn nobody(appids: &[String], query: &str) -> CommandError {
     CommandError::Refused(format!(
-        "no user has the id, openid, unionid or username {query:?} (apps searched: {})",
+        "no user has the id, openid, unionid, username or phone number {query:?} (apps searched: {})",
         appids.join(", ")
     ))
 }
 
 /// The users `query` names: a user id alone (ids are unambiguous), else every user it
-/// names as an openid of any of `appids`, a unionid or a username (operators think in
-/// accounts), each once.
+/// names as an openid of any of `appids`, a unionid, a username (operators think in
+/// accounts) or a verified phone number ([`PhoneNumber::parse_query`]: support staff are
+/// told a number), each once.
 pub async fn find_users(store: &Store, appids: &[String], query: &str) -> Result<Vec<User>, StoreError> {
     if let Some(id) = UserId::parse(query)
         && let Some(user) = store.user(&id).await?
@@ -493,6 +494,9 @@ pub async fn find_users(store: &Store, appids: &[String], query: &str) -> Result
     found.push(store.user_by_unionid(query).await?);
     if let Some(account) = store.account(query).await? {
         found.push(store.user(&account.user).await?);
+    }
+    if let Some(phone) = PhoneNumber::parse_query(query) {
+        found.extend(store.users_by_phone(&phone).await?.into_iter().map(Some));
     }
     let mut users: Vec<User> = Vec::new();
     for user in found.into_iter().flatten() {

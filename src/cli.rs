@@ -135,14 +135,15 @@ pub enum UsersCommand {
     /// Show a user: identities, account, unionid, users sharing its unionid, roles, custom
     /// claims and ban.
     Show {
-        /// A user id, an openid of any configured app, or an account's username.
+        /// A user id, an openid of any configured app, a unionid, an account's username or
+        /// a verified phone number (13800138000 or +8613800138000).
         user: String,
     },
     /// Ban a user: logins, binds and refreshes answer 403 user_banned with the reason, and
     /// every refresh token of the user is revoked at once. Access tokens already issued
     /// stay valid until they expire.
     Ban {
-        /// A user id, an openid or a username that names exactly one user.
+        /// A user id, openid, unionid, username or phone number naming exactly one user.
         user: String,
         /// Why; the person sees it in the 403.
         #[arg(long)]
@@ -154,13 +155,13 @@ pub enum UsersCommand {
     },
     /// Lift a user's ban.
     Unban {
-        /// A user id, an openid or a username that names exactly one user.
+        /// A user id, openid, unionid, username or phone number naming exactly one user.
         user: String,
     },
     /// Replace a user's roles (none: clear them). Access tokens issued from then on carry
     /// them in `roles`.
     SetRoles {
-        /// A user id, an openid or a username that names exactly one user.
+        /// A user id, openid, unionid, username or phone number naming exactly one user.
         user: String,
         /// Roles: 1 to 64 letters, digits, '.', '_', ':' or '-' each, at most 32.
         roles: Vec<String>,
@@ -169,7 +170,7 @@ pub enum UsersCommand {
     /// issued from then on carry them at the top level. At most 1024 bytes; names wxauth or
     /// the JWT standards use are refused.
     SetClaims {
-        /// A user id, an openid or a username that names exactly one user.
+        /// A user id, openid, unionid, username or phone number naming exactly one user.
         user: String,
         /// A JSON object, e.g. '{"tier":"gold"}'.
         claims: String,

@@ -205,6 +205,41 @@ pub struct PhoneNumber {
     pub country_code: String,
 }
 
+impl PhoneNumber {
+    /// The number as `+` country code and digits (`+8613800138000`): the form it is
+    /// indexed and searched by, whatever spacing WeChat sent.
+    pub fn normalised(&self) -> String {
+        let code: String = self.country_code.chars().filter(char::is_ascii_digit).collect();
+        let number: String = self.pure_phone_number.chars().filter(char::is_ascii_digit).collect();
+        if code.is_empty() || number.is_empty() {
+            // Older answers carry the full number only.
+            return format!("+{}", self.phone_number.chars().filter(char::is_ascii_digit).collect::<String>());
+        }
+        format!("+{code}{number}")
+    }
+
+    /// What an operator typed, as [`PhoneNumber::normalised`] writes it: `+` and a country
+    /// code with 6 to 15 digits in all (E.164), or a mainland mobile number of 11 digits
+    /// starting with 1 (`+86` is implied). Spaces, dashes and brackets are ignored.
+    /// `None` when it is not a phone number.
+    pub fn parse_query(text: &str) -> Option<String> {
+        let text = text.trim();
+        let (plus, rest) = match text.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if !rest.chars().all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')')) {
+            return None;
+        }
+        let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+        match (plus, digits.len()) {
+            (true, 6..=15) => Some(format!("+{digits}")),
+            (false, 11) if digits.starts_with('1') => Some(format!("+86{digits}")),
+            _ => None,
+        }
+    }
+}
+
 /// A WeChat profile from decrypted `getUserInfo` data. Since 2022 WeChat often sends
 /// placeholders (nickname `微信用户`, a grey avatar, gender 0, empty region): they are stored
 /// as sent.
@@ -311,6 +346,30 @@ impl Password {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn phone_numbers_are_searched_in_the_form_they_are_indexed() {
+        let number = super::PhoneNumber {
+            phone_number: "13800138000".into(),
+            pure_phone_number: "13800138000".into(),
+            country_code: "86".into(),
+        };
+        assert_eq!(number.normalised(), "+8613800138000");
+        for (typed, expected) in [
+            ("13800138000", Some("+8613800138000")),
+            ("+86 138 0013 8000", Some("+8613800138000")),
+            (" +86-138-0013-8000 ", Some("+8613800138000")),
+            ("+1 (415) 555-0100", Some("+14155550100")),
+            ("23800138000", None),
+            ("1380013800", None),
+            ("o6_bmjrPTlm6_2sgVt7hMZOPfL2M", None),
+            ("+", None),
+            ("+12345", None),
+            ("8613800138000", None),
+        ] {
+            assert_eq!(super::PhoneNumber::parse_query(typed).as_deref(), expected, "{typed:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

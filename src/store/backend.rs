@@ -84,6 +84,11 @@ pub(super) trait Users {
     /// The user a unionid leads to (the first that had it), if any.
     fn user_by_unionid(&self, unionid: &str) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
+    /// The users whose phone number has the pseudonym `phone`
+    /// ([`crate::store::sealed::Sealer::pseudonym`] of its normalised form), at most 100.
+    /// An entry may outlive a change of number by a crash: callers check the number itself.
+    fn users_by_phone(&self, phone: &[u8; 16]) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
+
     /// Up to `limit` users in id order, after `after` (from the first when `None`): the
     /// pages of the admin API's user list.
     fn users_after(

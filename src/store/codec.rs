@@ -53,6 +53,17 @@ pub fn time(nanos: i128) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
 }
 
+/// The pseudonym a phone number is indexed by, from its normalised form
+/// ([`PhoneNumber::normalised`]).
+pub fn phone_pseudonym(sealer: &Sealer, normalised: &str) -> [u8; 16] {
+    sealer.pseudonym("phone", normalised)
+}
+
+/// The index entry of the phone number in `details`, if it holds one.
+pub fn phone_index(sealer: &Sealer, details: &Details) -> Option<[u8; 16]> {
+    details.phone.as_ref().map(|p| phone_pseudonym(sealer, &p.value.normalised()))
+}
+
 /// What a user shared through open data ([`crate::domain::Details`]), as stored: JSON,
 /// sealed as a whole (it is personal data), bound to the user id. Times are Unix
 /// nanoseconds.

@@ -55,7 +55,7 @@ use crate::{
 };
 
 /// Layout version written by this build. Bump it with a migration when the layout changes.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// `last_login_at` is rewritten only when the stored value is at least this old, so that a
 /// burst of logins by one person costs no writes. It is therefore accurate to 5 minutes.
@@ -312,6 +312,24 @@ impl Store {
     /// The user a unionid leads to (the first that had it), if any.
     pub async fn user_by_unionid(&self, unionid: &str) -> Result<Option<User>, StoreError> {
         dispatch!(self, b => b.user_by_unionid(unionid).await)
+    }
+
+    /// The users who verified the phone number `normalised` (`+8613800138000`, see
+    /// [`PhoneNumber::normalised`]), found through its pseudonym and checked against the
+    /// number each one holds now.
+    pub async fn users_by_phone(&self, normalised: &str) -> Result<Vec<User>, StoreError> {
+        let ids = dispatch!(self, b => {
+            let pseudonym = codec::phone_pseudonym(b.sealer(), normalised);
+            b.users_by_phone(&pseudonym).await
+        })?;
+        let mut users = Vec::new();
+        for id in ids {
+            let holds = self.details(&id).await?.phone.is_some_and(|p| p.value.normalised() == normalised);
+            if holds && let Some(user) = self.user(&id).await? {
+                users.push(user);
+            }
+        }
+        Ok(users)
     }
 
     /// Up to `limit` users in id order, after `after` (from the first when `None`).

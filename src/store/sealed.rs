@@ -8,6 +8,10 @@
 //! directory without it thus end up with one key, not one each. The key ring reads only
 //! `*.pem`, so it is never taken for a signing key.
 //!
+//! The same key also yields, through HMAC-SHA256, the key of the pseudonyms that index
+//! personal data without storing it ([`Sealer::pseudonym`]): a phone number is found by
+//! its keyed hash, never by its plaintext.
+//!
 //! A sealed value is `s1.` + base64(nonce ‖ ciphertext ‖ tag). The associated data names
 //! what the value belongs to (a user and an app, or a ticket), so a sealed key moved to
 //! another record does not open. WeChat's session keys are base64 and never contain `.`, so
@@ -58,6 +62,8 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Arc<Aes256Gcm>,
+    /// Derived from the sealing key, never used to seal ([`Sealer::pseudonym`]).
+    index: Arc<aws_lc_rs::hmac::Key>,
     /// Names the key without revealing it ([`Sealer::key_id`]).
     id: Arc<str>,
 }
@@ -133,7 +139,29 @@ impl Sealer {
         // matching a hash of the key made for any other purpose.
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[b"wxauth sealing key id:", key].concat());
         let id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self { cipher: Arc::new(cipher), id: id.into() })
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+        let index_key = aws_lc_rs::hmac::sign(&derive, b"wxauth pseudonym key v1");
+        let index = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, index_key.as_ref());
+        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self {
+            cipher: Arc::new(cipher),
+            index: Arc::new(index),
+            id: id.into(),
+        })
+    }
+
+    /// A stable keyed hash of `value` for an index of `purpose` (e.g. `phone`): equal values
+    /// give equal pseudonyms under one key file, and without the key a pseudonym tells
+    /// nothing, not even whether a given phone number is among them. 128 bits: collisions
+    /// are out of reach, and lookups check the value behind a match anyway.
+    pub fn pseudonym(&self, purpose: &str, value: &str) -> [u8; 16] {
+        let mut context = aws_lc_rs::hmac::Context::with_key(&self.index);
+        context.update(purpose.as_bytes());
+        context.update(&[0]);
+        context.update(value.as_bytes());
+        let tag = context.sign();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&tag.as_ref()[..16]);
+        out
     }
 
     /// Names the key (16 hex digits of a hash of it), so that `wxauth store import` can tell
@@ -256,6 +284,17 @@ mod tests {
         assert_eq!(sealer.open(&tampered, b"u1:wx1"), None);
         assert_eq!(sealer.open("tiihtNczf5v6AKRyjwEUhQ==", b"u1:wx1"), None);
         assert_ne!(sealer.seal("k", b"c").unwrap(), sealer.seal("k", b"c").unwrap(), "nonces repeat");
+    }
+
+    #[test]
+    fn a_pseudonym_is_stable_under_one_key_and_differs_by_key_purpose_and_value() {
+        let sealer = Sealer::ephemeral().unwrap();
+        let phone = sealer.pseudonym("phone", "+8613800138000");
+
+        assert_eq!(sealer.clone().pseudonym("phone", "+8613800138000"), phone);
+        assert_ne!(sealer.pseudonym("phone", "+8613800138001"), phone);
+        assert_ne!(sealer.pseudonym("openid", "+8613800138000"), phone);
+        assert_ne!(Sealer::ephemeral().unwrap().pseudonym("phone", "+8613800138000"), phone);
     }
 
     #[test]

@@ -128,7 +128,7 @@ async fn a_read_token_reads_everything_and_every_change_answers_403_insufficient
 }
 
 #[tokio::test]
-async fn users_are_found_by_id_openid_unionid_and_username_and_listed_page_by_page() {
+async fn users_are_found_by_id_openid_unionid_username_and_phone_number_and_listed_page_by_page() {
     let app = app().await;
     let token = app.admin_token("support", AdminRole::Read).await;
     let union = app.login_ok("union@bea").await;
@@ -151,6 +151,20 @@ async fn users_are_found_by_id_openid_unionid_and_username_and_listed_page_by_pa
     assert_eq!(bea["users"][0]["unionid"], "u_bea");
     let nobody = get(&app, &token, "/admin/v1/users?q=o_nobody").await;
     assert_eq!(nobody["users"], json!([]));
+
+    // A phone number as support staff are told it, in any usual spelling.
+    let amy = app.login_ok("c2@amy").await;
+    let verified = app.post_with("/v1/me/phone", &text(&amy, "access_token"), &json!({"code": "p1"})).await;
+    assert_eq!(verified.status(), 200);
+    let pure = crate::helpers::PHONE;
+    let spaced = format!("+86 {} {} {}", &pure[..3], &pure[3..7], &pure[7..]);
+    for query in [pure.to_owned(), format!("%2B86{pure}"), spaced.replace('+', "%2B").replace(' ', "%20")] {
+        let found = get(&app, &token, &format!("/admin/v1/users?q={query}")).await;
+        let users: Vec<String> = found["users"].as_array().unwrap().iter().map(|u| text(u, "id")).collect();
+        assert_eq!(users, [text(&amy["user"], "id")], "{query}: {found}");
+    }
+    let other = get(&app, &token, "/admin/v1/users?q=13900000000").await;
+    assert_eq!(other["users"], json!([]), "a number nobody verified");
 
     let mut listed = Vec::new();
     let mut path = "/admin/v1/users?limit=4".to_owned();

@@ -161,6 +161,7 @@ conformance_suite!(
         a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_given,
         unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
         a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
+        users_are_found_by_the_phone_number_they_hold_now_and_no_other,
         details_are_refused_for_a_missing_user_and_removed_with_its_account,
         controls_are_kept_changed_given_to_new_users_and_refused_for_a_missing_user,
         a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,

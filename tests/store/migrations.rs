@@ -59,3 +59,31 @@ async fn refresh_families_of_schema_2_become_sessions_started_and_last_refreshed
     assert_eq!((sessions[0].created_at, sessions[0].last_refresh_at), (started, started));
     assert_eq!(sessions[0].origin, Origin::default());
 }
+
+#[tokio::test]
+async fn details_kept_before_the_phone_index_get_indexed_when_the_server_starts() {
+    let Some(url) = crate::postgres::fresh_database() else { return };
+    let settings = StoreSettings::Postgres(PostgresSettings {
+        url: DatabaseUrl::parse(&url).unwrap(),
+        pool_size: 2,
+        statement_timeout: std::time::Duration::from_secs(10),
+    });
+    let store = crate::open(&settings).await.unwrap();
+    let user = store.add_account("ann", crate::conformance::HASH).await.unwrap().id;
+    let number = wxauth::domain::PhoneNumber {
+        phone_number: "+8613800138000".into(),
+        pure_phone_number: "13800138000".into(),
+        country_code: "86".into(),
+    };
+    store.set_phone(&user, wxauth::domain::Dated { value: number, at: OffsetDateTime::now_utc() }).await.unwrap();
+    drop(store);
+    // As migration 0007 leaves a row written before it.
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE details SET phone_index = NULL").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let store = crate::open(&settings).await.unwrap();
+
+    let found = store.users_by_phone("+8613800138000").await.unwrap();
+    assert_eq!(found.into_iter().map(|u| u.id).collect::<Vec<_>>(), [user], "the number kept before is not found");
+}

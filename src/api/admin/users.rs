@@ -210,15 +210,16 @@ pub struct UsersApi {
 impl UsersApi {
     /// Find users
     ///
-    /// With `q`: the users it names as a user id, an openid of any served app, a unionid or
-    /// an account's username (one page). Without: every user in id order, page by page
-    /// (`limit`, then `cursor` from `next_cursor`). Phone-number search arrives with
-    /// accounts' phone numbers.
+    /// With `q`: the users it names as a user id, an openid of any served app, a unionid,
+    /// an account's username or a phone number they verified (`13800138000`,
+    /// `+8613800138000`, `+86 138 0013 8000`; 11 digits starting with 1 mean +86), in one
+    /// page. Without: every user in id order, page by page (`limit`, then `cursor` from
+    /// `next_cursor`).
     #[oai(path = "/admin/v1/users", method = "get", operation_id = "findUsers")]
     async fn find_users(
         &self,
         token: AdminToken,
-        /// A user id, openid, unionid or username.
+        /// A user id, openid, unionid, username or phone number.
         q: Query<Option<String>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

@@ -7,12 +7,13 @@ use futures_util::TryStreamExt;
 use sqlx::{PgConnection, Row, postgres::PgRow};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{PgStore, phone_index_column};
 use crate::store::{
     StoreError,
     backend::Transfer,
-    codec::time,
+    codec::{DetailsRecord, time},
     export::{FORMAT, IdentityLine, Record, at_line, check_mode, controls_line, hex, line_controls, other_mode, unhex},
+    sealed::Sealer,
 };
 
 /// A time as stored (Unix nanoseconds).
@@ -196,14 +197,14 @@ impl Transfer for PgStore {
         for record in records {
             count += 1;
             let line = |e| at_line(count, e);
-            import_one(&mut tx, record.map_err(line)?).await.map_err(line)?;
+            import_one(&mut tx, &self.sealer, record.map_err(line)?).await.map_err(line)?;
         }
         tx.commit().await?;
         Ok(count)
     }
 }
 
-async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreError> {
+async fn import_one(tx: &mut PgConnection, sealer: &Sealer, record: Record) -> Result<(), StoreError> {
     match record {
         Record::Header { .. } | Record::End { .. } => {
             return Err(StoreError::Corrupt("a first or last line in the middle".into()));
@@ -290,9 +291,11 @@ async fn import_one(tx: &mut PgConnection, record: Record) -> Result<(), StoreEr
             .await?;
         }
         Record::Details { user, sealed } => {
-            sqlx::query("INSERT INTO details (user_id, sealed) VALUES ($1, $2)")
+            let details = DetailsRecord::open(sealed.as_bytes(), sealer, user.as_bytes())?;
+            sqlx::query("INSERT INTO details (user_id, sealed, phone_index) VALUES ($1, $2, $3)")
                 .bind(user)
                 .bind(sealed)
+                .bind(phone_index_column(sealer, &details))
                 .execute(&mut *tx)
                 .await?;
         }

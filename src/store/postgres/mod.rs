@@ -32,7 +32,12 @@ use sqlx::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{StoreError, codec::Keys, sealed::Sealer};
+use super::{
+    StoreError,
+    codec::{DetailsRecord, Keys},
+    sealed::Sealer,
+};
+use crate::domain::Details;
 use crate::{config::PostgresSettings, domain::UserId};
 
 /// The migrations, embedded at build time.
@@ -150,6 +155,12 @@ fn user_id(id: Uuid) -> UserId {
     UserId::from_bytes(id.into_bytes())
 }
 
+/// The `details.phone_index` of `details`: the pseudonym of its phone number, or empty
+/// when it holds none (NULL is left to rows not indexed yet).
+fn phone_index_column(sealer: &Sealer, details: &Details) -> Vec<u8> {
+    crate::store::codec::phone_index(sealer, details).map_or_else(Vec::new, |p| p.to_vec())
+}
+
 impl PgStore {
     pub(super) async fn open(settings: &PostgresSettings, sealer: Sealer) -> Result<Self, StoreError> {
         let redacted = settings.url.redacted();
@@ -176,7 +187,31 @@ impl PgStore {
             }
             e => StoreError::Database(format!("migrating {redacted}: {e}")),
         })?;
-        Ok(Self { pool, sealer, swept_at: Arc::default(), purge_cursor: Arc::default() })
+        let store = Self { pool, sealer, swept_at: Arc::default(), purge_cursor: Arc::default() };
+        store.index_phones().await?;
+        Ok(store)
+    }
+
+    /// Fills the phone index of details written before it existed (migration 0007): only
+    /// the server holds the key of its pseudonyms. Replicas starting together may both fill
+    /// a row, with the same value; a row changed since it was read keeps its own.
+    async fn index_phones(&self) -> Result<(), StoreError> {
+        let rows: Vec<(uuid::Uuid, String)> =
+            sqlx::query_as("SELECT user_id, sealed FROM details WHERE phone_index IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        for (user, sealed) in &rows {
+            let details = DetailsRecord::open(sealed.as_bytes(), &self.sealer, user.as_bytes())?;
+            sqlx::query("UPDATE details SET phone_index = $2 WHERE user_id = $1 AND phone_index IS NULL")
+                .bind(user)
+                .bind(phone_index_column(&self.sealer, &details))
+                .execute(&self.pool)
+                .await?;
+        }
+        if !rows.is_empty() {
+            tracing::info!(target: "wxauth::store", details = rows.len(), "indexed the phone numbers kept so far");
+        }
+        Ok(())
     }
 
     fn keys<'a>(&'a self, id: &'a [u8]) -> Keys<'a> {

@@ -5,7 +5,7 @@ use sqlx::{AssertSqlSafe, Executor, PgConnection, Postgres, Row, postgres::PgRow
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Failure, PgStore, Step, links::Race, ns, user_id, uuid};
+use super::{Failure, PgStore, Step, links::Race, ns, phone_index_column, user_id, uuid};
 use crate::{
     domain::{Ban, Controls, CustomClaims, Deletion, Details, Identity, User, UserId, WechatSession},
     store::{
@@ -146,6 +146,15 @@ impl Users for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(loaded(&rows)?.map(|l| l.user))
+    }
+
+    async fn users_by_phone(&self, phone: &[u8; 16]) -> Result<Vec<UserId>, StoreError> {
+        let ids: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM details WHERE phone_index = $1 ORDER BY user_id LIMIT 100")
+                .bind(&phone[..])
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().map(|id| UserId::from_bytes(id.into_bytes())).collect())
     }
 
     async fn users_after(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<User>, StoreError> {
@@ -457,10 +466,12 @@ impl PgStore {
         let sealed = DetailsRecord::seal(&details, &self.sealer, id.as_bytes())?;
         let sealed = String::from_utf8(sealed).map_err(|_| StoreError::Corrupt("sealed details".into()))?;
         sqlx::query(
-            "INSERT INTO details (user_id, sealed) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET sealed = $2",
+            "INSERT INTO details (user_id, sealed, phone_index) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET sealed = $2, phone_index = $3",
         )
         .bind(uuid(id))
         .bind(sealed)
+        .bind(phone_index_column(&self.sealer, &details))
         .execute(&mut *tx)
         .await?;
         Ok(Step::Done(details))

@@ -71,7 +71,7 @@ impl Accounts for SledStore {
             // that running the command again finishes (the user may already be gone).
             let user = self.stored_user(&id)?;
             self.unbind_locked(&id)?;
-            self.details.remove(id.as_bytes())?;
+            self.remove_details(&id)?;
             self.records.remove(id.as_bytes())?;
             self.accounts.remove(username)?;
             let gone = || {

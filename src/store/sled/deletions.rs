@@ -116,7 +116,7 @@ impl SledStore {
             let _ = self.unionids.compare_and_swap(unionid.as_bytes(), Some(me), None::<&[u8]>)?;
         }
         self.drop_tickets(&openids, record.unionid.as_deref())?;
-        self.details.remove(me)?;
+        self.remove_details(id)?;
         {
             let _turn = self.refresh_turn();
             for key in self.refresh_families.scan_prefix(me).keys() {

@@ -12,12 +12,13 @@ use super::{
     events::EventRecord,
     id_bytes,
     meta::{IMPORTING_KEY, MODE_KEY},
-    record::{AccountRecord, ControlsRecord, IdentityRecord, TicketRecord, UserRecord, time},
+    record::{AccountRecord, ControlsRecord, DetailsRecord, IdentityRecord, TicketRecord, UserRecord, time},
     refresh::FamilyRecord,
 };
 use crate::store::{
     StoreError,
     backend::Transfer,
+    codec::phone_index,
     export::{FORMAT, IdentityLine, Record, at_line, check_mode, controls_line, hex, line_controls, other_mode, unhex},
 };
 
@@ -183,7 +184,7 @@ impl Transfer for SledStore {
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 12] {
+    fn data_trees(&self) -> [&Tree; 13] {
         [
             &self.records,
             &self.openids,
@@ -191,6 +192,7 @@ impl SledStore {
             &self.accounts,
             &self.tickets,
             &self.details,
+            &self.phones,
             &self.refresh_families,
             &self.admin_tokens,
             &self.events,
@@ -289,6 +291,10 @@ impl SledStore {
             }
             Record::Details { user, sealed } => {
                 self.user_exists(&user)?;
+                let details = DetailsRecord::open(sealed.as_bytes(), &self.sealer, user.as_bytes())?;
+                if let Some(phone) = phone_index(&self.sealer, &details) {
+                    self.phones.insert(super::phone_key(&phone, &super::user_id(user.as_bytes())?), &[][..])?;
+                }
                 insert_new(&self.details, user.as_bytes(), sealed.into_bytes(), &format!("details of {user}"))?;
             }
             Record::Ticket { id, appid, openid, unionid, session_key, expires_at } => {

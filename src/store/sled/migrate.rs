@@ -3,13 +3,13 @@
 //! (or resumes) at the next start.
 
 use super::{
-    RECORDS, SCHEMA_KEY, UNIONIDS, V2_RECORDS, id_bytes, legacy,
-    record::{self, Keys, TicketRecord, UserRecord},
+    DETAILS, PHONES, RECORDS, SCHEMA_KEY, UNIONIDS, V2_RECORDS, id_bytes, legacy, phone_key,
+    record::{self, DetailsRecord, Keys, TicketRecord, UserRecord},
     user_id,
 };
 use crate::{
     domain::{SessionKey, UserId},
-    store::{StoreError, StoredSessionKey, sealed::Sealer},
+    store::{StoreError, StoredSessionKey, codec::phone_index, sealed::Sealer},
 };
 
 /// Brings a store of schema `version` to the current one.
@@ -28,6 +28,9 @@ pub(super) fn from(version: u32, db: &::sled::Db, meta: &::sled::Tree, sealer: &
     }
     if version <= 5 {
         migrate_from_v5(db, meta)?;
+    }
+    if version <= 6 {
+        migrate_from_v6(db, meta, sealer)?;
     }
     Ok(())
 }
@@ -187,5 +190,26 @@ fn migrate_from_v5(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreErro
     meta.insert(SCHEMA_KEY, &6u32.to_be_bytes()[..])?;
     db.flush()?;
     tracing::info!(target: "wxauth::store", families = rewritten, "migrated the store from schema 5 to 6 (sessions)");
+    Ok(())
+}
+
+/// Schema 7 finds users by phone number through the `phones` index, which this fills from
+/// the details kept so far. Inserting an entry twice changes nothing, so an interrupted
+/// migration simply runs again.
+fn migrate_from_v6(db: &::sled::Db, meta: &::sled::Tree, sealer: &Sealer) -> Result<(), StoreError> {
+    let (details, phones) = (db.open_tree(DETAILS)?, db.open_tree(PHONES)?);
+    let mut indexed = 0u64;
+    for entry in details.iter() {
+        let (id, bytes) = entry?;
+        let user = user_id(&id)?;
+        if let Some(phone) = phone_index(sealer, &DetailsRecord::open(&bytes, sealer, &id)?) {
+            phones.insert(phone_key(&phone, &user), &[][..])?;
+            indexed += 1;
+        }
+    }
+    db.flush()?;
+    meta.insert(SCHEMA_KEY, &7u32.to_be_bytes()[..])?;
+    db.flush()?;
+    tracing::info!(target: "wxauth::store", phones = indexed, "migrated the store from schema 6 to 7 (phone index)");
     Ok(())
 }

@@ -11,6 +11,8 @@
 //!   ([`refresh`])
 //! - `details`: user id → the phone number and profile the user shared, sealed
 //!   ([`record::DetailsRecord`]); apart from the user record, which every login rewrites
+//! - `phones`: pseudonym of a phone number ‖ user id → nothing; finds the users who verified
+//!   a number without storing it ([`crate::store::Store::users_by_phone`]). Since schema 7.
 //! - `meta`: `schema_version` → u32 big-endian
 //!
 //! Files: one per part of the store's contract ([`crate::store::backend`]): `users`,
@@ -64,7 +66,8 @@ use record::{Keys, UserRecord};
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const RECORDS: &str = "users";
 const UNIONIDS: &str = "unionids";
-const DETAILS: &str = "details";
+pub(super) const DETAILS: &str = "details";
+const PHONES: &str = "phones";
 /// Schema 2's records, migrated into [`RECORDS`].
 const V2_RECORDS: &str = "user_records";
 
@@ -86,6 +89,8 @@ pub(super) struct SledStore {
     events_by_user: ::sled::Tree,
     tickets: ::sled::Tree,
     details: ::sled::Tree,
+    /// Phone numbers' pseudonyms ‖ user ids (the module comment).
+    phones: ::sled::Tree,
     /// Pending deletions by when they are due ([`deletions`]).
     deletions: ::sled::Tree,
     /// Webhook deliveries by when they are due ([`outbox`]).
@@ -142,6 +147,7 @@ impl SledStore {
             events_by_user: db.open_tree("events_by_user")?,
             tickets: db.open_tree("bind_tickets")?,
             details: db.open_tree(DETAILS)?,
+            phones: db.open_tree(PHONES)?,
             deletions: db.open_tree("deletions")?,
             outbox: db.open_tree("outbox")?,
             commit: GroupCommit::start(db, &settings.data_dir).await?,
@@ -181,6 +187,36 @@ impl SledStore {
             }
         }
     }
+}
+
+impl SledStore {
+    /// Writes what `write` writes (the details) with user `id`'s entry in the phone index
+    /// moved from `old` to `new`: the new entry before, the old one removed after, so that a
+    /// crash leaves at worst a stale entry, which lookups check away, never a kept number
+    /// that cannot be found.
+    fn indexing_phone(
+        &self,
+        id: &UserId,
+        old: Option<[u8; 16]>,
+        new: Option<[u8; 16]>,
+        write: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Some(new) = new.filter(|n| old != Some(*n)) {
+            self.phones.insert(phone_key(&new, id), &[][..])?;
+        }
+        write()?;
+        if let Some(old) = old.filter(|o| new != Some(*o)) {
+            self.phones.remove(phone_key(&old, id))?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn phone_key(pseudonym: &[u8; 16], id: &UserId) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(pseudonym);
+    key[16..].copy_from_slice(id.as_bytes());
+    key
 }
 
 /// Why [`SledStore::update`] fails for a user that is gone.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{
     meta::IMPORTING_KEY,
-    record::{AccountRecord, IdentityRecord, TicketRecord},
+    record::{AccountRecord, DetailsRecord, IdentityRecord, TicketRecord},
     *,
 };
 use crate::{
@@ -46,15 +46,20 @@ const PATIENCE: StdDuration = StdDuration::from_millis(300);
 /// Opens a store a test has just written with `::sled` directly: sled releases its file
 /// lock from a background thread some time after the last handle is dropped.
 async fn open_once_released(settings: &SledSettings) -> Result<SledStore, StoreError> {
+    open_released_with(settings, Sealer::ephemeral().unwrap()).await
+}
+
+/// [`open_once_released`] with the sealing key the test wrote with.
+async fn open_released_with(settings: &SledSettings, sealer: Sealer) -> Result<SledStore, StoreError> {
     for _ in 0..100 {
-        match SledStore::open(settings, Sealer::ephemeral().unwrap()).await {
+        match SledStore::open(settings, sealer.clone()).await {
             Err(StoreError::Database(e)) if e.contains("could not acquire lock") => {
                 tokio::time::sleep(StdDuration::from_millis(20)).await;
             }
             other => return other,
         }
     }
-    SledStore::open(settings, Sealer::ephemeral().unwrap()).await
+    SledStore::open(settings, sealer).await
 }
 
 #[tokio::test]
@@ -495,7 +500,13 @@ async fn an_import_is_marked_under_way_until_it_ends() {
 }
 
 #[tokio::test]
-async fn a_schema_6_user_record_reads_without_a_deletion_and_is_rewritten_with_one() {
+async fn a_schema_6_store_gets_its_phone_numbers_indexed_and_its_records_read_without_a_deletion() {
+    let sealer = Sealer::ephemeral().unwrap();
+    let number = crate::domain::PhoneNumber {
+        phone_number: "+86 138 0013 8000".into(),
+        pure_phone_number: "13800138000".into(),
+        country_code: "86".into(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
     let id = UserId::new();
@@ -514,11 +525,20 @@ async fn a_schema_6_user_record_reads_without_a_deletion_and_is_rewritten_with_o
             controls: legacy::V6ControlsRecord { roles: vec!["staff".into()], claims: String::new(), ban: Some(ban) },
         };
         db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), postcard::to_stdvec(&old).unwrap()).unwrap();
+        let details = crate::domain::Details {
+            phone: Some(crate::domain::Dated { value: number.clone(), at: now }),
+            profile: None,
+        };
+        let sealed = DetailsRecord::seal(&details, &sealer, id.as_bytes()).unwrap();
+        db.open_tree(DETAILS).unwrap().insert(id.as_bytes(), sealed).unwrap();
         db.flush().unwrap();
     }
 
-    let store = open_once_released(&settings).await.unwrap();
+    let store = open_released_with(&settings, sealer.clone()).await.unwrap();
 
+    let pseudonym = crate::store::codec::phone_pseudonym(&sealer, "+8613800138000");
+    assert_eq!(store.users_by_phone(&pseudonym).await.unwrap(), [id], "the number kept before schema 7 is not found");
+    assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
     let user = store.user(&id).await.unwrap().unwrap();
     assert_eq!((user.controls.roles.as_slice(), user.controls.deletion), (&["staff".to_owned()][..], None));
     assert_eq!(user.controls.ban.as_ref().map(|b| b.reason.as_str()), Some("spam"));

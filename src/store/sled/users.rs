@@ -14,6 +14,7 @@ use crate::{
     store::{
         LoginRecord, StoreError, StoredSessionKey,
         backend::Users,
+        codec::phone_index,
         users::{Changes, returning_changes},
     },
 };
@@ -76,6 +77,10 @@ impl Users for SledStore {
         }
     }
 
+    async fn users_by_phone(&self, phone: &[u8; 16]) -> Result<Vec<UserId>, StoreError> {
+        self.phones.scan_prefix(phone).keys().take(100).map(|key| user_id(&key?[16..])).collect()
+    }
+
     async fn users_after(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<User>, StoreError> {
         let entries = match after {
             Some(after) => self.records.range::<&[u8], _>((
@@ -120,8 +125,11 @@ impl Users for SledStore {
                 return Err(StoreError::NoSuchUser);
             }
             let mut details = self.details_of(id)?;
+            let old = phone_index(&self.sealer, &details);
             change(&mut details);
-            self.details.insert(id.as_bytes(), DetailsRecord::seal(&details, &self.sealer, id.as_bytes())?)?;
+            let new = phone_index(&self.sealer, &details);
+            let sealed = DetailsRecord::seal(&details, &self.sealer, id.as_bytes())?;
+            self.indexing_phone(id, old, new, || Ok(self.details.insert(id.as_bytes(), sealed).map(drop)?))?;
             details
         };
         self.commit.wait().await?;
@@ -164,11 +172,22 @@ impl SledStore {
         self.records.get(id.as_bytes())?.map(|bytes| UserRecord::decode(&bytes)?.user(*id)).transpose()
     }
 
-    fn details_of(&self, id: &UserId) -> Result<Details, StoreError> {
+    pub(super) fn details_of(&self, id: &UserId) -> Result<Details, StoreError> {
         match self.details.get(id.as_bytes())? {
             Some(bytes) => DetailsRecord::open(&bytes, &self.sealer, id.as_bytes()),
             None => Ok(Details::default()),
         }
+    }
+
+    /// Removes what user `id` shared, its phone number's index entry first: a crash in
+    /// between leaves details that running the removal again removes, never an entry whose
+    /// details are gone.
+    pub(super) fn remove_details(&self, id: &UserId) -> Result<(), StoreError> {
+        if let Some(phone) = phone_index(&self.sealer, &self.details_of(id)?) {
+            self.phones.remove(super::phone_key(&phone, id))?;
+        }
+        self.details.remove(id.as_bytes())?;
+        Ok(())
     }
 
     /// A returning login without the lock: rewrites the record only when something

@@ -74,6 +74,7 @@ pub async fn a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_per
     }
     assert!(store.user_by_unionid("u_amy").await.unwrap().is_none());
     assert_eq!(store.details(&amy).await.unwrap(), Default::default());
+    assert!(store.users_by_phone("+8613800138000").await.unwrap().is_empty(), "the phone number still finds amy");
     assert!(store.ticket(&[3; 32], now).await.unwrap().is_none(), "the person's bind ticket survived");
     assert!(store.sessions(&amy, now).await.unwrap().is_empty());
     let events = store.events(&EventFilter { user: Some(amy), limit: 10, ..EventFilter::default() }).await.unwrap();

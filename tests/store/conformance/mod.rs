@@ -411,6 +411,37 @@ pub async fn a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_
     assert_eq!(both.phone.unwrap().value.pure_phone_number, "13800138000");
 }
 
+pub async fn users_are_found_by_the_phone_number_they_hold_now_and_no_other(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let ids = |users: Vec<wxauth::domain::User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    let amy = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user.id;
+    let ben = store.record_login("wx1", &session("o2", "k2")).await.unwrap().user.id;
+    let cat = store.add_account("cat", HASH).await.unwrap().id;
+    assert!(store.users_by_phone("+8613800138000").await.unwrap().is_empty(), "found before anyone verified it");
+
+    store.set_phone(&amy, phone("13800138000")).await.unwrap();
+    store.set_phone(&ben, phone("13900139000")).await.unwrap();
+    store.set_phone(&cat, phone("13800138000")).await.unwrap();
+    let mut both = vec![amy, cat];
+    both.sort_by_key(|id| *id.as_bytes());
+    let mut found = ids(store.users_by_phone("+8613800138000").await.unwrap());
+    found.sort_by_key(|id| *id.as_bytes());
+    assert_eq!(found, both, "two people who verified one number");
+
+    // A new number replaces the old one in the index; removal takes it out.
+    store.set_phone(&amy, phone("13700137000")).await.unwrap();
+    assert_eq!(ids(store.users_by_phone("+8613800138000").await.unwrap()), [cat], "the old number still finds amy");
+    assert_eq!(ids(store.users_by_phone("+8613700137000").await.unwrap()), [amy]);
+    store.remove_account("cat").await.unwrap();
+    assert!(store.users_by_phone("+8613800138000").await.unwrap().is_empty(), "a removed user is found");
+    drop(store);
+
+    let store = open(&settings).await.unwrap();
+    assert_eq!(ids(store.users_by_phone("+8613900139000").await.unwrap()), [ben], "lost by reopening");
+    assert!(store.users_by_phone("13900139000").await.unwrap().is_empty(), "found by a number not normalised");
+}
+
 pub async fn details_are_refused_for_a_missing_user_and_removed_with_its_account(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();

@@ -23,7 +23,7 @@ impl Accounts for SledStore {
             let id = UserId::new();
             let mut record = UserRecord::empty(now);
             record.account = Some(username.to_owned());
-            self.records.insert(id.as_bytes(), record.encode()?)?;
+            self.records.insert(id.as_bytes(), self.seal_new_user(id.as_bytes(), &record)?)?;
             let account = AccountRecord {
                 user: *id.as_bytes(),
                 password_hash: password_hash.to_owned(),
@@ -73,6 +73,8 @@ impl Accounts for SledStore {
             self.unbind_locked(&id)?;
             self.remove_details(&id)?;
             self.records.remove(id.as_bytes())?;
+            // What of the user the log still holds can no longer be read.
+            self.vault.shred(id.as_bytes(), None)?;
             self.accounts.remove(username)?;
             let gone = || {
                 let mut record = UserRecord::empty(OffsetDateTime::now_utc());

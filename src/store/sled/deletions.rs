@@ -6,16 +6,13 @@
 //! The erasure itself runs under the links lock, in an order that a crash can interrupt
 //! anywhere and a second run finishes: the bindings, tickets and details go first while
 //! the record still names them, then the refresh families (they name the openid), the
-//! events are stripped, and the record goes last.
+//! events are stripped, the record goes, and last the user's keys are destroyed
+//! ([`super::vault`]): whatever of the person sled's log still holds can no longer be
+//! read. An operator's account stays, its record sealed under a new key.
 
 use time::OffsetDateTime;
 
-use super::{
-    SledStore, binding_key,
-    events::EventRecord,
-    record::{TicketRecord, UserRecord},
-    user_id,
-};
+use super::{SledStore, events::EventRecord, record::TicketRecord, user_id};
 use crate::{
     domain::{Deletion, UserId},
     store::{Erasure, StoreError, backend::Deletions},
@@ -67,7 +64,7 @@ impl SledStore {
             let event_id = &key[16..];
             let Some(bytes) = self.events.get(event_id)? else { continue };
             let mut record = EventRecord::decode(&bytes)?;
-            if record.strip() {
+            if record.strip(self)? {
                 self.events.insert(event_id, record.encode()?)?;
             }
         }
@@ -90,13 +87,16 @@ impl SledStore {
 
     fn erase_locked(&self, id: &UserId, now: OffsetDateTime) -> Result<Erasure, StoreError> {
         let me = &id.as_bytes()[..];
-        let Some(bytes) = self.records.get(me)? else {
-            // Gone: a run that stopped after removing the record; finish its index entries.
+        let Some((_, record)) = self.read_user(me)? else {
+            // Gone: a run that stopped after removing the record; finish its index entries
+            // and destroy its keys (a removed user's record cannot name a kept one).
             self.strip_events(id)?;
             self.drop_index_entries(id)?;
+            if !self.records.contains_key(me)? {
+                self.vault.shred(id.as_bytes(), None)?;
+            }
             return Ok(Erasure::Gone);
         };
-        let record = UserRecord::decode(&bytes)?;
         let pending = record.controls.controls()?.deletion;
         let Some(deletion) = pending.filter(|d| d.erase_at <= now) else {
             // Entries an interrupted change left behind: only the pending one's stays.
@@ -110,10 +110,10 @@ impl SledStore {
             record.identities.iter().map(|i| (i.appid.clone(), i.openid.clone())).collect();
         for (appid, openid) in &openids {
             // Only bindings that still point here: never another user's.
-            let _ = self.openids.compare_and_swap(binding_key(appid, openid), Some(me), None::<&[u8]>)?;
+            let _ = self.openids.compare_and_swap(self.binding_key(appid, openid), Some(me), None::<&[u8]>)?;
         }
         if let Some(unionid) = &record.unionid {
-            let _ = self.unionids.compare_and_swap(unionid.as_bytes(), Some(me), None::<&[u8]>)?;
+            let _ = self.unionids.compare_and_swap(self.unionid_key(unionid), Some(me), None::<&[u8]>)?;
         }
         self.drop_tickets(&openids, record.unionid.as_deref())?;
         self.remove_details(id)?;
@@ -125,19 +125,22 @@ impl SledStore {
         }
         self.strip_events(id)?;
         let kept = match &record.account {
-            // An operator's account stays, unbound and emptied, as after an unbind.
+            // An operator's account stays, unbound and emptied, as after an unbind, and
+            // sealed under a new key, so the old one can go.
             Some(username) => {
-                self.update(me, |r| {
-                    r.identities.clear();
-                    r.unionid = None;
-                    r.unionid_shared_with.clear();
-                    r.controls.deletion = None;
-                    Ok(())
-                })?;
+                let mut emptied = record.clone();
+                emptied.identities.clear();
+                emptied.unionid = None;
+                emptied.unionid_shared_with.clear();
+                emptied.controls.deletion = None;
+                let slot = self.vault.new_slot(id.as_bytes())?;
+                self.records.insert(me, self.seal_user(me, slot, &emptied)?)?;
+                self.vault.shred(id.as_bytes(), Some(slot))?;
                 Some(username.clone())
             }
             None => {
                 self.records.remove(me)?;
+                self.vault.shred(id.as_bytes(), None)?;
                 None
             }
         };

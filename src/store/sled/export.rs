@@ -8,7 +8,6 @@ use uuid::Uuid;
 use super::{
     SledStore,
     admin_tokens::AdminTokenRecord,
-    binding_key,
     events::EventRecord,
     id_bytes,
     meta::{IMPORTING_KEY, MODE_KEY},
@@ -28,10 +27,6 @@ fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
 
 fn text(bytes: &[u8], what: &str) -> Result<String, StoreError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt(format!("{what} is not UTF-8")))
-}
-
-fn postcard<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    ::postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 /// Inserts a new key; a key already there means the export holds it twice.
@@ -62,7 +57,7 @@ impl Transfer for SledStore {
         }
         for entry in self.records.iter() {
             let (id, bytes) = entry?;
-            let user = UserRecord::decode(&bytes)?;
+            let Some((_, user)) = self.open_user(&id, &bytes)? else { continue };
             let (roles, claims, ban, deletion) = controls_line(user.controls.controls()?);
             out(Record::User {
                 id: uuid(&id)?,
@@ -81,11 +76,20 @@ impl Transfer for SledStore {
                 deletion,
             })?;
         }
+        // The index holds keyed hashes: the unionid is the one its holder's record names.
         for entry in self.unionids.iter() {
-            let (unionid, user) = entry?;
-            let user = uuid(&user)?;
-            if of_a_user(&user)? {
-                out(Record::Unionid { unionid: text(&unionid, "a unionid")?, user })?;
+            let (link, holder) = entry?;
+            let user = uuid(&holder)?;
+            if !of_a_user(&user)? {
+                continue;
+            }
+            let unionid = match self.read_user(&holder)? {
+                Some((_, record)) => record.unionid.filter(|u| self.unionid_key(u)[..] == link[..]),
+                None => None,
+            };
+            // Left out: a link its holder no longer names (an interrupted unbind).
+            if let Some(unionid) = unionid {
+                out(Record::Unionid { unionid, user })?;
             }
         }
         for entry in self.accounts.iter() {
@@ -102,9 +106,12 @@ impl Transfer for SledStore {
             })?;
         }
         for entry in self.details.iter() {
-            let (user, sealed) = entry?;
+            let (user, bytes) = entry?;
             let user = uuid(&user)?;
-            if of_a_user(&user)? {
+            if !of_a_user(&user)? {
+                continue;
+            }
+            if let Some(sealed) = self.open_details(&super::user_id(user.as_bytes())?, &bytes)? {
                 out(Record::Details { user, sealed: text(&sealed, "details")? })?;
             }
         }
@@ -122,7 +129,7 @@ impl Transfer for SledStore {
         }
         for entry in self.refresh_families.iter() {
             let (key, bytes) = entry?;
-            let record = postcard::<FamilyRecord>(&bytes, "refresh family")?;
+            let Some((_, record)) = self.open_family(&key, &bytes)? else { continue };
             // A removed user's families wait for the purge; nothing can use them.
             if of_a_user(&record.user())? {
                 out(record.export(&key)?)?;
@@ -134,7 +141,7 @@ impl Transfer for SledStore {
         }
         for entry in self.events.iter() {
             let (id, bytes) = entry?;
-            out(Record::event(EventRecord::decode(&bytes)?.event(&id)?))?;
+            out(Record::event(EventRecord::decode(&bytes)?.event(&id, self)?))?;
         }
         Ok(skipped)
     }
@@ -257,19 +264,24 @@ impl SledStore {
                     let key = line.stored_key()?;
                     insert_new(
                         &self.openids,
-                        &binding_key(&line.appid, &line.openid),
+                        &self.binding_key(&line.appid, &line.openid),
                         id.as_bytes().to_vec(),
                         &format!("openid {} of {}", line.openid, line.appid),
                     )?;
                     record.identities.push(IdentityRecord::new(&line.appid, &line.openid, key));
                 }
-                insert_new(&self.records, id.as_bytes(), record.encode()?, &format!("user {id}"))?;
+                insert_new(
+                    &self.records,
+                    id.as_bytes(),
+                    self.seal_new_user(id.as_bytes(), &record)?,
+                    &format!("user {id}"),
+                )?;
             }
             Record::Unionid { unionid, user } => {
                 self.user_exists(&user)?;
                 insert_new(
                     &self.unionids,
-                    unionid.as_bytes(),
+                    &self.unionid_key(&unionid),
                     user.as_bytes().to_vec(),
                     &format!("unionid {unionid}"),
                 )?;
@@ -282,12 +294,11 @@ impl SledStore {
                     created_at: created_at.unix_timestamp_nanos(),
                 };
                 insert_new(&self.accounts, username.as_bytes(), account.encode()?, &format!("account {username}"))?;
-                let bytes = self.records.get(user.as_bytes())?.ok_or(StoreError::NoSuchUser)?;
-                let mut record = UserRecord::decode(&bytes)?;
+                let (slot, mut record) = self.read_user(user.as_bytes())?.ok_or(StoreError::NoSuchUser)?;
                 if let Some(other) = record.account.replace(username) {
                     return Err(StoreError::Corrupt(format!("user {user} has two accounts ({other} and another)")));
                 }
-                self.records.insert(user.as_bytes(), record.encode()?)?;
+                self.records.insert(user.as_bytes(), self.seal_user(user.as_bytes(), slot, &record)?)?;
             }
             Record::Details { user, sealed } => {
                 self.user_exists(&user)?;
@@ -295,7 +306,8 @@ impl SledStore {
                 if let Some(phone) = phone_index(&self.sealer, &details) {
                     self.phones.insert(super::phone_key(&phone, &super::user_id(user.as_bytes())?), &[][..])?;
                 }
-                insert_new(&self.details, user.as_bytes(), sealed.into_bytes(), &format!("details of {user}"))?;
+                let value = self.seal_details(&super::user_id(user.as_bytes())?, sealed.as_bytes())?;
+                insert_new(&self.details, user.as_bytes(), value, &format!("details of {user}"))?;
             }
             Record::Ticket { id, appid, openid, unionid, session_key, expires_at } => {
                 let key = unhex::<32>(&id, "a ticket id")?;
@@ -306,9 +318,8 @@ impl SledStore {
             record @ Record::RefreshFamily { .. } => {
                 let (key, record) = FamilyRecord::import(record)?;
                 self.user_exists(&record.user())?;
-                let value =
-                    ::postcard::to_stdvec(&record).map_err(|e| StoreError::Corrupt(format!("refresh family: {e}")))?;
-                insert_new(&self.refresh_families, &key, value, "a refresh family")?;
+                let slot = self.user_slot(record.user().as_bytes())?;
+                insert_new(&self.refresh_families, &key, self.seal_family(&record, slot)?, "a refresh family")?;
             }
             record @ Record::Event { .. } => {
                 let event = record.into_event()?;

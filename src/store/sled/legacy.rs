@@ -7,7 +7,9 @@
 //! - Schemas 3 to 5: user records without roles, custom claims and a ban.
 //! - Schema 5: refresh families without their last refresh and origin.
 //! - Schema 6: user records without a deletion (read as they are, written in the current
-//!   layout by the next change; the schema number did not change).
+//!   layout by the next change; the schema number did not change); events with their
+//!   address, user agent and details in the clear; values not sealed per user, and
+//!   openids and unionids in the clear in index keys.
 
 use serde::{Deserialize, Serialize};
 
@@ -145,5 +147,31 @@ impl V6UserRecord {
             last_login_at: self.last_login_at,
             controls: ControlsRecord { roles, claims, ban, deletion: None },
         }
+    }
+}
+
+/// A schema 6 event (postcard). Times are Unix nanoseconds.
+#[derive(Serialize, Deserialize)]
+pub(super) struct V6EventRecord {
+    at: i128,
+    kind: String,
+    user: Option<[u8; 16]>,
+    appid: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    actor: Option<String>,
+    details: String,
+}
+
+impl V6EventRecord {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("schema 6 event: {e}")))
+    }
+
+    /// The event in the current layout, its private part not sealed (the migration seals
+    /// it).
+    pub(super) fn upgrade(self) -> Result<super::events::EventRecord, StoreError> {
+        let head = (self.at, self.kind, self.user, self.appid, self.actor);
+        super::events::EventRecord::clear(head, self.ip, self.user_agent, self.details)
     }
 }

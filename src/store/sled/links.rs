@@ -5,8 +5,8 @@ use ::sled::IVec;
 use time::OffsetDateTime;
 
 use super::{
-    SledStore, binding_key,
-    record::{AccountRecord, TicketRecord, UserRecord},
+    SledStore,
+    record::{AccountRecord, TicketRecord},
     user_id,
 };
 use crate::{
@@ -33,13 +33,13 @@ impl Links for SledStore {
             let _links = self.lock();
             let account = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
             let owner = AccountRecord::decode(&account)?.user;
-            let binding = binding_key(appid, &session.openid);
+            let binding = self.binding_key(appid, &session.openid);
             let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
             let bound = self.openids.get(&binding)?;
-            let owner_has_app = match (&bound, self.records.get(owner)?) {
+            let owner_has_app = match (&bound, self.read_user(&owner)?) {
                 (Some(_), _) => false,
                 (None, None) => return Err(StoreError::NoSuchAccount), // removal interrupted
-                (None, Some(bytes)) => UserRecord::decode(&bytes)?.identity(appid).is_some(),
+                (None, Some((_, record))) => record.identity(appid).is_some(),
             };
             let target = bind_target(bound.as_deref(), &&owner[..], owner_has_app)?;
             // Spent only now: a refused bind leaves the ticket usable (another account, or
@@ -89,14 +89,15 @@ impl SledStore {
         let Some(unionid) = new_unionid(user.unionid.as_deref(), unionid) else { return Ok(user) };
         let id = &user.id.as_bytes()[..];
         // Under the lock: nobody else changes the link between the read and the write.
-        let holder = self.unionids.get(unionid)?;
+        let link = self.unionid_key(unionid);
+        let holder = self.unionids.get(link)?;
         let holder_exists = match &holder {
             Some(h) if h != id => self.records.contains_key(h)?,
             _ => true,
         };
         let other = shares_with(holder.as_deref(), &id, holder_exists).map(user_id).transpose()?;
         if other.is_none() {
-            self.unionids.insert(unionid, id)?;
+            self.unionids.insert(link, id)?;
         }
         let (user, _) = self.update(id, |record| {
             record.unionid = Some(unionid.to_owned());
@@ -129,7 +130,7 @@ impl SledStore {
 
     pub(super) fn unionid_owner(&self, unionid: Option<&str>) -> Result<Option<IVec>, StoreError> {
         match unionid {
-            Some(u) => Ok(self.unionids.get(u)?),
+            Some(u) => Ok(self.unionids.get(self.unionid_key(u))?),
             None => Ok(None),
         }
     }
@@ -146,13 +147,13 @@ impl SledStore {
         for identity in &identities {
             // Only bindings that still point here: never another user's.
             let _ = self.openids.compare_and_swap(
-                binding_key(&identity.appid, &identity.openid),
+                self.binding_key(&identity.appid, &identity.openid),
                 Some(me),
                 None::<&[u8]>,
             )?;
         }
         if let Some(unionid) = unionid {
-            let _ = self.unionids.compare_and_swap(unionid, Some(me), None::<&[u8]>)?;
+            let _ = self.unionids.compare_and_swap(self.unionid_key(&unionid), Some(me), None::<&[u8]>)?;
         }
         Ok(identities.into_iter().map(|i| Identity { appid: i.appid, openid: i.openid }).collect())
     }

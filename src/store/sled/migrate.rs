@@ -3,9 +3,10 @@
 //! (or resumes) at the next start.
 
 use super::{
-    DETAILS, PHONES, RECORDS, SCHEMA_KEY, UNIONIDS, V2_RECORDS, id_bytes, legacy, phone_key,
-    record::{self, DetailsRecord, Keys, TicketRecord, UserRecord},
+    RECORDS, SCHEMA_KEY, SledStore, UNIONIDS, V2_RECORDS, id_bytes, legacy, phone_key,
+    record::{self, Keys, TicketRecord, UserRecord},
     user_id,
+    vault::{Opened, Purpose},
 };
 use crate::{
     domain::{SessionKey, UserId},
@@ -29,9 +30,7 @@ pub(super) fn from(version: u32, db: &::sled::Db, meta: &::sled::Tree, sealer: &
     if version <= 5 {
         migrate_from_v5(db, meta)?;
     }
-    if version <= 6 {
-        migrate_from_v6(db, meta, sealer)?;
-    }
+
     Ok(())
 }
 
@@ -193,23 +192,99 @@ fn migrate_from_v5(db: &::sled::Db, meta: &::sled::Tree) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Schema 7 finds users by phone number through the `phones` index, which this fills from
-/// the details kept so far. Inserting an entry twice changes nothing, so an interrupted
-/// migration simply runs again.
-fn migrate_from_v6(db: &::sled::Db, meta: &::sled::Tree, sealer: &Sealer) -> Result<(), StoreError> {
-    let (details, phones) = (db.open_tree(DETAILS)?, db.open_tree(PHONES)?);
-    let mut indexed = 0u64;
-    for entry in details.iter() {
-        let (id, bytes) = entry?;
-        let user = user_id(&id)?;
-        if let Some(phone) = phone_index(sealer, &DetailsRecord::open(&bytes, sealer, &id)?) {
-            phones.insert(phone_key(&phone, &user), &[][..])?;
-            indexed += 1;
+impl SledStore {
+    /// Schema 6 → 7, on the opened store: what identifies a person is sealed under a key of
+    /// that person ([`super::vault`]), so that an erasure can destroy it for good, and found
+    /// by keyed hash. User records, details and refresh families are sealed; events get
+    /// their address, user agent and details sealed; the openid and unionid indexes are
+    /// keyed by hash; phone numbers get their index. Every step skips what it did already,
+    /// so an interrupted migration resumes; the version is written last. What the earlier
+    /// layout wrote stays in sled's files until sled reuses their segments: `wxauth store
+    /// export` and `import` into an empty directory rewrite them (docs/storage.md).
+    pub(super) fn migrate_from_v6(&self, db: &::sled::Db) -> Result<(), StoreError> {
+        let mut users = 0u64;
+        let mut bindings = Vec::new();
+        for entry in self.records.iter() {
+            let (id, bytes) = entry?;
+            let record = match self.vault.open_value(Purpose::User, &id_bytes(&id)?, &bytes)? {
+                Opened::NotSealed => {
+                    let record = UserRecord::decode(&bytes)?;
+                    self.records.insert(&id, self.seal_new_user(&id, &record)?)?;
+                    users += 1;
+                    record
+                }
+                Opened::Plain { bytes, .. } => UserRecord::decode(&bytes)?,
+                Opened::Shredded => continue,
+            };
+            for identity in &record.identities {
+                bindings.push((self.binding_key(&identity.appid, &identity.openid), id.clone()));
+            }
+            if let Some(unionid) = &record.unionid
+                && let Some(holder) = self.unionids.get(unionid.as_bytes())?
+            {
+                self.unionids.insert(self.unionid_key(unionid), holder)?;
+                self.unionids.remove(unionid.as_bytes())?;
+            }
         }
+        // The records say who holds which openid: the index is rebuilt from them.
+        self.openids.clear()?;
+        for (key, id) in bindings {
+            self.openids.insert(key, id)?;
+        }
+        // Links of unionids no record holds any more, in the clear.
+        for key in self.unionids.iter().keys() {
+            let key = key?;
+            if key.len() != 16 {
+                self.unionids.remove(key)?;
+            }
+        }
+        for entry in self.details.iter() {
+            let (id, bytes) = entry?;
+            let user = user_id(&id)?;
+            if matches!(self.vault.open_value(Purpose::Details, &id_bytes(&id)?, &bytes)?, Opened::NotSealed) {
+                if !self.records.contains_key(&id)? {
+                    self.details.remove(&id)?;
+                    continue;
+                }
+                self.details.insert(&id, self.seal_details(&user, &bytes)?)?;
+            }
+            if let Some(phone) = phone_index(&self.sealer, &self.details_of(&user)?) {
+                self.phones.insert(phone_key(&phone, &user), &[][..])?;
+            }
+        }
+        for entry in self.refresh_families.iter() {
+            let (key, bytes) = entry?;
+            let user = id_bytes(key.get(..16).unwrap_or_default())?;
+            if matches!(self.vault.open_value(Purpose::Family, &user, &bytes)?, Opened::NotSealed) {
+                let record: super::refresh::FamilyRecord = postcard::from_bytes(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("schema 6 refresh family: {e}")))?;
+                if !self.records.contains_key(user)? {
+                    self.refresh_families.remove(&key)?;
+                    continue;
+                }
+                let slot = self.user_slot(&user)?;
+                self.refresh_families.insert(&key, self.seal_family(&record, slot)?)?;
+            }
+        }
+        let mut events = 0u64;
+        for entry in self.events.iter() {
+            let (id, bytes) = entry?;
+            if bytes.first() == Some(&super::events::VERSION) {
+                continue;
+            }
+            let event = super::events::EventRecord::decode(&bytes)?.event(&id, self)?;
+            self.events.insert(&id, self.event_record(&event)?.encode()?)?;
+            events += 1;
+        }
+        db.flush()?;
+        self.meta.insert(SCHEMA_KEY, &7u32.to_be_bytes()[..])?;
+        db.flush()?;
+        tracing::info!(
+            target: "wxauth::store",
+            users,
+            events,
+            "migrated the store from schema 6 to 7 (personal data sealed per user, so that erasure destroys it)"
+        );
+        Ok(())
     }
-    db.flush()?;
-    meta.insert(SCHEMA_KEY, &7u32.to_be_bytes()[..])?;
-    db.flush()?;
-    tracing::info!(target: "wxauth::store", phones = indexed, "migrated the store from schema 6 to 7 (phone index)");
-    Ok(())
 }

@@ -51,6 +51,7 @@ mod refresh;
 mod reopen;
 mod tickets;
 mod users;
+mod vault;
 pub(super) use reopen::Reopening;
 
 use std::sync::{Arc, Mutex, MutexGuard, atomic::AtomicI64};
@@ -103,6 +104,10 @@ pub(super) struct SledStore {
     swept_at: Arc<AtomicI64>,
     /// Seals the session keys at rest.
     pub(in crate::store) sealer: Sealer,
+    /// Seals each user's data under a key of that user ([`vault`]).
+    vault: vault::Vault,
+    /// Keys the openid and unionid indexes ([`vault::Index`]).
+    index: vault::Index,
     refresh_families: ::sled::Tree,
     /// Logins since a user's families were last trimmed, by a hash of the user ([`refresh`]).
     trim_due: Arc<[std::sync::atomic::AtomicU16]>,
@@ -134,10 +139,13 @@ impl SledStore {
             )));
         }
         migrate::from(version, &db, &meta, &sealer)?;
+        let vault = vault::Vault::open(&settings.data_dir)?;
+        let index = vault::Index::load_or_create(&meta)?;
         // Left behind if a migration from schema 2 stopped right after its last step.
         db.drop_tree(V2_RECORDS)?;
         let refresh_families = db.open_tree("refresh_families")?;
-        Ok(Self {
+        let handle = db.clone();
+        let store = Self {
             records: db.open_tree(RECORDS)?,
             openids: db.open_tree("openids")?,
             unionids: db.open_tree(UNIONIDS)?,
@@ -155,11 +163,17 @@ impl SledStore {
             links: Arc::default(),
             swept_at: Arc::default(),
             sealer,
+            vault,
+            index,
             refresh_families,
             trim_due: refresh::trim_counters(),
             refresh: Arc::default(),
             purge_cursor: Arc::default(),
-        })
+        };
+        if version <= 6 {
+            store.migrate_from_v6(&handle)?;
+        }
+        Ok(store)
     }
 
     /// The session keys of the user stored under `id`.
@@ -180,12 +194,62 @@ impl SledStore {
         let user_id = user_id(id)?;
         loop {
             let bytes = self.records.get(id)?.ok_or_else(|| StoreError::Corrupt(MISSING.into()))?;
-            let mut record = UserRecord::decode(&bytes)?;
+            let (slot, mut record) = self.open_user(id, &bytes)?.ok_or_else(|| StoreError::Corrupt(MISSING.into()))?;
             let out = change(&mut record)?;
-            if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
+            if self.records.compare_and_swap(id, Some(&bytes), Some(self.seal_user(id, slot, &record)?))?.is_ok() {
                 return Ok((record.user(user_id)?, out));
             }
         }
+    }
+
+    /// The record of user `id` in `bytes` and the slot of its key; `None` when its key was
+    /// destroyed (an erasure).
+    fn open_user(&self, id: &[u8], bytes: &[u8]) -> Result<Option<(u32, UserRecord)>, StoreError> {
+        match self.vault.open_value(vault::Purpose::User, &id_bytes(id)?, bytes)? {
+            vault::Opened::Plain { slot, bytes } => Ok(Some((slot, UserRecord::decode(&bytes)?))),
+            vault::Opened::Shredded => Ok(None),
+            vault::Opened::NotSealed => Err(StoreError::Corrupt("a user record is not sealed".into())),
+        }
+    }
+
+    /// The record of user `id`, if it has one that opens.
+    fn read_user(&self, id: &[u8]) -> Result<Option<(u32, UserRecord)>, StoreError> {
+        match self.records.get(id)? {
+            Some(bytes) => self.open_user(id, &bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// `record`, sealed under the key in `slot` of user `id`.
+    fn seal_user(&self, id: &[u8], slot: u32, record: &UserRecord) -> Result<Vec<u8>, StoreError> {
+        self.vault.seal(vault::Purpose::User, &id_bytes(id)?, slot, &record.encode()?)
+    }
+
+    /// The slot of the key user `id`'s data is sealed under. A user without a record (a
+    /// removal racing with a refresh) gets a key of its own, which its erasure destroys
+    /// like any other.
+    fn user_slot(&self, id: &[u8; 16]) -> Result<u32, StoreError> {
+        match self.records.get(id)?.as_deref().and_then(vault::slot_of) {
+            Some(slot) => Ok(slot),
+            None => self.vault.new_slot(id),
+        }
+    }
+
+    /// A new user's record, sealed under a new key of its own.
+    fn seal_new_user(&self, id: &[u8], record: &UserRecord) -> Result<Vec<u8>, StoreError> {
+        let slot = self.vault.new_slot(&id_bytes(id)?)?;
+        self.seal_user(id, slot, record)
+    }
+
+    /// The key a binding of `openid` in `appid` is stored under: the app and a keyed hash
+    /// of the openid, never the openid itself ([`vault`]).
+    pub(super) fn binding_key(&self, appid: &str, openid: &str) -> Vec<u8> {
+        binding_key(&self.index, appid, openid)
+    }
+
+    /// The key the link of `unionid` is stored under: a keyed hash of it.
+    pub(super) fn unionid_key(&self, unionid: &str) -> [u8; 16] {
+        self.index.pseudonym("unionid", unionid)
     }
 }
 
@@ -230,11 +294,12 @@ pub(super) fn user_id(id: &[u8]) -> Result<UserId, StoreError> {
     id_bytes(id).map(UserId::from_bytes)
 }
 
-pub(super) fn binding_key(appid: &str, openid: &str) -> Vec<u8> {
+fn binding_key(index: &vault::Index, appid: &str, openid: &str) -> Vec<u8> {
+    let openid = index.pseudonym("openid", &format!("{appid}:{openid}"));
     let mut key = Vec::with_capacity(appid.len() + 1 + openid.len());
     key.extend_from_slice(appid.as_bytes());
     key.push(b':');
-    key.extend_from_slice(openid.as_bytes());
+    key.extend_from_slice(&openid);
     key
 }
 

@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::SledStore;
+use super::{
+    SledStore,
+    vault::{Opened, Purpose},
+};
 use crate::{
     domain::{Identity, UserId},
     store::{
@@ -158,6 +161,11 @@ fn key(user: &[u8; 16], family: &[u8; 16]) -> Vec<u8> {
     [&user[..], family].concat()
 }
 
+/// The user id in a family's key.
+fn user_of(key: &[u8]) -> Result<[u8; 16], StoreError> {
+    key.get(..16).and_then(|u| u.try_into().ok()).ok_or_else(|| StoreError::Corrupt("a refresh family's key".into()))
+}
+
 /// The family id in a family's key.
 fn family_of(key: &[u8]) -> Result<[u8; 16], StoreError> {
     key.get(16..).and_then(|f| f.try_into().ok()).ok_or_else(|| StoreError::Corrupt("a refresh family's key".into()))
@@ -181,10 +189,25 @@ impl SledStore {
         self.refresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn family_record(&self, id: &RefreshId) -> Result<Option<(Vec<u8>, FamilyRecord)>, StoreError> {
+    fn family_record(&self, id: &RefreshId) -> Result<Option<(Vec<u8>, u32, FamilyRecord)>, StoreError> {
         let key = key(id.user.as_bytes(), &id.family);
-        let record = self.refresh_families.get(&key)?.map(|bytes| decode(&bytes, "refresh family")).transpose()?;
-        Ok(record.map(|r| (key, r)))
+        let Some(bytes) = self.refresh_families.get(&key)? else { return Ok(None) };
+        Ok(self.open_family(&key, &bytes)?.map(|(slot, record)| (key, slot, record)))
+    }
+
+    /// The family stored under `key` in `bytes`, with the slot of its user's key; `None`
+    /// when that key was destroyed (the user was erased).
+    pub(super) fn open_family(&self, key: &[u8], bytes: &[u8]) -> Result<Option<(u32, FamilyRecord)>, StoreError> {
+        match self.vault.open_value(Purpose::Family, &user_of(key)?, bytes)? {
+            Opened::Plain { slot, bytes } => Ok(Some((slot, decode(&bytes, "refresh family")?))),
+            Opened::Shredded => Ok(None),
+            Opened::NotSealed => Err(StoreError::Corrupt("a refresh family is not sealed".into())),
+        }
+    }
+
+    /// `record`, sealed under its user's key in `slot`.
+    pub(super) fn seal_family(&self, record: &FamilyRecord, slot: u32) -> Result<Vec<u8>, StoreError> {
+        self.vault.seal(Purpose::Family, &record.user, slot, &encode(record, "refresh family")?)
     }
 
     /// Removes the oldest families of `user` beyond `keep` (the newest new one never: it
@@ -222,7 +245,8 @@ impl RefreshTokens for SledStore {
             expires_at: expires_at.unix_timestamp_nanos(),
             revoked: false,
         };
-        self.refresh_families.insert(key(&user, &id.family), encode(&record, "refresh family")?)?;
+        let slot = self.user_slot(&user)?;
+        self.refresh_families.insert(key(&user, &id.family), self.seal_family(&record, slot)?)?;
         let slack = u16::try_from((cap(keep) / 2).max(1)).unwrap_or(u16::MAX);
         let counter = &self.trim_due[counter_of(&user)];
         if counter.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= slack {
@@ -242,12 +266,12 @@ impl RefreshTokens for SledStore {
     ) -> Result<Refreshed, StoreError> {
         let outcome = {
             let _turn = self.refresh_turn();
-            let Some((key, mut record)) = self.family_record(old)? else { return Ok(Refreshed::Unknown) };
+            let Some((key, slot, mut record)) = self.family_record(old)? else { return Ok(Refreshed::Unknown) };
             match rotation(&record.family(), old, now.unix_timestamp_nanos()) {
                 Rotation::Refuse(refusal) => return Ok(refusal.into()),
                 Rotation::Revoke => {
                     record.revoked = true;
-                    self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
+                    self.refresh_families.insert(key, self.seal_family(&record, slot)?)?;
                     Refreshed::Reused
                 }
                 Rotation::Advance(generation) => {
@@ -255,7 +279,7 @@ impl RefreshTokens for SledStore {
                     record.verifier_hash = *next_verifier_hash;
                     record.expires_at = expires_at.unix_timestamp_nanos();
                     record.last_refresh = now.unix_timestamp_nanos();
-                    self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
+                    self.refresh_families.insert(key, self.seal_family(&record, slot)?)?;
                     Refreshed::Rotated(RefreshGrant {
                         user: UserId::from_bytes(record.user),
                         identity: Identity { appid: record.appid, openid: record.openid },
@@ -270,12 +294,12 @@ impl RefreshTokens for SledStore {
     async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
         {
             let _turn = self.refresh_turn();
-            let Some((key, mut record)) = self.family_record(id)? else { return Ok(false) };
+            let Some((key, slot, mut record)) = self.family_record(id)? else { return Ok(false) };
             if !revokes(&record.family(), id) {
                 return Ok(false);
             }
             record.revoked = true;
-            self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
+            self.refresh_families.insert(key, self.seal_family(&record, slot)?)?;
         }
         self.commit.wait().await?;
         Ok(true)
@@ -286,10 +310,10 @@ impl RefreshTokens for SledStore {
             let _turn = self.refresh_turn();
             for entry in self.refresh_families.scan_prefix(user.as_bytes()) {
                 let (key, bytes) = entry?;
-                let mut record: FamilyRecord = decode(&bytes, "refresh family")?;
+                let Some((slot, mut record)) = self.open_family(&key, &bytes)? else { continue };
                 if !record.revoked {
                     record.revoked = true;
-                    self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
+                    self.refresh_families.insert(key, self.seal_family(&record, slot)?)?;
                 }
             }
         }
@@ -301,7 +325,7 @@ impl RefreshTokens for SledStore {
         let mut sessions = Vec::new();
         for entry in self.refresh_families.scan_prefix(user.as_bytes()).rev() {
             let (key, bytes) = entry?;
-            let record: FamilyRecord = decode(&bytes, "refresh family")?;
+            let Some((_, record)) = self.open_family(&key, &bytes)? else { continue };
             if live(&record.family(), now) {
                 sessions.push(record.session(family_of(&key)?)?);
             }
@@ -314,12 +338,12 @@ impl RefreshTokens for SledStore {
             let _turn = self.refresh_turn();
             let key = key(user.as_bytes(), family);
             let Some(bytes) = self.refresh_families.get(&key)? else { return Ok(false) };
-            let mut record: FamilyRecord = decode(&bytes, "refresh family")?;
+            let Some((slot, mut record)) = self.open_family(&key, &bytes)? else { return Ok(false) };
             if !live(&record.family(), now.unix_timestamp_nanos()) {
                 return Ok(false);
             }
             record.revoked = true;
-            self.refresh_families.insert(key, encode(&record, "refresh family")?)?;
+            self.refresh_families.insert(key, self.seal_family(&record, slot)?)?;
         }
         self.commit.wait().await?;
         Ok(true)
@@ -336,8 +360,12 @@ impl RefreshTokens for SledStore {
             seen += 1;
             // Under the lock: a rotation must not write back what is being removed.
             let _turn = self.refresh_turn();
-            let record: FamilyRecord = decode(&bytes, "refresh family")?;
-            if purgeable(&record.family(), now, self.records.contains_key(record.user)?) {
+            // A family whose user's key is gone belongs to an erased user.
+            let opened = self.open_family(&key, &bytes)?;
+            let gone = |record: &FamilyRecord| -> Result<bool, StoreError> {
+                Ok(purgeable(&record.family(), now, self.records.contains_key(record.user)?))
+            };
+            if opened.as_ref().map_or(Ok(true), |(_, record)| gone(record))? {
                 self.refresh_families.remove(&key)?;
                 removed += 1;
             }

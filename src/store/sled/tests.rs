@@ -17,7 +17,7 @@ use crate::{
     domain::{Identity, SessionKey, WechatSession},
     store::{
         BindTicket, LoginRecord, StoredSessionKey,
-        backend::{Backend, RefreshTokens, Tickets, Transfer, Users},
+        backend::{Accounts, Backend, Deletions, Links, RefreshTokens, Tickets, Transfer, Users},
         export::Record,
         sealed::Sealer,
         tickets::SWEEP_SECS as TICKET_SWEEP_SECS,
@@ -516,8 +516,8 @@ async fn a_schema_6_store_gets_its_phone_numbers_indexed_and_its_records_read_wi
         let db = ::sled::open(&settings.data_dir).unwrap();
         db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &6u32.to_be_bytes()[..]).unwrap();
         let old = legacy::V6UserRecord {
-            identities: Vec::new(),
-            unionid: None,
+            identities: vec![IdentityRecord::new("wx1", "o_ann_openid", None)],
+            unionid: Some("u_ann_unionid".into()),
             account: Some("ann".into()),
             unionid_shared_with: Vec::new(),
             created_at: now.unix_timestamp_nanos(),
@@ -525,6 +525,8 @@ async fn a_schema_6_store_gets_its_phone_numbers_indexed_and_its_records_read_wi
             controls: legacy::V6ControlsRecord { roles: vec!["staff".into()], claims: String::new(), ban: Some(ban) },
         };
         db.open_tree(RECORDS).unwrap().insert(id.as_bytes(), postcard::to_stdvec(&old).unwrap()).unwrap();
+        db.open_tree("openids").unwrap().insert("wx1:o_ann_openid", &id.as_bytes()[..]).unwrap();
+        db.open_tree(UNIONIDS).unwrap().insert("u_ann_unionid", &id.as_bytes()[..]).unwrap();
         let details = crate::domain::Details {
             phone: Some(crate::domain::Dated { value: number.clone(), at: now }),
             profile: None,
@@ -539,6 +541,17 @@ async fn a_schema_6_store_gets_its_phone_numbers_indexed_and_its_records_read_wi
     let pseudonym = crate::store::codec::phone_pseudonym(&sealer, "+8613800138000");
     assert_eq!(store.users_by_phone(&pseudonym).await.unwrap(), [id], "the number kept before schema 7 is not found");
     assert_eq!(decode_version(store.meta.get(SCHEMA_KEY).unwrap().as_deref()).unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.user_by_openid("wx1", "o_ann_openid").await.unwrap().map(|u| u.id), Some(id));
+    assert_eq!(store.user_by_unionid("u_ann_unionid").await.unwrap().map(|u| u.id), Some(id));
+    for tree in [&store.records, &store.openids, &store.unionids, &store.details] {
+        for entry in tree.iter() {
+            let (key, value) = entry.unwrap();
+            for needle in [&b"o_ann_openid"[..], b"u_ann_unionid", b"13800138000"] {
+                let found = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+                assert!(!found(&key) && !found(&value), "in the clear after the migration");
+            }
+        }
+    }
     let user = store.user(&id).await.unwrap().unwrap();
     assert_eq!((user.controls.roles.as_slice(), user.controls.deletion), (&["staff".to_owned()][..], None));
     assert_eq!(user.controls.ban.as_ref().map(|b| b.reason.as_str()), Some("spam"));
@@ -546,4 +559,28 @@ async fn a_schema_6_store_gets_its_phone_numbers_indexed_and_its_records_read_wi
     let changed = store.change_controls(&id, |c| c.deletion = Some(deletion)).await.unwrap();
     assert_eq!(store.user(&id).await.unwrap().unwrap(), changed, "rewritten in the new layout");
     assert_eq!(changed.controls.deletion, Some(deletion));
+}
+
+#[tokio::test]
+async fn an_erasure_destroys_the_key_so_what_the_log_still_holds_of_the_person_never_opens_again() {
+    let (_dir, store) = open().await;
+    let now = OffsetDateTime::now_utc();
+    let amy = store.record_login("wx1", &session("o_amy", "k1")).await.unwrap().user.id;
+    let ann = store.add_account("ann", "$argon2id$x").await.unwrap().id;
+    store.bind("wx1", &session("o_ann", "k2"), "ann", None, now).await.unwrap();
+    let old = |id: &UserId| store.records.get(id.as_bytes()).unwrap().unwrap();
+    let (amy_before, ann_before) = (old(&amy), old(&ann));
+    assert!(store.open_user(amy.as_bytes(), &amy_before).unwrap().is_some());
+
+    for id in [amy, ann] {
+        let due = crate::domain::Deletion { requested_at: now, erase_at: now };
+        store.change_controls(&id, |c| c.deletion = Some(due)).await.unwrap();
+        store.erase(&id, now).await.unwrap();
+    }
+
+    assert!(store.open_user(amy.as_bytes(), &amy_before).unwrap().is_none(), "the erased record still opens");
+    assert!(store.open_user(ann.as_bytes(), &ann_before).unwrap().is_none(), "the account's old record still opens");
+    let (_, kept) = store.read_user(ann.as_bytes()).unwrap().expect("the operator's account went");
+    assert_eq!(kept.account.as_deref(), Some("ann"));
+    assert!(kept.identities.is_empty());
 }

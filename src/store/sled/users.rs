@@ -5,9 +5,10 @@ use ::sled::IVec;
 use time::OffsetDateTime;
 
 use super::{
-    MISSING, SledStore, binding_key, commit, id_bytes,
+    MISSING, SledStore, commit, id_bytes,
     record::{ControlsRecord, DetailsRecord, IdentityRecord, UserRecord},
     user_id,
+    vault::{Opened, Purpose},
 };
 use crate::{
     domain::{Controls, Details, User, UserId, WechatSession},
@@ -38,7 +39,7 @@ impl Users for SledStore {
         create: Option<&[String]>,
     ) -> Result<Option<LoginRecord>, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let binding = binding_key(appid, &session.openid);
+        let binding = self.binding_key(appid, &session.openid);
         if let Some(id) = self.openids.get(&binding)?
             && let Fast::Done(record) = self.returning(&id, appid, session, now)?
         {
@@ -64,14 +65,14 @@ impl Users for SledStore {
     }
 
     async fn user_by_openid(&self, appid: &str, openid: &str) -> Result<Option<User>, StoreError> {
-        match self.openids.get(binding_key(appid, openid))? {
+        match self.openids.get(self.binding_key(appid, openid))? {
             Some(id) => self.stored_user(&user_id(&id)?),
             None => Ok(None),
         }
     }
 
     async fn user_by_unionid(&self, unionid: &str) -> Result<Option<User>, StoreError> {
-        match self.unionids.get(unionid.as_bytes())? {
+        match self.unionids.get(self.unionid_key(unionid))? {
             Some(id) => self.stored_user(&user_id(&id)?),
             None => Ok(None),
         }
@@ -89,18 +90,22 @@ impl Users for SledStore {
             )),
             None => self.records.iter(),
         };
-        entries
-            .take(limit)
-            .map(|entry| {
-                let (key, bytes) = entry?;
-                UserRecord::decode(&bytes)?.user(user_id(&key)?)
-            })
-            .collect()
+        let mut users = Vec::new();
+        for entry in entries {
+            let (key, bytes) = entry?;
+            if let Some((_, record)) = self.open_user(&key, &bytes)? {
+                users.push(record.user(user_id(&key)?)?);
+                if users.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(users)
     }
 
     async fn session_key(&self, id: &UserId, appid: &str) -> Result<Option<StoredSessionKey>, StoreError> {
-        match self.records.get(id.as_bytes())? {
-            Some(bytes) => match UserRecord::decode(&bytes)?.identity(appid) {
+        match self.read_user(id.as_bytes())? {
+            Some((_, record)) => match record.identity(appid) {
                 Some(identity) => self.keys(id.as_bytes()).open(appid, identity.session_key.as_ref()),
                 None => Ok(None),
             },
@@ -128,7 +133,7 @@ impl Users for SledStore {
             let old = phone_index(&self.sealer, &details);
             change(&mut details);
             let new = phone_index(&self.sealer, &details);
-            let sealed = DetailsRecord::seal(&details, &self.sealer, id.as_bytes())?;
+            let sealed = self.seal_details(id, &DetailsRecord::seal(&details, &self.sealer, id.as_bytes())?)?;
             self.indexing_phone(id, old, new, || Ok(self.details.insert(id.as_bytes(), sealed).map(drop)?))?;
             details
         };
@@ -169,14 +174,34 @@ impl Users for SledStore {
 impl SledStore {
     /// The user stored under `id`, if any.
     pub(super) fn stored_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        self.records.get(id.as_bytes())?.map(|bytes| UserRecord::decode(&bytes)?.user(*id)).transpose()
+        self.read_user(id.as_bytes())?.map(|(_, record)| record.user(*id)).transpose()
     }
 
     pub(super) fn details_of(&self, id: &UserId) -> Result<Details, StoreError> {
         match self.details.get(id.as_bytes())? {
-            Some(bytes) => DetailsRecord::open(&bytes, &self.sealer, id.as_bytes()),
+            Some(bytes) => match self.open_details(id, &bytes)? {
+                Some(sealed) => DetailsRecord::open(&sealed, &self.sealer, id.as_bytes()),
+                None => Ok(Details::default()),
+            },
             None => Ok(Details::default()),
         }
+    }
+
+    /// The details of user `id` in `bytes`, sealed with the key file only (the form
+    /// exports carry); `None` when the user's key is gone.
+    pub(super) fn open_details(&self, id: &UserId, bytes: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.vault.open_value(Purpose::Details, id.as_bytes(), bytes)? {
+            Opened::Plain { bytes, .. } => Ok(Some(bytes)),
+            Opened::Shredded => Ok(None),
+            Opened::NotSealed => Err(StoreError::Corrupt("a user's details are not sealed".into())),
+        }
+    }
+
+    /// Details sealed with the key file (`sealed`), as stored: sealed again under the
+    /// user's key.
+    pub(super) fn seal_details(&self, id: &UserId, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let slot = self.user_slot(id.as_bytes())?;
+        self.vault.seal(Purpose::Details, id.as_bytes(), slot, sealed)
     }
 
     /// Removes what user `id` shared, its phone number's index entry first: a crash in
@@ -202,7 +227,7 @@ impl SledStore {
         let user_id = user_id(id)?;
         loop {
             let Some(bytes) = self.records.get(id)? else { return Ok(Fast::Slow) };
-            let mut record = UserRecord::decode(&bytes)?;
+            let Some((slot, mut record)) = self.open_user(id, &bytes)? else { return Ok(Fast::Slow) };
             let Some(changes) = self.apply_returning(id, &mut record, appid, session, now)? else {
                 return Ok(Fast::Slow);
             };
@@ -212,7 +237,7 @@ impl SledStore {
             if changes.is_empty() {
                 return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
             }
-            if self.records.compare_and_swap(id, Some(&bytes), Some(record.encode()?))?.is_ok() {
+            if self.records.compare_and_swap(id, Some(&bytes), Some(self.seal_user(id, slot, &record)?))?.is_ok() {
                 return Ok(Fast::Done(LoginRecord { user: record.user(user_id)?, created: false }));
             }
         }
@@ -308,7 +333,7 @@ impl SledStore {
         record.controls.roles = roles.to_vec();
         let sealed = self.keys(id.as_bytes()).seal(appid, &key)?;
         record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
-        self.records.insert(id.as_bytes(), record.encode()?)?;
+        self.records.insert(id.as_bytes(), self.seal_new_user(id.as_bytes(), &record)?)?;
         self.openids.insert(binding, &id.as_bytes()[..])?;
         let user = self.learn_unionid(record.user(id)?, session.unionid.as_deref())?;
         Ok(Some((LoginRecord { user, created: true }, unflushed)))

@@ -2,7 +2,9 @@
 //! write. Everyone who queued while one flush ran shares the next, so N concurrent first
 //! logins cost about two flushes, not N.
 //!
-//! A flush is sled's `flush_async` followed by `fdatasync` on the database file through a
+//! A flush is `fdatasync` of the per-user keys (`user-keys`, [`super::vault`]: a key is
+//! durable before any record sealed under it is acknowledged, without an fsync per new
+//! user), then sled's `flush_async` followed by `fdatasync` on the database file through a
 //! handle of our own. sled 0.34's flush ends in `sync_file_range` (sled issue #1452), which
 //! neither empties the drive's write cache nor writes file metadata such as the length.
 
@@ -140,20 +142,29 @@ impl Drop for Unflushed {
 #[cfg(test)]
 pub(super) type Pause = tokio::sync::OwnedMutexGuard<()>;
 
-/// Opens the database file for `fdatasync`, and makes its directory entry durable once:
-/// a new file's name lives in the directory, which `fdatasync` on the file does not cover.
-async fn open_for_sync(dir: &Path) -> Result<Arc<File>, StoreError> {
+/// The files a group commit syncs.
+struct Files {
+    keys: File,
+    db: File,
+}
+
+/// Opens the per-user keys and the database file for `fdatasync`, and makes their
+/// directory entries durable once: a new file's name lives in the directory, which
+/// `fdatasync` on the file does not cover.
+async fn open_for_sync(dir: &Path) -> Result<Arc<Files>, StoreError> {
     let dir = dir.to_owned();
     let io = |what: &str, e: std::io::Error| StoreError::Database(format!("{what}: {e}"));
     tokio::task::spawn_blocking(move || {
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the data directory", e))?;
-        File::open(dir.join("db")).map(Arc::new).map_err(|e| io("opening the database file", e))
+        let keys = File::open(dir.join(super::vault::FILE)).map_err(|e| io("opening the user keys", e))?;
+        let db = File::open(dir.join("db")).map_err(|e| io("opening the database file", e))?;
+        Ok(Arc::new(Files { keys, db }))
     })
     .await
     .map_err(|e| StoreError::Database(e.to_string()))?
 }
 
-async fn run(db: ::sled::Db, file: Arc<File>, mut rx: mpsc::UnboundedReceiver<Waiter>, shared: Arc<Shared>) {
+async fn run(db: ::sled::Db, file: Arc<Files>, mut rx: mpsc::UnboundedReceiver<Waiter>, shared: Arc<Shared>) {
     while let Some(first) = rx.recv().await {
         #[cfg(test)]
         let _gate = shared.gate.lock().await;
@@ -172,15 +183,20 @@ async fn run(db: ::sled::Db, file: Arc<File>, mut rx: mpsc::UnboundedReceiver<Wa
     }
 }
 
-async fn flush(db: &::sled::Db, file: &Arc<File>, shared: &Shared) -> Result<(), StoreError> {
+async fn flush(db: &::sled::Db, files: &Arc<Files>, shared: &Shared) -> Result<(), StoreError> {
     #[cfg(test)]
     if shared.fail.load(Ordering::Relaxed) {
         return Err(StoreError::Database("fdatasync: injected failure".into()));
     }
+    let keys = files.clone();
+    tokio::task::spawn_blocking(move || keys.keys.sync_data())
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+        .map_err(|e| StoreError::Database(format!("fdatasync of the user keys: {e}")))?;
     db.flush_async().await?;
     shared.flushes.fetch_add(1, Ordering::Relaxed);
-    let file = file.clone();
-    tokio::task::spawn_blocking(move || file.sync_data())
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || files.db.sync_data())
         .await
         .map_err(|e| StoreError::Database(e.to_string()))?
         .map_err(|e| StoreError::Database(format!("fdatasync: {e}")))?;

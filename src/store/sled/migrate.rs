@@ -276,6 +276,7 @@ impl SledStore {
             self.events.insert(&id, self.event_record(&event)?.encode()?)?;
             events += 1;
         }
+        self.vault.sync()?;
         db.flush()?;
         self.meta.insert(SCHEMA_KEY, &7u32.to_be_bytes()[..])?;
         db.flush()?;

@@ -88,9 +88,9 @@ fn io(e: std::io::Error) -> StoreError {
 }
 
 impl Vault {
-    /// Opens (or creates, mode 0600) the secrets of the store in `data_dir`. A slot torn by
-    /// a crash while it was appended was never used (a slot is fsynced before any value is
-    /// sealed under it): it is overwritten by the next one.
+    /// Opens (or creates, mode 0600) the keys of the store in `data_dir`. A slot torn by a
+    /// crash while it was appended was never acknowledged in use: the next one overwrites
+    /// it.
     pub(super) fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -105,7 +105,10 @@ impl Vault {
         Ok(Self { file: Arc::new(file), slots: Arc::new(Mutex::new(slots)) })
     }
 
-    /// A new secret for `user`, durable before it is used.
+    /// A new key for `user`. Durable with the next group commit ([`super::commit`]), which
+    /// syncs this file before the database: a record sealed under it is acknowledged only
+    /// then. (A crash before may leave a record whose key was lost; it was never
+    /// acknowledged, and reads as an erased user's.)
     pub(super) fn new_slot(&self, user: &[u8; 16]) -> Result<u32, StoreError> {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| StoreError::Database("no randomness available".into()))?;
@@ -115,7 +118,6 @@ impl Vault {
         bytes[..16].copy_from_slice(user);
         bytes[16..].copy_from_slice(&secret);
         self.file.write_all_at(&bytes, offset(slot)).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
         *slots = slot.checked_add(1).ok_or_else(|| StoreError::Corrupt(format!("{FILE}: full")))?;
         Ok(slot)
     }
@@ -134,6 +136,12 @@ impl Vault {
         let mut secret = [0u8; 32];
         secret.copy_from_slice(&bytes[16..]);
         Ok(Some(secret))
+    }
+
+    /// Makes every key written so far durable (migrations, which do not go through the
+    /// group commit).
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(io)
     }
 
     /// Destroys every secret of `user` but the one in `keep`: what was sealed under them

@@ -79,6 +79,7 @@ pub(super) fn admin() -> Vec<Examples> {
         ("/admin/v1/events", "get", admin_list(vec![bad_kind(), bad_cursor()])),
         ("/admin/v1/keys", "get", admin_list(vec![])),
         ("/admin/v1/stats", "get", admin_list(vec![])),
+        ("/admin/v1/token", "get", admin_list(vec![])),
     ])
 }
 

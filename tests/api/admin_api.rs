@@ -48,6 +48,7 @@ fn operations(user: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, "/admin/v1/events".into(), None),
         (Method::GET, "/admin/v1/keys".into(), None),
         (Method::GET, "/admin/v1/stats".into(), None),
+        (Method::GET, "/admin/v1/token".into(), None),
     ]
 }
 
@@ -58,7 +59,7 @@ async fn the_admin_api_is_off_by_default_and_never_on_the_public_listener() {
     let on = app().await;
     let token = on.admin_token("ops", AdminRole::Write).await;
     for app in [&off, &on] {
-        for path in ["/admin/v1/users", "/admin/docs/", "/admin/openapi.json"] {
+        for path in ["/admin/v1/users", "/admin/docs/", "/admin/openapi.json", "/admin/", "/admin/console.js"] {
             let resp = app.client.get(format!("{}{path}", app.address)).bearer_auth(&token).send().await.unwrap();
             assert_error(resp, 404, "not_found").await;
         }

@@ -7,6 +7,7 @@ mod apps;
 mod binding;
 mod clients;
 mod connections;
+mod console;
 mod controls;
 mod deletion;
 mod dev_mock;

@@ -5,6 +5,7 @@
 //! It never shares a listener with the public API: a reverse proxy that exposes the public
 //! port exposes none of it.
 
+mod console;
 mod records;
 mod users;
 
@@ -16,7 +17,7 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, SecurityScheme, Tags, auth::Bearer};
 use serde_json::Value;
 
-pub use records::{EventsPageBody, HourBody, KeyBody, KeysBody, StatsBody};
+pub use records::{EventsPageBody, HourBody, KeyBody, KeysBody, StatsBody, TokenBody};
 pub use users::{AdminUserBody, BanBody, BanRequest, ClaimsRequest, RolesRequest, UserFileBody, UsersPageBody};
 
 use super::{AllowedMethods, NO_STORE, examples, shapes, shared};
@@ -36,7 +37,7 @@ pub enum AdminTags {
     Users,
     /// The event log.
     Events,
-    /// The signing keys.
+    /// The signing keys, and the admin token in use.
     Keys,
     /// Logins per hour.
     Stats,
@@ -76,14 +77,15 @@ pub fn spec(api: &OpenApiService<Apis, ()>) -> String {
     serde_json::to_string(&doc).unwrap_or_else(|_| api.spec())
 }
 
-/// The admin listener's routes: the API, `/admin/openapi.json` and Swagger UI at
-/// `/admin/docs`, with the public API's body limit, error envelope and access log.
+/// The admin listener's routes: the API, `/admin/openapi.json`, Swagger UI at
+/// `/admin/docs` and the operator console at `/admin/`, with the public API's body limit,
+/// error envelope and access log.
 pub fn routes(auth: Arc<Auth>) -> impl Endpoint {
     let api = service(auth.clone());
     let document = spec(&api);
     let allowed = Arc::new(AllowedMethods::from_document(&document));
     let html = Bytes::from(api.swagger_ui_html().replace(&api.spec(), &document));
-    Route::new()
+    console::mount(Route::new())
         .nest("/admin/docs", Route::new().at("/", shared(html, "text/html; charset=utf-8")))
         .at("/admin/openapi.json", shared(Bytes::from(document), "application/json; charset=utf-8"))
         .nest("/", api)

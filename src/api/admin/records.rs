@@ -90,6 +90,31 @@ pub struct StatsBody {
     /// False when the period held more than a million login events and the oldest hours
     /// were not counted.
     pub complete: bool,
+    /// Whether WeChat is reachable now: false while a circuit breaker is open (logins
+    /// answer 503 `temporarily_unavailable` without calling WeChat).
+    pub wechat_reachable: bool,
+}
+
+/// The admin token a request carries.
+#[derive(Debug, Object)]
+pub struct TokenBody {
+    /// Its name (`wxauth admin-tokens create NAME`).
+    pub name: String,
+    /// `read` or `write`.
+    pub role: String,
+}
+
+/// Answer of the token's own description.
+#[derive(Debug, ApiResponse)]
+pub enum TokenResponse {
+    /// The token.
+    #[oai(status = 200)]
+    Ok(
+        Json<TokenBody>,
+        /// Personal to the token.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 /// Answer of the event list.
@@ -228,6 +253,23 @@ impl RecordsApi {
         self.auth.operator(&token.0.token).await?;
         let stats = self.auth.login_stats().await?;
         let hours = stats.hours.into_iter().map(HourBody::from).collect();
-        Ok(StatsResponse::Ok(Json(StatsBody { since: stats.since, hours, complete: stats.complete }), NO_STORE.into()))
+        let body = StatsBody {
+            since: stats.since,
+            hours,
+            complete: stats.complete,
+            wechat_reachable: self.auth.wechat_reachable(),
+        };
+        Ok(StatsResponse::Ok(Json(body), NO_STORE.into()))
+    }
+
+    /// The token in use
+    ///
+    /// The name and role of the admin token the request carries: what a client (the
+    /// console) shows and which actions it offers.
+    #[oai(path = "/admin/v1/token", method = "get", operation_id = "currentToken", tag = "AdminTags::Keys")]
+    async fn token(&self, token: AdminToken) -> Result<TokenResponse, AdminAuthError> {
+        let operator = self.auth.operator(&token.0.token).await?;
+        let body = TokenBody { name: operator.name, role: operator.role.as_str().to_owned() };
+        Ok(TokenResponse::Ok(Json(body), NO_STORE.into()))
     }
 }

@@ -159,6 +159,7 @@ async fn the_console_passes_its_browser_tests_in_headless_chromium() {
         "a read token sees everything and no write action",
         "the console speaks Chinese",
         "on a phone the pages fit the screen",
+        "users and events page forward and back",
         "nothing left the admin origin",
     ] {
         assert!(report.contains(flow), "the flow {flow:?} did not run:\n{report}");

@@ -191,7 +191,10 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
   await page.select('#kind', 'ban');
   await page.click('main form button[type=submit]');
   await page.waitForFunction(() => location.hash.includes('kind=ban'));
-  await page.waitForFunction(() => [...document.querySelectorAll('main tbody tr td:nth-child(2)')].every((c) => c.textContent === 'ban'));
+  await page.waitForFunction(() => {
+    const cells = [...document.querySelectorAll('main tbody tr td:nth-child(2)')];
+    return cells.length > 0 && cells.every((c) => c.textContent === 'ban');
+  });
   assert.equal(await page.$$eval('main tbody tr', (rows) => rows.length), 1);
 
   // Delete: the typed id must match; then the person is gone.
@@ -218,7 +221,9 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
   await page.waitForSelector('#token');
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
   await page.goto(`${ADMIN}/admin/#/users`);
-  await page.waitForSelector('#token');
+  await page.reload();
+  await page.waitForSelector('main[data-page="sign-in"]');
+  assert.equal(await page.$('#q'), null, 'a signed-out tab shows a page');
   await page.close();
 });
 
@@ -230,7 +235,7 @@ test('a read token sees everything and no write action, and the API refuses its 
   await signIn(page, READ);
   assert.match(await text(page, '.who'), /read only/);
   await page.goto(`${ADMIN}/admin/#/users/${id}`);
-  await page.waitForSelector('main h2');
+  await page.waitForSelector(`main[data-page="/users/${id}"]:not([aria-busy])`);
   await page.waitForFunction((s) => document.querySelector('main').textContent.includes(s), {}, login.body.user.openid);
   for (const selector of ['#ban', '#unban', '#set-roles', '#delete', '#revoke-all', 'button[data-session]']) {
     assert.equal(await page.$(selector), null, `a read token sees ${selector}`);
@@ -266,13 +271,42 @@ test('on a phone the pages fit the screen', async () => {
   const login = await call('POST', '/v1/login', { code: `phone-${PERSON}` });
   const page = await newPage({ width: 390, height: 844, mobile: true });
   await signIn(page, WRITE);
-  for (const hash of ['#/', '#/users', `#/users/${login.body.user.id}`, '#/events']) {
+  for (const hash of ['#/users', `#/users/${login.body.user.id}`, '#/events', '#/']) {
     await page.goto(`${ADMIN}/admin/${hash}`);
-    await page.waitForFunction(() => document.querySelector('main h1') && !document.querySelector('main').hasAttribute('aria-busy'));
+    await page.waitForSelector(`main[data-page="${hash.slice(1)}"]:not([aria-busy])`);
     const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
     assert.ok(scroll <= inner, `${hash} is ${scroll}px wide on a ${inner}px screen`);
     if (hash.startsWith('#/users/')) await screenshot(page, 'user-phone');
   }
+  await page.close();
+});
+
+test('users and events page forward and back, also from a link opened afresh', async () => {
+  for (let i = 0; i < 21; i += 1) {
+    assert.equal((await call('POST', '/v1/login', { code: `page-${i}-${PERSON}` })).status, 200);
+  }
+  const page = await newPage();
+  await signIn(page, READ);
+  const firstRow = () => page.$eval('main tbody tr td', (cell) => cell.textContent);
+  await page.goto(`${ADMIN}/admin/#/users`);
+  await page.waitForSelector('main[data-page="/users"]:not([aria-busy]) #next');
+  assert.equal(await page.$('#previous'), null, 'the first page has no previous page');
+  const first = await firstRow();
+  await page.click('#next');
+  await page.waitForFunction(() => location.hash.includes('cursor=') && document.querySelector('main[data-page="/users"]:not([aria-busy]) #previous'));
+  const second = await firstRow();
+  assert.notEqual(second, first);
+  // The second page's link, opened in a new tab: Previous still leads to the first page.
+  const link = await page.evaluate(() => location.href);
+  const fresh = await newPage();
+  await signIn(fresh, READ);
+  await fresh.goto(link);
+  await fresh.waitForSelector('main[data-page="/users"]:not([aria-busy]) #previous');
+  await fresh.waitForFunction((want) => document.querySelector('main tbody tr td')?.textContent === want, {}, second);
+  await fresh.click('#previous');
+  await fresh.waitForFunction(() => !location.hash.includes('cursor=') && document.querySelector('main[data-page="/users"]:not([aria-busy]) #next'));
+  assert.equal(await fresh.$eval('main tbody tr td', (cell) => cell.textContent), first);
+  await fresh.close();
   await page.close();
 });
 

@@ -33,6 +33,7 @@ const TEXT = {
     didRevokeAll: 'Every session revoked.', time: 'Time', kind: 'Kind', actor: 'Actor', details: 'Details',
     anyKind: 'Any kind', since: 'Since', filter: 'Filter', noEvents: 'No event matches.', loading: 'Loading…',
     notFound: 'No such user (deleted?).', signedOut: 'Signed out.', yes: 'yes', no: 'no',
+    skip: 'Skip to content', banEnded: 'Ban ended',
   },
   zh: {
     title: 'wxauth 控制台', overview: '概览', users: '用户', events: '事件', signOut: '退出',
@@ -58,6 +59,7 @@ const TEXT = {
     didRevokeAll: '全部会话已撤销。', time: '时间', kind: '类型', actor: '操作者', details: '详情',
     anyKind: '任意类型', since: '起始', filter: '筛选', noEvents: '没有匹配的事件。', loading: '加载中…',
     notFound: '没有该用户（已删除？）。', signedOut: '已退出。', yes: '是', no: '否',
+    skip: '跳到内容', banEnded: '封禁已结束',
   },
 };
 
@@ -127,20 +129,34 @@ async function api(method, path, body) {
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await resp.text();
-  const json = text ? JSON.parse(text) : null;
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch (err) {
+    // Not wxauth's answer (a proxy's error page): the status says enough.
+    if (resp.ok) throw new ApiError(resp.status, null);
+  }
   if (!resp.ok) {
-    if (resp.status === 401 && me) {
-      signOut(t('badToken'));
-    }
+    if (resp.status === 401 && me) expired();
     throw new ApiError(resp.status, json);
   }
   return json;
 }
 
-function signOut(message) {
+function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   me = null;
-  go('#/', message || t('signedOut'), message ? 'error' : 'done');
+  go('#/', t('signedOut'), 'done');
+}
+
+// The token stopped working (revoked) while the page was open: sign in again, on the same
+// page. Several requests in flight may each see the 401; the first one acts.
+function expired() {
+  if (!me) return;
+  sessionStorage.removeItem(TOKEN_KEY);
+  me = null;
+  flash = [t('badToken'), 'error'];
+  render().then(showFlash);
 }
 
 // Shows `hash` and then `message` in the status line: a message set before the page
@@ -251,24 +267,37 @@ function chart(label, buckets, tick) {
       h('span', { class: 'new' }, t('newUsers')), h('span', { class: 'returning' }, t('returning')), h('span', { class: 'failed' }, t('failed'))));
 }
 
-function buckets(hours, app, count, size, label) {
-  const now = Date.now();
-  const end = Math.floor(now / size) * size + size;
-  const out = [];
-  for (let i = count - 1; i >= 0; i -= 1) {
-    const start = end - (i + 1) * size;
-    out.push({ start, label: label(new Date(start)), logins: 0, newUsers: 0, failed: 0 });
-  }
+// Buckets starting at `starts` (ascending times, the last one open-ended until now).
+function buckets(hours, app, starts, label) {
+  const out = starts.map((start) => ({ start, label: label(new Date(start)), logins: 0, newUsers: 0, failed: 0 }));
   for (const hour of hours) {
     if (app && hour.appid !== app) continue;
     const at = Date.parse(hour.hour);
-    const index = Math.floor((at - (end - count * size)) / size);
-    if (index < 0 || index >= count) continue;
+    let index = -1;
+    while (index + 1 < starts.length && starts[index + 1] <= at) index += 1;
+    if (index < 0) continue;
     out[index].logins += hour.logins;
     out[index].newUsers += hour.new_users;
     out[index].failed += sumFailures(hour);
   }
   return out;
+}
+
+// The starts of the last 24 hours and of the last 7 local days (days begin at the
+// browser's midnight, not UTC's).
+function lastHours() {
+  const now = new Date();
+  now.setMinutes(0, 0, 0);
+  return Array.from({ length: 24 }, (_, i) => now.getTime() - (23 - i) * 3600e3);
+}
+
+function lastDays() {
+  return Array.from({ length: 7 }, (_, i) => {
+    const day = new Date();
+    day.setHours(0, 0, 0, 0);
+    day.setDate(day.getDate() - (6 - i));
+    return day.getTime();
+  });
 }
 
 async function overviewPage(main) {
@@ -280,7 +309,6 @@ async function overviewPage(main) {
     h('option', { value: '' }, t('allApps')), apps.map((a) => h('option', { value: a, selected: a === app }, a)));
   const hourLabel = (d) => `${String(d.getHours()).padStart(2, '0')}:00`;
   const dayLabel = (d) => `${d.getMonth() + 1}/${d.getDate()}`;
-  const HOUR = 3600e3;
   const codes = {};
   for (const hour of stats.hours) {
     if (app && hour.appid !== app) continue;
@@ -292,8 +320,8 @@ async function overviewPage(main) {
     h('p', {}, `${t('wechat')}: `, h('span', { class: stats.wechat_reachable ? 'badge good' : 'badge bad', id: 'wechat-state' },
       stats.wechat_reachable ? t('reachable') : t('breakerOpen'))),
     h('p', { class: 'muted', hidden: stats.complete }, t('incomplete')),
-    chart(t('last24h'), buckets(stats.hours, app, 24, HOUR, hourLabel), (i) => i % 3 === 0),
-    chart(t('last7d'), buckets(stats.hours, app, 7, 24 * HOUR, dayLabel), () => true),
+    chart(t('last24h'), buckets(stats.hours, app, lastHours(), hourLabel), (i) => i % 3 === 0),
+    chart(t('last7d'), buckets(stats.hours, app, lastDays(), dayLabel), () => true),
     h('h2', {}, t('failuresByCode')),
     table([t('code'), t('count')], Object.entries(codes).sort((a, b) => b[1] - a[1]).map(([code, n]) => [mono(code), String(n)])),
     h('h2', {}, t('keys')),
@@ -309,7 +337,7 @@ function userRow(u) {
     mono(u.identities.map((i) => `${i.appid}: ${i.openid}`).join('\n')),
     mono(u.unionid),
     when(u.last_login_at),
-    u.ban ? h('span', { class: 'badge bad' }, t('banned')) : '',
+    u.ban && !(u.ban.until && Date.parse(u.ban.until) <= Date.now()) ? h('span', { class: 'badge bad' }, t('banned')) : '',
   ];
 }
 
@@ -329,14 +357,31 @@ async function usersPage(main) {
   if (cursor) path.set('cursor', cursor);
   const page = await api('GET', `/admin/v1/users?${path}`);
   main.append(table([t('id'), t('username'), t('identities'), t('unionid'), t('lastLogin'), t('ban')], page.users.map(userRow), t('noUsers')));
-  const pager = h('div', { class: 'pager' });
-  if (cursor) pager.append(h('button', { type: 'button', onclick: () => history.back() }, t('previous')));
-  if (page.next_cursor) {
-    const next = new URLSearchParams({ cursor: page.next_cursor });
-    if (q) next.set('q', q);
-    pager.append(h('button', { type: 'button', id: 'next', onclick: () => { location.hash = `#/users?${next}`; } }, t('next')));
+  main.append(pager('#/users', query, page.next_cursor));
+}
+
+// Next and Previous for a page of `route` shown with `query`. The hash carries the cursors
+// of the pages before (`prev`, `-` for the first page), so Previous works on a link
+// opened afresh, not only after clicking Next in this tab.
+function pager(route, query, nextCursor) {
+  const before = (query.get('prev') || '').split(',').filter(Boolean);
+  const out = h('div', { class: 'pager' });
+  const to = (cursor, prev) => {
+    const params = new URLSearchParams(query);
+    if (cursor && cursor !== '-') params.set('cursor', cursor);
+    else params.delete('cursor');
+    if (prev.length) params.set('prev', prev.join(','));
+    else params.delete('prev');
+    return `${route}?${params}`;
+  };
+  if (query.get('cursor')) {
+    const previous = before.length ? before[before.length - 1] : '-';
+    out.append(h('a', { class: 'button', id: 'previous', href: to(previous, before.slice(0, -1)) }, t('previous')));
   }
-  main.append(pager);
+  if (nextCursor) {
+    out.append(h('a', { class: 'button', id: 'next', href: to(nextCursor, [...before, query.get('cursor') || '-']) }, t('next')));
+  }
+  return out;
 }
 
 function card(pairs) {
@@ -348,13 +393,21 @@ function eventRows(events) {
     mono(Object.keys(e.details || {}).length ? JSON.stringify(e.details) : '')]);
 }
 
+// Runs one change at a time (a double click sends one request), then redraws the page
+// and says what happened.
+let acting = false;
 async function act(work, done) {
+  if (acting) return;
+  acting = true;
   try {
     await work();
     await render();
     status(done, 'done');
+    document.getElementById('main').focus();
   } catch (err) {
     status(err.message, 'error');
+  } finally {
+    acting = false;
   }
 }
 
@@ -371,17 +424,19 @@ async function userPage(main, id) {
     throw err;
   }
   const u = file.user;
+  // A ban with an end stays on the user after it passed; only a current one counts.
+  const banned = u.ban && !(u.ban.until && Date.parse(u.ban.until) <= Date.now()) ? u.ban : null;
   const base = `/admin/v1/users/${encodeURIComponent(u.id)}`;
   main.append(h('h1', {}, `${t('user')} `, h('span', { class: 'mono' }, u.id)));
   main.append(h('div', { class: 'cards' },
     card([[t('account'), u.username], [t('unionid'), u.unionid], [t('created'), when(u.created_at)], [t('lastLogin'), when(u.last_login_at)]]),
     card([[t('phone'), file.phone && file.phone.phone_number], [t('profile'), file.profile && file.profile.nickname]]),
     card([[t('roles'), u.roles.join(', ')], [t('claims'), Object.keys(u.claims || {}).length ? JSON.stringify(u.claims) : '']]),
-    card([[t('ban'), u.ban ? h('span', { class: 'badge bad', id: 'ban-state' }, `${t('banned')}: ${u.ban.reason}`) : h('span', { id: 'ban-state' }, t('notBanned'))],
+    card([[t('ban'), banned ? h('span', { class: 'badge bad', id: 'ban-state' }, `${t('banned')}: ${banned.reason}`) : h('span', { id: 'ban-state' }, u.ban ? t('banEnded') : t('notBanned'))],
       [t('banEnds'), u.ban && u.ban.until ? when(u.ban.until) : ''], [t('bannedSince'), u.ban ? when(u.ban.at) : '']]),
   ));
   main.append(h('h2', {}, t('identities')), table([t('app'), 'openid'], u.identities.map((i) => [mono(i.appid), mono(i.openid)])));
-  const revokeOne = (s) => h('button', { type: 'button', 'data-session': s.id, onclick: () => act(
+  const revokeOne = (s) => h('button', { type: 'button', 'data-session': s.id, 'aria-label': `${t('revoke')}: ${s.app} ${when(s.created_at)} ${s.ip || ''}`, onclick: () => act(
     () => api('DELETE', `${base}/sessions/${encodeURIComponent(s.id)}`), t('didRevoke')) }, t('revoke'));
   main.append(h('h2', {}, t('sessions')), table(
     [t('app'), t('created'), t('lastRefresh'), t('ip'), t('userAgent'), canWrite() ? t('actions') : null].filter(Boolean),
@@ -403,7 +458,7 @@ async function userPage(main, id) {
     act(() => api('PUT', `${base}/ban`, body), t('didBan'));
   } }, h('label', { for: 'ban-reason' }, t('reason')), reason, h('label', { for: 'ban-until' }, t('until')), until,
   h('button', { type: 'submit', class: 'danger', id: 'ban' }, t('ban')));
-  const unban = h('button', { type: 'button', id: 'unban', disabled: !u.ban, onclick: () => act(() => api('DELETE', `${base}/ban`), t('didUnban')) }, t('unban'));
+  const unban = h('button', { type: 'button', id: 'unban', disabled: !banned, onclick: () => act(() => api('DELETE', `${base}/ban`), t('didUnban')) }, t('unban'));
   const roles = h('input', { id: 'roles', value: u.roles.join(', '), 'aria-describedby': 'roles-help' });
   const rolesForm = h('form', { class: 'stack', onsubmit: (e) => {
     e.preventDefault();
@@ -470,21 +525,21 @@ async function eventsPage(main) {
     return [at, k, who, app, actor, ip, details];
   });
   main.append(table([t('time'), t('kind'), t('id'), t('app'), t('actor'), t('ip'), t('details')], rows, t('noEvents')));
-  const pager = h('div', { class: 'pager' });
-  if (query.get('cursor')) pager.append(h('button', { type: 'button', onclick: () => history.back() }, t('previous')));
-  if (page.next_cursor) {
-    const next = new URLSearchParams(query);
-    next.set('cursor', page.next_cursor);
-    pager.append(h('button', { type: 'button', id: 'next', onclick: () => { location.hash = `#/events?${next}`; } }, t('next')));
-  }
-  main.append(pager);
+  main.append(pager('#/events', query, page.next_cursor));
 }
 
 // Routing ----------------------------------------------------------------------------
 
+let renders = 0;
+
+// Draws the page the hash names. Each page is built off the document and swapped in at
+// the end, and only by the latest render: a click while a page loads never mixes two.
 async function render() {
+  const generation = ++renders;
   document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
-  const main = document.getElementById('main');
+  document.querySelector('.skip').textContent = t('skip');
+  const shown = document.getElementById('main');
+  const main = document.createElement('div');
   if (!me && sessionStorage.getItem(TOKEN_KEY)) {
     try {
       me = await api('GET', '/admin/v1/token');
@@ -494,13 +549,15 @@ async function render() {
   }
   const route = (location.hash.slice(1) || '/').split('?')[0];
   const active = route.startsWith('/users') ? 'users' : route.startsWith('/events') ? 'events' : 'overview';
+  if (generation !== renders) return;
   header(me ? active : null);
-  main.replaceChildren();
   if (!me) {
     signInPage(main);
+    shown.replaceChildren(...main.childNodes);
+    shown.dataset.page = 'sign-in';
     return;
   }
-  main.setAttribute('aria-busy', 'true');
+  shown.setAttribute('aria-busy', 'true');
   try {
     if (route === '/' || route === '') await overviewPage(main);
     else if (route === '/users') await usersPage(main);
@@ -508,9 +565,14 @@ async function render() {
     else if (route === '/events') await eventsPage(main);
     else await overviewPage(main);
   } catch (err) {
-    status(err.message, 'error');
+    if (generation === renders) status(err.message, 'error');
   } finally {
-    main.removeAttribute('aria-busy');
+    if (generation === renders) {
+      shown.replaceChildren(...main.childNodes);
+      // Which page is drawn, for tests and styles: the hash's route.
+      shown.dataset.page = route;
+      shown.removeAttribute('aria-busy');
+    }
   }
 }
 
@@ -518,5 +580,14 @@ window.addEventListener('hashchange', async () => {
   status('');
   await render();
   showFlash();
+  // Screen readers and keyboards start at the new page, not at the link that led there.
+  document.getElementById('main').focus();
 });
-document.addEventListener('DOMContentLoaded', () => render());
+document.addEventListener('DOMContentLoaded', () => {
+  // The skip link moves focus without changing the hash (which names the page).
+  document.querySelector('.skip').addEventListener('click', (e) => {
+    e.preventDefault();
+    document.getElementById('main').focus();
+  });
+  render();
+});

@@ -212,8 +212,10 @@ impl PhoneNumber {
         let code: String = self.country_code.chars().filter(char::is_ascii_digit).collect();
         let number: String = self.pure_phone_number.chars().filter(char::is_ascii_digit).collect();
         if code.is_empty() || number.is_empty() {
-            // Older answers carry the full number only.
-            return format!("+{}", self.phone_number.chars().filter(char::is_ascii_digit).collect::<String>());
+            // Older answers carry the full number only, and WeChat writes a mainland one
+            // without `+86`: read it as an operator's query is read, so both meet.
+            let digits: String = self.phone_number.chars().filter(char::is_ascii_digit).collect();
+            return Self::parse_query(&self.phone_number).unwrap_or_else(|| format!("+{digits}"));
         }
         format!("+{code}{number}")
     }
@@ -354,6 +356,15 @@ mod tests {
             country_code: "86".into(),
         };
         assert_eq!(number.normalised(), "+8613800138000");
+        // Without the country code and the pure number: a mainland number is still +86.
+        for (full, expected) in [("13800138000", "+8613800138000"), ("+1 415 555 0100", "+14155550100")] {
+            let number = super::PhoneNumber {
+                phone_number: full.into(),
+                pure_phone_number: String::new(),
+                country_code: String::new(),
+            };
+            assert_eq!(number.normalised(), expected, "{full:?}");
+        }
         for (typed, expected) in [
             ("13800138000", Some("+8613800138000")),
             ("+86 138 0013 8000", Some("+8613800138000")),

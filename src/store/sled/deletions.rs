@@ -135,6 +135,11 @@ impl SledStore {
                 emptied.controls.deletion = None;
                 let slot = self.vault.new_slot(id.as_bytes())?;
                 self.records.insert(me, self.seal_user(me, slot, &emptied)?)?;
+                // The record under its new key reaches the disk before the old key goes:
+                // a crash between would leave the account sealed under a destroyed key,
+                // unreadable for good. (Rare enough to flush here, under the links lock.)
+                self.vault.sync()?;
+                self.records.flush()?;
                 self.vault.shred(id.as_bytes(), Some(slot))?;
                 Some(username.clone())
             }

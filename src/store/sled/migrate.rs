@@ -204,12 +204,26 @@ impl SledStore {
     pub(super) fn migrate_from_v6(&self, db: &::sled::Db) -> Result<(), StoreError> {
         let mut users = 0u64;
         let mut bindings = Vec::new();
+        // Records sealed under new keys, written only once those keys are on disk: sled
+        // flushes in the background, and a record persisted before its key would be lost
+        // to a crash (read as erased) instead of migrated again.
+        let mut sealed = Vec::new();
+        let write = |sealed: &mut Vec<(::sled::IVec, Vec<u8>)>| -> Result<(), StoreError> {
+            self.vault.sync()?;
+            for (id, bytes) in sealed.drain(..) {
+                self.records.insert(id, bytes)?;
+            }
+            Ok(())
+        };
         for entry in self.records.iter() {
             let (id, bytes) = entry?;
             let record = match self.vault.open_value(Purpose::User, &id_bytes(&id)?, &bytes)? {
                 Opened::NotSealed => {
                     let record = UserRecord::decode(&bytes)?;
-                    self.records.insert(&id, self.seal_new_user(&id, &record)?)?;
+                    sealed.push((id.clone(), self.seal_new_user(&id, &record)?));
+                    if sealed.len() == 1024 {
+                        write(&mut sealed)?;
+                    }
                     users += 1;
                     record
                 }
@@ -226,6 +240,7 @@ impl SledStore {
                 self.unionids.remove(unionid.as_bytes())?;
             }
         }
+        write(&mut sealed)?;
         // The records say who holds which openid: the index is rebuilt from them.
         self.openids.clear()?;
         for (key, id) in bindings {

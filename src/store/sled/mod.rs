@@ -140,6 +140,16 @@ impl SledStore {
         }
         migrate::from(version, &db, &meta, &sealer)?;
         let vault = vault::Vault::open(&settings.data_dir)?;
+        if version >= 7 && vault.is_empty() && !db.open_tree(RECORDS)?.is_empty() {
+            // A directory restored without its keys: opening would read every user as
+            // erased, and their next logins would make new users.
+            return Err(StoreError::Corrupt(format!(
+                "{} holds users but {} is missing or empty: restore it from the same backup as the \
+                 data directory (docs/storage.md)",
+                settings.data_dir.display(),
+                settings.data_dir.join(vault::FILE).display()
+            )));
+        }
         let index = vault::Index::load_or_create(&meta)?;
         // Left behind if a migration from schema 2 stopped right after its last step.
         db.drop_tree(V2_RECORDS)?;

@@ -584,3 +584,19 @@ async fn an_erasure_destroys_the_key_so_what_the_log_still_holds_of_the_person_n
     assert_eq!(kept.account.as_deref(), Some("ann"));
     assert!(kept.identities.is_empty());
 }
+
+#[tokio::test]
+async fn a_data_directory_restored_without_its_user_keys_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SledSettings { data_dir: dir.path().join("data"), cache_bytes: 8 << 20 };
+    let sealer = Sealer::ephemeral().unwrap();
+    {
+        let store = SledStore::open(&settings, sealer.clone()).await.unwrap();
+        store.record_login("wx1", &session("o_amy", "k1")).await.unwrap();
+    }
+    std::fs::remove_file(settings.data_dir.join(super::vault::FILE)).unwrap();
+
+    let refused = open_released_with(&settings, sealer).await.err().expect("the store opened without its keys");
+
+    assert!(matches!(&refused, StoreError::Corrupt(what) if what.contains("user-keys")), "{refused}");
+}

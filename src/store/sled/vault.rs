@@ -105,6 +105,11 @@ impl Vault {
         Ok(Self { file: Arc::new(file), slots: Arc::new(Mutex::new(slots)) })
     }
 
+    /// Whether the file holds no key yet.
+    pub(super) fn is_empty(&self) -> bool {
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) == 0
+    }
+
     /// A new key for `user`. Durable with the next group commit ([`super::commit`]), which
     /// syncs this file before the database: a record sealed under it is acknowledged only
     /// then. (A crash before may leave a record whose key was lost; it was never

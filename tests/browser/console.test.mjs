@@ -86,6 +86,15 @@ async function statusSays(page, expected) {
   await page.waitForFunction((want) => document.getElementById('status').textContent.includes(want), {}, expected);
 }
 
+// Waits until the page the address names is drawn (not the one before it, nor one still
+// loading).
+async function settled(page) {
+  await page.waitForFunction(() => {
+    const main = document.querySelector('main');
+    return main.dataset.hash === location.hash && !main.hasAttribute('aria-busy');
+  });
+}
+
 async function signIn(page, token) {
   await page.goto(`${ADMIN}/admin/`);
   await page.waitForSelector('#token');
@@ -137,9 +146,12 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
 
   // Users: the phone number finds the person.
   await page.click('nav a[href="#/users"]');
+  await settled(page);
   await page.waitForSelector('#q');
   await page.type('#q', phone.body.phone_number);
   await page.click('form[role=search] button[type=submit]');
+  await page.waitForFunction(() => location.hash.includes('q='));
+  await settled(page);
   const link = `a[href="#/users/${id}"]`;
   await page.waitForSelector(link);
   assert.equal(await page.$$eval('main tbody tr', (rows) => rows.length), 1, 'one user has that number');
@@ -148,6 +160,8 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
 
   // A user: both sessions; revoke the first, and its refresh token is refused.
   await page.click(link);
+  await page.waitForFunction((want) => location.hash === want, {}, `#/users/${id}`);
+  await settled(page);
   const [one, two] = [sid(first.body.access_token), sid(second.body.access_token)];
   await page.waitForSelector(`button[data-session="${one}"]`);
   assert.ok(await page.$(`button[data-session="${two}"]`), 'both sessions are listed');
@@ -180,6 +194,8 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
 
   // Events: the user's, then only the bans.
   await page.click(`a[href="#/events?user=${id}"]`);
+  await page.waitForFunction(() => location.hash.startsWith('#/events'));
+  await settled(page);
   await page.waitForSelector('#kind');
   await page.waitForFunction(() => document.querySelectorAll('main tbody tr').length > 0);
   const kinds = await page.$$eval('main tbody tr td:nth-child(2)', (cells) => cells.map((c) => c.textContent));
@@ -191,6 +207,7 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
   await page.select('#kind', 'ban');
   await page.click('main form button[type=submit]');
   await page.waitForFunction(() => location.hash.includes('kind=ban'));
+  await settled(page);
   await page.waitForFunction(() => {
     const cells = [...document.querySelectorAll('main tbody tr td:nth-child(2)')];
     return cells.length > 0 && cells.every((c) => c.textContent === 'ban');
@@ -208,11 +225,14 @@ test('an operator finds a person by phone number, revokes a session, bans, unban
   await page.type('#confirm-id', id);
   await page.click('#delete');
   await statusSays(page, `Deleted user ${id}`);
+  await settled(page);
   await page.waitForSelector('#q');
   assert.equal((await call('GET', `${ADMIN}/admin/v1/users/${id}`, undefined, WRITE)).status, 404);
   await page.type('#q', phone.body.phone_number);
   await page.click('form[role=search] button[type=submit]');
-  await page.waitForFunction(() => document.querySelector('main p.muted')?.textContent === 'No user matches.');
+  await page.waitForFunction(() => location.hash.includes('q='));
+  await settled(page);
+  assert.equal(await text(page, 'main p.muted'), 'No user matches.');
   const gone = await call('POST', '/v1/token/refresh', { refresh_token: back.body.refresh_token });
   assert.equal(gone.status, 401);
 
@@ -293,7 +313,8 @@ test('users and events page forward and back, also from a link opened afresh', a
   assert.equal(await page.$('#previous'), null, 'the first page has no previous page');
   const first = await firstRow();
   await page.click('#next');
-  await page.waitForFunction(() => location.hash.includes('cursor=') && document.querySelector('main[data-page="/users"]:not([aria-busy]) #previous'));
+  await page.waitForFunction(() => location.hash.includes('cursor='));
+  await settled(page);
   const second = await firstRow();
   assert.notEqual(second, first);
   // The second page's link, opened in a new tab: Previous still leads to the first page.
@@ -301,10 +322,12 @@ test('users and events page forward and back, also from a link opened afresh', a
   const fresh = await newPage();
   await signIn(fresh, READ);
   await fresh.goto(link);
-  await fresh.waitForSelector('main[data-page="/users"]:not([aria-busy]) #previous');
+  await settled(fresh);
+  await fresh.waitForSelector('#previous');
   await fresh.waitForFunction((want) => document.querySelector('main tbody tr td')?.textContent === want, {}, second);
   await fresh.click('#previous');
-  await fresh.waitForFunction(() => !location.hash.includes('cursor=') && document.querySelector('main[data-page="/users"]:not([aria-busy]) #next'));
+  await fresh.waitForFunction(() => !location.hash.includes('cursor='));
+  await settled(fresh);
   assert.equal(await fresh.$eval('main tbody tr td', (cell) => cell.textContent), first);
   await fresh.close();
   await page.close();

@@ -536,6 +536,7 @@ let renders = 0;
 // the end, and only by the latest render: a click while a page loads never mixes two.
 async function render() {
   const generation = ++renders;
+  const hash = location.hash;
   document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
   document.querySelector('.skip').textContent = t('skip');
   const shown = document.getElementById('main');
@@ -555,6 +556,7 @@ async function render() {
     signInPage(main);
     shown.replaceChildren(...main.childNodes);
     shown.dataset.page = 'sign-in';
+    shown.dataset.hash = hash;
     return;
   }
   shown.setAttribute('aria-busy', 'true');
@@ -571,6 +573,7 @@ async function render() {
       shown.replaceChildren(...main.childNodes);
       // Which page is drawn, for tests and styles: the hash's route.
       shown.dataset.page = route;
+      shown.dataset.hash = hash;
       shown.removeAttribute('aria-busy');
     }
   }

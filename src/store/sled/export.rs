@@ -318,7 +318,9 @@ impl SledStore {
             record @ Record::RefreshFamily { .. } => {
                 let (key, record) = FamilyRecord::import(record)?;
                 self.user_exists(&record.user())?;
-                let slot = self.user_slot(record.user().as_bytes())?;
+                let slot = self
+                    .user_slot(record.user().as_bytes())?
+                    .ok_or_else(|| StoreError::Corrupt(super::MISSING.into()))?;
                 insert_new(&self.refresh_families, &key, self.seal_family(&record, slot)?, "a refresh family")?;
             }
             record @ Record::Event { .. } => {

@@ -273,11 +273,10 @@ impl SledStore {
             if matches!(self.vault.open_value(Purpose::Family, &user, &bytes)?, Opened::NotSealed) {
                 let record: super::refresh::FamilyRecord = postcard::from_bytes(&bytes)
                     .map_err(|e| StoreError::Corrupt(format!("schema 6 refresh family: {e}")))?;
-                if !self.records.contains_key(user)? {
+                let Some(slot) = self.user_slot(&user)? else {
                     self.refresh_families.remove(&key)?;
                     continue;
-                }
-                let slot = self.user_slot(&user)?;
+                };
                 self.refresh_families.insert(&key, self.seal_family(&record, slot)?)?;
             }
         }

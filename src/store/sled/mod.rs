@@ -235,14 +235,11 @@ impl SledStore {
         self.vault.seal(vault::Purpose::User, &id_bytes(id)?, slot, &record.encode()?)
     }
 
-    /// The slot of the key user `id`'s data is sealed under. A user without a record (a
-    /// removal racing with a refresh) gets a key of its own, which its erasure destroys
-    /// like any other.
-    fn user_slot(&self, id: &[u8; 16]) -> Result<u32, StoreError> {
-        match self.records.get(id)?.as_deref().and_then(vault::slot_of) {
-            Some(slot) => Ok(slot),
-            None => self.vault.new_slot(id),
-        }
+    /// The slot of the key user `id`'s data is sealed under; `None` when the user has no
+    /// record (removed or erased, racing with this write): nothing new is sealed for them,
+    /// since a key made now would outlive the erasure that already ran.
+    fn user_slot(&self, id: &[u8; 16]) -> Result<Option<u32>, StoreError> {
+        Ok(self.records.get(id)?.as_deref().and_then(vault::slot_of))
     }
 
     /// A new user's record, sealed under a new key of its own.

@@ -245,7 +245,9 @@ impl RefreshTokens for SledStore {
             expires_at: expires_at.unix_timestamp_nanos(),
             revoked: false,
         };
-        let slot = self.user_slot(&user)?;
+        // A user erased since the login found them: the session is not kept (its refresh
+        // token answers invalid_grant), and nothing of theirs is sealed under a new key.
+        let Some(slot) = self.user_slot(&user)? else { return Ok(()) };
         self.refresh_families.insert(key(&user, &id.family), self.seal_family(&record, slot)?)?;
         let slack = u16::try_from((cap(keep) / 2).max(1)).unwrap_or(u16::MAX);
         let counter = &self.trim_due[counter_of(&user)];

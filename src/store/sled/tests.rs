@@ -600,3 +600,27 @@ async fn a_data_directory_restored_without_its_user_keys_is_refused_at_open() {
 
     assert!(matches!(&refused, StoreError::Corrupt(what) if what.contains("user-keys")), "{refused}");
 }
+
+#[tokio::test]
+async fn a_session_started_for_a_user_erased_meanwhile_is_not_kept_and_gets_no_key() {
+    let (dir, store) = open().await;
+    let now = OffsetDateTime::now_utc();
+    let amy = store.record_login("wx1", &session("o_amy", "k1")).await.unwrap().user.id;
+    let due = crate::domain::Deletion { requested_at: now, erase_at: now };
+    store.change_controls(&amy, |c| c.deletion = Some(due)).await.unwrap();
+    store.erase(&amy, now).await.unwrap();
+    let keys = dir.path().join("data").join(super::vault::FILE);
+    let slots_before = std::fs::metadata(&keys).unwrap().len();
+
+    // The login found amy just before her erasure; its session is written just after.
+    let grant = crate::store::RefreshGrant {
+        user: amy,
+        identity: crate::domain::Identity { appid: "wx1".into(), openid: "o_amy".into() },
+    };
+    let family = crate::store::RefreshId { user: amy, family: [7; 16], generation: 0, verifier_hash: [7; 32] };
+    let origin = crate::store::Origin { ip: Some("203.0.113.9".into()), user_agent: None };
+    store.start_refresh(&family, &grant, &origin, now, now + time::Duration::days(30), 20).await.unwrap();
+
+    assert!(store.refresh_families.is_empty(), "a session of an erased user was kept");
+    assert_eq!(std::fs::metadata(&keys).unwrap().len(), slots_before, "a key was made for an erased user");
+}

@@ -200,7 +200,7 @@ impl SledStore {
     /// Details sealed with the key file (`sealed`), as stored: sealed again under the
     /// user's key.
     pub(super) fn seal_details(&self, id: &UserId, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let slot = self.user_slot(id.as_bytes())?;
+        let slot = self.user_slot(id.as_bytes())?.ok_or_else(|| StoreError::Corrupt(super::MISSING.into()))?;
         self.vault.seal(Purpose::Details, id.as_bytes(), slot, sealed)
     }
 

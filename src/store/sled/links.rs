@@ -91,8 +91,10 @@ impl SledStore {
         // Under the lock: nobody else changes the link between the read and the write.
         let link = self.unionid_key(unionid);
         let holder = self.unionids.get(link)?;
+        // A holder whose record no longer opens (its key was lost with an unacknowledged
+        // first login) holds nothing: the link moves to this user.
         let holder_exists = match &holder {
-            Some(h) if h != id => self.records.contains_key(h)?,
+            Some(h) if h != id => self.read_user(h)?.is_some(),
             _ => true,
         };
         let other = shares_with(holder.as_deref(), &id, holder_exists).map(user_id).transpose()?;

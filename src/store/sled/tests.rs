@@ -624,3 +624,22 @@ async fn a_session_started_for_a_user_erased_meanwhile_is_not_kept_and_gets_no_k
     assert!(store.refresh_families.is_empty(), "a session of an erased user was kept");
     assert_eq!(std::fs::metadata(&keys).unwrap().len(), slots_before, "a key was made for an erased user");
 }
+
+#[tokio::test]
+async fn a_unionid_held_by_a_record_whose_key_was_lost_goes_to_the_next_person_who_logs_in_with_it() {
+    let (_dir, store) = open().await;
+    let with_unionid = |openid: &str| WechatSession {
+        openid: openid.into(),
+        unionid: Some("u_amy".into()),
+        session_key: SessionKey::new("k".into()),
+    };
+    let lost = store.record_login("wx1", &with_unionid("o_amy")).await.unwrap().user.id;
+    // A crash lost the key of a first login that was never acknowledged.
+    store.vault.shred(lost.as_bytes(), None).unwrap();
+
+    let amy = store.record_login("wx2", &with_unionid("o_amy_2")).await.unwrap().user;
+
+    assert_ne!(amy.id, lost);
+    assert!(amy.unionid_shared_with.is_empty(), "shares a unionid with an unreadable record");
+    assert_eq!(store.user_by_unionid("u_amy").await.unwrap().map(|u| u.id), Some(amy.id));
+}

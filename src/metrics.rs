@@ -38,6 +38,11 @@ struct Errcode {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct App {
+    appid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Alg {
     alg: &'static str,
 }
@@ -64,6 +69,7 @@ struct Inner {
     tokens_issued: Family<Alg, Counter<u64, AtomicU64>>,
     readiness_probes: Counter,
     webhook_deliveries: Family<Outcome, Counter>,
+    phone_verifications: Family<App, Counter>,
 }
 
 /// The server's metrics. Cheap to clone; clones count into one registry.
@@ -125,6 +131,12 @@ impl Metrics {
             "Webhook delivery attempts by outcome: sent, failed (retried), given_up (24 hours after the event), dropped (event or webhook gone)",
             webhook_deliveries.clone(),
         );
+        let phone_verifications = Family::<App, Counter>::default();
+        registry.register(
+            "wechat_phone_verifications",
+            "Phone numbers WeChat verified through getuserphonenumber, by app: the calls WeChat bills",
+            phone_verifications.clone(),
+        );
         let login_success = logins.get_or_create(&Outcome { outcome: "success".into() }).clone();
         Self {
             inner: Arc::new(Inner {
@@ -138,6 +150,7 @@ impl Metrics {
                 tokens_issued,
                 readiness_probes,
                 webhook_deliveries,
+                phone_verifications,
             }),
         }
     }
@@ -145,6 +158,11 @@ impl Metrics {
     /// Counts a webhook delivery attempt by its `outcome`.
     pub fn webhook_delivery(&self, outcome: &'static str) {
         self.inner.webhook_deliveries.get_or_create(&Outcome { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// Counts a phone number WeChat verified for `appid` (a billed call).
+    pub fn phone_verified(&self, appid: &str) {
+        self.inner.phone_verifications.get_or_create(&App { appid: appid.to_owned() }).inc();
     }
 
     /// Counts a successful login.

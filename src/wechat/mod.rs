@@ -289,7 +289,13 @@ impl WechatClient {
                     inner.access_token.invalidate(&token);
                     refused = Some(e);
                 }
-                other => return other,
+                other => {
+                    if other.is_ok() {
+                        // WeChat bills each number it verifies: operators watch the cost.
+                        inner.upstream.metrics().phone_verified(&inner.appid);
+                    }
+                    return other;
+                }
             }
         }
         Err(refused.unwrap_or(WechatError::Upstream("access token refused".into())))

@@ -49,6 +49,11 @@ impl Upstream {
         &self.http
     }
 
+    /// The metrics it counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Whether the breaker lets requests through (`/readyz`).
     pub fn is_closed(&self) -> bool {
         self.breaker.state() == BreakerState::Closed

@@ -82,6 +82,13 @@ async fn phone_by_code_asks_wechat_with_an_access_token_and_keeps_the_number() {
     // A second request reuses the cached token.
     assert_eq!(phone(&app, &token, json!({"code": "phone-code-2"})).await.status(), 200);
     assert_eq!(app.wechat.token_fetches(), 1);
+
+    // Each verified number is a call WeChat bills; a refused code is not.
+    app.wechat.script_phone("phone-code-bad", [Reply::errcode(40029)]);
+    assert_eq!(phone(&app, &token, json!({"code": "phone-code-bad"})).await.status(), 400);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let paid = format!("wxauth_wechat_phone_verifications_total{{appid=\"{APPID}\"}} 2");
+    assert!(metrics.lines().any(|line| line == paid), "no {paid:?} in\n{metrics}");
 }
 
 #[tokio::test]

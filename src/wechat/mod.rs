@@ -182,6 +182,9 @@ struct Inner {
     inflight: SingleFlight<Result<WechatSession, WechatError>>,
     access_token: AccessToken,
     phone_url: Url,
+    /// Phone verifications by person and code: WeChat bills each one, so a retried
+    /// request shares the first call and, for the replay window, its answer.
+    phone_inflight: SingleFlight<Result<PhoneNumber, WechatError>>,
 }
 
 impl WechatClient {
@@ -244,6 +247,7 @@ impl WechatClient {
                 code2session_url,
                 appid: app.appid.clone(),
                 inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
+                phone_inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
             }),
         })
     }
@@ -265,10 +269,20 @@ impl WechatClient {
     }
 
     /// `getuserphonenumber`: the phone number behind a code from the mini-program's
-    /// `getPhoneNumber` button. When WeChat refuses the access token (40001, 40014,
-    /// 42001), it is refreshed and the call retried once, never in a loop. The token fetch
-    /// and the retry share one deadline.
+    /// `getPhoneNumber` button. The same code sent again by the same person (a double
+    /// tap, a retry after a lost answer) shares the first call, and for 10 seconds after a
+    /// success its answer: WeChat bills each call. When WeChat refuses the access token
+    /// (40001, 40014, 42001), it is refreshed and the call retried once, never in a loop.
+    /// The token fetch and the retry share one deadline.
     pub async fn phone_number(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
+        let (this, owned, person) = (self.clone(), code.clone(), openid.to_owned());
+        // Keyed by the person too: another person's copy of a code is asked of WeChat
+        // (which refuses it), never answered with this person's number.
+        let key = format!("{openid}\u{0}{}", code.as_str());
+        self.inner.phone_inflight.run(&key, async move { this.verify_phone(&owned, &person).await }).await
+    }
+
+    async fn verify_phone(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.timeout;
         let body = serde_json::json!({ "code": code.as_str(), "openid": openid }).to_string();

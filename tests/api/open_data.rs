@@ -92,6 +92,28 @@ async fn phone_by_code_asks_wechat_with_an_access_token_and_keeps_the_number() {
 }
 
 #[tokio::test]
+async fn a_phone_code_sent_again_by_its_person_is_verified_once_and_anothers_copy_is_asked_of_wechat() {
+    let app = spawn_app().await;
+    let (alice, bob) = (token_of(&app, "alice").await, token_of(&app, "bob").await);
+    let code = json!({"code": "phone-code-1"});
+
+    // A double tap, then a retry after a lost answer: one call WeChat bills.
+    let (first, second) = tokio::join!(phone(&app, &alice, code.clone()), phone(&app, &alice, code.clone()));
+    let third = phone(&app, &alice, code.clone()).await;
+    for resp in [first, second, third] {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap()["pure_phone_number"], PHONE);
+    }
+    assert_eq!(app.wechat.phone_calls().len(), 1);
+
+    // Bob holding a copy of alice's code gets no answer from her call.
+    phone(&app, &bob, code).await;
+    let calls = app.wechat.phone_calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].1["openid"], "o_bob");
+}
+
+#[tokio::test]
 async fn phone_by_encrypted_data_decrypts_with_the_session_key_of_the_login() {
     let app = spawn_app().await;
     let token = token_of(&app, "bob").await;

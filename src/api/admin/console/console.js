@@ -330,6 +330,11 @@ async function overviewPage(main) {
   );
 }
 
+// The user's ban if it holds now: a ban with an end stays on the user after it passed.
+function currentBan(u) {
+  return u.ban && !(u.ban.until && Date.parse(u.ban.until) <= Date.now()) ? u.ban : null;
+}
+
 function userRow(u) {
   return [
     h('td', { class: 'mono' }, h('a', { href: `#/users/${u.id}` }, u.id)),
@@ -337,7 +342,7 @@ function userRow(u) {
     mono(u.identities.map((i) => `${i.appid}: ${i.openid}`).join('\n')),
     mono(u.unionid),
     when(u.last_login_at),
-    u.ban && !(u.ban.until && Date.parse(u.ban.until) <= Date.now()) ? h('span', { class: 'badge bad' }, t('banned')) : '',
+    currentBan(u) ? h('span', { class: 'badge bad' }, t('banned')) : '',
   ];
 }
 
@@ -424,8 +429,7 @@ async function userPage(main, id) {
     throw err;
   }
   const u = file.user;
-  // A ban with an end stays on the user after it passed; only a current one counts.
-  const banned = u.ban && !(u.ban.until && Date.parse(u.ban.until) <= Date.now()) ? u.ban : null;
+  const banned = currentBan(u);
   const base = `/admin/v1/users/${encodeURIComponent(u.id)}`;
   main.append(h('h1', {}, `${t('user')} `, h('span', { class: 'mono' }, u.id)));
   main.append(h('div', { class: 'cards' },

@@ -36,14 +36,16 @@ use crate::{
     auth::admin_token,
     domain::{Ban, ControlError, CustomClaims, Identity, PhoneNumber, User, UserId, Username},
     store::{
-        AdminRole, AdminToken, Store, StoreError,
+        AdminRole, AdminToken, NewAccount, Store, StoreError,
         events::{Event, EventKind},
     },
 };
 
 /// Longest request line accepted on the socket.
-const MAX_LINE: u64 = 64 * 1024;
-/// Time a client gets to send its request and read the answer.
+/// Large enough for `wxauth accounts import` of some 100,000 accounts in one line.
+const MAX_LINE: u64 = 32 * 1024 * 1024;
+/// Time a client gets to send its request, and then to read the answer (the command itself
+/// runs as long as the store takes: an import of many accounts may take a while).
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A command of the admin channel.
@@ -54,8 +56,23 @@ pub enum Command {
     AddAccount {
         /// The new account's username.
         username: String,
-        /// The argon2id PHC string of its password.
+        /// The argon2id PHC string of its password; empty for none (`--no-password`).
         password_hash: String,
+        /// Its phone number, as an operator types it (`+8613800138000`, `13800138000`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone: Option<String>,
+    },
+    /// `wxauth accounts set-phone`.
+    SetAccountPhone {
+        /// The account.
+        username: String,
+        /// The number, as an operator types it; `None` takes the account's number away.
+        phone: Option<String>,
+    },
+    /// `wxauth accounts import`: every row, or nothing.
+    ImportAccounts {
+        /// The rows of the CSV file.
+        rows: Vec<ImportRow>,
     },
     /// `wxauth accounts list`.
     ListAccounts,
@@ -138,6 +155,23 @@ pub enum Command {
     },
 }
 
+/// A row of `wxauth accounts import`, as read from the CSV file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportRow {
+    /// Its line in the file, for errors.
+    pub line: u64,
+    /// The username.
+    pub username: String,
+    /// The phone number, as written.
+    pub phone: String,
+    /// The argon2id PHC string, or empty for none.
+    #[serde(default)]
+    pub password_hash: String,
+}
+
+/// Errors an import reports at most: a file with a wrong column has one per line.
+const IMPORT_ERRORS_SHOWN: usize = 20;
+
 /// An admin token as the admin commands show it: never its secret or hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdminTokenView {
@@ -192,6 +226,9 @@ pub struct UserView {
     /// The WeChat nickname from a decrypted profile (`users show` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,
+    /// The phone number of the user's account (`users show` and `accounts list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_phone: Option<String>,
     /// Roles.
     #[serde(default)]
     pub roles: Vec<String>,
@@ -218,6 +255,7 @@ impl From<User> for UserView {
             last_login_at: u.last_login_at,
             phone_number: None,
             nickname: None,
+            account_phone: None,
             roles: u.controls.roles,
             claims: u.controls.claims.to_json(),
             ban_reason: u.controls.ban.as_ref().map(|b| b.reason.clone()),
@@ -244,6 +282,11 @@ pub enum Reply {
     AdminTokens {
         /// The tokens, by name.
         tokens: Vec<AdminTokenView>,
+    },
+    /// How many accounts an import added.
+    Imported {
+        /// The count.
+        accounts: usize,
     },
     /// Done, nothing to show.
     Done,
@@ -309,6 +352,7 @@ impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::AccountExists => Self::Refused("an account with this username already exists".into()),
+            StoreError::PhoneTaken => Self::Refused("another account has this phone number".into()),
             StoreError::NoSuchAccount => Self::Refused("no account has this username".into()),
             StoreError::NoSuchUser => Self::Refused("the user was removed meanwhile".into()),
             StoreError::AdminTokenExists => Self::Refused("an admin token with this name already exists".into()),
@@ -337,19 +381,50 @@ pub async fn execute_as(
     let username = |raw: &str| Username::parse(raw).map_err(|e| CommandError::Refused(e.to_string()));
     let hash = |raw: &str| crate::password::check_stored(raw).map_err(|e| CommandError::Refused(e.to_string()));
     match command {
-        Command::AddAccount { username: name, password_hash } => {
+        Command::AddAccount { username: name, password_hash, phone } => {
             let name = username(&name)?;
-            hash(&password_hash)?;
-            let user = store.add_account(name.as_str(), &password_hash).await?;
+            if !password_hash.is_empty() {
+                hash(&password_hash)?;
+            }
+            let phone = phone.as_deref().map(phone_number).transpose()?;
+            if password_hash.is_empty() && phone.is_none() {
+                return Err(CommandError::Refused(
+                    "an account without a password needs a phone number (--phone): nothing could bind to it".into(),
+                ));
+            }
+            let account = NewAccount { username: name.as_str().to_owned(), password_hash, phone };
+            let user = store.add_account(account).await?;
             tracing::info!(username = %name, user_id = %user.id, "account added");
             store.record(event(EventKind::AccountAdded).user(user.id).detail("username", name.as_str())).await;
             Ok(Reply::User { user: Box::new(user.into()) })
+        }
+        Command::SetAccountPhone { username: name, phone } => {
+            let name = username(&name)?;
+            let phone = phone.as_deref().map(phone_number).transpose()?;
+            store.set_account_phone(name.as_str(), phone.as_deref()).await?;
+            tracing::info!(username = %name, "account phone number changed");
+            let account = store.account(name.as_str()).await?.ok_or(StoreError::NoSuchAccount)?;
+            // Never the number: it is personal data.
+            let changed = event(EventKind::AccountPhoneSet).user(account.user).detail("username", name.as_str());
+            store.record(changed.detail("phone", phone.is_some())).await;
+            let user = store.user(&account.user).await?.ok_or(StoreError::NoSuchAccount)?;
+            Ok(Reply::User { user: Box::new(user.into()) })
+        }
+        Command::ImportAccounts { rows } => {
+            let accounts = check_import(store, &rows).await?;
+            let users = store.add_accounts(&accounts).await?;
+            tracing::info!(accounts = users.len(), "accounts imported");
+            for (user, account) in users.iter().zip(&accounts) {
+                let added = event(EventKind::AccountAdded).user(user.id).detail("username", account.username.as_str());
+                store.record(added.detail("via", "import")).await;
+            }
+            Ok(Reply::Imported { accounts: users.len() })
         }
         Command::ListAccounts => {
             let mut users = Vec::new();
             for account in store.accounts().await? {
                 if let Some(user) = store.user(&account.user).await? {
-                    users.push(user.into());
+                    users.push(UserView { account_phone: account.phone, ..user.into() });
                 }
             }
             Ok(Reply::Users { users })
@@ -379,6 +454,9 @@ pub async fn execute_as(
                     let details = store.details(&id).await?;
                     user.phone_number = details.phone.map(|p| p.value.phone_number);
                     user.nickname = details.profile.map(|p| p.value.nickname);
+                }
+                if let Some(name) = &user.username {
+                    user.account_phone = store.account(name).await?.and_then(|a| a.phone);
                 }
             }
             if users.is_empty() {
@@ -461,6 +539,75 @@ pub async fn execute_as(
             Ok(Reply::AdminTokens { tokens: vec![token.into()] })
         }
     }
+}
+
+/// A phone number as an operator typed it, normalised.
+fn phone_number(raw: &str) -> Result<String, CommandError> {
+    PhoneNumber::parse_query(raw).ok_or_else(|| {
+        CommandError::Refused(format!(
+            "{raw:?} is not a phone number: + and a country code (+8613800138000), or 11 digits of a mainland number"
+        ))
+    })
+}
+
+/// The accounts an import adds, or every reason it cannot (up to [`IMPORT_ERRORS_SHOWN`]),
+/// each with its line: a username or number that is malformed, taken, or twice in the file,
+/// or a password hash wxauth would not accept.
+async fn check_import(store: &Store, rows: &[ImportRow]) -> Result<Vec<NewAccount>, CommandError> {
+    let mut errors = Vec::new();
+    let mut accounts = Vec::with_capacity(rows.len());
+    let mut names = std::collections::HashMap::new();
+    let mut phones = std::collections::HashMap::new();
+    for row in rows {
+        let line = row.line;
+        let mut error = |e: String| errors.push(format!("line {line}: {e}"));
+        let name = match Username::parse(&row.username) {
+            Ok(name) => name,
+            Err(e) => {
+                error(format!("username {:?}: {e}", row.username));
+                continue;
+            }
+        };
+        let phone = match PhoneNumber::parse_query(&row.phone) {
+            Some(phone) => phone,
+            None => {
+                error(format!("{:?} is not a phone number (+8613800138000, or 11 digits)", row.phone));
+                continue;
+            }
+        };
+        if !row.password_hash.is_empty()
+            && let Err(e) = crate::password::check_stored(&row.password_hash)
+        {
+            error(format!("the password hash: {e}"));
+        }
+        if let Some(first) = names.insert(name.as_str().to_owned(), line) {
+            error(format!("username {name} is on line {first} too"));
+        } else if store.account(name.as_str()).await?.is_some() {
+            error(format!("an account named {name} exists"));
+        }
+        if let Some(first) = phones.insert(phone.clone(), line) {
+            error(format!("the phone number is on line {first} too"));
+        } else if let Some(holder) = store.account_by_phone(&phone).await? {
+            error(format!("account {} has this phone number", holder.username));
+        }
+        accounts.push(NewAccount {
+            username: name.as_str().to_owned(),
+            password_hash: row.password_hash.clone(),
+            phone: Some(phone),
+        });
+    }
+    if rows.is_empty() {
+        errors.push("the file holds no accounts".into());
+    }
+    if errors.is_empty() {
+        return Ok(accounts);
+    }
+    let more = errors.len().saturating_sub(IMPORT_ERRORS_SHOWN);
+    errors.truncate(IMPORT_ERRORS_SHOWN);
+    if more > 0 {
+        errors.push(format!("and {more} more"));
+    }
+    Err(CommandError::Refused(format!("nothing was imported:\n{}", errors.join("\n"))))
 }
 
 /// Who acts through the admin channel (the `wxauth` commands), as events name it.
@@ -572,9 +719,7 @@ impl Listener {
             };
             let (store, appids) = (store.clone(), appids.clone());
             tokio::spawn(async move {
-                if tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &store, &appids)).await.is_err() {
-                    tracing::warn!("admin connection timed out");
-                }
+                answer(stream, &store, &appids).await;
             });
         }
     }
@@ -619,12 +764,17 @@ fn check_directory(dir: &Path) -> std::io::Result<()> {
 async fn answer(stream: UnixStream, store: &Store, appids: &[String]) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let result = match BufReader::new(read.take(MAX_LINE)).read_line(&mut line).await {
-        Ok(_) => match serde_json::from_str::<Command>(&line) {
+    let mut reader = BufReader::new(read.take(MAX_LINE));
+    let result = match tokio::time::timeout(CONNECTION_DEADLINE, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => match serde_json::from_str::<Command>(&line) {
             Ok(command) => execute(store, appids, command).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("unreadable command: {e}")),
         },
-        Err(e) => Err(format!("cannot read the command: {e}")),
+        Ok(Err(e)) => Err(format!("cannot read the command: {e}")),
+        Err(_) => {
+            tracing::warn!("admin connection timed out");
+            return;
+        }
     };
     let body = match result {
         Ok(reply) => serde_json::json!({ "ok": reply }),
@@ -632,7 +782,9 @@ async fn answer(stream: UnixStream, store: &Store, appids: &[String]) {
     };
     let mut text = body.to_string();
     text.push('\n');
-    let _ = write.write_all(text.as_bytes()).await;
+    if tokio::time::timeout(CONNECTION_DEADLINE, write.write_all(text.as_bytes())).await.is_err() {
+        tracing::warn!("admin connection timed out");
+    }
 }
 
 /// Sends `command` to the server listening on `path`. `Ok(None)`: no server listens there.

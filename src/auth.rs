@@ -9,6 +9,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tracing::field::Empty;
 
 use crate::store::events::{Event, EventKind};
+use phone_login::PhoneLink;
 use crate::{
     config::Registration,
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
@@ -67,6 +68,31 @@ pub enum LoginFailure {
         /// Seconds the ticket works.
         expires_in: u64,
     },
+    /// Registration is `phone` and the openid is bound to no user: the client proves a
+    /// phone number with the ticket (or sends `phone_code` with the login).
+    #[error(
+        "请授权手机号: this WeChat identity is not bound to an account; send the bind ticket with a phone_code \
+         from the getPhoneNumber button to POST /v1/bind"
+    )]
+    PhoneRequired {
+        /// The bind ticket for `POST /v1/bind`.
+        ticket: String,
+        /// Seconds the ticket works.
+        expires_in: u64,
+    },
+    /// A login with `phone_code` whose number no account has (registration `bind`).
+    #[error("{}", NO_ACCOUNT_FOR_PHONE)]
+    NoAccountForPhone,
+    /// A login with `phone_code` whose number belongs to an account that has another
+    /// openid of this app.
+    #[error("the account with this phone number is already bound to another WeChat identity of this mini-program")]
+    AccountAlreadyBound,
+    /// Too many phone attempts from this address or for this number.
+    #[error("too many attempts; retry in {retry_after} s")]
+    TooManyAttempts {
+        /// Seconds until the next attempt is allowed.
+        retry_after: u64,
+    },
     /// An operator banned the user.
     #[error(transparent)]
     Banned(#[from] Banned),
@@ -77,6 +103,11 @@ pub enum LoginFailure {
     #[error(transparent)]
     Internal(#[from] Internal),
 }
+
+/// Why a phone number binds to nothing: the caller has just proven the number with
+/// WeChat, so saying that no account has it tells them nothing they could not know.
+const NO_ACCOUNT_FOR_PHONE: &str =
+    "no account has this phone number; bind with the account's username and password, or ask the operator";
 
 /// An operator's ban that refuses a login, bind or refresh.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +147,9 @@ pub enum BindFailure {
     /// Wrong username or password (one answer for both).
     #[error("wrong username or password")]
     InvalidCredentials,
+    /// A bind by `phone_code` whose number no account has (registration `bind` or `auto`).
+    #[error("{}", NO_ACCOUNT_FOR_PHONE)]
+    NoAccountForPhone,
     /// The openid is bound to another user.
     #[error("this WeChat identity is already bound to another user")]
     AlreadyBound,
@@ -166,6 +200,29 @@ macro_rules! internal_from {
 }
 internal_from!(LoginFailure, BearerFailure, OpenDataFailure);
 
+/// A login with `phone_code` fails as the bind it does would have.
+impl From<BindFailure> for LoginFailure {
+    fn from(f: BindFailure) -> Self {
+        match f {
+            BindFailure::InvalidInput(e) => Self::InvalidInput(e),
+            BindFailure::UnknownApp(a, known) => Self::UnknownApp(a, known),
+            BindFailure::AppRequired(known) => Self::AppRequired(known),
+            BindFailure::Wechat(e) => Self::Wechat(e),
+            BindFailure::NoAccountForPhone => Self::NoAccountForPhone,
+            BindFailure::AccountAlreadyBound => Self::AccountAlreadyBound,
+            BindFailure::TooManyAttempts { retry_after } => Self::TooManyAttempts { retry_after },
+            BindFailure::Banned(b) => Self::Banned(b),
+            BindFailure::PendingDeletion(p) => Self::PendingDeletion(p),
+            BindFailure::Internal(e) => Self::Internal(e),
+            // A login binds no ticket and checks no password, and found the openid unbound:
+            // these would be a racing bind of the same identity, which the client retries.
+            e @ (BindFailure::InvalidTicket | BindFailure::InvalidCredentials | BindFailure::AlreadyBound) => {
+                Self::Internal(Internal::Store(StoreError::Database(format!("a racing bind: {e}"))))
+            }
+        }
+    }
+}
+
 impl From<PasswordError> for BindFailure {
     fn from(e: PasswordError) -> Self {
         Self::Internal(e.into())
@@ -191,6 +248,7 @@ impl From<StoreError> for BindFailure {
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt(_)
             | StoreError::AccountExists
+            | StoreError::PhoneTaken
             | StoreError::AdminTokenExists
             | StoreError::NoSuchAdminToken
             | StoreError::NoSuchUser
@@ -265,16 +323,36 @@ struct Caller {
 /// What `POST /v1/bind` received, unchecked.
 #[derive(Debug)]
 pub struct BindRequest<'a> {
-    /// A ticket from a 403 `not_bound`.
+    /// A ticket from a 403 `not_bound` or `phone_required`.
     pub ticket: Option<&'a str>,
     /// Or a fresh `wx.login` code.
     pub code: Option<&'a str>,
     /// The app of the code.
     pub appid: Option<&'a str>,
-    /// The account's username.
-    pub username: &'a str,
+    /// The account's username (with `password`).
+    pub username: Option<&'a str>,
     /// The account's password.
-    pub password: &'a str,
+    pub password: Option<&'a str>,
+    /// Or a code from the `getPhoneNumber` button: the account is the one with the number.
+    pub phone_code: Option<&'a str>,
+}
+
+/// How a bind proves the account: its password, or a phone number WeChat verifies.
+enum Credentials {
+    Password(Username, Password),
+    Phone(JsCode),
+}
+
+impl Credentials {
+    fn parse(req: &BindRequest<'_>) -> Result<Self, DomainError> {
+        match (req.username, req.password, req.phone_code) {
+            (Some(username), Some(password), None) => {
+                Ok(Self::Password(Username::parse(username)?, Password::presented(password)?))
+            }
+            (None, None, Some(code)) => Ok(Self::Phone(JsCode::parse(code)?)),
+            _ => Err(DomainError::PasswordOrPhone),
+        }
+    }
 }
 
 /// The service's parts, assembled by `startup`.
@@ -318,6 +396,7 @@ mod deletion;
 mod introspect;
 mod open_data;
 mod operators;
+mod phone_login;
 mod refresh;
 mod sessions;
 pub use access::Holdings;
@@ -327,6 +406,7 @@ pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
 pub use operators::{
     Change, HourStats, Operator, OperatorFailure, RECENT_EVENTS, STATS_DAYS, Stats, UserFile, UsersPage, WriteFailure,
 };
+pub use phone_login::PHONE_ACCOUNT_PREFIX;
 pub use refresh::RefreshFailure;
 pub use sessions::SessionFailure;
 
@@ -344,15 +424,19 @@ impl Auth {
     /// Logs in with a `wx.login` code: code2Session, find (or, in `auto` mode, create) the
     /// user, sign a token. Nothing is stored unless WeChat accepted the code. A first login
     /// answers only after the user and binding are durable; a returning one does not wait
-    /// for the disk. In `bind` mode an unbound openid gets a bind ticket instead.
+    /// for the disk. In `bind` and `phone` mode an unbound openid gets a bind ticket
+    /// instead, unless the login carries a `phone_code`: then the identity is bound by the
+    /// number at once ([`phone_login`]). A bound one never costs a phone verification.
     #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
     pub async fn login(
         &self,
         raw_code: &str,
         appid: Option<&str>,
+        phone_code: Option<&str>,
         peer: &Peer<'_>,
     ) -> Result<LoginOutcome, LoginFailure> {
         let code = JsCode::parse(raw_code)?;
+        let phone_code = phone_code.map(JsCode::parse).transpose()?;
         let app = self.app(appid).map_err(|e| match e {
             AppChoice::Unknown(a, known) => LoginFailure::UnknownApp(a, known),
             AppChoice::Required(known) => LoginFailure::AppRequired(known),
@@ -363,14 +447,36 @@ impl Auth {
         span.record("openid", session.openid.as_str());
         let store = &self.parts.store;
         let roles: Vec<String> = self.parts.default_roles.get(app.appid()).cloned().into_iter().collect();
-        let record = match self.parts.registration {
-            Registration::Auto => Some(store.record_login_with(app.appid(), &session, &roles).await?),
-            Registration::Bind => store.login_if_bound(app.appid(), &session).await?,
+        let record = match (self.parts.registration, &phone_code) {
+            (Registration::Auto, None) => Some(store.record_login_with(app.appid(), &session, &roles).await?),
+            _ => store.login_if_bound(app.appid(), &session).await?,
         };
-        let Some(record) = record else {
-            let (ticket, expires_in) = self.ticket(app.appid(), session).await?;
-            tracing::info!("login of an unbound openid; bind ticket issued");
-            return Err(LoginFailure::NotBound { ticket, expires_in });
+        let record = match (record, phone_code) {
+            (Some(record), _) => record,
+            (None, Some(phone_code)) => {
+                let link =
+                    PhoneLink { app, session: &session, ticket: None, phone_code: &phone_code, peer, create: self.phone_creates() };
+                match self.link_by_phone(link).await {
+                    Ok(outcome) => {
+                        let event = self.event(EventKind::Login).user(outcome.user.id).app(app.appid());
+                        self.record(event.origin(&self.origin(peer)).detail("created", outcome.created)).await;
+                        return Ok(outcome);
+                    }
+                    // `auto`: a number no account has changes nothing; the login goes on.
+                    Err(BindFailure::NoAccountForPhone) if self.parts.registration == Registration::Auto => {
+                        store.record_login_with(app.appid(), &session, &roles).await?
+                    }
+                    Err(failure) => return Err(failure.into()),
+                }
+            }
+            (None, None) => {
+                let (ticket, expires_in) = self.ticket(app.appid(), session).await?;
+                tracing::info!("login of an unbound openid; bind ticket issued");
+                return Err(match self.parts.registration {
+                    Registration::Phone => LoginFailure::PhoneRequired { ticket, expires_in },
+                    Registration::Auto | Registration::Bind => LoginFailure::NotBound { ticket, expires_in },
+                });
+            }
         };
         if let Some(banned) = Banned::of(&record.user, self.parts.clock.now()) {
             tracing::info!(user_id = %record.user.id, "login refused: the user is banned");
@@ -397,16 +503,16 @@ impl Auth {
     }
 
     /// Binds the WeChat identity of a bind ticket (or of a fresh code) to an account,
-    /// after checking its password, and logs in as the account's user. `peer` says where
-    /// the request came from (its address is limited per minute).
+    /// after checking its password (or, with a phone code, the account with the number
+    /// WeChat verifies: [`phone_login`]), and logs in as the account's user. `peer` says
+    /// where the request came from (its address is limited per minute).
     ///
     /// Guesses cost the guesser: the per-username budget is counted per WeChat identity, and
     /// each wrong password makes the identity's next attempt wait longer, while the owner,
     /// who comes with another identity, is not slowed down.
     #[tracing::instrument(skip_all, fields(appid = Empty, openid = Empty, user_id = Empty, created = Empty))]
     pub async fn bind(&self, req: BindRequest<'_>, peer: &Peer<'_>) -> Result<LoginOutcome, BindFailure> {
-        let username = Username::parse(req.username)?;
-        let password = Password::presented(req.password)?;
+        let credentials = Credentials::parse(&req)?;
         let proof = match (req.ticket, req.code) {
             (Some(ticket), None) => Proof::Ticket(secret_id(ticket)),
             (None, Some(code)) => Proof::Code(JsCode::parse(code)?),
@@ -416,22 +522,22 @@ impl Auth {
         let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts {
             retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
         };
-        let origin = self.origin(peer);
-        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)?;
-        let (appid, session, ticket) = match proof {
-            Proof::Ticket(id) => {
-                let ticket = self.parts.store.ticket(&id, self.parts.clock.now()).await?;
-                let ticket = ticket.ok_or(BindFailure::InvalidTicket)?;
-                (ticket.appid, ticket.session, Some(id))
-            }
-            Proof::Code(code) => {
-                let app = self.app(req.appid).map_err(|e| match e {
-                    AppChoice::Unknown(a, known) => BindFailure::UnknownApp(a, known),
-                    AppChoice::Required(known) => BindFailure::AppRequired(known),
-                })?;
-                (app.appid().to_owned(), app.code2session(&code).await?, None)
+        let (username, password) = match credentials {
+            Credentials::Password(username, password) => (username, password),
+            Credentials::Phone(phone_code) => {
+                let (app, session, ticket) = self.bind_identity(proof, req.appid).await?;
+                let span = tracing::Span::current();
+                span.record("appid", app.appid());
+                span.record("openid", session.openid.as_str());
+                let create = self.phone_creates();
+                let link = PhoneLink { app, session: &session, ticket: ticket.as_ref(), phone_code: &phone_code, peer, create };
+                return self.link_by_phone(link).await;
             }
         };
+        let origin = self.origin(peer);
+        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)?;
+        let (app, session, ticket) = self.bind_identity(proof, req.appid).await?;
+        let appid = app.appid().to_owned();
         let guesser = format!("{appid}:{}", session.openid);
         attempts.check_backoff(&guesser).map_err(too_many)?;
         attempts.check_username(username.as_str(), &guesser).map_err(too_many)?;
@@ -440,7 +546,9 @@ impl Auth {
         span.record("openid", session.openid.as_str());
         let account = self.parts.store.account(username.as_str()).await?;
         let owner = account.as_ref().map(|a| a.user);
-        if !self.parts.passwords.verify(password, account.map(|a| a.password_hash)).await? {
+        // An account without a password (made by phone registration) opens with none.
+        let hash = account.map(|a| a.password_hash).filter(|h| !h.is_empty());
+        if !self.parts.passwords.verify(password, hash).await? {
             let wait = attempts.note_wrong_password(&guesser);
             tracing::info!(wait_secs = wait.as_secs(), "bind refused: wrong username or password");
             return Err(BindFailure::InvalidCredentials);
@@ -465,6 +573,31 @@ impl Auth {
         let event = self.event(EventKind::Bind).user(outcome.user.id).app(&appid).origin(&origin);
         self.record(event.detail("username", username.as_str())).await;
         Ok(outcome)
+    }
+
+    /// The WeChat identity a bind is for: the ticket's (not spent yet), or a fresh code's,
+    /// with the app it belongs to.
+    async fn bind_identity(
+        &self,
+        proof: Proof,
+        appid: Option<&str>,
+    ) -> Result<(&WechatClient, WechatSession, Option<TicketId>), BindFailure> {
+        match proof {
+            Proof::Ticket(id) => {
+                let ticket = self.parts.store.ticket(&id, self.parts.clock.now()).await?;
+                let ticket = ticket.ok_or(BindFailure::InvalidTicket)?;
+                // A ticket of an app this server no longer serves works for nothing.
+                let app = self.app(Some(&ticket.appid)).map_err(|_| BindFailure::InvalidTicket)?;
+                Ok((app, ticket.session, Some(id)))
+            }
+            Proof::Code(code) => {
+                let app = self.app(appid).map_err(|e| match e {
+                    AppChoice::Unknown(a, known) => BindFailure::UnknownApp(a, known),
+                    AppChoice::Required(known) => BindFailure::AppRequired(known),
+                })?;
+                Ok((app, app.code2session(&code).await?, None))
+            }
+        }
     }
 
     /// Removes the WeChat identities of the bearer's user: the account stays, and the next

@@ -93,6 +93,30 @@ pub enum AccountsCommand {
     Add {
         /// 1 to 64 letters, digits, '.', '_', '@' or '-'.
         username: String,
+        /// The account's phone number: + and a country code (+8613800138000), or 11 digits
+        /// of a mainland number. The person binds by proving it with getPhoneNumber.
+        #[arg(long)]
+        phone: Option<String>,
+        /// No password: the account binds by its phone number only (needs --phone).
+        #[arg(long, requires = "phone")]
+        no_password: bool,
+    },
+    /// Give an account a phone number (unique across accounts), or take it away.
+    SetPhone {
+        /// The account.
+        username: String,
+        /// The number: + and a country code, or 11 digits of a mainland number.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        phone: Option<String>,
+        /// Take the account's number away.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Add the accounts of a CSV file (username,phone[,password_hash]; an optional header
+    /// line starting with `username`): all of them, or none when any line is refused.
+    Import {
+        /// The file; `-` reads stdin.
+        file: PathBuf,
     },
     /// Show every account with its user and bound WeChat identities.
     List,
@@ -299,10 +323,14 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Accounts(command) => {
             let settings = Settings::load(cli.config.as_deref(), Mode::Offline)?;
             let command = match command {
-                AccountsCommand::Add { username } => {
-                    let password_hash = new_password_hash(&username)?;
-                    AdminCommand::AddAccount { username, password_hash }
+                AccountsCommand::Add { username, phone, no_password } => {
+                    let password_hash = if no_password { String::new() } else { new_password_hash(&username)? };
+                    AdminCommand::AddAccount { username, password_hash, phone }
                 }
+                AccountsCommand::SetPhone { username, phone, clear: _ } => {
+                    AdminCommand::SetAccountPhone { username, phone }
+                }
+                AccountsCommand::Import { file } => AdminCommand::ImportAccounts { rows: import_rows(&file)? },
                 AccountsCommand::List => AdminCommand::ListAccounts,
                 AccountsCommand::Remove { username } => AdminCommand::RemoveAccount { username },
                 AccountsCommand::Passwd { username } => {
@@ -575,11 +603,53 @@ fn new_password_hash(username: &str) -> Result<String, Box<dyn std::error::Error
     Ok(password::hash(&Password::new_for_account(&raw)?)?)
 }
 
+/// The rows of an import file: CSV, `username,phone[,password_hash]`, an optional header
+/// line whose first field is `username`. Errors name the line.
+fn import_rows(path: &std::path::Path) -> Result<Vec<crate::admin::ImportRow>, Box<dyn std::error::Error>> {
+    let input: Box<dyn std::io::Read> = if path == std::path::Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?)
+    };
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(input);
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
+        let line = record.position().map_or(i as u64 + 1, csv::Position::line);
+        if i == 0 && record.get(0) == Some("username") {
+            continue;
+        }
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        if !(2..=3).contains(&record.len()) {
+            return Err(format!(
+                "{} line {line}: expected username,phone[,password_hash], got {} fields",
+                path.display(),
+                record.len()
+            )
+            .into());
+        }
+        rows.push(crate::admin::ImportRow {
+            line,
+            username: record[0].to_owned(),
+            phone: record[1].to_owned(),
+            password_hash: record.get(2).unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(rows)
+}
+
 fn print_reply(command: &AdminCommand, reply: Reply) {
     match (command, reply) {
         (AdminCommand::AddAccount { username, .. }, Reply::User { user }) => {
             println!("added account {username} (user {})", user.id);
         }
+        (AdminCommand::SetAccountPhone { username, phone }, _) => match phone {
+            Some(_) => println!("set the phone number of {username}"),
+            None => println!("took the phone number of {username} away"),
+        },
+        (_, Reply::Imported { accounts }) => println!("imported {accounts} accounts"),
         (AdminCommand::RemoveAccount { username, .. }, Reply::User { user }) => {
             println!("removed account {username}, user {} and its bindings: {}", user.id, identities(&user));
         }
@@ -589,10 +659,12 @@ fn print_reply(command: &AdminCommand, reply: Reply) {
                 println!("no accounts; add one with `wxauth accounts add <username>`");
                 return;
             }
-            println!("{:<24}  {:<36}  {:<20}  identities", "username", "user id", "created");
+            println!("{:<24}  {:<36}  {:<20}  {:<16}  identities", "username", "user id", "created", "phone");
             for user in users {
                 let name = user.username.clone().unwrap_or_default();
-                println!("{name:<24}  {:<36}  {:<20}  {}", user.id, rfc3339(user.created_at), identities(&user));
+                let phone = user.account_phone.as_deref().unwrap_or("-");
+                let created = rfc3339(user.created_at);
+                println!("{name:<24}  {:<36}  {created:<20}  {phone:<16}  {}", user.id, identities(&user));
             }
         }
         (_, Reply::Users { users }) => {
@@ -622,6 +694,9 @@ fn print_reply(command: &AdminCommand, reply: Reply) {
 fn show_user(user: &UserView) {
     println!("user        {}", user.id);
     println!("account     {}", user.username.as_deref().unwrap_or("-"));
+    if let Some(phone) = &user.account_phone {
+        println!("acct phone  {phone}");
+    }
     println!("unionid     {}", user.unionid.as_deref().unwrap_or("-"));
     println!("identities  {}", identities(user));
     println!("phone       {}", user.phone_number.as_deref().unwrap_or("-"));

@@ -39,6 +39,9 @@ pub enum DomainError {
     /// A bind request names neither or both of `bind_ticket` and `code`.
     #[error("send exactly one of bind_ticket and code")]
     TicketOrCode,
+    /// A bind request names neither or both of a password and a phone code.
+    #[error("send either username and password, or phone_code (from the getPhoneNumber button), not both")]
+    PasswordOrPhone,
 }
 
 /// The one-time code a mini-program gets from `wx.login`.

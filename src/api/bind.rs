@@ -13,7 +13,8 @@ use super::{
 };
 use crate::auth::{Auth, BindRequest};
 
-/// Bind request: one of `bind_ticket` and `code`, with the account's credentials.
+/// Bind request: one of `bind_ticket` and `code`, with the account's username and password
+/// or with a `phone_code`.
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct BindBody {
@@ -28,10 +29,17 @@ pub struct BindBody {
     /// apps). Ignored with a ticket, which names its app.
     #[oai(nullable)]
     pub appid: Option<String>,
-    /// The account's username.
-    pub username: String,
+    /// The account's username (with `password`).
+    #[oai(nullable)]
+    pub username: Option<String>,
     /// The account's password.
-    pub password: String,
+    #[oai(nullable)]
+    pub password: Option<String>,
+    /// Or, instead of username and password, the code from the `getPhoneNumber` button:
+    /// WeChat verifies the number, and the identity is bound to the account with it
+    /// (registration `phone`: or to a new account, when none has it).
+    #[oai(nullable)]
+    pub phone_code: Option<CodeText>,
 }
 
 impl Example for BindBody {
@@ -40,8 +48,9 @@ impl Example for BindBody {
             bind_ticket: Some("bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into()),
             code: None,
             appid: None,
-            username: "alice".into(),
-            password: "correct horse battery staple".into(),
+            username: Some("alice".into()),
+            password: Some("correct horse battery staple".into()),
+            phone_code: None,
         }
     }
 }
@@ -86,10 +95,11 @@ pub struct BindApi {
 impl BindApi {
     /// Bind WeChat to an account
     ///
-    /// Checks the account's username and password and binds the WeChat identity named by
-    /// the bind ticket (or a fresh code) to the account's user; from then on `wx.login`
+    /// Checks the account's username and password (or has WeChat verify the phone number
+    /// of `phone_code` and finds the account with it) and binds the WeChat identity named
+    /// by the bind ticket (or a fresh code) to the account's user; from then on `wx.login`
     /// alone logs the person in. Answers exactly like a login. Attempts are limited per
-    /// username and per client address.
+    /// username (or number) and per client address.
     #[oai(path = "/v1/bind", method = "post", operation_id = "bind")]
     async fn bind(
         &self,
@@ -102,8 +112,9 @@ impl BindApi {
             ticket: b.bind_ticket.as_deref(),
             code: b.code.as_ref().map(|c| c.0.as_str()),
             appid: b.appid.as_deref(),
-            username: &b.username,
-            password: &b.password,
+            username: b.username.as_deref(),
+            password: b.password.as_deref(),
+            phone_code: b.phone_code.as_ref().map(|c| c.0.as_str()),
         };
         let outcome = self.auth.bind(request, &super::peer(remote, headers)).await?;
         Ok(BindResponse::Ok(Json(outcome.into()), super::NO_STORE.into()))

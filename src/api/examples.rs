@@ -234,6 +234,14 @@ fn login() -> Vec<Example> {
                 expires_in: BIND_TICKET_SECS,
             },
         ),
+        (
+            None,
+            LoginFailure::PhoneRequired {
+                ticket: "bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into(),
+                expires_in: BIND_TICKET_SECS,
+            },
+        ),
+        (None, LoginFailure::NoAccountForPhone),
         (None, LoginFailure::Banned(banned())),
         (
             None,
@@ -312,6 +320,7 @@ fn login_answer(note: Note, answer: LoginError) -> Example {
     let (status, body) = match answer {
         LoginError::BadRequest(b) => (400, b),
         LoginError::Forbidden(b, _) => (403, b),
+        LoginError::Conflict(b) => (409, b),
         LoginError::TooManyRequests(b, _) => (429, b),
         LoginError::Internal(b) => (500, b),
         LoginError::BadGateway(b) => (502, b),
@@ -329,6 +338,7 @@ fn bind() -> Vec<Example> {
         (None, BindFailure::InvalidCredentials),
         (None, BindFailure::AlreadyBound),
         (None, BindFailure::AccountAlreadyBound),
+        (None, BindFailure::NoAccountForPhone),
         (Some("attempts"), BindFailure::TooManyAttempts { retry_after: 12 }),
         (None, BindFailure::Banned(banned())),
     ];

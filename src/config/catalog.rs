@@ -134,7 +134,7 @@ settings! {
     LOG_FORMAT: "log_format", Default::Computed("`json`; dev mode: `text`"), None,
         "`text` (human-readable) or `json` (one object per line).";
     REGISTRATION: "registration", Default::Value("auto"), None,
-        "`auto`: an unknown openid gets a new user. `bind`: it gets 403 `not_bound` and a bind ticket, and must be bound to an account ([Account binding](account-binding.md)).";
+        "`auto`: an unknown openid gets a new user. `bind`: it gets 403 `not_bound` and a bind ticket, and must be bound to an account ([Account binding](account-binding.md)). `phone`: it gets 403 `phone_required` and a bind ticket, and proves a phone number to bind to the account with that number or get a new one ([Phone-first login](phone-login.md)).";
     BIND_TICKET_TTL: "bind_ticket_ttl", Default::Value("300"), Some(Range { min: 1, max: 300, unit: "seconds" }),
         "Seconds a bind ticket works, 1 to 300 (the 5 minutes a client may count on are the maximum).";
     BIND_ATTEMPTS_PER_USERNAME: "bind_attempts_per_username", Default::Value("5"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),

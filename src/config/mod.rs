@@ -149,6 +149,9 @@ pub enum Registration {
     Auto,
     /// 403 `not_bound` with a bind ticket: the person must bind an account first.
     Bind,
+    /// 403 `phone_required` with a bind ticket: the person proves a phone number
+    /// (`getPhoneNumber`), and binds to the account with it or gets a new one.
+    Phone,
 }
 
 /// Attempts allowed per minute; 0 turns a limit off.
@@ -294,7 +297,8 @@ impl Settings {
         let registration = match layers.get(&REGISTRATION).map(str::trim) {
             Some("auto") => Registration::Auto,
             Some("bind") => Registration::Bind,
-            other => return Err(invalid(&REGISTRATION, format!("expected auto or bind, got {other:?}"))),
+            Some("phone") => Registration::Phone,
+            other => return Err(invalid(&REGISTRATION, format!("expected auto, bind or phone, got {other:?}"))),
         };
         let data_dir = layers.path(&DATA_DIR)?.expect("declared default");
         let admin_socket = layers.path(&ADMIN_SOCKET)?.unwrap_or_else(|| data_dir.join("admin.sock"));

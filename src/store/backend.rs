@@ -14,7 +14,7 @@
 use std::future::Future;
 
 use super::{
-    Account, AdminToken, BindTicket, Erasure, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed,
+    Account, AdminToken, BindTicket, NewAccount, Erasure, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed,
     Session, StoreError, StoredSessionKey, TicketId,
     events::{Event, EventFilter},
     export::Record,
@@ -169,9 +169,22 @@ pub(super) trait Tickets {
 
 /// Accounts made by an operator (`accounts.rs`). Durable when they return.
 pub(super) trait Accounts {
-    /// Adds an account with a new user of its own; [`StoreError::AccountExists`].
-    fn add_account(&self, username: &str, password_hash: &str)
-    -> impl Future<Output = Result<User, StoreError>> + Send;
+    /// Adds accounts, each with a new user of its own, all or none (checked for
+    /// duplicates among themselves by the caller); [`StoreError::AccountExists`],
+    /// [`StoreError::PhoneTaken`]. A phone number is sealed, and indexed by its pseudonym.
+    fn add_accounts(&self, accounts: &[NewAccount]) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
+    /// The account indexed under the phone pseudonym `phone`, if any (its number is
+    /// checked by the caller: an index entry may be stale).
+    fn account_by_phone(&self, phone: &[u8; 16]) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+
+    /// Replaces (or with `None` removes) an account's phone number (normalised);
+    /// [`StoreError::NoSuchAccount`], [`StoreError::PhoneTaken`].
+    fn set_account_phone(
+        &self,
+        username: &str,
+        phone: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The account named `username`, if any.
     fn account(&self, username: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;

@@ -59,6 +59,21 @@ pub fn phone_pseudonym(sealer: &Sealer, normalised: &str) -> [u8; 16] {
     sealer.pseudonym("phone", normalised)
 }
 
+/// An account's phone number (normalised) as stored where the store seals with the shared
+/// key (PostgreSQL, exports): bound to the account's username.
+pub fn seal_account_phone(sealer: &Sealer, username: &str, phone: &str) -> Result<String, StoreError> {
+    sealer.seal(phone, &account_phone_context(username)).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+/// Opens what [`seal_account_phone`] sealed; `None` when it does not open (another key).
+pub fn open_account_phone(sealer: &Sealer, username: &str, sealed: &str) -> Option<String> {
+    sealer.open(sealed, &account_phone_context(username))
+}
+
+fn account_phone_context(username: &str) -> Vec<u8> {
+    [b"account-phone:".as_slice(), username.as_bytes()].concat()
+}
+
 /// The index entry of the phone number in `details`, if it holds one.
 pub fn phone_index(sealer: &Sealer, details: &Details) -> Option<[u8; 16]> {
     details.phone.as_ref().map(|p| phone_pseudonym(sealer, &p.value.normalised()))

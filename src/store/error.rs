@@ -35,6 +35,9 @@ pub enum StoreError {
     /// An account with this username exists.
     #[error("an account with this username already exists")]
     AccountExists,
+    /// Another account has this phone number.
+    #[error("another account has this phone number")]
+    PhoneTaken,
     /// The bind ticket is unknown, spent or expired.
     #[error("the bind ticket is unknown, already used or expired")]
     TicketNotFound,

@@ -105,6 +105,9 @@ event_kinds! {
     AccountRemoved = "account_removed",
     /// An account's password changed (`details.username`).
     PasswordChanged = "password_changed",
+    /// An account's phone number set or taken away (`details.username`; `details.phone`:
+    /// whether it has one now, never the number).
+    AccountPhoneSet = "account_phone_set",
     /// An admin token created (`details.name`, `details.role`).
     AdminTokenCreated = "admin_token_created",
     /// An admin token revoked (`details.name`).

@@ -87,11 +87,14 @@ pub enum Record {
         username: String,
         /// Its user.
         user: Uuid,
-        /// The argon2id PHC string.
+        /// The argon2id PHC string; empty for none.
         password_hash: String,
         /// When it was added.
         #[serde(with = "time::serde::rfc3339")]
         created_at: OffsetDateTime,
+        /// Its phone number, sealed ([`super::codec::seal_account_phone`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone: Option<String>,
     },
     /// The phone number and profile a user shared, sealed as a whole.
     Details {
@@ -461,7 +464,9 @@ pub(super) fn check_record(record: Record) -> Result<Record, StoreError> {
     if let Record::Account { username, password_hash, .. } = &record {
         let refused = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("account {username:?}: {e}"));
         crate::domain::Username::parse(username).map_err(|e| refused(&e))?;
-        crate::password::check_stored(password_hash).map_err(|e| refused(&e))?;
+        if !password_hash.is_empty() {
+            crate::password::check_stored(password_hash).map_err(|e| refused(&e))?;
+        }
     }
     if let Record::RefreshFamily { family, ip, user_agent, .. } = &record {
         let kept = super::Origin::new(None, user_agent.as_deref().map(str::as_bytes)).user_agent;

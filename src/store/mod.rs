@@ -101,10 +101,24 @@ pub struct Account {
     pub username: String,
     /// The user the account's logins resolve to.
     pub user: UserId,
-    /// The argon2id PHC string of the password.
+    /// The argon2id PHC string of the password; empty for an account without one (made
+    /// by phone registration, or imported without a hash), which no password opens.
     pub password_hash: String,
+    /// The account's phone number, normalised ([`PhoneNumber::normalised`]), if it has one.
+    pub phone: Option<String>,
     /// When the account was added.
     pub created_at: OffsetDateTime,
+}
+
+/// An account to add ([`Store::add_accounts`]).
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The username, already checked ([`crate::domain::Username`]).
+    pub username: String,
+    /// The argon2id PHC string, already checked; empty for no password.
+    pub password_hash: String,
+    /// The phone number, normalised ([`PhoneNumber::parse_query`]).
+    pub phone: Option<String>,
 }
 
 /// What a bind ticket stands for: a WeChat login that found no bound user. It holds the
@@ -508,8 +522,46 @@ impl Store {
     }
 
     /// Adds an account with a new user of its own. Durable when it returns.
-    pub async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
-        dispatch!(self, b => b.add_account(username, password_hash).await)
+    pub async fn add_account(&self, account: NewAccount) -> Result<User, StoreError> {
+        let mut users = self.add_accounts(std::slice::from_ref(&account)).await?;
+        users.pop().ok_or_else(|| StoreError::Corrupt("an added account made no user".into()))
+    }
+
+    /// Adds accounts, each with a new user of its own, all or none: nothing is added when
+    /// a username or phone number is taken ([`StoreError::AccountExists`],
+    /// [`StoreError::PhoneTaken`]), in the store or twice in `accounts`. Durable when it
+    /// returns.
+    pub async fn add_accounts(&self, accounts: &[NewAccount]) -> Result<Vec<User>, StoreError> {
+        let mut names = std::collections::HashSet::new();
+        let mut phones = std::collections::HashSet::new();
+        for a in accounts {
+            if !names.insert(a.username.as_str()) {
+                return Err(StoreError::AccountExists);
+            }
+            if let Some(phone) = &a.phone
+                && !phones.insert(phone.as_str())
+            {
+                return Err(StoreError::PhoneTaken);
+            }
+        }
+        dispatch!(self, b => b.add_accounts(accounts).await)
+    }
+
+    /// The account whose phone number is `normalised` (`+8613800138000`), found through
+    /// its pseudonym and checked against the number the account holds now.
+    pub async fn account_by_phone(&self, normalised: &str) -> Result<Option<Account>, StoreError> {
+        let account = dispatch!(self, b => {
+            let pseudonym = codec::phone_pseudonym(b.sealer(), normalised);
+            b.account_by_phone(&pseudonym).await
+        })?;
+        Ok(account.filter(|a| a.phone.as_deref() == Some(normalised)))
+    }
+
+    /// Gives account `username` the phone number `phone` (normalised), or takes its number
+    /// away (`None`); [`StoreError::NoSuchAccount`], [`StoreError::PhoneTaken`]. Durable
+    /// when it returns.
+    pub async fn set_account_phone(&self, username: &str, phone: Option<&str>) -> Result<(), StoreError> {
+        dispatch!(self, b => b.set_account_phone(username, phone).await)
     }
 
     /// The account named `username`, if any.

@@ -109,6 +109,11 @@ error_codes! {
     NotBound = "not_bound" {
         403 => r#"Registration `bind`: the WeChat identity is bound to no account. The body adds `bind_ticket` and `expires_in`; see [Account binding](account-binding.md)."#,
     }
+    /// The WeChat identity is bound to no account, and a phone number would bind it
+    /// (registration `phone`).
+    PhoneRequired = "phone_required" {
+        403 => r#"Registration `phone`: the WeChat identity is bound to no account. The body adds `bind_ticket` and `expires_in`: send the ticket with a `phone_code` from the `getPhoneNumber` button to `POST /v1/bind` (or send `phone_code` with the login); see [Phone-first login](phone-login.md)."#,
+    }
     /// WeChat's risk control blocked the user.
     UserBlocked = "user_blocked" {
         403 => r#"WeChat errcode 40226: WeChat's risk control blocked this user's login."#,
@@ -160,7 +165,11 @@ error_codes! {
     }
     /// The account already has another identity in the same mini-program.
     AccountAlreadyBound = "account_already_bound" {
-        409 => r#"`POST /v1/bind`: the account has another openid of the same mini-program."#,
+        409 => r#"`POST /v1/bind` (and `POST /v1/login` with `phone_code`): the account has another openid of the same mini-program."#,
+    }
+    /// No account has the phone number WeChat verified.
+    NoAccountForPhone = "no_account_for_phone" {
+        409 => r#"`POST /v1/bind` with `phone_code` (registration `bind` or `auto`), or `POST /v1/login` with `phone_code` (registration `bind`): no account has the number WeChat verified. Nothing was stored and a ticket stays unspent. The caller has just proven the number with WeChat, so this tells them nothing they could not know."#,
     }
     /// Open data does not decrypt with the stored session key.
     SessionKeyStale = "session_key_stale" {
@@ -168,7 +177,7 @@ error_codes! {
     }
     /// Too many requests: retry after `Retry-After`.
     RateLimited = "rate_limited" {
-        429 => r#"WeChat errcode 45011: the per-user minute quota was reached (`Retry-After: 60`); or the client address sent more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests to `POST /v1/login` and `POST /v1/bind` (answered before the body is read); or, on `POST /v1/bind`, too many attempts for the username by this WeChat identity, from the client address, or too many wrong passwords of this identity in a row; or, on `POST /v1/token/refresh`, too many refreshes of the login or from the client address. `Retry-After`: seconds until the next attempt is allowed."#,
+        429 => r#"WeChat errcode 45011: the per-user minute quota was reached (`Retry-After: 60`); or the client address sent more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests to `POST /v1/login` and `POST /v1/bind` (answered before the body is read); or, on `POST /v1/bind`, too many attempts for the username by this WeChat identity, from the client address, or too many wrong passwords of this identity in a row; or, with `phone_code` (`POST /v1/bind`, `POST /v1/login`), too many phone attempts from the client address (`WXAUTH_BIND_ATTEMPTS_PER_IP`) or for the number (`WXAUTH_BIND_ATTEMPTS_PER_USERNAME`); or, on `POST /v1/token/refresh`, too many refreshes of the login or from the client address. `Retry-After`: seconds until the next attempt is allowed."#,
     }
     /// An internal failure; details are only in the server log.
     ServerError = "server_error" {

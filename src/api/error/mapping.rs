@@ -64,6 +64,7 @@ fn internal_answer(err: Internal) -> InternalAnswer {
             | StoreError::AccountAlreadyBound
             | StoreError::NoSuchAccount
             | StoreError::AccountExists
+            | StoreError::PhoneTaken
             | StoreError::AdminTokenExists
             | StoreError::NoSuchAdminToken
             | StoreError::TicketNotFound
@@ -225,6 +226,19 @@ impl From<LoginFailure> for LoginError {
                 }),
                 NO_STORE.into(),
             ),
+            LoginFailure::PhoneRequired { ticket, expires_in } => Self::Forbidden(
+                Json(ErrorBody {
+                    bind_ticket: Some(ticket),
+                    expires_in: Some(expires_in),
+                    ..body(ErrorCode::PhoneRequired, text).0
+                }),
+                NO_STORE.into(),
+            ),
+            LoginFailure::NoAccountForPhone => Self::Conflict(body(ErrorCode::NoAccountForPhone, text)),
+            LoginFailure::AccountAlreadyBound => Self::Conflict(body(ErrorCode::AccountAlreadyBound, text)),
+            LoginFailure::TooManyAttempts { retry_after } => {
+                Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
+            }
             LoginFailure::Banned(banned) => Self::Forbidden(banned_body(banned), NO_STORE.into()),
             LoginFailure::PendingDeletion(pending) => Self::Forbidden(pending_body(pending), NO_STORE.into()),
             LoginFailure::Internal(e) => internal(e).into(),
@@ -245,6 +259,7 @@ impl From<BindFailure> for BindError {
             BindFailure::InvalidCredentials => Self::Unauthorized(body(ErrorCode::InvalidCredentials, text)),
             BindFailure::AlreadyBound => Self::Conflict(body(ErrorCode::AlreadyBound, text)),
             BindFailure::AccountAlreadyBound => Self::Conflict(body(ErrorCode::AccountAlreadyBound, text)),
+            BindFailure::NoAccountForPhone => Self::Conflict(body(ErrorCode::NoAccountForPhone, text)),
             BindFailure::TooManyAttempts { retry_after } => {
                 Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)
             }

@@ -107,6 +107,8 @@ operation_errors! {
         /// `not_bound` (registration `bind`): the WeChat identity is bound to no account. The
         /// body carries `bind_ticket` and `expires_in`; send the ticket with the account's
         /// username and password to `POST /v1/bind`.
+        /// `phone_required` (registration `phone`): the same, with the ticket for a bind by
+        /// phone number: send it with a `phone_code` to `POST /v1/bind`.
         /// `user_blocked`: WeChat's risk control blocked this user's login (errcode 40226).
         /// `user_banned`: an operator banned the user; `until` says when the ban ends.
         /// `account_pending_deletion`: the person asked for the account's deletion;
@@ -118,6 +120,11 @@ operation_errors! {
             #[oai(header = "Cache-Control")]
             String,
         ),
+        /// With `phone_code` and an unbound identity: `no_account_for_phone` (registration
+        /// `bind`): no account has the number WeChat verified; `account_already_bound`: the
+        /// account with the number has another openid of this mini-program.
+        #[oai(status = 409)]
+        Conflict(Json<ErrorBody>),
         /// `wechat_error`: WeChat could not be reached or gave an unusable answer.
         #[oai(status = 502)]
         BadGateway(Json<ErrorBody>),
@@ -127,7 +134,8 @@ operation_errors! {
     }
     shared: too_many_requests(
         " `rate_limited`: WeChat's per-user minute quota was reached (errcode 45011), or this",
-        " client address sent more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests."
+        " client address sent more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests, or, with",
+        " `phone_code`, too many phone attempts from it or for the number."
     ), internal, unavailable_or_wechat
 }
 
@@ -136,6 +144,7 @@ impl LoginError {
     pub fn code(&self) -> &str {
         let (Self::BadRequest(b)
         | Self::Forbidden(b, _)
+        | Self::Conflict(b)
         | Self::TooManyRequests(b, _)
         | Self::Internal(b)
         | Self::BadGateway(b)
@@ -148,9 +157,10 @@ impl LoginError {
 operation_errors! {
     /// Errors of `POST /v1/bind`.
     pub enum BindError {
-        /// `invalid_request`: malformed body, neither or both of `bind_ticket` and `code`, a
-        /// bad `code`, `username` or `password`, or a `code` without `appid` although several
-        /// apps are served.
+        /// `invalid_request`: malformed body, neither or both of `bind_ticket` and `code`,
+        /// neither or both of a password (`username` and `password`) and `phone_code`, a bad
+        /// `code`, `phone_code`, `username` or `password`, or a `code` without `appid`
+        /// although several apps are served.
         /// `invalid_ticket`: the ticket is expired, already used or was never issued.
         /// `unknown_app`: `appid` names an app this server does not serve.
         /// `invalid_code` / `code_used`: WeChat rejected the code; call `wx.login` again.
@@ -166,6 +176,8 @@ operation_errors! {
         Forbidden(Json<ErrorBody>),
         /// `already_bound`: this WeChat identity is bound to another user.
         /// `account_already_bound`: the account has another openid of the same mini-program.
+        /// `no_account_for_phone`: with `phone_code` (registration `bind` or `auto`), no
+        /// account has the number WeChat verified; the ticket stays unspent.
         #[oai(status = 409)]
         Conflict(Json<ErrorBody>),
         /// `wechat_error`: WeChat could not be reached or gave an unusable answer.
@@ -176,8 +188,8 @@ operation_errors! {
         GatewayTimeout(Json<ErrorBody>),
     }
     shared: too_many_requests(
-        " `rate_limited`: too many attempts for this username or from this address, or",
-        " WeChat's per-user minute quota (errcode 45011)."
+        " `rate_limited`: too many attempts for this username (or phone number) or from this",
+        " address, or WeChat's per-user minute quota (errcode 45011)."
     ), internal, unavailable_or_wechat
 }
 

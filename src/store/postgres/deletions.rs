@@ -61,6 +61,11 @@ impl PgStore {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // The number is the person's, not the operator's: it goes too.
+                sqlx::query("UPDATE accounts SET phone_sealed = NULL, phone_index = NULL WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(
                     "UPDATE users SET unionid = NULL, unionid_shared_with = '{}', deletion_requested_at_ns = NULL, \
                      deletion_erase_at_ns = NULL WHERE id = $1",

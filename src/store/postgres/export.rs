@@ -3,6 +3,7 @@
 //! transaction, all or nothing. Neither is bound by the statement timeout, which is meant
 //! for the requests of a serving replica.
 
+use crate::store::codec::{open_account_phone, phone_pseudonym};
 use futures_util::TryStreamExt;
 use sqlx::{PgConnection, Row, postgres::PgRow};
 use uuid::Uuid;
@@ -101,9 +102,10 @@ impl Transfer for PgStore {
         .await?;
         each_row(
             &mut tx,
-            r#"SELECT username, user_id, password_hash, created_at_ns FROM accounts ORDER BY username COLLATE "C""#,
+            r#"SELECT username, user_id, password_hash, created_at_ns, phone_sealed FROM accounts ORDER BY username COLLATE "C""#,
             |row| {
                 out(Record::Account {
+                    phone: row.try_get("phone_sealed")?,
                     username: row.try_get("username")?,
                     user: row.try_get("user_id")?,
                     password_hash: row.try_get("password_hash")?,
@@ -279,14 +281,25 @@ async fn import_one(tx: &mut PgConnection, sealer: &Sealer, record: Record) -> R
                 .execute(&mut *tx)
                 .await?;
         }
-        Record::Account { username, user, password_hash, created_at } => {
+        Record::Account { username, user, password_hash, created_at, phone } => {
+            let index = match &phone {
+                Some(sealed) => Some(
+                    open_account_phone(sealer, &username, sealed)
+                        .map(|p| phone_pseudonym(sealer, &p).to_vec())
+                        .ok_or_else(|| StoreError::Corrupt(format!("account {username}: its phone does not open")))?,
+                ),
+                None => None,
+            };
             sqlx::query(
-                "INSERT INTO accounts (username, user_id, password_hash, created_at_ns) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO accounts (username, user_id, password_hash, created_at_ns, phone_sealed, phone_index) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(username)
             .bind(user)
             .bind(password_hash)
             .bind(ns(created_at)?)
+            .bind(phone)
+            .bind(index)
             .execute(&mut *tx)
             .await?;
         }

@@ -1,43 +1,94 @@
 //! Accounts on sled: `accounts`, username → [`AccountRecord`], each with a user of its
 //! own; changed under the links lock, like bindings.
+//!
+//! An account's phone number lives apart from the record (whose layout older data
+//! directories share): `account_phones` holds it sealed under the key of the account's
+//! user, so an erasure leaves nothing readable, and `phone_accounts` finds the account by
+//! the number's pseudonym. The index entry is written before the number and removed after
+//! it, so a crash leaves at worst a stale entry, which lookups check away.
 
+use ::sled::{
+    Transactional,
+    transaction::{ConflictableTransactionError, TransactionError},
+};
 use time::OffsetDateTime;
 
 use super::{
     SledStore,
     record::{self, AccountRecord, UserRecord},
+    vault,
 };
 use crate::{
     domain::{User, UserId},
-    store::{Account, StoreError, backend::Accounts},
+    store::{Account, NewAccount, StoreError, backend::Accounts, codec::phone_pseudonym},
 };
 
 impl Accounts for SledStore {
-    async fn add_account(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
+    async fn add_accounts(&self, accounts: &[NewAccount]) -> Result<Vec<User>, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let user = {
+        let users = {
             let _links = self.lock();
-            if self.accounts.contains_key(username)? {
-                return Err(StoreError::AccountExists);
+            for a in accounts {
+                if self.accounts.contains_key(&a.username)? {
+                    return Err(StoreError::AccountExists);
+                }
+                if let Some(phone) = &a.phone
+                    && self.phone_holder(phone)?.is_some()
+                {
+                    return Err(StoreError::PhoneTaken);
+                }
             }
-            let id = UserId::new();
-            let mut record = UserRecord::empty(now);
-            record.account = Some(username.to_owned());
-            self.records.insert(id.as_bytes(), self.seal_new_user(id.as_bytes(), &record)?)?;
-            let account = AccountRecord {
-                user: *id.as_bytes(),
-                password_hash: password_hash.to_owned(),
-                created_at: now.unix_timestamp_nanos(),
-            };
-            self.accounts.insert(username, account.encode()?)?;
-            record.user(id)?
+            // Keys and sealing first, outside the transaction, which may run more than once.
+            let mut rows = Vec::with_capacity(accounts.len());
+            let mut users = Vec::with_capacity(accounts.len());
+            for a in accounts {
+                let id = UserId::new();
+                let mut user = UserRecord::empty(now);
+                user.account = Some(a.username.clone());
+                let slot = self.vault.new_slot(id.as_bytes())?;
+                let sealed_user = self.seal_user(id.as_bytes(), slot, &user)?;
+                let account = AccountRecord {
+                    user: *id.as_bytes(),
+                    password_hash: a.password_hash.clone(),
+                    created_at: now.unix_timestamp_nanos(),
+                }
+                .encode()?;
+                let phone = match &a.phone {
+                    Some(phone) => Some((
+                        phone_pseudonym(&self.sealer, phone),
+                        self.vault.seal(vault::Purpose::AccountPhone, id.as_bytes(), slot, phone.as_bytes())?,
+                    )),
+                    None => None,
+                };
+                rows.push((id, a.username.as_bytes(), sealed_user, account, phone));
+                users.push(user.user(id)?);
+            }
+            let trees = (&self.records, &self.accounts, &self.account_phones, &self.phone_accounts);
+            // One transaction: a crash leaves all of the accounts or none.
+            let written = trees.transaction(|(records, names, phones, by_phone)| {
+                for (id, username, sealed_user, account, phone) in &rows {
+                    records.insert(&id.as_bytes()[..], &sealed_user[..])?;
+                    if let Some((pseudonym, sealed)) = phone {
+                        by_phone.insert(&pseudonym[..], *username)?;
+                        phones.insert(*username, &sealed[..])?;
+                    }
+                    names.insert(*username, &account[..])?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            });
+            match written {
+                Ok(()) => {}
+                Err(TransactionError::Abort(e)) => return Err(e),
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+            }
+            users
         };
         self.commit.wait().await?;
-        Ok(user)
+        Ok(users)
     }
 
     async fn account(&self, username: &str) -> Result<Option<Account>, StoreError> {
-        self.accounts.get(username)?.map(|bytes| account(username.to_owned(), &bytes)).transpose()
+        self.accounts.get(username)?.map(|bytes| self.account_of(username.to_owned(), &bytes)).transpose()
     }
 
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
@@ -46,9 +97,15 @@ impl Accounts for SledStore {
             .map(|entry| {
                 let (name, bytes) = entry?;
                 let name = String::from_utf8(name.to_vec()).map_err(|_| StoreError::Corrupt("username".into()))?;
-                account(name, &bytes)
+                self.account_of(name, &bytes)
             })
             .collect()
+    }
+
+    async fn account_by_phone(&self, phone: &[u8; 16]) -> Result<Option<Account>, StoreError> {
+        let Some(name) = self.phone_accounts.get(phone)? else { return Ok(None) };
+        let name = String::from_utf8(name.to_vec()).map_err(|_| StoreError::Corrupt("username".into()))?;
+        self.account(&name).await
     }
 
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<(), StoreError> {
@@ -58,6 +115,38 @@ impl Accounts for SledStore {
             let mut account = AccountRecord::decode(&bytes)?;
             account.password_hash = password_hash.to_owned();
             self.accounts.insert(username, account.encode()?)?;
+        }
+        self.commit.wait().await
+    }
+
+    async fn set_account_phone(&self, username: &str, phone: Option<&str>) -> Result<(), StoreError> {
+        {
+            let _links = self.lock();
+            let bytes = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
+            let user = AccountRecord::decode(&bytes)?.user;
+            let old = self.account_phone(&user, username)?;
+            if old.as_deref() == phone {
+                return Ok(());
+            }
+            if let Some(phone) = phone {
+                if self.phone_holder(phone)?.is_some_and(|holder| holder != username) {
+                    return Err(StoreError::PhoneTaken);
+                }
+                // The account's user has a key: accounts are kept (emptied) by an erasure.
+                let slot = self.user_slot(&user)?.ok_or(StoreError::NoSuchAccount)?;
+                let sealed = self.vault.seal(vault::Purpose::AccountPhone, &user, slot, phone.as_bytes())?;
+                self.phone_accounts.insert(phone_pseudonym(&self.sealer, phone), username)?;
+                self.account_phones.insert(username, sealed)?;
+            } else {
+                self.account_phones.remove(username)?;
+            }
+            if let Some(old) = old {
+                let _ = self.phone_accounts.compare_and_swap(
+                    phone_pseudonym(&self.sealer, &old),
+                    Some(username.as_bytes()),
+                    None::<&[u8]>,
+                )?;
+            }
         }
         self.commit.wait().await
     }
@@ -72,6 +161,7 @@ impl Accounts for SledStore {
             let user = self.stored_user(&id)?;
             self.unbind_locked(&id)?;
             self.remove_details(&id)?;
+            self.drop_account_phone(id.as_bytes(), username)?;
             self.records.remove(id.as_bytes())?;
             // What of the user the log still holds can no longer be read.
             self.vault.shred(id.as_bytes(), None)?;
@@ -91,12 +181,48 @@ impl Accounts for SledStore {
     }
 }
 
-fn account(username: String, bytes: &[u8]) -> Result<Account, StoreError> {
-    let record = AccountRecord::decode(bytes)?;
-    Ok(Account {
-        username,
-        user: UserId::from_bytes(record.user),
-        password_hash: record.password_hash,
-        created_at: record::time(record.created_at)?,
-    })
+impl SledStore {
+    fn account_of(&self, username: String, bytes: &[u8]) -> Result<Account, StoreError> {
+        let record = AccountRecord::decode(bytes)?;
+        Ok(Account {
+            phone: self.account_phone(&record.user, &username)?,
+            username,
+            user: UserId::from_bytes(record.user),
+            password_hash: record.password_hash,
+            created_at: record::time(record.created_at)?,
+        })
+    }
+
+    /// The phone number of account `username` of user `user`; `None` when it has none or
+    /// its user's key was destroyed.
+    pub(super) fn account_phone(&self, user: &[u8; 16], username: &str) -> Result<Option<String>, StoreError> {
+        let Some(sealed) = self.account_phones.get(username)? else { return Ok(None) };
+        match self.vault.open_value(vault::Purpose::AccountPhone, user, &sealed)? {
+            vault::Opened::Plain { bytes, .. } => {
+                String::from_utf8(bytes).map(Some).map_err(|_| StoreError::Corrupt("an account's phone".into()))
+            }
+            vault::Opened::Shredded => Ok(None),
+            vault::Opened::NotSealed => Err(StoreError::Corrupt("an account's phone number is not sealed".into())),
+        }
+    }
+
+    /// The account that holds `phone` (normalised) now; a stale index entry is none.
+    fn phone_holder(&self, phone: &str) -> Result<Option<String>, StoreError> {
+        let Some(name) = self.phone_accounts.get(phone_pseudonym(&self.sealer, phone))? else { return Ok(None) };
+        let name = String::from_utf8(name.to_vec()).map_err(|_| StoreError::Corrupt("username".into()))?;
+        let Some(bytes) = self.accounts.get(&name)? else { return Ok(None) };
+        let user = AccountRecord::decode(&bytes)?.user;
+        Ok((self.account_phone(&user, &name)?.as_deref() == Some(phone)).then_some(name))
+    }
+
+    /// Removes the phone number of account `username` (of user `user`) and its index
+    /// entry; under the links lock.
+    pub(super) fn drop_account_phone(&self, user: &[u8; 16], username: &str) -> Result<(), StoreError> {
+        if let Some(old) = self.account_phone(user, username)? {
+            let pseudonym = phone_pseudonym(&self.sealer, &old);
+            let _ = self.phone_accounts.compare_and_swap(pseudonym, Some(username.as_bytes()), None::<&[u8]>)?;
+        }
+        self.account_phones.remove(username)?;
+        Ok(())
+    }
 }

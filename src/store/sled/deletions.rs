@@ -128,6 +128,8 @@ impl SledStore {
             // An operator's account stays, unbound and emptied, as after an unbind, and
             // sealed under a new key, so the old one can go.
             Some(username) => {
+                // The number is the person's, not the operator's: it goes too.
+                self.drop_account_phone(id.as_bytes(), username)?;
                 let mut emptied = record.clone();
                 emptied.identities.clear();
                 emptied.unionid = None;

@@ -2,6 +2,8 @@
 //! [`Record`]s. sled admits one process, so both run with the server stopped and nothing
 //! else writes meanwhile.
 
+use super::vault;
+use crate::store::codec::{open_account_phone, phone_pseudonym, seal_account_phone};
 use ::sled::Tree;
 use uuid::Uuid;
 
@@ -98,8 +100,14 @@ impl Transfer for SledStore {
             if !of_a_user(&Uuid::from_bytes(account.user))? {
                 continue;
             }
+            let username = text(&username, "a username")?;
+            let phone = match self.account_phone(&account.user, &username)? {
+                Some(phone) => Some(seal_account_phone(&self.sealer, &username, &phone)?),
+                None => None,
+            };
             out(Record::Account {
-                username: text(&username, "a username")?,
+                phone,
+                username,
                 user: Uuid::from_bytes(account.user),
                 password_hash: account.password_hash,
                 created_at: time(account.created_at)?,
@@ -286,8 +294,17 @@ impl SledStore {
                     &format!("unionid {unionid}"),
                 )?;
             }
-            Record::Account { username, user, password_hash, created_at } => {
+            Record::Account { username, user, password_hash, created_at, phone } => {
                 self.user_exists(&user)?;
+                if let Some(sealed) = phone {
+                    let phone = open_account_phone(&self.sealer, &username, &sealed)
+                        .ok_or_else(|| StoreError::Corrupt(format!("account {username}: its phone does not open")))?;
+                    let slot = self.user_slot(user.as_bytes())?.ok_or(StoreError::NoSuchUser)?;
+                    let sealed = self.vault.seal(vault::Purpose::AccountPhone, user.as_bytes(), slot, phone.as_bytes())?;
+                    let pseudonym = phone_pseudonym(&self.sealer, &phone);
+                    insert_new(&self.phone_accounts, &pseudonym, username.as_bytes().to_vec(), "an account's phone")?;
+                    self.account_phones.insert(username.as_bytes(), sealed)?;
+                }
                 let account = AccountRecord {
                     user: user.into_bytes(),
                     password_hash,

@@ -13,6 +13,8 @@
 //!   ([`record::DetailsRecord`]); apart from the user record, which every login rewrites
 //! - `phones`: pseudonym of a phone number ‖ user id → nothing; finds the users who verified
 //!   a number without storing it ([`crate::store::Store::users_by_phone`]). Since schema 7.
+//! - `account_phones`: username → the account's phone number, sealed under its user's key;
+//!   `phone_accounts`: pseudonym of the number → username, unique ([`accounts`])
 //! - `meta`: `schema_version` → u32 big-endian
 //!
 //! Files: one per part of the store's contract ([`crate::store::backend`]): `users`,
@@ -85,6 +87,10 @@ pub(super) struct SledStore {
     openids: ::sled::Tree,
     unionids: ::sled::Tree,
     accounts: ::sled::Tree,
+    /// Username → the account's phone number, sealed ([`accounts`]).
+    account_phones: ::sled::Tree,
+    /// Pseudonym of an account's phone number → username ([`accounts`]).
+    phone_accounts: ::sled::Tree,
     admin_tokens: ::sled::Tree,
     events: ::sled::Tree,
     events_by_user: ::sled::Tree,
@@ -160,6 +166,8 @@ impl SledStore {
             openids: db.open_tree("openids")?,
             unionids: db.open_tree(UNIONIDS)?,
             accounts: db.open_tree("accounts")?,
+            account_phones: db.open_tree("account_phones")?,
+            phone_accounts: db.open_tree("phone_accounts")?,
             admin_tokens: db.open_tree("admin_tokens")?,
             events: db.open_tree("events")?,
             events_by_user: db.open_tree("events_by_user")?,

@@ -52,6 +52,7 @@ pub(super) enum Purpose {
     Details,
     Family,
     Event,
+    AccountPhone,
 }
 
 impl Purpose {
@@ -61,6 +62,7 @@ impl Purpose {
             Self::Details => b"details",
             Self::Family => b"family",
             Self::Event => b"event",
+            Self::AccountPhone => b"account-phone",
         }
     }
 }

@@ -9,7 +9,6 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tracing::field::Empty;
 
 use crate::store::events::{Event, EventKind};
-use phone_login::PhoneLink;
 use crate::{
     config::Registration,
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
@@ -19,6 +18,7 @@ use crate::{
     token::{Claims, IssuedToken, Rejection, TokenError, Tokens},
     wechat::{WechatClient, WechatError},
 };
+use phone_login::PhoneLink;
 
 /// How long a bind ticket works by default, in seconds.
 pub const BIND_TICKET_SECS: u64 = 300;
@@ -454,8 +454,14 @@ impl Auth {
         let record = match (record, phone_code) {
             (Some(record), _) => record,
             (None, Some(phone_code)) => {
-                let link =
-                    PhoneLink { app, session: &session, ticket: None, phone_code: &phone_code, peer, create: self.phone_creates() };
+                let link = PhoneLink {
+                    app,
+                    session: &session,
+                    ticket: None,
+                    phone_code: &phone_code,
+                    peer,
+                    create: self.phone_creates(),
+                };
                 match self.link_by_phone(link).await {
                     Ok(outcome) => {
                         let event = self.event(EventKind::Login).user(outcome.user.id).app(app.appid());
@@ -530,7 +536,14 @@ impl Auth {
                 span.record("appid", app.appid());
                 span.record("openid", session.openid.as_str());
                 let create = self.phone_creates();
-                let link = PhoneLink { app, session: &session, ticket: ticket.as_ref(), phone_code: &phone_code, peer, create };
+                let link = PhoneLink {
+                    app,
+                    session: &session,
+                    ticket: ticket.as_ref(),
+                    phone_code: &phone_code,
+                    peer,
+                    create,
+                };
                 return self.link_by_phone(link).await;
             }
         };

@@ -611,7 +611,8 @@ fn import_rows(path: &std::path::Path) -> Result<Vec<crate::admin::ImportRow>, B
     } else {
         Box::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?)
     };
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(input);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(input);
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| format!("{}: {e}", path.display()))?;

@@ -49,6 +49,10 @@ pub const RESERVED_PHONE_CODES: &[(&str, &str)] = &[
     ("slow", "answers after the timeout -> 504 wechat_timeout"),
     ("garbled", "a body that is not JSON -> 502 wechat_error"),
     ("token-expired", "errcode 42001 (access token expired): wxauth refreshes the token and retries once -> 200"),
+    (
+        "1xxxxxxxxxx",
+        "an 11-digit mainland number as the code verifies that number, e.g. an account's from `accounts add --phone`",
+    ),
 ];
 
 struct MockState {
@@ -176,7 +180,8 @@ async fn phone_number(
             if code == "slow" {
                 tokio::time::sleep(state.slow).await;
             }
-            let pure = fake_phone_number(openid);
+            let chosen = code.len() == 11 && code.starts_with('1') && code.bytes().all(|b| b.is_ascii_digit());
+            let pure = if chosen { code.to_owned() } else { fake_phone_number(openid) };
             serde_json::json!({
                 "errcode": 0,
                 "errmsg": "ok",

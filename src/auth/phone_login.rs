@@ -10,14 +10,11 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use time::OffsetDateTime;
 
-use super::{Auth, Banned, BindFailure, Internal, LoginOutcome, PendingDeletion, Peer};
+use super::{Auth, Banned, BindFailure, Internal, LoginOutcome, Peer, PendingDeletion};
 use crate::{
     config::Registration,
     domain::{Dated, JsCode, WechatSession},
-    store::{
-        NewAccount, Origin, StoreError, TicketId,
-        events::EventKind,
-    },
+    store::{NewAccount, Origin, StoreError, TicketId, events::EventKind},
     wechat::WechatClient,
 };
 
@@ -82,7 +79,8 @@ impl Auth {
         let at = OffsetDateTime::now_utc();
         store.set_phone(&record.user.id, Dated { value: phone, at }).await?;
         let origin: Origin = self.origin(peer);
-        let outcome = self.outcome(record, appid, link.session.openid.clone(), &origin, "bind by phone succeeded").await?;
+        let outcome =
+            self.outcome(record, appid, link.session.openid.clone(), &origin, "bind by phone succeeded").await?;
         let event = self.event(EventKind::Bind).user(outcome.user.id).app(appid).origin(&origin);
         self.record(event.detail("username", account.as_str()).detail("via", "phone")).await;
         Ok(outcome)

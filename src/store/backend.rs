@@ -14,8 +14,8 @@
 use std::future::Future;
 
 use super::{
-    Account, AdminToken, BindTicket, NewAccount, Erasure, LoginRecord, Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed,
-    Session, StoreError, StoredSessionKey, TicketId,
+    Account, AdminToken, BindTicket, Erasure, LoginRecord, NewAccount, Origin, PurgeBatch, RefreshGrant, RefreshId,
+    Refreshed, Session, StoreError, StoredSessionKey, TicketId,
     events::{Event, EventFilter},
     export::Record,
     outbox::Delivery,

@@ -489,7 +489,7 @@ async fn admin_commands_with_a_password_hash_outside_the_bounds_are_refused_and_
     ];
     for password_hash in bad {
         let commands = [
-            Command::AddAccount { username: "mallory".into(), password_hash: password_hash.clone() },
+            Command::AddAccount { username: "mallory".into(), password_hash: password_hash.clone(), phone: None },
             Command::SetPassword { username: "alice".into(), password_hash: password_hash.clone() },
         ];
         for command in commands {

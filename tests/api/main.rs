@@ -24,6 +24,7 @@ mod login;
 mod markdown;
 mod me;
 mod open_data;
+mod phone_login;
 #[path = "../support/postgres.rs"]
 mod postgres;
 mod process;

@@ -156,6 +156,7 @@ conformance_suite!(
         two_existing_users_that_turn_out_to_share_a_unionid_are_reported_not_merged,
         a_login_that_may_not_create_finds_nothing_and_stores_nothing,
         accounts_are_added_listed_changed_and_removed,
+        account_phone_numbers_are_unique_found_by_number_moved_and_added_all_or_none,
         a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts,
         racing_binds_of_one_account_bind_exactly_one_openid,
         a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_given,

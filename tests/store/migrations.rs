@@ -69,7 +69,7 @@ async fn details_kept_before_the_phone_index_get_indexed_when_the_server_starts(
         statement_timeout: std::time::Duration::from_secs(10),
     });
     let store = crate::open(&settings).await.unwrap();
-    let user = store.add_account("ann", crate::conformance::HASH).await.unwrap().id;
+    let user = store.add_account(crate::conformance::account("ann", crate::conformance::HASH)).await.unwrap().id;
     let number = wxauth::domain::PhoneNumber {
         phone_number: "+8613800138000".into(),
         pure_phone_number: "13800138000".into(),

@@ -32,9 +32,10 @@ impl Accounts for PgStore {
     }
 
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts ORDER BY username COLLATE \"C\"")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts ORDER BY username COLLATE \"C\"")))
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|row| self.account(row)).collect()
     }
 

@@ -199,12 +199,14 @@ impl Transfer for SledStore {
 }
 
 impl SledStore {
-    fn data_trees(&self) -> [&Tree; 13] {
+    fn data_trees(&self) -> [&Tree; 15] {
         [
             &self.records,
             &self.openids,
             &self.unionids,
             &self.accounts,
+            &self.account_phones,
+            &self.phone_accounts,
             &self.tickets,
             &self.details,
             &self.phones,
@@ -300,7 +302,8 @@ impl SledStore {
                     let phone = open_account_phone(&self.sealer, &username, &sealed)
                         .ok_or_else(|| StoreError::Corrupt(format!("account {username}: its phone does not open")))?;
                     let slot = self.user_slot(user.as_bytes())?.ok_or(StoreError::NoSuchUser)?;
-                    let sealed = self.vault.seal(vault::Purpose::AccountPhone, user.as_bytes(), slot, phone.as_bytes())?;
+                    let sealed =
+                        self.vault.seal(vault::Purpose::AccountPhone, user.as_bytes(), slot, phone.as_bytes())?;
                     let pseudonym = phone_pseudonym(&self.sealer, &phone);
                     insert_new(&self.phone_accounts, &pseudonym, username.as_bytes().to_vec(), "an account's phone")?;
                     self.account_phones.insert(username.as_bytes(), sealed)?;

@@ -243,11 +243,34 @@ impl TestApp {
 
     /// Adds an account through the running server's admin socket, as the CLI does.
     pub async fn add_account(&self, username: &str, password: &str) -> Value {
-        let password_hash =
-            wxauth::password::hash(&wxauth::domain::Password::new_for_account(password).unwrap()).unwrap();
-        let command = wxauth::admin::Command::AddAccount { username: username.into(), password_hash };
-        let reply = wxauth::admin::send(&self.admin_socket(), &command).await.unwrap().expect("no admin socket");
-        serde_json::to_value(reply).unwrap()
+        self.add_account_with(username, Some(password), None).await.unwrap()
+    }
+
+    /// Adds an account as `wxauth accounts add [--phone P] [--no-password]` does.
+    pub async fn add_account_with(
+        &self,
+        username: &str,
+        password: Option<&str>,
+        phone: Option<&str>,
+    ) -> Result<Value, String> {
+        let password_hash = password
+            .map(|p| wxauth::password::hash(&wxauth::domain::Password::new_for_account(p).unwrap()).unwrap())
+            .unwrap_or_default();
+        self.admin_command(wxauth::admin::Command::AddAccount {
+            username: username.into(),
+            password_hash,
+            phone: phone.map(Into::into),
+        })
+        .await
+    }
+
+    /// Runs an admin command through the running server's socket: its reply, or why it
+    /// was refused.
+    pub async fn admin_command(&self, command: wxauth::admin::Command) -> Result<Value, String> {
+        match wxauth::admin::send(&self.admin_socket(), &command).await {
+            Ok(reply) => Ok(serde_json::to_value(reply.expect("no admin socket")).unwrap()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Mints an admin token as `wxauth admin-tokens create` does and keeps it through the

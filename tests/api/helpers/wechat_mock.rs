@@ -188,10 +188,12 @@ async fn phone_api(
         Reply::errcode(40001)
     } else {
         let scripted = state.phone_scripts.lock().unwrap().get_mut(&code).and_then(VecDeque::pop_front);
+        // `number-13912345678`: that number; any other code: PHONE.
+        let number = code.strip_prefix("number-").unwrap_or(PHONE).to_owned();
         scripted.unwrap_or_else(|| {
             Reply::Body(
                 json!({"errcode": 0, "errmsg": "ok", "phone_info": {
-                    "phoneNumber": format!("+86{PHONE}"), "purePhoneNumber": PHONE, "countryCode": "86",
+                    "phoneNumber": format!("+86{number}"), "purePhoneNumber": number, "countryCode": "86",
                     "watermark": {"timestamp": 1637744274, "appid": APPID}
                 }})
                 .to_string(),

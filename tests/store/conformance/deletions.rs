@@ -5,7 +5,7 @@ use time::{Duration, OffsetDateTime};
 use wxauth::{
     domain::{Deletion, Identity, UserId},
     store::{
-        BindTicket, Erasure, Origin, RefreshGrant, RefreshId,
+        BindTicket, Erasure, NewAccount, Origin, RefreshGrant, RefreshId,
         events::{Event, EventFilter, EventKind},
     },
 };
@@ -36,7 +36,8 @@ pub async fn a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_per
     let login = Event::new(EventKind::Login, now).user(amy).app("wx1").detail("created", true);
     let login = login.origin(&origin);
     store.append_events(&[login]).await.unwrap();
-    let bob = store.add_account("bob", HASH).await.unwrap().id;
+    let with_phone = NewAccount { phone: Some("+8613700000009".into()), ..crate::conformance::account("bob", HASH) };
+    let bob = store.add_account(with_phone).await.unwrap().id;
     store.bind("wx1", &person("o_bob", "u_bob"), "bob", None, now).await.unwrap();
 
     // Pending: marked, its sessions ended, not erased before it is due.
@@ -89,6 +90,9 @@ pub async fn a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_per
     let kept = store.user(&bob).await.unwrap().expect("the account's user went");
     assert!(kept.identities.is_empty() && kept.unionid.is_none() && kept.controls.deletion.is_none(), "{kept:?}");
     assert_eq!(store.account("bob").await.unwrap().unwrap().user, bob);
+    // Its number was the person's: it went with the erasure.
+    assert_eq!(store.account("bob").await.unwrap().unwrap().phone, None);
+    assert!(store.account_by_phone("+8613700000009").await.unwrap().is_none());
     assert!(store.user_by_openid("wx1", "o_bob").await.unwrap().is_none());
     assert!(store.due_deletions(now + Duration::days(1), 10).await.unwrap().is_empty(), "erased ones stay due");
     let again = store.bind("wx1", &person("o_bob", "u_bob"), "bob", None, now).await.unwrap();

@@ -9,7 +9,7 @@ use wxauth::{
     domain::{
         Ban, Controls, CustomClaims, Dated, Details, Identity, PhoneNumber, Profile, SessionKey, UserId, WechatSession,
     },
-    store::{BindTicket, LAST_LOGIN_GRANULARITY, Store, StoreError},
+    store::{BindTicket, LAST_LOGIN_GRANULARITY, NewAccount, Store, StoreError},
 };
 
 use crate::{Backend, open};
@@ -254,9 +254,9 @@ pub async fn accounts_are_added_listed_changed_and_removed(backend: &dyn Backend
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
 
-    let user = store.add_account("alice", HASH).await.unwrap();
-    assert!(matches!(store.add_account("alice", HASH).await, Err(StoreError::AccountExists)));
-    store.add_account("bob", HASH).await.unwrap();
+    let user = store.add_account(account("alice", HASH)).await.unwrap();
+    assert!(matches!(store.add_account(account("alice", HASH)).await, Err(StoreError::AccountExists)));
+    store.add_account(account("bob", HASH)).await.unwrap();
 
     assert_eq!(user.account.as_deref(), Some("alice"));
     assert!(user.identities.is_empty());
@@ -275,11 +275,73 @@ pub async fn accounts_are_added_listed_changed_and_removed(backend: &dyn Backend
     assert!(matches!(store.remove_account("alice").await, Err(StoreError::NoSuchAccount)));
 }
 
+/// An account to add, with a password and no phone number.
+pub fn account(username: &str, password_hash: &str) -> NewAccount {
+    NewAccount { username: username.into(), password_hash: password_hash.into(), phone: None }
+}
+
+fn phone_account(username: &str, phone: &str) -> NewAccount {
+    NewAccount { phone: Some(phone.into()), ..account(username, "") }
+}
+
+pub async fn account_phone_numbers_are_unique_found_by_number_moved_and_added_all_or_none(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let (ann, bea) = ("+8613700000001", "+8613700000002");
+
+    let alice = store.add_account(phone_account("alice", ann)).await.unwrap();
+    assert!(matches!(store.add_account(phone_account("bob", ann)).await, Err(StoreError::PhoneTaken)));
+    let found = store.account_by_phone(ann).await.unwrap().unwrap();
+    assert_eq!((found.username.as_str(), found.user, found.phone.as_deref()), ("alice", alice.id, Some(ann)));
+    assert_eq!(found.password_hash, "");
+    assert!(store.account_by_phone(bea).await.unwrap().is_none());
+
+    // All or none: a taken name or number, in the store or twice in the batch, adds nothing.
+    for batch in [
+        vec![phone_account("bob", bea), phone_account("alice", "+8613700000003")],
+        vec![phone_account("bob", bea), phone_account("carol", ann)],
+        vec![phone_account("bob", bea), phone_account("carol", bea)],
+        vec![phone_account("bob", bea), phone_account("bob", "+8613700000003")],
+    ] {
+        assert!(store.add_accounts(&batch).await.is_err(), "{batch:?}");
+        assert!(store.account("bob").await.unwrap().is_none(), "part of a refused batch landed: {batch:?}");
+        assert!(store.account_by_phone(bea).await.unwrap().is_none());
+    }
+    let added = store.add_accounts(&[phone_account("bob", bea), account("carol", HASH)]).await.unwrap();
+    assert_eq!(added.len(), 2);
+    assert_eq!(store.account_by_phone(bea).await.unwrap().unwrap().user, added[0].id);
+    assert_eq!(store.account("carol").await.unwrap().unwrap().phone, None);
+
+    // A number moves only once its holder lets it go.
+    assert!(matches!(store.set_account_phone("carol", Some(ann)).await, Err(StoreError::PhoneTaken)));
+    store.set_account_phone("alice", None).await.unwrap();
+    assert!(store.account_by_phone(ann).await.unwrap().is_none());
+    store.set_account_phone("carol", Some(ann)).await.unwrap();
+    assert_eq!(store.account_by_phone(ann).await.unwrap().unwrap().username, "carol");
+    store.set_account_phone("carol", Some("+8613700000004")).await.unwrap();
+    assert!(store.account_by_phone(ann).await.unwrap().is_none(), "the old number still finds carol");
+    assert!(matches!(store.set_account_phone("dora", Some(ann)).await, Err(StoreError::NoSuchAccount)));
+
+    // Gone with its account: the number is free again.
+    store.remove_account("bob").await.unwrap();
+    assert!(store.account_by_phone(bea).await.unwrap().is_none());
+    store.add_account(phone_account("dora", bea)).await.unwrap();
+    let listed: Vec<_> = store.accounts().await.unwrap().into_iter().map(|a| (a.username, a.phone)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("alice".into(), None),
+            ("carol".into(), Some("+8613700000004".into())),
+            ("dora".into(), Some(bea.to_owned()))
+        ]
+    );
+}
+
 pub async fn a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
-    let alice = store.add_account("alice", HASH).await.unwrap();
-    store.add_account("bob", HASH).await.unwrap();
+    let alice = store.add_account(account("alice", HASH)).await.unwrap();
+    store.add_account(account("bob", HASH)).await.unwrap();
 
     let bound = store.bind("wx1", &person("o1", "u1"), "alice", None, now()).await.unwrap();
     assert_eq!((bound.user.id, bound.created), (alice.id, false));
@@ -303,7 +365,7 @@ pub async fn a_bind_attaches_the_identity_to_the_account_and_refuses_conflicts(b
 pub async fn racing_binds_of_one_account_bind_exactly_one_openid(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = Arc::new(open(&settings).await.unwrap());
-    store.add_account("alice", HASH).await.unwrap();
+    store.add_account(account("alice", HASH)).await.unwrap();
 
     let binds: Vec<_> = (0..32)
         .map(|i| {
@@ -328,7 +390,7 @@ fn now() -> time::OffsetDateTime {
 pub async fn a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_given(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
-    store.add_account("alice", HASH).await.unwrap();
+    store.add_account(account("alice", HASH)).await.unwrap();
     // Years before the system's time: only the clock passed in can say these are live.
     let t0 = time::macros::datetime!(2020-01-01 00:00 UTC);
     let ticket =
@@ -357,7 +419,7 @@ pub async fn a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_give
 pub async fn unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();
-    let alice = store.add_account("alice", HASH).await.unwrap();
+    let alice = store.add_account(account("alice", HASH)).await.unwrap();
     store.bind("wxA", &person("oa", "u1"), "alice", None, now()).await.unwrap();
     store.record_login("wxB", &person("ob", "u1")).await.unwrap();
 
@@ -417,7 +479,7 @@ pub async fn users_are_found_by_the_phone_number_they_hold_now_and_no_other(back
     let ids = |users: Vec<wxauth::domain::User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
     let amy = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user.id;
     let ben = store.record_login("wx1", &session("o2", "k2")).await.unwrap().user.id;
-    let cat = store.add_account("cat", HASH).await.unwrap().id;
+    let cat = store.add_account(account("cat", HASH)).await.unwrap().id;
     assert!(store.users_by_phone("+8613800138000").await.unwrap().is_empty(), "found before anyone verified it");
 
     store.set_phone(&amy, phone("13800138000")).await.unwrap();
@@ -449,7 +511,7 @@ pub async fn details_are_refused_for_a_missing_user_and_removed_with_its_account
     assert!(matches!(store.set_phone(&nobody, phone("13800138000")).await, Err(StoreError::NoSuchUser)));
     assert_eq!(store.details(&nobody).await.unwrap(), Details::default());
 
-    let user = store.add_account("alice", HASH).await.unwrap();
+    let user = store.add_account(account("alice", HASH)).await.unwrap();
     store.set_phone(&user.id, phone("13800138000")).await.unwrap();
     store.remove_account("alice").await.unwrap();
     assert_eq!(store.details(&user.id).await.unwrap(), Details::default(), "details outlived their user");

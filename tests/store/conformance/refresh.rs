@@ -26,7 +26,7 @@ fn rid_of(user: UserId, family: u8, generation: u32, verifier: u8) -> RefreshId 
 const KEEP: usize = 1000;
 
 async fn user(store: &Store, name: &str) -> UserId {
-    store.add_account(name, HASH).await.unwrap().id
+    store.add_account(crate::conformance::account(name, HASH)).await.unwrap().id
 }
 
 pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend: &dyn Backend) {

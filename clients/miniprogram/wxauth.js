@@ -5,8 +5,13 @@
 //   const auth = createClient({
 //     baseUrl: 'https://auth.example.com',
 //     onNotBound: (body) => wx.navigateTo({ url: `/pages/bind/bind?ticket=${body.bind_ticket}` }),
+//     onPhoneRequired: () => wx.navigateTo({ url: '/pages/phone/phone' }),
 //   });
 //   const res = await auth.request({ url: 'https://api.example.com/orders' });
+//
+// Phone-first login: a <button open-type="getPhoneNumber" bindgetphonenumber="onPhone">
+// whose handler calls `auth.loginWithPhone(e)`: it logs in, binds the WeChat identity to
+// the account with the number (or, in registration `phone`, makes one), in one request.
 //
 // It logs in with wx.login, keeps both tokens with wx.setStorageSync, sends the access
 // token as `Authorization: Bearer`, refreshes it once on a 401 (one refresh however many
@@ -18,6 +23,15 @@ const STORAGE_KEYS = {
   accessExpiresAt: 'wxauth.access_expires_at',
   refresh: 'wxauth.refresh_token',
 };
+
+/** The person declined to share the phone number (or WeChat gave no code): nothing was sent. */
+class PhoneDeclinedError extends Error {
+  constructor(errMsg) {
+    super(`the phone number was not shared: ${errMsg || 'no code'}`);
+    this.name = 'PhoneDeclinedError';
+    this.errMsg = errMsg; // e.g. 'getPhoneNumber:fail user deny'
+  }
+}
 
 /** An answer of wxauth that the client cannot turn into a token. */
 class WxauthError extends Error {
@@ -45,10 +59,13 @@ function wxLogin(wx) {
  * @param {string} [options.appid] Your AppID; required when wxauth serves several apps.
  * @param {(body: object) => void} [options.onNotBound] Called with the 403 `not_bound` body
  *   (it holds `bind_ticket`): open your bind page there. The login then rejects.
+ * @param {(body: object) => void} [options.onPhoneRequired] Called with the 403
+ *   `phone_required` body (registration `phone`): show the getPhoneNumber button there, whose
+ *   handler calls `loginWithPhone(e)`. The login then rejects.
  * @param {object} [options.wx] The `wx` object (tests pass a fake one).
  */
 function createClient(options) {
-  const { baseUrl, appid, onNotBound } = options;
+  const { baseUrl, appid, onNotBound, onPhoneRequired } = options;
   const wx = options.wx || globalThis.wx;
   let loggingIn = null;
   let refreshing = null;
@@ -65,17 +82,21 @@ function createClient(options) {
     Object.values(STORAGE_KEYS).forEach((key) => wx.removeStorageSync(key));
   }
 
-  async function loginOnce(retried) {
+  async function loginOnce(retried, phoneCode) {
     const code = await wxLogin(wx);
-    const data = appid ? { code, appid } : { code };
+    const data = { code };
+    if (appid) data.appid = appid;
+    if (phoneCode) data.phone_code = phoneCode;
     const res = await call(wx, { url: `${baseUrl}/v1/login`, method: 'POST', data });
     if (res.statusCode === 200) return save(res.data);
     const error = res.data && res.data.error;
-    // A code WeChat refused: wx.login gives a new one; once, not in a loop.
+    // A code WeChat refused: wx.login gives a new one; once, not in a loop. (With a phone
+    // code the refused one may be that: the retry then fails the same way.)
     if (res.statusCode === 400 && (error === 'invalid_code' || error === 'code_used') && !retried) {
-      return loginOnce(true);
+      return loginOnce(true, phoneCode);
     }
     if (res.statusCode === 403 && error === 'not_bound' && onNotBound) onNotBound(res.data);
+    if (res.statusCode === 403 && error === 'phone_required' && onPhoneRequired) onPhoneRequired(res.data);
     throw new WxauthError(res.statusCode, res.data);
   }
 
@@ -83,6 +104,27 @@ function createClient(options) {
   function login() {
     if (!loggingIn) loggingIn = loginOnce(false).finally(() => { loggingIn = null; });
     return loggingIn;
+  }
+
+  /**
+   * Logs in with the event of a `getPhoneNumber` button: a new wx.login code and the
+   * button's phone code in one request. An identity bound already just logs in (wxauth
+   * does not verify, nor pay for, the number then); an unbound one is bound to the account
+   * with the number, or gets one (registration `phone`). Rejects with PhoneDeclinedError
+   * when the person declined (nothing is sent), and with WxauthError 409
+   * `no_account_for_phone` when no account has the number (registration `bind`).
+   */
+  function loginWithPhone(e) {
+    const detail = (e && e.detail) || {};
+    if (!detail.code || !/:ok$/.test(detail.errMsg || '')) {
+      return Promise.reject(new PhoneDeclinedError(detail.errMsg));
+    }
+    const run = () => loginOnce(false, detail.code);
+    // After a login in flight, not beside it: they would race for one identity.
+    const shared = (loggingIn ? loggingIn.catch(() => {}).then(run) : run())
+      .finally(() => { if (loggingIn === shared) loggingIn = null; });
+    loggingIn = shared;
+    return shared;
   }
 
   async function refreshOnce() {
@@ -137,7 +179,7 @@ function createClient(options) {
     }
   }
 
-  return { login, refresh, token, request, logout };
+  return { login, loginWithPhone, refresh, token, request, logout };
 }
 
-module.exports = { createClient, WxauthError, STORAGE_KEYS };
+module.exports = { createClient, WxauthError, PhoneDeclinedError, STORAGE_KEYS };

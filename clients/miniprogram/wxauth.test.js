@@ -1,16 +1,23 @@
 // Tests of wxauth.js against a real wxauth in dev mode, with a fake `wx` object: wx.login
 // hands out codes from a list, wx.request is real HTTP, storage lives in memory.
 // Run by `cargo test` (tests/api/clients.rs), which starts the servers and sets
-// WXAUTH_URL (registration auto) and WXAUTH_BIND_URL (registration bind).
+// WXAUTH_URL (registration auto), WXAUTH_BIND_URL (registration bind) and WXAUTH_PHONE_URL
+// (registration phone); on the bind and phone servers the account `js-phone` has the number
+// WXAUTH_ACCOUNT_PHONE, its user WXAUTH_BIND_ACCOUNT_USER and WXAUTH_PHONE_ACCOUNT_USER.
+// The dev mock verifies an 11-digit phone code as that number.
 'use strict';
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { createClient, WxauthError, STORAGE_KEYS } = require('./wxauth.js');
+const { createClient, WxauthError, PhoneDeclinedError, STORAGE_KEYS } = require('./wxauth.js');
 
 const BASE = process.env.WXAUTH_URL;
 const BIND_BASE = process.env.WXAUTH_BIND_URL;
-if (!BASE || !BIND_BASE) throw new Error('set WXAUTH_URL and WXAUTH_BIND_URL (cargo test does)');
+const PHONE_BASE = process.env.WXAUTH_PHONE_URL;
+const ACCOUNT_PHONE = process.env.WXAUTH_ACCOUNT_PHONE;
+if (!BASE || !BIND_BASE || !PHONE_BASE || !ACCOUNT_PHONE) {
+  throw new Error('set WXAUTH_URL, WXAUTH_BIND_URL, WXAUTH_PHONE_URL and WXAUTH_ACCOUNT_PHONE (cargo test does)');
+}
 
 let people = 0;
 
@@ -146,4 +153,81 @@ test('logout revokes the refresh token and forgets both tokens', async () => {
     body: JSON.stringify({ refresh_token: body.refresh_token }),
   });
   assert.equal(res.status, 401);
+});
+
+/** The event of a getPhoneNumber button the person accepted, with the dev mock's code for `number`. */
+function phoneEvent(number) {
+  return { type: 'getphonenumber', detail: { errMsg: 'getPhoneNumber:ok', code: number } };
+}
+
+let numbers = 0;
+
+/** A number no account has (unique within this run). */
+function freshNumber() {
+  numbers += 1;
+  return `1370${String(process.pid % 10000).padStart(4, '0')}${String(numbers).padStart(3, '0')}`;
+}
+
+async function userId(base, token) {
+  const res = await fetch(`${base}/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+  return (await res.json()).id;
+}
+
+test('registration phone: phone_required goes to the phone page, and the button logs in as a new account', async () => {
+  const wx = fakeWx(person());
+  let handed = null;
+  const auth = createClient({ baseUrl: PHONE_BASE, wx, onPhoneRequired: (body) => { handed = body; } });
+  await assert.rejects(auth.login(), (e) => e instanceof WxauthError && e.error === 'phone_required');
+  assert.match(handed.bind_ticket, /^bt_/);
+
+  const body = await auth.loginWithPhone(phoneEvent(freshNumber()));
+  assert.equal(body.user.created, true);
+  assert.equal(wx.storage.get(STORAGE_KEYS.access), body.access_token);
+  // Later logins are wx.login alone.
+  const again = await auth.login();
+  assert.equal(again.user.id, body.user.id);
+  assert.equal(wx.calls.filter((c) => c.url.endsWith('/v1/login')).length, 3);
+});
+
+test('registration phone: the number of an existing account logs in as that account', async () => {
+  const auth = createClient({ baseUrl: PHONE_BASE, wx: fakeWx(person()) });
+  const body = await auth.loginWithPhone(phoneEvent(ACCOUNT_PHONE));
+  assert.equal(body.user.id, process.env.WXAUTH_PHONE_ACCOUNT_USER);
+  assert.equal(body.user.created, false);
+});
+
+test('registration bind: the button binds to the account with the number, or says none has it', async () => {
+  const auth = createClient({ baseUrl: BIND_BASE, wx: fakeWx(person()) });
+  const body = await auth.loginWithPhone(phoneEvent(ACCOUNT_PHONE));
+  assert.equal(await userId(BIND_BASE, body.access_token), process.env.WXAUTH_BIND_ACCOUNT_USER);
+
+  const wx = fakeWx(person());
+  const stranger = createClient({ baseUrl: BIND_BASE, wx });
+  await assert.rejects(
+    stranger.loginWithPhone(phoneEvent(freshNumber())),
+    (e) => e instanceof WxauthError && e.statusCode === 409 && e.error === 'no_account_for_phone',
+  );
+  assert.ok(!wx.storage.get(STORAGE_KEYS.access));
+});
+
+test('registration auto: a number no account has is a plain new user', async () => {
+  const auth = createClient({ baseUrl: BASE, wx: fakeWx(person()) });
+  const body = await auth.loginWithPhone(phoneEvent(freshNumber()));
+  assert.equal(body.user.created, true);
+});
+
+test('a declined getPhoneNumber sends nothing and rejects with PhoneDeclinedError', async () => {
+  for (const detail of [
+    { errMsg: 'getPhoneNumber:fail user deny' },
+    { errMsg: 'getPhoneNumber:fail:user deny' },
+    { errMsg: 'getPhoneNumber:ok' },
+    {},
+  ]) {
+    const wx = fakeWx(person());
+    const auth = createClient({ baseUrl: PHONE_BASE, wx });
+    await assert.rejects(auth.loginWithPhone({ detail }), (e) => e instanceof PhoneDeclinedError);
+    assert.equal(wx.calls.length, 0, JSON.stringify(detail));
+  }
+  await assert.rejects(createClient({ baseUrl: PHONE_BASE, wx: fakeWx(person()) }).loginWithPhone(undefined),
+    (e) => e instanceof PhoneDeclinedError);
 });

@@ -138,9 +138,9 @@ settings! {
     BIND_TICKET_TTL: "bind_ticket_ttl", Default::Value("300"), Some(Range { min: 1, max: 300, unit: "seconds" }),
         "Seconds a bind ticket works, 1 to 300 (the 5 minutes a client may count on are the maximum).";
     BIND_ATTEMPTS_PER_USERNAME: "bind_attempts_per_username", Default::Value("5"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),
-        "`POST /v1/bind` attempts per minute for one username by one WeChat identity (a burst of this many, then one every 60/n s), so that a guesser never spends the owner's budget. `0` turns the limit off. Apart from it, an identity waits after more than 3 wrong passwords in a row (1 s, doubling, at most 300 s). Accepted: 0 to 1000000.";
+        "`POST /v1/bind` attempts per minute for one username by one WeChat identity (a burst of this many, then one every 60/n s), so that a guesser never spends the owner's budget; and binds by phone number (`phone_code`) per number, whoever asks. `0` turns the limit off. Apart from it, an identity waits after more than 3 wrong passwords in a row (1 s, doubling, at most 300 s). Accepted: 0 to 1000000.";
     BIND_ATTEMPTS_PER_IP: "bind_attempts_per_ip", Default::Value("20"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),
-        "The same per client address. `0` turns it off. Mobile users in China often share one address behind carrier-grade NAT: raise it rather than lower it. Accepted: 0 to 1000000.";
+        "The same per client address, binds by phone number included (counted before WeChat verifies, and bills, the number). `0` turns it off. Mobile users in China often share one address behind carrier-grade NAT: raise it rather than lower it. Accepted: 0 to 1000000.";
     TRUSTED_PROXIES: "trusted_proxies", Default::Value(""), None,
         "Comma-separated CIDRs or addresses of your reverse proxies, e.g. `127.0.0.1, 10.0.0.0/8`. Only a request from one of them has its `X-Forwarded-For` read (all its lines, in order, each entry on its own: an address, `ip:port` or `[v6]:port`), and then the right-most address that is not a trusted proxy is the client; an entry that is none of these stops the walk at the last trusted hop. Used for the per-IP limits.";
     RATE_LIMIT_PER_MINUTE: "rate_limit_per_minute", Default::Value("0"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),

@@ -43,13 +43,23 @@ async fn the_mini_program_client_passes_its_tests_against_dev_servers() {
     }
     let auto = spawn_dev_app().await;
     let bind = spawn_dev_app_with(&[("WXAUTH_REGISTRATION", "bind")]).await;
-    let (url, bind_url) = (auto.address.clone(), bind.address.clone());
+    let phone = spawn_dev_app_with(&[("WXAUTH_REGISTRATION", "phone")]).await;
+    let mut account_users = Vec::new();
+    for app in [&bind, &phone] {
+        let added = app.add_account_with("js-phone", None, Some(ACCOUNT_PHONE)).await.unwrap();
+        account_users.push(added["user"]["id"].as_str().unwrap().to_owned());
+    }
+    let (url, bind_url, phone_url) = (auto.address.clone(), bind.address.clone(), phone.address.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .args(["--test", "--test-reporter=spec"])
             .arg(repo("clients/miniprogram/wxauth.test.js"))
             .env("WXAUTH_URL", url)
             .env("WXAUTH_BIND_URL", bind_url)
+            .env("WXAUTH_PHONE_URL", phone_url)
+            .env("WXAUTH_ACCOUNT_PHONE", ACCOUNT_PHONE)
+            .env("WXAUTH_BIND_ACCOUNT_USER", &account_users[0])
+            .env("WXAUTH_PHONE_ACCOUNT_USER", &account_users[1])
             .output()
             .unwrap()
     })
@@ -58,7 +68,11 @@ async fn the_mini_program_client_passes_its_tests_against_dev_servers() {
     let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the client's tests failed:\n{report}");
     assert!(report.contains("concurrent requests that all get a 401 cause one refresh"), "{report}");
+    assert!(report.contains("registration phone: the number of an existing account"), "{report}");
 }
+
+/// The number of the account the client's phone tests bind to.
+const ACCOUNT_PHONE: &str = "13912340000";
 
 /// A verifier driver: writes a token per line, reads `ok <sub>` or `invalid <why>`.
 struct Driver {

@@ -117,8 +117,9 @@ async fn a_number_no_account_has_answers_409_no_account_for_phone_and_the_ticket
 
 #[tokio::test]
 async fn a_login_with_a_phone_code_binds_in_one_request_as_each_mode_says() {
-    // (mode, phone code, expected: Ok(true) = the account carol, Ok(false) = a new user, Err = the error)
-    let cases: [(&str, String, Result<bool, (u16, &str)>); 6] = [
+    // Ok(true): the account carol; Ok(false): a new user; Err: the answer.
+    type Expected = Result<bool, (u16, &'static str)>;
+    let cases: [(&str, String, Expected); 6] = [
         ("phone", carol_code(), Ok(true)),
         ("phone", "number-13700000003".into(), Ok(false)),
         ("bind", carol_code(), Ok(true)),

@@ -566,15 +566,8 @@ async fn an_erasure_destroys_the_key_so_what_the_log_still_holds_of_the_person_n
     let (_dir, store) = open().await;
     let now = OffsetDateTime::now_utc();
     let amy = store.record_login("wx1", &session("o_amy", "k1")).await.unwrap().user.id;
-    let ann = store
-        .add_account(crate::store::NewAccount {
-            username: "ann".into(),
-            password_hash: "$argon2id$x".into(),
-            phone: None,
-        })
-        .await
-        .unwrap()
-        .id;
+    let ann = crate::store::NewAccount { username: "ann".into(), password_hash: "$argon2id$x".into(), phone: None };
+    let ann = store.add_accounts(&[ann]).await.unwrap()[0].id;
     store.bind("wx1", &session("o_ann", "k2"), "ann", None, now).await.unwrap();
     let old = |id: &UserId| store.records.get(id.as_bytes()).unwrap().unwrap();
     let (amy_before, ann_before) = (old(&amy), old(&ann));

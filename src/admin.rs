@@ -643,6 +643,9 @@ pub async fn find_users(store: &Store, appids: &[String], query: &str) -> Result
         found.push(store.user(&account.user).await?);
     }
     if let Some(phone) = PhoneNumber::parse_query(query) {
+        if let Some(account) = store.account_by_phone(&phone).await? {
+            found.push(store.user(&account.user).await?);
+        }
         found.extend(store.users_by_phone(&phone).await?.into_iter().map(Some));
     }
     let mut users: Vec<User> = Vec::new();

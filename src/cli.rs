@@ -604,23 +604,30 @@ fn new_password_hash(username: &str) -> Result<String, Box<dyn std::error::Error
 }
 
 /// The rows of an import file: CSV, `username,phone[,password_hash]`, an optional header
-/// line whose first field is `username`. Errors name the line.
+/// line whose first field is `username`, blank lines skipped. No field holds a line break,
+/// so each line is one record, parsed on its own: errors name the file's own line numbers.
 fn import_rows(path: &std::path::Path) -> Result<Vec<crate::admin::ImportRow>, Box<dyn std::error::Error>> {
-    let input: Box<dyn std::io::Read> = if path == std::path::Path::new("-") {
-        Box::new(std::io::stdin())
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if path == std::path::Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)
     } else {
-        Box::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
     };
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(input);
+    read.map_err(|e| format!("{}: {e}", path.display()))?;
     let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
-        let line = record.position().map_or(i as u64 + 1, csv::Position::line);
-        if i == 0 && record.get(0) == Some("username") {
+    for (i, raw) in text.lines().enumerate() {
+        let line = i as u64 + 1;
+        if raw.trim().is_empty() {
             continue;
         }
-        if record.iter().all(str::is_empty) {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).trim(csv::Trim::All).from_reader(raw.as_bytes());
+        let record = match reader.records().next() {
+            Some(Ok(record)) => record,
+            Some(Err(e)) => return Err(format!("{} line {line}: {e}", path.display()).into()),
+            None => continue,
+        };
+        if rows.is_empty() && record.get(0) == Some("username") {
             continue;
         }
         if !(2..=3).contains(&record.len()) {

@@ -70,6 +70,7 @@ pub(super) fn admin() -> Vec<Examples> {
         ("/admin/v1/users/{id}/ban", "delete", admin_write(vec![bad_user_id(), no_such_user()])),
         ("/admin/v1/users/{id}/roles", "put", admin_write(vec![bad_role(), no_such_user()])),
         ("/admin/v1/users/{id}/claims", "put", admin_write(vec![bad_claims(), no_such_user()])),
+        ("/admin/v1/users/{id}/account-phone", "put", admin_write(vec![phone_taken(), no_such_user()])),
         ("/admin/v1/users/{id}/sessions", "delete", admin_write(vec![bad_user_id(), no_such_user()])),
         (
             "/admin/v1/users/{id}/sessions/{session}",
@@ -105,6 +106,10 @@ fn bad_claims() -> OperatorFailure {
     OperatorFailure::Invalid(
         crate::domain::CustomClaims::parse(r#"{"sub":"x"}"#).err().map(|e| e.to_string()).unwrap_or_default(),
     )
+}
+
+fn phone_taken() -> OperatorFailure {
+    crate::admin::CommandError::from(crate::store::StoreError::PhoneTaken).into()
 }
 
 fn bad_kind() -> OperatorFailure {

@@ -122,6 +122,8 @@ pub enum Change {
     Roles(Vec<String>),
     /// Replace the custom claims (a JSON object's text).
     Claims(String),
+    /// Give the user's account a phone number (as an operator types it), or take it away.
+    AccountPhone(Option<String>),
 }
 
 /// Everything the admin API shows of one user.
@@ -131,6 +133,8 @@ pub struct UserFile {
     pub user: User,
     /// What the person shared (phone number, profile).
     pub details: Details,
+    /// The phone number of the user's account, normalised.
+    pub account_phone: Option<String>,
     /// Live sessions, newest first.
     pub sessions: Vec<Session>,
     /// The [`RECENT_EVENTS`] newest events of the user.
@@ -220,19 +224,32 @@ impl Auth {
         let sessions = store.sessions(id, self.parts.clock.now()).await?;
         let filter = EventFilter { user: Some(*id), limit: RECENT_EVENTS, ..EventFilter::default() };
         let events = store.events(&filter).await?;
-        Ok(UserFile { user, details, sessions, events })
+        let account_phone = match &user.account {
+            Some(name) => store.account(name).await?.and_then(|a| a.phone),
+            None => None,
+        };
+        Ok(UserFile { user, details, account_phone, sessions, events })
     }
 
     /// Applies `change` to user `id` for `operator`.
     pub async fn change_user(&self, operator: &Operator, id: &UserId, change: Change) -> Result<User, WriteFailure> {
         let store = &self.parts.store;
-        store.user(id).await?.ok_or(OperatorFailure::NoSuchUser)?;
+        let user = store.user(id).await?.ok_or(OperatorFailure::NoSuchUser)?;
         let query = id.to_string();
         let command = match change {
             Change::Ban { reason, until } => Command::BanUser { query, reason, until },
             Change::Unban => Command::UnbanUser { query },
             Change::Roles(roles) => Command::SetRoles { query, roles },
             Change::Claims(claims) => Command::SetClaims { query, claims },
+            Change::AccountPhone(phone) => {
+                let username = user.account.ok_or_else(|| {
+                    OperatorFailure::Invalid(
+                        "this user has no account: only an account (wxauth accounts add) has a phone number to set"
+                            .into(),
+                    )
+                })?;
+                Command::SetAccountPhone { username, phone }
+            }
         };
         let appids: Vec<String> = self.appids().into_iter().map(str::to_owned).collect();
         let now = self.parts.clock.now();

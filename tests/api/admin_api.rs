@@ -43,6 +43,7 @@ fn operations(user: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::DELETE, format!("/admin/v1/users/{user}/ban"), None),
         (Method::PUT, format!("/admin/v1/users/{user}/roles"), Some(json!({"roles": ["vip"]}))),
         (Method::PUT, format!("/admin/v1/users/{user}/claims"), Some(json!({"claims": {"tier": 1}}))),
+        (Method::PUT, format!("/admin/v1/users/{user}/account-phone"), Some(json!({"phone": "13700000099"}))),
         (Method::DELETE, format!("/admin/v1/users/{user}/sessions"), None),
         (Method::DELETE, format!("/admin/v1/users/{user}/sessions/{session}"), None),
         (Method::GET, "/admin/v1/events".into(), None),

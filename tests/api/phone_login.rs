@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 use wxauth::admin::{Command, ImportRow};
 
 use crate::helpers::{PHONE, Reply, TestApp, assert_error, default_openid, spawn_app_with};
+use reqwest::Method;
+use wxauth::store::AdminRole;
 
 const PASSWORD: &str = "correct horse battery";
 /// Carol's number, as an operator types it.
@@ -334,4 +336,41 @@ async fn no_phone_number_is_stored_in_plaintext() {
     for needle in [CAROL, "13700000060", "13700000061", PHONE] {
         assert_eq!(app.stored_places_holding(needle.as_bytes()).await, Vec::<String>::new(), "{needle}");
     }
+}
+
+#[tokio::test]
+async fn operators_set_an_accounts_number_through_the_admin_api_and_find_the_user_by_it() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_ADMIN_LISTEN", "127.0.0.1:0");
+    })
+    .await;
+    let token = app.admin_token("ops", AdminRole::Write).await;
+    let alice = app.add_account("alice", PASSWORD).await["user"]["id"].as_str().unwrap().to_owned();
+    app.add_account_with("bob", None, Some(CAROL)).await.unwrap();
+    let set = |user: &str, phone: Value| {
+        app.admin(Method::PUT, &format!("/admin/v1/users/{user}/account-phone"), &token)
+            .json(&json!({ "phone": phone }))
+    };
+
+    let resp = set(&alice, json!("+86 137 0000 0070")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let file: Value =
+        app.admin(Method::GET, &format!("/admin/v1/users/{alice}"), &token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(file["account_phone"], "+8613700000070", "{file}");
+    let found: Value =
+        app.admin(Method::GET, "/admin/v1/users?q=13700000070", &token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(found["users"][0]["id"], alice.as_str(), "{found}");
+
+    // Refused: another account's number, not a number, a user without an account.
+    let taken = assert_error(set(&alice, json!(CAROL)).send().await.unwrap(), 400, "invalid_request").await;
+    assert!(taken["error_description"].as_str().unwrap().contains("another account"), "{taken}");
+    assert_error(set(&alice, json!("12345")).send().await.unwrap(), 400, "invalid_request").await;
+    let plain = app.login_ok("code1@zed").await["user"]["id"].as_str().unwrap().to_owned();
+    let none = assert_error(set(&plain, json!("13700000071")).send().await.unwrap(), 400, "invalid_request").await;
+    assert!(none["error_description"].as_str().unwrap().contains("no account"), "{none}");
+
+    // Taken away: the number binds nothing any more.
+    assert_eq!(set(&alice, Value::Null).send().await.unwrap().status(), 200);
+    let resp = app.bind(&json!({"code": "code1@dora", "phone_code": "number-13700000070"})).await;
+    assert_error(resp, 409, "no_account_for_phone").await;
 }

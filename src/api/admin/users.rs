@@ -91,6 +91,9 @@ pub struct UserFileBody {
     /// The phone number the person verified, if any.
     #[oai(skip_serializing_if_is_none)]
     pub phone: Option<VerifiedPhone>,
+    /// The phone number of the user's account (`+8613800138000`), for phone-first login.
+    #[oai(skip_serializing_if_is_none)]
+    pub account_phone: Option<String>,
     /// The WeChat profile the person shared, if any.
     #[oai(skip_serializing_if_is_none)]
     pub profile: Option<ProfileBody>,
@@ -105,6 +108,7 @@ impl From<UserFile> for UserFileBody {
         Self {
             user: f.user.into(),
             phone: f.details.phone.map(phone_body),
+            account_phone: f.account_phone,
             profile: f.details.profile.map(profile_body),
             sessions: f.sessions.into_iter().map(SessionBody::from).collect(),
             events: f.events.into_iter().map(EventBody::from).collect(),
@@ -137,6 +141,16 @@ pub struct RolesRequest {
     /// The roles (replacing the user's; empty clears them): 1 to 64 letters, digits, `.`,
     /// `_`, `:` or `-` each, at most 32.
     pub roles: Vec<String>,
+}
+
+/// An account's phone number to set.
+#[derive(Debug, Object)]
+pub struct AccountPhoneRequest {
+    /// `+` and a country code (`+8613800138000`), or 11 digits of a mainland number; spaces
+    /// and dashes are ignored. `null` takes the account's number away. Unique across
+    /// accounts.
+    #[oai(nullable)]
+    pub phone: Option<String>,
 }
 
 /// Custom claims to set.
@@ -315,6 +329,22 @@ impl UsersApi {
         body: Json<ClaimsRequest>,
     ) -> Result<UserResponse, AdminWriteError> {
         self.change(token, &id.0, Change::Claims(body.0.claims.to_string())).await
+    }
+
+    /// Set the account's phone number
+    ///
+    /// Gives the user's account the phone number it binds by in phone-first login, or
+    /// takes it away (`null`), as `wxauth accounts set-phone` does. Refused (400) for a user
+    /// without an account, a malformed number, or one another account has. Needs role
+    /// `write`.
+    #[oai(path = "/admin/v1/users/:id/account-phone", method = "put", operation_id = "setAccountPhone")]
+    async fn account_phone(
+        &self,
+        token: AdminToken,
+        id: Path<String>,
+        body: Json<AccountPhoneRequest>,
+    ) -> Result<UserResponse, AdminWriteError> {
+        self.change(token, &id.0, Change::AccountPhone(body.0.phone)).await
     }
 
     /// Revoke every session

@@ -138,3 +138,51 @@ async fn the_cli_sends_nothing_to_an_admin_socket_another_user_serves() {
     let log = server.stop();
     assert!(!log.contains("account added"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_get_phone_numbers_and_a_csv_import_adds_all_or_names_the_lines_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, mut vars) = production(dir.path()).await;
+    vars.insert("WXAUTH_REGISTRATION".into(), "bind".into());
+    let server = Server::start(&vars, &["serve"]);
+
+    let (ok, _, stderr) =
+        run_with_stdin(&vars, &["accounts", "add", "ann", "--phone", "+86 137 0000 0080", "--no-password"], "");
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "add", "bo", "--no-password"], "");
+    assert!(!ok && stderr.contains("--phone"), "--no-password without a number: {stderr}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "set-phone", "ann"], "");
+    assert!(!ok && stderr.contains("<PHONE>"), "{stderr}");
+
+    let csv = dir.path().join("customers.csv");
+    let bad = "username,phone,password_hash\nbea,13700000081\n\ncy,13700000080\ndee,not a number\nbea,13700000082,\n";
+    std::fs::write(&csv, bad).unwrap();
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "import", csv.to_str().unwrap()], "");
+    assert!(!ok && stderr.contains("nothing was imported"), "{stderr}");
+    assert!(stderr.contains("line 4: account ann has this phone number"), "{stderr}");
+    assert!(stderr.contains("line 5:") && stderr.contains("line 6: username bea is on line 2 too"), "{stderr}");
+    assert!(!stderr.contains("line 2:"), "{stderr}");
+    std::fs::write(&csv, "a,b,c,d\n").unwrap();
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "import", csv.to_str().unwrap()], "");
+    assert!(!ok && stderr.contains("line 1: expected username,phone[,password_hash], got 4 fields"), "{stderr}");
+
+    let good = "username,phone\nbea,13700000081\n\"cy\",\"+86 137-0000-0083\"\n";
+    let (ok, stdout, stderr) = run_with_stdin(&vars, &["accounts", "import", "-"], good);
+    assert!(ok && stdout.contains("imported 2 accounts"), "{stdout}{stderr}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "set-phone", "ann", "--clear"], "");
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = run_with_stdin(&vars, &["accounts", "list"], "");
+    assert!(ok && stdout.contains("+8613700000081") && stdout.contains("+8613700000083"), "{stdout}");
+    assert!(!stdout.contains("+8613700000080"), "ann kept her number: {stdout}");
+    let (ok, stdout, _) = run_with_stdin(&vars, &["users", "show", "13700000083"], "");
+    assert!(ok && stdout.contains("account     cy") && stdout.contains("acct phone  +8613700000083"), "{stdout}");
+
+    let (_, unbound) = server.login("code1@dora").await;
+    let bind = json!({"bind_ticket": unbound["bind_ticket"], "phone_code": "number-13700000081"});
+    let bound = reqwest::Client::new().post(format!("{}/v1/bind", server.address)).json(&bind).send().await.unwrap();
+    assert_eq!(bound.status(), 200);
+    let log = server.stop();
+    for number in ["13700000080", "13700000081", "13700000083"] {
+        assert!(!log.contains(number), "a phone number reached the log");
+    }
+}

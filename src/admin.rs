@@ -401,6 +401,13 @@ pub async fn execute_as(
         Command::SetAccountPhone { username: name, phone } => {
             let name = username(&name)?;
             let phone = phone.as_deref().map(phone_number).transpose()?;
+            let account = store.account(name.as_str()).await?.ok_or(StoreError::NoSuchAccount)?;
+            if phone.is_none() && account.password_hash.is_empty() {
+                return Err(CommandError::Refused(format!(
+                    "account {name} has no password: without its phone number nothing could bind to it \
+                     (give it another number, or a password with wxauth accounts passwd)"
+                )));
+            }
             store.set_account_phone(name.as_str(), phone.as_deref()).await?;
             tracing::info!(username = %name, "account phone number changed");
             let account = store.account(name.as_str()).await?.ok_or(StoreError::NoSuchAccount)?;

@@ -80,9 +80,16 @@ pub enum LoginFailure {
         /// Seconds the ticket works.
         expires_in: u64,
     },
-    /// A login with `phone_code` whose number no account has (registration `bind`).
+    /// A login with `phone_code` whose number no account has (registration `bind`): a bind
+    /// ticket comes with it, for a bind by password instead.
     #[error("{}", NO_ACCOUNT_FOR_PHONE)]
-    NoAccountForPhone,
+    NoAccountForPhone {
+        /// The bind ticket for `POST /v1/bind`, and the seconds it works.
+        ticket: Option<(String, u64)>,
+    },
+    /// A login with `phone_code` raced with a bind of the same identity to another user.
+    #[error("this WeChat identity is already bound to another user")]
+    AlreadyBound,
     /// A login with `phone_code` whose number belongs to an account that has another
     /// openid of this app.
     #[error("the account with this phone number is already bound to another WeChat identity of this mini-program")]
@@ -208,16 +215,16 @@ impl From<BindFailure> for LoginFailure {
             BindFailure::UnknownApp(a, known) => Self::UnknownApp(a, known),
             BindFailure::AppRequired(known) => Self::AppRequired(known),
             BindFailure::Wechat(e) => Self::Wechat(e),
-            BindFailure::NoAccountForPhone => Self::NoAccountForPhone,
+            BindFailure::NoAccountForPhone => Self::NoAccountForPhone { ticket: None },
+            BindFailure::AlreadyBound => Self::AlreadyBound,
             BindFailure::AccountAlreadyBound => Self::AccountAlreadyBound,
             BindFailure::TooManyAttempts { retry_after } => Self::TooManyAttempts { retry_after },
             BindFailure::Banned(b) => Self::Banned(b),
             BindFailure::PendingDeletion(p) => Self::PendingDeletion(p),
             BindFailure::Internal(e) => Self::Internal(e),
-            // A login binds no ticket and checks no password, and found the openid unbound:
-            // these would be a racing bind of the same identity, which the client retries.
-            e @ (BindFailure::InvalidTicket | BindFailure::InvalidCredentials | BindFailure::AlreadyBound) => {
-                Self::Internal(Internal::Store(StoreError::Database(format!("a racing bind: {e}"))))
+            // A login binds no ticket and checks no password.
+            e @ (BindFailure::InvalidTicket | BindFailure::InvalidCredentials) => {
+                Self::Internal(Internal::Store(StoreError::Corrupt(format!("a login's phone bind: {e}"))))
             }
         }
     }
@@ -454,6 +461,7 @@ impl Auth {
         let record = match (record, phone_code) {
             (Some(record), _) => record,
             (None, Some(phone_code)) => {
+                self.check_phone_ip(peer)?;
                 let link = PhoneLink {
                     app,
                     session: &session,
@@ -471,6 +479,11 @@ impl Auth {
                     // `auto`: a number no account has changes nothing; the login goes on.
                     Err(BindFailure::NoAccountForPhone) if self.parts.registration == Registration::Auto => {
                         store.record_login_with(app.appid(), &session, &roles).await?
+                    }
+                    // `bind`: a ticket, so that the person may bind by password instead.
+                    Err(BindFailure::NoAccountForPhone) => {
+                        let ticket = self.ticket(app.appid(), session).await?;
+                        return Err(LoginFailure::NoAccountForPhone { ticket: Some(ticket) });
                     }
                     Err(failure) => return Err(failure.into()),
                 }
@@ -531,6 +544,7 @@ impl Auth {
         let (username, password) = match credentials {
             Credentials::Password(username, password) => (username, password),
             Credentials::Phone(phone_code) => {
+                self.check_phone_ip(peer)?;
                 let (app, session, ticket) = self.bind_identity(proof, req.appid).await?;
                 let span = tracing::Span::current();
                 span.record("appid", app.appid());

@@ -90,19 +90,27 @@ function createClient(options) {
     const res = await call(wx, { url: `${baseUrl}/v1/login`, method: 'POST', data });
     if (res.statusCode === 200) return save(res.data);
     const error = res.data && res.data.error;
-    // A code WeChat refused: wx.login gives a new one; once, not in a loop. (With a phone
-    // code the refused one may be that: the retry then fails the same way.)
-    if (res.statusCode === 400 && (error === 'invalid_code' || error === 'code_used') && !retried) {
-      return loginOnce(true, phoneCode);
+    // A code WeChat refused: wx.login gives a new one; once, not in a loop. Not with a phone
+    // code, which is more likely the refused one (it expires too): the person taps again.
+    if (res.statusCode === 400 && (error === 'invalid_code' || error === 'code_used') && !retried && !phoneCode) {
+      return loginOnce(true);
     }
     if (res.statusCode === 403 && error === 'not_bound' && onNotBound) onNotBound(res.data);
+    // Registration `bind`, a number no account has: the ticket binds by password instead.
+    if (res.statusCode === 409 && error === 'no_account_for_phone' && res.data.bind_ticket && onNotBound) {
+      onNotBound(res.data);
+    }
     if (res.statusCode === 403 && error === 'phone_required' && onPhoneRequired) onPhoneRequired(res.data);
     throw new WxauthError(res.statusCode, res.data);
   }
 
   /** Logs in with a new wx.login code; concurrent calls share one login. */
   function login() {
-    if (!loggingIn) loggingIn = loginOnce(false).finally(() => { loggingIn = null; });
+    if (!loggingIn) {
+      // Cleared only if still ours: a phone login may have queued behind it meanwhile.
+      const mine = loginOnce(false).finally(() => { if (loggingIn === mine) loggingIn = null; });
+      loggingIn = mine;
+    }
     return loggingIn;
   }
 

@@ -202,12 +202,14 @@ test('registration bind: the button binds to the account with the number, or say
   assert.equal(await userId(BIND_BASE, body.access_token), process.env.WXAUTH_BIND_ACCOUNT_USER);
 
   const wx = fakeWx(person());
-  const stranger = createClient({ baseUrl: BIND_BASE, wx });
+  let handed = null;
+  const stranger = createClient({ baseUrl: BIND_BASE, wx, onNotBound: (body) => { handed = body; } });
   await assert.rejects(
     stranger.loginWithPhone(phoneEvent(freshNumber())),
     (e) => e instanceof WxauthError && e.statusCode === 409 && e.error === 'no_account_for_phone',
   );
   assert.ok(!wx.storage.get(STORAGE_KEYS.access));
+  assert.match(handed.bind_ticket, /^bt_/, 'no ticket for a bind by password');
 });
 
 test('registration auto: a number no account has is a plain new user', async () => {
@@ -230,4 +232,24 @@ test('a declined getPhoneNumber sends nothing and rejects with PhoneDeclinedErro
   }
   await assert.rejects(createClient({ baseUrl: PHONE_BASE, wx: fakeWx(person()) }).loginWithPhone(undefined),
     (e) => e instanceof PhoneDeclinedError);
+});
+
+test('a refused phone code is not retried with a new wx.login: the person taps again', async () => {
+  const wx = fakeWx(person());
+  const auth = createClient({ baseUrl: PHONE_BASE, wx });
+  await assert.rejects(auth.loginWithPhone(phoneEvent('invalid')), (e) => e.error === 'invalid_code');
+  assert.equal(wx.count('/v1/login'), 1);
+});
+
+test('a phone login queued behind a silent login is not forgotten when that one ends', async () => {
+  const wx = fakeWx(person());
+  const auth = createClient({ baseUrl: PHONE_BASE, wx });
+  const silent = auth.login().catch((e) => e);
+  const phone = auth.loginWithPhone(phoneEvent(freshNumber()));
+  assert.equal((await silent).error, 'phone_required');
+  // The silent login has ended; a caller now shares the phone login instead of starting one.
+  const shared = auth.login();
+  const [body, again] = await Promise.all([phone, shared]);
+  assert.equal(again.access_token, body.access_token);
+  assert.equal(wx.count('/v1/login'), 2);
 });

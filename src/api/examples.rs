@@ -246,7 +246,12 @@ fn login() -> Vec<Example> {
                 expires_in: BIND_TICKET_SECS,
             },
         ),
-        (None, LoginFailure::NoAccountForPhone),
+        (
+            None,
+            LoginFailure::NoAccountForPhone {
+                ticket: Some(("bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into(), BIND_TICKET_SECS)),
+            },
+        ),
         (None, LoginFailure::Banned(banned())),
         (
             None,

@@ -8,7 +8,6 @@
 //! shares the first call ([`crate::wechat::WechatClient::phone_number`]).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use time::OffsetDateTime;
 
 use super::{Auth, Banned, BindFailure, Internal, LoginOutcome, Peer, PendingDeletion};
 use crate::{
@@ -34,24 +33,36 @@ pub(super) struct PhoneLink<'a> {
     pub create: bool,
 }
 
+/// The key a WeChat identity's phone verifications are counted under, in the limiter's
+/// per-username budget (`:` is in no username).
+const PHONE_VERIFICATIONS: &str = "phone-verification:";
+
+fn too_many(wait: std::time::Duration) -> BindFailure {
+    BindFailure::TooManyAttempts { retry_after: (wait.as_secs_f64().ceil() as u64).max(1) }
+}
+
 impl Auth {
     /// Verifies the phone code with WeChat and binds the identity to the account with that
     /// number, or to a new one when `link.create`; [`BindFailure::NoAccountForPhone`]
-    /// otherwise, with nothing stored and the ticket unspent.
+    /// otherwise, with nothing stored and the ticket unspent. The caller has counted the
+    /// attempt against the client's address ([`Auth::check_phone_ip`]).
     pub(super) async fn link_by_phone(&self, link: PhoneLink<'_>) -> Result<LoginOutcome, BindFailure> {
         let attempts = &self.parts.attempts;
-        let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts {
-            retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
-        };
         let peer = link.peer;
-        // Before WeChat bills a verification.
-        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)?;
         let appid = link.app.appid();
+        let store = &self.parts.store;
+        // Before WeChat bills a verification: what would fail after it anyway, and the
+        // identity's own budget (one WeChat account behind changing addresses).
+        if store.user_by_openid(appid, &link.session.openid).await?.is_some() {
+            tracing::info!("bind by phone refused: the identity is bound already");
+            return Err(BindFailure::AlreadyBound);
+        }
+        let guesser = format!("{appid}:{}", link.session.openid);
+        attempts.check_username(PHONE_VERIFICATIONS, &guesser).map_err(too_many)?;
         let phone = link.app.phone_number(link.phone_code, &link.session.openid).await?;
         let number = phone.normalised();
         // Per number, whoever asks: only its holder's WeChat can prove it.
         attempts.check_username(&format!("phone:{number}"), "").map_err(too_many)?;
-        let store = &self.parts.store;
         let (account, created) = match store.account_by_phone(&number).await? {
             Some(account) => (account.username, false),
             None if link.create => (self.phone_account(appid, &number).await?, true),
@@ -73,11 +84,15 @@ impl Auth {
             }
         }
         let now = self.parts.clock.now();
-        let mut record = store.bind(appid, link.session, &account, link.ticket, now).await?;
+        let bound = store.bind(appid, link.session, &account, link.ticket, now).await;
+        let mut record = bound.map_err(|e| match e {
+            // Removed since it was found: as if it never was.
+            StoreError::NoSuchAccount => BindFailure::NoAccountForPhone,
+            e => e.into(),
+        })?;
         record.created = created;
         // The person just proved the number: it is theirs, as `POST /v1/me/phone` keeps it.
-        let at = OffsetDateTime::now_utc();
-        store.set_phone(&record.user.id, Dated { value: phone, at }).await?;
+        store.set_phone(&record.user.id, Dated { value: phone, at: now }).await?;
         let origin: Origin = self.origin(peer);
         let outcome =
             self.outcome(record, appid, link.session.openid.clone(), &origin, "bind by phone succeeded").await?;
@@ -118,6 +133,13 @@ impl Auth {
             }
         }
         Err(Internal::Store(StoreError::Database("could not make a new account for the number".into())).into())
+    }
+
+    /// Counts a phone attempt against the client's address (`WXAUTH_BIND_ATTEMPTS_PER_IP`),
+    /// before anything is asked of WeChat.
+    pub(super) fn check_phone_ip(&self, peer: &Peer<'_>) -> Result<(), BindFailure> {
+        let attempts = &self.parts.attempts;
+        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)
     }
 
     /// Whether a login's unbound identity goes through phone linking, and whether it may

@@ -21,10 +21,11 @@ use crate::domain::{Ban, ControlError, Controls, CustomClaims, Deletion};
 
 /// The version of the format this build writes. An import reads it and [`OLDEST_FORMAT`]
 /// on, and refuses another one.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// The oldest format an import reads: format 2 lacks the sessions' last refresh and origin
-/// (format 3), which then read as the family's start and unknown.
+/// (format 3), which then read as the family's start and unknown; formats before 4 have no
+/// accounts' phone numbers nor accounts without a password, and read as such.
 pub const OLDEST_FORMAT: u32 = 2;
 
 /// One line of an export.

@@ -142,8 +142,12 @@ async fn a_login_with_a_phone_code_binds_in_one_request_as_each_mode_says() {
                 assert_eq!(again["user"]["id"], body["user"]["id"], "{mode} {phone_code}: the next login");
             }
             Err((status, error)) => {
-                assert_error(resp, status, error).await;
-                assert_error(app.login("code2@dora").await, 403, "not_bound").await;
+                // With a ticket for a bind by password instead.
+                let body = assert_error(resp, status, error).await;
+                assert_eq!(body["expires_in"], 300, "{body}");
+                app.add_account("alice", PASSWORD).await;
+                let bind = json!({"bind_ticket": body["bind_ticket"], "username": "alice", "password": PASSWORD});
+                assert_eq!(ok(app.bind(&bind).await).await["user"]["id"], account_user(&app, "alice").await);
             }
         }
     }
@@ -238,9 +242,14 @@ async fn phone_attempts_are_limited_per_address_before_wechat_is_asked_and_per_n
     })
     .await;
     ok(app.post_login(&json!({"code": "c@a", "phone_code": "number-13700000030"})).await).await;
+    // Per number, whoever asks; and per identity, before WeChat is asked.
     let resp = app.post_login(&json!({"code": "c@b", "phone_code": "number-13700000030"})).await;
     assert_error(resp, 429, "rate_limited").await;
-    ok(app.post_login(&json!({"code": "c@b", "phone_code": "number-13700000031"})).await).await;
+    let calls = app.wechat.phone_calls().len();
+    let resp = app.post_login(&json!({"code": "c@b", "phone_code": "number-13700000031"})).await;
+    assert_error(resp, 429, "rate_limited").await;
+    assert_eq!(app.wechat.phone_calls().len(), calls, "an identity over its budget was verified (and billed)");
+    ok(app.post_login(&json!({"code": "c@c", "phone_code": "number-13700000031"})).await).await;
 }
 
 #[tokio::test]
@@ -274,7 +283,7 @@ async fn account_numbers_are_normalised_and_unique_and_can_move() {
     };
     let refused = app.admin_command(set("dan", Some(CAROL))).await.unwrap_err();
     assert!(refused.contains("another account"), "{refused}");
-    app.admin_command(set("carol", None)).await.unwrap();
+    app.admin_command(set("carol", Some("13700000041"))).await.unwrap();
     app.admin_command(set("dan", Some(CAROL))).await.unwrap();
     let refused = app.admin_command(set("nobody", Some("13700000040"))).await.unwrap_err();
     assert!(refused.contains("no account"), "{refused}");
@@ -282,7 +291,7 @@ async fn account_numbers_are_normalised_and_unique_and_can_move() {
     let ticket = ticket(&app, "code1@dora", "not_bound").await;
     let bound = ok(app.bind(&json!({"bind_ticket": ticket, "phone_code": carol_code()})).await).await;
     assert_eq!(bound["user"]["id"], account_user(&app, "dan").await);
-    // carol has no number and no password: nothing binds to her any more.
+    // carol has no password: her old number binds elsewhere, a password nowhere.
     let ticket = self::ticket(&app, "code1@erin", "not_bound").await;
     let body = json!({"bind_ticket": ticket, "username": "carol", "password": "anything at all"});
     assert_error(app.bind(&body).await, 401, "invalid_credentials").await;
@@ -373,4 +382,37 @@ async fn operators_set_an_accounts_number_through_the_admin_api_and_find_the_use
     assert_eq!(set(&alice, Value::Null).send().await.unwrap().status(), 200);
     let resp = app.bind(&json!({"code": "code1@dora", "phone_code": "number-13700000070"})).await;
     assert_error(resp, 409, "no_account_for_phone").await;
+}
+
+#[tokio::test]
+async fn a_phone_bind_of_an_identity_bound_already_answers_409_before_wechat_bills_a_verification() {
+    let app = app_in("auto").await;
+    app.login_ok("code1@dora").await;
+    let resp = app.bind(&json!({"code": "code2@dora", "phone_code": carol_code()})).await;
+    assert_error(resp, 409, "already_bound").await;
+    assert_eq!(app.wechat.phone_calls().len(), 0);
+}
+
+#[tokio::test]
+async fn a_passwordless_account_keeps_its_number_and_the_admin_api_needs_the_phone_field() {
+    let app = spawn_app_with(|c| {
+        c.set("WXAUTH_REGISTRATION", "bind").set("WXAUTH_ADMIN_LISTEN", "127.0.0.1:0");
+    })
+    .await;
+    let carol =
+        app.add_account_with("carol", None, Some(CAROL)).await.unwrap()["user"]["id"].as_str().unwrap().to_owned();
+    let clear = Command::SetAccountPhone { username: "carol".into(), phone: None };
+    let refused = app.admin_command(clear).await.unwrap_err();
+    assert!(refused.contains("no password"), "{refused}");
+
+    let token = app.admin_token("ops", AdminRole::Write).await;
+    let path = format!("/admin/v1/users/{carol}/account-phone");
+    for body in [json!({}), json!({"number": "13700000072"})] {
+        let resp = app.admin(Method::PUT, &path, &token).json(&body).send().await.unwrap();
+        assert_error(resp, 400, "invalid_request").await;
+    }
+    let resp = app.admin(Method::PUT, &path, &token).json(&json!({"phone": null})).send().await.unwrap();
+    assert_error(resp, 400, "invalid_request").await;
+    let ticket = ticket(&app, "code1@dora", "not_bound").await;
+    ok(app.bind(&json!({"bind_ticket": ticket, "phone_code": carol_code()})).await).await;
 }

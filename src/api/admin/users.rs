@@ -6,6 +6,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
+    types::MaybeUndefined,
 };
 use time::OffsetDateTime;
 
@@ -147,10 +148,9 @@ pub struct RolesRequest {
 #[derive(Debug, Object)]
 pub struct AccountPhoneRequest {
     /// `+` and a country code (`+8613800138000`), or 11 digits of a mainland number; spaces
-    /// and dashes are ignored. `null` takes the account's number away. Unique across
-    /// accounts.
-    #[oai(nullable)]
-    pub phone: Option<String>,
+    /// and dashes are ignored. `null` takes the account's number away (required: a body
+    /// without it is refused, not read as `null`). Unique across accounts.
+    pub phone: MaybeUndefined<String>,
 }
 
 /// Custom claims to set.
@@ -344,7 +344,15 @@ impl UsersApi {
         id: Path<String>,
         body: Json<AccountPhoneRequest>,
     ) -> Result<UserResponse, AdminWriteError> {
-        self.change(token, &id.0, Change::AccountPhone(body.0.phone)).await
+        let phone = match body.0.phone {
+            MaybeUndefined::Value(phone) => Some(phone),
+            MaybeUndefined::Null => None,
+            MaybeUndefined::Undefined => {
+                let missing = invalid("send phone: a number, or null to take the account's number away");
+                return Err(WriteFailure::from(missing).into());
+            }
+        };
+        self.change(token, &id.0, Change::AccountPhone(phone)).await
     }
 
     /// Revoke every session

@@ -161,7 +161,7 @@ error_codes! {
     }
     /// The WeChat identity is bound to another user.
     AlreadyBound = "already_bound" {
-        409 => r#"`POST /v1/bind`: the openid is bound to another user."#,
+        409 => r#"`POST /v1/bind`: the openid is bound to another user (with `phone_code`: said before WeChat verifies the number). `POST /v1/login` with `phone_code`: a bind of the same identity won the race."#,
     }
     /// The account already has another identity in the same mini-program.
     AccountAlreadyBound = "account_already_bound" {
@@ -169,7 +169,7 @@ error_codes! {
     }
     /// No account has the phone number WeChat verified.
     NoAccountForPhone = "no_account_for_phone" {
-        409 => r#"`POST /v1/bind` with `phone_code` (registration `bind` or `auto`), or `POST /v1/login` with `phone_code` (registration `bind`): no account has the number WeChat verified. Nothing was stored and a ticket stays unspent. The caller has just proven the number with WeChat, so this tells them nothing they could not know."#,
+        409 => r#"`POST /v1/bind` with `phone_code` (registration `bind` or `auto`), or `POST /v1/login` with `phone_code` (registration `bind`): no account has the number WeChat verified. Nothing was stored and a ticket stays unspent; the login's answer adds `bind_ticket` and `expires_in`, for a bind by password instead. The caller has just proven the number with WeChat, so this tells them nothing they could not know."#,
     }
     /// Open data does not decrypt with the stored session key.
     SessionKeyStale = "session_key_stale" {

@@ -234,7 +234,12 @@ impl From<LoginFailure> for LoginError {
                 }),
                 NO_STORE.into(),
             ),
-            LoginFailure::NoAccountForPhone => Self::Conflict(body(ErrorCode::NoAccountForPhone, text)),
+            LoginFailure::NoAccountForPhone { ticket } => Self::Conflict(Json(ErrorBody {
+                expires_in: ticket.as_ref().map(|t| t.1),
+                bind_ticket: ticket.map(|t| t.0),
+                ..body(ErrorCode::NoAccountForPhone, text).0
+            })),
+            LoginFailure::AlreadyBound => Self::Conflict(body(ErrorCode::AlreadyBound, text)),
             LoginFailure::AccountAlreadyBound => Self::Conflict(body(ErrorCode::AccountAlreadyBound, text)),
             LoginFailure::TooManyAttempts { retry_after } => {
                 Self::TooManyRequests(body(ErrorCode::RateLimited, text), retry_after)

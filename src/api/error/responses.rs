@@ -121,8 +121,10 @@ operation_errors! {
             String,
         ),
         /// With `phone_code` and an unbound identity: `no_account_for_phone` (registration
-        /// `bind`): no account has the number WeChat verified; `account_already_bound`: the
-        /// account with the number has another openid of this mini-program.
+        /// `bind`): no account has the number WeChat verified; the body adds `bind_ticket` and
+        /// `expires_in`, for a bind by password. `account_already_bound`: the account with the
+        /// number has another openid of this mini-program. `already_bound`: a bind of the
+        /// same identity won the race.
         #[oai(status = 409)]
         Conflict(Json<ErrorBody>),
         /// `wechat_error`: WeChat could not be reached or gave an unusable answer.

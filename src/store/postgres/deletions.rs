@@ -51,7 +51,14 @@ impl PgStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let kept = match user.account {
+        // An account without a password is reached by its phone number alone (phone
+        // registration, an import), which goes with the person: it goes too (cascade).
+        let reachable: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE user_id = $1 AND password_hash <> '')")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let kept = match user.account.filter(|_| reachable) {
             // An operator's account stays, unbound and emptied, as after an unbind.
             Some(username) => {
                 for table in ["identities", "unionids", "details", "refresh_families"] {

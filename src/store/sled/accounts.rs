@@ -26,26 +26,17 @@ use crate::{
 impl Accounts for SledStore {
     async fn add_accounts(&self, accounts: &[NewAccount]) -> Result<Vec<User>, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let users = {
-            let _links = self.lock();
-            for a in accounts {
-                if self.accounts.contains_key(&a.username)? {
-                    return Err(StoreError::AccountExists);
-                }
-                if let Some(phone) = &a.phone
-                    && self.phone_holder(phone)?.is_some()
-                {
-                    return Err(StoreError::PhoneTaken);
-                }
-            }
-            // Keys and sealing first, outside the transaction, which may run more than once.
-            let mut rows = Vec::with_capacity(accounts.len());
-            let mut users = Vec::with_capacity(accounts.len());
+        // Keys and sealing first, outside the links lock (an import may seal many), and
+        // outside the transaction, which may run more than once.
+        let mut rows = Vec::with_capacity(accounts.len());
+        let mut users = Vec::with_capacity(accounts.len());
+        let prepared = (|| {
             for a in accounts {
                 let id = UserId::new();
                 let mut user = UserRecord::empty(now);
                 user.account = Some(a.username.clone());
                 let slot = self.vault.new_slot(id.as_bytes())?;
+                users.push(user.user(id)?);
                 let sealed_user = self.seal_user(id.as_bytes(), slot, &user)?;
                 let account = AccountRecord {
                     user: *id.as_bytes(),
@@ -61,7 +52,20 @@ impl Accounts for SledStore {
                     None => None,
                 };
                 rows.push((id, a.username.as_bytes(), sealed_user, account, phone));
-                users.push(user.user(id)?);
+            }
+            Ok(())
+        })();
+        let written = prepared.and_then(|()| {
+            let _links = self.lock();
+            for a in accounts {
+                if self.accounts.contains_key(&a.username)? {
+                    return Err(StoreError::AccountExists);
+                }
+                if let Some(phone) = &a.phone
+                    && self.phone_holder(phone)?.is_some()
+                {
+                    return Err(StoreError::PhoneTaken);
+                }
             }
             let trees = (&self.records, &self.accounts, &self.account_phones, &self.phone_accounts);
             // One transaction: a crash leaves all of the accounts or none.
@@ -77,12 +81,18 @@ impl Accounts for SledStore {
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             });
             match written {
-                Ok(()) => {}
-                Err(TransactionError::Abort(e)) => return Err(e),
-                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Ok(()) => Ok(()),
+                Err(TransactionError::Abort(e)) => Err(e),
+                Err(TransactionError::Storage(e)) => Err(e.into()),
             }
-            users
-        };
+        });
+        if let Err(e) = written {
+            // The keys made for accounts that were not added seal nothing: destroy them.
+            for user in &users {
+                self.vault.shred(user.id.as_bytes(), None)?;
+            }
+            return Err(e);
+        }
         self.commit.wait().await?;
         Ok(users)
     }
@@ -218,11 +228,13 @@ impl SledStore {
     /// Removes the phone number of account `username` (of user `user`) and its index
     /// entry; under the links lock.
     pub(super) fn drop_account_phone(&self, user: &[u8; 16], username: &str) -> Result<(), StoreError> {
-        if let Some(old) = self.account_phone(user, username)? {
+        let old = self.account_phone(user, username)?;
+        // The number before its index entry (the module comment).
+        self.account_phones.remove(username)?;
+        if let Some(old) = old {
             let pseudonym = phone_pseudonym(&self.sealer, &old);
             let _ = self.phone_accounts.compare_and_swap(pseudonym, Some(username.as_bytes()), None::<&[u8]>)?;
         }
-        self.account_phones.remove(username)?;
         Ok(())
     }
 }

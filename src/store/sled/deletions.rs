@@ -12,7 +12,7 @@
 
 use time::OffsetDateTime;
 
-use super::{SledStore, events::EventRecord, record::TicketRecord, user_id};
+use super::{SledStore, events::EventRecord, record::AccountRecord, record::TicketRecord, user_id};
 use crate::{
     domain::{Deletion, UserId},
     store::{Erasure, StoreError, backend::Deletions},
@@ -124,12 +124,28 @@ impl SledStore {
             }
         }
         self.strip_events(id)?;
-        let kept = match &record.account {
+        // An account without a password is reached by its phone number alone (phone
+        // registration, an import), which goes with the person: nothing could reach it again.
+        let reachable = match &record.account {
+            Some(username) => self
+                .accounts
+                .get(username)?
+                .map(|bytes| AccountRecord::decode(&bytes))
+                .transpose()?
+                .is_some_and(|a| !a.password_hash.is_empty()),
+            None => false,
+        };
+        if let Some(username) = &record.account {
+            // The number is the person's, not the operator's: it goes in any case.
+            self.drop_account_phone(id.as_bytes(), username)?;
+            if !reachable {
+                self.accounts.remove(username)?;
+            }
+        }
+        let kept = match record.account.as_ref().filter(|_| reachable) {
             // An operator's account stays, unbound and emptied, as after an unbind, and
             // sealed under a new key, so the old one can go.
             Some(username) => {
-                // The number is the person's, not the operator's: it goes too.
-                self.drop_account_phone(id.as_bytes(), username)?;
                 let mut emptied = record.clone();
                 emptied.identities.clear();
                 emptied.unionid = None;

@@ -97,5 +97,15 @@ pub async fn a_deletion_waits_until_due_can_be_cancelled_and_then_erases_the_per
     assert!(store.due_deletions(now + Duration::days(1), 10).await.unwrap().is_empty(), "erased ones stay due");
     let again = store.bind("wx1", &person("o_bob", "u_bob"), "bob", None, now).await.unwrap();
     assert_eq!(again.user.id, bob);
+
+    // An account with no password is reached by its number alone, which the erasure takes:
+    // the account goes too, and the name and number are free again.
+    let phone_only = NewAccount { phone: Some("+8613700000019".into()), ..crate::conformance::account("cy", "") };
+    let cy = store.add_account(phone_only.clone()).await.unwrap().id;
+    store.request_deletion(&cy, deletion(now, Duration::ZERO)).await.unwrap();
+    assert_eq!(store.erase(&cy, now).await.unwrap(), Erasure::Erased { account_kept: None });
+    assert!(store.account("cy").await.unwrap().is_none());
+    assert!(store.user(&cy).await.unwrap().is_none());
+    store.add_account(phone_only).await.unwrap();
     assert_eq!(store.erase(&UserId::new(), now).await.unwrap(), Erasure::Gone);
 }

@@ -39,6 +39,9 @@ pub struct ExportBody {
     pub exported_at: OffsetDateTime,
     /// The user as `GET /v1/me` shows it: identities, account, unionid, phone, profile.
     pub user: UserBody,
+    /// The phone number of the user's account (phone-first login), if it has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub account_phone: Option<String>,
     /// Roles an operator gave the user.
     pub roles: Vec<String>,
     /// Custom claims an operator gave the user (`{}` when none).
@@ -59,6 +62,7 @@ impl ExportBody {
         let controls = holdings.me.user.controls.clone();
         Self {
             exported_at: now,
+            account_phone: holdings.account_phone,
             roles: controls.roles,
             claims: serde_json::Value::Object(controls.claims.as_map().clone()),
             ban: controls.ban.map(|b| BanBody { reason: b.reason, at: b.at, until: b.until }),

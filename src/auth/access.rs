@@ -12,6 +12,8 @@ use crate::store::{
 pub struct Holdings {
     /// The user, the identity of the token, and what they shared.
     pub me: Me,
+    /// The phone number of the user's account, if it has one.
+    pub account_phone: Option<String>,
     /// The live sessions.
     pub sessions: Vec<Session>,
     /// When each identity's newest session key was received, by AppID (the key itself
@@ -27,6 +29,10 @@ impl Auth {
         let me = self.me(bearer).await?;
         let store = &self.parts.store;
         let sessions = store.sessions(&me.user.id, self.parts.clock.now()).await?;
+        let account_phone = match &me.user.account {
+            Some(name) => store.account(name).await?.and_then(|a| a.phone),
+            None => None,
+        };
         let mut session_keys = Vec::new();
         for identity in &me.user.identities {
             if let Some(key) = store.session_key(&me.user.id, &identity.appid).await? {
@@ -45,6 +51,6 @@ impl Auth {
                 break;
             }
         }
-        Ok(Holdings { me, sessions, session_keys, events })
+        Ok(Holdings { me, account_phone, sessions, session_keys, events })
     }
 }

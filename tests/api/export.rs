@@ -2,6 +2,7 @@
 //! real binary, and nothing is lost.
 
 use std::collections::{BTreeSet, HashMap};
+use wxauth::store::export::FORMAT;
 
 use serde_json::{Value, json};
 
@@ -52,6 +53,9 @@ fn text(v: &Value, field: &str) -> String {
 /// A sled store holding every kind of record: users with session keys, a unionid, an
 /// account, a phone number, a bind ticket, live and revoked refresh families, a logout-all.
 /// Returns the bind ticket.
+/// The number of the account `bea`, which has no password.
+const BEA: &str = "13700000090";
+
 async fn a_full_store(vars: &HashMap<String, String>) -> String {
     let server = Server::start(vars, &["serve"]);
     let (status, ann) = server.login("c@ann").await;
@@ -68,6 +72,8 @@ async fn a_full_store(vars: &HashMap<String, String>) -> String {
     // A live refresh token: the others are dead, and purged.
     assert_eq!(server.login("c@ben").await.0, 200);
     let (ok, _, stderr) = run_with_stdin(vars, &["accounts", "add", "alice"], "correct horse battery\n");
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run_with_stdin(vars, &["accounts", "add", "bea", "--phone", BEA, "--no-password"], "");
     assert!(ok, "{stderr}");
     // An operator's roles, claims and ban, through the running server.
     for command in [
@@ -127,7 +133,7 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
         "end",
     ];
     assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect(), "{from_sled}");
-    for secret in [PHONE, &crate::helpers::default_session_key("c@ann"), "correct horse"] {
+    for secret in [PHONE, BEA, &crate::helpers::default_session_key("c@ann"), "correct horse"] {
         assert!(!from_sled.contains(secret), "the export holds {secret:?} in plaintext");
     }
 
@@ -159,6 +165,11 @@ async fn a_store_moves_from_sled_to_postgres_and_back_and_nothing_is_lost() {
     let (status, banned) = server.login("again@una").await;
     assert_eq!((status, text(&banned, "error")), (403, "user_banned".into()), "{banned}");
     assert_eq!(banned["until"], "2199-12-31T16:00:00Z");
+    // An account's phone number moved with it, still found by its keyed hash.
+    let (_, unbound) = server.login("c@zoe").await;
+    let body = json!({"bind_ticket": unbound["bind_ticket"], "phone_code": format!("number-{BEA}")});
+    let (status, bound) = post(&server, "/v1/bind", None, body).await;
+    assert_eq!(status, 200, "{bound}");
     server.stop();
     let (ok, listed, stderr) = run_with_stdin(&pg, &["admin-tokens", "list"], "");
     assert!(ok, "{stderr}");
@@ -206,7 +217,7 @@ async fn an_import_takes_all_or_nothing_into_an_empty_store_sealed_with_the_same
         (with(3, "{not json"), "line 4"),
         (with(3, r#"{"record":"unknown"}"#), "line 4"),
         (with(0, lines[1]), "header"),
-        (with(0, &lines[0].replace(r#""format":3"#, r#""format":1"#)), "format 1"),
+        (with(0, &lines[0].replace(&format!(r#""format":{FORMAT}"#), r#""format":1"#)), "format 1"),
         (with(0, &lines[0].replace(r#""sealing_key":""#, r#""sealing_key":"0"#)), "session-keys.secret"),
         (join(&twice), duplicate.as_str()),
         (join(&orphan), duplicate.as_str()),

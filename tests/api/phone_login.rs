@@ -64,6 +64,18 @@ async fn in_phone_mode_an_unbound_openid_gets_403_phone_required_and_a_new_numbe
     assert_eq!(bound["user"]["openid"], default_openid("code1@dora"));
     let me = app.me_ok(bound["access_token"].as_str().unwrap()).await;
     assert_eq!(me["phone"]["phone_number"], "+8613700000001", "the verified number is the user's: {me}");
+    let token = bound["access_token"].as_str().unwrap();
+    let export: Value = app
+        .client
+        .get(format!("{}/v1/me/export", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["account_phone"], "+8613700000001", "the person's export lacks the account's number");
 
     // From now on wx.login alone, as the same user.
     let again = app.login_ok("code2@dora").await;

@@ -20,7 +20,11 @@ use super::{
 };
 use crate::{
     domain::{User, UserId},
-    store::{Account, NewAccount, StoreError, backend::Accounts, codec::phone_pseudonym},
+    store::{
+        Account, NewAccount, StoreError,
+        backend::Accounts,
+        codec::{open_account_phone, phone_pseudonym, seal_account_phone},
+    },
 };
 
 impl Accounts for SledStore {
@@ -47,7 +51,7 @@ impl Accounts for SledStore {
                 let phone = match &a.phone {
                     Some(phone) => Some((
                         phone_pseudonym(&self.sealer, phone),
-                        self.vault.seal(vault::Purpose::AccountPhone, id.as_bytes(), slot, phone.as_bytes())?,
+                        self.seal_phone(id.as_bytes(), slot, &a.username, phone)?,
                     )),
                     None => None,
                 };
@@ -144,7 +148,7 @@ impl Accounts for SledStore {
                 }
                 // The account's user has a key: accounts are kept (emptied) by an erasure.
                 let slot = self.user_slot(&user)?.ok_or(StoreError::NoSuchAccount)?;
-                let sealed = self.vault.seal(vault::Purpose::AccountPhone, &user, slot, phone.as_bytes())?;
+                let sealed = self.seal_phone(&user, slot, username, phone)?;
                 self.phone_accounts.insert(phone_pseudonym(&self.sealer, phone), username)?;
                 self.account_phones.insert(username, sealed)?;
             } else {
@@ -203,9 +207,24 @@ impl SledStore {
         })
     }
 
-    /// The phone number of account `username` of user `user`; `None` when it has none or
-    /// its user's key was destroyed.
-    pub(super) fn account_phone(&self, user: &[u8; 16], username: &str) -> Result<Option<String>, StoreError> {
+    /// The stored form of account `username`'s number `phone`: sealed as PostgreSQL and
+    /// exports seal it ([`seal_account_phone`]), then under the key of the account's user
+    /// `user` in `slot` (which an erasure destroys). The inner form is what an export
+    /// carries, so that sled and PostgreSQL export the same bytes.
+    pub(super) fn seal_phone(
+        &self,
+        user: &[u8; 16],
+        slot: u32,
+        username: &str,
+        phone: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let inner = seal_account_phone(&self.sealer, username, phone)?;
+        self.vault.seal(vault::Purpose::AccountPhone, user, slot, inner.as_bytes())
+    }
+
+    /// The inner sealed form of account `username`'s number ([`SledStore::seal_phone`]);
+    /// `None` when it has none or its user's key was destroyed.
+    pub(super) fn sealed_account_phone(&self, user: &[u8; 16], username: &str) -> Result<Option<String>, StoreError> {
         let Some(sealed) = self.account_phones.get(username)? else { return Ok(None) };
         match self.vault.open_value(vault::Purpose::AccountPhone, user, &sealed)? {
             vault::Opened::Plain { bytes, .. } => {
@@ -214,6 +233,12 @@ impl SledStore {
             vault::Opened::Shredded => Ok(None),
             vault::Opened::NotSealed => Err(StoreError::Corrupt("an account's phone number is not sealed".into())),
         }
+    }
+
+    /// The phone number of account `username` of user `user`; `None` when it has none or
+    /// its user's key was destroyed.
+    pub(super) fn account_phone(&self, user: &[u8; 16], username: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.sealed_account_phone(user, username)?.and_then(|s| open_account_phone(&self.sealer, username, &s)))
     }
 
     /// The account that holds `phone` (normalised) now; a stale index entry is none.

@@ -3,7 +3,7 @@
 //! else writes meanwhile.
 
 use super::vault;
-use crate::store::codec::{open_account_phone, phone_pseudonym, seal_account_phone};
+use crate::store::codec::{open_account_phone, phone_pseudonym};
 use ::sled::Tree;
 use uuid::Uuid;
 
@@ -101,10 +101,7 @@ impl Transfer for SledStore {
                 continue;
             }
             let username = text(&username, "a username")?;
-            let phone = match self.account_phone(&account.user, &username)? {
-                Some(phone) => Some(seal_account_phone(&self.sealer, &username, &phone)?),
-                None => None,
-            };
+            let phone = self.sealed_account_phone(&account.user, &username)?;
             out(Record::Account {
                 phone,
                 username,
@@ -302,8 +299,9 @@ impl SledStore {
                     let phone = open_account_phone(&self.sealer, &username, &sealed)
                         .ok_or_else(|| StoreError::Corrupt(format!("account {username}: its phone does not open")))?;
                     let slot = self.user_slot(user.as_bytes())?.ok_or(StoreError::NoSuchUser)?;
+                    // As exported: sled and PostgreSQL then export the same bytes.
                     let sealed =
-                        self.vault.seal(vault::Purpose::AccountPhone, user.as_bytes(), slot, phone.as_bytes())?;
+                        self.vault.seal(vault::Purpose::AccountPhone, user.as_bytes(), slot, sealed.as_bytes())?;
                     let pseudonym = phone_pseudonym(&self.sealer, &phone);
                     insert_new(&self.phone_accounts, &pseudonym, username.as_bytes().to_vec(), "an account's phone")?;
                     self.account_phones.insert(username.as_bytes(), sealed)?;

@@ -170,6 +170,8 @@ async fn accounts_get_phone_numbers_and_a_csv_import_adds_all_or_names_the_lines
     let (ok, stdout, stderr) = run_with_stdin(&vars, &["accounts", "import", "-"], good);
     assert!(ok && stdout.contains("imported 2 accounts"), "{stdout}{stderr}");
     let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "set-phone", "ann", "--clear"], "");
+    assert!(!ok && stderr.contains("no password"), "a password-less account lost its number: {stderr}");
+    let (ok, _, stderr) = run_with_stdin(&vars, &["accounts", "set-phone", "ann", "13700000084"], "");
     assert!(ok, "{stderr}");
     let (ok, stdout, _) = run_with_stdin(&vars, &["accounts", "list"], "");
     assert!(ok && stdout.contains("+8613700000081") && stdout.contains("+8613700000083"), "{stdout}");

@@ -22,7 +22,7 @@ const TEXT = {
     search: 'Search', searchLabel: 'User id, openid, unionid, phone number or username', find: 'Find',
     id: 'User id', username: 'Username', identities: 'Identities', unionid: 'Unionid', lastLogin: 'Last login',
     ban: 'Ban', banned: 'banned', noUsers: 'No user matches.', next: 'Next page', previous: 'Previous page',
-    user: 'User', account: 'Account', phone: 'Phone number', profile: 'Profile', roles: 'Roles', claims: 'Custom claims',
+    user: 'User', account: 'Account', accountPhone: "Account's phone number", phone: 'Phone number', profile: 'Profile', roles: 'Roles', claims: 'Custom claims',
     sessions: 'Sessions', session: 'Session', ip: 'Address', userAgent: 'User agent', lastRefresh: 'Last refresh',
     revoke: 'Revoke', revokeAll: 'Revoke every session', recentEvents: 'Recent events', allEvents: 'All events of this user',
     actions: 'Actions', reason: 'Reason', until: 'Until (empty: until unbanned)', unban: 'Unban', notBanned: 'Not banned',
@@ -48,7 +48,7 @@ const TEXT = {
     search: '搜索', searchLabel: '用户 ID、openid、unionid、手机号或用户名', find: '查找',
     id: '用户 ID', username: '用户名', identities: '身份', unionid: 'Unionid', lastLogin: '最近登录',
     ban: '封禁', banned: '已封禁', noUsers: '没有匹配的用户。', next: '下一页', previous: '上一页',
-    user: '用户', account: '账号', phone: '手机号', profile: '资料', roles: '角色', claims: '自定义声明',
+    user: '用户', account: '账号', accountPhone: '账号手机号', phone: '手机号', profile: '资料', roles: '角色', claims: '自定义声明',
     sessions: '会话', session: '会话', ip: '地址', userAgent: '用户代理', lastRefresh: '最近刷新',
     revoke: '撤销', revokeAll: '撤销全部会话', recentEvents: '最近事件', allEvents: '该用户的全部事件',
     actions: '操作', reason: '原因', until: '截止时间（留空：直到解封）', unban: '解封', notBanned: '未封禁',
@@ -433,7 +433,7 @@ async function userPage(main, id) {
   const base = `/admin/v1/users/${encodeURIComponent(u.id)}`;
   main.append(h('h1', {}, `${t('user')} `, h('span', { class: 'mono' }, u.id)));
   main.append(h('div', { class: 'cards' },
-    card([[t('account'), u.username], [t('unionid'), u.unionid], [t('created'), when(u.created_at)], [t('lastLogin'), when(u.last_login_at)]]),
+    card([[t('account'), u.username], [t('accountPhone'), file.account_phone], [t('unionid'), u.unionid], [t('created'), when(u.created_at)], [t('lastLogin'), when(u.last_login_at)]]),
     card([[t('phone'), file.phone && file.phone.phone_number], [t('profile'), file.profile && file.profile.nickname]]),
     card([[t('roles'), u.roles.join(', ')], [t('claims'), Object.keys(u.claims || {}).length ? JSON.stringify(u.claims) : '']]),
     card([[t('ban'), banned ? h('span', { class: 'badge bad', id: 'ban-state' }, `${t('banned')}: ${banned.reason}`) : h('span', { id: 'ban-state' }, u.ban ? t('banEnded') : t('notBanned'))],

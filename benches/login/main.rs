@@ -8,7 +8,8 @@
 //! Knobs: `WXAUTH_BENCH_SECS` (seconds per scenario, default 5), `WXAUTH_BENCH_USERS`
 //! (users in the large store, default 1000000), `WXAUTH_BENCH_CONCURRENCY` (default 64),
 //! `WXAUTH_BENCH_BIG_DIR` (keep the large store there and reuse it on later runs),
-//! `WXAUTH_STORE_CACHE_MB` (passed to the server).
+//! `WXAUTH_STORE_CACHE_MB` (passed to the server), `WXAUTH_BENCH_IMPORT` (accounts in the
+//! import measurement, default 20000), `WXAUTH_BENCH_ONLY=import` (only that measurement).
 
 mod fake_wechat;
 mod load;
@@ -41,6 +42,10 @@ fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(import());
+    if std::env::var("WXAUTH_BENCH_ONLY").as_deref() == Ok("import") {
+        return;
+    }
     tokens();
     rt.block_on(http());
 }
@@ -363,4 +368,41 @@ fn tokens() {
         let micros = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
         println!("| {alg} | {:.1} | {:.1} |", micros(issue), micros(verify));
     }
+}
+
+/// `wxauth accounts import` of a customer list, on sled: how long the store takes to add
+/// that many accounts with phone numbers (all or none, one transaction), and what a lookup
+/// by number costs afterwards.
+async fn import() {
+    let n: usize = knob("WXAUTH_BENCH_IMPORT", 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let settings =
+        StoreSettings::Sled(SledSettings { data_dir: dir.path().join("data"), cache_bytes: 64 << 20 });
+    let sealer = wxauth::store::sealed::Sealer::load_or_create(&dir.path().join("keys")).unwrap();
+    let store = Store::open(&settings, sealer).await.unwrap();
+    let accounts: Vec<wxauth::store::NewAccount> = (0..n)
+        .map(|i| wxauth::store::NewAccount {
+            username: format!("customer-{i}"),
+            password_hash: String::new(),
+            phone: Some(format!("+86139{i:08}")),
+        })
+        .collect();
+    let started = Instant::now();
+    store.add_accounts(&accounts).await.unwrap();
+    let took = started.elapsed();
+    let lookups = 10_000.min(n);
+    let started = Instant::now();
+    for i in 0..lookups {
+        assert!(store.account_by_phone(&format!("+86139{i:08}")).await.unwrap().is_some());
+    }
+    let lookup = started.elapsed();
+    println!("\n## Account import (sled, {n} accounts with phone numbers)");
+    println!("| accounts | seconds | accounts/s | lookup by number µs |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {:.2} | {:.0} | {:.1} |",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        lookup.as_secs_f64() * 1e6 / lookups as f64
+    );
 }

@@ -376,8 +376,7 @@ fn tokens() {
 async fn import() {
     let n: usize = knob("WXAUTH_BENCH_IMPORT", 20_000);
     let dir = tempfile::tempdir().unwrap();
-    let settings =
-        StoreSettings::Sled(SledSettings { data_dir: dir.path().join("data"), cache_bytes: 64 << 20 });
+    let settings = StoreSettings::Sled(SledSettings { data_dir: dir.path().join("data"), cache_bytes: 64 << 20 });
     let sealer = wxauth::store::sealed::Sealer::load_or_create(&dir.path().join("keys")).unwrap();
     let store = Store::open(&settings, sealer).await.unwrap();
     let accounts: Vec<wxauth::store::NewAccount> = (0..n)

@@ -480,6 +480,12 @@ impl Auth {
                     Err(BindFailure::NoAccountForPhone) if self.parts.registration == Registration::Auto => {
                         store.record_login_with(app.appid(), &session, &roles).await?
                     }
+                    // A request racing with this one (a double tap) bound the identity first:
+                    // log in as whom it is bound to now.
+                    Err(BindFailure::AlreadyBound) => match store.login_if_bound(app.appid(), &session).await? {
+                        Some(record) => record,
+                        None => return Err(LoginFailure::AlreadyBound),
+                    },
                     // `bind`: a ticket, so that the person may bind by password instead.
                     Err(BindFailure::NoAccountForPhone) => {
                         let ticket = self.ticket(app.appid(), session).await?;

@@ -270,7 +270,16 @@ impl SledStore {
         for entry in self.refresh_families.iter() {
             let (key, bytes) = entry?;
             let user = id_bytes(key.get(..16).unwrap_or_default())?;
-            if matches!(self.vault.open_value(Purpose::Family, &user, &bytes)?, Opened::NotSealed) {
+            let plain = match self.vault.open_value(Purpose::Family, &user, &bytes)? {
+                Opened::NotSealed => true,
+                // A family's first bytes are random (its verifier's hash): one in 65,536
+                // starts like a sealed value, naming a key that does not exist. Nothing is
+                // erased during a migration, so it is a plain record if it reads as one.
+                Opened::Shredded => postcard::from_bytes::<super::refresh::FamilyRecord>(&bytes)
+                    .is_ok_and(|r| *r.user().as_bytes() == user),
+                Opened::Plain { .. } => false,
+            };
+            if plain {
                 let record: super::refresh::FamilyRecord = postcard::from_bytes(&bytes)
                     .map_err(|e| StoreError::Corrupt(format!("schema 6 refresh family: {e}")))?;
                 let Some(slot) = self.user_slot(&user)? else {

@@ -533,10 +533,27 @@ async fn a_schema_6_store_gets_its_phone_numbers_indexed_and_its_records_read_wi
         };
         let sealed = DetailsRecord::seal(&details, &sealer, id.as_bytes()).unwrap();
         db.open_tree(DETAILS).unwrap().insert(id.as_bytes(), sealed).unwrap();
+        // A family whose random verifier hash starts like a sealed value (1 in 65,536).
+        let mut verifier_hash = [0xff; 32];
+        verifier_hash[1] = 0x5e;
+        let family = refresh::FamilyRecord::from_v5(legacy::V5FamilyRecord {
+            verifier_hash,
+            generation: 0,
+            started: now.unix_timestamp_nanos(),
+            user: *id.as_bytes(),
+            appid: "wx1".into(),
+            openid: "o_ann_openid".into(),
+            expires_at: (now + time::Duration::days(30)).unix_timestamp_nanos(),
+            revoked: false,
+        });
+        let key = [&id.as_bytes()[..], &[7; 16]].concat();
+        db.open_tree("refresh_families").unwrap().insert(key, postcard::to_stdvec(&family).unwrap()).unwrap();
         db.flush().unwrap();
     }
 
     let store = open_released_with(&settings, sealer.clone()).await.unwrap();
+
+    assert_eq!(store.sessions(&id, now).await.unwrap().len(), 1, "a family that looked sealed was lost");
 
     let pseudonym = crate::store::codec::phone_pseudonym(&sealer, "+8613800138000");
     assert_eq!(store.users_by_phone(&pseudonym).await.unwrap(), [id], "the number kept before schema 7 is not found");

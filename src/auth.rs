@@ -461,7 +461,7 @@ impl Auth {
         let record = match (record, phone_code) {
             (Some(record), _) => record,
             (None, Some(phone_code)) => {
-                self.check_phone_ip(peer)?;
+                self.check_bind_ip(peer)?;
                 let link = PhoneLink {
                     app,
                     session: &session,
@@ -544,13 +544,10 @@ impl Auth {
             _ => return Err(DomainError::TicketOrCode.into()),
         };
         let attempts = &self.parts.attempts;
-        let too_many = |wait: std::time::Duration| BindFailure::TooManyAttempts {
-            retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
-        };
         let (username, password) = match credentials {
             Credentials::Password(username, password) => (username, password),
             Credentials::Phone(phone_code) => {
-                self.check_phone_ip(peer)?;
+                self.check_bind_ip(peer)?;
                 let (app, session, ticket) = self.bind_identity(proof, req.appid).await?;
                 let span = tracing::Span::current();
                 span.record("appid", app.appid());
@@ -568,7 +565,7 @@ impl Auth {
             }
         };
         let origin = self.origin(peer);
-        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)?;
+        self.check_bind_ip(peer)?;
         let (app, session, ticket) = self.bind_identity(proof, req.appid).await?;
         let appid = app.appid().to_owned();
         let guesser = format!("{appid}:{}", session.openid);
@@ -606,6 +603,13 @@ impl Auth {
         let event = self.event(EventKind::Bind).user(outcome.user.id).app(&appid).origin(&origin);
         self.record(event.detail("username", username.as_str())).await;
         Ok(outcome)
+    }
+
+    /// Counts a bind attempt (by password or phone number) against the client's address
+    /// (`WXAUTH_BIND_ATTEMPTS_PER_IP`), before anything is asked of WeChat.
+    fn check_bind_ip(&self, peer: &Peer<'_>) -> Result<(), BindFailure> {
+        let attempts = &self.parts.attempts;
+        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)
     }
 
     /// The WeChat identity a bind is for: the ticket's (not spent yet), or a fresh code's,
@@ -783,6 +787,11 @@ impl Auth {
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user: record.user, identity, created: record.created })
     }
+}
+
+/// A limited bind attempt, with the seconds until the next is allowed (at least 1).
+fn too_many(wait: std::time::Duration) -> BindFailure {
+    BindFailure::TooManyAttempts { retry_after: (wait.as_secs_f64().ceil() as u64).max(1) }
 }
 
 enum AppChoice {

@@ -9,7 +9,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use super::{Auth, Banned, BindFailure, Internal, LoginOutcome, Peer, PendingDeletion};
+use super::{Auth, Banned, BindFailure, Internal, LoginOutcome, Peer, PendingDeletion, too_many};
 use crate::{
     config::Registration,
     domain::{Dated, JsCode, WechatSession},
@@ -37,15 +37,11 @@ pub(super) struct PhoneLink<'a> {
 /// per-username budget (`:` is in no username).
 const PHONE_VERIFICATIONS: &str = "phone-verification:";
 
-fn too_many(wait: std::time::Duration) -> BindFailure {
-    BindFailure::TooManyAttempts { retry_after: (wait.as_secs_f64().ceil() as u64).max(1) }
-}
-
 impl Auth {
     /// Verifies the phone code with WeChat and binds the identity to the account with that
     /// number, or to a new one when `link.create`; [`BindFailure::NoAccountForPhone`]
     /// otherwise, with nothing stored and the ticket unspent. The caller has counted the
-    /// attempt against the client's address ([`Auth::check_phone_ip`]).
+    /// attempt against the client's address ([`Auth::check_bind_ip`]).
     pub(super) async fn link_by_phone(&self, link: PhoneLink<'_>) -> Result<LoginOutcome, BindFailure> {
         let attempts = &self.parts.attempts;
         let peer = link.peer;
@@ -133,13 +129,6 @@ impl Auth {
             }
         }
         Err(Internal::Store(StoreError::Database("could not make a new account for the number".into())).into())
-    }
-
-    /// Counts a phone attempt against the client's address (`WXAUTH_BIND_ATTEMPTS_PER_IP`),
-    /// before anything is asked of WeChat.
-    pub(super) fn check_phone_ip(&self, peer: &Peer<'_>) -> Result<(), BindFailure> {
-        let attempts = &self.parts.attempts;
-        attempts.check_ip(peer.addr.map(|addr| attempts.client_ip(addr, &peer.forwarded_for))).map_err(too_many)
     }
 
     /// Whether a login's unbound identity goes through phone linking, and whether it may

@@ -218,27 +218,16 @@ impl From<LoginFailure> for LoginError {
             }
             LoginFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
             LoginFailure::Wechat(e) => wechat_answer(e).into(),
-            LoginFailure::NotBound { ticket, expires_in } => Self::Forbidden(
-                Json(ErrorBody {
-                    bind_ticket: Some(ticket),
-                    expires_in: Some(expires_in),
-                    ..body(ErrorCode::NotBound, text).0
-                }),
-                NO_STORE.into(),
-            ),
+            LoginFailure::NotBound { ticket, expires_in } => {
+                Self::Forbidden(with_ticket(ErrorCode::NotBound, text, Some((ticket, expires_in))), NO_STORE.into())
+            }
             LoginFailure::PhoneRequired { ticket, expires_in } => Self::Forbidden(
-                Json(ErrorBody {
-                    bind_ticket: Some(ticket),
-                    expires_in: Some(expires_in),
-                    ..body(ErrorCode::PhoneRequired, text).0
-                }),
+                with_ticket(ErrorCode::PhoneRequired, text, Some((ticket, expires_in))),
                 NO_STORE.into(),
             ),
-            LoginFailure::NoAccountForPhone { ticket } => Self::Conflict(Json(ErrorBody {
-                expires_in: ticket.as_ref().map(|t| t.1),
-                bind_ticket: ticket.map(|t| t.0),
-                ..body(ErrorCode::NoAccountForPhone, text).0
-            })),
+            LoginFailure::NoAccountForPhone { ticket } => {
+                Self::Conflict(with_ticket(ErrorCode::NoAccountForPhone, text, ticket))
+            }
             LoginFailure::AlreadyBound => Self::Conflict(body(ErrorCode::AlreadyBound, text)),
             LoginFailure::AccountAlreadyBound => Self::Conflict(body(ErrorCode::AccountAlreadyBound, text)),
             LoginFailure::TooManyAttempts { retry_after } => {
@@ -249,6 +238,12 @@ impl From<LoginFailure> for LoginError {
             LoginFailure::Internal(e) => internal(e).into(),
         }
     }
+}
+
+/// An error body with the bind ticket (and its lifetime in seconds) a login answer adds.
+fn with_ticket(code: ErrorCode, text: String, ticket: Option<(String, u64)>) -> Json<ErrorBody> {
+    let (bind_ticket, expires_in) = ticket.map_or((None, None), |(t, secs)| (Some(t), Some(secs)));
+    Json(ErrorBody { bind_ticket, expires_in, ..body(code, text).0 })
 }
 
 impl From<BindFailure> for BindError {

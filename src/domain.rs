@@ -96,6 +96,12 @@ impl SessionKey {
         Self(raw)
     }
 
+    /// A key read back from a bind ticket, where an empty text stands for "none" (an
+    /// identity from a surface without session keys), so the ticket layout stays as it is.
+    pub fn stored(raw: String) -> Option<Self> {
+        (!raw.is_empty()).then_some(Self(raw))
+    }
+
     /// The base64 text, for storage and (later) decryption only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -115,8 +121,10 @@ pub struct WechatSession {
     pub openid: String,
     /// The user's id across the Open Platform account, when the app is bound to one.
     pub unionid: Option<String>,
-    /// Key for decrypting this user's open data; replaced by every login.
-    pub session_key: SessionKey,
+    /// Key for decrypting this user's open data; replaced by every login. Only a
+    /// mini-program's `code2Session` gives one: the OAuth exchange of the other surfaces
+    /// (official account, website, mobile app) does not.
+    pub session_key: Option<SessionKey>,
 }
 
 /// A business user's id: opaque, stable, never reused.

@@ -302,7 +302,7 @@ async fn build_users(data_dir: &Path, users: usize) -> Duration {
                     let session = WechatSession {
                         openid: format!("o_u{i}"),
                         unionid: None,
-                        session_key: SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into()),
+                        session_key: Some(SessionKey::new("tiihtNczf5v6AKRyjwEUhQ==".into())),
                     };
                     store.record_login("wxbench0000000000", &session).await.unwrap();
                 }

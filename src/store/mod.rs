@@ -85,6 +85,13 @@ pub struct StoredSessionKey {
     pub issued_at: OffsetDateTime,
 }
 
+impl StoredSessionKey {
+    /// The key `session` brought, received `now`; `None` from a surface without one.
+    pub(crate) fn of(session: &WechatSession, now: OffsetDateTime) -> Option<Self> {
+        session.session_key.clone().map(|session_key| Self { session_key, issued_at: now })
+    }
+}
+
 /// The outcome of recording a login.
 #[derive(Debug, Clone)]
 pub struct LoginRecord {

@@ -35,9 +35,11 @@ pub(super) fn returning_changes(
 ) -> Changes {
     Changes {
         last_login_at: (now - last_login_at >= LAST_LOGIN_GRANULARITY).then_some(now),
-        session_key: match key {
-            Some(k) if k.session_key == session.session_key => None,
-            _ => Some(StoredSessionKey { session_key: session.session_key.clone(), issued_at: now }),
+        // A surface without session keys (web, mobile app) leaves the stored one alone.
+        session_key: match (key, &session.session_key) {
+            (_, None) => None,
+            (Some(k), Some(sent)) if k.session_key == *sent => None,
+            (_, Some(_)) => StoredSessionKey::of(session, now),
         },
         unionid: new_unionid(unionid, session.unionid.as_deref()).map(str::to_owned),
     }
@@ -59,7 +61,7 @@ mod tests {
         WechatSession {
             openid: "o1".into(),
             unionid: unionid.map(str::to_owned),
-            session_key: SessionKey::new(key.into()),
+            session_key: Some(SessionKey::new(key.into())),
         }
     }
 

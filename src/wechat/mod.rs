@@ -404,7 +404,7 @@ fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
         (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => Ok(WechatSession {
             openid,
             unionid: reply.unionid.filter(|u| !u.is_empty()),
-            session_key: SessionKey::new(session_key),
+            session_key: Some(SessionKey::new(session_key)),
         }),
         _ => Err(WechatError::Upstream(format!(
             "WeChat reported success without openid or session_key{}",

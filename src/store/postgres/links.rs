@@ -156,8 +156,8 @@ impl PgStore {
             let loaded = load(&mut *tx, owner).await?.ok_or(StoreError::NoSuchAccount)?;
             self.touch(tx, &loaded, appid, session, now).await?
         } else {
-            let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
-            if !self.insert_identity(tx, owner, appid, &session.openid, &key).await? {
+            let key = StoredSessionKey::of(session, now);
+            if !self.insert_identity(tx, owner, appid, &session.openid, key.as_ref()).await? {
                 // Another bind of this openid or of this account committed first.
                 return Ok(Step::Retry);
             }

@@ -18,7 +18,7 @@ impl Tickets for PgStore {
     async fn put_ticket(&self, id: &TicketId, ticket: &BindTicket, now: OffsetDateTime) -> Result<(), StoreError> {
         let sealed = self
             .sealer
-            .seal(ticket.session.session_key.expose(), id)
+            .seal(ticket.session.session_key.as_ref().map_or("", SessionKey::expose), id)
             .map_err(|e| StoreError::Database(e.to_string()))?;
         sqlx::query(
             "INSERT INTO bind_tickets (id, appid, openid, unionid, session_key, expires_at_ns) \
@@ -58,7 +58,7 @@ impl Tickets for PgStore {
             session: WechatSession {
                 openid: row.try_get("openid")?,
                 unionid: row.try_get("unionid")?,
-                session_key: SessionKey::new(session_key),
+                session_key: SessionKey::stored(session_key),
             },
             expires_at,
         }))

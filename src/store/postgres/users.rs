@@ -279,7 +279,7 @@ impl PgStore {
         create: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Step<Option<LoginRecord>>, Failure> {
-        let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
+        let key = StoredSessionKey::of(session, now);
         if let Some(loaded) = load_by_binding(&mut *tx, appid, &session.openid).await? {
             let user = self.touch(tx, &loaded, appid, session, now).await?;
             return match self.learn_unionid(tx, user, session.unionid.as_deref(), Race::Share).await? {
@@ -295,7 +295,7 @@ impl PgStore {
                 .await?;
             if let Some(owner) = owner {
                 owner_seen = true;
-                if self.insert_identity(tx, owner, appid, &session.openid, &key).await? {
+                if self.insert_identity(tx, owner, appid, &session.openid, key.as_ref()).await? {
                     sqlx::query("UPDATE users SET last_login_at_ns = GREATEST(last_login_at_ns, $2) WHERE id = $1")
                         .bind(owner)
                         .bind(ns(now)?)
@@ -323,7 +323,7 @@ impl PgStore {
             .bind(roles)
             .execute(&mut *tx)
             .await?;
-        if !self.insert_identity(tx, uuid(&id), appid, &session.openid, &key).await? {
+        if !self.insert_identity(tx, uuid(&id), appid, &session.openid, key.as_ref()).await? {
             return Ok(Step::Retry);
         }
         let user = reload(tx, uuid(&id)).await?;
@@ -382,9 +382,10 @@ impl PgStore {
         owner: Uuid,
         appid: &str,
         openid: &str,
-        key: &StoredSessionKey,
+        key: Option<&StoredSessionKey>,
     ) -> Result<bool, Failure> {
-        let (sealed, issued) = self.keys(owner.as_bytes()).seal(appid, key)?;
+        let (sealed, issued) = key.map(|key| self.keys(owner.as_bytes()).seal(appid, key)).transpose()?.unzip();
+        let issued = issued.map(|i| i64::try_from(i).map_err(|_| StoreError::Corrupt("time out of range".into())));
         let inserted = sqlx::query(
             "INSERT INTO identities (appid, openid, user_id, session_key, session_key_issued_at_ns) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -393,7 +394,7 @@ impl PgStore {
         .bind(openid)
         .bind(owner)
         .bind(sealed)
-        .bind(i64::try_from(issued).map_err(|_| StoreError::Corrupt("time out of range".into()))?)
+        .bind(issued.transpose()?)
         .execute(&mut *tx)
         .await?;
         Ok(inserted.rows_affected() == 1)

@@ -34,7 +34,7 @@ impl Links for SledStore {
             let account = self.accounts.get(username)?.ok_or(StoreError::NoSuchAccount)?;
             let owner = AccountRecord::decode(&account)?.user;
             let binding = self.binding_key(appid, &session.openid);
-            let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
+            let key = StoredSessionKey::of(session, now);
             let bound = self.openids.get(&binding)?;
             let owner_has_app = match (&bound, self.read_user(&owner)?) {
                 (Some(_), _) => false,
@@ -57,7 +57,7 @@ impl Links for SledStore {
             if let Some((record, _)) = again {
                 (record, unflushed)
             } else {
-                let (user, attached) = self.attach(&owner, appid, &session.openid, &key, now)?;
+                let (user, attached) = self.attach(&owner, appid, &session.openid, key.as_ref(), now)?;
                 if !attached {
                     return Err(StoreError::AccountAlreadyBound);
                 }

@@ -38,7 +38,7 @@ async fn open() -> (tempfile::TempDir, SledStore) {
 }
 
 fn session(openid: &str, key: &str) -> WechatSession {
-    WechatSession { openid: openid.into(), unionid: None, session_key: SessionKey::new(key.into()) }
+    WechatSession { openid: openid.into(), unionid: None, session_key: Some(SessionKey::new(key.into())) }
 }
 
 const PATIENCE: StdDuration = StdDuration::from_millis(300);
@@ -649,7 +649,7 @@ async fn a_unionid_held_by_a_record_whose_key_was_lost_goes_to_the_next_person_w
     let with_unionid = |openid: &str| WechatSession {
         openid: openid.into(),
         unionid: Some("u_amy".into()),
-        session_key: SessionKey::new("k".into()),
+        session_key: Some(SessionKey::new("k".into())),
     };
     let lost = store.record_login("wx1", &with_unionid("o_amy")).await.unwrap().user.id;
     // A crash lost the key of a first login that was never acknowledged.

@@ -23,7 +23,7 @@ impl Tickets for SledStore {
             unionid: ticket.session.unionid.clone(),
             session_key: self
                 .sealer
-                .seal(ticket.session.session_key.expose(), id)
+                .seal(ticket.session.session_key.as_ref().map_or("", SessionKey::expose), id)
                 .map_err(|e| StoreError::Database(e.to_string()))?,
             expires_at: ticket.expires_at.unix_timestamp_nanos(),
         };
@@ -42,7 +42,11 @@ impl Tickets for SledStore {
         };
         Ok(Some(BindTicket {
             appid: t.appid,
-            session: WechatSession { openid: t.openid, unionid: t.unionid, session_key: SessionKey::new(session_key) },
+            session: WechatSession {
+                openid: t.openid,
+                unionid: t.unionid,
+                session_key: SessionKey::stored(session_key),
+            },
             expires_at,
         }))
     }

@@ -288,7 +288,7 @@ impl SledStore {
         create: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Option<(LoginRecord, commit::Unflushed)>, StoreError> {
-        let key = StoredSessionKey { session_key: session.session_key.clone(), issued_at: now };
+        let key = StoredSessionKey::of(session, now);
         if let Some(id) = self.openids.get(binding)? {
             let unflushed = self.commit.track(id_bytes(&id)?);
             // The unionid, if new, is linked below (it needs the index, hence this path).
@@ -310,7 +310,7 @@ impl SledStore {
         if let Some(owner) = self.unionid_owner(session.unionid.as_deref())? {
             let unflushed = self.commit.track(id_bytes(&owner)?);
             // `false`: another openid of the same app, so not the same person after all.
-            let joined = self.attach(&owner, appid, &session.openid, &key, now);
+            let joined = self.attach(&owner, appid, &session.openid, key.as_ref(), now);
             match joined {
                 Ok((user, true)) => {
                     self.openids.insert(binding, &owner)?;
@@ -331,8 +331,8 @@ impl SledStore {
         let unflushed = self.commit.track(*id.as_bytes());
         let mut record = UserRecord::empty(now);
         record.controls.roles = roles.to_vec();
-        let sealed = self.keys(id.as_bytes()).seal(appid, &key)?;
-        record.identities.push(IdentityRecord::new(appid, &session.openid, Some(sealed)));
+        let sealed = key.as_ref().map(|key| self.keys(id.as_bytes()).seal(appid, key)).transpose()?;
+        record.identities.push(IdentityRecord::new(appid, &session.openid, sealed));
         self.records.insert(id.as_bytes(), self.seal_new_user(id.as_bytes(), &record)?)?;
         self.openids.insert(binding, &id.as_bytes()[..])?;
         let user = self.learn_unionid(record.user(id)?, session.unionid.as_deref())?;
@@ -346,15 +346,15 @@ impl SledStore {
         id: &[u8],
         appid: &str,
         openid: &str,
-        key: &StoredSessionKey,
+        key: Option<&StoredSessionKey>,
         now: OffsetDateTime,
     ) -> Result<(User, bool), StoreError> {
         self.update(id, |record| {
             if record.identity(appid).is_some() {
                 return Ok(false);
             }
-            let sealed = self.keys(id).seal(appid, key)?;
-            record.identities.push(IdentityRecord::new(appid, openid, Some(sealed)));
+            let sealed = key.map(|key| self.keys(id).seal(appid, key)).transpose()?;
+            record.identities.push(IdentityRecord::new(appid, openid, sealed));
             record.last_login_at = now.unix_timestamp_nanos();
             Ok(true)
         })

@@ -24,7 +24,7 @@ pub use outbox::*;
 pub use refresh::*;
 
 fn session(openid: &str, key: &str) -> WechatSession {
-    WechatSession { openid: openid.into(), unionid: None, session_key: SessionKey::new(key.into()) }
+    WechatSession { openid: openid.into(), unionid: None, session_key: Some(SessionKey::new(key.into())) }
 }
 
 fn person(openid: &str, unionid: &str) -> WechatSession {
@@ -100,6 +100,28 @@ pub async fn a_new_session_key_replaces_the_old_one_at_once(backend: &dyn Backen
 
     // The very next call: a mini-program decrypts right after logging in.
     assert_eq!(store.session_key(&id, "wx1").await.unwrap().unwrap().session_key.expose(), "k2");
+}
+
+pub async fn an_identity_from_a_surface_without_session_keys_has_none_in_its_record_and_its_ticket(
+    backend: &dyn Backend,
+) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let keyless = WechatSession { session_key: None, ..session("o1", "unused") };
+    let id = store.record_login("wxapp", &keyless).await.unwrap().user.id;
+    assert!(store.session_key(&id, "wxapp").await.unwrap().is_none());
+    // A returning login without a key neither invents one nor drops one that is there.
+    store.record_login("wx1", &session("o2", "k1")).await.unwrap();
+    let other = store.record_login("wx1", &WechatSession { session_key: None, ..session("o2", "") }).await.unwrap();
+    assert_eq!(store.session_key(&other.user.id, "wx1").await.unwrap().unwrap().session_key.expose(), "k1");
+    assert_eq!(store.record_login("wxapp", &keyless).await.unwrap().user.id, id);
+    assert!(store.session_key(&id, "wxapp").await.unwrap().is_none());
+
+    let t0 = now();
+    let ticket = BindTicket { appid: "wxapp".into(), session: keyless, expires_at: t0 + time::Duration::minutes(5) };
+    store.put_ticket(&[7; 32], &ticket, t0).await.unwrap();
+    let found = store.ticket(&[7; 32], t0).await.unwrap().expect("the ticket was not found");
+    assert_eq!(found.session, ticket.session);
 }
 
 pub async fn the_same_session_key_keeps_its_issue_time(backend: &dyn Backend) {
@@ -402,7 +424,7 @@ pub async fn a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_give
 
     let found = store.ticket(&[1; 32], later).await.unwrap().expect("a live ticket was not found");
     assert_eq!((found.appid.as_str(), found.session.openid.as_str()), ("wx1", "o1"));
-    assert_eq!(found.session.session_key.expose(), "key-o1");
+    assert_eq!(found.session.session_key.as_ref().map(SessionKey::expose), Some("key-o1"));
     assert!(store.ticket(&[2; 32], t0).await.unwrap().is_some(), "a ticket was refused before it expired");
     assert!(store.ticket(&[2; 32], later).await.unwrap().is_none(), "an expired ticket was found");
     assert!(store.ticket(&[3; 32], later).await.unwrap().is_none());

@@ -18,6 +18,7 @@ use super::{
     Refreshed, Session, StoreError, StoredSessionKey, TicketId,
     events::{Event, EventFilter},
     export::Record,
+    grants::{Grant, GrantId, GrantKind},
     outbox::Delivery,
     sealed::Sealer,
 };
@@ -34,7 +35,19 @@ use time::OffsetDateTime;
 ///   included), writes only what changed, and does not wait for durability.
 /// - A layout newer than this build is refused at open (each backend's `open`).
 pub(super) trait Backend:
-    Users + Links + Tickets + Accounts + AdminTokens + Events + Outbox + RefreshTokens + Deletions + Transfer + Send + Sync
+    Users
+    + Links
+    + Tickets
+    + Grants
+    + Accounts
+    + AdminTokens
+    + Events
+    + Outbox
+    + RefreshTokens
+    + Deletions
+    + Transfer
+    + Send
+    + Sync
 {
     /// The liveness check: that the backend can go on serving (not that every dependency
     /// is up).
@@ -149,6 +162,46 @@ pub(super) trait Links {
 }
 
 /// Bind tickets (`tickets.rs`).
+/// One-time grants of the browser and scan-login flows ([`super::grants`]).
+pub(super) trait Grants {
+    /// Keeps `grant` under `id` until it expires or is taken (replacing one stored there),
+    /// and now and then sweeps expired ones as of `now`.
+    fn put_grant(
+        &self,
+        id: &GrantId,
+        grant: &Grant,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The payload of the live grant of `kind` under `id`, if any.
+    fn grant(
+        &self,
+        id: &GrantId,
+        kind: GrantKind,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Removes the grant of `kind` under `id` and answers its payload if it was live:
+    /// of racing takers, one gets it. A grant of another kind stays.
+    fn take_grant(
+        &self,
+        id: &GrantId,
+        kind: GrantKind,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Replaces the live grant of `kind` under `id` by `new` (same expiry) if its payload
+    /// is still `expected`; `false` when it changed, was taken or expired.
+    fn replace_grant(
+        &self,
+        id: &GrantId,
+        kind: GrantKind,
+        expected: &str,
+        new: &str,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
 pub(super) trait Tickets {
     /// Keeps a ticket until it expires or is spent, and now and then sweeps expired ones
     /// ([`super::tickets::sweep_due`]) as of `now`, the service's clock.

@@ -23,6 +23,7 @@ mod codec;
 mod error;
 pub mod events;
 pub mod export;
+pub mod grants;
 mod links;
 mod meta;
 pub mod outbox;
@@ -43,7 +44,8 @@ pub use self::{
 };
 use self::{
     backend::{
-        Accounts, AdminTokens, Backend, Deletions, Events, Links, Outbox, RefreshTokens, Tickets, Transfer, Users,
+        Accounts, AdminTokens, Backend, Deletions, Events, Grants, Links, Outbox, RefreshTokens, Tickets, Transfer,
+        Users,
     },
     export::Record,
 };
@@ -318,6 +320,50 @@ impl Store {
     /// A bind ticket that is neither spent nor expired at `now` (the service's clock).
     pub async fn ticket(&self, id: &TicketId, now: OffsetDateTime) -> Result<Option<BindTicket>, StoreError> {
         dispatch!(self, b => b.ticket(id, now).await)
+    }
+
+    /// Keeps a one-time grant of a browser or scan-login flow until it expires or is
+    /// taken ([`grants`]); expired ones are swept as of `now` (the service's clock).
+    pub async fn put_grant(
+        &self,
+        id: &grants::GrantId,
+        grant: &grants::Grant,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, b => b.put_grant(id, grant, now).await)
+    }
+
+    /// The payload of the live grant of `kind` under `id`.
+    pub async fn grant(
+        &self,
+        id: &grants::GrantId,
+        kind: grants::GrantKind,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, b => b.grant(id, kind, now).await)
+    }
+
+    /// Spends the grant of `kind` under `id`: its payload if it was live, to one caller only.
+    pub async fn take_grant(
+        &self,
+        id: &grants::GrantId,
+        kind: grants::GrantKind,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, b => b.take_grant(id, kind, now).await)
+    }
+
+    /// Moves the live grant of `kind` under `id` from `expected` to `new`; `false` when
+    /// it is no longer `expected` (changed, taken or expired).
+    pub async fn replace_grant(
+        &self,
+        id: &grants::GrantId,
+        kind: grants::GrantKind,
+        expected: &str,
+        new: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.replace_grant(id, kind, expected, new, now).await)
     }
 
     /// The user with `id`, if any.

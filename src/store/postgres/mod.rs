@@ -58,6 +58,8 @@ pub(super) struct PgStore {
     pub(super) sealer: Sealer,
     /// Unix seconds of this replica's last sweep of expired tickets.
     swept_at: Arc<AtomicI64>,
+    /// Unix seconds of the last sweep of expired grants at this replica.
+    grants_swept_at: Arc<AtomicI64>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
 }
 
@@ -135,6 +137,7 @@ mod admin_tokens;
 mod deletions;
 mod events;
 mod export;
+mod grants;
 mod links;
 mod meta;
 mod outbox;
@@ -187,7 +190,13 @@ impl PgStore {
             }
             e => StoreError::Database(format!("migrating {redacted}: {e}")),
         })?;
-        let store = Self { pool, sealer, swept_at: Arc::default(), purge_cursor: Arc::default() };
+        let store = Self {
+            pool,
+            sealer,
+            swept_at: Arc::default(),
+            grants_swept_at: Arc::default(),
+            purge_cursor: Arc::default(),
+        };
         store.index_phones().await?;
         Ok(store)
     }

@@ -15,6 +15,8 @@
 //!   a number without storing it ([`crate::store::Store::users_by_phone`]). Since schema 7.
 //! - `account_phones`: username → the account's phone number, sealed under its user's key;
 //!   `phone_accounts`: pseudonym of the number → username, unique ([`accounts`])
+//! - `grants`: SHA-256 of a grant's secret → kind, expiry, sealed payload ([`grants`]);
+//!   the minutes-lived state of browser and scan logins
 //! - `meta`: `schema_version` → u32 big-endian
 //!
 //! Files: one per part of the store's contract ([`crate::store::backend`]): `users`,
@@ -43,6 +45,7 @@ mod commit;
 mod deletions;
 mod events;
 mod export;
+mod grants;
 mod legacy;
 mod links;
 mod meta;
@@ -95,6 +98,8 @@ pub(super) struct SledStore {
     events: ::sled::Tree,
     events_by_user: ::sled::Tree,
     tickets: ::sled::Tree,
+    /// One-time grants of the browser and scan-login flows ([`grants`]).
+    grants: ::sled::Tree,
     details: ::sled::Tree,
     /// Phone numbers' pseudonyms ‖ user ids (the module comment).
     phones: ::sled::Tree,
@@ -108,6 +113,8 @@ pub(super) struct SledStore {
     links: Arc<Mutex<()>>,
     /// Unix seconds of the last sweep of expired tickets.
     swept_at: Arc<AtomicI64>,
+    /// Unix seconds of the last sweep of expired grants.
+    grants_swept_at: Arc<AtomicI64>,
     /// Seals the session keys at rest.
     pub(in crate::store) sealer: Sealer,
     /// Seals each user's data under a key of that user ([`vault`]).
@@ -172,6 +179,7 @@ impl SledStore {
             events: db.open_tree("events")?,
             events_by_user: db.open_tree("events_by_user")?,
             tickets: db.open_tree("bind_tickets")?,
+            grants: db.open_tree("grants")?,
             details: db.open_tree(DETAILS)?,
             phones: db.open_tree(PHONES)?,
             deletions: db.open_tree("deletions")?,
@@ -180,6 +188,7 @@ impl SledStore {
             meta,
             links: Arc::default(),
             swept_at: Arc::default(),
+            grants_swept_at: Arc::default(),
             sealer,
             vault,
             index,

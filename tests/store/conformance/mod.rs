@@ -124,6 +124,57 @@ pub async fn an_identity_from_a_surface_without_session_keys_has_none_in_its_rec
     assert_eq!(found.session, ticket.session);
 }
 
+pub async fn a_grant_is_found_as_its_kind_changed_only_from_what_was_read_and_taken_once(backend: &dyn Backend) {
+    use wxauth::store::grants::{Grant, GrantKind};
+    let (settings, _guard) = backend.fresh();
+    let store = Arc::new(open(&settings).await.unwrap());
+    // Years before the system's time: only the clock passed in can say these are live.
+    let t0 = time::macros::datetime!(2020-01-01 00:00 UTC);
+    let grant = Grant {
+        kind: GrantKind::Scan,
+        payload: r#"{"state":"pending"}"#.into(),
+        expires_at: t0 + time::Duration::minutes(5),
+    };
+    store.put_grant(&[1; 32], &grant, t0).await.unwrap();
+
+    assert_eq!(store.grant(&[1; 32], GrantKind::Scan, t0).await.unwrap().as_deref(), Some(grant.payload.as_str()));
+    assert_eq!(store.grant(&[1; 32], GrantKind::Code, t0).await.unwrap(), None, "found as another kind");
+    assert_eq!(store.take_grant(&[1; 32], GrantKind::Code, t0).await.unwrap(), None, "taken as another kind");
+    assert_eq!(store.grant(&[2; 32], GrantKind::Scan, t0).await.unwrap(), None);
+
+    let confirmed = r#"{"state":"confirmed"}"#;
+    assert!(
+        !store.replace_grant(&[1; 32], GrantKind::Scan, "{}", confirmed, t0).await.unwrap(),
+        "replaced from a state it was not in"
+    );
+    assert!(store.replace_grant(&[1; 32], GrantKind::Scan, &grant.payload, confirmed, t0).await.unwrap());
+    assert!(
+        !store.replace_grant(&[1; 32], GrantKind::Scan, &grant.payload, "{}", t0).await.unwrap(),
+        "replaced twice from one state"
+    );
+    assert_eq!(store.grant(&[1; 32], GrantKind::Scan, t0).await.unwrap().as_deref(), Some(confirmed));
+
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_grant(&[1; 32], GrantKind::Scan, t0).await.unwrap() })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for taker in takers {
+        taken.extend(taker.await.unwrap());
+    }
+    assert_eq!(taken, vec![confirmed.to_owned()], "a grant was spent other than exactly once");
+    assert_eq!(store.grant(&[1; 32], GrantKind::Scan, t0).await.unwrap(), None);
+
+    let short = Grant { kind: GrantKind::Code, expires_at: t0 + time::Duration::seconds(1), ..grant };
+    store.put_grant(&[3; 32], &short, t0).await.unwrap();
+    let later = t0 + time::Duration::seconds(1);
+    assert_eq!(store.grant(&[3; 32], GrantKind::Code, later).await.unwrap(), None, "an expired grant was found");
+    assert!(!store.replace_grant(&[3; 32], GrantKind::Code, &short.payload, "{}", later).await.unwrap());
+    assert_eq!(store.take_grant(&[3; 32], GrantKind::Code, later).await.unwrap(), None, "an expired grant was taken");
+}
+
 pub async fn the_same_session_key_keeps_its_issue_time(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();

@@ -335,7 +335,13 @@ mod tests {
 
     #[tokio::test]
     async fn token_expired_refuses_a_token_once_and_the_retry_with_a_new_token_succeeds() {
-        let app = WechatApp { appid: "wxdev".into(), secret: SecretString::from("s"), default_role: None };
+        let app = WechatApp {
+            appid: "wxdev".into(),
+            secret: SecretString::from("s"),
+            default_role: None,
+            kind: Default::default(),
+            redirect_uris: vec![],
+        };
         let base = spawn(std::slice::from_ref(&app), Duration::from_secs(1)).await.unwrap();
         let http = reqwest::Client::new();
         let token = async || {

@@ -131,6 +131,8 @@ impl Application {
             let slow = settings.wechat.timeout + Duration::from_secs(1);
             settings.wechat.base_url =
                 devmock::spawn(&settings.wechat.apps, slow).await.map_err(StartupError::DevMock)?;
+            // Its stand-ins for WeChat's authorize and QR pages too.
+            settings.wechat.open_url = settings.wechat.base_url.clone();
             let codes: Vec<&str> = devmock::RESERVED_CODES.iter().map(|(code, _)| *code).collect();
             tracing::warn!(
                 mock = %settings.wechat.base_url,

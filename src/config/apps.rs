@@ -14,7 +14,47 @@ pub const DEV_APPID: &str = "wxdev00000000000";
 /// AppSecret used in dev mode when none is configured.
 pub const DEV_SECRET: &str = "dev-secret-not-for-production";
 
-/// One mini-program's credentials.
+/// Which WeChat surface an app is: how its people log in and how a code is exchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppKind {
+    /// A mini-program: `wx.login` codes, exchanged at `code2Session`.
+    #[default]
+    MiniProgram,
+    /// An official account (公众号): web pages in WeChat's browser, authorised at
+    /// `connect/oauth2/authorize`.
+    OfficialAccount,
+    /// An Open Platform website application: QR login at `connect/qrconnect`.
+    Website,
+    /// An Open Platform mobile application: codes from the WeChat SDK, posted to
+    /// `/v1/login` like a mini-program's.
+    MobileApp,
+}
+
+impl AppKind {
+    /// Every kind, in the documentation's order.
+    pub const ALL: [Self; 4] = [Self::MiniProgram, Self::OfficialAccount, Self::Website, Self::MobileApp];
+
+    /// The name in the config file and in API answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MiniProgram => "miniprogram",
+            Self::OfficialAccount => "official_account",
+            Self::Website => "website",
+            Self::MobileApp => "mobile_app",
+        }
+    }
+
+    /// Whether people log in through a browser redirect (`/v1/oauth/wechat/authorize`).
+    pub fn is_browser(self) -> bool {
+        matches!(self, Self::OfficialAccount | Self::Website)
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+/// One app's credentials.
 #[derive(Debug, Clone)]
 pub struct WechatApp {
     /// The mini-program's AppID.
@@ -23,6 +63,11 @@ pub struct WechatApp {
     pub secret: SecretString,
     /// The role a user first seen through this app gets, if any.
     pub default_role: Option<String>,
+    /// Which surface it is.
+    pub kind: AppKind,
+    /// The client URLs a browser login of this app may return to, compared exactly (browser
+    /// kinds only, at least one).
+    pub redirect_uris: Vec<String>,
 }
 
 /// The apps: the list when the file has one, else the flat pair.
@@ -65,7 +110,7 @@ fn single_app(layers: &Layers, mode: Mode) -> Result<WechatApp, ConfigError> {
     }
     let default_role =
         non_empty(&WECHAT_DEFAULT_ROLE).map(role).transpose().map_err(|e| invalid(&WECHAT_DEFAULT_ROLE, e))?;
-    Ok(WechatApp { appid, secret: secret.into(), default_role })
+    Ok(WechatApp { appid, secret: secret.into(), default_role, kind: AppKind::MiniProgram, redirect_uris: Vec::new() })
 }
 
 /// `[[wechat_apps]]`: every entry needs both values (dev mode: no secret), AppIDs distinct,
@@ -100,7 +145,35 @@ fn app_list(layers: &Layers, mode: Mode) -> Result<Vec<WechatApp>, ConfigError> 
             None | Some("") => None,
             Some(raw) => Some(role(raw).map_err(|e| list_error(format!("app {n} ({appid}): default_role {e}")))?),
         };
-        apps.push(WechatApp { appid: appid.to_owned(), secret: secret.into(), default_role });
+        let kind = match entry.kind.as_deref().map(str::trim) {
+            None | Some("") => AppKind::MiniProgram,
+            Some(raw) => AppKind::parse(raw).ok_or_else(|| {
+                let kinds: Vec<&str> = AppKind::ALL.iter().map(|k| k.as_str()).collect();
+                list_error(format!("app {n} ({appid}): kind {raw:?} is not one of {}", kinds.join(", ")))
+            })?,
+        };
+        let redirect_uris = entry
+            .redirect_uris
+            .iter()
+            .map(|raw| super::urls::redirect_uri(raw.trim(), mode == Mode::Dev))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| list_error(format!("app {n} ({appid}): {e}")))?;
+        match (kind.is_browser(), redirect_uris.is_empty()) {
+            (true, true) => {
+                return Err(list_error(format!(
+                    "app {n} ({appid}): kind {} needs redirect_uris, the client URLs its browser logins may return to",
+                    kind.as_str()
+                )));
+            }
+            (false, false) => {
+                return Err(list_error(format!(
+                    "app {n} ({appid}): redirect_uris is only for official_account and website apps, not {}",
+                    kind.as_str()
+                )));
+            }
+            _ => {}
+        }
+        apps.push(WechatApp { appid: appid.to_owned(), secret: secret.into(), default_role, kind, redirect_uris });
     }
     Ok(apps)
 }

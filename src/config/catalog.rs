@@ -71,8 +71,11 @@ pub const CLIENTS_DOC: &str = "Services that may call `POST /v1/token/introspect
      HTTP Basic. None by default. See [Token introspection](tokens.md#token-introspection).";
 
 /// What the `[[wechat_apps]]` row of the documentation says.
-pub const APPS_DOC: &str = "Several mini-programs: a list of tables with `appid`, `secret` and optionally \
-     `default_role`, instead of `wechat_appid` / `wechat_secret` / `wechat_default_role`. See [Several mini-programs](several-apps.md).";
+pub const APPS_DOC: &str = "Several apps: a list of tables with `appid`, `secret` and optionally \
+     `default_role`, `kind` (`miniprogram`, the default; `official_account`, `website` or `mobile_app`) and, for \
+     `official_account` and `website`, `redirect_uris` (the exact client URLs a browser login may return to), \
+     instead of `wechat_appid` / `wechat_secret` / `wechat_default_role`. See [Several mini-programs](several-apps.md) \
+     and [Every WeChat surface](wechat-surfaces.md).";
 
 macro_rules! settings {
     ($($name:ident: $key:literal, $default:expr, $range:expr, $doc:literal;)*) => {
@@ -123,6 +126,8 @@ settings! {
         "A role every user first seen through the mini-program gets (access tokens carry it in `roles`); 1 to 64 letters, digits, `.`, `_`, `:` or `-`. With `[[wechat_apps]]`, set `default_role` per app instead.";
     WECHAT_BASE_URL: "wechat_base_url", Default::Value("https://api.weixin.qq.com"), None,
         "WeChat API base URL. Must be `https://`; plain `http://` only for loopback (`localhost`, `127.0.0.0/8`, `::1`), because the AppSecret travels in the query string. No query or fragment; a path prefix is kept. Replaced by the mock in dev mode.";
+    WECHAT_OPEN_URL: "wechat_open_url", Default::Value("https://open.weixin.qq.com"), None,
+        "Where browsers are sent to authorise: WeChat's `connect/oauth2/authorize` (official accounts) and `connect/qrconnect` (websites) pages, for [browser logins](wechat-surfaces.md). `https://`; plain `http://` only for loopback. Replaced by the mock in dev mode.";
     WECHAT_TIMEOUT_MS: "wechat_timeout_ms", Default::Value("5000"), Some(Range { min: 100, max: 60000, unit: "milliseconds" }),
         "The deadline of one login's exchange with WeChat in milliseconds, 100 to 60000, the retry after errcode -1 included (a phone-number request: the access-token fetch and its retry included). Connecting may take at most the smaller of this and 3 s.";
     WECHAT_MAX_INFLIGHT: "wechat_max_inflight", Default::Value("2048"), Some(Range { min: 1, max: 1000000, unit: "requests" }),

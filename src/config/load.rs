@@ -56,6 +56,10 @@ pub(super) struct AppEntry {
     pub(super) secret: String,
     #[serde(default)]
     pub(super) default_role: Option<String>,
+    #[serde(default)]
+    pub(super) kind: Option<String>,
+    #[serde(default)]
+    pub(super) redirect_uris: Vec<String>,
 }
 
 /// One `[[introspection_clients]]` table.
@@ -198,7 +202,13 @@ fn checked_file(path: &Path) -> Result<String, ConfigError> {
         .map_err(|e: toml::de::Error| ConfigError::ParseFile { path: path.into(), message: e.message().to_owned() })?;
     for (key, value) in table {
         if key == APPS_KEY {
-            check_tables(path, APPS_KEY, value, "appid", &["appid", "secret", "default_role"])?;
+            check_tables(
+                path,
+                APPS_KEY,
+                value,
+                "appid",
+                &["appid", "secret", "default_role", "kind", "redirect_uris"],
+            )?;
             continue;
         }
         if key == CLIENTS_KEY {
@@ -252,8 +262,9 @@ fn check_tables(
                     known: allowed.iter().map(|a| format!("{key}.{a}")).collect::<Vec<_>>().join(", "),
                 });
             }
-            // `events` of a webhook is a list of kinds.
-            let list = name == "events" && value.as_array().is_some_and(|a| a.iter().all(toml::Value::is_str));
+            // `events` of a webhook is a list of kinds; `redirect_uris` of an app a list of URLs.
+            let list = matches!(name.as_str(), "events" | "redirect_uris")
+                && value.as_array().is_some_and(|a| a.iter().all(toml::Value::is_str));
             if !value.is_str() && !list {
                 return Err(expected());
             }

@@ -21,7 +21,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use url::Url;
 
 pub use self::{
-    apps::{DEV_APPID, DEV_SECRET, WechatApp},
+    apps::{AppKind, DEV_APPID, DEV_SECRET, WechatApp},
     catalog::{APPS_KEY, env_name},
     clients::{IntrospectionClient, MIN_CLIENT_SECRET},
     load::unknown_env_vars,
@@ -234,6 +234,8 @@ pub struct WechatSettings {
     pub apps: Vec<WechatApp>,
     /// Base URL of the WeChat API.
     pub base_url: Url,
+    /// Base URL of WeChat's authorize pages (`WXAUTH_WECHAT_OPEN_URL`).
+    pub open_url: Url,
     /// The deadline of one login's exchange with WeChat, the retry after -1 included
     /// (`WXAUTH_WECHAT_TIMEOUT_MS`).
     pub timeout: Duration,
@@ -413,6 +415,7 @@ fn wechat_settings(layers: &Layers, mode: Mode) -> Result<WechatSettings, Config
     Ok(WechatSettings {
         apps: apps::apps(layers, mode)?,
         base_url: urls::parse_base_url(layers.get(&WECHAT_BASE_URL).expect("declared default"))?,
+        open_url: urls::parse_open_url(layers.get(&WECHAT_OPEN_URL).expect("declared default"))?,
         timeout: Duration::from_millis(layers.number(&WECHAT_TIMEOUT_MS)?),
         limits: WechatLimits {
             max_inflight: layers.number(&WECHAT_MAX_INFLIGHT)? as usize,

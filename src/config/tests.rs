@@ -1,5 +1,6 @@
 use secrecy::ExposeSecret;
 
+use super::AppKind;
 use super::*;
 use crate::store::events::EventKind;
 
@@ -297,6 +298,49 @@ fn bad_app_lists_are_refused_with_the_reason() {
     }
     let err = load_file(two, Mode::Dev, &[]).unwrap_err().to_string();
     assert!(err.contains("--dev"), "{err}");
+}
+
+#[test]
+fn every_surface_is_an_app_kind_and_browser_apps_list_where_they_may_return() {
+    let file = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\n\n\
+                [[wechat_apps]]\nappid = \"wxb\"\nsecret = \"s\"\nkind = \"official_account\"\n\
+                redirect_uris = [\"https://shop.example.com/wx/cb\", \"http://127.0.0.1:3000/cb\"]\n\n\
+                [[wechat_apps]]\nappid = \"wxc\"\nsecret = \"s\"\nkind = \"website\"\nredirect_uris = [\"https://shop.example.com/login\"]\n\n\
+                [[wechat_apps]]\nappid = \"wxd\"\nsecret = \"s\"\nkind = \"mobile_app\"\n";
+    let s = load_file(file, Mode::Serve, &[]).unwrap();
+    let kinds: Vec<AppKind> = s.wechat.apps.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, AppKind::ALL.to_vec(), "a missing kind is a mini-program, so today's files keep working");
+    assert_eq!(s.wechat.apps[1].redirect_uris, ["https://shop.example.com/wx/cb", "http://127.0.0.1:3000/cb"]);
+    assert_eq!(s.wechat.open_url.as_str(), "https://open.weixin.qq.com/");
+}
+
+#[test]
+fn bad_app_kinds_and_redirect_uris_are_refused_naming_the_app() {
+    let app = "[[wechat_apps]]\nappid = \"wxa\"\nsecret = \"s\"\n";
+    for (extra, expected) in [
+        (
+            "kind = \"web\"\n",
+            "app 1 (wxa): kind \"web\" is not one of miniprogram, official_account, website, mobile_app",
+        ),
+        ("kind = \"website\"\n", "app 1 (wxa): kind website needs redirect_uris"),
+        ("kind = \"official_account\"\nredirect_uris = []\n", "kind official_account needs redirect_uris"),
+        (
+            "redirect_uris = [\"https://a.example.com/cb\"]\n",
+            "redirect_uris is only for official_account and website apps, not miniprogram",
+        ),
+        ("kind = \"mobile_app\"\nredirect_uris = [\"https://a.example.com/cb\"]\n", "not mobile_app"),
+        ("kind = \"website\"\nredirect_uris = [\"http://a.example.com/cb\"]\n", "must be https://"),
+        ("kind = \"website\"\nredirect_uris = [\"https://a.example.com/cb#x\"]\n", "must not have a fragment"),
+        ("kind = \"website\"\nredirect_uris = [\"/cb\"]\n", "is not an absolute URL"),
+    ] {
+        let err = load_file(&format!("{app}{extra}"), Mode::Serve, &[]).unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("wechat_apps"), "{extra:?}: {err}");
+    }
+    let prod = [("WXAUTH_WECHAT_APPID", "wx1"), ("WXAUTH_WECHAT_SECRET", "s")];
+    for bad in ["http://open.example.com", "ftp://x", "https://open.example.com/?a=1"] {
+        let err = load(Mode::Serve, &[prod[0], prod[1], ("WXAUTH_WECHAT_OPEN_URL", bad)]).unwrap_err().to_string();
+        assert!(err.contains("WXAUTH_WECHAT_OPEN_URL"), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use url::Url;
 
 use super::{
     ConfigError,
-    catalog::{ISSUER, TRUSTED_PROXIES, WECHAT_BASE_URL},
+    catalog::{ISSUER, TRUSTED_PROXIES, WECHAT_BASE_URL, WECHAT_OPEN_URL},
     load::invalid,
 };
 
@@ -103,6 +103,39 @@ pub(super) fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
         return Err(invalid(&WECHAT_BASE_URL, "must not have a query or fragment".into()));
     }
     Ok(url)
+}
+
+/// `WXAUTH_WECHAT_OPEN_URL`: where browsers are sent, so https (http for loopback only).
+pub(super) fn parse_open_url(raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(&WECHAT_OPEN_URL, format!("not a URL ({e}): {raw:?}")))?;
+    if !(url.scheme() == "https" || url.scheme() == "http" && is_loopback(&url))
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(invalid(
+            &WECHAT_OPEN_URL,
+            format!("must be an https:// URL (plain http only for loopback) without query or fragment, got {raw:?}"),
+        ));
+    }
+    Ok(url)
+}
+
+/// A client's URL a browser login may return to: absolute, `https://` (plain `http://`
+/// only for loopback, or anywhere in dev mode), without fragment (RFC 6749 3.1.2).
+pub(super) fn redirect_uri(raw: &str, dev: bool) -> Result<String, String> {
+    let url = Url::parse(raw).map_err(|e| format!("redirect_uri {raw:?} is not an absolute URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if dev || is_loopback(&url) => {}
+        _ => return Err(format!("redirect_uri {raw:?} must be https:// (plain http only for loopback)")),
+    }
+    if url.fragment().is_some() || raw.contains('#') {
+        return Err(format!("redirect_uri {raw:?} must not have a fragment"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("redirect_uri {raw:?} names no host"));
+    }
+    Ok(raw.to_owned())
 }
 
 /// Comma-separated CIDRs or single addresses.

@@ -61,8 +61,15 @@ async fn client_on(mock: Arc<Mock>, clock: &TestClock) -> WechatClient {
         .data(mock);
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
     let settings = WechatSettings {
-        apps: vec![WechatApp { appid: "wx1".into(), secret: secrecy::SecretString::from("s"), default_role: None }],
+        apps: vec![WechatApp {
+            appid: "wx1".into(),
+            secret: secrecy::SecretString::from("s"),
+            default_role: None,
+            kind: Default::default(),
+            redirect_uris: vec![],
+        }],
         base_url: Url::parse(&format!("http://{addr}")).unwrap(),
+        open_url: Url::parse(&format!("http://{addr}")).unwrap(),
         timeout: Duration::from_secs(5),
         limits: crate::wechat::Limits { max_inflight: 100, breaker_failures: 20, breaker_open: Duration::from_secs(5) },
     };

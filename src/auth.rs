@@ -307,7 +307,12 @@ pub struct Me {
     pub identity: Identity,
     /// What the user shared through open data.
     pub details: Details,
+    /// Which surface each served app is, for the identities' `kind`.
+    pub kinds: AppKinds,
 }
+
+/// Which surface each served app is, by AppID.
+pub type AppKinds = std::collections::HashMap<String, crate::config::AppKind>;
 
 /// Where a request came from, as the connection and its headers say; which address counts
 /// as the client's is decided here, by the trusted proxies (`WXAUTH_TRUSTED_PROXIES`).
@@ -444,11 +449,11 @@ impl Auth {
     ) -> Result<LoginOutcome, LoginFailure> {
         let code = JsCode::parse(raw_code)?;
         let phone_code = phone_code.map(JsCode::parse).transpose()?;
-        let app = self.app(appid).map_err(|e| match e {
+        let app = self.code_app(appid).map_err(|e| match e {
             AppChoice::Unknown(a, known) => LoginFailure::UnknownApp(a, known),
             AppChoice::Required(known) => LoginFailure::AppRequired(known),
         })?;
-        let session = app.code2session(&code).await?;
+        let session = app.exchange(&code).await?;
         let span = tracing::Span::current();
         span.record("appid", app.appid());
         span.record("openid", session.openid.as_str());
@@ -628,11 +633,11 @@ impl Auth {
                 Ok((app, ticket.session, Some(id)))
             }
             Proof::Code(code) => {
-                let app = self.app(appid).map_err(|e| match e {
+                let app = self.code_app(appid).map_err(|e| match e {
                     AppChoice::Unknown(a, known) => BindFailure::UnknownApp(a, known),
                     AppChoice::Required(known) => BindFailure::AppRequired(known),
                 })?;
-                Ok((app, app.code2session(&code).await?, None))
+                Ok((app, app.exchange(&code).await?, None))
             }
         }
     }
@@ -680,7 +685,7 @@ impl Auth {
     pub async fn me(&self, bearer: &str) -> Result<Me, BearerFailure> {
         let Caller { user, identity } = self.caller(bearer).await?;
         let details = self.parts.store.details(&user.id).await?;
-        Ok(Me { user, identity, details })
+        Ok(Me { user, identity, details, kinds: self.app_kinds() })
     }
 
     /// The user a bearer token belongs to, and the identity it names.
@@ -735,11 +740,17 @@ impl Auth {
         &self.parts.store
     }
 
+    /// Which surface each served app is.
+    pub fn app_kinds(&self) -> AppKinds {
+        self.parts.apps.iter().map(|a| (a.appid().to_owned(), a.kind())).collect()
+    }
+
     /// The AppIDs served, the default first.
     pub fn appids(&self) -> Vec<&str> {
         self.parts.apps.iter().map(WechatClient::appid).collect()
     }
 
+    /// The app `appid` names, of any kind (for what a ticket or token names).
     fn app(&self, appid: Option<&str>) -> Result<&WechatClient, AppChoice> {
         let apps = &self.parts.apps;
         let known = || self.appids().join(", ");
@@ -749,6 +760,35 @@ impl Auth {
             }
             None if apps.len() == 1 => Ok(&apps[0]),
             None => Err(AppChoice::Required(known())),
+        }
+    }
+
+    /// The app of a code a client posts (`/v1/login`, `/v1/bind`, a deletion's cancel): a
+    /// mini-program or a mobile app; `None` names the only one of those. A browser app's
+    /// codes come only through `/v1/oauth/wechat/callback`.
+    fn code_app(&self, appid: Option<&str>) -> Result<&WechatClient, AppChoice> {
+        let posting = || self.parts.apps.iter().filter(|a| !a.kind().is_browser());
+        let known = || posting().map(WechatClient::appid).collect::<Vec<_>>().join(", ");
+        match appid {
+            Some(appid) => match self.parts.apps.iter().find(|a| a.appid() == appid) {
+                Some(app) if !app.kind().is_browser() => Ok(app),
+                Some(app) => Err(AppChoice::Unknown(
+                    appid.into(),
+                    format!(
+                        "{} ({appid} is a {} app: its people log in at GET /v1/oauth/wechat/authorize)",
+                        known(),
+                        app.kind().as_str()
+                    ),
+                )),
+                None => Err(AppChoice::Unknown(appid.into(), known())),
+            },
+            None => {
+                let mut apps = posting();
+                match (apps.next(), apps.next()) {
+                    (Some(only), None) => Ok(only),
+                    _ => Err(AppChoice::Required(known())),
+                }
+            }
         }
     }
 

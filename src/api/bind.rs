@@ -133,6 +133,7 @@ impl BindApi {
         headers: &poem::http::HeaderMap,
     ) -> Result<UnbindResponse, MeError> {
         let removed = self.auth.unbind(&token.0.token, &super::peer(remote, headers)).await?;
-        Ok(UnbindResponse::Ok(Json(UnbindBody { unbound: removed.into_iter().map(identity).collect() })))
+        let kinds = self.auth.app_kinds();
+        Ok(UnbindResponse::Ok(Json(UnbindBody { unbound: removed.into_iter().map(|i| identity(i, &kinds)).collect() })))
     }
 }

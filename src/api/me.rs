@@ -20,10 +20,14 @@ pub struct BearerToken(pub(super) Bearer);
 /// A WeChat identity bound to the user.
 #[derive(Debug, Object)]
 pub struct IdentityBody {
-    /// The mini-program's AppID.
+    /// The app's AppID.
     pub appid: String,
     /// The person's openid within it.
     pub openid: String,
+    /// Which surface the app is: `miniprogram`, `official_account`, `website` or
+    /// `mobile_app`; absent for an app this server no longer serves.
+    #[oai(skip_serializing_if_is_none)]
+    pub kind: Option<String>,
 }
 
 /// The user record.
@@ -98,7 +102,7 @@ impl From<Me> for UserBody {
             id: u.id.to_string(),
             appid: me.identity.appid,
             openid: me.identity.openid,
-            identities: u.identities.into_iter().map(identity).collect(),
+            identities: u.identities.into_iter().map(|i| identity(i, &me.kinds)).collect(),
             username: u.account,
             unionid: u.unionid,
             created_at: u.created_at,
@@ -134,8 +138,9 @@ pub(super) fn profile_body(Dated { value: p, at }: Dated<Profile>) -> ProfileBod
 }
 
 /// An identity as the API shows it.
-pub(super) fn identity(i: Identity) -> IdentityBody {
-    IdentityBody { appid: i.appid, openid: i.openid }
+pub(super) fn identity(i: Identity, kinds: &crate::auth::AppKinds) -> IdentityBody {
+    let kind = kinds.get(&i.appid).map(|k| k.as_str().to_owned());
+    IdentityBody { appid: i.appid, openid: i.openid, kind }
 }
 
 /// Answer of `GET /v1/me`.

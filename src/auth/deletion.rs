@@ -115,7 +115,7 @@ impl Auth {
         if me.user.openid_in(&me.identity.appid) != Some(me.identity.openid.as_str()) {
             return Err(BearerFailure::Rejected(crate::token::Rejection::Invalid).into());
         }
-        let session = app.code2session(&code).await?;
+        let session = app.exchange(&code).await?;
         if session.openid != me.identity.openid {
             tracing::info!(user_id = %me.user.id, "deletion refused: the code is of another WeChat identity");
             return Err(DeletionFailure::CodeMismatch);
@@ -137,11 +137,11 @@ impl Auth {
     /// `appid`, or the only one).
     pub async fn cancel_deletion(&self, code: &str, appid: Option<&str>, peer: &Peer<'_>) -> Result<(), CancelFailure> {
         let code = JsCode::parse(code)?;
-        let app = self.app(appid).map_err(|e| match e {
+        let app = self.code_app(appid).map_err(|e| match e {
             AppChoice::Unknown(a, known) => CancelFailure::UnknownApp(a, known),
             AppChoice::Required(known) => CancelFailure::AppRequired(known),
         })?;
-        let session = app.code2session(&code).await?;
+        let session = app.exchange(&code).await?;
         let store = &self.parts.store;
         let user = store.user_by_openid(app.appid(), &session.openid).await?.ok_or(CancelFailure::NothingPending)?;
         if !store.cancel_deletion(&user.id, self.parts.clock.now()).await? {

@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::{
     clock::Clock,
-    config::{WechatApp, WechatSettings},
+    config::{AppKind, WechatApp, WechatSettings},
     domain::{JsCode, PhoneNumber, SessionKey, WechatSession},
     metrics::Metrics,
 };
@@ -67,6 +67,13 @@ pub enum WechatError {
         /// WeChat's request id.
         rid: Option<String>,
     },
+    /// `is_snapshotuser`: a visitor of an official account's "snapshot page" (朋友圈快照页),
+    /// who has not authorised anything; WeChat's openid for them is not the person's.
+    #[error("WeChat says this visitor only saw a snapshot page and has not authorised the official account{rid}", rid = rid_suffix(.rid))]
+    SnapshotUser {
+        /// WeChat's request id.
+        rid: Option<String>,
+    },
     /// -1: WeChat is busy (already retried once).
     #[error("WeChat is busy (errcode -1{rid})", rid = rid_suffix(.rid))]
     Busy {
@@ -110,6 +117,7 @@ impl WechatError {
             Self::CodeUsed { .. } => "40163".into(),
             Self::RateLimited { .. } => "45011".into(),
             Self::UserBlocked { .. } => "40226".into(),
+            Self::SnapshotUser { .. } => "snapshot".into(),
             Self::Busy { .. } => "-1".into(),
             Self::AccessTokenRejected { errcode, .. } => errcode.to_string(),
             Self::Timeout => "timeout".into(),
@@ -179,6 +187,12 @@ struct Inner {
     /// serializer pass and two parses. It holds the AppSecret, hence the wrapper.
     code2session_prefix: SecretString,
     appid: String,
+    kind: AppKind,
+    /// `/sns/oauth2/access_token` with every parameter but `code`, ending in `&code=`
+    /// (the other surfaces' exchange; it holds the AppSecret).
+    oauth_prefix: SecretString,
+    oauth_url: Url,
+    userinfo_url: Url,
     inflight: SingleFlight<Result<WechatSession, WechatError>>,
     access_token: AccessToken,
     phone_url: Url,
@@ -227,6 +241,18 @@ impl WechatClient {
             .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
             .pop_if_empty()
             .extend(["sns", "jscode2session"]);
+        let endpoint = |segments: &[&str]| {
+            let mut url = settings.base_url.clone();
+            url.path_segments_mut()
+                .map_err(|()| WechatError::Upstream("WeChat base URL cannot have a path".into()))?
+                .pop_if_empty()
+                .extend(segments);
+            Ok::<Url, WechatError>(url)
+        };
+        let oauth_url = endpoint(&["sns", "oauth2", "access_token"])?;
+        let mut oauth_prefix = query_prefix(&oauth_url, &app.appid, app.secret.expose_secret());
+        oauth_prefix.truncate(oauth_prefix.len() - "js_code=".len());
+        oauth_prefix.push_str("code=");
         let mut phone_url = settings.base_url.clone();
         phone_url
             .path_segments_mut()
@@ -246,6 +272,10 @@ impl WechatClient {
                 )),
                 code2session_url,
                 appid: app.appid.clone(),
+                kind: app.kind,
+                oauth_prefix: SecretString::from(oauth_prefix),
+                oauth_url,
+                userinfo_url: endpoint(&["sns", "userinfo"])?,
                 inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
                 phone_inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
             }),
@@ -255,6 +285,55 @@ impl WechatClient {
     /// The AppID this client logs users in for.
     pub fn appid(&self) -> &str {
         &self.inner.appid
+    }
+
+    /// Which surface this app is.
+    pub fn kind(&self) -> AppKind {
+        self.inner.kind
+    }
+
+    /// Exchanges a code a client posted to `/v1/login` for the person's identity: a
+    /// mini-program's at `code2Session`, a mobile app's at `/sns/oauth2/access_token`.
+    /// Either way one code is one upstream call, shared by double taps.
+    pub async fn exchange(&self, code: &JsCode) -> Result<WechatSession, WechatError> {
+        match self.inner.kind {
+            AppKind::MiniProgram => self.code2session(code).await,
+            AppKind::MobileApp | AppKind::OfficialAccount | AppKind::Website => {
+                let (this, owned) = (self.clone(), code.clone());
+                let exchange = async move { this.oauth_access_token(&owned).await.map(|grant| grant.session) };
+                self.inner.inflight.run(code.as_str(), exchange).await
+            }
+        }
+    }
+
+    /// `GET /sns/oauth2/access_token`: the exchange of the official-account, website and
+    /// mobile-app surfaces. Its answer carries no session key, and the person's own web
+    /// access token, used only for `/sns/userinfo` and then dropped.
+    pub async fn oauth_access_token(&self, code: &JsCode) -> Result<OauthGrant, WechatError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.timeout;
+        let mut url = inner.oauth_prefix.expose_secret().to_owned();
+        url.extend(url::form_urlencoded::byte_serialize(code.as_str().as_bytes()));
+        let url = Url::parse(&url).map_err(|_| WechatError::Upstream("cannot build the access_token URL".into()))?;
+        let result =
+            inner.upstream.call("oauth2_access_token", inner.upstream.http().get(url), deadline, interpret_oauth).await;
+        if let Err(err) = &result {
+            tracing::warn!(endpoint = %inner.oauth_url, error = %err, "oauth2/access_token failed");
+        }
+        result
+    }
+
+    /// `GET /sns/userinfo`: the nickname and avatar of a person who granted
+    /// `snsapi_userinfo` or `snsapi_login`.
+    pub async fn userinfo(&self, grant: &OauthGrant) -> Result<WebProfile, WechatError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.timeout;
+        let mut url = inner.userinfo_url.clone();
+        url.query_pairs_mut()
+            .append_pair("access_token", grant.access_token.expose_secret())
+            .append_pair("openid", &grant.session.openid)
+            .append_pair("lang", "zh_CN");
+        inner.upstream.call("userinfo", inner.upstream.http().get(url), deadline, interpret_userinfo).await
     }
 
     /// `auth.code2Session`: exchanges a `wx.login` code for the user's identity.
@@ -377,29 +456,114 @@ fn query_prefix(url: &Url, appid: &str, secret: &str) -> String {
     prefix
 }
 
+/// What `/sns/oauth2/access_token` gives: the person, and their web access token.
+pub struct OauthGrant {
+    /// The person (never a session key on this surface).
+    pub session: WechatSession,
+    /// The person's own web access token, for `/sns/userinfo` only.
+    pub access_token: SecretString,
+    /// What they granted (`snsapi_base`, `snsapi_userinfo`, `snsapi_login`).
+    pub scope: String,
+}
+
+/// A person's WeChat nickname and avatar from `/sns/userinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebProfile {
+    /// `nickname`.
+    pub nickname: Option<String>,
+    /// `headimgurl`.
+    pub avatar_url: Option<String>,
+}
+
+/// The errcodes every code exchange shares (`code2Session`, `/sns/oauth2/access_token`).
+fn exchange_errcode(errcode: i64, rid: Option<String>) -> Result<(), WechatError> {
+    match errcode {
+        0 => Ok(()),
+        40029 => Err(WechatError::InvalidCode { rid }),
+        40163 => Err(WechatError::CodeUsed { rid }),
+        45011 => Err(WechatError::RateLimited { rid }),
+        40226 => Err(WechatError::UserBlocked { rid }),
+        -1 => Err(WechatError::Busy { rid }),
+        40013 | 40125 | 40243 => {
+            tracing::error!(
+                errcode,
+                "WeChat rejected this server's AppID or AppSecret: check WXAUTH_WECHAT_APPID / WXAUTH_WECHAT_SECRET \
+                 or [[wechat_apps]]"
+            );
+            Err(WechatError::Upstream(format!("WeChat errcode {errcode}{}", rid_suffix(&rid))))
+        }
+        other => Err(WechatError::Upstream(format!("WeChat errcode {other}{}", rid_suffix(&rid)))),
+    }
+}
+
+/// `/sns/oauth2/access_token`'s answer, whatever the Content-Type said.
+fn interpret_oauth(body: &[u8]) -> Result<OauthGrant, WechatError> {
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        errcode: Option<serde_json::Value>,
+        #[serde(default)]
+        errmsg: Option<String>,
+        #[serde(default)]
+        openid: Option<String>,
+        #[serde(default)]
+        unionid: Option<String>,
+        #[serde(default)]
+        access_token: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+        #[serde(default)]
+        is_snapshotuser: Option<serde_json::Value>,
+    }
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("oauth2/access_token", &e))?;
+    let rid = reply.errmsg.as_deref().and_then(request_id);
+    exchange_errcode(errcode(reply.errcode.as_ref())?, rid.clone())?;
+    if reply.is_snapshotuser.as_ref().is_some_and(|v| v.as_i64() == Some(1) || v.as_str() == Some("1")) {
+        return Err(WechatError::SnapshotUser { rid });
+    }
+    match (reply.openid, reply.access_token) {
+        (Some(openid), Some(token)) if !openid.is_empty() && !token.is_empty() => Ok(OauthGrant {
+            session: WechatSession { openid, unionid: reply.unionid.filter(|u| !u.is_empty()), session_key: None },
+            access_token: SecretString::from(token),
+            scope: reply.scope.unwrap_or_default(),
+        }),
+        _ => Err(WechatError::Upstream(format!(
+            "oauth2/access_token: WeChat reported success without openid or access_token{}",
+            rid_suffix(&rid)
+        ))),
+    }
+}
+
+/// `/sns/userinfo`'s answer: an empty text is no value.
+fn interpret_userinfo(body: &[u8]) -> Result<WebProfile, WechatError> {
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        errcode: Option<serde_json::Value>,
+        #[serde(default)]
+        errmsg: Option<String>,
+        #[serde(default)]
+        nickname: Option<String>,
+        #[serde(default)]
+        headimgurl: Option<String>,
+    }
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("userinfo", &e))?;
+    let rid = reply.errmsg.as_deref().and_then(request_id);
+    match errcode(reply.errcode.as_ref())? {
+        0 => {}
+        -1 => return Err(WechatError::Busy { rid }),
+        45011 => return Err(WechatError::RateLimited { rid }),
+        other => return Err(WechatError::Upstream(format!("userinfo: WeChat errcode {other}{}", rid_suffix(&rid)))),
+    }
+    let text = |v: Option<String>| v.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    Ok(WebProfile { nickname: text(reply.nickname), avatar_url: text(reply.headimgurl) })
+}
+
 /// Turns WeChat's body into a session or an error, whatever the Content-Type said.
 fn interpret(body: &[u8]) -> Result<WechatSession, WechatError> {
     let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("code2Session", &e))?;
     let rid = reply.errmsg.as_deref().and_then(request_id);
-    let errcode = errcode(reply.errcode.as_ref())?;
-    match errcode {
-        0 => {}
-        40029 => return Err(WechatError::InvalidCode { rid }),
-        40163 => return Err(WechatError::CodeUsed { rid }),
-        45011 => return Err(WechatError::RateLimited { rid }),
-        40226 => return Err(WechatError::UserBlocked { rid }),
-        -1 => return Err(WechatError::Busy { rid }),
-        40013 | 40125 | 40243 => {
-            tracing::error!(
-                errcode,
-                "WeChat rejected this server's AppID or AppSecret: check WXAUTH_WECHAT_APPID / WXAUTH_WECHAT_SECRET"
-            );
-            return Err(WechatError::Upstream(format!("WeChat errcode {errcode}{}", rid_suffix(&rid))));
-        }
-        other => {
-            return Err(WechatError::Upstream(format!("WeChat errcode {other}{}", rid_suffix(&rid))));
-        }
-    }
+    exchange_errcode(errcode(reply.errcode.as_ref())?, rid.clone())?;
     match (reply.openid, reply.session_key) {
         (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => Ok(WechatSession {
             openid,

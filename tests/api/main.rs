@@ -34,6 +34,7 @@ mod sessions;
 mod setup;
 mod spec;
 mod startup;
+mod surfaces;
 mod tls;
 mod webhooks;
 mod wechat_errors;

@@ -72,7 +72,8 @@ impl From<User> for AdminUserBody {
         Self {
             id: u.id.to_string(),
             username: u.account,
-            identities: u.identities.into_iter().map(identity).collect(),
+            // The admin API's user file does not say the surface yet.
+            identities: u.identities.into_iter().map(|i| identity(i, &Default::default())).collect(),
             unionid: u.unionid,
             unionid_shared_with: u.unionid_shared_with.iter().map(ToString::to_string).collect(),
             created_at: u.created_at,

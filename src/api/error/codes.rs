@@ -118,6 +118,10 @@ error_codes! {
     UserBlocked = "user_blocked" {
         403 => r#"WeChat errcode 40226: WeChat's risk control blocked this user's login."#,
     }
+    /// An official account's snapshot-page visitor, who authorised nothing.
+    SnapshotUser = "snapshot_user" {
+        403 => r#"Browser login of an official account: WeChat marked the visitor `is_snapshotuser` (they saw a 朋友圈 snapshot page and authorised nothing; the openid is not theirs). The login page should ask them to open it in WeChat and allow."#,
+    }
     /// An operator banned the user.
     UserBanned = "user_banned" {
         403 => r#"`POST /v1/login`, `POST /v1/bind`, `POST /v1/token/refresh`: an operator banned the user (`wxauth users ban`); the description gives the reason, and `until` when the ban ends (absent: until lifted). Every refresh token of the user was revoked with the ban."#,

@@ -158,6 +158,7 @@ fn wechat_answer(err: WechatError) -> WechatAnswer {
         WechatError::InvalidCode { .. } => WechatAnswer::BadRequest(body(ErrorCode::InvalidCode, text + again)),
         WechatError::CodeUsed { .. } => WechatAnswer::BadRequest(body(ErrorCode::CodeUsed, text + again)),
         WechatError::UserBlocked { .. } => WechatAnswer::Forbidden(body(ErrorCode::UserBlocked, text)),
+        WechatError::SnapshotUser { .. } => WechatAnswer::Forbidden(body(ErrorCode::SnapshotUser, text)),
         WechatError::RateLimited { .. } => WechatAnswer::TooManyRequests(
             body(ErrorCode::RateLimited, text + "; retry next minute"),
             RATE_LIMIT_RETRY_SECS,

@@ -29,6 +29,36 @@ pub const TWO_APPS: &str = concat!(
     "[[wechat_apps]]\nappid = \"wx8b8b8b8b8b8b8b8b\"\nsecret = \"AppSecret-second-app-0000000000000000000\"\n",
 );
 
+/// An official account (公众号) of the same Open Platform account.
+pub const OA_APPID: &str = "wxoa000000000000";
+pub const OA_SECRET: &str = "AppSecret-official-account-000000000000";
+/// A website application (QR login) of the same Open Platform account.
+pub const WEB_APPID: &str = "wxweb00000000000";
+pub const WEB_SECRET: &str = "AppSecret-website-0000000000000000000000";
+/// A mobile application of the same Open Platform account.
+pub const MOBILE_APPID: &str = "wxmob00000000000";
+pub const MOBILE_SECRET: &str = "AppSecret-mobile-app-000000000000000000";
+/// Where the browser apps may return to, in the tests.
+pub const CLIENT_REDIRECT: &str = "http://127.0.0.1:9/app/callback";
+
+/// The TOML of every surface: the mini-program first, then the official account, the
+/// website and the mobile app.
+pub fn every_surface() -> String {
+    format!(
+        "[[wechat_apps]]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\n\n\
+         [[wechat_apps]]\nappid = \"{OA_APPID}\"\nsecret = \"{OA_SECRET}\"\nkind = \"official_account\"\n\
+         redirect_uris = [\"{CLIENT_REDIRECT}\"]\n\n\
+         [[wechat_apps]]\nappid = \"{WEB_APPID}\"\nsecret = \"{WEB_SECRET}\"\nkind = \"website\"\n\
+         redirect_uris = [\"{CLIENT_REDIRECT}\"]\n\n\
+         [[wechat_apps]]\nappid = \"{MOBILE_APPID}\"\nsecret = \"{MOBILE_SECRET}\"\nkind = \"mobile_app\"\n"
+    )
+}
+
+/// The openid of `code`'s person in an app other than the two mini-programs.
+pub fn surface_openid(appid: &str, code: &str) -> String {
+    format!("{}_{}", default_openid(code), &appid[2..5])
+}
+
 /// One scripted answer of the mock WeChat.
 #[derive(Clone, Debug)]
 pub enum Reply {
@@ -70,6 +100,10 @@ struct MockState {
     phone_scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     /// Every phone API call: its access token and JSON body.
     phone_calls: Mutex<Vec<(String, Value)>>,
+    /// The person WeChat's authorize pages log in (`code` text), for browser tests.
+    browser_person: Mutex<String>,
+    /// Calls of `/sns/userinfo`.
+    userinfo_calls: AtomicUsize,
 }
 
 /// A mock WeChat API on loopback for [`APPID`] and [`APPID2`]. Unscripted codes succeed:
@@ -92,6 +126,10 @@ impl MockWechat {
             .at("/elsewhere", get(jscode2session))
             .at("/cgi-bin/stable_token", post(stable_token))
             .at("/wxa/business/getuserphonenumber", post(phone_api))
+            .at("/sns/oauth2/access_token", get(oauth_access_token))
+            .at("/sns/userinfo", get(userinfo))
+            .at("/connect/oauth2/authorize", get(authorize_page))
+            .at("/connect/qrconnect", get(authorize_page))
             .data(state.clone());
         tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
         Self { base_url: format!("http://{addr}"), state }
@@ -137,6 +175,17 @@ impl MockWechat {
     /// Answers of the phone API for `code`, used in order; after them it succeeds.
     pub fn script_phone(&self, code: &str, replies: impl IntoIterator<Item = Reply>) {
         self.state.phone_scripts.lock().unwrap().entry(code.into()).or_default().extend(replies);
+    }
+
+    /// The person WeChat's authorize and QR pages log in from now on: their codes are
+    /// `<n>@<person>`.
+    pub fn set_browser_person(&self, person: &str) {
+        *self.state.browser_person.lock().unwrap() = person.to_owned();
+    }
+
+    /// How many times `/sns/userinfo` was called.
+    pub fn userinfo_calls(&self) -> usize {
+        self.state.userinfo_calls.load(Ordering::SeqCst)
     }
 
     /// Every phone API call: the access token it carried and its JSON body.
@@ -275,4 +324,70 @@ fn serde_urlencoded_like(query: &HashMap<String, String>) -> String {
     let mut url = url::Url::parse("http://x/").unwrap();
     url.query_pairs_mut().extend_pairs(query.iter());
     url.query().unwrap_or_default().to_owned()
+}
+
+/// `/sns/oauth2/access_token` of the official account, website and mobile app: code
+/// `x@bob` is `bob`, with openid [`surface_openid`], and a unionid for `union*` codes.
+#[handler]
+async fn oauth_access_token(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
+    state.calls.lock().unwrap().push(q.clone());
+    let code = q.get("code").cloned().unwrap_or_default();
+    let appid = q.get("appid").cloned().unwrap_or_default();
+    let known = [(OA_APPID, OA_SECRET), (WEB_APPID, WEB_SECRET), (MOBILE_APPID, MOBILE_SECRET)];
+    let reply = match known.iter().find(|(a, _)| *a == appid) {
+        None => Reply::errcode(40013),
+        Some((_, secret)) if q.get("secret").map(String::as_str) != Some(*secret) => Reply::errcode(40125),
+        Some(_) if q.get("grant_type").map(String::as_str) != Some("authorization_code") => Reply::errcode(40002),
+        Some(_) if code.is_empty() => Reply::errcode(41008),
+        Some(_) => {
+            let scripted = state.scripts.lock().unwrap().get_mut(&code).and_then(VecDeque::pop_front);
+            scripted.unwrap_or_else(|| {
+                let scope = if appid == WEB_APPID { "snsapi_login" } else { "snsapi_userinfo" };
+                let mut body = json!({
+                    "access_token": format!("web-token-{code}"), "expires_in": 7200, "refresh_token": "r",
+                    "openid": surface_openid(&appid, &code), "scope": scope,
+                });
+                if code.rsplit('@').next().unwrap().starts_with("union") {
+                    body["unionid"] = json!(format!("u_{}", code.rsplit('@').next().unwrap()));
+                }
+                Reply::Body(body.to_string())
+            })
+        }
+    };
+    answer(reply, &q).await
+}
+
+/// `/sns/userinfo`: the person's nickname and avatar, for the token `oauth_access_token` gave.
+#[handler]
+async fn userinfo(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
+    state.userinfo_calls.fetch_add(1, Ordering::SeqCst);
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let reply = match token.strip_prefix("web-token-") {
+        Some(code) => {
+            let person = code.rsplit('@').next().unwrap();
+            Reply::Body(
+                json!({"openid": q.get("openid"), "nickname": format!("Nick {person}"),
+                "headimgurl": format!("https://thirdwx.qlogo.cn/mmopen/{person}/132")})
+                .to_string(),
+            )
+        }
+        None => Reply::errcode(40001),
+    };
+    answer(reply, &q).await
+}
+
+/// WeChat's authorize and QR pages, as a person who allows at once: back to
+/// `redirect_uri` with a code of [`MockWechat::set_browser_person`] and the same `state`.
+#[handler]
+async fn authorize_page(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let person = state.browser_person.lock().unwrap().clone();
+    let person = if person.is_empty() { "browser".to_owned() } else { person };
+    let mut target = url::Url::parse(q.get("redirect_uri").map(String::as_str).unwrap_or("http://invalid/")).unwrap();
+    let code = format!("{}@{person}", N.fetch_add(1, Ordering::SeqCst));
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", q.get("state").map(String::as_str).unwrap_or(""));
+    Response::builder().status(poem::http::StatusCode::FOUND).header(header::LOCATION, target.as_str()).finish()
 }

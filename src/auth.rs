@@ -390,6 +390,10 @@ pub struct Parts {
     /// The role a user first seen through an app gets, by AppID (apps without one are
     /// absent).
     pub default_roles: std::collections::HashMap<String, String>,
+    /// The client URLs each browser app's logins may return to, by AppID.
+    pub browser_redirects: std::collections::HashMap<String, Vec<String>>,
+    /// Base of WeChat's authorize pages (`WXAUTH_WECHAT_OPEN_URL`).
+    pub open_url: url::Url,
     /// Services that may introspect tokens.
     pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// How long events are kept.
@@ -404,6 +408,7 @@ pub struct Parts {
 
 mod access;
 pub mod admin_token;
+mod browser;
 mod deletion;
 mod introspect;
 mod open_data;
@@ -412,6 +417,7 @@ mod phone_login;
 mod refresh;
 mod sessions;
 pub use access::Holdings;
+pub use browser::{Authorization, AuthorizeRequest, BrowserFailure, CallbackOutcome, TokenRequest};
 pub use deletion::{CancelFailure, DeletionFailure, PendingDeletion};
 pub use introspect::{IntrospectFailure, Introspection, Introspector};
 pub use open_data::{OpenDataFailure, PhoneProof, ProfileRequest, SharedProfile};
@@ -454,6 +460,18 @@ impl Auth {
             AppChoice::Required(known) => LoginFailure::AppRequired(known),
         })?;
         let session = app.exchange(&code).await?;
+        self.login_session(app, session, phone_code, peer).await
+    }
+
+    /// Logs the person of `session` (just vouched for by WeChat through `app`) in: find or
+    /// create the user, or bind by `phone_code`, or answer a bind ticket (see [`Auth::login`]).
+    async fn login_session(
+        &self,
+        app: &WechatClient,
+        session: WechatSession,
+        phone_code: Option<JsCode>,
+        peer: &Peer<'_>,
+    ) -> Result<LoginOutcome, LoginFailure> {
         let span = tracing::Span::current();
         span.record("appid", app.appid());
         span.record("openid", session.openid.as_str());

@@ -210,6 +210,14 @@ impl Application {
                 .iter()
                 .filter_map(|app| Some((app.appid.clone(), app.default_role.clone()?)))
                 .collect(),
+            browser_redirects: settings
+                .wechat
+                .apps
+                .iter()
+                .filter(|app| app.kind.is_browser())
+                .map(|app| (app.appid.clone(), app.redirect_uris.clone()))
+                .collect(),
+            open_url: settings.wechat.open_url.clone(),
             introspection_clients: settings.introspection_clients.clone(),
             event_retention: settings.event_retention,
             deletion_grace: settings.deletion_grace,

@@ -9,12 +9,13 @@ use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
 use super::error::{
-    AdminListError, AdminReadError, AdminWriteError, BindError, CancelDeletionError, DeleteMeError, DevError,
-    ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError, RefreshError, SessionError,
+    AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError, DeleteMeError,
+    DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError, RefreshError,
+    SessionError, TokenError,
 };
 use crate::{
     auth::{
-        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, CancelFailure, DeletionFailure, Internal,
+        BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, BrowserFailure, CancelFailure, DeletionFailure, Internal,
         IntrospectFailure, LoginFailure, OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure,
         SessionFailure, WriteFailure,
     },
@@ -56,6 +57,9 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/me/profile", "post", profile()),
         ("/v1/dev/open-data", "post", dev()),
         ("/readyz", "get", ready()),
+        ("/v1/oauth/wechat/authorize", "get", browser(false)),
+        ("/v1/oauth/wechat/callback", "get", browser(true)),
+        ("/v1/token", "post", token()),
     ])
 }
 
@@ -482,6 +486,75 @@ fn dev() -> Vec<Example> {
 fn banned() -> Banned {
     let until = time::macros::datetime!(2026-12-12 00:00 UTC);
     Banned { reason: "spam orders".into(), until: Some(until) }
+}
+
+fn browser(callback: bool) -> Vec<Example> {
+    let failures = if callback {
+        vec![
+            (
+                Some("state"),
+                BrowserFailure::InvalidRequest(
+                    "this browser login is unknown, already used or expired; start it again".into(),
+                ),
+            ),
+            (
+                Some("cookie"),
+                BrowserFailure::InvalidRequest(
+                    "this browser did not start this login (its cookie is missing or wrong); start it again".into(),
+                ),
+            ),
+        ]
+    } else {
+        vec![
+            (
+                Some("redirect_uri"),
+                BrowserFailure::InvalidRequest(
+                    "redirect_uri is not one of this app's redirect_uris (compared exactly); the browser is not sent back"
+                        .into(),
+                ),
+            ),
+            (Some("PKCE"), BrowserFailure::InvalidRequest("code_challenge_method must be S256 (plain is not supported)".into())),
+            (None, BrowserFailure::UnknownApp("wx0000000000000000".into(), "wxoa000000000000".into())),
+        ]
+    };
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|(note, failure)| match BrowserError::from(failure) {
+            BrowserError::BadRequest(b) => named(note, 400, b),
+            BrowserError::Internal(b) => named(note, 500, b),
+            BrowserError::Unavailable(b, _) => named(note, 503, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
+}
+
+fn token() -> Vec<Example> {
+    let failures = vec![
+        (None, BrowserFailure::InvalidRequest("code_verifier is required (PKCE)".into())),
+        (Some("spent"), BrowserFailure::InvalidGrant("the code is unknown, already used or expired")),
+        (Some("PKCE"), BrowserFailure::InvalidGrant("code_verifier does not match the code_challenge")),
+        (None, BrowserFailure::UnsupportedGrantType),
+        (
+            None,
+            BrowserFailure::Login(LoginFailure::NotBound {
+                ticket: "bt_q0v1yX3dM2Yj5C1n0Jx8WmJ2S3o7bq4K9yUeLr6fPzA".into(),
+                expires_in: BIND_TICKET_SECS,
+            }),
+        ),
+        (None, BrowserFailure::Login(LoginFailure::Banned(banned()))),
+    ];
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|(note, failure)| match TokenError::from(failure) {
+            TokenError::BadRequest(b) => named(note, 400, b),
+            TokenError::Forbidden(b, _) => named(note, 403, b),
+            TokenError::Internal(b) => named(note, 500, b),
+            TokenError::Unavailable(b, _) => named(note, 503, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
 }
 
 fn malformed_refresh() -> Example {

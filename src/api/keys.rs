@@ -93,8 +93,21 @@ pub struct DiscoveryDoc {
     pub id_token_signing_alg_values_supported: Vec<String>,
     /// Always `["public"]`.
     pub subject_types_supported: Vec<String>,
-    /// Always `["token"]`: tokens come from `POST /v1/login`, not an authorization flow.
+    /// `["code"]` when an official account or website is served (the browser login's
+    /// authorization-code flow); else `["token"]`: tokens come from `POST /v1/login`.
     pub response_types_supported: Vec<String>,
+    /// `GET /v1/oauth/wechat/authorize`, when a browser app is served.
+    #[oai(skip_serializing_if_is_none)]
+    pub authorization_endpoint: Option<String>,
+    /// `POST /v1/token`, when a browser app is served.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_endpoint: Option<String>,
+    /// `["authorization_code"]`, when a browser app is served.
+    #[oai(skip_serializing_if_is_none)]
+    pub grant_types_supported: Option<Vec<String>>,
+    /// `["S256"]` (PKCE is required), when a browser app is served.
+    #[oai(skip_serializing_if_is_none)]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
     /// Claims in wxauth tokens (custom claims an operator set come on top).
     pub claims_supported: Vec<String>,
     /// `POST /v1/token/introspect` (RFC 7662).
@@ -139,14 +152,21 @@ impl KeysApi {
     #[oai(path = "/.well-known/openid-configuration", method = "get", operation_id = "discovery")]
     async fn discovery(&self) -> DiscoveryResponse {
         let tokens = self.auth.tokens();
-        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let browser = self.auth.app_kinds().values().any(|k| k.is_browser());
+        let issuer = tokens.issuer();
+        let when_browser = |value: String| browser.then_some(value);
         DiscoveryResponse::Ok(
             Json(DiscoveryDoc {
                 issuer: tokens.issuer().to_owned(),
                 jwks_uri: format!("{}/.well-known/jwks.json", tokens.issuer()),
                 id_token_signing_alg_values_supported: tokens.algorithms().iter().map(|a| a.to_string()).collect(),
                 subject_types_supported: strings(&["public"]),
-                response_types_supported: strings(&["token"]),
+                response_types_supported: strings(if browser { &["code"] } else { &["token"] }),
+                authorization_endpoint: when_browser(format!("{issuer}/v1/oauth/wechat/authorize")),
+                token_endpoint: when_browser(format!("{issuer}/v1/token")),
+                grant_types_supported: browser.then(|| strings(&["authorization_code"])),
+                code_challenge_methods_supported: browser.then(|| strings(&["S256"])),
                 claims_supported: strings(&[
                     "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "appid", "openid", "unionid", "sid", "roles",
                 ]),

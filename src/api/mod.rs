@@ -13,6 +13,7 @@ pub mod introspect;
 pub mod keys;
 pub mod login;
 pub mod me;
+pub mod oauth;
 pub mod open_data;
 pub mod refresh;
 pub mod sessions;
@@ -77,6 +78,7 @@ const TAG_ORDER: &[&str] = &["Login", "User", "OpenData", "Binding", "Keys", "He
 
 type Apis = (
     login::LoginApi,
+    oauth::OauthApi,
     refresh::RefreshApi,
     me::MeApi,
     sessions::SessionsApi,
@@ -122,6 +124,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             login::LoginApi { auth: auth.clone() },
+            oauth::OauthApi { auth: auth.clone() },
             refresh::RefreshApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
             sessions::SessionsApi { auth: auth.clone() },

@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    APPID, MOBILE_APPID, OA_APPID, Reply, TestApp, WEB_APPID, assert_error, default_openid, every_surface,
-    spawn_app_with, surface_openid,
+    APPID, CLIENT_REDIRECT, MOBILE_APPID, OA_APPID, Reply, TestApp, WEB_APPID, assert_error, default_openid,
+    every_surface, spawn_app_with, surface_openid,
 };
 
 async fn surfaces_app() -> TestApp {
@@ -104,4 +104,296 @@ async fn a_browser_app_s_code_is_refused_at_login_before_wechat_is_asked() {
     assert!(app.wechat.calls().is_empty(), "WeChat was asked");
     // Two apps take posted codes (the mini-program and the mobile app): the request must say which.
     assert_error(app.login("carol").await, 400, "invalid_request").await;
+}
+
+/// A browser that follows nothing by itself and keeps its cookies by name, as the tests
+/// need to see every hop.
+struct Browser {
+    http: reqwest::Client,
+    cookies: std::collections::HashMap<String, String>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { http, cookies: Default::default() }
+    }
+
+    /// `GET url` with the cookies it holds; keeps the cookies the answer sets.
+    async fn get(&mut self, url: &str) -> reqwest::Response {
+        let header: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut request = self.http.get(url);
+        if !header.is_empty() {
+            request = request.header("Cookie", header.join("; "));
+        }
+        let resp = request.send().await.unwrap();
+        for set in resp.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.into(), value.into());
+            }
+        }
+        resp
+    }
+}
+
+fn location(resp: &reqwest::Response) -> String {
+    assert_eq!(resp.status(), 302, "not a redirect");
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+fn query(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+/// A PKCE verifier and its S256 challenge.
+fn pkce(seed: &str) -> (String, String) {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let verifier = format!("{seed}-{}", "v".repeat(50));
+    let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn authorize_url(app: &TestApp, appid: &str, challenge: &str, scope: Option<&str>) -> String {
+    let mut url = url::Url::parse(&format!("{}/v1/oauth/wechat/authorize", app.address)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("appid", appid)
+        .append_pair("redirect_uri", CLIENT_REDIRECT)
+        .append_pair("state", "client-state-1")
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256");
+    if let Some(scope) = scope {
+        url.query_pairs_mut().append_pair("scope", scope);
+    }
+    url.into()
+}
+
+/// Authorize, WeChat's page, the callback: the client's redirect with its code.
+async fn browser_login_code(
+    app: &TestApp,
+    browser: &mut Browser,
+    appid: &str,
+    challenge: &str,
+    scope: Option<&str>,
+) -> String {
+    let to_wechat = location(&browser.get(&authorize_url(app, appid, challenge, scope)).await);
+    let to_callback = location(&browser.get(&to_wechat).await);
+    let to_client = location(&browser.get(&to_callback).await);
+    assert!(to_client.starts_with(CLIENT_REDIRECT), "{to_client}");
+    let params = query(&to_client);
+    assert_eq!(params.get("state").map(String::as_str), Some("client-state-1"), "{to_client}");
+    params.get("code").cloned().unwrap_or_else(|| panic!("no code: {to_client}"))
+}
+
+async fn token(app: &TestApp, code: &str, verifier: &str, redirect_uri: &str) -> reqwest::Response {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ];
+    post_form(app, &form).await
+}
+
+async fn post_form(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let request = app.client.post(format!("{}/v1/token", app.address));
+    request.header("Content-Type", "application/x-www-form-urlencoded").body(body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_official_account_page_logs_in_through_wechat_s_authorize_page_with_pkce_and_keeps_the_profile() {
+    let app = surfaces_app().await;
+    app.wechat.set_browser_person("dan");
+    let (verifier, challenge) = pkce("dan");
+    let mut browser = Browser::new();
+
+    let start = browser.get(&authorize_url(&app, OA_APPID, &challenge, Some("snsapi_userinfo"))).await;
+    let to_wechat = location(&start);
+    assert!(
+        to_wechat
+            .starts_with(&format!("{}/connect/oauth2/authorize?appid={OA_APPID}&redirect_uri=", app.wechat.base_url)),
+        "{to_wechat}"
+    );
+    assert!(to_wechat.ends_with("#wechat_redirect") && to_wechat.contains("scope=snsapi_userinfo"), "{to_wechat}");
+    assert_eq!(query(&to_wechat)["redirect_uri"], format!("{}/v1/oauth/wechat/callback", app.address));
+    assert_eq!(browser.cookies.len(), 1, "no cookie binds the login to the browser");
+    let to_callback = location(&browser.get(&to_wechat).await);
+    let to_client = location(&browser.get(&to_callback).await);
+    assert!(browser.cookies.is_empty(), "the callback left its cookie");
+    let code = query(&to_client)["code"].clone();
+    assert!(code.starts_with("ac_") && !to_client.contains("access_token"), "{to_client}");
+
+    let resp = token(&app, &code, &verifier, CLIENT_REDIRECT).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["user"]["appid"], OA_APPID);
+    assert_eq!(body["user"]["openid"], surface_openid(OA_APPID, "dan"));
+    let me = app.me_ok(body["access_token"].as_str().unwrap()).await;
+    assert_eq!(me["profile"]["nickname"], "Nick dan", "{me}");
+    assert_eq!(me["identities"][0]["kind"], "official_account");
+    assert_eq!(app.wechat.userinfo_calls(), 1);
+    // The refresh token works as any other.
+    assert_eq!(app.refresh(body["refresh_token"].as_str().unwrap()).await.status(), 200);
+}
+
+#[tokio::test]
+async fn one_person_through_the_mini_program_official_account_website_and_mobile_app_is_one_user_with_four_identities()
+{
+    let app = surfaces_app().await;
+    let mini = login_ok_in(&app, "union-eve", APPID).await;
+    app.wechat.set_browser_person("union-eve");
+    let mut ids = vec![mini["user"]["id"].clone()];
+    for (appid, scope) in [(OA_APPID, None), (WEB_APPID, None)] {
+        let (verifier, challenge) = pkce(appid);
+        let code = browser_login_code(&app, &mut Browser::new(), appid, &challenge, scope).await;
+        let body: Value = token(&app, &code, &verifier, CLIENT_REDIRECT).await.json().await.unwrap();
+        ids.push(body["user"]["id"].clone());
+    }
+    let mobile = login_ok_in(&app, "2@union-eve", MOBILE_APPID).await;
+    ids.push(mobile["user"]["id"].clone());
+
+    assert!(ids.iter().all(|id| *id == ids[0] && id.is_string()), "{ids:?}");
+    let me = app.me_ok(mobile["access_token"].as_str().unwrap()).await;
+    let mut kinds: Vec<&str> =
+        me["identities"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["miniprogram", "mobile_app", "official_account", "website"], "{me}");
+    assert_eq!(me["unionid"], "u_union-eve");
+}
+
+#[tokio::test]
+async fn a_bad_authorize_request_is_answered_with_json_and_the_browser_goes_nowhere() {
+    let app = surfaces_app().await;
+    let (_, challenge) = pkce("x");
+    let base = authorize_url(&app, OA_APPID, &challenge, None);
+    let swap = |from: &str, to: &str| base.replace(from, to);
+    let cases = [
+        ("redirect_uri not on the list", swap("%2Fapp%2Fcallback", "%2Fapp%2Fcallback2"), "invalid_request"),
+        ("redirect_uri elsewhere", swap("127.0.0.1%3A9", "evil.example.com"), "invalid_request"),
+        ("no redirect_uri", swap("redirect_uri=", "redirect_urx="), "invalid_request"),
+        ("no challenge", swap("code_challenge=", "code_challengx="), "invalid_request"),
+        ("plain PKCE", swap("code_challenge_method=S256", "code_challenge_method=plain"), "invalid_request"),
+        ("no PKCE method", swap("code_challenge_method=S256", "x=1"), "invalid_request"),
+        ("a short challenge", swap(&challenge, "abc"), "invalid_request"),
+        ("a website scope on an official account", format!("{base}&scope=snsapi_login"), "invalid_request"),
+        ("a mini-program's appid", swap(OA_APPID, APPID), "unknown_app"),
+        ("an unknown appid", swap(OA_APPID, "wx0000000000000000"), "unknown_app"),
+        ("no appid", swap("appid=", "appix="), "invalid_request"),
+    ];
+    for (what, url, error) in cases {
+        let resp = app.client.get(&url).send().await.unwrap();
+        assert!(resp.headers().get("location").is_none() && resp.headers().get("set-cookie").is_none(), "{what}");
+        assert_error(resp, 400, error).await;
+    }
+}
+
+#[tokio::test]
+async fn a_callback_without_the_starting_browser_s_cookie_or_replayed_or_late_is_refused() {
+    let app = surfaces_app().await;
+    let (_, challenge) = pkce("f");
+    let mut victim = Browser::new();
+    let to_wechat = location(&victim.get(&authorize_url(&app, OA_APPID, &challenge, None)).await);
+    let to_callback = location(&victim.get(&to_wechat).await);
+
+    // Another browser (login CSRF: an attacker's callback URL opened by a victim).
+    let body = assert_error(Browser::new().get(&to_callback).await, 400, "invalid_request").await;
+    assert!(body["error_description"].as_str().unwrap().contains("cookie"), "{body}");
+    let mut forged = Browser::new();
+    forged.cookies = victim.cookies.keys().map(|k| (k.clone(), "forged".to_owned())).collect();
+    assert_error(forged.get(&to_callback).await, 400, "invalid_request").await;
+    // An unknown state.
+    let unknown = to_callback.replace(&query(&to_callback)["state"], &"0".repeat(32));
+    assert_error(victim.get(&unknown).await, 400, "invalid_request").await;
+
+    let cookies = victim.cookies.clone();
+    assert_eq!(victim.get(&to_callback).await.status(), 302);
+    // Replayed, even with the cookie kept.
+    victim.cookies = cookies;
+    assert_error(victim.get(&to_callback).await, 400, "invalid_request").await;
+
+    // Late: the authorization lives 10 minutes.
+    let mut slow = Browser::new();
+    let to_wechat = location(&slow.get(&authorize_url(&app, OA_APPID, &challenge, None)).await);
+    let to_callback = location(&slow.get(&to_wechat).await);
+    app.advance(601);
+    assert_error(slow.get(&to_callback).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn a_declined_or_refused_wechat_login_returns_the_browser_to_the_client_with_an_error_and_no_code() {
+    let app = surfaces_app().await;
+    let (_, challenge) = pkce("g");
+    for (code, expected) in
+        [(None, "access_denied"), (Some("foreign"), "access_denied"), (Some("busy"), "temporarily_unavailable")]
+    {
+        app.wechat.script("foreign", [Reply::errcode(40029)]);
+        app.wechat.script("busy", [Reply::errcode(-1)]);
+        let mut browser = Browser::new();
+        let to_wechat = location(&browser.get(&authorize_url(&app, OA_APPID, &challenge, None)).await);
+        let state = query(&to_wechat)["state"].clone();
+        let mut callback = url::Url::parse(&format!("{}/v1/oauth/wechat/callback", app.address)).unwrap();
+        if let Some(code) = code {
+            callback.query_pairs_mut().append_pair("code", code);
+        }
+        callback.query_pairs_mut().append_pair("state", &state);
+        let to_client = location(&browser.get(callback.as_str()).await);
+        let params = query(&to_client);
+        assert!(to_client.starts_with(CLIENT_REDIRECT), "{to_client}");
+        assert_eq!(params.get("error").map(String::as_str), Some(expected), "{code:?}: {to_client}");
+        assert_eq!(params["state"], "client-state-1");
+        assert!(!params.contains_key("code"), "{to_client}");
+    }
+}
+
+#[tokio::test]
+async fn a_code_is_spent_by_its_first_try_and_refused_late_with_another_redirect_uri_or_verifier() {
+    let app = surfaces_app().await;
+    let (verifier, challenge) = pkce("h");
+    let code = async |app: &TestApp| browser_login_code(app, &mut Browser::new(), WEB_APPID, &challenge, None).await;
+
+    let first = code(&app).await;
+    assert_error(token(&app, &first, &pkce("other").0, CLIENT_REDIRECT).await, 400, "invalid_grant").await;
+    assert_error(token(&app, &first, &verifier, CLIENT_REDIRECT).await, 400, "invalid_grant").await;
+
+    let second = code(&app).await;
+    assert_error(token(&app, &second, &verifier, "http://127.0.0.1:9/app/other").await, 400, "invalid_grant").await;
+
+    let third = code(&app).await;
+    assert_eq!(token(&app, &third, &verifier, CLIENT_REDIRECT).await.status(), 200);
+    assert_error(token(&app, &third, &verifier, CLIENT_REDIRECT).await, 400, "invalid_grant").await;
+
+    let late = code(&app).await;
+    app.advance(61);
+    assert_error(token(&app, &late, &verifier, CLIENT_REDIRECT).await, 400, "invalid_grant").await;
+
+    assert_error(token(&app, "ac_forged", &verifier, CLIENT_REDIRECT).await, 400, "invalid_grant").await;
+    let form =
+        [("grant_type", "password"), ("code", "x"), ("redirect_uri", CLIENT_REDIRECT), ("code_verifier", &verifier)];
+    let resp = post_form(&app, &form).await;
+    assert_error(resp, 400, "unsupported_grant_type").await;
+    assert_error(token(&app, "x", "short", CLIENT_REDIRECT).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn discovery_advertises_the_browser_login_only_when_a_browser_app_is_served() {
+    let app = surfaces_app().await;
+    let doc = app.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(doc["response_types_supported"], json!(["code"]));
+    assert_eq!(doc["authorization_endpoint"], format!("{}/v1/oauth/wechat/authorize", app.address));
+    assert_eq!(doc["token_endpoint"], format!("{}/v1/token", app.address));
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(doc["grant_types_supported"], json!(["authorization_code"]));
+
+    let plain = crate::helpers::spawn_app().await;
+    let doc = plain.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(doc["response_types_supported"], json!(["token"]));
+    assert!(
+        doc.get("authorization_endpoint").is_none() && doc.get("code_challenge_methods_supported").is_none(),
+        "{doc}"
+    );
 }

@@ -95,6 +95,11 @@ error_codes! {
     /// The refresh token cannot be used any more.
     InvalidGrant = "invalid_grant" {
         401 => r#"`POST /v1/token/refresh`: the refresh token is unknown, expired, revoked (logout, logout-all, or the reuse of a spent token, which revokes its whole login), or its user's WeChat binding was removed. Log in again with `wx.login`."#,
+        400 => r#"`POST /v1/token`: the authorization code is unknown, already used (a code is spent by its first try, right or wrong) or expired (60 s), or `redirect_uri` or `code_verifier` does not match it (RFC 6749 section 5.2). Start the browser login again."#,
+    }
+    /// `POST /v1/token` with a grant type other than `authorization_code`.
+    UnsupportedGrantType = "unsupported_grant_type" {
+        400 => r#"`POST /v1/token`: `grant_type` is not `authorization_code` (refresh tokens go to `POST /v1/token/refresh`)."#,
     }
     /// The introspection client is unknown or its secret wrong, or the admin token is not live.
     InvalidClient = "invalid_client" {

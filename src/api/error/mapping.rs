@@ -4,15 +4,16 @@
 use poem_openapi::payload::Json;
 
 use super::{
-    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, CancelDeletionError, DeleteMeError,
-    DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError,
-    RefreshError, SessionError, body, envelope::challenge,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError,
+    DeleteMeError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError,
+    ProfileError, RefreshError, SessionError, TokenError, body, envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
     auth::{
-        Banned, BearerFailure, BindFailure, CancelFailure, DeletionFailure, Internal, IntrospectFailure, LoginFailure,
-        OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure, SessionFailure, WriteFailure,
+        Banned, BearerFailure, BindFailure, BrowserFailure, CancelFailure, DeletionFailure, Internal,
+        IntrospectFailure, LoginFailure, OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure,
+        SessionFailure, WriteFailure,
     },
     opendata::OpenDataError,
     store::StoreError,
@@ -111,6 +112,8 @@ macro_rules! from_internal_answer {
     )*};
 }
 from_internal_answer!(
+    BrowserError,
+    TokenError,
     CancelDeletionError,
     DeleteMeError,
     AdminAuthError,
@@ -237,6 +240,52 @@ impl From<LoginFailure> for LoginError {
             LoginFailure::Banned(banned) => Self::Forbidden(banned_body(banned), NO_STORE.into()),
             LoginFailure::PendingDeletion(pending) => Self::Forbidden(pending_body(pending), NO_STORE.into()),
             LoginFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+/// `POST /v1/token` answers as `/v1/login` does where it logs in, plus the code's own
+/// refusals (RFC 6749 section 5.2).
+impl From<BrowserFailure> for TokenError {
+    fn from(failure: BrowserFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            BrowserFailure::InvalidRequest(_) => Self::BadRequest(body(ErrorCode::InvalidRequest, text)),
+            BrowserFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
+            BrowserFailure::InvalidGrant(_) => Self::BadRequest(body(ErrorCode::InvalidGrant, text)),
+            BrowserFailure::UnsupportedGrantType => Self::BadRequest(body(ErrorCode::UnsupportedGrantType, text)),
+            BrowserFailure::Login(failure) => match LoginError::from(failure) {
+                LoginError::BadRequest(b) => Self::BadRequest(b),
+                LoginError::Forbidden(b, cache) => Self::Forbidden(b, cache),
+                LoginError::Internal(b) => Self::Internal(b),
+                LoginError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+                // No phone code, no WeChat call and no attempt limit at this step.
+                answer @ (LoginError::Conflict(_)
+                | LoginError::TooManyRequests(..)
+                | LoginError::BadGateway(_)
+                | LoginError::GatewayTimeout(_)) => {
+                    let unexpected = format!("POST /v1/token answered {}", answer.code());
+                    internal(Internal::Store(StoreError::Corrupt(unexpected))).into()
+                }
+            },
+            BrowserFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+/// The steps of a browser login before the client is known to be the right one to send
+/// the browser back to: plain JSON errors, never a redirect.
+impl From<BrowserFailure> for BrowserError {
+    fn from(failure: BrowserFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            BrowserFailure::InvalidRequest(_) => Self::BadRequest(body(ErrorCode::InvalidRequest, text)),
+            BrowserFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
+            // Only `POST /v1/token` spends codes and logs in.
+            BrowserFailure::InvalidGrant(_) | BrowserFailure::UnsupportedGrantType | BrowserFailure::Login(_) => {
+                internal(Internal::Store(StoreError::Corrupt(format!("a browser step answered {text}")))).into()
+            }
+            BrowserFailure::Internal(e) => internal(e).into(),
         }
     }
 }

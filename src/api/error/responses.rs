@@ -157,6 +157,44 @@ impl LoginError {
 }
 
 operation_errors! {
+    /// Errors of `GET /v1/oauth/wechat/authorize` and `GET /v1/oauth/wechat/callback`:
+    /// JSON, never a redirect, because the browser cannot be trusted to the client yet.
+    pub enum BrowserError {
+        /// `invalid_request`: a parameter is missing or malformed, `redirect_uri` is not one
+        /// of the app's `redirect_uris` exactly, PKCE is missing or not S256; at the callback,
+        /// `state` is unknown, spent or expired, or the browser lacks the cookie of the one
+        /// that started the login.
+        /// `unknown_app`: `appid` names no official account or website of this server.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+    }
+    shared: internal, unavailable
+}
+
+operation_errors! {
+    /// Errors of `POST /v1/token` (RFC 6749 section 5.2).
+    pub enum TokenError {
+        /// `invalid_request`: a field is missing, or `code_verifier` is not 43 to 128 PKCE
+        /// characters.
+        /// `invalid_grant`: the code is unknown, spent (by its first try, right or wrong) or
+        /// expired, or `redirect_uri` or `code_verifier` does not match it.
+        /// `unsupported_grant_type`: `grant_type` is not `authorization_code`.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// As `POST /v1/login`: `not_bound` / `phone_required` with a bind ticket,
+        /// `user_banned`, `account_pending_deletion`.
+        #[oai(status = 403)]
+        Forbidden(
+            Json<ErrorBody>,
+            /// A bind ticket is a credential: never cached.
+            #[oai(header = "Cache-Control")]
+            String,
+        ),
+    }
+    shared: internal, unavailable
+}
+
+operation_errors! {
     /// Errors of `POST /v1/bind`.
     pub enum BindError {
         /// `invalid_request`: malformed body, neither or both of `bind_ticket` and `code`,

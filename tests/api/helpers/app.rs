@@ -64,6 +64,7 @@ pub fn base_vars(dir: &Path, wechat: &MockWechat) -> HashMap<String, String> {
         ("WXAUTH_WECHAT_APPID", APPID.to_string()),
         ("WXAUTH_WECHAT_SECRET", SECRET.to_string()),
         ("WXAUTH_WECHAT_BASE_URL", wechat.base_url.clone()),
+        ("WXAUTH_WECHAT_OPEN_URL", wechat.base_url.clone()),
         ("WXAUTH_WECHAT_TIMEOUT_MS", "2000".to_string()),
     ]
     .into_iter()

@@ -415,6 +415,7 @@ mod open_data;
 mod operators;
 mod phone_login;
 mod refresh;
+mod scan;
 mod sessions;
 pub use access::Holdings;
 pub use browser::{Authorization, AuthorizeRequest, BrowserFailure, CallbackOutcome, TokenRequest};
@@ -426,6 +427,7 @@ pub use operators::{
 };
 pub use phone_login::PHONE_ACCOUNT_PREFIX;
 pub use refresh::RefreshFailure;
+pub use scan::{SCAN_PAGE, SCAN_SECS, ScanFailure, ScanPoll, ScanStart};
 pub use sessions::SessionFailure;
 
 /// The service behind the HTTP API.

@@ -87,6 +87,12 @@ pub async fn spawn(apps: &[WechatApp], slow: Duration) -> std::io::Result<Url> {
         .at("/sns/jscode2session", get(jscode2session))
         .at("/cgi-bin/stable_token", post(stable_token))
         .at("/wxa/business/getuserphonenumber", post(phone_number))
+        .at("/sns/oauth2/access_token", get(oauth_access_token))
+        .at("/sns/userinfo", get(userinfo))
+        .at("/connect/oauth2/authorize", get(authorize_page))
+        .at("/connect/qrconnect", get(qr_page))
+        .at("/connect/qrconnect/scanned", get(authorize_page))
+        .at("/wxa/getwxacodeunlimit", post(wxacode))
         .data(state);
     tokio::spawn(async move {
         if let Err(e) = Server::new_with_acceptor(acceptor).run(app).await {
@@ -196,6 +202,142 @@ async fn phone_number(
         }
     };
     Response::builder().header(header::CONTENT_TYPE, "application/json; charset=UTF-8").body(reply)
+}
+
+/// `GET /sns/oauth2/access_token` of official accounts, websites and mobile apps: the same
+/// reserved codes as `code2Session`, and the person after an `@`, with no session key.
+#[handler]
+async fn oauth_access_token(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
+    let field = |name: &str| q.get(name).map(String::as_str).unwrap_or_default();
+    let (code, appid) = (field("code"), field("appid"));
+    let reply = if !state.apps.contains_key(appid) {
+        error(40013, "invalid appid")
+    } else if state.apps.get(appid).map(String::as_str) != Some(field("secret")) {
+        error(40125, "invalid appsecret")
+    } else if field("grant_type") != "authorization_code" {
+        error(40002, "invalid grant_type")
+    } else if code.is_empty() {
+        error(41008, "missing code")
+    } else {
+        match code {
+            "invalid" => error(40029, "invalid code"),
+            "used" => error(40163, "code been used"),
+            "busy" => error(-1, "system error"),
+            "limited" => error(45011, "api minute-quota reach limit, must slower, retry next minute"),
+            "snapshot" => {
+                let openid = derived_id("o", "openid", appid, "snapshot");
+                serde_json::json!({"access_token": "dev-web-snapshot", "expires_in": 7200, "openid": openid,
+                    "scope": "snsapi_base", "is_snapshotuser": 1})
+                .to_string()
+            }
+            _ => {
+                let person = code.rsplit('@').next().unwrap_or(code);
+                let mut reply = serde_json::json!({
+                    "access_token": format!("dev-web-token.{person}"),
+                    "expires_in": 7200,
+                    "refresh_token": "dev-web-refresh",
+                    "openid": derived_id("o", "openid", appid, person),
+                    "scope": "snsapi_userinfo",
+                });
+                if person.starts_with("union") {
+                    reply["unionid"] = derived_id("u", "unionid", "", person).into();
+                }
+                reply.to_string()
+            }
+        }
+    };
+    Response::builder().header(header::CONTENT_TYPE, "text/plain").body(reply)
+}
+
+/// `GET /sns/userinfo`: a made-up nickname and avatar for the person of the token.
+#[handler]
+fn userinfo(Query(q): Query<HashMap<String, String>>) -> Response {
+    let token = q.get("access_token").map(String::as_str).unwrap_or_default();
+    let reply = match token.strip_prefix("dev-web-token.") {
+        Some(person) => serde_json::json!({
+            "openid": q.get("openid"),
+            "nickname": format!("开发者 {person}"),
+            "headimgurl": "https://thirdwx.qlogo.cn/mmopen/vi_32/dev/132",
+        })
+        .to_string(),
+        None => error(40001, "invalid credential, access_token is invalid or not latest"),
+    };
+    Response::builder().header(header::CONTENT_TYPE, "text/plain").body(reply)
+}
+
+/// The person the dev pages log in: the same as a mini-program login with code `union-dev`,
+/// so the pages show one person across surfaces.
+const DEV_BROWSER_PERSON: &str = "union-dev";
+
+/// WeChat's authorize page, as a person who allows at once (and the QR page's button):
+/// back to `redirect_uri` with a fresh code for the person (`person`, else
+/// [`DEV_BROWSER_PERSON`]) and the same `state`.
+#[handler]
+fn authorize_page(Query(q): Query<HashMap<String, String>>) -> Response {
+    let person = q.get("person").map(|p| p.trim()).filter(|p| !p.is_empty() && p.len() <= 64);
+    let person = person.unwrap_or(DEV_BROWSER_PERSON);
+    let Some(mut target) = q.get("redirect_uri").and_then(|u| Url::parse(u).ok()) else {
+        return Response::builder().status(poem::http::StatusCode::BAD_REQUEST).body("redirect_uri is not a URL");
+    };
+    let code = format!("{:08x}@{person}", rand_u32());
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", q.get("state").map(String::as_str).unwrap_or_default());
+    Response::builder().status(poem::http::StatusCode::FOUND).header(header::LOCATION, target.as_str()).finish()
+}
+
+/// The website QR page: instead of a code to scan with a phone, a button that stands for
+/// "scanned and allowed".
+#[handler]
+fn qr_page(Query(q): Query<HashMap<String, String>>) -> Response {
+    let field = |name: &str| html_escape(q.get(name).map(String::as_str).unwrap_or_default());
+    let page = format!(
+        "<!doctype html><html lang=\"zh-CN\"><meta charset=\"utf-8\"><title>微信登录 (dev mock)</title>\
+         <body style=\"font-family:sans-serif;max-width:28em;margin:3em auto;text-align:center\">\
+         <h1>微信扫码登录</h1><p>Dev mode: WeChat's QR page is replaced by this button.</p>\
+         <form action=\"/connect/qrconnect/scanned\" method=\"get\">\
+         <input type=\"hidden\" name=\"redirect_uri\" value=\"{}\"><input type=\"hidden\" name=\"state\" value=\"{}\">\
+         <p><label>Person <input name=\"person\" value=\"{DEV_BROWSER_PERSON}\"></label></p>\
+         <button id=\"scanned\" type=\"submit\">扫码并确认登录 (scan and allow)</button></form></body></html>",
+        field("redirect_uri"),
+        field("state"),
+    );
+    Response::builder().header(header::CONTENT_TYPE, "text/html; charset=utf-8").body(page)
+}
+
+/// `POST /wxa/getwxacodeunlimit`: a PNG (any scene), or 40001 for an unknown token.
+#[handler]
+fn wxacode(Query(q): Query<HashMap<String, String>>, state: Data<&Arc<MockState>>) -> Response {
+    let token = q.get("access_token").map(String::as_str).unwrap_or_default();
+    let known = state.tokens.lock().unwrap_or_else(|e| e.into_inner()).values().any(|t| t == token);
+    if !known {
+        let body = error(40001, "invalid credential, access_token is invalid or not latest");
+        return Response::builder().header(header::CONTENT_TYPE, "application/json").body(body);
+    }
+    Response::builder().header(header::CONTENT_TYPE, "image/png").body(MOCK_PNG.to_vec())
+}
+
+/// An 8x8 checkerboard PNG: what a mini-program code stands for in dev mode.
+pub const MOCK_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x08, 0x00, 0x00, 0x00, 0x08, 0x08, 0x00, 0x00, 0x00, 0x00, 0xe1, 0x64, 0xe1, 0x57, 0x00, 0x00, 0x00, 0x13, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0x00, 0x81, 0x0c, 0x0c, 0xff, 0xd1, 0x20, 0x49, 0x22, 0x00, 0x7c,
+    0x04, 0x1f, 0xe1, 0xa9, 0x1b, 0xcc, 0xe4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+/// Text safe inside an HTML attribute.
+fn html_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Expires the app's token for a `token-expired` call, unless this is the retry (it comes

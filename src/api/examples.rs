@@ -11,13 +11,13 @@ use serde_json::Value;
 use super::error::{
     AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError, DeleteMeError,
     DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError, RefreshError,
-    SessionError, TokenError,
+    ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError,
 };
 use crate::{
     auth::{
         BIND_TICKET_SECS, Banned, BearerFailure, BindFailure, BrowserFailure, CancelFailure, DeletionFailure, Internal,
         IntrospectFailure, LoginFailure, OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure,
-        SessionFailure, WriteFailure,
+        ScanFailure, SessionFailure, WriteFailure,
     },
     domain::DomainError,
     opendata::OpenDataError,
@@ -60,6 +60,9 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/oauth/wechat/authorize", "get", browser(false)),
         ("/v1/oauth/wechat/callback", "get", browser(true)),
         ("/v1/token", "post", token()),
+        ("/v1/scan-sessions", "post", scan_start()),
+        ("/v1/scan-sessions/{scene}/confirm", "post", scan_confirm()),
+        ("/v1/scan-sessions/{id}", "get", scan_poll()),
     ])
 }
 
@@ -551,6 +554,81 @@ fn token() -> Vec<Example> {
             TokenError::Forbidden(b, _) => named(note, 403, b),
             TokenError::Internal(b) => named(note, 500, b),
             TokenError::Unavailable(b, _) => named(note, 503, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
+}
+
+fn scan_start() -> Vec<Example> {
+    let mut failures = vec![
+        (
+            None,
+            ScanFailure::InvalidInput(
+                "page must be a mini-program page path such as pages/scan/confirm (no leading /)".into(),
+            ),
+        ),
+        (None, ScanFailure::UnknownApp("wx0000000000000000".into(), APPID.into())),
+        (Some("WXAUTH_RATE_LIMIT_PER_MINUTE"), ScanFailure::TooManyRequests { retry_after: 12 }),
+    ];
+    failures.extend(
+        [
+            WechatError::Upstream(format!("getwxacodeunlimit: WeChat errcode 41030, rid {RID}")),
+            WechatError::Busy { rid: rid() },
+            WechatError::Timeout,
+        ]
+        .into_iter()
+        .map(|e| (None, ScanFailure::Wechat(e))),
+    );
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|(note, failure)| match ScanStartError::from(failure) {
+            ScanStartError::BadRequest(b) => named(note, 400, b),
+            ScanStartError::TooManyRequests(b, _) => named(note, 429, b),
+            ScanStartError::Internal(b) => named(note, 500, b),
+            ScanStartError::BadGateway(b) => named(note, 502, b),
+            ScanStartError::Unavailable(b, _) => named(note, 503, b),
+            ScanStartError::GatewayTimeout(b) => named(note, 504, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
+}
+
+fn scan_confirm() -> Vec<Example> {
+    let failures = vec![
+        ScanFailure::Rejected(Rejection::Expired),
+        ScanFailure::AppMismatch(APPID.into()),
+        ScanFailure::Banned(banned()),
+        ScanFailure::NotFound,
+    ];
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|failure| match ScanConfirmError::from(failure) {
+            ScanConfirmError::Unauthorized(b, _) => named(None, 401, b),
+            ScanConfirmError::Forbidden(b) => named(None, 403, b),
+            ScanConfirmError::NotFound(b) => named(None, 404, b),
+            ScanConfirmError::Internal(b) => named(None, 500, b),
+            ScanConfirmError::Unavailable(b, _) => named(None, 503, b),
+        })
+        .collect();
+    out.extend(server_errors());
+    out
+}
+
+fn scan_poll() -> Vec<Example> {
+    let failures = vec![
+        ScanFailure::Banned(banned()),
+        ScanFailure::PendingDeletion(PendingDeletion { erase_at: time::macros::datetime!(2027-01-08 09:30 UTC) }),
+        ScanFailure::NotFound,
+    ];
+    let mut out: Vec<Example> = failures
+        .into_iter()
+        .map(|failure| match ScanPollError::from(failure) {
+            ScanPollError::Forbidden(b) => named(None, 403, b),
+            ScanPollError::NotFound(b) => named(None, 404, b),
+            ScanPollError::Internal(b) => named(None, 500, b),
+            ScanPollError::Unavailable(b, _) => named(None, 503, b),
         })
         .collect();
     out.extend(server_errors());

@@ -16,6 +16,7 @@ pub mod me;
 pub mod oauth;
 pub mod open_data;
 pub mod refresh;
+pub mod scan;
 pub mod sessions;
 mod shapes;
 
@@ -79,6 +80,7 @@ const TAG_ORDER: &[&str] = &["Login", "User", "OpenData", "Binding", "Keys", "He
 type Apis = (
     login::LoginApi,
     oauth::OauthApi,
+    scan::ScanApi,
     refresh::RefreshApi,
     me::MeApi,
     sessions::SessionsApi,
@@ -125,6 +127,7 @@ pub fn service(auth: Arc<Auth>, dev: bool) -> OpenApiService<Apis, ()> {
         (
             login::LoginApi { auth: auth.clone() },
             oauth::OauthApi { auth: auth.clone() },
+            scan::ScanApi { auth: auth.clone() },
             refresh::RefreshApi { auth: auth.clone() },
             me::MeApi { auth: auth.clone() },
             sessions::SessionsApi { auth: auth.clone() },

@@ -196,6 +196,7 @@ struct Inner {
     inflight: SingleFlight<Result<WechatSession, WechatError>>,
     access_token: AccessToken,
     phone_url: Url,
+    wxacode_url: Url,
     /// Phone verifications by person and code: WeChat bills each one, so a retried
     /// request shares the first call and, for the replay window, its answer.
     phone_inflight: SingleFlight<Result<PhoneNumber, WechatError>>,
@@ -263,6 +264,7 @@ impl WechatClient {
             inner: Arc::new(Inner {
                 access_token: AccessToken::new(&settings.base_url, app, clock)?,
                 phone_url,
+                wxacode_url: endpoint(&["wxa", "getwxacodeunlimit"])?,
                 upstream,
                 timeout: settings.timeout,
                 code2session_prefix: SecretString::from(query_prefix(
@@ -359,6 +361,40 @@ impl WechatClient {
         // (which refuses it), never answered with this person's number.
         let key = format!("{openid}\u{0}{}", code.as_str());
         self.inner.phone_inflight.run(&key, async move { this.verify_phone(&owned, &person).await }).await
+    }
+
+    /// `getwxacodeunlimit`: the PNG of a mini-program code that opens `page` with `scene`
+    /// (PC login by scanning). Like the phone API, a refused access token is refreshed
+    /// and the call retried once.
+    pub async fn mini_program_code(&self, scene: &str, page: &str) -> Result<Vec<u8>, WechatError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.timeout;
+        let body = serde_json::json!({ "scene": scene, "page": page, "check_path": false }).to_string();
+        let mut refused = None;
+        for _ in 0..2 {
+            let token = inner.access_token.get(&inner.upstream, deadline).await?;
+            let mut url = inner.wxacode_url.clone();
+            url.query_pairs_mut().append_pair("access_token", token.expose_secret());
+            let request = inner
+                .upstream
+                .http()
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            match inner
+                .upstream
+                .call_limited("getwxacodeunlimit", request, deadline, MAX_IMAGE_BYTES, interpret_image)
+                .await
+            {
+                Err(e @ WechatError::AccessTokenRejected { .. }) => {
+                    tracing::warn!(error = %e, "access token refused; refreshing it and retrying once");
+                    inner.access_token.invalidate(&token);
+                    refused = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(refused.unwrap_or(WechatError::Upstream("access token refused".into())))
     }
 
     async fn verify_phone(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
@@ -594,6 +630,31 @@ fn bad_errcode(value: impl std::fmt::Display) -> WechatError {
 /// A body that is not the JSON an API answers: not WeChat speaking, so a transport failure.
 fn malformed(api: &str, err: &serde_json::Error) -> WechatError {
     WechatError::Transport(format!("{api}: WeChat sent a malformed answer ({})", clean(&err.to_string())))
+}
+
+/// The largest mini-program code image taken from WeChat.
+const MAX_IMAGE_BYTES: usize = 1024 * 1024;
+
+/// `getwxacodeunlimit`'s answer: a PNG, or JSON with an errcode.
+fn interpret_image(body: &[u8]) -> Result<Vec<u8>, WechatError> {
+    if body.starts_with(b"\x89PNG\r\n\x1a\n") || body.starts_with(b"\xff\xd8\xff") {
+        return Ok(body.to_vec());
+    }
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        errcode: Option<serde_json::Value>,
+        #[serde(default)]
+        errmsg: Option<String>,
+    }
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| malformed("getwxacodeunlimit", &e))?;
+    let rid = reply.errmsg.as_deref().and_then(request_id);
+    match errcode(reply.errcode.as_ref())? {
+        -1 => Err(WechatError::Busy { rid }),
+        45011 | 45009 => Err(WechatError::RateLimited { rid }),
+        code @ (40001 | 40014 | 42001) => Err(WechatError::AccessTokenRejected { errcode: code, rid }),
+        other => Err(WechatError::Upstream(format!("getwxacodeunlimit: WeChat errcode {other}{}", rid_suffix(&rid)))),
+    }
 }
 
 /// `getuserphonenumber`'s answer.

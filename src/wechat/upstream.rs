@@ -69,6 +69,18 @@ impl Upstream {
         deadline: Instant,
         read: impl FnOnce(&[u8]) -> Result<T, WechatError>,
     ) -> Result<T, WechatError> {
+        self.call_limited(api, request, deadline, MAX_ANSWER_BYTES, read).await
+    }
+
+    /// [`Upstream::call`] for an answer of up to `limit` bytes (an image).
+    pub async fn call_limited<T>(
+        &self,
+        api: &'static str,
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+        limit: usize,
+        read: impl FnOnce(&[u8]) -> Result<T, WechatError>,
+    ) -> Result<T, WechatError> {
         let Ok(_permit) = self.permits.try_acquire() else {
             return Err(WechatError::Unavailable {
                 reason: "too many requests to WeChat are in flight",
@@ -77,7 +89,7 @@ impl Upstream {
         };
         let admission = self.breaker.admit()?;
         let started = Instant::now();
-        let result = match tokio::time::timeout_at(deadline.into(), exchange(request)).await {
+        let result = match tokio::time::timeout_at(deadline.into(), exchange(request, limit)).await {
             Ok(Ok(body)) => read(&body),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(WechatError::Timeout),
@@ -88,8 +100,8 @@ impl Upstream {
     }
 }
 
-/// One exchange: the body of a 200, at most [`MAX_ANSWER_BYTES`] of it.
-async fn exchange(request: reqwest::RequestBuilder) -> Result<Vec<u8>, WechatError> {
+/// One exchange: the body of a 200, at most `limit` bytes of it.
+async fn exchange(request: reqwest::RequestBuilder, limit: usize) -> Result<Vec<u8>, WechatError> {
     let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status();
     if status.is_server_error() {
@@ -98,13 +110,13 @@ async fn exchange(request: reqwest::RequestBuilder) -> Result<Vec<u8>, WechatErr
     if status != reqwest::StatusCode::OK {
         return Err(WechatError::Upstream(format!("WeChat answered HTTP {}", status.as_u16())));
     }
-    let too_large = || WechatError::Transport(format!("WeChat's answer is larger than {MAX_ANSWER_BYTES} bytes"));
-    if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+    let too_large = || WechatError::Transport(format!("WeChat's answer is larger than {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
@@ -373,7 +385,7 @@ mod tests {
             // The client may hang up early on an answer it refuses.
             let _ = socket.write_all(&answer).await;
         });
-        let result = exchange(reqwest::Client::new().get(url)).await;
+        let result = exchange(reqwest::Client::new().get(url), MAX_ANSWER_BYTES).await;
         server.abort();
         result
     }

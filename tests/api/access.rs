@@ -37,7 +37,7 @@ async fn the_export_holds_the_user_what_they_shared_their_controls_and_sessions_
     let export: Value = resp.json().await.unwrap();
     assert_eq!(export["user"]["id"], json!(id));
     assert_eq!(export["user"]["username"], "amy");
-    assert_eq!(export["user"]["identities"], json!([{"appid": APPID, "openid": "o_amy"}]));
+    assert_eq!(export["user"]["identities"], json!([{"appid": APPID, "openid": "o_amy", "kind": "miniprogram"}]));
     assert_eq!(export["user"]["phone"]["pure_phone_number"], PHONE);
     assert_eq!((export["roles"].clone(), export["claims"].clone()), (json!(["staff"]), json!({"tier": "gold"})));
     assert_eq!(export["sessions"].as_array().map(Vec::len), Some(1), "{export}");

@@ -63,8 +63,8 @@ async fn one_person_logging_in_through_two_apps_is_one_user_with_both_identities
     assert_eq!(me["openid"], second_app_openid("union2@amy"));
     assert_eq!(me["unionid"], "u_amy");
     let expected = json!([
-        {"appid": APPID, "openid": default_openid("union1@amy")},
-        {"appid": APPID2, "openid": second_app_openid("union2@amy")},
+        {"appid": APPID, "openid": default_openid("union1@amy"), "kind": "miniprogram"},
+        {"appid": APPID2, "openid": second_app_openid("union2@amy"), "kind": "miniprogram"},
     ]);
     assert_eq!(me["identities"], expected);
     assert_eq!(decode_claims(second["access_token"].as_str().unwrap())["unionid"], "u_amy");

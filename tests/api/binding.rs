@@ -60,7 +60,10 @@ async fn a_bind_with_the_ticket_logs_in_as_the_account_and_later_logins_are_sile
     assert_eq!((bound["token_type"].as_str(), bound["user"]["created"].as_bool()), (Some("Bearer"), Some(false)));
     let me = app.me_ok(bound["access_token"].as_str().unwrap()).await;
     assert_eq!(me["username"], "bob");
-    assert_eq!(me["identities"], json!([{"appid": crate::helpers::APPID, "openid": default_openid("code1@dora")}]));
+    assert_eq!(
+        me["identities"],
+        json!([{"appid": crate::helpers::APPID, "openid": default_openid("code1@dora"), "kind": "miniprogram"}])
+    );
     // From now on wx.login alone logs the person in.
     let login = app.login_ok("code2@dora").await;
     assert_eq!(
@@ -334,7 +337,10 @@ async fn unbinding_keeps_the_account_and_the_next_login_is_unbound() {
 
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["unbound"], json!([{"appid": crate::helpers::APPID, "openid": default_openid("code1@dora")}]));
+    assert_eq!(
+        body["unbound"],
+        json!([{"appid": crate::helpers::APPID, "openid": default_openid("code1@dora"), "kind": "miniprogram"}])
+    );
     assert_error(app.login("code2@dora").await, 403, "not_bound").await;
     let me = app.me_ok(token).await;
     assert_eq!((me["username"].as_str(), me["identities"].clone()), (Some("alice"), json!([])));

@@ -274,7 +274,7 @@ async fn me_lists_the_identities_and_the_identity_the_token_was_issued_for() {
     assert_eq!(me["openid"], login["user"]["openid"]);
     assert_eq!(
         me["identities"],
-        serde_json::json!([{"appid": crate::helpers::APPID, "openid": login["user"]["openid"]}])
+        serde_json::json!([{"appid": crate::helpers::APPID, "openid": login["user"]["openid"], "kind": "miniprogram"}])
     );
     assert!(me.get("username").is_none(), "{me}");
 }

@@ -397,3 +397,118 @@ async fn discovery_advertises_the_browser_login_only_when_a_browser_app_is_serve
         "{doc}"
     );
 }
+
+async fn start_scan(app: &TestApp, body: &Value) -> Value {
+    let resp = app.post("/v1/scan-sessions", body).await;
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+async fn poll(app: &TestApp, id: &str, wait: u64) -> reqwest::Response {
+    app.client.get(format!("{}/v1/scan-sessions/{id}?wait={wait}", app.address)).send().await.unwrap()
+}
+
+async fn confirm(app: &TestApp, scene: &str, token: &str) -> reqwest::Response {
+    app.post_with(&format!("/v1/scan-sessions/{scene}/confirm"), token, &json!({})).await
+}
+
+#[tokio::test]
+async fn a_pc_logs_in_when_the_mini_program_confirms_the_scanned_scene_and_collects_the_tokens_once() {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let app = crate::helpers::spawn_app().await;
+    let session = start_scan(&app, &json!({ "image": true })).await;
+    let (id, scene) = (session["id"].as_str().unwrap(), session["scene"].as_str().unwrap());
+    let png = STANDARD.decode(session["image"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap());
+    assert_eq!(png.unwrap(), crate::helpers::CODE_PNG);
+    assert_eq!(
+        app.wechat.wxacode_calls(),
+        [json!({"scene": scene, "page": "pages/scan/confirm", "check_path": false})]
+    );
+    assert!(!id.contains(scene) || id.len() > scene.len() + 40, "the poll id is guessable from the scene");
+    assert_eq!(session["expires_in"], 300);
+    let pending: Value = poll(&app, id, 0).await.json().await.unwrap();
+    assert_eq!(pending["status"], "pending");
+
+    let ann = app.login_ok("ann").await;
+    let resp = confirm(&app, scene, ann["access_token"].as_str().unwrap()).await;
+    assert_eq!(resp.status(), 204);
+
+    let resp = poll(&app, id, 0).await;
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let confirmed: Value = resp.json().await.unwrap();
+    assert_eq!(confirmed["status"], "confirmed");
+    assert_eq!(confirmed["login"]["user"]["id"], ann["user"]["id"]);
+    let me = app.me_ok(confirmed["login"]["access_token"].as_str().unwrap()).await;
+    assert_eq!(me["id"], ann["user"]["id"]);
+    assert_eq!(app.refresh(confirmed["login"]["refresh_token"].as_str().unwrap()).await.status(), 200);
+    assert_error(poll(&app, id, 0).await, 404, "scan_session_not_found").await;
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_as_soon_as_the_scene_is_confirmed() {
+    let app = crate::helpers::spawn_app().await;
+    let session = start_scan(&app, &json!({})).await;
+    assert!(session.get("image").is_none() && app.wechat.wxacode_calls().is_empty(), "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let ann = app.login_ok("ann").await;
+    let started = std::time::Instant::now();
+    let waiting = tokio::spawn({
+        let (client, address) = (app.client.clone(), app.address.clone());
+        async move { client.get(format!("{address}/v1/scan-sessions/{id}?wait=20")).send().await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!waiting.is_finished(), "the long poll answered before the confirmation");
+    assert_eq!(
+        confirm(&app, session["scene"].as_str().unwrap(), ann["access_token"].as_str().unwrap()).await.status(),
+        204
+    );
+    let body: Value = waiting.await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "confirmed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_scan_session_is_confirmed_once_collected_only_with_its_secret_id_and_expires() {
+    let app = crate::helpers::spawn_app().await;
+    let ann = app.login_ok("ann").await;
+    let token = ann["access_token"].as_str().unwrap();
+    let session = start_scan(&app, &json!({})).await;
+    let (id, scene) = (session["id"].as_str().unwrap(), session["scene"].as_str().unwrap());
+
+    assert_error(app.post(&format!("/v1/scan-sessions/{scene}/confirm"), &json!({})).await, 401, "invalid_token").await;
+    assert_eq!(confirm(&app, scene, token).await.status(), 204);
+    let bob = app.login_ok("bob").await;
+    assert_error(confirm(&app, scene, bob["access_token"].as_str().unwrap()).await, 404, "scan_session_not_found")
+        .await;
+    // Whoever saw the code knows the scene, not the secret part of the id.
+    assert_error(poll(&app, scene, 0).await, 404, "scan_session_not_found").await;
+    assert_error(poll(&app, &format!("{scene}.forged"), 0).await, 404, "scan_session_not_found").await;
+    let collected: Value = poll(&app, id, 0).await.json().await.unwrap();
+    assert_eq!(collected["login"]["user"]["id"], ann["user"]["id"], "Bob's confirmation replaced Ann's");
+
+    let late = start_scan(&app, &json!({})).await;
+    app.advance(301);
+    assert_error(confirm(&app, late["scene"].as_str().unwrap(), token).await, 404, "scan_session_not_found").await;
+    assert_error(poll(&app, late["id"].as_str().unwrap(), 0).await, 404, "scan_session_not_found").await;
+    assert_error(confirm(&app, "unknown-scene", token).await, 404, "scan_session_not_found").await;
+    assert_error(app.post("/v1/scan-sessions", &json!({ "appid": "wx0000000000000000" })).await, 400, "unknown_app")
+        .await;
+    assert_error(app.post("/v1/scan-sessions", &json!({ "page": "/pages/x" })).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn a_token_of_another_app_confirms_only_when_a_unionid_links_its_user_to_the_code_s_mini_program() {
+    let app = surfaces_app().await;
+    let session = start_scan(&app, &json!({ "appid": APPID })).await;
+    let scene = session["scene"].as_str().unwrap();
+    let stranger = login_ok_in(&app, "carl", MOBILE_APPID).await;
+    let body =
+        assert_error(confirm(&app, scene, stranger["access_token"].as_str().unwrap()).await, 403, "app_mismatch").await;
+    assert!(body["error_description"].as_str().unwrap().contains(APPID), "{body}");
+
+    login_ok_in(&app, "union-fay", APPID).await;
+    let linked = login_ok_in(&app, "3@union-fay", MOBILE_APPID).await;
+    assert_eq!(confirm(&app, scene, linked["access_token"].as_str().unwrap()).await.status(), 204);
+    let collected: Value = poll(&app, session["id"].as_str().unwrap(), 0).await.json().await.unwrap();
+    assert_eq!(collected["login"]["user"]["id"], linked["user"]["id"]);
+}

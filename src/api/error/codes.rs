@@ -127,6 +127,10 @@ error_codes! {
     SnapshotUser = "snapshot_user" {
         403 => r#"Browser login of an official account: WeChat marked the visitor `is_snapshotuser` (they saw a 朋友圈 snapshot page and authorised nothing; the openid is not theirs). The login page should ask them to open it in WeChat and allow."#,
     }
+    /// A scan session confirmed by a token of an unlinked app.
+    AppMismatch = "app_mismatch" {
+        403 => r#"`POST /v1/scan-sessions/{scene}/confirm`: the token is of another app than the code's mini-program, and its user has no identity there (no unionid links them). Nothing changed."#,
+    }
     /// An operator banned the user.
     UserBanned = "user_banned" {
         403 => r#"`POST /v1/login`, `POST /v1/bind`, `POST /v1/token/refresh`: an operator banned the user (`wxauth users ban`); the description gives the reason, and `until` when the ban ends (absent: until lifted). Every refresh token of the user was revoked with the ban."#,
@@ -154,6 +158,10 @@ error_codes! {
     /// The user id names no user.
     UserNotFound = "user_not_found" {
         404 => r#"Admin API: the path's user id names no user (never one, or removed)."#,
+    }
+    /// No live scan session of that scene or id.
+    ScanSessionNotFound = "scan_session_not_found" {
+        404 => r#"`/v1/scan-sessions`: no such scan session: a wrong scene or id, expired (5 minutes), already confirmed (confirm) or already collected (poll). Show a new code."#,
     }
     /// The session id names none of the user's live sessions.
     SessionNotFound = "session_not_found" {

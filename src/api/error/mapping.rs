@@ -6,14 +6,15 @@ use poem_openapi::payload::Json;
 use super::{
     AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError,
     DeleteMeError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError,
-    ProfileError, RefreshError, SessionError, TokenError, body, envelope::challenge,
+    ProfileError, RefreshError, ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError, body,
+    envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
     auth::{
         Banned, BearerFailure, BindFailure, BrowserFailure, CancelFailure, DeletionFailure, Internal,
         IntrospectFailure, LoginFailure, OpenDataFailure, OperatorFailure, PendingDeletion, RefreshFailure,
-        SessionFailure, WriteFailure,
+        ScanFailure, SessionFailure, WriteFailure,
     },
     opendata::OpenDataError,
     store::StoreError,
@@ -113,6 +114,9 @@ macro_rules! from_internal_answer {
 }
 from_internal_answer!(
     BrowserError,
+    ScanStartError,
+    ScanConfirmError,
+    ScanPollError,
     TokenError,
     CancelDeletionError,
     DeleteMeError,
@@ -269,6 +273,88 @@ impl From<BrowserFailure> for TokenError {
                 }
             },
             BrowserFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<ScanFailure> for ScanStartError {
+    fn from(failure: ScanFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            ScanFailure::InvalidInput(_) | ScanFailure::AppRequired(_) => {
+                Self::BadRequest(body(ErrorCode::InvalidRequest, text))
+            }
+            ScanFailure::UnknownApp(..) => Self::BadRequest(body(ErrorCode::UnknownApp, text)),
+            ScanFailure::TooManyRequests { retry_after } => {
+                Self::TooManyRequests(super::rate_limited_body(retry_after, "scan sessions"), retry_after)
+            }
+            ScanFailure::Wechat(e) => match wechat_answer(e) {
+                WechatAnswer::TooManyRequests(b, secs) => Self::TooManyRequests(b, secs),
+                WechatAnswer::Unavailable(b, secs) => Self::Unavailable(b, secs),
+                WechatAnswer::GatewayTimeout(b) => Self::GatewayTimeout(b),
+                // A code's image has no code of the person to refuse or block.
+                WechatAnswer::BadRequest(b) | WechatAnswer::Forbidden(b) | WechatAnswer::BadGateway(b) => {
+                    Self::BadGateway(Json(ErrorBody { error: ErrorCode::WechatError.as_str().into(), ..b.0 }))
+                }
+            },
+            // Starting needs no token and no user.
+            ScanFailure::NotFound
+            | ScanFailure::AppMismatch(_)
+            | ScanFailure::Rejected(_)
+            | ScanFailure::Banned(_)
+            | ScanFailure::PendingDeletion(_) => {
+                internal(Internal::Store(StoreError::Corrupt(format!("starting a scan session answered {text}"))))
+                    .into()
+            }
+            ScanFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<ScanFailure> for ScanConfirmError {
+    fn from(failure: ScanFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            ScanFailure::NotFound => Self::NotFound(body(ErrorCode::ScanSessionNotFound, text)),
+            ScanFailure::AppMismatch(_) => Self::Forbidden(body(ErrorCode::AppMismatch, text)),
+            ScanFailure::Banned(banned) => Self::Forbidden(banned_body(banned)),
+            ScanFailure::Rejected(r) => match rejected(r) {
+                MeError::Unauthorized(b, challenge) => Self::Unauthorized(b, challenge),
+                MeError::Internal(b) => Self::Internal(b),
+                MeError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+            },
+            // Confirming calls no WeChat, has no attempt limit, and a pending deletion
+            // does not stop a login that is confirmed (it is refused at collection).
+            ScanFailure::InvalidInput(_)
+            | ScanFailure::UnknownApp(..)
+            | ScanFailure::AppRequired(_)
+            | ScanFailure::TooManyRequests { .. }
+            | ScanFailure::Wechat(_)
+            | ScanFailure::PendingDeletion(_) => {
+                internal(Internal::Store(StoreError::Corrupt(format!("confirming a scan answered {text}")))).into()
+            }
+            ScanFailure::Internal(e) => internal(e).into(),
+        }
+    }
+}
+
+impl From<ScanFailure> for ScanPollError {
+    fn from(failure: ScanFailure) -> Self {
+        let text = failure.to_string();
+        match failure {
+            ScanFailure::NotFound => Self::NotFound(body(ErrorCode::ScanSessionNotFound, text)),
+            ScanFailure::Banned(banned) => Self::Forbidden(banned_body(banned)),
+            ScanFailure::PendingDeletion(pending) => Self::Forbidden(pending_body(pending)),
+            ScanFailure::InvalidInput(_)
+            | ScanFailure::UnknownApp(..)
+            | ScanFailure::AppRequired(_)
+            | ScanFailure::AppMismatch(_)
+            | ScanFailure::Rejected(_)
+            | ScanFailure::TooManyRequests { .. }
+            | ScanFailure::Wechat(_) => {
+                internal(Internal::Store(StoreError::Corrupt(format!("polling a scan answered {text}")))).into()
+            }
+            ScanFailure::Internal(e) => internal(e).into(),
         }
     }
 }

@@ -25,7 +25,7 @@ pub(super) use mapping::internal_example;
 pub use responses::{
     AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError,
     DeleteMeError, DevError, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError,
-    SessionError, TokenError,
+    ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError,
 };
 
 /// Error body.

@@ -195,6 +195,54 @@ operation_errors! {
 }
 
 operation_errors! {
+    /// Errors of `POST /v1/scan-sessions`.
+    pub enum ScanStartError {
+        /// `invalid_request`: a malformed body or `page`, or no `appid` although several
+        /// mini-programs are served.
+        /// `unknown_app`: `appid` names no mini-program of this server.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+        /// `wechat_error`: WeChat could not make the code's image.
+        #[oai(status = 502)]
+        BadGateway(Json<ErrorBody>),
+        /// `wechat_timeout`: WeChat did not answer in time.
+        #[oai(status = 504)]
+        GatewayTimeout(Json<ErrorBody>),
+    }
+    shared: too_many_requests(
+        " `rate_limited`: more than `WXAUTH_RATE_LIMIT_PER_MINUTE` requests from this address, or",
+        " WeChat's minute quota for codes."
+    ), internal, unavailable_or_wechat
+}
+
+operation_errors! {
+    /// Errors of `POST /v1/scan-sessions/{scene}/confirm`.
+    pub enum ScanConfirmError {
+        /// `app_mismatch`: the token is of another app than the code's mini-program, and no
+        /// unionid links its user there. `user_banned`: an operator banned the user.
+        #[oai(status = 403)]
+        Forbidden(Json<ErrorBody>),
+        /// `scan_session_not_found`: no such session, or it expired or was confirmed.
+        #[oai(status = 404)]
+        NotFound(Json<ErrorBody>),
+    }
+    shared: unauthorized, internal, unavailable
+}
+
+operation_errors! {
+    /// Errors of `GET /v1/scan-sessions/{id}`.
+    pub enum ScanPollError {
+        /// `user_banned` / `account_pending_deletion`: the confirming user may not log in.
+        #[oai(status = 403)]
+        Forbidden(Json<ErrorBody>),
+        /// `scan_session_not_found`: no such session (a wrong id, expired, or collected).
+        #[oai(status = 404)]
+        NotFound(Json<ErrorBody>),
+    }
+    shared: internal, unavailable
+}
+
+operation_errors! {
     /// Errors of `POST /v1/bind`.
     pub enum BindError {
         /// `invalid_request`: malformed body, neither or both of `bind_ticket` and `code`,

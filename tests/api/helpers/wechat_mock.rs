@@ -104,6 +104,8 @@ struct MockState {
     browser_person: Mutex<String>,
     /// Calls of `/sns/userinfo`.
     userinfo_calls: AtomicUsize,
+    /// The JSON bodies of `getwxacodeunlimit` calls.
+    wxacode_calls: Mutex<Vec<Value>>,
 }
 
 /// A mock WeChat API on loopback for [`APPID`] and [`APPID2`]. Unscripted codes succeed:
@@ -130,6 +132,7 @@ impl MockWechat {
             .at("/sns/userinfo", get(userinfo))
             .at("/connect/oauth2/authorize", get(authorize_page))
             .at("/connect/qrconnect", get(authorize_page))
+            .at("/wxa/getwxacodeunlimit", post(wxacode))
             .data(state.clone());
         tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
         Self { base_url: format!("http://{addr}"), state }
@@ -181,6 +184,11 @@ impl MockWechat {
     /// `<n>@<person>`.
     pub fn set_browser_person(&self, person: &str) {
         *self.state.browser_person.lock().unwrap() = person.to_owned();
+    }
+
+    /// The JSON bodies of every `getwxacodeunlimit` call.
+    pub fn wxacode_calls(&self) -> Vec<Value> {
+        self.state.wxacode_calls.lock().unwrap().clone()
     }
 
     /// How many times `/sns/userinfo` was called.
@@ -390,4 +398,26 @@ async fn authorize_page(Query(q): Query<HashMap<String, String>>, state: Data<&A
         .append_pair("code", &code)
         .append_pair("state", q.get("state").map(String::as_str).unwrap_or(""));
     Response::builder().status(poem::http::StatusCode::FOUND).header(header::LOCATION, target.as_str()).finish()
+}
+
+/// The PNG `getwxacodeunlimit` answers.
+pub const CODE_PNG: &[u8] = b"\x89PNG\r\n\x1a\nmock-mini-program-code";
+
+/// `getwxacodeunlimit`: [`CODE_PNG`] for a valid access token, else 40001.
+#[handler]
+async fn wxacode(
+    Query(q): Query<HashMap<String, String>>,
+    Json(body): Json<Value>,
+    state: Data<&Arc<MockState>>,
+) -> Response {
+    state.wxacode_calls.lock().unwrap().push(body);
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let valid = {
+        let tokens = state.tokens.lock().unwrap();
+        tokens.iter().skip(state.revoked.load(Ordering::SeqCst)).any(|t| *t == token)
+    };
+    if !valid {
+        return answer(Reply::errcode(40001), &q).await;
+    }
+    Response::builder().header(header::CONTENT_TYPE, "image/png").body(CODE_PNG.to_vec())
 }

@@ -104,12 +104,12 @@ async fn the_stats_say_whether_wechat_is_reachable() {
     assert_eq!(stats().await["wechat_reachable"], false, "the breaker is open");
 }
 
-fn repo(path: &str) -> std::path::PathBuf {
+pub(crate) fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 /// Whether Chromium and the browser test's npm packages are here. Missing in CI is a failure.
-fn browser_available(chromium: &str) -> bool {
+pub(crate) fn browser_available(chromium: &str) -> bool {
     let node_modules = repo("tests/browser/node_modules/puppeteer-core").exists();
     let browser = Command::new(chromium).arg("--version").output().is_ok_and(|o| o.status.success());
     let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());

@@ -512,3 +512,47 @@ async fn a_token_of_another_app_confirms_only_when_a_unionid_links_its_user_to_t
     let collected: Value = poll(&app, session["id"].as_str().unwrap(), 0).await.json().await.unwrap();
     assert_eq!(collected["login"]["user"]["id"], linked["user"]["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_logins_pass_their_tests_in_headless_chromium_following_real_redirects() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !crate::console::browser_available(&chromium) {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mini, oa, web, mobile) = ("wxdevmini0000000", "wxdevoa000000000", "wxdevweb00000000", "wxdevmob00000000");
+    let callback = format!("http://127.0.0.1:{port}/callback");
+    let toml = format!(
+        "[[wechat_apps]]\nappid = \"{mini}\"\n\n\
+         [[wechat_apps]]\nappid = \"{oa}\"\nkind = \"official_account\"\nredirect_uris = [\"{callback}\"]\n\n\
+         [[wechat_apps]]\nappid = \"{web}\"\nkind = \"website\"\nredirect_uris = [\"{callback}\"]\n\n\
+         [[wechat_apps]]\nappid = \"{mobile}\"\nkind = \"mobile_app\"\n"
+    );
+    let app = crate::helpers::spawn_dev_app_with_file(Some(&toml), &[]).await;
+    let address = app.address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .args(["--test", "--test-reporter=spec", "surfaces.test.mjs"])
+            .current_dir(crate::console::repo("tests/browser"))
+            .env("WXAUTH_URL", address)
+            .env("CLIENT_PORT", port.to_string())
+            .env("MINI_APPID", mini)
+            .env("OA_APPID", oa)
+            .env("WEB_APPID", web)
+            .env("MOBILE_APPID", mobile)
+            .env("CHROMIUM", chromium)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser-login tests failed:\n{report}");
+    for flow in [
+        "one person through the mini-program, official account, website and mobile app is one user",
+        "never a token in a URL",
+        "a browser that did not start the login is refused at the callback",
+    ] {
+        assert!(report.contains(flow), "the flow {flow:?} did not run:\n{report}");
+    }
+}

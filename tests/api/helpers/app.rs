@@ -115,7 +115,17 @@ pub async fn spawn_dev_app() -> TestApp {
 
 /// [`spawn_dev_app`] with more settings.
 pub async fn spawn_dev_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_dev_app_with_file(None, extra).await
+}
+
+/// [`spawn_dev_app_with`] and a `--config` file's text.
+pub async fn spawn_dev_app_with_file(toml: Option<&str>, extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
+    let file = toml.map(|text| {
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    });
     let mut vars: HashMap<String, String> = [
         ("WXAUTH_LISTEN", "127.0.0.1:0".to_string()),
         ("WXAUTH_DATA_DIR", dir.path().join("data").display().to_string()),
@@ -128,7 +138,7 @@ pub async fn spawn_dev_app_with(extra: &[(&str, &str)]) -> TestApp {
     .collect();
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let database_url = vars.get("WXAUTH_DATABASE_URL").cloned();
-    let settings = Settings::load_from(None, Mode::Dev, |name| vars.get(name).cloned()).unwrap();
+    let settings = Settings::load_from(file.as_deref(), Mode::Dev, |name| vars.get(name).cloned()).unwrap();
     let admin_socket = settings.admin_socket.clone();
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://{}", app.addr());

@@ -187,7 +187,22 @@ function createClient(options) {
     }
   }
 
-  return { login, loginWithPhone, refresh, token, request, logout };
+  /**
+   * PC login by scanning a mini-program code: on the page the code opens, confirms its
+   * scene (`options.scene`, URL-encoded by WeChat) as the logged-in person, so the PC that
+   * shows the code is logged in. Resolves once confirmed; rejects with a WxauthError
+   * (`scan_session_not_found`: expired or used, show the PC a new code; `app_mismatch`).
+   */
+  async function confirmScan(scene) {
+    const decoded = decodeURIComponent(String(scene || ''));
+    if (!decoded) throw new WxauthError(400, { error: 'invalid_request', error_description: 'no scene to confirm' });
+    const res = await request({
+      url: `${baseUrl}/v1/scan-sessions/${encodeURIComponent(decoded)}/confirm`, method: 'POST', data: {},
+    });
+    if (res.statusCode !== 204) throw new WxauthError(res.statusCode, res.data);
+  }
+
+  return { login, loginWithPhone, refresh, token, request, logout, confirmScan };
 }
 
 module.exports = { createClient, WxauthError, PhoneDeclinedError, STORAGE_KEYS };

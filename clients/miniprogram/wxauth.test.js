@@ -253,3 +253,19 @@ test('a phone login queued behind a silent login is not forgotten when that one 
   assert.equal(again.access_token, body.access_token);
   assert.equal(wx.count('/v1/login'), 2);
 });
+
+test('confirmScan logs the PC in as the person once, and a used scene is refused', async () => {
+  const pc = await (await fetch(`${BASE}/v1/scan-sessions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}',
+  })).json();
+  const wx = fakeWx(person());
+  const auth = createClient({ baseUrl: BASE, wx });
+  // WeChat hands the page the scene URL-encoded.
+  await auth.confirmScan(encodeURIComponent(pc.scene));
+  const poll = await (await fetch(`${BASE}/v1/scan-sessions/${pc.id}`)).json();
+  assert.equal(poll.status, 'confirmed');
+  const mine = await me(auth);
+  assert.equal(poll.login.user.id, mine.data.id);
+  await assert.rejects(auth.confirmScan(pc.scene), (e) => e instanceof WxauthError && e.error === 'scan_session_not_found');
+  await assert.rejects(auth.confirmScan(''), (e) => e instanceof WxauthError && e.error === 'invalid_request');
+});

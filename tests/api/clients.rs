@@ -69,6 +69,7 @@ async fn the_mini_program_client_passes_its_tests_against_dev_servers() {
     assert!(out.status.success(), "the client's tests failed:\n{report}");
     assert!(report.contains("concurrent requests that all get a 401 cause one refresh"), "{report}");
     assert!(report.contains("registration phone: the number of an existing account"), "{report}");
+    assert!(report.contains("confirmScan logs the PC in as the person once"), "{report}");
 }
 
 /// The number of the account the client's phone tests bind to.

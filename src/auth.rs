@@ -717,6 +717,26 @@ impl Auth {
         Ok(Caller { user, identity: Identity { appid: claims.appid, openid: claims.openid } })
     }
 
+    /// [`Auth::caller`] for an operation that starts a new login from a bearer token (a
+    /// scan confirmation): the token's session must still be live (not logged out, not
+    /// revoked) and its identity still bound to the user, as introspection requires.
+    async fn live_caller(&self, bearer: &str) -> Result<Caller, BearerFailure> {
+        let claims: Claims = self.parts.tokens.verify(bearer).map_err(BearerFailure::Rejected)?;
+        let revoked = || BearerFailure::Rejected(Rejection::Invalid);
+        let id = UserId::parse(&claims.sub).ok_or_else(revoked)?;
+        let user = self.parts.store.user(&id).await?.ok_or_else(revoked)?;
+        if user.openid_in(&claims.appid) != Some(claims.openid.as_str()) {
+            return Err(revoked());
+        }
+        let now = self.parts.clock.now();
+        let sid = claims.sid.as_deref().ok_or_else(revoked)?;
+        let live = self.parts.store.sessions(&id, now).await?;
+        if !live.iter().any(|s| session_id(&s.family).to_string() == sid) {
+            return Err(revoked());
+        }
+        Ok(Caller { user, identity: Identity { appid: claims.appid, openid: claims.openid } })
+    }
+
     /// The token service (for JWKS and discovery).
     pub fn tokens(&self) -> &Tokens {
         &self.parts.tokens

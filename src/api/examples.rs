@@ -9,9 +9,9 @@ use poem_openapi::{payload::Json, types::ToJSON};
 use serde_json::Value;
 
 use super::error::{
-    AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError, DeleteMeError,
-    DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError, RefreshError,
-    ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError,
+    AdminListError, AdminReadError, AdminWriteError, AuthorizeError, BindError, BrowserError, CancelDeletionError,
+    DeleteMeError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, MeError, PhoneError, ProfileError,
+    RefreshError, ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError,
 };
 use crate::{
     auth::{
@@ -57,7 +57,7 @@ pub(super) fn all() -> Vec<Examples> {
         ("/v1/me/profile", "post", profile()),
         ("/v1/dev/open-data", "post", dev()),
         ("/readyz", "get", ready()),
-        ("/v1/oauth/wechat/authorize", "get", browser(false)),
+        ("/v1/oauth/wechat/authorize", "get", authorize()),
         ("/v1/oauth/wechat/callback", "get", browser(true)),
         ("/v1/token", "post", token()),
         ("/v1/scan-sessions", "post", scan_start()),
@@ -489,6 +489,21 @@ fn dev() -> Vec<Example> {
 fn banned() -> Banned {
     let until = time::macros::datetime!(2026-12-12 00:00 UTC);
     Banned { reason: "spam orders".into(), until: Some(until) }
+}
+
+fn authorize() -> Vec<Example> {
+    let mut out: Vec<Example> =
+        vec![(Some("WXAUTH_RATE_LIMIT_PER_MINUTE"), BrowserFailure::TooManyRequests { retry_after: 12 })]
+            .into_iter()
+            .map(|(note, failure)| match AuthorizeError::from(failure) {
+                AuthorizeError::BadRequest(b) => named(note, 400, b),
+                AuthorizeError::TooManyRequests(b, _) => named(note, 429, b),
+                AuthorizeError::Internal(b) => named(note, 500, b),
+                AuthorizeError::Unavailable(b, _) => named(note, 503, b),
+            })
+            .collect();
+    out.extend(browser(false));
+    out
 }
 
 fn browser(callback: bool) -> Vec<Example> {

@@ -294,7 +294,8 @@ async fn observe<E: Endpoint>(
 ) -> poem::Result<Response> {
     let _in_flight = auth.metrics().request_started();
     let method = cut_for_log(req.method().as_str(), MAX_LOGGED_METHOD);
-    let path = cut_for_log(req.uri().path(), MAX_LOGGED_PATH);
+    let path = req.uri().path().to_owned();
+    let logged = cut_for_log(&without_secrets(&path), MAX_LOGGED_PATH);
     let started = std::time::Instant::now();
     let mut resp = match over_rate_limit(&auth, &req) {
         Some(refused) => refused,
@@ -306,7 +307,7 @@ async fn observe<E: Endpoint>(
         resp.headers_mut().insert(header::ALLOW, methods);
     }
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(target: "wxauth::access", %method, %path, status = resp.status().as_u16(), elapsed_ms, "request");
+    tracing::info!(target: "wxauth::access", %method, path = %logged, status = resp.status().as_u16(), elapsed_ms, "request");
     Ok(resp)
 }
 
@@ -356,6 +357,15 @@ fn absent() -> poem::Result<()> {
 /// A client's `text` (the path or the method) as the access log shows it: at most `max`
 /// bytes, then `…` when cut. hyper lets only ASCII through, but the cut never splits a
 /// character whatever the text.
+/// The path with the secrets some paths carry left out: a scan session's poll id is
+/// `<scene>.<secret>`, and whoever reads the log within its five minutes could collect it.
+fn without_secrets(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/v1/scan-sessions/").and_then(|rest| rest.split_once('.')) {
+        Some((scene, _)) => format!("/v1/scan-sessions/{scene}.<secret>").into(),
+        None => path.into(),
+    }
+}
+
 fn cut_for_log(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
@@ -383,6 +393,13 @@ async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poe
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_access_log_leaves_out_a_scan_session_s_secret_and_keeps_other_paths() {
+        assert_eq!(super::without_secrets("/v1/scan-sessions/0abc.s3cr3t"), "/v1/scan-sessions/0abc.<secret>");
+        assert_eq!(super::without_secrets("/v1/scan-sessions/0abc/confirm"), "/v1/scan-sessions/0abc/confirm");
+        assert_eq!(super::without_secrets("/v1/me/sessions/x.y"), "/v1/me/sessions/x.y");
+    }
+
     use super::*;
 
     #[test]

@@ -11,7 +11,7 @@ use poem_openapi::{
 
 use super::{
     ApiTags, NO_STORE,
-    error::{BrowserError, TokenError},
+    error::{AuthorizeError, BrowserError, TokenError},
     login::{LoginBody, LoginResponse},
 };
 use crate::auth::{Auth, AuthorizeRequest, TokenRequest};
@@ -35,7 +35,7 @@ pub enum RedirectResponse {
 }
 
 /// `POST /v1/token`'s fields (RFC 6749 section 4.1.3, RFC 7636 section 4.5).
-#[derive(Debug, Object, serde::Deserialize)]
+#[derive(Object, serde::Deserialize)]
 pub struct TokenFields {
     /// `authorization_code`.
     pub grant_type: Option<String>,
@@ -87,7 +87,9 @@ impl OauthApi {
         /// `snsapi_base` (default) or `snsapi_userinfo` (official account: asks, and keeps
         /// the nickname and avatar); `snsapi_login` (website, the default).
         scope: Query<Option<String>>,
-    ) -> Result<RedirectResponse, BrowserError> {
+        remote: &poem::web::RemoteAddr,
+        headers: &poem::http::HeaderMap,
+    ) -> Result<RedirectResponse, AuthorizeError> {
         let req = AuthorizeRequest {
             appid: appid.0.as_deref(),
             redirect_uri: redirect_uri.0.as_deref(),
@@ -96,7 +98,7 @@ impl OauthApi {
             code_challenge_method: code_challenge_method.0.as_deref(),
             scope: scope.0.as_deref(),
         };
-        let authorization = self.auth.authorize(req).await?;
+        let authorization = self.auth.authorize(req, &super::peer(remote, headers)).await?;
         Ok(RedirectResponse::Found(authorization.location, authorization.cookie, NO_STORE.into()))
     }
 
@@ -115,8 +117,11 @@ impl OauthApi {
         state: Query<Option<String>>,
         headers: &poem::http::HeaderMap,
     ) -> Result<RedirectResponse, BrowserError> {
-        let cookies = headers.get(poem::http::header::COOKIE).and_then(|v| v.to_str().ok());
-        let outcome = self.auth.callback(code.0.as_deref(), state.0.as_deref(), cookies).await?;
+        // HTTP/2 clients may send each cookie in a header of its own (RFC 9113 section 8.2.3).
+        let cookies: Vec<&str> =
+            headers.get_all(poem::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+        let cookies = cookies.join("; ");
+        let outcome = self.auth.callback(code.0.as_deref(), state.0.as_deref(), Some(&cookies)).await?;
         Ok(RedirectResponse::Found(outcome.location, outcome.clear_cookie, NO_STORE.into()))
     }
 

@@ -38,8 +38,8 @@ pub struct ScanRequest {
     pub page: Option<String>,
 }
 
-/// A new scan session.
-#[derive(Debug, Object)]
+/// A new scan session (no `Debug`: `id` is the PC's secret).
+#[derive(Object)]
 pub struct ScanSessionBody {
     /// The PC's secret handle: poll `GET /v1/scan-sessions/{id}` with it. Never put it
     /// in the code.

@@ -57,6 +57,12 @@ pub enum BrowserFailure {
     /// The login the code stands for was refused (not bound, banned, ...).
     #[error(transparent)]
     Login(#[from] LoginFailure),
+    /// Too many browser logins started from this address (`WXAUTH_RATE_LIMIT_PER_MINUTE`).
+    #[error("too many browser logins from this address; retry in {retry_after} s")]
+    TooManyRequests {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// The server failed.
     #[error(transparent)]
     Internal(#[from] Internal),
@@ -86,8 +92,8 @@ pub struct AuthorizeRequest<'a> {
     pub scope: Option<&'a str>,
 }
 
-/// Where to send the browser, and the cookie that binds the authorization to it.
-#[derive(Debug)]
+/// Where to send the browser, and the cookie that binds the authorization to it (no
+/// `Debug`: the cookie is a secret).
 pub struct Authorization {
     /// WeChat's authorize or QR page.
     pub location: String,
@@ -95,8 +101,8 @@ pub struct Authorization {
     pub cookie: String,
 }
 
-/// Where the callback sends the browser: back to the client, with a code or an error.
-#[derive(Debug)]
+/// Where the callback sends the browser: back to the client, with a code or an error (no
+/// `Debug`: the code is a credential).
 pub struct CallbackOutcome {
     /// The client's `redirect_uri` with `code` and `state`, or `error` and `state`.
     pub location: String,
@@ -104,8 +110,9 @@ pub struct CallbackOutcome {
     pub clear_cookie: String,
 }
 
-/// `POST /v1/token`'s parameters, unchecked.
-#[derive(Debug, Default)]
+/// `POST /v1/token`'s parameters, unchecked (no `Debug`: the code and verifier are
+/// credentials).
+#[derive(Default)]
 pub struct TokenRequest<'a> {
     /// Must be `authorization_code`.
     pub grant_type: Option<&'a str>,
@@ -144,8 +151,15 @@ struct CodeGrant {
 impl Auth {
     /// Starts a browser login: checks the request against the app's settings, keeps it,
     /// and answers where to send the browser (WeChat's page) and the cookie to set.
-    pub async fn authorize(&self, req: AuthorizeRequest<'_>) -> Result<Authorization, BrowserFailure> {
+    pub async fn authorize(&self, req: AuthorizeRequest<'_>, peer: &Peer<'_>) -> Result<Authorization, BrowserFailure> {
         let invalid = |m: &str| BrowserFailure::InvalidRequest(m.to_owned());
+        // Each start stores a grant for ten minutes: an address may not start them without end.
+        if let Some(addr) = peer.addr {
+            let attempts = &self.parts.attempts;
+            attempts.check_request(attempts.client_ip(addr, &peer.forwarded_for)).map_err(|wait| {
+                BrowserFailure::TooManyRequests { retry_after: (wait.as_secs_f64().ceil() as u64).max(1) }
+            })?;
+        }
         let app = self.browser_app(req.appid)?;
         let redirect_uri = req.redirect_uri.ok_or_else(|| invalid("redirect_uri is required"))?;
         if !self.parts.browser_redirects.get(app.appid()).is_some_and(|list| list.iter().any(|u| u == redirect_uri)) {
@@ -197,8 +211,9 @@ impl Auth {
         self.parts.store.put_grant(&secret_id(&nonce), &grant, now).await?;
         let issuer = self.parts.tokens.issuer();
         let page = if app.kind() == AppKind::Website { "connect/qrconnect" } else { "connect/oauth2/authorize" };
-        let mut location =
-            self.parts.open_url.join(page).map_err(|_| invalid("WXAUTH_WECHAT_OPEN_URL cannot have a path"))?;
+        let mut location = self.parts.open_url.join(page).map_err(|e| {
+            Internal::Store(crate::store::StoreError::Corrupt(format!("WXAUTH_WECHAT_OPEN_URL + {page}: {e}")))
+        })?;
         // WeChat checks the parameters in this order.
         location
             .query_pairs_mut()
@@ -274,7 +289,9 @@ impl Auth {
             return back(&[("error", "access_denied"), ("error_description", "the person did not allow the login")]);
         };
         let app = self.app(Some(&pending.appid)).map_err(|_| unknown())?;
-        let code = JsCode::parse(code).map_err(|e| invalid(&e.to_string()))?;
+        let Ok(code) = JsCode::parse(code) else {
+            return back(&[("error", "invalid_request"), ("error_description", "WeChat's code is malformed")]);
+        };
         let grant = match app.oauth_access_token(&code).await {
             Ok(grant) => grant,
             Err(e) => {
@@ -347,7 +364,12 @@ impl Auth {
                 city: String::new(),
                 language: "zh_CN".into(),
             };
-            self.parts.store.set_profile(&outcome.user.id, Dated { value: profile, at: now }).await?;
+            // The login is done (its tokens exist): a profile that cannot be kept costs the
+            // profile, not the login.
+            let kept = self.parts.store.set_profile(&outcome.user.id, Dated { value: profile, at: now }).await;
+            if let Err(e) = kept {
+                tracing::warn!(user_id = %outcome.user.id, error = %e, "browser login: the WeChat profile was not kept");
+            }
         }
         Ok(outcome)
     }

@@ -87,8 +87,7 @@ impl From<BearerFailure> for ScanFailure {
     }
 }
 
-/// A new scan session, for the PC page.
-#[derive(Debug)]
+/// A new scan session, for the PC page (no `Debug`: the id is the PC's secret).
 pub struct ScanStart {
     /// The PC's secret handle for polling.
     pub id: String,
@@ -182,7 +181,7 @@ impl Auth {
 
     /// The mini-program, logged in as the bearer, confirms the session of `scene`.
     pub async fn confirm_scan(&self, scene: &str, bearer: &str) -> Result<(), ScanFailure> {
-        let caller = self.caller(bearer).await?;
+        let caller = self.live_caller(bearer).await?;
         let now = self.parts.clock.now();
         let id = scene_id(scene);
         let payload = self.parts.store.grant(&id, GrantKind::Scan, now).await?.ok_or(ScanFailure::NotFound)?;
@@ -190,15 +189,15 @@ impl Auth {
         if state.confirmed.is_some() {
             return Err(ScanFailure::NotFound);
         }
-        let linked = caller.identity.appid == state.appid || caller.user.openid_in(&state.appid).is_some();
-        if !linked {
+        // The PC logs in as the person's identity in the code's mini-program: the token's
+        // own, or the one a unionid linked to its user.
+        let Some(openid) = caller.user.openid_in(&state.appid).map(str::to_owned) else {
             return Err(ScanFailure::AppMismatch(state.appid));
-        }
+        };
         if let Some(banned) = Banned::of(&caller.user, now) {
             return Err(banned.into());
         }
-        let confirmed =
-            Confirmed { user: caller.user.id, appid: caller.identity.appid, openid: caller.identity.openid };
+        let confirmed = Confirmed { user: caller.user.id, appid: state.appid.clone(), openid };
         let next = ScanState { confirmed: Some(confirmed), ..state };
         if !self.parts.store.replace_grant(&id, GrantKind::Scan, &payload, &json(&next)?, now).await? {
             return Err(ScanFailure::NotFound);

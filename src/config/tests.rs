@@ -312,6 +312,8 @@ fn every_surface_is_an_app_kind_and_browser_apps_list_where_they_may_return() {
     assert_eq!(kinds, AppKind::ALL.to_vec(), "a missing kind is a mini-program, so today's files keep working");
     assert_eq!(s.wechat.apps[1].redirect_uris, ["https://shop.example.com/wx/cb", "http://127.0.0.1:3000/cb"]);
     assert_eq!(s.wechat.open_url.as_str(), "https://open.weixin.qq.com/");
+    let proxied = load_file(file, Mode::Serve, &[("WXAUTH_WECHAT_OPEN_URL", "https://proxy.example.com/wechat")]);
+    assert_eq!(proxied.unwrap().wechat.open_url.as_str(), "https://proxy.example.com/wechat/", "the prefix was lost");
 }
 
 #[test]

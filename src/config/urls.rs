@@ -117,6 +117,12 @@ pub(super) fn parse_open_url(raw: &str) -> Result<Url, ConfigError> {
             format!("must be an https:// URL (plain http only for loopback) without query or fragment, got {raw:?}"),
         ));
     }
+    // A path prefix (a proxy's `https://proxy/wechat`) is kept: WeChat's pages go below it.
+    let mut url = url;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
     Ok(url)
 }
 

@@ -511,6 +511,24 @@ async fn a_token_of_another_app_confirms_only_when_a_unionid_links_its_user_to_t
     assert_eq!(confirm(&app, scene, linked["access_token"].as_str().unwrap()).await.status(), 204);
     let collected: Value = poll(&app, session["id"].as_str().unwrap(), 0).await.json().await.unwrap();
     assert_eq!(collected["login"]["user"]["id"], linked["user"]["id"]);
+    // The PC's login is the person's identity in the code's mini-program, not the token's.
+    assert_eq!(collected["login"]["user"]["appid"], APPID);
+    assert_eq!(collected["login"]["user"]["openid"], default_openid("union-fay"));
+}
+
+#[tokio::test]
+async fn a_token_whose_session_ended_cannot_confirm_a_scan_into_a_new_login() {
+    let app = crate::helpers::spawn_app().await;
+    let ann = app.login_ok("ann").await;
+    let token = ann["access_token"].as_str().unwrap();
+    assert_eq!(app.post_with("/v1/me/logout-all", token, &json!({})).await.status(), 204);
+    let session = start_scan(&app, &json!({})).await;
+
+    // The access token still verifies for minutes; it must not mint a fresh 30-day login.
+    assert_eq!(app.me(token).await.status(), 200);
+    assert_error(confirm(&app, session["scene"].as_str().unwrap(), token).await, 401, "invalid_token").await;
+    let pending: Value = poll(&app, session["id"].as_str().unwrap(), 0).await.json().await.unwrap();
+    assert_eq!(pending["status"], "pending");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

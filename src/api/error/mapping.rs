@@ -4,10 +4,10 @@
 use poem_openapi::payload::Json;
 
 use super::{
-    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError,
-    DeleteMeError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError, MeError, PhoneError,
-    ProfileError, RefreshError, ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError, body,
-    envelope::challenge,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, AuthorizeError, BindError, BrowserError,
+    CancelDeletionError, DeleteMeError, DevError, ErrorBody, ErrorCode, IntrospectError, LoginError, LogoutError,
+    MeError, PhoneError, ProfileError, RefreshError, ScanConfirmError, ScanPollError, ScanStartError, SessionError,
+    TokenError, body, envelope::challenge,
 };
 use crate::{
     api::NO_STORE,
@@ -113,6 +113,7 @@ macro_rules! from_internal_answer {
     )*};
 }
 from_internal_answer!(
+    AuthorizeError,
     BrowserError,
     ScanStartError,
     ScanConfirmError,
@@ -272,6 +273,10 @@ impl From<BrowserFailure> for TokenError {
                     internal(Internal::Store(StoreError::Corrupt(unexpected))).into()
                 }
             },
+            // Only starting a browser login counts against the address.
+            BrowserFailure::TooManyRequests { .. } => {
+                internal(Internal::Store(StoreError::Corrupt(format!("POST /v1/token answered {text}")))).into()
+            }
             BrowserFailure::Internal(e) => internal(e).into(),
         }
     }
@@ -359,6 +364,19 @@ impl From<ScanFailure> for ScanPollError {
     }
 }
 
+impl From<BrowserFailure> for AuthorizeError {
+    fn from(failure: BrowserFailure) -> Self {
+        if let BrowserFailure::TooManyRequests { retry_after } = failure {
+            return Self::TooManyRequests(super::rate_limited_body(retry_after, "browser logins"), retry_after);
+        }
+        match BrowserError::from(failure) {
+            BrowserError::BadRequest(b) => Self::BadRequest(b),
+            BrowserError::Internal(b) => Self::Internal(b),
+            BrowserError::Unavailable(b, secs) => Self::Unavailable(b, secs),
+        }
+    }
+}
+
 /// The steps of a browser login before the client is known to be the right one to send
 /// the browser back to: plain JSON errors, never a redirect.
 impl From<BrowserFailure> for BrowserError {
@@ -370,6 +388,10 @@ impl From<BrowserFailure> for BrowserError {
             // Only `POST /v1/token` spends codes and logs in.
             BrowserFailure::InvalidGrant(_) | BrowserFailure::UnsupportedGrantType | BrowserFailure::Login(_) => {
                 internal(Internal::Store(StoreError::Corrupt(format!("a browser step answered {text}")))).into()
+            }
+            // Only authorize counts against the address ([`AuthorizeError`]).
+            BrowserFailure::TooManyRequests { .. } => {
+                internal(Internal::Store(StoreError::Corrupt(format!("the callback answered {text}")))).into()
             }
             BrowserFailure::Internal(e) => internal(e).into(),
         }

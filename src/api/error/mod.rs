@@ -23,9 +23,9 @@ pub(super) use envelope::rate_limited_body;
 pub use envelope::{envelope, rate_limited};
 pub(super) use mapping::internal_example;
 pub use responses::{
-    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, BindError, BrowserError, CancelDeletionError,
-    DeleteMeError, DevError, IntrospectError, LoginError, LogoutError, MeError, PhoneError, ProfileError, RefreshError,
-    ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError,
+    AdminAuthError, AdminListError, AdminReadError, AdminWriteError, AuthorizeError, BindError, BrowserError,
+    CancelDeletionError, DeleteMeError, DevError, IntrospectError, LoginError, LogoutError, MeError, PhoneError,
+    ProfileError, RefreshError, ScanConfirmError, ScanPollError, ScanStartError, SessionError, TokenError,
 };
 
 /// Error body.

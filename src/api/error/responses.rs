@@ -172,6 +172,20 @@ operation_errors! {
 }
 
 operation_errors! {
+    /// Errors of `GET /v1/oauth/wechat/authorize`: [`BrowserError`]'s, and the limit on
+    /// starting browser logins.
+    pub enum AuthorizeError {
+        /// See [`BrowserError::BadRequest`].
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
+    }
+    shared: too_many_requests(
+        " `rate_limited`: more than `WXAUTH_RATE_LIMIT_PER_MINUTE` browser logins started from",
+        " this address."
+    ), internal, unavailable
+}
+
+operation_errors! {
     /// Errors of `POST /v1/token` (RFC 6749 section 5.2).
     pub enum TokenError {
         /// `invalid_request`: a field is missing, or `code_verifier` is not 43 to 128 PKCE

@@ -149,7 +149,10 @@ async fn users_are_found_by_id_openid_unionid_username_and_phone_number_and_list
         assert!(found.get("next_cursor").is_none(), "{found}");
     }
     let bea = get(&app, &token, "/admin/v1/users?q=u_bea").await;
-    assert_eq!(bea["users"][0]["identities"], json!([{"appid": crate::helpers::APPID, "openid": "o_bea"}]));
+    assert_eq!(
+        bea["users"][0]["identities"],
+        json!([{"appid": crate::helpers::APPID, "openid": "o_bea", "kind": "miniprogram"}])
+    );
     assert_eq!(bea["users"][0]["unionid"], "u_bea");
     let nobody = get(&app, &token, "/admin/v1/users?q=o_nobody").await;
     assert_eq!(nobody["users"], json!([]));

@@ -67,13 +67,13 @@ pub struct AdminUserBody {
     pub ban: Option<BanBody>,
 }
 
-impl From<User> for AdminUserBody {
-    fn from(u: User) -> Self {
+impl AdminUserBody {
+    /// `u` as the admin API shows it; `kinds` says each identity's surface.
+    pub fn of(u: User, kinds: &crate::auth::AppKinds) -> Self {
         Self {
             id: u.id.to_string(),
             username: u.account,
-            // The admin API's user file does not say the surface yet.
-            identities: u.identities.into_iter().map(|i| identity(i, &Default::default())).collect(),
+            identities: u.identities.into_iter().map(|i| identity(i, kinds)).collect(),
             unionid: u.unionid,
             unionid_shared_with: u.unionid_shared_with.iter().map(ToString::to_string).collect(),
             created_at: u.created_at,
@@ -105,10 +105,11 @@ pub struct UserFileBody {
     pub events: Vec<EventBody>,
 }
 
-impl From<UserFile> for UserFileBody {
-    fn from(f: UserFile) -> Self {
+impl UserFileBody {
+    /// `f` as the admin API shows it; `kinds` says each identity's surface.
+    pub fn of(f: UserFile, kinds: &crate::auth::AppKinds) -> Self {
         Self {
-            user: f.user.into(),
+            user: AdminUserBody::of(f.user, kinds),
             phone: f.details.phone.map(phone_body),
             account_phone: f.account_phone,
             profile: f.details.profile.map(profile_body),
@@ -249,8 +250,9 @@ impl UsersApi {
         let after = cursor.0.as_deref().map(Cursor::decode).transpose()?.map(UserId::from_bytes);
         let query = q.0.as_deref().map(str::trim).filter(|q| !q.is_empty());
         let page = self.auth.find_users(query, after, limit as usize).await?;
+        let kinds = self.auth.app_kinds();
         let body = UsersPageBody {
-            users: page.users.into_iter().map(AdminUserBody::from).collect(),
+            users: page.users.into_iter().map(|u| AdminUserBody::of(u, &kinds)).collect(),
             next_cursor: page.next.map(|id| Cursor::encode(id.as_bytes())),
         };
         Ok(UsersResponse::Ok(Json(body), NO_STORE.into()))
@@ -264,7 +266,7 @@ impl UsersApi {
     async fn user(&self, token: AdminToken, id: Path<String>) -> Result<UserFileResponse, AdminReadError> {
         self.auth.operator(&token.0.token).await?;
         let file = self.auth.user_file(&user_id(&id.0)?).await?;
-        Ok(UserFileResponse::Ok(Json(file.into()), NO_STORE.into()))
+        Ok(UserFileResponse::Ok(Json(UserFileBody::of(file, &self.auth.app_kinds())), NO_STORE.into()))
     }
 
     /// Delete a user
@@ -390,6 +392,6 @@ impl UsersApi {
     async fn change(&self, token: AdminToken, id: &str, change: Change) -> Result<UserResponse, AdminWriteError> {
         let operator = self.auth.writer(&token.0.token).await?;
         let user = self.auth.change_user(&operator, &user_id(id).map_err(WriteFailure::from)?, change).await?;
-        Ok(UserResponse::Ok(Json(user.into()), NO_STORE.into()))
+        Ok(UserResponse::Ok(Json(AdminUserBody::of(user, &self.auth.app_kinds())), NO_STORE.into()))
     }
 }

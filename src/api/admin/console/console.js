@@ -14,7 +14,7 @@ const TEXT = {
     signIn: 'Sign in', signInTitle: 'Sign in to the wxauth console', token: 'Admin token',
     tokenHelp: 'Create one on the server: wxauth admin-tokens create NAME --role read|write. It stays in this tab only.',
     badToken: 'This token is not a live admin token.', language: 'Language', readOnly: 'read only',
-    last24h: 'Logins, last 24 hours (per hour)', last7d: 'Logins, last 7 days (per day)', app: 'App', allApps: 'All apps',
+    last24h: 'Logins, last 24 hours (per hour)', last7d: 'Logins, last 7 days (per day)', app: 'App', kind: 'Surface', allApps: 'All apps',
     newUsers: 'New users', returning: 'Returning', failed: 'Refused', failuresByCode: 'Refused logins by error code, 7 days',
     code: 'Error code', count: 'Count', none: 'None', wechat: 'WeChat', reachable: 'reachable',
     breakerOpen: 'circuit breaker open: logins answer 503', keys: 'Signing keys', kid: 'Key id', alg: 'Algorithm',
@@ -40,7 +40,7 @@ const TEXT = {
     signIn: '登录', signInTitle: '登录 wxauth 控制台', token: '管理令牌',
     tokenHelp: '在服务器上创建：wxauth admin-tokens create NAME --role read|write。令牌只保存在本标签页。',
     badToken: '该令牌不是有效的管理令牌。', language: '语言', readOnly: '只读',
-    last24h: '登录次数，最近 24 小时（每小时）', last7d: '登录次数，最近 7 天（每天）', app: '应用', allApps: '全部应用',
+    last24h: '登录次数，最近 24 小时（每小时）', last7d: '登录次数，最近 7 天（每天）', app: '应用', kind: '类型', allApps: '全部应用',
     newUsers: '新用户', returning: '老用户', failed: '被拒绝', failuresByCode: '按错误码统计的被拒绝登录，7 天',
     code: '错误码', count: '次数', none: '无', wechat: '微信', reachable: '可访问',
     breakerOpen: '熔断已打开：登录返回 503', keys: '签名密钥', kid: '密钥 ID', alg: '算法',
@@ -439,7 +439,7 @@ async function userPage(main, id) {
     card([[t('ban'), banned ? h('span', { class: 'badge bad', id: 'ban-state' }, `${t('banned')}: ${banned.reason}`) : h('span', { id: 'ban-state' }, u.ban ? t('banEnded') : t('notBanned'))],
       [t('banEnds'), u.ban && u.ban.until ? when(u.ban.until) : ''], [t('bannedSince'), u.ban ? when(u.ban.at) : '']]),
   ));
-  main.append(h('h2', {}, t('identities')), table([t('app'), 'openid'], u.identities.map((i) => [mono(i.appid), mono(i.openid)])));
+  main.append(h('h2', {}, t('identities')), table([t('app'), t('kind'), 'openid'], u.identities.map((i) => [mono(i.appid), i.kind || '—', mono(i.openid)])));
   const revokeOne = (s) => h('button', { type: 'button', 'data-session': s.id, 'aria-label': `${t('revoke')}: ${s.app} ${when(s.created_at)} ${s.ip || ''}`, onclick: () => act(
     () => api('DELETE', `${base}/sessions/${encodeURIComponent(s.id)}`), t('didRevoke')) }, t('revoke'));
   main.append(h('h2', {}, t('sessions')), table(

@@ -93,6 +93,13 @@ pub enum Command {
         /// A user id, an openid of any configured app, or an account's username.
         query: String,
     },
+    /// `wxauth users merge`: moves everything of `from` to `into` and removes `from`.
+    MergeUsers {
+        /// The user that stays (a user id, openid, unionid, username or phone number).
+        into: String,
+        /// The user merged into it and removed.
+        from: String,
+    },
     /// `wxauth users ban`: refuses the user's logins, binds and refreshes, and revokes
     /// every refresh token of the user.
     BanUser {
@@ -355,6 +362,7 @@ impl From<StoreError> for CommandError {
             StoreError::PhoneTaken => Self::Refused("another account has this phone number".into()),
             StoreError::NoSuchAccount => Self::Refused("no account has this username".into()),
             StoreError::NoSuchUser => Self::Refused("the user was removed meanwhile".into()),
+            StoreError::MergeRefused(reason) => Self::Refused(format!("not merged: {reason}")),
             StoreError::AdminTokenExists => Self::Refused("an admin token with this name already exists".into()),
             StoreError::NoSuchAdminToken => Self::Refused("no admin token has this name".into()),
             other => Self::Store(other),
@@ -470,6 +478,15 @@ pub async fn execute_as(
                 return Err(nobody(appids, &query));
             }
             Ok(Reply::Users { users })
+        }
+        Command::MergeUsers { into, from } => {
+            let (kept, gone) = (one_user(store, appids, &into).await?, one_user(store, appids, &from).await?);
+            let brought = store.user(&gone).await?.map_or(0, |u| u.identities.len());
+            let user = store.merge_users(&kept, &gone, now).await?;
+            tracing::info!(user_id = %kept, merged = %gone, "users merged");
+            let merged = event(EventKind::UsersMerged).user(kept).detail("from", gone.to_string());
+            store.record(merged.detail("identities", brought)).await;
+            Ok(Reply::User { user: Box::new(user.into()) })
         }
         Command::BanUser { query, reason, until } => {
             let id = one_user(store, appids, &query).await?;

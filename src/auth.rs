@@ -262,6 +262,7 @@ impl From<StoreError> for BindFailure {
             | StoreError::WrongMode { .. }
             | StoreError::WrongSealingKey { .. }
             | StoreError::NotEmpty
+            | StoreError::MergeRefused(_)
             | StoreError::NotCreated) => Self::Internal(e.into()),
         }
     }

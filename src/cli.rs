@@ -199,6 +199,18 @@ pub enum UsersCommand {
         /// A JSON object, e.g. '{"tier":"gold"}'.
         claims: String,
     },
+    /// Merge two users who are one person (two users found to share a unionid): INTO keeps
+    /// its id and gets FROM's identities, unionid, account and its phone number, the phone
+    /// number and profile INTO lacks, FROM's roles and the claims INTO lacks, and FROM's
+    /// sessions (its refresh tokens keep working, as INTO's). FROM is removed. Refused
+    /// when both have an identity of one app, different unionids or an account each, a
+    /// deletion is pending, or FROM is banned and INTO is not.
+    Merge {
+        /// The user that stays: a user id, openid, unionid, username or phone number.
+        into: String,
+        /// The user merged into it and removed.
+        from: String,
+    },
 }
 
 fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
@@ -383,6 +395,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 UsersCommand::Unban { user } => AdminCommand::UnbanUser { query: user },
                 UsersCommand::SetRoles { user, roles } => AdminCommand::SetRoles { query: user, roles },
                 UsersCommand::SetClaims { user, claims } => AdminCommand::SetClaims { query: user, claims },
+                UsersCommand::Merge { into, from } => AdminCommand::MergeUsers { into, from },
             };
             print_reply(&command, administer(&settings, command.clone()).await?);
         }

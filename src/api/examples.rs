@@ -78,6 +78,7 @@ pub(super) fn admin() -> Vec<Examples> {
         ("/admin/v1/users/{id}/roles", "put", admin_write(vec![bad_role(), no_such_user()])),
         ("/admin/v1/users/{id}/claims", "put", admin_write(vec![bad_claims(), no_such_user()])),
         ("/admin/v1/users/{id}/account-phone", "put", admin_write(vec![phone_taken(), no_such_user()])),
+        ("/admin/v1/users/{id}/merge", "post", admin_write(vec![merge_refused(), no_such_user()])),
         ("/admin/v1/users/{id}/sessions", "delete", admin_write(vec![bad_user_id(), no_such_user()])),
         (
             "/admin/v1/users/{id}/sessions/{session}",
@@ -117,6 +118,11 @@ fn bad_claims() -> OperatorFailure {
 
 fn phone_taken() -> OperatorFailure {
     crate::admin::CommandError::from(crate::store::StoreError::PhoneTaken).into()
+}
+
+fn merge_refused() -> OperatorFailure {
+    let reason = "both users have an identity of app wx4f4bc4dec97d474b: WeChat says they are two people there";
+    crate::admin::CommandError::from(crate::store::StoreError::MergeRefused(reason.into())).into()
 }
 
 fn bad_kind() -> OperatorFailure {

@@ -124,6 +124,8 @@ pub enum Change {
     Claims(String),
     /// Give the user's account a phone number (as an operator types it), or take it away.
     AccountPhone(Option<String>),
+    /// Merge this other user into the user (`wxauth users merge`).
+    MergeFrom(UserId),
 }
 
 /// Everything the admin API shows of one user.
@@ -241,6 +243,7 @@ impl Auth {
             Change::Unban => Command::UnbanUser { query },
             Change::Roles(roles) => Command::SetRoles { query, roles },
             Change::Claims(claims) => Command::SetClaims { query, claims },
+            Change::MergeFrom(from) => Command::MergeUsers { into: query, from: from.to_string() },
             Change::AccountPhone(phone) => {
                 let username = user.account.ok_or_else(|| {
                     OperatorFailure::Invalid(

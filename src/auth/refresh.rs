@@ -98,10 +98,21 @@ impl Auth {
             .check_refresh_family(old.family)
             .map_err(|wait| RefreshFailure::TooManyAttempts { retry_after: wait.as_secs().max(1) })?;
         // A generation past u32::MAX is never rotated into (the store answers Expired).
-        let (text, id) = token(old.user, old.family, old.generation.wrapping_add(1))?;
+        let (mut text, mut id) = token(old.user, old.family, old.generation.wrapping_add(1))?;
         let now = self.parts.clock.now();
         let expires_at = now + self.parts.refresh_ttl;
-        let grant = match store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await? {
+        let mut rotated = store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await?;
+        // Not found under its user: the user may have been merged into another (looked up
+        // only then, so that refreshes pay nothing for merges).
+        let mut old = old;
+        if matches!(rotated, Refreshed::Unknown)
+            && let Some(into) = store.merged_into(&old.user).await?
+        {
+            old = RefreshId { user: into, ..old };
+            (text, id) = token(into, old.family, old.generation.wrapping_add(1))?;
+            rotated = store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await?;
+        }
+        let grant = match rotated {
             Refreshed::Rotated(grant) => grant,
             Refreshed::Unknown => return Err(RefreshFailure::InvalidGrant("the refresh token is not known")),
             Refreshed::Expired => return Err(RefreshFailure::InvalidGrant("the refresh token has expired")),
@@ -156,9 +167,13 @@ impl Auth {
     /// Revokes the family of a refresh token. Unknown tokens are fine: logging out twice,
     /// or after expiry, succeeds the same.
     pub async fn logout(&self, presented: &str, peer: &super::Peer<'_>) -> Result<(), Internal> {
-        if let Some(id) = parse_token(presented)
-            && self.parts.store.revoke_refresh(&id).await?
-        {
+        let Some(mut id) = parse_token(presented) else { return Ok(()) };
+        let mut revoked = self.parts.store.revoke_refresh(&id).await?;
+        if !revoked && let Some(into) = self.parts.store.merged_into(&id.user).await? {
+            id = RefreshId { user: into, ..id };
+            revoked = self.parts.store.revoke_refresh(&id).await?;
+        }
+        if revoked {
             let event = self.event(EventKind::Logout).user(id.user).origin(&self.origin(peer));
             self.record(event.detail("session", crate::store::session_id(&id.family).to_string())).await;
         }

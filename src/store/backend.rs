@@ -39,6 +39,7 @@ pub(super) trait Backend:
     + Links
     + Tickets
     + Grants
+    + Merges
     + Accounts
     + AdminTokens
     + Events
@@ -162,6 +163,22 @@ pub(super) trait Links {
 }
 
 /// Bind tickets (`tickets.rs`).
+/// Merging two users who are one person ([`super::merge`]).
+pub(super) trait Merges {
+    /// Moves everything of `from` to `into` as [`super::merge`] decides, atomically, and
+    /// removes `from`; its refresh tokens then name `into` ([`Merges::merged_into`]).
+    /// [`StoreError::MergeRefused`] with the reason, or [`StoreError::NoSuchUser`].
+    fn merge_users(
+        &self,
+        into: &UserId,
+        from: &UserId,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send;
+
+    /// The user that `from` was merged into, if it was.
+    fn merged_into(&self, from: &UserId) -> impl Future<Output = Result<Option<UserId>, StoreError>> + Send;
+}
+
 /// One-time grants of the browser and scan-login flows ([`super::grants`]).
 pub(super) trait Grants {
     /// Keeps `grant` under `id` until it expires or is taken (replacing one stored there),

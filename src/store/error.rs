@@ -74,6 +74,9 @@ pub enum StoreError {
     /// `wxauth store import` was given a store that holds data.
     #[error("the store already holds data: import only into an empty store (a new WXAUTH_DATA_DIR or database)")]
     NotEmpty,
+    /// `wxauth users merge` refused: the reason ([`super::merge::refusal`]).
+    #[error("{0}")]
+    MergeRefused(String),
     /// A login that may create users did not create one (a backend bug).
     #[error("the store did not create a user for a first login")]
     NotCreated,

@@ -108,6 +108,9 @@ event_kinds! {
     /// An account's phone number set or taken away (`details.username`; `details.phone`:
     /// whether it has one now, never the number).
     AccountPhoneSet = "account_phone_set",
+    /// Another user merged into this one (`details.from`: the merged user's id, which is
+    /// gone; `details.identities`: how many identities it brought).
+    UsersMerged = "users_merged",
     /// An admin token created (`details.name`, `details.role`).
     AdminTokenCreated = "admin_token_created",
     /// An admin token revoked (`details.name`).

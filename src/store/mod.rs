@@ -25,6 +25,7 @@ pub mod events;
 pub mod export;
 pub mod grants;
 mod links;
+mod merge;
 mod meta;
 pub mod outbox;
 mod postgres;
@@ -44,8 +45,8 @@ pub use self::{
 };
 use self::{
     backend::{
-        Accounts, AdminTokens, Backend, Deletions, Events, Grants, Links, Outbox, RefreshTokens, Tickets, Transfer,
-        Users,
+        Accounts, AdminTokens, Backend, Deletions, Events, Grants, Links, Merges, Outbox, RefreshTokens, Tickets,
+        Transfer, Users,
     },
     export::Record,
 };
@@ -364,6 +365,19 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         dispatch!(self, b => b.replace_grant(id, kind, expected, new, now).await)
+    }
+
+    /// Merges user `from` into user `into` (`wxauth users merge`): identities, unionid,
+    /// account and its phone number, details, roles, claims and sessions move to `into`,
+    /// and `from` is removed. Refused ([`StoreError::MergeRefused`]) when it would mix up
+    /// two people or lose something ([`merge::refusal`]). Durable when it returns.
+    pub async fn merge_users(&self, into: &UserId, from: &UserId, now: OffsetDateTime) -> Result<User, StoreError> {
+        dispatch!(self, b => b.merge_users(into, from, now).await)
+    }
+
+    /// The user `from` was merged into, if it was: its refresh tokens belong to that user.
+    pub async fn merged_into(&self, from: &UserId) -> Result<Option<UserId>, StoreError> {
+        dispatch!(self, b => b.merged_into(from).await)
     }
 
     /// The user with `id`, if any.

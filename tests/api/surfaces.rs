@@ -574,3 +574,76 @@ async fn the_browser_logins_pass_their_tests_in_headless_chromium_following_real
         assert!(report.contains(flow), "the flow {flow:?} did not run:\n{report}");
     }
 }
+
+#[tokio::test]
+async fn an_operator_merges_two_users_of_one_person_and_the_merged_user_s_sessions_carry_over() {
+    use wxauth::store::AdminRole;
+    let app = spawn_app_with(|c| {
+        c.toml = Some(every_surface());
+        c.set("WXAUTH_ADMIN_LISTEN", "127.0.0.1:0");
+    })
+    .await;
+    // Hal logged in through the mini-program (with his unionid) and, before the mobile app
+    // was bound to the Open Platform account, through the mobile app: two users.
+    let mini = login_ok_in(&app, "union-hal", APPID).await;
+    let mobile = login_ok_in(&app, "hal-app", MOBILE_APPID).await;
+    let (kept, gone) = (mini["user"]["id"].as_str().unwrap(), mobile["user"]["id"].as_str().unwrap());
+    assert_ne!(kept, gone);
+
+    let command = wxauth::admin::Command::MergeUsers { into: kept.into(), from: gone.into() };
+    let reply = app.admin_command(command).await.unwrap();
+    assert_eq!(reply["user"]["id"], kept, "{reply}");
+
+    // The mobile app's refresh token, which names the merged user, refreshes as Hal.
+    let resp = app.refresh(mobile["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    let refreshed: Value = resp.json().await.unwrap();
+    assert_eq!(refreshed["user"]["id"], kept);
+    assert_eq!(refreshed["user"]["appid"], MOBILE_APPID);
+    let again = login_ok_in(&app, "2@hal-app", MOBILE_APPID).await;
+    assert_eq!(again["user"]["id"], kept);
+    let me = app.me_ok(again["access_token"].as_str().unwrap()).await;
+    assert_eq!(me["identities"].as_array().unwrap().len(), 2, "{me}");
+    // The merged user's old access token names a user that is gone.
+    assert_error(app.me(mobile["access_token"].as_str().unwrap()).await, 401, "invalid_token").await;
+
+    let write = app.admin_token("ops", AdminRole::Write).await;
+    let events: Value = app
+        .admin(reqwest::Method::GET, &format!("/admin/v1/events?user={kept}&kind=users_merged"), &write)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][0]["details"]["from"], gone, "{events}");
+
+    // Two people: the admin API refuses, with the reason, and changes nothing.
+    let other = login_ok_in(&app, "ivy", APPID).await;
+    let resp = app
+        .admin(reqwest::Method::POST, &format!("/admin/v1/users/{kept}/merge"), &write)
+        .json(&json!({ "from": other["user"]["id"] }))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 400, "invalid_request").await;
+    assert!(body["error_description"].as_str().unwrap().contains("identity of app"), "{body}");
+    assert_eq!(login_ok_in(&app, "2@ivy", APPID).await["user"]["id"], other["user"]["id"]);
+
+    // Through the admin API.
+    let late = login_ok_in(&app, "hal-web-era", MOBILE_APPID).await;
+    let third = login_ok_in(&app, "jay", APPID).await;
+    let resp = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/v1/users/{}/merge", third["user"]["id"].as_str().unwrap()),
+            &write,
+        )
+        .json(&json!({ "from": late["user"]["id"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let merged: Value = resp.json().await.unwrap();
+    assert_eq!(merged["identities"].as_array().unwrap().len(), 2, "{merged}");
+}

@@ -162,6 +162,8 @@ conformance_suite!(
         a_ticket_works_until_it_is_spent_or_expires_on_the_clock_it_is_given,
         an_identity_from_a_surface_without_session_keys_has_none_in_its_record_and_its_ticket,
         a_grant_is_found_as_its_kind_changed_only_from_what_was_read_and_taken_once,
+        a_merge_moves_identities_unionid_account_details_roles_and_sessions_and_removes_the_other,
+        a_merge_that_would_mix_up_two_people_is_refused_and_changes_nothing,
         unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the_account,
         a_phone_number_and_a_profile_are_kept_apart_and_survive_logins_and_reopening,
         users_are_found_by_the_phone_number_they_hold_now_and_no_other,

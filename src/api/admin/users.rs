@@ -146,6 +146,13 @@ pub struct RolesRequest {
     pub roles: Vec<String>,
 }
 
+/// The user to merge into the path's user.
+#[derive(Debug, Object)]
+pub struct MergeRequest {
+    /// The id of the user merged into the path's user and removed.
+    pub from: String,
+}
+
 /// An account's phone number to set.
 #[derive(Debug, Object)]
 pub struct AccountPhoneRequest {
@@ -318,6 +325,26 @@ impl UsersApi {
         body: Json<RolesRequest>,
     ) -> Result<UserResponse, AdminWriteError> {
         self.change(token, &id.0, Change::Roles(body.0.roles)).await
+    }
+
+    /// Merge another user into this one
+    ///
+    /// For two users who turn out to be one person (they share a unionid): this user gets
+    /// the other's identities, unionid, account and its phone number, the phone number and
+    /// profile it lacks, the other's roles and the claims it lacks, and its sessions; the
+    /// other is removed (`wxauth users merge`). Refused (400 `invalid_request`, with the
+    /// reason) when both have an identity of one app, different unionids or an account
+    /// each, a deletion is pending, or the other is banned and this one is not. Needs role
+    /// `write`.
+    #[oai(path = "/admin/v1/users/:id/merge", method = "post", operation_id = "mergeUsers")]
+    async fn merge(
+        &self,
+        token: AdminToken,
+        id: Path<String>,
+        body: Json<MergeRequest>,
+    ) -> Result<UserResponse, AdminWriteError> {
+        let from = user_id(&body.0.from).map_err(WriteFailure::from)?;
+        self.change(token, &id.0, Change::MergeFrom(from)).await
     }
 
     /// Set custom claims

@@ -74,6 +74,7 @@ fn internal_answer(err: Internal) -> InternalAnswer {
             | StoreError::WrongSealingKey { .. }
             | StoreError::NoSuchUser
             | StoreError::NotEmpty
+            | StoreError::MergeRefused(_)
             | StoreError::NotCreated,
         )
         | Internal::Token(_)

@@ -18,8 +18,8 @@ use crate::{
 
 /// A user as loaded, with each identity's stored (sealed) session key.
 pub(super) struct Loaded {
-    user: User,
-    keys: Vec<Option<(String, i128)>>,
+    pub(super) user: User,
+    pub(super) keys: Vec<Option<(String, i128)>>,
 }
 
 impl Loaded {

@@ -17,6 +17,8 @@
 //!   `phone_accounts`: pseudonym of the number → username, unique ([`accounts`])
 //! - `grants`: SHA-256 of a grant's secret → kind, expiry, sealed payload ([`grants`]);
 //!   the minutes-lived state of browser and scan logins
+//! - `merged`: user id → the user it was merged into (`wxauth users merge`); its refresh
+//!   tokens name it ([`merge`])
 //! - `meta`: `schema_version` → u32 big-endian
 //!
 //! Files: one per part of the store's contract ([`crate::store::backend`]): `users`,
@@ -48,6 +50,7 @@ mod export;
 mod grants;
 mod legacy;
 mod links;
+mod merge;
 mod meta;
 mod migrate;
 mod outbox;
@@ -100,6 +103,8 @@ pub(super) struct SledStore {
     tickets: ::sled::Tree,
     /// One-time grants of the browser and scan-login flows ([`grants`]).
     grants: ::sled::Tree,
+    /// Merged user id → the user it was merged into ([`merge`]).
+    merged: ::sled::Tree,
     details: ::sled::Tree,
     /// Phone numbers' pseudonyms ‖ user ids (the module comment).
     phones: ::sled::Tree,
@@ -180,6 +185,7 @@ impl SledStore {
             events_by_user: db.open_tree("events_by_user")?,
             tickets: db.open_tree("bind_tickets")?,
             grants: db.open_tree("grants")?,
+            merged: db.open_tree("merged")?,
             details: db.open_tree(DETAILS)?,
             phones: db.open_tree(PHONES)?,
             deletions: db.open_tree("deletions")?,

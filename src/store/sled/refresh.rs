@@ -150,6 +150,11 @@ impl FamilyRecord {
         Ok((key(&record.user, family.as_bytes()), record))
     }
 
+    /// Moves the family to user `user` (a merge).
+    pub(super) fn set_user(&mut self, user: [u8; 16]) {
+        self.user = user;
+    }
+
     /// The family's user.
     pub(super) fn user(&self) -> uuid::Uuid {
         uuid::Uuid::from_bytes(self.user)

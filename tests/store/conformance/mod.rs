@@ -16,18 +16,20 @@ use crate::{Backend, open};
 
 mod deletions;
 mod events;
+mod merge;
 mod outbox;
 mod refresh;
 pub use deletions::*;
 pub use events::*;
+pub use merge::*;
 pub use outbox::*;
 pub use refresh::*;
 
-fn session(openid: &str, key: &str) -> WechatSession {
+pub(crate) fn session(openid: &str, key: &str) -> WechatSession {
     WechatSession { openid: openid.into(), unionid: None, session_key: Some(SessionKey::new(key.into())) }
 }
 
-fn person(openid: &str, unionid: &str) -> WechatSession {
+pub(crate) fn person(openid: &str, unionid: &str) -> WechatSession {
     WechatSession { unionid: Some(unionid.into()), ..session(openid, &format!("key-{openid}")) }
 }
 
@@ -353,7 +355,7 @@ pub fn account(username: &str, password_hash: &str) -> NewAccount {
     NewAccount { username: username.into(), password_hash: password_hash.into(), phone: None }
 }
 
-fn phone_account(username: &str, phone: &str) -> NewAccount {
+pub(crate) fn phone_account(username: &str, phone: &str) -> NewAccount {
     NewAccount { phone: Some(phone.into()), ..account(username, "") }
 }
 
@@ -507,7 +509,7 @@ pub async fn unbinding_removes_the_identities_and_the_unionid_link_but_keeps_the
     assert!(store.unbind(&UserId::new()).await.unwrap().is_empty());
 }
 
-fn phone(number: &str) -> Dated<PhoneNumber> {
+pub(crate) fn phone(number: &str) -> Dated<PhoneNumber> {
     Dated {
         value: PhoneNumber {
             phone_number: format!("+86{number}"),

@@ -507,11 +507,15 @@ impl Auth {
                         store.record_login_with(app.appid(), &session, &roles).await?
                     }
                     // A request racing with this one (a double tap) bound the identity first:
-                    // log in as whom it is bound to now.
-                    Err(BindFailure::AlreadyBound) => match store.login_if_bound(app.appid(), &session).await? {
-                        Some(record) => record,
-                        None => return Err(LoginFailure::AlreadyBound),
-                    },
+                    // log in as whom it is bound to now. Depending on which of the twin's
+                    // writes this one saw, the store says the identity is bound, or the
+                    // account has an identity of this app (the twin's, which is this one).
+                    Err(failure @ (BindFailure::AlreadyBound | BindFailure::AccountAlreadyBound)) => {
+                        match store.login_if_bound(app.appid(), &session).await? {
+                            Some(record) => record,
+                            None => return Err(failure.into()),
+                        }
+                    }
                     // `bind`: a ticket, so that the person may bind by password instead.
                     Err(BindFailure::NoAccountForPhone) => {
                         let ticket = self.ticket(app.appid(), session).await?;

@@ -202,9 +202,9 @@ pub enum UsersCommand {
     /// Merge two users who are one person (two users found to share a unionid): INTO keeps
     /// its id and gets FROM's identities, unionid, account and its phone number, the phone
     /// number and profile INTO lacks, FROM's roles and the claims INTO lacks, and FROM's
-    /// sessions (its refresh tokens keep working, as INTO's). FROM is removed. Refused
-    /// when both have an identity of one app, different unionids or an account each, a
-    /// deletion is pending, or FROM is banned and INTO is not.
+    /// sessions (its refresh tokens keep working, as INTO's) and events. FROM is removed.
+    /// Refused when both have an identity of one app, different unionids or an account
+    /// each, a deletion is pending, or FROM's ban holds longer than INTO's.
     Merge {
         /// The user that stays: a user id, openid, unionid, username or phone number.
         into: String,

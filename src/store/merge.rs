@@ -12,7 +12,7 @@ use crate::domain::{Controls, CustomClaims, Details, User, UserId};
 
 /// Why two users may not be merged, if they may not: each case would lose or mix up
 /// something that belongs to one person only.
-pub(super) fn refusal(into: &User, from: &User) -> Option<String> {
+pub(super) fn refusal(into: &User, from: &User, now: OffsetDateTime) -> Option<String> {
     if into.id == from.id {
         return Some("a user cannot be merged into itself".into());
     }
@@ -35,8 +35,19 @@ pub(super) fn refusal(into: &User, from: &User) -> Option<String> {
             return Some(format!("the {which} user {} asked for its deletion", user.id));
         }
     }
-    if from.controls.ban.is_some() && into.controls.ban.is_none() {
-        return Some(format!("user {} is banned: lift the ban first, or merge the other way", from.id));
+    // The kept user's ban is the merged one's: it may not end sooner than the other's.
+    if let Some(theirs) = from.controls.ban_at(now) {
+        let outlasts = |until: Option<OffsetDateTime>| match (until, theirs.until) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine >= theirs,
+        };
+        if !into.controls.ban_at(now).is_some_and(|mine| outlasts(mine.until)) {
+            return Some(format!(
+                "user {} is banned for longer than user {}: lift the ban first, or merge the other way",
+                from.id, into.id
+            ));
+        }
     }
     None
 }
@@ -125,18 +136,42 @@ mod tests {
             ("fine", &a, &other_union, None),
         ];
         for (what, into, from, expected) in cases {
-            let got = refusal(into, from);
+            let got = refusal(into, from, t);
             assert_eq!(got.is_some(), expected.is_some(), "{what}: {got:?}");
             if let (Some(got), Some(expected)) = (got, expected) {
                 assert!(got.contains(expected), "{what}: {got}");
             }
         }
-        let two_accounts = refusal(&account(a.clone(), "ann"), &account(user(&["wxoa"]), "bob")).unwrap();
+        let two_accounts = refusal(&account(a.clone(), "ann"), &account(user(&["wxoa"]), "bob"), t).unwrap();
         assert!(two_accounts.contains("ann") && two_accounts.contains("bob"), "{two_accounts}");
-        assert!(refusal(&a, &deleting).unwrap().contains("deletion"));
-        assert!(refusal(&deleting, &user(&["wxweb"])).unwrap().contains("deletion"));
-        assert!(refusal(&a, &banned).unwrap().contains("banned"), "a merge would lift the ban");
-        assert!(refusal(&banned, &user(&["wxweb"])).is_none(), "merging into the banned user keeps the ban");
+        assert!(refusal(&a, &deleting, t).unwrap().contains("deletion"));
+        assert!(refusal(&deleting, &user(&["wxweb"]), t).unwrap().contains("deletion"));
+        assert!(refusal(&a, &banned, t).unwrap().contains("banned"), "a merge would lift the ban");
+        assert!(refusal(&banned, &user(&["wxweb"]), t).is_none(), "merging into the banned user keeps the ban");
+        let ban_until = |until: Option<OffsetDateTime>, apps: &[&str]| User {
+            controls: Controls { ban: Some(Ban { reason: "r".into(), until, at: t }), ..Controls::default() },
+            ..user(apps)
+        };
+        let day = |n: i64| Some(t + time::Duration::days(n));
+        let cases = [
+            (
+                "an ended ban does not outlast a holding one",
+                ban_until(day(-1), &["wxa"]),
+                ban_until(None, &["wxb"]),
+                true,
+            ),
+            (
+                "a shorter ban does not outlast a longer one",
+                ban_until(day(1), &["wxa"]),
+                ban_until(day(2), &["wxb"]),
+                true,
+            ),
+            ("a ban until lifted outlasts any", ban_until(None, &["wxa"]), ban_until(day(9), &["wxb"]), false),
+            ("an ended ban of the merged user is no ban", user(&["wxa"]), ban_until(day(-1), &["wxb"]), false),
+        ];
+        for (what, into, from, refused) in cases {
+            assert_eq!(refusal(&into, &from, t).is_some(), refused, "{what}");
+        }
     }
 
     #[test]

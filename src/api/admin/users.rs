@@ -334,8 +334,8 @@ impl UsersApi {
     /// profile it lacks, the other's roles and the claims it lacks, and its sessions; the
     /// other is removed (`wxauth users merge`). Refused (400 `invalid_request`, with the
     /// reason) when both have an identity of one app, different unionids or an account
-    /// each, a deletion is pending, or the other is banned and this one is not. Needs role
-    /// `write`.
+    /// each, a deletion is pending, or the other's ban holds longer than this one's. Needs
+    /// role `write`.
     #[oai(path = "/admin/v1/users/:id/merge", method = "post", operation_id = "mergeUsers")]
     async fn merge(
         &self,

@@ -13,8 +13,7 @@ use crate::{
 
 impl Merges for PgStore {
     async fn merge_users(&self, into: &UserId, from: &UserId, now: OffsetDateTime) -> Result<User, StoreError> {
-        let _ = now;
-        transact!(self, tx => self.merge_in(&mut tx, into, from))
+        transact!(self, tx => self.merge_in(&mut tx, into, from, now))
     }
 
     async fn merged_into(&self, from: &UserId) -> Result<Option<UserId>, StoreError> {
@@ -27,7 +26,13 @@ impl Merges for PgStore {
 }
 
 impl PgStore {
-    async fn merge_in(&self, tx: &mut PgConnection, into: &UserId, from: &UserId) -> Result<Step<User>, Failure> {
+    async fn merge_in(
+        &self,
+        tx: &mut PgConnection,
+        into: &UserId,
+        from: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Step<User>, Failure> {
         let ids = [uuid(into), uuid(from)];
         let locked: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .bind(&ids[..])
@@ -39,7 +44,7 @@ impl PgStore {
         if locked.len() < 2 && into != from {
             return Err(StoreError::NoSuchUser.into());
         }
-        if let Some(reason) = merge::refusal(&kept.user, &gone.user) {
+        if let Some(reason) = merge::refusal(&kept.user, &gone.user, now) {
             return Err(StoreError::MergeRefused(reason).into());
         }
         let merged = merge::merged(&kept.user, &gone.user).map_err(StoreError::MergeRefused)?;
@@ -61,7 +66,8 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        for table in ["unionids", "accounts", "refresh_families"] {
+        // The events too: an erasure of the kept user then strips them as its own.
+        for table in ["unionids", "accounts", "refresh_families", "events"] {
             sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET user_id = $1 WHERE user_id = $2")))
                 .bind(ids[0])
                 .bind(ids[1])
@@ -85,8 +91,9 @@ impl PgStore {
         .await?;
         // Others that shared a unionid with the merged user share it with the kept one.
         sqlx::query(
-            "UPDATE users SET unionid_shared_with = array_remove(array_replace(unionid_shared_with, $2, $1), id) \
-             WHERE $2 = ANY(unionid_shared_with)",
+            "UPDATE users SET unionid_shared_with = \
+             array_append(array_remove(array_remove(unionid_shared_with, $2), $1), $1) \
+             WHERE $2 = ANY(unionid_shared_with) AND id <> $1",
         )
         .bind(ids[0])
         .bind(ids[1])

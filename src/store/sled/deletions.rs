@@ -167,6 +167,15 @@ impl SledStore {
                 None
             }
         };
+        // Users merged into this one: a crash after their merge may have left their keys,
+        // under which nothing is sealed any more; and their links lead nowhere now.
+        for entry in self.merged.iter() {
+            let (from, into) = entry?;
+            if into.as_ref() == me {
+                self.vault.shred(&super::id_bytes(&from)?, None)?;
+                self.merged.remove(from)?;
+            }
+        }
         self.deletions.remove(index_key(deletion.erase_at, id))?;
         self.drop_index_entries(id)?;
         Ok(Erasure::Erased { account_kept: kept })

@@ -124,6 +124,16 @@ impl EventRecord {
         })
     }
 
+    /// The event moved to user `into` (a merge): its private part sealed again under
+    /// `into`'s key in `slot`, so that it stays readable after the old user's key goes.
+    pub(super) fn moved(mut self, into: &[u8; 16], slot: u32, store: &SledStore) -> Result<Self, StoreError> {
+        let private = postcard_of(&self.private(store)?)?;
+        self.private = store.vault.seal(Purpose::Event, into, slot, &private)?;
+        self.sealed = true;
+        self.user = Some(*into);
+        Ok(self)
+    }
+
     /// The user of the event, if any.
     pub(super) fn user(&self) -> Option<[u8; 16]> {
         self.user

@@ -11,7 +11,9 @@ use ::sled::{
 use time::OffsetDateTime;
 
 use super::{
-    SledStore, phone_key,
+    SledStore,
+    events::EventRecord,
+    phone_key,
     record::{AccountRecord, ControlsRecord, DetailsRecord, IdentityRecord},
     user_id, vault,
 };
@@ -25,7 +27,6 @@ const RACED: &str = "a record changed during the merge";
 
 impl Merges for SledStore {
     async fn merge_users(&self, into: &UserId, from: &UserId, now: OffsetDateTime) -> Result<User, StoreError> {
-        let _ = now;
         let user = {
             let _links = self.lock();
             let _turn = self.refresh_turn();
@@ -33,7 +34,7 @@ impl Merges for SledStore {
             // the transaction notices, and the merge is prepared again.
             let mut attempt = 0;
             loop {
-                match self.merge_locked(into, from) {
+                match self.merge_locked(into, from, now) {
                     Err(StoreError::Corrupt(e)) if e == RACED && attempt < 16 => attempt += 1,
                     other => break other?,
                 }
@@ -54,7 +55,7 @@ impl Merges for SledStore {
 impl SledStore {
     /// Prepares the merge and writes it in one transaction; under the links lock and the
     /// refresh turn.
-    fn merge_locked(&self, into: &UserId, from: &UserId) -> Result<User, StoreError> {
+    fn merge_locked(&self, into: &UserId, from: &UserId, now: OffsetDateTime) -> Result<User, StoreError> {
         let (me, them) = (into.as_bytes(), from.as_bytes());
         let (Some(kept_bytes), Some(gone_bytes)) = (self.records.get(me)?, self.records.get(them)?) else {
             return Err(StoreError::NoSuchUser);
@@ -65,7 +66,7 @@ impl SledStore {
             return Err(StoreError::NoSuchUser);
         };
         let (kept_user, gone_user) = (record.user(*into)?, gone.user(*from)?);
-        if let Some(reason) = merge::refusal(&kept_user, &gone_user) {
+        if let Some(reason) = merge::refusal(&kept_user, &gone_user, now) {
             return Err(StoreError::MergeRefused(reason));
         }
         let merged = merge::merged(&kept_user, &gone_user).map_err(StoreError::MergeRefused)?;
@@ -121,6 +122,34 @@ impl SledStore {
             moved.extend_from_slice(&key[16..]);
             families.push((key.to_vec(), moved, self.seal_family(&family, slot)?));
         }
+        // The events, their private parts sealed again under the kept user's key.
+        let mut events = Vec::new();
+        for key in self.events_by_user.scan_prefix(them).keys() {
+            let key = key?;
+            let Some(bytes) = self.events.get(&key[16..])? else { continue };
+            let moved = EventRecord::decode(&bytes)?.moved(me, slot, self)?;
+            let mut index = me.to_vec();
+            index.extend_from_slice(&key[16..]);
+            events.push((key.to_vec(), index, key[16..].to_vec(), moved.encode()?));
+        }
+        // Users that shared the merged user's unionid share it with the kept one: only
+        // users with that unionid can, so none is read when it had none.
+        let mut sharing = Vec::new();
+        if gone.unionid.is_some() {
+            for entry in self.records.iter() {
+                let (key, bytes) = entry?;
+                if key.as_ref() == me || key.as_ref() == them {
+                    continue;
+                }
+                let Some((their_slot, mut other)) = self.open_user(&key, &bytes)? else { continue };
+                if !other.unionid_shared_with.contains(them) {
+                    continue;
+                }
+                other.unionid_shared_with.retain(|u| u != them && u != me);
+                other.unionid_shared_with.push(*me);
+                sharing.push((key.to_vec(), bytes.to_vec(), self.seal_user(&key, their_slot, &other)?));
+            }
+        }
         let aliases: Vec<Vec<u8>> = self
             .merged
             .iter()
@@ -138,9 +167,23 @@ impl SledStore {
             &self.phones,
             &self.refresh_families,
             &self.merged,
+            &self.events,
+            &self.events_by_user,
         );
         let written = trees.transaction(
-            |(records, openids, unionids, accounts, account_phones, details_tree, phones, refresh, merged_tree)| {
+            |(
+                records,
+                openids,
+                unionids,
+                accounts,
+                account_phones,
+                details_tree,
+                phones,
+                refresh,
+                merged_tree,
+                events_tree,
+                by_user,
+            )| {
                 let abort = |e: StoreError| ConflictableTransactionError::Abort(e);
                 if records.get(me)?.as_deref() != Some(&kept_bytes[..])
                     || records.get(them)?.as_deref() != Some(&gone_bytes[..])
@@ -149,6 +192,17 @@ impl SledStore {
                 }
                 records.insert(&me[..], &sealed_record[..])?;
                 records.remove(&them[..])?;
+                for (key, before, after) in &sharing {
+                    if records.get(key)?.as_deref() != Some(&before[..]) {
+                        return Err(abort(StoreError::Corrupt(RACED.into())));
+                    }
+                    records.insert(&key[..], &after[..])?;
+                }
+                for (old, new, id, record) in &events {
+                    events_tree.insert(&id[..], &record[..])?;
+                    by_user.insert(&new[..], &[][..])?;
+                    by_user.remove(&old[..])?;
+                }
                 for binding in &bindings {
                     openids.insert(&binding[..], &me[..])?;
                 }

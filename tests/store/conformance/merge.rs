@@ -4,7 +4,10 @@ use time::OffsetDateTime;
 
 use wxauth::{
     domain::{Identity, UserId},
-    store::{Origin, RefreshGrant, RefreshId, Refreshed, StoreError},
+    store::{
+        Origin, RefreshGrant, RefreshId, Refreshed, StoreError,
+        events::{Event, EventFilter, EventKind},
+    },
 };
 
 use super::{person, phone, phone_account, session};
@@ -28,6 +31,9 @@ pub async fn a_merge_moves_identities_unionid_account_details_roles_and_sessions
     let family = RefreshId { user: gone, family: [7; 16], generation: 0, verifier_hash: [1; 32] };
     let grant = RefreshGrant { user: gone, identity: Identity { appid: "wxoa".into(), openid: "o_ann_oa".into() } };
     store.start_refresh(&family, &grant, &Origin::default(), now, later, 20).await.unwrap();
+    let origin = Origin { ip: Some("203.0.113.9".into()), user_agent: Some("ann-phone".into()) };
+    let login = Event::new(EventKind::Login, now).user(gone).app("wxoa").origin(&origin).detail("created", false);
+    store.record(login.clone()).await;
 
     let merged = store.merge_users(&kept, &gone, now).await.unwrap();
 
@@ -51,6 +57,12 @@ pub async fn a_merge_moves_identities_unionid_account_details_roles_and_sessions
     assert_eq!(store.details(&kept).await.unwrap().phone.unwrap().value.pure_phone_number, "13800000001");
     assert_eq!(store.session_key(&kept, "wxoa").await.unwrap().unwrap().session_key.expose(), "key-o_ann_oa");
     assert_eq!(store.session_key(&kept, "wxmini").await.unwrap().unwrap().session_key.expose(), "k-mini");
+    // The merged user's events are the kept user's, readable (and erased with it).
+    let filter = EventFilter { user: Some(kept), kinds: vec![EventKind::Login], limit: 10, ..EventFilter::default() };
+    let events = store.events(&filter).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].id, events[0].user), (login.id, Some(kept)));
+    assert_eq!(events[0].user_agent.as_deref(), Some("ann-phone"), "the event's private part no longer opens");
     let sessions = store.sessions(&kept, now).await.unwrap();
     assert!(sessions.iter().any(|s| s.family == [7; 16]), "the merged user's session did not move");
     // Its refresh token names the merged user; the family is found under the kept one.

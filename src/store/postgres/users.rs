@@ -353,15 +353,22 @@ impl PgStore {
         let mut user = loaded.user.clone();
         if let Some(key) = &changes.session_key {
             let (sealed, _) = keys.seal(appid, key)?;
-            sqlx::query(
-                "UPDATE identities SET session_key = $3, session_key_issued_at_ns = $4 WHERE appid = $1 AND openid = $2",
+            // Sealed for the user loaded: written only while the identity is still theirs
+            // (a merge may have moved it meanwhile; the transaction then starts again).
+            let updated = sqlx::query(
+                "UPDATE identities SET session_key = $3, session_key_issued_at_ns = $4 \
+                 WHERE appid = $1 AND openid = $2 AND user_id = $5",
             )
             .bind(appid)
             .bind(&session.openid)
             .bind(sealed)
             .bind(ns(key.issued_at)?)
+            .bind(uuid(&user.id))
             .execute(&mut *tx)
             .await?;
+            if updated.rows_affected() == 0 {
+                return Err(Failure::Vanished);
+            }
         }
         if let Some(at) = changes.last_login_at {
             sqlx::query("UPDATE users SET last_login_at_ns = GREATEST(last_login_at_ns, $2) WHERE id = $1")

@@ -638,20 +638,23 @@ fn scan_confirm() -> Vec<Example> {
 }
 
 fn scan_poll() -> Vec<Example> {
+    let malformed = super::error::body(
+        ErrorCode::InvalidRequest,
+        "failed to parse parameter `wait`: failed to parse \"integer(uint64)\": invalid digit found in string",
+    );
+    let mut out = vec![named(None, 400, malformed)];
     let failures = vec![
         ScanFailure::Banned(banned()),
         ScanFailure::PendingDeletion(PendingDeletion { erase_at: time::macros::datetime!(2027-01-08 09:30 UTC) }),
         ScanFailure::NotFound,
     ];
-    let mut out: Vec<Example> = failures
-        .into_iter()
-        .map(|failure| match ScanPollError::from(failure) {
-            ScanPollError::Forbidden(b) => named(None, 403, b),
-            ScanPollError::NotFound(b) => named(None, 404, b),
-            ScanPollError::Internal(b) => named(None, 500, b),
-            ScanPollError::Unavailable(b, _) => named(None, 503, b),
-        })
-        .collect();
+    out.extend(failures.into_iter().map(|failure| match ScanPollError::from(failure) {
+        ScanPollError::BadRequest(b) => named(None, 400, b),
+        ScanPollError::Forbidden(b) => named(None, 403, b),
+        ScanPollError::NotFound(b) => named(None, 404, b),
+        ScanPollError::Internal(b) => named(None, 500, b),
+        ScanPollError::Unavailable(b, _) => named(None, 503, b),
+    }));
     out.extend(server_errors());
     out
 }

@@ -38,12 +38,16 @@ pub enum RedirectResponse {
 #[derive(Object, serde::Deserialize)]
 pub struct TokenFields {
     /// `authorization_code`.
+    #[oai(nullable)]
     pub grant_type: Option<String>,
     /// The code the browser brought back to `redirect_uri` (`ac_...`).
+    #[oai(nullable)]
     pub code: Option<String>,
     /// The same `redirect_uri` as at authorize.
+    #[oai(nullable)]
     pub redirect_uri: Option<String>,
     /// The PKCE verifier whose S256 challenge went to authorize.
+    #[oai(nullable)]
     pub code_verifier: Option<String>,
 }
 
@@ -75,15 +79,15 @@ impl OauthApi {
     async fn authorize(
         &self,
         /// The official account's or website's AppID.
-        appid: Query<Option<String>>,
+        appid: Query<String>,
         /// Where the browser returns: one of the app's `redirect_uris`, exactly.
-        redirect_uri: Query<Option<String>>,
+        redirect_uri: Query<String>,
         /// The client's state, returned as it came (at most 512 visible ASCII characters).
         state: Query<Option<String>>,
         /// BASE64URL(SHA-256(code_verifier)), 43 characters.
-        code_challenge: Query<Option<String>>,
+        code_challenge: Query<String>,
         /// `S256`.
-        code_challenge_method: Query<Option<String>>,
+        code_challenge_method: Query<String>,
         /// `snsapi_base` (default) or `snsapi_userinfo` (official account: asks, and keeps
         /// the nickname and avatar); `snsapi_login` (website, the default).
         scope: Query<Option<String>>,
@@ -91,11 +95,11 @@ impl OauthApi {
         headers: &poem::http::HeaderMap,
     ) -> Result<RedirectResponse, AuthorizeError> {
         let req = AuthorizeRequest {
-            appid: appid.0.as_deref(),
-            redirect_uri: redirect_uri.0.as_deref(),
+            appid: Some(&appid.0),
+            redirect_uri: Some(&redirect_uri.0),
             state: state.0.as_deref(),
-            code_challenge: code_challenge.0.as_deref(),
-            code_challenge_method: code_challenge_method.0.as_deref(),
+            code_challenge: Some(&code_challenge.0),
+            code_challenge_method: Some(&code_challenge_method.0),
             scope: scope.0.as_deref(),
         };
         let authorization = self.auth.authorize(req, &super::peer(remote, headers)).await?;
@@ -114,14 +118,14 @@ impl OauthApi {
         /// WeChat's code (absent when the person declined).
         code: Query<Option<String>>,
         /// The state wxauth sent to WeChat.
-        state: Query<Option<String>>,
+        state: Query<String>,
         headers: &poem::http::HeaderMap,
     ) -> Result<RedirectResponse, BrowserError> {
         // HTTP/2 clients may send each cookie in a header of its own (RFC 9113 section 8.2.3).
         let cookies: Vec<&str> =
             headers.get_all(poem::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
         let cookies = cookies.join("; ");
-        let outcome = self.auth.callback(code.0.as_deref(), state.0.as_deref(), Some(&cookies)).await?;
+        let outcome = self.auth.callback(code.0.as_deref(), Some(&state.0), Some(&cookies)).await?;
         Ok(RedirectResponse::Found(outcome.location, outcome.clear_cookie, NO_STORE.into()))
     }
 

@@ -28,6 +28,7 @@ const RECHECK: Duration = Duration::from_millis(250);
 #[derive(Debug, Object, Default)]
 pub struct ScanRequest {
     /// The mini-program whose code the PC shows; optional when the server serves one.
+    #[oai(nullable)]
     pub appid: Option<String>,
     /// `true`: the answer carries the code's PNG from WeChat (`getwxacodeunlimit`); else
     /// the PC renders a code for `scene` itself.
@@ -35,6 +36,7 @@ pub struct ScanRequest {
     pub image: bool,
     /// The mini-program page the code opens (default `pages/scan/confirm`); it gets the
     /// scene as `options.scene`.
+    #[oai(nullable)]
     pub page: Option<String>,
 }
 

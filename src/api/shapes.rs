@@ -59,18 +59,42 @@ fn additions() -> Vec<(&'static str, Option<&'static str>, Value)> {
         ("PhoneRequest", Some("iv"), iv.clone()),
         ("ProfileRequestBody", Some("encrypted_data"), blocks),
         ("ProfileRequestBody", Some("iv"), iv),
+        // `Auth::start_scan`: a mini-program page path.
+        ("ScanRequest", Some("appid"), json!({ "minLength": 1, "pattern": "^[0-9A-Za-z]+$" })),
+        ("ScanRequest", Some("page"), json!({ "maxLength": 128, "pattern": "^[!-.0-~][!-~]*$" })),
+        // `Auth::token` (RFC 6749 section 4.1.3, RFC 7636 section 4.1).
+        ("TokenFields", None, json!({ "required": ["grant_type", "code", "redirect_uri", "code_verifier"] })),
+        ("TokenFields", Some("grant_type"), json!({ "enum": ["authorization_code"] })),
+        ("TokenFields", Some("code"), json!({ "minLength": 1 })),
+        ("TokenFields", Some("redirect_uri"), json!({ "minLength": 1 })),
+        ("TokenFields", Some("code_verifier"), json!({ "pattern": "^[A-Za-z0-9._~-]{43,128}$" })),
         // `Auth::fake_open_data`: empty for the default number, else 5 to 20 digits.
         ("DevOpenDataRequest", Some("pure_phone_number"), json!({ "pattern": "^([0-9]{5,20})?$" })),
     ]
 }
 
 /// Additions to the schemas of path parameters: the document pointer, then the keywords.
-fn parameter_additions() -> Vec<(&'static str, Value)> {
-    vec![(
-        // `api::sessions`: a session id as `GET /v1/me/sessions` lists it.
-        "/paths/~1v1~1me~1sessions~1{id}/delete/parameters/0/schema",
-        uuid_schema(),
-    )]
+fn parameter_additions() -> Vec<(String, Value)> {
+    const AUTHORIZE: &str = "/paths/~1v1~1oauth~1wechat~1authorize/get/parameters";
+    vec![
+        (
+            // `api::sessions`: a session id as `GET /v1/me/sessions` lists it.
+            "/paths/~1v1~1me~1sessions~1{id}/delete/parameters/0/schema".into(),
+            uuid_schema(),
+        ),
+        // `Auth::authorize`, parameters in their order: appid, redirect_uri, state,
+        // code_challenge, code_challenge_method, scope.
+        (format!("{AUTHORIZE}/0/schema"), json!({ "minLength": 1, "pattern": "^[0-9A-Za-z]+$" })),
+        (format!("{AUTHORIZE}/1/schema"), json!({ "minLength": 1 })),
+        (format!("{AUTHORIZE}/2/schema"), json!({ "pattern": "^[!-~]{1,512}$" })),
+        (format!("{AUTHORIZE}/3/schema"), json!({ "pattern": "^[A-Za-z0-9_-]{43}$" })),
+        (format!("{AUTHORIZE}/4/schema"), json!({ "enum": ["S256"] })),
+        (format!("{AUTHORIZE}/5/schema"), json!({ "enum": ["snsapi_base", "snsapi_userinfo", "snsapi_login"] })),
+        // `Auth::callback`: the state wxauth sent to WeChat (parameters: code, state).
+        ("/paths/~1v1~1oauth~1wechat~1callback/get/parameters/1/schema".into(), json!({ "pattern": "^[0-9a-f]{32}$" })),
+        // `api::scan`: the long poll's wait (parameters: id, wait).
+        ("/paths/~1v1~1scan-sessions~1{id}/get/parameters/1/schema".into(), json!({ "minimum": 0, "maximum": 25 })),
+    ]
 }
 
 /// The schema of a hyphenated UUID, as path parameters take it (the server also reads the
@@ -101,7 +125,7 @@ pub(super) fn uuid_path_parameters(doc: &mut Value) {
 /// parameters.
 pub(super) fn apply(doc: &mut Value) {
     for (pointer, keywords) in parameter_additions() {
-        let target = doc.pointer_mut(pointer);
+        let target = doc.pointer_mut(&pointer);
         // An operation renamed or moved would drop its shape silently; the spec tests run
         // with debug assertions on.
         debug_assert!(target.is_some(), "shapes: {pointer} is not in the document");

@@ -246,6 +246,9 @@ operation_errors! {
 operation_errors! {
     /// Errors of `GET /v1/scan-sessions/{id}`.
     pub enum ScanPollError {
+        /// `invalid_request`: `wait` is not a whole number of seconds.
+        #[oai(status = 400)]
+        BadRequest(Json<ErrorBody>),
         /// `user_banned` / `account_pending_deletion`: the confirming user may not log in.
         #[oai(status = 403)]
         Forbidden(Json<ErrorBody>),

@@ -294,8 +294,9 @@ async fn observe<E: Endpoint>(
 ) -> poem::Result<Response> {
     let _in_flight = auth.metrics().request_started();
     let method = cut_for_log(req.method().as_str(), MAX_LOGGED_METHOD);
-    let path = req.uri().path().to_owned();
-    let logged = cut_for_log(&without_secrets(&path), MAX_LOGGED_PATH);
+    // The path as logged; the Allow lookup below matches it the same (a scan session's
+    // secret is one path segment either way).
+    let path = cut_for_log(&without_secrets(req.uri().path()), MAX_LOGGED_PATH);
     let started = std::time::Instant::now();
     let mut resp = match over_rate_limit(&auth, &req) {
         Some(refused) => refused,
@@ -307,7 +308,7 @@ async fn observe<E: Endpoint>(
         resp.headers_mut().insert(header::ALLOW, methods);
     }
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(target: "wxauth::access", %method, path = %logged, status = resp.status().as_u16(), elapsed_ms, "request");
+    tracing::info!(target: "wxauth::access", %method, %path, status = resp.status().as_u16(), elapsed_ms, "request");
     Ok(resp)
 }
 

@@ -367,64 +367,53 @@ impl WechatClient {
     /// (PC login by scanning). Like the phone API, a refused access token is refreshed
     /// and the call retried once.
     pub async fn mini_program_code(&self, scene: &str, page: &str) -> Result<Vec<u8>, WechatError> {
+        let body = serde_json::json!({ "scene": scene, "page": page, "check_path": false }).to_string();
+        let (url, limit) = (&self.inner.wxacode_url, MAX_IMAGE_BYTES);
+        self.post_with_access_token("getwxacodeunlimit", url, &body, limit, interpret_image).await
+    }
+
+    async fn verify_phone(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
+        let body = serde_json::json!({ "code": code.as_str(), "openid": openid }).to_string();
+        let (url, limit) = (&self.inner.phone_url, MAX_ANSWER_BYTES);
+        let verified = self.post_with_access_token("getuserphonenumber", url, &body, limit, interpret_phone).await;
+        if verified.is_ok() {
+            // WeChat bills each number it verifies: operators watch the cost.
+            self.inner.upstream.metrics().phone_verified(&self.inner.appid);
+        }
+        verified
+    }
+
+    /// POSTs the JSON `body` to `url` with the app's access token, within one deadline.
+    /// When WeChat refuses the token (40001, 40014, 42001), it is refreshed and the call
+    /// retried once, never in a loop.
+    async fn post_with_access_token<T>(
+        &self,
+        api: &'static str,
+        url: &Url,
+        body: &str,
+        limit: usize,
+        read: impl Fn(&[u8]) -> Result<T, WechatError>,
+    ) -> Result<T, WechatError> {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.timeout;
-        let body = serde_json::json!({ "scene": scene, "page": page, "check_path": false }).to_string();
         let mut refused = None;
         for _ in 0..2 {
             let token = inner.access_token.get(&inner.upstream, deadline).await?;
-            let mut url = inner.wxacode_url.clone();
+            let mut url = url.clone();
             url.query_pairs_mut().append_pair("access_token", token.expose_secret());
             let request = inner
                 .upstream
                 .http()
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            match inner
-                .upstream
-                .call_limited("getwxacodeunlimit", request, deadline, MAX_IMAGE_BYTES, interpret_image)
-                .await
-            {
+                .body(body.to_owned());
+            match inner.upstream.call_limited(api, request, deadline, limit, &read).await {
                 Err(e @ WechatError::AccessTokenRejected { .. }) => {
                     tracing::warn!(error = %e, "access token refused; refreshing it and retrying once");
                     inner.access_token.invalidate(&token);
                     refused = Some(e);
                 }
                 other => return other,
-            }
-        }
-        Err(refused.unwrap_or(WechatError::Upstream("access token refused".into())))
-    }
-
-    async fn verify_phone(&self, code: &JsCode, openid: &str) -> Result<PhoneNumber, WechatError> {
-        let inner = &self.inner;
-        let deadline = Instant::now() + inner.timeout;
-        let body = serde_json::json!({ "code": code.as_str(), "openid": openid }).to_string();
-        let mut refused = None;
-        for _ in 0..2 {
-            let token = inner.access_token.get(&inner.upstream, deadline).await?;
-            let mut url = inner.phone_url.clone();
-            url.query_pairs_mut().append_pair("access_token", token.expose_secret());
-            let request = inner
-                .upstream
-                .http()
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            match inner.upstream.call("getuserphonenumber", request, deadline, interpret_phone).await {
-                Err(e @ WechatError::AccessTokenRejected { .. }) => {
-                    tracing::warn!(error = %e, "access token refused; refreshing it and retrying once");
-                    inner.access_token.invalidate(&token);
-                    refused = Some(e);
-                }
-                other => {
-                    if other.is_ok() {
-                        // WeChat bills each number it verifies: operators watch the cost.
-                        inner.upstream.metrics().phone_verified(&inner.appid);
-                    }
-                    return other;
-                }
             }
         }
         Err(refused.unwrap_or(WechatError::Upstream("access token refused".into())))

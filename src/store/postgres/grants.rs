@@ -28,6 +28,18 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The sealed payload and expiry of the grant of `kind` under `id`, live or not.
+    async fn stored_grant(&self, id: &GrantId, kind: GrantKind) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query("SELECT payload, expires_at_ns FROM grants WHERE id = $1 AND kind = $2")
+            .bind(&id[..])
+            .bind(i16::from(kind as u8))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((row.try_get("payload")?, row.try_get("expires_at_ns")?))).transpose()
+    }
+}
+
 impl Grants for PgStore {
     async fn put_grant(&self, id: &GrantId, grant: &Grant, now: OffsetDateTime) -> Result<(), StoreError> {
         let sealed = self
@@ -51,13 +63,8 @@ impl Grants for PgStore {
     }
 
     async fn grant(&self, id: &GrantId, kind: GrantKind, now: OffsetDateTime) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT payload, expires_at_ns FROM grants WHERE id = $1 AND kind = $2")
-            .bind(&id[..])
-            .bind(i16::from(kind as u8))
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(self.open_grant(id, kind, row.try_get("payload")?, row.try_get("expires_at_ns")?, now))
+        let Some((sealed, expires_ns)) = self.stored_grant(id, kind).await? else { return Ok(None) };
+        Ok(self.open_grant(id, kind, &sealed, expires_ns, now))
     }
 
     async fn take_grant(
@@ -83,14 +90,8 @@ impl Grants for PgStore {
         new: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT payload, expires_at_ns FROM grants WHERE id = $1 AND kind = $2")
-            .bind(&id[..])
-            .bind(i16::from(kind as u8))
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(false) };
-        let sealed: String = row.try_get("payload")?;
-        if self.open_grant(id, kind, &sealed, row.try_get("expires_at_ns")?, now).as_deref() != Some(expected) {
+        let Some((sealed, expires_ns)) = self.stored_grant(id, kind).await? else { return Ok(false) };
+        if self.open_grant(id, kind, &sealed, expires_ns, now).as_deref() != Some(expected) {
             return Ok(false);
         }
         let new = self.sealer.seal(new, &kind.context(id)).map_err(|e| StoreError::Database(e.to_string()))?;

@@ -252,7 +252,8 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 // Printed whatever RUST_LOG says: dev mode must never start silently.
                 eprintln!("wxauth: DEV MODE: WeChat is a local mock and any code logs in. Never expose this server.");
             }
-            telemetry::init(settings.log_format);
+            // Held until `serve` returns: dropping it writes out the buffered log lines.
+            let _log = telemetry::init(settings.log_format);
             for name in crate::config::unknown_env_vars() {
                 tracing::warn!(variable = %name, "ignoring an environment variable that names no setting (a typo?)");
             }

@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -70,6 +70,7 @@ struct Inner {
     readiness_probes: Counter,
     webhook_deliveries: Family<Outcome, Counter>,
     phone_verifications: Family<App, Counter>,
+    log_lines_dropped: Counter,
 }
 
 /// The server's metrics. Cheap to clone; clones count into one registry.
@@ -137,6 +138,12 @@ impl Metrics {
             "Phone numbers WeChat verified through getuserphonenumber, by app: the calls WeChat bills",
             phone_verifications.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines (access log included) dropped because stderr did not keep up with the server",
+            log_lines_dropped.clone(),
+        );
         let login_success = logins.get_or_create(&Outcome { outcome: "success".into() }).clone();
         Self {
             inner: Arc::new(Inner {
@@ -151,6 +158,7 @@ impl Metrics {
                 readiness_probes,
                 webhook_deliveries,
                 phone_verifications,
+                log_lines_dropped,
             }),
         }
     }
@@ -207,6 +215,8 @@ impl Metrics {
 
     /// Every metric in the OpenMetrics text format.
     pub fn render(&self) -> String {
+        // The log's writer counts its drops; the counter shows the count when it is read.
+        self.inner.log_lines_dropped.inner().fetch_max(crate::telemetry::dropped_lines(), Ordering::Relaxed);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);

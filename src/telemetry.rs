@@ -1,6 +1,9 @@
 //! Logging set-up.
 
+use std::sync::OnceLock;
+
 use tracing::{Level, Metadata, level_filters::LevelFilter};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
@@ -22,19 +25,45 @@ fn allowed(meta: &Metadata<'_>) -> bool {
     !chatty || *meta.level() <= Level::WARN
 }
 
-/// Installs the global subscriber: `RUST_LOG` (default `info`) filtered, to stderr.
-/// Does nothing if one is already installed (tests).
-pub fn init(format: LogFormat) {
+/// Log lines waiting for stderr at most. Past it, lines are dropped and counted
+/// ([`dropped_lines`]) rather than making a request wait for a slow stderr (a full pipe, a
+/// stalled log collector): about 3 MB of access-log lines, a few seconds of a busy server.
+pub const LOG_BUFFER_LINES: usize = 16 * 1024;
+
+/// What counts the lines the full buffer dropped, once [`init`] has run.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped because stderr did not keep up (`wxauth_log_lines_dropped_total`).
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// Installs the global subscriber: `RUST_LOG` (default `info`) filtered, to stderr through
+/// a thread of its own (see [`LOG_BUFFER_LINES`]). Keep the guard until the process ends:
+/// dropping it writes out the lines still buffered. Installs nothing if a subscriber is
+/// installed already (tests).
+pub fn init(format: LogFormat) -> Option<WorkerGuard> {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // The cap never lets more through than it is handed, so it claims no level of its own:
-    // without a hint the combined hint is "anything", `log` records are then built for
-    // every `trace!` of libraries using the `log` crate (sled logs on every write), and
-    // are dropped only after being converted to tracing events.
-    let cap = filter_fn(allowed).with_max_level_hint(LevelFilter::TRACE);
-    let layer = fmt::layer().with_writer(std::io::stderr);
+    // The cap never lets more through than the environment's filter, so it claims that
+    // filter's level. Claiming more (or nothing, which counts as "anything") would let
+    // `log` records through the `log` crate's level check for every `trace!` of libraries
+    // using it (sled logs on every write), to be dropped only after being converted to
+    // tracing events: 5 % of a login's CPU.
+    let cap = filter_fn(allowed).with_max_level_hint(env.max_level_hint().unwrap_or(LevelFilter::TRACE));
+    if tracing::dispatcher::has_been_set() {
+        return None;
+    }
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("wxauth-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
+    let layer = fmt::layer().with_writer(writer);
     let layer = match format {
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
         LogFormat::Text => layer.boxed(),
     };
-    let _ = tracing_subscriber::registry().with(layer.with_filter(env).with_filter(cap)).try_init();
+    tracing_subscriber::registry().with(layer.with_filter(env).with_filter(cap)).try_init().ok()?;
+    Some(guard)
 }

@@ -117,3 +117,67 @@ async fn debug_logging_leaves_out_the_http_crates_and_every_secret() {
         assert!(!log.contains(secret), "the debug log holds {secret:?}:\n{log}");
     }
 }
+
+/// A server whose stderr nobody reads (a full pipe, a stalled log collector) keeps
+/// answering: the log's lines wait in a bounded buffer, and those past it are dropped and
+/// counted. A log written on the request's thread would stop every worker at the first
+/// full pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_costs_log_lines_not_answers() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (_wechat, vars) = production(dir.path()).await;
+    let mut child = crate::helpers::command(&vars, &["serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read up to the "listening" line, then never again: the pipe fills.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let _reaper = Reaper(child);
+    let mut address = None;
+    let mut line = String::new();
+    while address.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+        address = line.split("listening on ").nth(1).map(|a| a.split_whitespace().next().unwrap().to_owned());
+        line.clear();
+    }
+    let address = address.expect("no listening line");
+    let client = reqwest::Client::new();
+    // Each request writes an access line: more than the pipe and the buffer hold.
+    let requests = wxauth::telemetry::LOG_BUFFER_LINES + 4_000;
+    let answered = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..16 {
+            let (client, url) = (client.clone(), format!("{address}/healthz"));
+            tasks.spawn(async move {
+                for _ in (worker..requests).step_by(16) {
+                    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "requests stopped being answered when stderr filled up");
+    let metrics = client.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wxauth_log_lines_dropped_total "))
+        .unwrap_or_else(|| panic!("no drop count in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "no line counted as dropped");
+    drop(stderr);
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -380,6 +380,10 @@ fn cut_for_log(text: &str, max: usize) -> String {
 /// touched: hyper sends `100 Continue` to an `Expect: 100-continue` request only when its
 /// body is first read, so such a client is told at once and never sends the body.
 async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poem::Result<Response> {
+    if has_no_body(&req) {
+        // Nothing to wait for: no timer, no read (most GETs).
+        return ep.call(req).await.map(IntoResponse::into_response);
+    }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE));
@@ -390,6 +394,15 @@ async fn limit_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poe
         .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
     req.set_body(body);
     ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Whether `req` has no body by its headers alone: an HTTP/1 request without
+/// `Content-Length` and `Transfer-Encoding` has none (RFC 9112, section 6.3); an HTTP/2
+/// request may send data frames whatever its headers say.
+fn has_no_body(req: &Request) -> bool {
+    req.version() < poem::http::Version::HTTP_2
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+        && !req.headers().contains_key(header::TRANSFER_ENCODING)
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use crate::{
     domain::{Details, DomainError, Identity, JsCode, Password, User, UserId, Username, WechatSession},
     limits::Attempts,
     password::{PasswordError, Verifier},
-    store::{BindTicket, LoginRecord, Origin, RefreshGrant, Store, StoreError, TicketId, session_id},
+    store::{
+        BindTicket, LoginRecord, Origin, RefreshGrant, RefreshId, SessionStart, Store, StoreError, TicketId, session_id,
+    },
     token::{Claims, IssuedToken, Rejection, TokenError, Tokens},
     wechat::{WechatClient, WechatError},
 };
@@ -480,12 +482,33 @@ impl Auth {
         span.record("openid", session.openid.as_str());
         let store = &self.parts.store;
         let roles: Vec<String> = self.parts.default_roles.get(app.appid()).cloned().into_iter().collect();
-        let record = match (self.parts.registration, &phone_code) {
-            (Registration::Auto, None) => Some(store.record_login_with(app.appid(), &session, &roles).await?),
-            _ => store.login_if_bound(app.appid(), &session).await?,
+        let origin = self.origin(peer);
+        // The session this login starts if the user may log in, in the same store step.
+        let family = refresh::NewFamily::new()?;
+        let now = self.parts.clock.now();
+        let start = SessionStart {
+            family: family.family,
+            verifier_hash: family.verifier_hash(),
+            origin: origin.clone(),
+            now,
+            expires_at: now + self.parts.refresh_ttl,
+            keep: self.parts.refresh_families_per_user,
+            event: self.event(EventKind::Login).app(app.appid()).origin(&origin),
         };
-        let record = match (record, phone_code) {
-            (Some(record), _) => record,
+        let create = match (self.parts.registration, &phone_code) {
+            (Registration::Auto, None) => Some(roles.as_slice()),
+            _ => None,
+        };
+        let logged = store.log_in(app.appid(), &session, create, &start).await?;
+        if create.is_some() && logged.is_none() {
+            return Err(Internal::from(StoreError::NotCreated).into());
+        }
+        let mut started = false;
+        let record = match (logged, phone_code) {
+            (Some(logged), _) => {
+                started = logged.started;
+                logged.record
+            }
             (None, Some(phone_code)) => {
                 self.check_bind_ip(peer)?;
                 let link = PhoneLink {
@@ -541,7 +564,11 @@ impl Auth {
             tracing::info!(user_id = %record.user.id, "login refused: the account is being deleted");
             return Err(pending.into());
         }
-        let origin = self.origin(peer);
+        if started {
+            let (text, id) = family.first(record.user.id);
+            let identity = Identity { appid: app.appid().to_owned(), openid: session.openid };
+            return Ok(self.signed(record, identity, text, &id, "login succeeded")?);
+        }
         let outcome = self.outcome(record, app.appid(), session.openid, &origin, "login succeeded").await?;
         let event = self.event(EventKind::Login).user(outcome.user.id).app(app.appid()).origin(&origin);
         self.record(event.detail("created", outcome.created)).await;
@@ -858,16 +885,29 @@ impl Auth {
         what: &str,
     ) -> Result<LoginOutcome, Internal> {
         let identity = Identity { appid: appid.to_owned(), openid };
-        let span = tracing::Span::current();
-        span.record("user_id", tracing::field::display(record.user.id));
-        span.record("created", record.created);
         let (text, id) = refresh::first_token(record.user.id)?;
-        let token = self.parts.tokens.issue(&record.user, &identity, session_id(&id.family))?;
-        self.parts.metrics.token_issued(token.alg.as_str());
         let grant = RefreshGrant { user: record.user.id, identity: identity.clone() };
         let now = self.parts.clock.now();
         let (expires_at, keep) = (now + self.parts.refresh_ttl, self.parts.refresh_families_per_user);
         self.parts.store.start_refresh(&id, &grant, origin, now, expires_at, keep).await?;
+        self.signed(record, identity, text, &id, what)
+    }
+
+    /// Signs the access token of a login or bind whose refresh family `id` (first token
+    /// `text`) has started.
+    fn signed(
+        &self,
+        record: LoginRecord,
+        identity: Identity,
+        text: String,
+        id: &RefreshId,
+        what: &str,
+    ) -> Result<LoginOutcome, Internal> {
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(record.user.id));
+        span.record("created", record.created);
+        let token = self.parts.tokens.issue(&record.user, &identity, session_id(&id.family))?;
+        self.parts.metrics.token_issued(token.alg.as_str());
         tracing::info!("{what}");
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user: record.user, identity, created: record.created })

@@ -50,16 +50,52 @@ const TOKEN_BYTES: usize = 16 + 16 + 4 + 32;
 /// generation 0 ‖ verifier). The family is a UUID v7 (a user's families sort by age), the
 /// verifier 256 random bits of which only the SHA-256 is stored.
 pub(super) fn first_token(user: UserId) -> Result<(String, RefreshId), Internal> {
-    token(user, *uuid::Uuid::now_v7().as_bytes(), 0)
+    Ok(NewFamily::new()?.first(user))
+}
+
+/// A new family and its first verifier, before its user is known: a login finds (or
+/// creates) the user and starts the family in one store step.
+pub(super) struct NewFamily {
+    /// The family: a UUID v7, so that a user's families sort by age.
+    pub(super) family: [u8; 16],
+    verifier: [u8; 32],
+}
+
+impl NewFamily {
+    pub(super) fn new() -> Result<Self, Internal> {
+        let mut verifier = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut verifier).map_err(|_| Internal::Randomness)?;
+        Ok(Self { family: *uuid::Uuid::now_v7().as_bytes(), verifier })
+    }
+
+    /// SHA-256 of the first token's verifier, which the store keeps.
+    pub(super) fn verifier_hash(&self) -> [u8; 32] {
+        hash(&self.verifier)
+    }
+
+    /// The family's first token, of `user`.
+    pub(super) fn first(&self, user: UserId) -> (String, RefreshId) {
+        (
+            text(user, self.family, 0, &self.verifier),
+            RefreshId { user, family: self.family, generation: 0, verifier_hash: self.verifier_hash() },
+        )
+    }
 }
 
 /// The token of `generation` in `family`, with a new verifier.
 fn token(user: UserId, family: [u8; 16], generation: u32) -> Result<(String, RefreshId), Internal> {
     let mut verifier = [0u8; 32];
     aws_lc_rs::rand::fill(&mut verifier).map_err(|_| Internal::Randomness)?;
-    let bytes = [&user.as_bytes()[..], &family, &generation.to_be_bytes(), &verifier].concat();
-    let text = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    Ok((text, RefreshId { user, family, generation, verifier_hash: hash(&verifier) }))
+    Ok((
+        text(user, family, generation, &verifier),
+        RefreshId { user, family, generation, verifier_hash: hash(&verifier) },
+    ))
+}
+
+/// A token's text: the prefix and base64url(user ‖ family ‖ generation ‖ verifier).
+fn text(user: UserId, family: [u8; 16], generation: u32, verifier: &[u8; 32]) -> String {
+    let bytes = [&user.as_bytes()[..], &family, &generation.to_be_bytes(), verifier].concat();
+    format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Which user, family, generation and verifier a presented token names; `None` for text

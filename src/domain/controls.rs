@@ -201,6 +201,12 @@ impl Controls {
     pub fn ban_at(&self, now: OffsetDateTime) -> Option<&Ban> {
         self.ban.as_ref().filter(|b| b.holds(now))
     }
+
+    /// Whether a login at `now` may start a session: no ban holds and no deletion is
+    /// pending. (PostgreSQL's one-statement login states the same in SQL.)
+    pub fn admit_login(&self, now: OffsetDateTime) -> bool {
+        self.ban_at(now).is_none() && self.deletion.is_none()
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod events;
 pub mod export;
 pub mod grants;
 mod links;
+mod login;
 mod merge;
 mod meta;
 pub mod outbox;
@@ -41,6 +42,7 @@ use time::{Duration, OffsetDateTime};
 pub use self::{
     admin_tokens::{AdminRole, AdminToken},
     error::StoreError,
+    login::{LoggedIn, SessionStart},
     refresh::{Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, session_id},
 };
 use self::{

@@ -39,6 +39,11 @@ const MAX_QUOTED_CHARS: usize = 120;
 /// tap arrives, so sharing only in-flight calls would still turn a double tap (or a client
 /// retrying after a lost response) into 40163. Short, because a replayed code gets a token.
 const REPLAY_WINDOW: Duration = Duration::from_secs(10);
+/// Answers the replay window keeps at most, per app and API (a few hundred bytes each:
+/// the code and WeChat's answer). Past it the oldest go first, so above 5,000 logins a
+/// second the window is shorter than [`REPLAY_WINDOW`]; a double tap comes within a
+/// second, and a code replayed after its answer was forgotten gets WeChat's 40163.
+const REPLAY_ANSWERS: usize = 50_000;
 
 /// What went wrong talking to WeChat. Cloneable so single-flight waiters can share it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -278,8 +283,8 @@ impl WechatClient {
                 oauth_prefix: SecretString::from(oauth_prefix),
                 oauth_url,
                 userinfo_url: endpoint(&["sns", "userinfo"])?,
-                inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
-                phone_inflight: SingleFlight::new(REPLAY_WINDOW, |result| result.is_ok()),
+                inflight: SingleFlight::new(REPLAY_WINDOW, REPLAY_ANSWERS, |result| result.is_ok()),
+                phone_inflight: SingleFlight::new(REPLAY_WINDOW, REPLAY_ANSWERS, |result| result.is_ok()),
             }),
         })
     }

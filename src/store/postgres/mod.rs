@@ -139,6 +139,7 @@ mod events;
 mod export;
 mod grants;
 mod links;
+mod login;
 mod merge;
 mod meta;
 mod outbox;

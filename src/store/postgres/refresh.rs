@@ -14,7 +14,7 @@ use crate::{
     store::{
         Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
         backend::RefreshTokens,
-        refresh::{Family, Rotation, cap, live, purgeable, revokes, rotation},
+        refresh::{Family, Rotation, cap, live, purgeable, rotation},
     },
 };
 
@@ -105,6 +105,12 @@ impl RefreshTokens for PgStore {
         }
     }
 
+    /// One statement when the token is the family's current one and the family is live
+    /// (what the shared policy calls [`Rotation::Advance`], stated in SQL): the update's
+    /// row lock orders racing replicas, and the second finds the generation moved on.
+    /// Anything else (unknown, revoked, expired, a replay) is judged by the shared policy
+    /// in a transaction. The verifier hashes are compared by the database, not in
+    /// constant time: they are hashes of the secret, which a timing reveals nothing of.
     async fn rotate_refresh(
         &self,
         old: &RefreshId,
@@ -112,11 +118,42 @@ impl RefreshTokens for PgStore {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
+        let rotated = sqlx::query(
+            "UPDATE refresh_families SET generation = generation + 1, verifier_hash = $5, expires_at_ns = $6, \
+             last_refresh_ns = $7 WHERE family = $1 AND user_id = $2 AND generation = $3 AND verifier_hash = $4 \
+             AND NOT revoked AND expires_at_ns > $7 AND generation < $8 RETURNING appid, openid",
+        )
+        .bind(Uuid::from_bytes(old.family))
+        .bind(uuid(&old.user))
+        .bind(i64::from(old.generation))
+        .bind(&old.verifier_hash[..])
+        .bind(&next_verifier_hash[..])
+        .bind(ns(expires_at)?)
+        .bind(ns(now)?)
+        .bind(i64::from(u32::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = rotated {
+            let identity = Identity { appid: row.try_get("appid")?, openid: row.try_get("openid")? };
+            return Ok(Refreshed::Rotated(RefreshGrant { user: old.user, identity }));
+        }
         transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))
     }
 
+    /// One statement: what the shared policy (`refresh::revokes`) says, in SQL (any token of the
+    /// family that is not newer than its current one, the current one by its verifier).
     async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
-        transact!(self, tx => self.revoke_in(&mut tx, id))
+        let revoked = sqlx::query(
+            "UPDATE refresh_families SET revoked = true WHERE family = $1 AND user_id = $2 AND NOT revoked \
+             AND (generation > $3 OR (generation = $3 AND verifier_hash = $4))",
+        )
+        .bind(Uuid::from_bytes(id.family))
+        .bind(uuid(&id.user))
+        .bind(i64::from(id.generation))
+        .bind(&id.verifier_hash[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(revoked.rows_affected() == 1)
     }
 
     async fn revoke_user_refresh(&self, user: &UserId) -> Result<(), StoreError> {
@@ -155,8 +192,18 @@ impl RefreshTokens for PgStore {
         Ok(sessions)
     }
 
+    /// One statement: the family is revoked when the shared policy calls it [`live`].
     async fn revoke_session(&self, user: &UserId, family: &[u8; 16], now: OffsetDateTime) -> Result<bool, StoreError> {
-        transact!(self, tx => self.revoke_session_in(&mut tx, user, family, now))
+        let revoked = sqlx::query(
+            "UPDATE refresh_families SET revoked = true WHERE family = $1 AND user_id = $2 AND NOT revoked \
+             AND expires_at_ns > $3",
+        )
+        .bind(Uuid::from_bytes(*family))
+        .bind(uuid(user))
+        .bind(ns(now)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(revoked.rows_affected() == 1)
     }
 
     /// Families the shared policy calls purgeable, in batches by family id, resuming after
@@ -266,36 +313,5 @@ impl PgStore {
             }
         };
         Ok(Step::Done(outcome))
-    }
-
-    /// Revokes the user's family when the shared policy calls it live, under the row's lock.
-    async fn revoke_session_in(
-        &self,
-        tx: &mut PgConnection,
-        user: &UserId,
-        family: &[u8; 16],
-        now: OffsetDateTime,
-    ) -> Result<Step<bool>, Failure> {
-        let Some(row) = self.locked_family(tx, user, family).await? else { return Ok(Step::Done(false)) };
-        if !live(&row.family(), i128::from(ns(now)?)) {
-            return Ok(Step::Done(false));
-        }
-        sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
-            .bind(Uuid::from_bytes(*family))
-            .execute(&mut *tx)
-            .await?;
-        Ok(Step::Done(true))
-    }
-
-    async fn revoke_in(&self, tx: &mut PgConnection, id: &RefreshId) -> Result<Step<bool>, Failure> {
-        let Some(row) = self.locked_family(tx, &id.user, &id.family).await? else { return Ok(Step::Done(false)) };
-        if !revokes(&row.family(), id) {
-            return Ok(Step::Done(false));
-        }
-        sqlx::query("UPDATE refresh_families SET revoked = true WHERE family = $1")
-            .bind(Uuid::from_bytes(id.family))
-            .execute(&mut *tx)
-            .await?;
-        Ok(Step::Done(true))
     }
 }

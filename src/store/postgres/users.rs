@@ -24,19 +24,19 @@ pub(super) struct Loaded {
 
 impl Loaded {
     /// The stored key of the identity of `appid`.
-    fn key(&self, appid: &str) -> Option<&(String, i128)> {
+    pub(super) fn key(&self, appid: &str) -> Option<&(String, i128)> {
         let i = self.user.identities.iter().position(|i| i.appid == appid)?;
         self.keys[i].as_ref()
     }
 }
 
-const USER_COLUMNS: &str = "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
+pub(super) const USER_COLUMNS: &str = "SELECT u.id, u.unionid, u.unionid_shared_with, u.created_at_ns, u.last_login_at_ns, \
      u.roles, u.claims, u.ban_reason, u.ban_until_ns, u.banned_at_ns, \
      u.deletion_requested_at_ns, u.deletion_erase_at_ns, a.username, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
      FROM users u LEFT JOIN accounts a ON a.user_id = u.id LEFT JOIN identities i ON i.user_id = u.id";
 
 /// The user from the rows of a [`USER_COLUMNS`] query (one per identity), if any.
-fn loaded(rows: &[PgRow]) -> Result<Option<Loaded>, StoreError> {
+pub(super) fn loaded(rows: &[PgRow]) -> Result<Option<Loaded>, StoreError> {
     let Some(first) = rows.first() else { return Ok(None) };
     let time = |nanos: i64| time(nanos.into());
     let mut user = User {

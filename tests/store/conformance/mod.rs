@@ -16,11 +16,13 @@ use crate::{Backend, open};
 
 mod deletions;
 mod events;
+mod login;
 mod merge;
 mod outbox;
 mod refresh;
 pub use deletions::*;
 pub use events::*;
+pub use login::*;
 pub use merge::*;
 pub use outbox::*;
 pub use refresh::*;

@@ -149,11 +149,11 @@ impl PgStore {
         let touched: Option<i64> = first.try_get("touched_ns")?;
         let started: bool = first.try_get("started")?;
         let Some(loaded) = super::users::loaded(&rows)? else { return Ok(None) };
-        let mut user = loaded.user.clone();
+        self.keep_new_session_key(&loaded, appid, session, now).await?;
+        let mut user = loaded.user;
         if let Some(at) = touched {
             user.last_login_at = crate::store::codec::time(at.into())?;
         }
-        self.keep_new_session_key(&loaded, appid, session, now).await?;
         Ok(Some(LoggedIn { record: LoginRecord { user, created: false }, started }))
     }
 
@@ -170,21 +170,9 @@ impl PgStore {
         // Only the key matters here: the statement wrote the rest.
         let changes = returning_changes(now, None, stored.as_ref(), session, now);
         let Some(key) = changes.session_key else { return Ok(()) };
-        let (sealed, _) = keys.seal(appid, &key)?;
-        // Sealed for the user read: written only while the identity is still theirs. One
-        // unbound or merged meanwhile keeps the login's session, as a login that finished
-        // just before the unbind would.
-        sqlx::query(
-            "UPDATE identities SET session_key = $3, session_key_issued_at_ns = $4 \
-             WHERE appid = $1 AND openid = $2 AND user_id = $5",
-        )
-        .bind(appid)
-        .bind(&session.openid)
-        .bind(sealed)
-        .bind(ns(key.issued_at)?)
-        .bind(super::uuid(&loaded.user.id))
-        .execute(&self.pool)
-        .await?;
+        // An identity unbound or merged meanwhile keeps the login's session, as a login
+        // that finished just before the unbind would.
+        self.write_session_key(&self.pool, &loaded.user.id, appid, &session.openid, &key).await?;
         Ok(())
     }
 

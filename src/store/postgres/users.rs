@@ -239,23 +239,11 @@ impl PgStore {
         if changes.unionid.is_some() {
             return Ok(None);
         }
-        if let Some(key) = &changes.session_key {
-            let (sealed, _) = self.keys(user.id.as_bytes()).seal(appid, key)?;
-            let updated = sqlx::query(
-                "UPDATE identities SET session_key = $3, session_key_issued_at_ns = $4 \
-                 WHERE appid = $1 AND openid = $2 AND user_id = $5",
-            )
-            .bind(appid)
-            .bind(&session.openid)
-            .bind(sealed)
-            .bind(ns(key.issued_at)?)
-            .bind(uuid(&user.id))
-            .execute(&self.pool)
-            .await?;
-            if updated.rows_affected() == 0 {
-                // Unbound meanwhile: settle it as a login of an unbound openid.
-                return Ok(None);
-            }
+        if let Some(key) = &changes.session_key
+            && !self.write_session_key(&self.pool, &user.id, appid, &session.openid, key).await?
+        {
+            // Unbound meanwhile: settle it as a login of an unbound openid.
+            return Ok(None);
         }
         if let Some(at) = changes.last_login_at {
             sqlx::query("UPDATE users SET last_login_at_ns = GREATEST(last_login_at_ns, $2) WHERE id = $1")
@@ -351,24 +339,11 @@ impl PgStore {
         let changes =
             returning_changes(loaded.user.last_login_at, loaded.user.unionid.as_deref(), stored.as_ref(), session, now);
         let mut user = loaded.user.clone();
-        if let Some(key) = &changes.session_key {
-            let (sealed, _) = keys.seal(appid, key)?;
-            // Sealed for the user loaded: written only while the identity is still theirs
-            // (a merge may have moved it meanwhile; the transaction then starts again).
-            let updated = sqlx::query(
-                "UPDATE identities SET session_key = $3, session_key_issued_at_ns = $4 \
-                 WHERE appid = $1 AND openid = $2 AND user_id = $5",
-            )
-            .bind(appid)
-            .bind(&session.openid)
-            .bind(sealed)
-            .bind(ns(key.issued_at)?)
-            .bind(uuid(&user.id))
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
-                return Err(Failure::Vanished);
-            }
+        // A merge may have moved the identity meanwhile; the transaction then starts again.
+        if let Some(key) = &changes.session_key
+            && !self.write_session_key(&mut *tx, &user.id, appid, &session.openid, key).await?
+        {
+            return Err(Failure::Vanished);
         }
         if let Some(at) = changes.last_login_at {
             sqlx::query("UPDATE users SET last_login_at_ns = GREATEST(last_login_at_ns, $2) WHERE id = $1")
@@ -379,6 +354,32 @@ impl PgStore {
             user.last_login_at = at;
         }
         Ok(user)
+    }
+
+    /// Writes `key`, sealed for `user`, as the session key of `openid` of `appid`, only
+    /// while the identity is still `user`'s (a key sealed for one user must never land in
+    /// another's identity). Whether it was.
+    pub(super) async fn write_session_key<'e>(
+        &self,
+        conn: impl Executor<'e, Database = Postgres>,
+        user: &UserId,
+        appid: &str,
+        openid: &str,
+        key: &StoredSessionKey,
+    ) -> Result<bool, StoreError> {
+        let (sealed, _) = self.keys(user.as_bytes()).seal(appid, key)?;
+        let updated = sqlx::query(
+            "UPDATE identities SET session_key = $3, session_key_issued_at_ns = $4 \
+             WHERE appid = $1 AND openid = $2 AND user_id = $5",
+        )
+        .bind(appid)
+        .bind(openid)
+        .bind(sealed)
+        .bind(ns(key.issued_at)?)
+        .bind(uuid(user))
+        .execute(conn)
+        .await?;
+        Ok(updated.rows_affected() == 1)
     }
 
     /// Binds `openid` of `appid` to user `owner` with its session key. `false`: the openid

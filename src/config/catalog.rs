@@ -103,7 +103,7 @@ settings! {
     REFRESH_TOKEN_TTL: "refresh_token_ttl", Default::Value("2592000"), Some(Range { min: 300, max: 31536000, unit: "seconds" }),
         "Refresh-token lifetime in seconds (30 days), 300 to 31536000; each refresh answers a token with the full lifetime.";
     REFRESH_FAMILIES_PER_USER: "refresh_families_per_user", Default::Value("20"), Some(Range { min: 1, max: 1000, unit: "families" }),
-        "Logins (refresh families) a user keeps, 1 to 1000. Logins beyond it end the user's oldest (PostgreSQL at every login; sled in batches of half this, so at most about twice it), so the store cannot grow by repeated logins. Raise it if people use more devices and apps at once.";
+        "Logins (refresh families) a user keeps, 1 to 1000. Logins beyond it end the user's oldest, in batches: every half-this-th login of a user trims, so a user holds at most about twice it (on PostgreSQL, per replica), and the store cannot grow by repeated logins. Raise it if people use more devices and apps at once.";
     REFRESH_ATTEMPTS_PER_FAMILY: "refresh_attempts_per_family", Default::Value("10"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),
         "`POST /v1/token/refresh` per login (refresh family) per minute: a burst of this many, then one every 60/n s; past it 429 `rate_limited`. `0` turns it off. Accepted: 0 to 1000000.";
     REFRESH_ATTEMPTS_PER_IP: "refresh_attempts_per_ip", Default::Value("600"), Some(Range { min: 0, max: 1000000, unit: "attempts per minute" }),

@@ -446,8 +446,8 @@ impl Store {
     /// Starts a refresh-token family (a login) with its first token, `id` (generation 0),
     /// valid until `expires_at`. One record, not waited for: a token lost in a crash costs
     /// the client a `wx.login`, and logins stay free of flushes. The user keeps about `keep`
-    /// families: the oldest beyond are removed, at once on PostgreSQL, in batches on sled
-    /// (never more than twice `keep`), so that logins repeated without end cannot grow the
+    /// families: the oldest beyond are removed in batches ([`refresh::TrimSchedule`]: about
+    /// twice `keep` at most, per replica), so that logins repeated without end cannot grow the
     /// store. `origin` is kept with the family, for [`Store::sessions`].
     pub async fn start_refresh(
         &self,

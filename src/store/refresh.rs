@@ -9,7 +9,14 @@
 //! only holders of the family's tokens have ever seen, so a token that names the family and
 //! an older generation was issued to someone, and has been spent.
 
-use std::net::IpAddr;
+use std::{
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+};
 
 use time::OffsetDateTime;
 
@@ -272,12 +279,59 @@ pub(super) fn excess(held: usize, keep: usize) -> usize {
     held.saturating_sub(cap(keep))
 }
 
+/// How many counters a [`TrimSchedule`] keeps.
+const TRIM_COUNTERS: usize = 4096;
+
+/// Which logins trim their user's oldest families, on every backend: finding them costs a
+/// scan of the user's families (on PostgreSQL, of every version of them not yet vacuumed,
+/// which made a user's repeated logins 0.5x as fast), so a login only counts itself, and
+/// every `cap / 2`-th login of the same key trims. Keys are counted in a small table by
+/// their hash: two keys sharing a counter only trim more often. A user therefore holds at
+/// most about twice the cap (per replica, and per identity when a login counts by the
+/// identity it arrives with); after a restart the counters start from zero.
+#[derive(Clone)]
+pub(crate) struct TrimSchedule(Arc<[AtomicU16]>);
+
+impl TrimSchedule {
+    /// Counters at zero.
+    pub(crate) fn new() -> Self {
+        Self((0..TRIM_COUNTERS).map(|_| AtomicU16::new(0)).collect())
+    }
+
+    /// Counts a login of `key` (a user id, or the identity a login names): true when this
+    /// login trims. With a cap of 3 or less, every login does.
+    pub(crate) fn due(&self, key: impl Hash, keep: usize) -> bool {
+        let slack = u16::try_from((cap(keep) / 2).max(1)).unwrap_or(u16::MAX);
+        // Fixed keys: the same key finds the same counter in every process.
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let counter = &self.0[(hasher.finish() % TRIM_COUNTERS as u64) as usize];
+        if counter.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= slack {
+            counter.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn presented(generation: u32, hash: u8) -> RefreshId {
         RefreshId { user: UserId::from_bytes([1; 16]), family: [7; 16], generation, verifier_hash: [hash; 32] }
+    }
+
+    #[test]
+    fn a_key_trims_at_every_half_cap_th_login_and_at_every_login_under_a_cap_of_four() {
+        let schedule = TrimSchedule::new();
+        let trims = |key: &str, keep, logins| (0..logins).filter(|_| schedule.due(key, keep)).count();
+        assert_eq!(trims("alice", 20, 40), 4);
+        assert_eq!(trims("bob", 3, 5), 5);
+        assert_eq!(trims("carol", 1, 5), 5);
+        // Counted apart: alice's logins above did not bring dave's trim nearer.
+        assert_eq!((0..9).filter(|_| schedule.due("dave", 20)).count(), 0);
+        assert!(schedule.due("dave", 20));
     }
 
     #[test]

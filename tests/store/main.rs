@@ -178,6 +178,7 @@ conformance_suite!(
         refresh_families_are_revoked_by_token_by_user_and_by_account_changes,
         sessions_are_the_live_families_with_their_origin_and_last_refresh_and_end_one_by_one,
         a_user_keeps_at_most_the_newest_families,
+        a_user_logging_in_without_end_holds_at_most_twice_the_cap_and_always_the_newest,
         racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap,
         the_purge_removes_expired_families_and_those_of_removed_users_in_batches,
         refresh_tokens_revoked_by_logout_all_stay_refused_after_the_ttl_is_lowered_and_a_purge_runs,

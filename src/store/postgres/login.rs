@@ -39,7 +39,9 @@ const SESSION: &str = "\
     SELECT kept.id, hook, $13 FROM kept, UNNEST($20::bytea[]) AS hook)";
 
 /// A returning login. `$3` unionid sent, `$4` now, `$5` the last login granularity,
-/// `$21` families kept beyond the new one. A first unionid is left to the transaction
+/// `$21` families kept beyond the new one, `$22` whether this login trims the user's
+/// oldest families ([`crate::store::refresh::TrimSchedule`], counted by the identity: the
+/// user is not known before the statement). A first unionid is left to the transaction
 /// (`settled` is empty); `last_login_at` is bumped whether or not the user is admitted, as
 /// the long way does.
 static RETURNING: LazyLock<String> = LazyLock::new(|| {
@@ -57,7 +59,7 @@ static RETURNING: LazyLock<String> = LazyLock::new(|| {
          WHERE id = (SELECT id FROM settled) AND last_login_at_ns <= $4 - $5 RETURNING last_login_at_ns), \
          admitted AS (SELECT id FROM settled WHERE (ban_reason IS NULL OR ban_until_ns <= $8) \
          AND (deletion_requested_at_ns IS NULL OR deletion_erase_at_ns IS NULL)), \
-         evicted AS (DELETE FROM refresh_families WHERE family IN (SELECT family FROM refresh_families \
+         evicted AS (DELETE FROM refresh_families WHERE $22 AND family IN (SELECT family FROM refresh_families \
          WHERE user_id = (SELECT id FROM admitted) ORDER BY family DESC OFFSET $21 FOR UPDATE SKIP LOCKED)), \
          {SESSION} \
          {user_columns} WHERE u.id = (SELECT id FROM found) ORDER BY i.seq"
@@ -131,7 +133,8 @@ impl PgStore {
             .bind(ns(now)?)
             .bind(i64::try_from(LAST_LOGIN_GRANULARITY.whole_nanoseconds()).unwrap_or(i64::MAX));
         let query = bind_session(query, start, &returning_event, returning_event.details_json()?, deliveries)?
-            .bind(i64::try_from(cap(start.keep) - 1).unwrap_or(i64::MAX));
+            .bind(i64::try_from(cap(start.keep) - 1).unwrap_or(i64::MAX))
+            .bind(self.trim.due((appid, &session.openid), start.keep));
         let rows = match query.fetch_all(&self.pool).await {
             Ok(rows) => rows,
             Err(e) if raced(&e) => return Ok(None),

@@ -61,6 +61,8 @@ pub(super) struct PgStore {
     /// Unix seconds of the last sweep of expired grants at this replica.
     grants_swept_at: Arc<AtomicI64>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
+    /// Which logins trim their user's oldest families.
+    trim: crate::store::refresh::TrimSchedule,
 }
 
 /// A failure inside a transaction: from the database (maybe worth another attempt) or a
@@ -198,6 +200,7 @@ impl PgStore {
             swept_at: Arc::default(),
             grants_swept_at: Arc::default(),
             purge_cursor: Arc::default(),
+            trim: crate::store::refresh::TrimSchedule::new(),
         };
         store.index_phones().await?;
         Ok(store)

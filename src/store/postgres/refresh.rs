@@ -63,10 +63,13 @@ impl StoredFamily {
 }
 
 impl RefreshTokens for PgStore {
-    /// One statement: the user's oldest families beyond `keep - 1` go, and the new one
-    /// comes in (a data-modifying `WITH` runs whether or not it is referenced). Racing
-    /// logins of one user skip the rows another is removing (`SKIP LOCKED`) instead of
-    /// deadlocking on them; the next login trims what they left.
+    /// One statement: the new family comes in and, when the [`TrimSchedule`] says this
+    /// login trims, the user's oldest families beyond `keep - 1` go (a data-modifying `WITH`
+    /// runs whether or not it is referenced). Racing logins of one user skip the rows
+    /// another is removing (`SKIP LOCKED`) instead of deadlocking on them; the next trim
+    /// removes what they left.
+    ///
+    /// [`TrimSchedule`]: crate::store::refresh::TrimSchedule
     async fn start_refresh(
         &self,
         id: &RefreshId,
@@ -77,7 +80,7 @@ impl RefreshTokens for PgStore {
         keep: usize,
     ) -> Result<(), StoreError> {
         let started = sqlx::query(
-            "WITH evicted AS (DELETE FROM refresh_families WHERE family IN \
+            "WITH evicted AS (DELETE FROM refresh_families WHERE $12 AND family IN \
              (SELECT family FROM refresh_families WHERE user_id = $5 ORDER BY family DESC OFFSET $9 \
              FOR UPDATE SKIP LOCKED)) \
              INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, openid, \
@@ -94,6 +97,7 @@ impl RefreshTokens for PgStore {
         .bind(i64::try_from(cap(keep) - 1).unwrap_or(i64::MAX))
         .bind(&origin.ip)
         .bind(&origin.user_agent)
+        .bind(self.trim.due(grant.user.as_bytes(), keep))
         .execute(&self.pool)
         .await;
         match started {

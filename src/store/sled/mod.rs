@@ -128,7 +128,7 @@ pub(super) struct SledStore {
     index: vault::Index,
     refresh_families: ::sled::Tree,
     /// Logins since a user's families were last trimmed, by a hash of the user ([`refresh`]).
-    trim_due: Arc<[std::sync::atomic::AtomicU16]>,
+    trim: crate::store::refresh::TrimSchedule,
     /// Held while a refresh family rotates, is revoked, trimmed or purged ([`refresh`]).
     refresh: Arc<Mutex<()>>,
     purge_cursor: Arc<Mutex<refresh::PurgeCursor>>,
@@ -199,7 +199,7 @@ impl SledStore {
             vault,
             index,
             refresh_families,
-            trim_due: refresh::trim_counters(),
+            trim: crate::store::refresh::TrimSchedule::new(),
             refresh: Arc::default(),
             purge_cursor: Arc::default(),
         };

@@ -8,18 +8,14 @@
 //! revocations of an unbind find them by a prefix scan, and a login writes one record and
 //! nothing else (an index kept up to date by every login cost the returning login 9 %).
 //!
-//! The cap is kept in batches: a login counts itself in a small table of counters (by a
-//! hash of the user id), and only when a counter passes half the cap is the user's prefix
-//! scanned and trimmed back to the cap. A user therefore holds at most about twice the cap
-//! (a counter shared by two users only trims more often, and after a restart the counters
-//! start from zero again).
+//! The cap is kept in batches ([`crate::store::refresh::TrimSchedule`], shared with PostgreSQL): a login counts
+//! itself by its user id, and only every half-cap-th login scans the user's prefix and
+//! trims it back to the cap.
 //!
 //! What presenting a token does, what revokes a family, what a user keeps and what the
 //! purge removes are decided in [`crate::store::refresh`], shared with PostgreSQL. Rotations, revocations, trims and the purge run under
 //! [`SledStore::refresh`], a lock of their own (they never touch bindings), so that one
 //! presented token is spent exactly once and a removed family is never written back.
-
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -34,12 +30,9 @@ use crate::{
         Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
         backend::RefreshTokens,
         codec::time,
-        refresh::{Family, Rotation, cap, excess, live, purgeable, revokes, rotation},
+        refresh::{Family, Rotation, excess, live, purgeable, revokes, rotation},
     },
 };
-
-/// Counters of logins since the last trim, by a hash of the user id.
-pub(super) const TRIM_COUNTERS: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct FamilyRecord {
@@ -184,11 +177,6 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// The trim counter of a user: the last bytes of a UUID v7 are random.
-fn counter_of(user: &[u8; 16]) -> usize {
-    usize::from(u16::from_le_bytes([user[14], user[15]])) % TRIM_COUNTERS
-}
-
 impl SledStore {
     pub(super) fn refresh_turn(&self) -> std::sync::MutexGuard<'_, ()> {
         self.refresh.lock().unwrap_or_else(|e| e.into_inner())
@@ -254,10 +242,7 @@ impl RefreshTokens for SledStore {
         // token answers invalid_grant), and nothing of theirs is sealed under a new key.
         let Some(slot) = self.user_slot(&user)? else { return Ok(()) };
         self.refresh_families.insert(key(&user, &id.family), self.seal_family(&record, slot)?)?;
-        let slack = u16::try_from((cap(keep) / 2).max(1)).unwrap_or(u16::MAX);
-        let counter = &self.trim_due[counter_of(&user)];
-        if counter.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= slack {
-            counter.store(0, Ordering::Relaxed);
+        if self.trim.due(user, keep) {
             let _turn = self.refresh_turn();
             self.trim(&user, keep)?;
         }
@@ -390,11 +375,6 @@ impl RefreshTokens for SledStore {
 pub(super) struct PurgeCursor {
     /// The last key looked at.
     after: Option<Vec<u8>>,
-}
-
-/// Fresh trim counters.
-pub(super) fn trim_counters() -> std::sync::Arc<[AtomicU16]> {
-    (0..TRIM_COUNTERS).map(|_| AtomicU16::new(0)).collect()
 }
 
 /// Keys strictly after `key` (all keys when `None`).

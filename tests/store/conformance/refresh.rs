@@ -110,6 +110,29 @@ pub async fn a_user_keeps_at_most_the_newest_families(backend: &dyn Backend) {
     }
 }
 
+pub async fn a_user_logging_in_without_end_holds_at_most_twice_the_cap_and_always_the_newest(backend: &dyn Backend) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let alice = user(&store, "alice").await;
+    let mut most = 0;
+    for family in 1..=60u8 {
+        store
+            .start_refresh(&rid_of(alice, family, 0, family), &grant(alice), &Origin::default(), now, later, 8)
+            .await
+            .unwrap();
+        let held = store.sessions(&alice, now).await.unwrap().len();
+        assert!(held <= 2 * 8, "{held} families after login {family}");
+        most = most.max(held);
+    }
+    // In batches: a trim at every login would cost a scan of the user's families each time.
+    assert!(most > 8, "every login trimmed");
+    for family in 53..=60u8 {
+        let rotated = store.rotate_refresh(&rid_of(alice, family, 0, family), &[100; 32], now, later).await.unwrap();
+        assert!(matches!(rotated, Refreshed::Rotated(_)), "family {family}: {rotated:?}");
+    }
+}
+
 pub async fn racing_logins_of_one_user_all_start_their_family_and_the_next_one_trims_to_the_cap(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = Arc::new(open(&settings).await.unwrap());

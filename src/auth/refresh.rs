@@ -137,7 +137,8 @@ impl Auth {
         let (mut text, mut id) = token(old.user, old.family, old.generation.wrapping_add(1))?;
         let now = self.parts.clock.now();
         let expires_at = now + self.parts.refresh_ttl;
-        let mut rotated = store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await?;
+        let (mut rotated, mut user) =
+            store.rotate_refresh_reading_user(&old, &id.verifier_hash, now, expires_at).await?;
         // Not found under its user: the user may have been merged into another (looked up
         // only then, so that refreshes pay nothing for merges).
         let mut old = old;
@@ -146,7 +147,7 @@ impl Auth {
         {
             old = RefreshId { user: into, ..old };
             (text, id) = token(into, old.family, old.generation.wrapping_add(1))?;
-            rotated = store.rotate_refresh(&old, &id.verifier_hash, now, expires_at).await?;
+            (rotated, user) = store.rotate_refresh_reading_user(&old, &id.verifier_hash, now, expires_at).await?;
         }
         let grant = match rotated {
             Refreshed::Rotated(grant) => grant,
@@ -172,7 +173,6 @@ impl Auth {
             }
         };
         tracing::Span::current().record("user_id", tracing::field::display(grant.user));
-        let user = store.user(&grant.user).await?;
         let Some(user) = user.filter(|u| u.openid_in(&grant.identity.appid) == Some(grant.identity.openid.as_str()))
         else {
             // Unbound (or removed) since the login: the family ends here.

@@ -492,6 +492,27 @@ impl Store {
         dispatch!(self, b => b.rotate_refresh(old, next_verifier_hash, now, expires_at).await)
     }
 
+    /// [`Store::rotate_refresh`] and, when the token rotated, the family's user as stored
+    /// now (`None` when gone): a refresh's store work, in one statement on PostgreSQL when
+    /// the token is its family's current one.
+    pub async fn rotate_refresh_reading_user(
+        &self,
+        old: &RefreshId,
+        next_verifier_hash: &[u8; 32],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(Refreshed, Option<User>), StoreError> {
+        if let Configured::Postgres(pg) = &self.backend {
+            return pg.rotate_reading_user(old, next_verifier_hash, now, expires_at).await;
+        }
+        let rotated = self.rotate_refresh(old, next_verifier_hash, now, expires_at).await?;
+        let user = match &rotated {
+            Refreshed::Rotated(grant) => self.user(&grant.user).await?,
+            _ => None,
+        };
+        Ok((rotated, user))
+    }
+
     /// Revokes the family of refresh token `id`; nothing happens for a token that is not
     /// one of its family's. Durable when it returns.
     pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {

@@ -4,19 +4,40 @@
 //! the second waits for the first to commit, then presents an older generation, which
 //! revokes the family. Removing a user removes its families (a foreign key with cascade).
 
+use std::sync::LazyLock;
+
 use sqlx::{AssertSqlSafe, PgConnection, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Failure, PgStore, Step, ns, user_id, uuid};
+use super::{Failure, PgStore, Step, ns, user_id, users::USER_COLUMNS, uuid};
 use crate::{
-    domain::{Identity, UserId},
+    domain::{Identity, User, UserId},
     store::{
         Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
         backend::RefreshTokens,
         refresh::{Family, Rotation, cap, live, purgeable, rotation},
     },
 };
+
+/// A rotation when the token is the family's current one and the family is live (what the
+/// shared policy calls [`Rotation::Advance`], stated in SQL): `$1` family, `$2` user, `$3`
+/// presented generation, `$4` its verifier hash, `$5` the next one's, `$6` its expiry, `$7`
+/// now, `$8` the last generation there is.
+const ADVANCE: &str = "UPDATE refresh_families SET generation = generation + 1, verifier_hash = $5, \
+     expires_at_ns = $6, last_refresh_ns = $7 WHERE family = $1 AND user_id = $2 AND generation = $3 \
+     AND verifier_hash = $4 AND NOT revoked AND expires_at_ns > $7 AND generation < $8";
+
+/// [`ADVANCE`] and the family's user in one statement: a row per identity of the user
+/// ([`USER_COLUMNS`], `id` null if the user is gone), none when it did not advance.
+static ADVANCE_READING_USER: LazyLock<String> = LazyLock::new(|| {
+    let user_columns = USER_COLUMNS.replacen(
+        " FROM users u",
+        ", r.appid AS rotated_appid, r.openid AS rotated_openid FROM rotated r LEFT JOIN users u ON u.id = r.user_id",
+        1,
+    );
+    format!("WITH rotated AS ({ADVANCE} RETURNING user_id, appid, openid) {user_columns} ORDER BY i.seq")
+});
 
 /// Where a purge pass stands: the last family looked at.
 #[derive(Default)]
@@ -122,19 +143,13 @@ impl RefreshTokens for PgStore {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<Refreshed, StoreError> {
-        let rotated = sqlx::query(
-            "UPDATE refresh_families SET generation = generation + 1, verifier_hash = $5, expires_at_ns = $6, \
-             last_refresh_ns = $7 WHERE family = $1 AND user_id = $2 AND generation = $3 AND verifier_hash = $4 \
-             AND NOT revoked AND expires_at_ns > $7 AND generation < $8 RETURNING appid, openid",
-        )
-        .bind(Uuid::from_bytes(old.family))
-        .bind(uuid(&old.user))
-        .bind(i64::from(old.generation))
-        .bind(&old.verifier_hash[..])
-        .bind(&next_verifier_hash[..])
-        .bind(ns(expires_at)?)
-        .bind(ns(now)?)
-        .bind(i64::from(u32::MAX))
+        let rotated = bind_advance(
+            sqlx::query(AssertSqlSafe(format!("{ADVANCE} RETURNING appid, openid"))),
+            old,
+            next_verifier_hash,
+            now,
+            expires_at,
+        )?
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = rotated {
@@ -225,7 +240,56 @@ impl RefreshTokens for PgStore {
     }
 }
 
+/// Binds [`ADVANCE`]'s parameters to `query`.
+fn bind_advance<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    old: &RefreshId,
+    next_verifier_hash: &[u8; 32],
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    Ok(query
+        .bind(Uuid::from_bytes(old.family))
+        .bind(uuid(&old.user))
+        .bind(i64::from(old.generation))
+        .bind(old.verifier_hash.to_vec())
+        .bind(next_verifier_hash.to_vec())
+        .bind(ns(expires_at)?)
+        .bind(ns(now)?)
+        .bind(i64::from(u32::MAX)))
+}
+
 impl PgStore {
+    /// [`crate::store::Store::rotate_refresh_reading_user`]: one statement when the token
+    /// advances its family; otherwise the transaction of [`RefreshTokens::rotate_refresh`],
+    /// and the user after it.
+    pub(crate) async fn rotate_reading_user(
+        &self,
+        old: &RefreshId,
+        next_verifier_hash: &[u8; 32],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(Refreshed, Option<User>), StoreError> {
+        let query = sqlx::query(AssertSqlSafe(ADVANCE_READING_USER.as_str()));
+        let rows = bind_advance(query, old, next_verifier_hash, now, expires_at)?.fetch_all(&self.pool).await?;
+        if let Some(first) = rows.first() {
+            let identity =
+                Identity { appid: first.try_get("rotated_appid")?, openid: first.try_get("rotated_openid")? };
+            let rotated = Refreshed::Rotated(RefreshGrant { user: old.user, identity });
+            // A family outlives its user only if the foreign key's cascade did not run.
+            if first.try_get::<Option<Uuid>, _>("id")?.is_none() {
+                return Ok((rotated, None));
+            }
+            return Ok((rotated, super::users::loaded(&rows)?.map(|l| l.user)));
+        }
+        let rotated = transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))?;
+        let user = match &rotated {
+            Refreshed::Rotated(grant) => super::users::load(&self.pool, uuid(&grant.user)).await?.map(|l| l.user),
+            _ => None,
+        };
+        Ok((rotated, user))
+    }
+
     /// The user's family `family`, locked until the transaction ends.
     async fn locked_family(
         &self,

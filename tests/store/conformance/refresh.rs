@@ -53,6 +53,39 @@ pub async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family(backend
     assert_eq!(rotate(rid(9, 0, 9), 10, now).await, Refreshed::Rotated(grant(user)));
 }
 
+pub async fn a_rotation_that_reads_the_user_judges_as_a_rotation_and_reads_the_user_only_when_rotated(
+    backend: &dyn Backend,
+) {
+    let (settings, _guard) = backend.fresh();
+    let store = open(&settings).await.unwrap();
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let user = user(&store, "alice").await;
+    let rid = |family, generation, verifier| rid_of(user, family, generation, verifier);
+    store.start_refresh(&rid(1, 0, 1), &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
+    store.start_refresh(&rid(9, 0, 9), &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
+    let cases = [
+        (rid(1, 0, 7), now, Refreshed::Unknown, "a wrong verifier"),
+        (rid(5, 0, 5), now, Refreshed::Unknown, "a family never started"),
+        (rid(1, 0, 1), now, Refreshed::Rotated(grant(user)), "the current token"),
+        (rid(1, 1, 2), now, Refreshed::Rotated(grant(user)), "its successor"),
+        (rid(1, 0, 1), now, Refreshed::Reused, "the spent first token"),
+        (rid(1, 2, 3), now, Refreshed::Revoked, "the newest token after the reuse"),
+        (rid(9, 0, 9), later, Refreshed::Expired, "an expired family"),
+    ];
+    for (presented, at, judged, what) in cases {
+        let next = [presented.generation as u8 + 2; 32];
+        let (rotated, read) = store.rotate_refresh_reading_user(&presented, &next, at, later).await.unwrap();
+        assert_eq!(rotated, judged, "{what}");
+        match rotated {
+            Refreshed::Rotated(_) => {
+                let read = read.unwrap_or_else(|| panic!("{what}: the user was not read"));
+                assert_eq!((read.id, read.account.as_deref()), (user, Some("alice")), "{what}");
+            }
+            _ => assert!(read.is_none(), "{what}: a user read without a rotation"),
+        }
+    }
+}
+
 pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_changes(backend: &dyn Backend) {
     let (settings, _guard) = backend.fresh();
     let store = open(&settings).await.unwrap();

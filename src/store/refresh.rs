@@ -302,7 +302,8 @@ impl TrimSchedule {
     /// login trims. With a cap of 3 or less, every login does.
     pub(crate) fn due(&self, key: impl Hash, keep: usize) -> bool {
         let slack = u16::try_from((cap(keep) / 2).max(1)).unwrap_or(u16::MAX);
-        // Fixed keys: the same key finds the same counter in every process.
+        // `DefaultHasher::new` has fixed keys: a key finds the same counter in every run, so
+        // when a login trims does not depend on the process's random state.
         let mut hasher = std::hash::DefaultHasher::new();
         key.hash(&mut hasher);
         let counter = &self.0[(hasher.finish() % TRIM_COUNTERS as u64) as usize];

@@ -203,6 +203,13 @@ impl User {
     pub fn openid_in(&self, appid: &str) -> Option<&str> {
         self.identities.iter().find(|i| i.appid == appid).map(|i| i.openid.as_str())
     }
+
+    /// Whether a session of `identity` may go on at `now` (a refresh): the identity is
+    /// still the user's, and the user may log in ([`Controls::admit_login`]). PostgreSQL's
+    /// one-statement refresh states the same in SQL.
+    pub fn admits_session(&self, identity: &Identity, now: OffsetDateTime) -> bool {
+        self.openid_in(&identity.appid) == Some(identity.openid.as_str()) && self.controls.admit_login(now)
+    }
 }
 
 /// A phone number WeChat vouched for, through either phone API.

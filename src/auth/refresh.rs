@@ -137,8 +137,12 @@ impl Auth {
         let (mut text, mut id) = token(old.user, old.family, old.generation.wrapping_add(1))?;
         let now = self.parts.clock.now();
         let expires_at = now + self.parts.refresh_ttl;
+        let sid = crate::store::session_id(&old.family);
+        // Kept by the store with the rotation when the refresh succeeds (its user and app
+        // are the family's).
+        let refreshed = self.event(EventKind::Refresh).origin(&self.origin(peer)).detail("session", sid.to_string());
         let (mut rotated, mut user) =
-            store.rotate_refresh_reading_user(&old, &id.verifier_hash, now, expires_at).await?;
+            store.rotate_refresh_reading_user(&old, &id.verifier_hash, now, expires_at, refreshed.clone()).await?;
         // Not found under its user: the user may have been merged into another (looked up
         // only then, so that refreshes pay nothing for merges).
         let mut old = old;
@@ -147,7 +151,8 @@ impl Auth {
         {
             old = RefreshId { user: into, ..old };
             (text, id) = token(into, old.family, old.generation.wrapping_add(1))?;
-            (rotated, user) = store.rotate_refresh_reading_user(&old, &id.verifier_hash, now, expires_at).await?;
+            (rotated, user) =
+                store.rotate_refresh_reading_user(&old, &id.verifier_hash, now, expires_at, refreshed).await?;
         }
         let grant = match rotated {
             Refreshed::Rotated(grant) => grant,
@@ -190,12 +195,10 @@ impl Auth {
             store.revoke_refresh(&id).await?;
             return Err(RefreshFailure::InvalidGrant("this account is being deleted; its sessions have ended"));
         }
-        let sid = crate::store::session_id(&old.family);
+        debug_assert!(user.admits_session(&grant.identity, now), "the store kept the event on the same rule");
         let token = self.parts.tokens.issue(&user, &grant.identity, sid).map_err(Internal::from)?;
         self.parts.metrics.token_issued(token.alg.as_str());
         tracing::info!("refreshed");
-        let event = self.event(EventKind::Refresh).user(user.id).app(&grant.identity.appid).origin(&self.origin(peer));
-        self.record(event.detail("session", sid.to_string())).await;
         let refresh = IssuedRefresh { token: text, expires_in: self.parts.refresh_ttl.as_secs() };
         Ok(LoginOutcome { token, refresh, user, identity: grant.identity, created: false })
     }
@@ -203,15 +206,16 @@ impl Auth {
     /// Revokes the family of a refresh token. Unknown tokens are fine: logging out twice,
     /// or after expiry, succeeds the same.
     pub async fn logout(&self, presented: &str, peer: &super::Peer<'_>) -> Result<(), Internal> {
-        let Some(mut id) = parse_token(presented) else { return Ok(()) };
-        let mut revoked = self.parts.store.revoke_refresh(&id).await?;
-        if !revoked && let Some(into) = self.parts.store.merged_into(&id.user).await? {
-            id = RefreshId { user: into, ..id };
-            revoked = self.parts.store.revoke_refresh(&id).await?;
-        }
-        if revoked {
-            let event = self.event(EventKind::Logout).user(id.user).origin(&self.origin(peer));
-            self.record(event.detail("session", crate::store::session_id(&id.family).to_string())).await;
+        let Some(id) = parse_token(presented) else { return Ok(()) };
+        let store = &self.parts.store;
+        let logout = |user| {
+            let event = self.event(EventKind::Logout).user(user).origin(&self.origin(peer));
+            event.detail("session", crate::store::session_id(&id.family).to_string())
+        };
+        if !store.revoke_refresh_recording(&id, logout(id.user)).await?
+            && let Some(into) = store.merged_into(&id.user).await?
+        {
+            store.revoke_refresh_recording(&RefreshId { user: into, ..id }, logout(into)).await?;
         }
         Ok(())
     }

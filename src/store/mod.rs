@@ -492,24 +492,37 @@ impl Store {
         dispatch!(self, b => b.rotate_refresh(old, next_verifier_hash, now, expires_at).await)
     }
 
-    /// [`Store::rotate_refresh`] and, when the token rotated, the family's user as stored
-    /// now (`None` when gone): a refresh's store work, in one statement on PostgreSQL when
-    /// the token is its family's current one.
+    /// A refresh's store work: [`Store::rotate_refresh`] and, when the token rotated, the
+    /// family's user as stored now (`None` when gone). When that user still holds the
+    /// family's identity and may log in ([`User::admits_session`]), `refreshed` is kept
+    /// too, as the user's event in the family's app. One statement on PostgreSQL when the
+    /// token is its family's current one.
     pub async fn rotate_refresh_reading_user(
         &self,
         old: &RefreshId,
         next_verifier_hash: &[u8; 32],
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        refreshed: events::Event,
     ) -> Result<(Refreshed, Option<User>), StoreError> {
-        if let Configured::Postgres(pg) = &self.backend {
-            return pg.rotate_reading_user(old, next_verifier_hash, now, expires_at).await;
-        }
-        let rotated = self.rotate_refresh(old, next_verifier_hash, now, expires_at).await?;
-        let user = match &rotated {
-            Refreshed::Rotated(grant) => self.user(&grant.user).await?,
-            _ => None,
+        let rotated = match &self.backend {
+            Configured::Postgres(pg) => {
+                let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&refreshed));
+                let at_once = pg.rotate_at_once(old, next_verifier_hash, now, expires_at, &refreshed, &deliveries);
+                if let Some(done) = at_once.await? {
+                    return Ok(done);
+                }
+                pg.rotate_judged(old, next_verifier_hash, now, expires_at).await?
+            }
+            _ => self.rotate_refresh(old, next_verifier_hash, now, expires_at).await?,
         };
+        let Refreshed::Rotated(grant) = &rotated else { return Ok((rotated, None)) };
+        let user = self.user(&grant.user).await?;
+        if let Some(user) = &user
+            && user.admits_session(&grant.identity, now)
+        {
+            self.record(refreshed.user(user.id).app(&grant.identity.appid)).await;
+        }
         Ok((rotated, user))
     }
 
@@ -517,6 +530,20 @@ impl Store {
     /// one of its family's. Durable when it returns.
     pub async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
         dispatch!(self, b => b.revoke_refresh(id).await)
+    }
+
+    /// [`Store::revoke_refresh`], keeping `logout` when it revoked: one statement on
+    /// PostgreSQL.
+    pub async fn revoke_refresh_recording(&self, id: &RefreshId, logout: events::Event) -> Result<bool, StoreError> {
+        if let Configured::Postgres(pg) = &self.backend {
+            let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&logout));
+            return pg.revoke_recording(id, &logout, &deliveries).await;
+        }
+        let revoked = self.revoke_refresh(id).await?;
+        if revoked {
+            self.record(logout).await;
+        }
+        Ok(revoked)
     }
 
     /// Revokes every refresh family of a user. Durable when it returns.

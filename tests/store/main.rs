@@ -176,6 +176,7 @@ conformance_suite!(
         controls_are_kept_changed_given_to_new_users_and_refused_for_a_missing_user,
         a_refresh_token_rotates_once_and_a_reuse_revokes_its_family,
         a_rotation_that_reads_the_user_judges_as_a_rotation_and_reads_the_user_only_when_rotated,
+        a_refresh_keeps_its_event_only_when_the_session_goes_on_and_a_logout_only_when_it_revoked,
         refresh_families_are_revoked_by_token_by_user_and_by_account_changes,
         sessions_are_the_live_families_with_their_origin_and_last_refresh_and_end_one_by_one,
         a_user_keeps_at_most_the_newest_families,

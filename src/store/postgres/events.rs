@@ -100,6 +100,40 @@ pub(super) async fn insert(
     Ok(())
 }
 
+/// The CTEs `kept` and `delivered` of a statement that keeps one event, and its webhook
+/// deliveries, for the row of CTE `source` (none when it has none): the event's user is
+/// `source`'s `id`, its app the SQL expression `appid`, the rest the eight parameters from
+/// `$first` that [`bind_one`] binds. An event already kept is kept once, as by [`insert`].
+pub(super) fn keeping_one(source: &str, appid: &str, first: u32) -> String {
+    let p = |i: u32| format!("${}", first + i);
+    let (id, at, kind, ip, user_agent, actor, details, hooks) = (p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7));
+    format!(
+        "kept AS (INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
+         SELECT {id}, {at}, {kind}, id, {appid}, {ip}, {user_agent}, {actor}, {details} FROM {source} \
+         ON CONFLICT (id) DO NOTHING RETURNING id), \
+         delivered AS (INSERT INTO outbox (event_id, hook, due_at_ns) \
+         SELECT kept.id, hook, {at} FROM kept, UNNEST({hooks}::bytea[]) AS hook)"
+    )
+}
+
+/// Binds the parameters of [`keeping_one`]: `event`'s id, time, kind, ip, user agent, actor
+/// and details, and the webhooks of `deliveries` that are `event`'s.
+pub(super) fn bind_one<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    event: &'q Event,
+    deliveries: &[Delivery],
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    Ok(query
+        .bind(event.id)
+        .bind(ns(event.at)?)
+        .bind(event.kind.as_str())
+        .bind(event.ip.map(|ip| ip.to_string()))
+        .bind(event.user_agent.as_deref())
+        .bind(event.actor.as_deref())
+        .bind(event.details_json()?)
+        .bind(deliveries.iter().filter(|d| d.event == event.id).map(|d| d.hook.to_vec()).collect::<Vec<_>>()))
+}
+
 impl Events for PgStore {
     async fn append_events(&self, events: &[Event], deliveries: &[Delivery]) -> Result<(), StoreError> {
         insert(&self.pool, events, deliveries, false).await

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PgStore, ns, users::USER_COLUMNS};
+use super::{PgStore, events, ns, users, users::USER_COLUMNS};
 use crate::{
     domain::{Controls, Identity, User, UserId, WechatSession},
     store::{
@@ -27,19 +27,19 @@ use crate::{
 
 /// The session's inserts, shared by both statements: the refresh family of `admitted`'s
 /// user (none when the CTE `admitted` is empty), the event, and its deliveries.
-/// Parameters from `$6`: family, verifier hash, start, expiry, ip, user agent, event id,
-/// event time, kind, event appid, event ip, event user agent, actor, details, hooks.
-const SESSION: &str = "\
-    started AS (INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, \
-    openid, expires_at_ns, last_refresh_ns, ip, user_agent) \
-    SELECT $6, 0, $7, $8, id, $1, $2, $9, $8, $10, $11 FROM admitted RETURNING family), \
-    kept AS (INSERT INTO events (id, at_ns, kind, user_id, appid, ip, user_agent, actor, details) \
-    SELECT $12, $13, $14, id, $15, $16, $17, $18, $19 FROM admitted ON CONFLICT (id) DO NOTHING RETURNING id), \
-    delivered AS (INSERT INTO outbox (event_id, hook, due_at_ns) \
-    SELECT kept.id, hook, $13 FROM kept, UNNEST($20::bytea[]) AS hook)";
+/// Parameters from `$6`: family, verifier hash, start, expiry, ip, user agent; from `$12`
+/// the event's ([`events::bind_one`]).
+static SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "started AS (INSERT INTO refresh_families (family, generation, verifier_hash, started_ns, user_id, appid, \
+         openid, expires_at_ns, last_refresh_ns, ip, user_agent) \
+         SELECT $6, 0, $7, $8, id, $1, $2, $9, $8, $10, $11 FROM admitted RETURNING family), {}",
+        events::keeping_one("admitted", "$1", 12)
+    )
+});
 
 /// A returning login. `$3` unionid sent, `$4` now, `$5` the last login granularity,
-/// `$21` families kept beyond the new one, `$22` whether this login trims the user's
+/// `$20` families kept beyond the new one, `$21` whether this login trims the user's
 /// oldest families ([`crate::store::refresh::TrimSchedule`], counted by the identity: the
 /// user is not known before the statement). A first unionid is left to the transaction
 /// (`settled` is empty); `last_login_at` is bumped whether or not the user is admitted, as
@@ -57,54 +57,47 @@ static RETURNING: LazyLock<String> = LazyLock::new(|| {
          settled AS (SELECT * FROM found WHERE $3::text IS NULL OR unionid IS NOT NULL), \
          touched AS (UPDATE users SET last_login_at_ns = GREATEST(last_login_at_ns, $4) \
          WHERE id = (SELECT id FROM settled) AND last_login_at_ns <= $4 - $5 RETURNING last_login_at_ns), \
-         admitted AS (SELECT id FROM settled WHERE (ban_reason IS NULL OR ban_until_ns <= $8) \
-         AND (deletion_requested_at_ns IS NULL OR deletion_erase_at_ns IS NULL)), \
-         evicted AS (DELETE FROM refresh_families WHERE $22 AND family IN (SELECT family FROM refresh_families \
-         WHERE user_id = (SELECT id FROM admitted) ORDER BY family DESC OFFSET $21 FOR UPDATE SKIP LOCKED)), \
-         {SESSION} \
-         {user_columns} WHERE u.id = (SELECT id FROM found) ORDER BY i.seq"
+         admitted AS (SELECT id FROM settled WHERE {admits}), \
+         evicted AS (DELETE FROM refresh_families WHERE $21 AND family IN (SELECT family FROM refresh_families \
+         WHERE user_id = (SELECT id FROM admitted) ORDER BY family DESC OFFSET $20 FOR UPDATE SKIP LOCKED)), \
+         {session} \
+         {user_columns} WHERE u.id = (SELECT id FROM found) ORDER BY i.seq",
+        admits = users::admits_login_at("$8"),
+        session = SESSION.as_str(),
     )
 });
 
 /// A first login: the user, its identity, its unionid link, and the session. A racer that
 /// bound the openid or linked the unionid first makes it fail on a unique constraint, and
-/// nothing is written. `$3` unionid, `$4` now, `$5` the new user's id, `$21` roles, `$22`
-/// and `$23` the sealed session key and when it was issued.
+/// nothing is written. `$3` unionid, `$4` now, `$5` the new user's id, `$20` roles, `$21`
+/// and `$22` the sealed session key and when it was issued.
 static FIRST: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH admitted AS (INSERT INTO users (id, unionid, created_at_ns, last_login_at_ns, roles) \
-         VALUES ($5, $3, $4, $4, $21) RETURNING id), \
+         VALUES ($5, $3, $4, $4, $20) RETURNING id), \
          bound AS (INSERT INTO identities (appid, openid, user_id, session_key, session_key_issued_at_ns) \
-         SELECT $1, $2, id, $22, $23 FROM admitted), \
+         SELECT $1, $2, id, $21, $22 FROM admitted), \
          linked AS (INSERT INTO unionids (unionid, user_id) SELECT $3, id FROM admitted WHERE $3::text IS NOT NULL), \
-         {SESSION} SELECT 1"
+         {} SELECT 1",
+        SESSION.as_str()
     )
 });
 
-/// Binds `$1`..`$20` of [`SESSION`] (the first five of them the caller's) to `query`.
+/// Binds `$6`..`$19` of [`SESSION`] (the first five are the caller's) to `query`.
 fn bind_session<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     start: &'q SessionStart,
     event: &'q Event,
-    details: String,
     deliveries: &[Delivery],
 ) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
-    Ok(query
+    let query = query
         .bind(Uuid::from_bytes(start.family))
         .bind(&start.verifier_hash[..])
         .bind(ns(start.now)?)
         .bind(ns(start.expires_at)?)
         .bind(start.origin.ip.as_deref())
-        .bind(start.origin.user_agent.as_deref())
-        .bind(event.id)
-        .bind(ns(event.at)?)
-        .bind(event.kind.as_str())
-        .bind(event.appid.as_deref())
-        .bind(event.ip.map(|ip| ip.to_string()))
-        .bind(event.user_agent.as_deref())
-        .bind(event.actor.as_deref())
-        .bind(details)
-        .bind(deliveries.iter().filter(|d| d.event == event.id).map(|d| d.hook.to_vec()).collect::<Vec<_>>()))
+        .bind(start.origin.user_agent.as_deref());
+    events::bind_one(query, event, deliveries)
 }
 
 /// A unique constraint or foreign key a racer got to first: the long way settles it.
@@ -132,7 +125,7 @@ impl PgStore {
             .bind(session.unionid.as_deref())
             .bind(ns(now)?)
             .bind(i64::try_from(LAST_LOGIN_GRANULARITY.whole_nanoseconds()).unwrap_or(i64::MAX));
-        let query = bind_session(query, start, &returning_event, returning_event.details_json()?, deliveries)?
+        let query = bind_session(query, start, &returning_event, deliveries)?
             .bind(i64::try_from(cap(start.keep) - 1).unwrap_or(i64::MAX))
             .bind(self.trim.due((appid, &session.openid), start.keep));
         let rows = match query.fetch_all(&self.pool).await {
@@ -201,10 +194,7 @@ impl PgStore {
             .bind(session.unionid.as_deref())
             .bind(ns(now)?)
             .bind(super::uuid(&id));
-        let query = bind_session(query, start, &event, event.details_json()?, deliveries)?
-            .bind(roles)
-            .bind(sealed)
-            .bind(issued.transpose()?);
+        let query = bind_session(query, start, &event, deliveries)?.bind(roles).bind(sealed).bind(issued.transpose()?);
         match query.execute(&self.pool).await {
             Ok(_) => {}
             Err(e) if raced(&e) => return Ok(None),

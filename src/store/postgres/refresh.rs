@@ -10,12 +10,14 @@ use sqlx::{AssertSqlSafe, PgConnection, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Failure, PgStore, Step, ns, user_id, users::USER_COLUMNS, uuid};
+use super::{Failure, PgStore, Step, events, ns, user_id, users, users::USER_COLUMNS, uuid};
 use crate::{
     domain::{Identity, User, UserId},
     store::{
         Origin, PurgeBatch, RefreshGrant, RefreshId, Refreshed, Session, StoreError,
         backend::RefreshTokens,
+        events::Event,
+        outbox::Delivery,
         refresh::{Family, Rotation, cap, live, purgeable, rotation},
     },
 };
@@ -28,15 +30,40 @@ const ADVANCE: &str = "UPDATE refresh_families SET generation = generation + 1, 
      expires_at_ns = $6, last_refresh_ns = $7 WHERE family = $1 AND user_id = $2 AND generation = $3 \
      AND verifier_hash = $4 AND NOT revoked AND expires_at_ns > $7 AND generation < $8";
 
-/// [`ADVANCE`] and the family's user in one statement: a row per identity of the user
-/// ([`USER_COLUMNS`], `id` null if the user is gone), none when it did not advance.
+/// [`ADVANCE`], the family's user, and the `refresh` event in one statement: a row per
+/// identity of the user ([`USER_COLUMNS`], `id` null if the user is gone), none when it
+/// did not advance. The event is kept, from `$9` ([`events::bind_one`]), when the user
+/// still holds the family's identity and may log in at `$7`, as a refresh requires
+/// ([`crate::domain::User::admits_session`]).
 static ADVANCE_READING_USER: LazyLock<String> = LazyLock::new(|| {
     let user_columns = USER_COLUMNS.replacen(
         " FROM users u",
         ", r.appid AS rotated_appid, r.openid AS rotated_openid FROM rotated r LEFT JOIN users u ON u.id = r.user_id",
         1,
     );
-    format!("WITH rotated AS ({ADVANCE} RETURNING user_id, appid, openid) {user_columns} ORDER BY i.seq")
+    format!(
+        "WITH rotated AS ({ADVANCE} RETURNING user_id, appid, openid), \
+         admitted AS (SELECT u.id, r.appid FROM rotated r JOIN users u ON u.id = r.user_id \
+         WHERE EXISTS (SELECT 1 FROM identities b WHERE b.user_id = u.id AND b.appid = r.appid \
+         AND b.openid = r.openid) AND {admits}), \
+         {event} {user_columns} ORDER BY i.seq",
+        admits = users::admits_login_at("$7"),
+        event = events::keeping_one("admitted", "appid", 9),
+    )
+});
+
+/// What the shared policy (`refresh::revokes`) revokes, in SQL: any token of the family
+/// that is not newer than its current one, the current one by its verifier. `$1` family,
+/// `$2` user, `$3` generation, `$4` verifier hash.
+const REVOKE: &str = "UPDATE refresh_families SET revoked = true WHERE family = $1 AND user_id = $2 AND NOT revoked \
+     AND (generation > $3 OR (generation = $3 AND verifier_hash = $4))";
+
+/// [`REVOKE`] and, when it revoked, the `logout` event from `$5` ([`events::bind_one`]).
+static REVOKE_RECORDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH revoked AS ({REVOKE} RETURNING user_id AS id), {} SELECT EXISTS (SELECT 1 FROM revoked) AS revoked",
+        events::keeping_one("revoked", "NULL", 5)
+    )
 });
 
 /// Where a purge pass stands: the last family looked at.
@@ -156,22 +183,12 @@ impl RefreshTokens for PgStore {
             let identity = Identity { appid: row.try_get("appid")?, openid: row.try_get("openid")? };
             return Ok(Refreshed::Rotated(RefreshGrant { user: old.user, identity }));
         }
-        transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))
+        self.rotate_judged(old, next_verifier_hash, now, expires_at).await
     }
 
-    /// One statement: what the shared policy (`refresh::revokes`) says, in SQL (any token of the
-    /// family that is not newer than its current one, the current one by its verifier).
+    /// One statement: [`REVOKE`].
     async fn revoke_refresh(&self, id: &RefreshId) -> Result<bool, StoreError> {
-        let revoked = sqlx::query(
-            "UPDATE refresh_families SET revoked = true WHERE family = $1 AND user_id = $2 AND NOT revoked \
-             AND (generation > $3 OR (generation = $3 AND verifier_hash = $4))",
-        )
-        .bind(Uuid::from_bytes(id.family))
-        .bind(uuid(&id.user))
-        .bind(i64::from(id.generation))
-        .bind(&id.verifier_hash[..])
-        .execute(&self.pool)
-        .await?;
+        let revoked = bind_revoke(sqlx::query(REVOKE), id).execute(&self.pool).await?;
         Ok(revoked.rows_affected() == 1)
     }
 
@@ -259,35 +276,72 @@ fn bind_advance<'q>(
         .bind(i64::from(u32::MAX)))
 }
 
+/// Binds [`REVOKE`]'s parameters to `query`.
+fn bind_revoke<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    id: &RefreshId,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(Uuid::from_bytes(id.family))
+        .bind(uuid(&id.user))
+        .bind(i64::from(id.generation))
+        .bind(id.verifier_hash.to_vec())
+}
+
 impl PgStore {
-    /// [`crate::store::Store::rotate_refresh_reading_user`]: one statement when the token
-    /// advances its family; otherwise the transaction of [`RefreshTokens::rotate_refresh`],
-    /// and the user after it.
-    pub(crate) async fn rotate_reading_user(
+    /// [`crate::store::Store::rotate_refresh_reading_user`] in one statement when the token
+    /// advances its family ([`ADVANCE_READING_USER`]); `None` otherwise, for
+    /// [`PgStore::rotate_judged`].
+    pub(crate) async fn rotate_at_once(
         &self,
         old: &RefreshId,
         next_verifier_hash: &[u8; 32],
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
-    ) -> Result<(Refreshed, Option<User>), StoreError> {
-        let query = sqlx::query(AssertSqlSafe(ADVANCE_READING_USER.as_str()));
-        let rows = bind_advance(query, old, next_verifier_hash, now, expires_at)?.fetch_all(&self.pool).await?;
-        if let Some(first) = rows.first() {
-            let identity =
-                Identity { appid: first.try_get("rotated_appid")?, openid: first.try_get("rotated_openid")? };
-            let rotated = Refreshed::Rotated(RefreshGrant { user: old.user, identity });
-            // A family outlives its user only if the foreign key's cascade did not run.
-            if first.try_get::<Option<Uuid>, _>("id")?.is_none() {
-                return Ok((rotated, None));
-            }
-            return Ok((rotated, super::users::loaded(&rows)?.map(|l| l.user)));
+        event: &Event,
+        deliveries: &[Delivery],
+    ) -> Result<Option<(Refreshed, Option<User>)>, StoreError> {
+        let query = bind_advance(
+            sqlx::query(AssertSqlSafe(ADVANCE_READING_USER.as_str())),
+            old,
+            next_verifier_hash,
+            now,
+            expires_at,
+        )?;
+        let rows = events::bind_one(query, event, deliveries)?.fetch_all(&self.pool).await?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        let identity = Identity { appid: first.try_get("rotated_appid")?, openid: first.try_get("rotated_openid")? };
+        let rotated = Refreshed::Rotated(RefreshGrant { user: old.user, identity });
+        // A family outlives its user only if the foreign key's cascade did not run.
+        if first.try_get::<Option<Uuid>, _>("id")?.is_none() {
+            return Ok(Some((rotated, None)));
         }
-        let rotated = transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))?;
-        let user = match &rotated {
-            Refreshed::Rotated(grant) => super::users::load(&self.pool, uuid(&grant.user)).await?.map(|l| l.user),
-            _ => None,
-        };
-        Ok((rotated, user))
+        Ok(Some((rotated, super::users::loaded(&rows)?.map(|l| l.user))))
+    }
+
+    /// A rotation judged by the shared policy in a transaction: what
+    /// [`RefreshTokens::rotate_refresh`] does when its one statement did not advance.
+    pub(crate) async fn rotate_judged(
+        &self,
+        old: &RefreshId,
+        next_verifier_hash: &[u8; 32],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<Refreshed, StoreError> {
+        transact!(self, tx => self.rotate_in(&mut tx, old, next_verifier_hash, now, expires_at))
+    }
+
+    /// [`crate::store::Store::revoke_refresh_recording`] in one statement
+    /// ([`REVOKE_RECORDING`]).
+    pub(crate) async fn revoke_recording(
+        &self,
+        id: &RefreshId,
+        event: &Event,
+        deliveries: &[Delivery],
+    ) -> Result<bool, StoreError> {
+        let query = bind_revoke(sqlx::query(AssertSqlSafe(REVOKE_RECORDING.as_str())), id);
+        let row = events::bind_one(query, event, deliveries)?.fetch_one(&self.pool).await?;
+        Ok(row.try_get("revoked")?)
     }
 
     /// The user's family `family`, locked until the transaction ends.

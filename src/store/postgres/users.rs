@@ -35,6 +35,16 @@ pub(super) const USER_COLUMNS: &str = "SELECT u.id, u.unionid, u.unionid_shared_
      u.deletion_requested_at_ns, u.deletion_erase_at_ns, a.username, i.appid, i.openid, i.session_key, i.session_key_issued_at_ns \
      FROM users u LEFT JOIN accounts a ON a.user_id = u.id LEFT JOIN identities i ON i.user_id = u.id";
 
+/// Whether the user of a `users` row may log in at `now` (an SQL expression, or a
+/// parameter): [`crate::domain::Controls::admit_login`] stated in SQL, for the statements
+/// that start or continue a session in one round trip.
+pub(super) fn admits_login_at(now: &str) -> String {
+    format!(
+        "(ban_reason IS NULL OR ban_until_ns <= {now}) \
+         AND (deletion_requested_at_ns IS NULL OR deletion_erase_at_ns IS NULL)"
+    )
+}
+
 /// The user from the rows of a [`USER_COLUMNS`] query (one per identity), if any.
 pub(super) fn loaded(rows: &[PgRow]) -> Result<Option<Loaded>, StoreError> {
     let Some(first) = rows.first() else { return Ok(None) };

@@ -6,11 +6,16 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use wxauth::{
-    domain::{Identity, UserId},
-    store::{Origin, RefreshGrant, RefreshId, Refreshed, Store, session_id},
+    domain::{Ban, Identity, UserId},
+    store::{
+        Origin, RefreshGrant, RefreshId, Refreshed, Store,
+        events::{Event, EventFilter, EventKind},
+        outbox::Subscriptions,
+        session_id,
+    },
 };
 
-use super::HASH;
+use super::{HASH, session};
 use crate::{Backend, open};
 
 fn grant(user: UserId) -> RefreshGrant {
@@ -74,7 +79,8 @@ pub async fn a_rotation_that_reads_the_user_judges_as_a_rotation_and_reads_the_u
     ];
     for (presented, at, judged, what) in cases {
         let next = [presented.generation as u8 + 2; 32];
-        let (rotated, read) = store.rotate_refresh_reading_user(&presented, &next, at, later).await.unwrap();
+        let refreshed = Event::new(EventKind::Refresh, at);
+        let (rotated, read) = store.rotate_refresh_reading_user(&presented, &next, at, later, refreshed).await.unwrap();
         assert_eq!(rotated, judged, "{what}");
         match rotated {
             Refreshed::Rotated(_) => {
@@ -84,6 +90,68 @@ pub async fn a_rotation_that_reads_the_user_judges_as_a_rotation_and_reads_the_u
             _ => assert!(read.is_none(), "{what}: a user read without a rotation"),
         }
     }
+}
+
+pub async fn a_refresh_keeps_its_event_only_when_the_session_goes_on_and_a_logout_only_when_it_revoked(
+    backend: &dyn Backend,
+) {
+    let (settings, _guard) = backend.fresh();
+    let hook = [7u8; 8];
+    let store = open(&settings).await.unwrap().with_webhooks(Subscriptions::new(vec![(hook, vec![])]));
+    let (now, later) = (OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let amy = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user.id;
+    // Holds no WeChat identity, so not the one of the family's grant.
+    let alice = user(&store, "alice").await;
+    for (user, family) in [(amy, 1), (amy, 2), (alice, 3)] {
+        let first = rid_of(user, family, 0, family);
+        store.start_refresh(&first, &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
+    }
+    let refresh = |old: RefreshId, next: u8, what: &'static str| {
+        let store = &store;
+        async move {
+            // Apart in time, so that the log lists them in this order.
+            let at = now + time::Duration::milliseconds(i64::from(next));
+            let event = Event::new(EventKind::Refresh, at).detail("session", what);
+            store.rotate_refresh_reading_user(&old, &[next; 32], now, later, event).await.unwrap().0
+        }
+    };
+    assert_eq!(refresh(rid_of(amy, 1, 0, 9), 2, "a wrong verifier").await, Refreshed::Unknown);
+    assert_eq!(refresh(rid_of(amy, 1, 0, 1), 2, "rotated").await, Refreshed::Rotated(grant(amy)));
+    assert_eq!(refresh(rid_of(amy, 1, 0, 1), 3, "a reuse").await, Refreshed::Reused);
+    assert!(matches!(refresh(rid_of(alice, 3, 0, 3), 4, "not the user's identity").await, Refreshed::Rotated(_)));
+    store.change_controls(&amy, |c| c.ban = Some(Ban { reason: "spam".into(), until: None, at: now })).await.unwrap();
+    assert!(matches!(refresh(rid_of(amy, 2, 0, 2), 5, "banned").await, Refreshed::Rotated(_)));
+    store.change_controls(&amy, |c| c.ban = None).await.unwrap();
+    assert!(matches!(refresh(rid_of(amy, 2, 1, 5), 6, "unbanned").await, Refreshed::Rotated(_)));
+
+    let logout = |id: RefreshId, ms: i64, what: &'static str| {
+        let store = &store;
+        async move {
+            let at = now + time::Duration::milliseconds(ms);
+            let event = Event::new(EventKind::Logout, at).user(id.user).detail("session", what);
+            store.revoke_refresh_recording(&id, event).await.unwrap()
+        }
+    };
+    assert!(logout(rid_of(amy, 2, 2, 6), 10, "logged out").await);
+    assert!(!logout(rid_of(amy, 2, 2, 6), 11, "twice").await, "a family revoked twice");
+    assert!(!logout(rid_of(amy, 9, 0, 9), 12, "unknown").await);
+
+    let filter =
+        EventFilter { kinds: vec![EventKind::Refresh, EventKind::Logout], limit: 100, ..EventFilter::default() };
+    let kept = store.events(&filter).await.unwrap();
+    let said: Vec<_> = kept.iter().rev().map(|e| (e.kind, e.details["session"].as_str().unwrap())).collect();
+    assert_eq!(
+        said,
+        [(EventKind::Refresh, "rotated"), (EventKind::Refresh, "unbanned"), (EventKind::Logout, "logged out")]
+    );
+    let refreshes = kept.iter().filter(|e| e.kind == EventKind::Refresh);
+    assert!(refreshes.clone().all(|e| e.user == Some(amy) && e.appid.as_deref() == Some("wx1")), "{kept:?}");
+    let delivered = store.claim_deliveries(later, later + time::Duration::minutes(1), 100).await.unwrap();
+    let mut delivered: Vec<_> = delivered.iter().map(|d| (d.event, d.hook)).collect();
+    let mut expected: Vec<_> = kept.iter().map(|e| (e.id, hook)).collect();
+    delivered.sort();
+    expected.sort();
+    assert_eq!(delivered, expected, "a delivery per kept event, none for the others");
 }
 
 pub async fn refresh_families_are_revoked_by_token_by_user_and_by_account_changes(backend: &dyn Backend) {

@@ -224,9 +224,9 @@ impl Auth {
     /// already issued stay valid until they expire.
     pub async fn logout_all(&self, bearer: &str, peer: &super::Peer<'_>) -> Result<(), super::BearerFailure> {
         let caller = self.caller(bearer).await?;
-        self.parts.store.revoke_user_refresh(&caller.user.id).await?;
+        let event = self.caller_event(EventKind::LogoutAll, &caller, peer);
+        self.parts.store.revoke_user_refresh_recording(&caller.user.id, event).await?;
         tracing::info!(user_id = %caller.user.id, "every refresh token of the user revoked");
-        self.record(self.caller_event(EventKind::LogoutAll, &caller, peer)).await;
         Ok(())
     }
 

@@ -551,6 +551,22 @@ impl Store {
         dispatch!(self, b => b.revoke_user_refresh(user).await)
     }
 
+    /// [`Store::revoke_user_refresh`], keeping `logout_all` (the user's event) with it: one
+    /// statement on PostgreSQL.
+    pub async fn revoke_user_refresh_recording(
+        &self,
+        user: &UserId,
+        logout_all: events::Event,
+    ) -> Result<(), StoreError> {
+        if let Configured::Postgres(pg) = &self.backend {
+            let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&logout_all));
+            return pg.revoke_user_recording(user, &logout_all, &deliveries).await;
+        }
+        self.revoke_user_refresh(user).await?;
+        self.record(logout_all).await;
+        Ok(())
+    }
+
     /// Looks at up to `limit` refresh families, continuing where the previous batch
     /// stopped, and removes those that can no longer be used at `now`: expired (revoked
     /// ones included, which answer "revoked" until then), or of a user that is gone.

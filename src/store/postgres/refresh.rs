@@ -66,6 +66,15 @@ static REVOKE_RECORDING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Every live family of user `$1` revoked, and the `logout_all` event from `$2`
+/// ([`events::bind_one`]) in the app `$10`, whether or not a family was live.
+static REVOKE_USER_RECORDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH revoked AS (UPDATE refresh_families SET revoked = true WHERE user_id = $1 AND NOT revoked), {} SELECT 1",
+        events::keeping_one("(SELECT $1::uuid AS id) AS caller", "$10::text", 2)
+    )
+});
+
 /// Where a purge pass stands: the last family looked at.
 #[derive(Default)]
 pub(super) struct PurgeCursor {
@@ -342,6 +351,19 @@ impl PgStore {
         let query = bind_revoke(sqlx::query(AssertSqlSafe(REVOKE_RECORDING.as_str())), id);
         let row = events::bind_one(query, event, deliveries)?.fetch_one(&self.pool).await?;
         Ok(row.try_get("revoked")?)
+    }
+
+    /// [`crate::store::Store::revoke_user_refresh_recording`] in one statement
+    /// ([`REVOKE_USER_RECORDING`]).
+    pub(crate) async fn revoke_user_recording(
+        &self,
+        user: &UserId,
+        event: &Event,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        let query = sqlx::query(AssertSqlSafe(REVOKE_USER_RECORDING.as_str())).bind(uuid(user));
+        events::bind_one(query, event, deliveries)?.bind(event.appid.as_deref()).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The user's family `family`, locked until the transaction ends.

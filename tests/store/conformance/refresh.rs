@@ -102,7 +102,7 @@ pub async fn a_refresh_keeps_its_event_only_when_the_session_goes_on_and_a_logou
     let amy = store.record_login("wx1", &session("o1", "k1")).await.unwrap().user.id;
     // Holds no WeChat identity, so not the one of the family's grant.
     let alice = user(&store, "alice").await;
-    for (user, family) in [(amy, 1), (amy, 2), (alice, 3)] {
+    for (user, family) in [(amy, 1), (amy, 2), (alice, 3), (amy, 4)] {
         let first = rid_of(user, family, 0, family);
         store.start_refresh(&first, &grant(user), &Origin::default(), now, later, KEEP).await.unwrap();
     }
@@ -135,17 +135,26 @@ pub async fn a_refresh_keeps_its_event_only_when_the_session_goes_on_and_a_logou
     assert!(logout(rid_of(amy, 2, 2, 6), 10, "logged out").await);
     assert!(!logout(rid_of(amy, 2, 2, 6), 11, "twice").await, "a family revoked twice");
     assert!(!logout(rid_of(amy, 9, 0, 9), 12, "unknown").await);
+    let everywhere = Event::new(EventKind::LogoutAll, now + time::Duration::milliseconds(20)).user(amy).app("wx1");
+    store.revoke_user_refresh_recording(&amy, everywhere.detail("session", "all")).await.unwrap();
+    assert_eq!(refresh(rid_of(amy, 4, 0, 4), 30, "after logout-all").await, Refreshed::Revoked);
 
-    let filter =
-        EventFilter { kinds: vec![EventKind::Refresh, EventKind::Logout], limit: 100, ..EventFilter::default() };
+    let kinds = vec![EventKind::Refresh, EventKind::Logout, EventKind::LogoutAll];
+    let filter = EventFilter { kinds, limit: 100, ..EventFilter::default() };
     let kept = store.events(&filter).await.unwrap();
     let said: Vec<_> = kept.iter().rev().map(|e| (e.kind, e.details["session"].as_str().unwrap())).collect();
     assert_eq!(
         said,
-        [(EventKind::Refresh, "rotated"), (EventKind::Refresh, "unbanned"), (EventKind::Logout, "logged out")]
+        [
+            (EventKind::Refresh, "rotated"),
+            (EventKind::Refresh, "unbanned"),
+            (EventKind::Logout, "logged out"),
+            (EventKind::LogoutAll, "all")
+        ]
     );
-    let refreshes = kept.iter().filter(|e| e.kind == EventKind::Refresh);
-    assert!(refreshes.clone().all(|e| e.user == Some(amy) && e.appid.as_deref() == Some("wx1")), "{kept:?}");
+    assert!(kept.iter().all(|e| e.user == Some(amy)), "{kept:?}");
+    let apps: Vec<_> = kept.iter().rev().map(|e| e.appid.as_deref()).collect();
+    assert_eq!(apps, [Some("wx1"), Some("wx1"), None, Some("wx1")], "the refreshes' app is the family's");
     let delivered = store.claim_deliveries(later, later + time::Duration::minutes(1), 100).await.unwrap();
     let mut delivered: Vec<_> = delivered.iter().map(|d| (d.event, d.hook)).collect();
     let mut expected: Vec<_> = kept.iter().map(|e| (e.id, hook)).collect();

@@ -62,7 +62,7 @@ impl Store {
         start: &SessionStart,
     ) -> Result<Option<LoggedIn>, StoreError> {
         if let super::Configured::Postgres(pg) = &self.backend {
-            let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&start.event));
+            let deliveries = self.subscriptions.deliveries_of(&start.event);
             if let Some(done) = pg.log_in_at_once(appid, session, create, start, &deliveries).await? {
                 return Ok(Some(done));
             }

@@ -507,7 +507,7 @@ impl Store {
     ) -> Result<(Refreshed, Option<User>), StoreError> {
         let rotated = match &self.backend {
             Configured::Postgres(pg) => {
-                let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&refreshed));
+                let deliveries = self.subscriptions.deliveries_of(&refreshed);
                 let at_once = pg.rotate_at_once(old, next_verifier_hash, now, expires_at, &refreshed, &deliveries);
                 if let Some(done) = at_once.await? {
                     return Ok(done);
@@ -536,7 +536,7 @@ impl Store {
     /// PostgreSQL.
     pub async fn revoke_refresh_recording(&self, id: &RefreshId, logout: events::Event) -> Result<bool, StoreError> {
         if let Configured::Postgres(pg) = &self.backend {
-            let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&logout));
+            let deliveries = self.subscriptions.deliveries_of(&logout);
             return pg.revoke_recording(id, &logout, &deliveries).await;
         }
         let revoked = self.revoke_refresh(id).await?;
@@ -559,7 +559,7 @@ impl Store {
         logout_all: events::Event,
     ) -> Result<(), StoreError> {
         if let Configured::Postgres(pg) = &self.backend {
-            let deliveries = self.subscriptions.deliveries(std::slice::from_ref(&logout_all));
+            let deliveries = self.subscriptions.deliveries_of(&logout_all);
             return pg.revoke_user_recording(user, &logout_all, &deliveries).await;
         }
         self.revoke_user_refresh(user).await?;

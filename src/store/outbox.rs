@@ -59,6 +59,11 @@ impl Subscriptions {
         }
         out
     }
+
+    /// The deliveries one event needs, as [`Subscriptions::deliveries`].
+    pub fn deliveries_of(&self, event: &Event) -> Vec<Delivery> {
+        self.deliveries(std::slice::from_ref(event))
+    }
 }
 
 /// One event to send to one webhook.
